@@ -1,0 +1,79 @@
+"""`make demo`: a throw-away git repository with a small `.jit/`, one real dispatch, its summary.
+
+Everything runs for real: the store is written by this package, `jit-dispatch once` runs as a
+separate process, and the step summary is the Markdown an Actions run would get.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .jit_store import JitStore, NewIssue
+
+COMMAND = (
+    'echo "agent {agent} working on {short_id}: {title}"; echo "issue snapshot: $JIT_ISSUE_FILE"; sleep 0.3; echo done'
+)
+
+
+def build_example(root: Path) -> JitStore:
+    store = JitStore.init(root / ".jit")
+    (design,) = store.create_issues(
+        [NewIssue("Design the plugin API", "critical", labels=("type:task", "component:core"))]
+    )
+    store.create_issues(
+        [
+            NewIssue("Fix crash on empty config", "high", labels=("type:bug", "component:cli")),
+            NewIssue("Implement the plugin loader", "high", labels=("type:task",), dependencies=(design,)),
+            NewIssue("Write the user guide", "normal", labels=("type:docs",)),
+            NewIssue("Title from a stranger: $(touch pwned) `id`; </details> ::error::x", "low", labels=("type:bug",)),
+        ]
+    )
+    return store
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="jit-dispatch-demo-") as tmp:
+        repo = Path(tmp)
+        _git(repo, "init", "-q", "-b", "main")
+        (repo / ".gitignore").write_text(".jit/**/*.lock\n")
+        build_example(repo)
+        _git(repo, "add", "-A")
+        _git(
+            repo,
+            "-c",
+            "user.name=demo",
+            "-c",
+            "user.email=demo@example.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "example jit store",
+        )
+        summary = repo / "step-summary.md"
+        env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
+        cli = [sys.executable, "-m", "jit_dispatch"]
+        print(f"$ cd {repo}\n$ jit-dispatch ready --all")
+        subprocess.run([*cli, "ready", "--all"], cwd=repo, check=True)
+        print(f"\n$ jit-dispatch once --agent demo-runner --command '{COMMAND}'")
+        code = subprocess.run(
+            [*cli, "once", "--agent", "demo-runner", "--command", COMMAND], cwd=repo, env=env
+        ).returncode
+        print(f"(exit code {code})\n\n--- step summary (Markdown, as GitHub would render it) ---")
+        print(summary.read_text())
+        print("--- git status: the claim and the result are changes to commit ---")
+        print(_git(repo, "status", "--short"))
+        print("$ jit-dispatch ready   # the unblocked follow-up is ready now")
+        subprocess.run([*cli, "ready"], cwd=repo, check=True)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

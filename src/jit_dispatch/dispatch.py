@@ -1,0 +1,185 @@
+"""The one algorithm: select → claim → run → settle (design §3). Reporting is the caller's.
+
+Everything tracker-specific sits behind `Tracker`; everything about the child process behind
+`runner.run_command`; the caller passes `Hooks` to show the command's output live.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from . import selection
+from .invocation import command_env, expand_command, failure_reason, placeholder_values, shell_argv
+from .models import Issue
+from .runner import CancelToken, RunResult, run_command
+from .selection import Filters, Held
+from .tracker import Settlement, Snapshot, Tracker
+
+OUTCOMES = ("done", "gated", "released", "parked", "lost", "idle", "dry-run", "error")
+
+
+@dataclass(frozen=True)
+class Request:
+    agent: str  # the assignee, `type:identifier`
+    command: str
+    filters: Filters = field(default_factory=Filters)
+    timeout: float | None = None
+    max_attempts: int = 3
+    shell: str = "bash"
+    workdir: Path | None = None
+    dry_run: bool = False
+    run_ref: str = ""  # run URL or host:pid, recorded in the claim
+
+
+@dataclass
+class Result:
+    outcome: str
+    agent: str
+    store: str
+    issue: Issue | None = None
+    attempt: int | None = None
+    exit_code: int | None = None
+    duration_seconds: float | None = None
+    reason: str | None = None
+    command: str | None = None
+    output_tail: str = ""
+    output_bytes: int = 0
+    cancelled_by: int | None = None
+    promoted: tuple[str, ...] = ()
+    held: list[Held] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Hooks(Protocol):
+    def command_starting(self, issue: Issue, attempt: int) -> None: ...
+    def output(self, chunk: bytes) -> None: ...
+    def command_finished(self, run: RunResult) -> None: ...
+
+
+def exit_code_for(result: Result, fail_on_command_failure: bool = True) -> int:
+    """The contract of design §3.5."""
+    if result.cancelled_by is not None:
+        return 128 + result.cancelled_by
+    if result.outcome in ("released", "parked", "lost") and fail_on_command_failure:
+        return 1
+    if result.outcome == "error":
+        return 3
+    return 0
+
+
+def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> str:
+    """Why nothing was taken, in words a person can act on."""
+    if filters.issue_id is not None:
+        short = filters.issue_id[:8]
+        for held in plan.held:
+            return f"issue {short} is not dispatchable: {held.reason}"
+        for issue in snapshot.issues:
+            if issue.id == filters.issue_id:
+                if selection.is_available(issue, snapshot.states):
+                    return f"issue {short} does not match the label/priority filters"
+                return f"issue {short} is not dispatchable: " + selection.not_ready_reason(issue, snapshot.states)
+        state = snapshot.states.get(filters.issue_id)
+        return f"issue {short} is not dispatchable: " + (f"state is {state}" if state else "unreadable")
+    if plan.held:
+        return f"no dispatchable issue ({len(plan.held)} ready but held back)"
+    return "no ready issue matches"
+
+
+def dispatch_once(
+    tracker: Tracker,
+    request: Request,
+    cancel: CancelToken,
+    hooks: Hooks,
+    base_env: Mapping[str, str] | None = None,
+) -> Result:
+    snapshot = tracker.snapshot()
+    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters)
+    result = Result("idle", request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
+    result.command = request.command
+    if not plan.dispatchable:
+        result.reason = _idle_reason(snapshot, plan, request.filters)
+        return result
+    if request.dry_run:
+        top = plan.dispatchable[0]
+        result.outcome, result.issue, result.attempt = "dry-run", top, top.failed_attempts + 1
+        result.reason = f"would claim {top.short_id} ({len(plan.dispatchable)} dispatchable)"
+        return result
+
+    claimed: Issue | None = None
+    for candidate in plan.dispatchable:
+        if cancel.cancelled:
+            break
+        claimed = tracker.claim(candidate.id, request.agent, request.run_ref, request.filters)
+        if claimed is not None:
+            break
+    if claimed is None:
+        result.cancelled_by = cancel.signum
+        result.reason = (
+            "cancelled before claiming" if cancel.cancelled else "every candidate was taken by another runner"
+        )
+        return result
+
+    result.issue, result.attempt = claimed, claimed.failed_attempts + 1
+    if cancel.signum is not None:  # cancelled between claim and start: give it straight back
+        reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
+        result.cancelled_by = cancel.signum
+        return _settle(tracker, request, result, claimed, reason)
+
+    run = _run(claimed, result.attempt, request, cancel, hooks, base_env or os.environ)
+    result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
+    result.output_tail, result.output_bytes = run.tail, run.output_bytes
+    result.cancelled_by = run.cancelled_by
+    return _settle(tracker, request, result, claimed, failure_reason(run, request.timeout))
+
+
+def _run(
+    issue: Issue,
+    attempt: int,
+    request: Request,
+    cancel: CancelToken,
+    hooks: Hooks,
+    base_env: Mapping[str, str],
+) -> RunResult:
+    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None))
+    try:
+        issue_file = scratch / f"{issue.id}.json"
+        issue_file.write_text(json.dumps(issue.raw, indent=2, ensure_ascii=False), encoding="utf-8")
+        command = expand_command(request.command, placeholder_values(issue, request.agent, issue_file))
+        hooks.command_starting(issue, attempt)
+        run = run_command(
+            shell_argv(request.shell, command),
+            cwd=request.workdir,
+            env=command_env(base_env, issue, request.agent, attempt, issue_file),
+            timeout=request.timeout,
+            cancel=cancel,
+            write_output=hooks.output,
+        )
+        hooks.command_finished(run)
+        return run
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _settle(tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None) -> Result:
+    """Success completes the issue; any failure releases it (parking at the attempt limit)."""
+    settlement: Settlement
+    if reason is None:
+        settlement = tracker.complete(issue.id, request.agent)
+    else:
+        settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts)
+    result.outcome, result.promoted = settlement.outcome, settlement.promoted
+    if settlement.outcome == "lost":
+        result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
+    elif settlement.outcome == "parked":
+        result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
+    else:
+        result.reason = reason
+    return result

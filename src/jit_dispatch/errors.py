@@ -1,0 +1,17 @@
+"""Errors that end a run, each with its documented exit code (design §3.5)."""
+
+
+class DispatchError(Exception):
+    exit_code = 1
+
+
+class UsageError(DispatchError):
+    """A bad option, input or configuration value: exit 2."""
+
+    exit_code = 2
+
+
+class TrackerError(DispatchError):
+    """The tracker cannot be read or written (missing/corrupt store, lock timeout): exit 3."""
+
+    exit_code = 3

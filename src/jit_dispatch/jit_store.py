@@ -1,0 +1,285 @@
+"""The jit tracker, read and written natively in `.jit/` (jit-format.md §2-§6, §13).
+
+Writes follow jit's protocol: `.index.lock` then `issues/<id>.lock` (flock, exclusive), re-read
+inside the locks, temp file + rename, then events appended under `.events.lock`. Reads take no
+lock: every writer renames whole files into place, so a reader never sees a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import transitions
+from .errors import TrackerError
+from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
+from .locks import LockTimeout, flock
+from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
+from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
+from .tracker import Settlement, Snapshot
+
+# In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
+# never occurs inside a JSON string, so this finds the issue's own state without parsing.
+_STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
+
+
+def _quick_state(data: bytes) -> str | None:
+    """The state of a well-formed pretty file, or None when the file needs a full parse."""
+    match = _STATE_LINE.search(data)
+    if match is None or not data.rstrip().endswith(b"}"):
+        return None
+    state = match.group(1).decode()
+    return state if state in STATES else None
+
+
+@dataclass(frozen=True)
+class NewIssue:
+    """An issue to create (demo, tests, benchmarks): what `jit issue create` + `dep add` make."""
+
+    title: str
+    priority: str = "normal"
+    description: str = ""
+    labels: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    gates_required: tuple[str, ...] = ()
+    created_at: str | None = None
+
+
+class JitStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+        self.issues_dir = root / "issues"
+        self._gates: dict[str, Gate] | None = None
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, root: Path) -> JitStore:
+        if not root.is_dir():
+            raise TrackerError(f"{root}: no jit store here (run from the repository root or pass --jit-dir)")
+        if not (root / "index.json").is_file():
+            raise TrackerError(f"{root / 'index.json'}: missing; the jit store is not initialized")
+        return cls(root)
+
+    @classmethod
+    def init(cls, root: Path) -> JitStore:
+        """An empty store, as `jit init` lays it out (minus jit's config.toml)."""
+        (root / "issues").mkdir(parents=True, exist_ok=True)
+        if not (root / "index.json").exists():
+            atomic_write(root / "index.json", dumps_pretty({"schema_version": 2, "all_ids": [], "deleted_ids": []}))
+        if not (root / "gates.json").exists():
+            atomic_write(root / "gates.json", dumps_pretty({"gates": {}}))
+        (root / "events.jsonl").touch()
+        return cls(root)
+
+    # ----------------------------------------------------------------- reading
+    def _load_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise TrackerError(f"{path}: missing") from None
+        except (OSError, ValueError) as exc:
+            raise TrackerError(f"{path}: cannot be read as JSON ({exc})") from None
+
+    def issue_ids(self) -> list[str]:
+        """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order."""
+        path = self.root / "index.json"
+        index = self._load_json(path)
+        all_ids = index.get("all_ids") if isinstance(index, dict) else None
+        if not isinstance(all_ids, list) or not all(isinstance(i, str) for i in all_ids):
+            raise TrackerError(f"{path}: field 'all_ids' must be a list of issue ids")
+        deleted = set(index.get("deleted_ids") or ())
+        return [i for i in dict.fromkeys(all_ids) if i not in deleted]
+
+    def gates(self) -> dict[str, Gate]:
+        if self._gates is None:
+            path = self.root / "gates.json"
+            if not path.exists():
+                self._gates = {}
+                return self._gates
+            registry = self._load_json(path)
+            gates = registry.get("gates") if isinstance(registry, dict) else None
+            if not isinstance(gates, dict):
+                raise TrackerError(f"{path}: field 'gates' must be an object")
+            self._gates = {
+                key: Gate(key, str(g.get("stage", "")), str(g.get("mode", "")))
+                for key, g in gates.items()
+                if isinstance(g, dict)
+            }
+        return self._gates
+
+    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+        """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned."""
+        wanted = frozenset(full_states)
+        ids = self.issue_ids()
+        states: dict[str, str] = {}
+        issues: list[Issue] = []
+        warnings: list[str] = []
+        for issue_id in ids:
+            path = self.issues_dir / f"{issue_id}.json"
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
+                continue
+            state = _quick_state(data)
+            if state is not None and state not in wanted:
+                states[issue_id] = state
+                continue
+            try:
+                issue = issue_from_raw(json.loads(data), issue_id)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, IssueFormatError
+                warnings.append(f"{path}: {exc}; skipped (left untouched)")
+                continue
+            states[issue_id] = issue.state
+            if issue.state in wanted:
+                issues.append(issue)
+        return Snapshot(issues, states, self.gates(), ids, warnings)
+
+    def _read_issue(self, issue_id: str) -> Issue | None:
+        try:
+            return issue_from_raw(json.loads((self.issues_dir / f"{issue_id}.json").read_bytes()), issue_id)
+        except (OSError, ValueError):
+            return None
+
+    def _state_of(self, issue_id: str) -> str | None:
+        issue = self._read_issue(issue_id)
+        return issue.state if issue else None
+
+    def issue_file(self, issue_id: str) -> Path:
+        return self.issues_dir / f"{issue_id}.json"
+
+    # ----------------------------------------------------------------- writing
+    @contextmanager
+    def _locked(self, issue_id: str) -> Iterator[None]:
+        """`.index.lock` then `issues/<id>.lock`, both exclusive: jit's order for a save."""
+        try:
+            with flock(self.root / ".index.lock"), flock(self.issues_dir / f"{issue_id}.lock"):
+                yield
+        except LockTimeout as exc:
+            raise TrackerError(f"{exc.path}: lock timeout ({exc}); is another jit process stuck?") from None
+
+    def _write_issue(self, raw: dict[str, Any]) -> None:
+        atomic_write(self.issue_file(raw["id"]), dumps_pretty(ordered_issue(raw)))
+
+    def _append_events(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        try:
+            with flock(self.root / ".events.lock"):
+                append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+        except LockTimeout as exc:
+            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+
+    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+        with self._locked(issue_id):
+            issue = self._read_issue(issue_id)
+            if issue is None:
+                return None
+            dep_states = {dep: s for dep in issue.dependencies if (s := self._state_of(dep))}
+            if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
+                return None
+            now = transitions.format_timestamp()
+            raw, events = transitions.claim(issue.raw, assignee, run, now)
+            self._write_issue(raw)
+        self._append_events(events)
+        return issue_from_raw(raw)
+
+    def complete(self, issue_id: str, assignee: str) -> Settlement:
+        with self._locked(issue_id):
+            current = self._read_issue(issue_id)
+            if current is None or not transitions.still_ours(current.raw, assignee):
+                return Settlement("lost", current.failed_attempts if current else 0)
+            raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
+            self._write_issue(raw)
+        self._append_events(events)
+        promoted = self._promote_unblocked() if outcome == "done" else ()
+        return Settlement(outcome, current.failed_attempts, promoted)
+
+    def _promote_unblocked(self) -> tuple[str, ...]:
+        """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5)."""
+        snapshot = self.snapshot(full_states=("backlog",))
+        promoted: list[str] = []
+        for candidate in snapshot.issues:
+            if blocking_dependencies(candidate, snapshot.states):
+                continue
+            with self._locked(candidate.id):
+                fresh = self._read_issue(candidate.id)
+                if fresh is None or fresh.state != "backlog":
+                    continue
+                dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
+                if blocking_dependencies(fresh, dep_states):
+                    continue
+                raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
+                self._write_issue(raw)
+            self._append_events(events)
+            promoted.append(candidate.id)
+        return tuple(promoted)
+
+    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
+        with self._locked(issue_id):
+            current = self._read_issue(issue_id)
+            if current is None or not transitions.still_ours(current.raw, assignee):
+                return Settlement("lost", current.failed_attempts if current else 0)
+            raw, events, outcome = transitions.release(
+                current.raw, reason, max_attempts, transitions.format_timestamp()
+            )
+            self._write_issue(raw)
+        self._append_events(events)
+        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+
+    def create_issues(self, specs: Iterable[NewIssue]) -> list[str]:
+        """Create issues as `jit issue create` does (+ `dep add`: unresolved deps → backlog)."""
+        created: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        try:
+            with flock(self.root / ".index.lock"):
+                index_path = self.root / "index.json"
+                index = self._load_json(index_path)
+                states = {i: s for i in index["all_ids"] if (s := self._state_of(i))}
+                for spec in specs:
+                    raw = self._new_issue_raw(spec, states)
+                    states[raw["id"]] = raw["state"]
+                    with flock(self.issues_dir / f"{raw['id']}.lock"):
+                        self._write_issue(raw)
+                    event = transitions.make_event(
+                        "issue_created", raw["id"], raw["created_at"], title=raw["title"], priority=raw["priority"]
+                    )
+                    created.append((raw, event))
+                index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
+                atomic_write(index_path, dumps_pretty(index))
+        except LockTimeout as exc:
+            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+        self._append_events([event for _, event in created])
+        return [raw["id"] for raw, _ in created]
+
+    @staticmethod
+    def _new_issue_raw(spec: NewIssue, states: dict[str, str]) -> dict[str, Any]:
+        now = spec.created_at or transitions.format_timestamp()
+        blocked = any(states.get(dep) not in ("done", "rejected") for dep in spec.dependencies)
+        raw = {
+            "id": str(uuid.uuid4()),
+            "title": spec.title,
+            "description": spec.description,
+            "state": "backlog" if blocked else "ready",
+            "priority": spec.priority,
+            "assignee": None,
+            "dependencies": list(spec.dependencies),
+            "gates_required": list(spec.gates_required),
+            "gates_status": {},
+            "context": {},
+            "documents": [],
+            "labels": list(spec.labels),
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            issue_from_raw(raw)
+        except IssueFormatError as exc:  # e.g. an unknown priority
+            raise ValueError(f"issue {spec.title!r}: {exc}") from None
+        return raw

@@ -1,0 +1,153 @@
+"""Plain data the dispatcher passes around, and the parsing of a jit issue into it.
+
+Stdlib dataclasses rather than pydantic on purpose: `jit-dispatch once` must start fast, and
+importing pydantic alone costs about 200 ms (measured in bench/). Pydantic validates the
+configuration file, which is read once per process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# jit's enums (jit-format.md §3.1). Priority rank: lower sorts first.
+PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+PRIORITIES = tuple(PRIORITY_RANK)
+STATES = ("backlog", "ready", "in_progress", "gated", "done", "rejected", "archived")
+RESOLVED_STATES = frozenset({"done", "rejected"})
+
+PARKED_LABEL = "dispatch:parked"
+
+# Keys of `context` owned by the dispatcher (design §3.2).
+CTX_CLAIMED_AT = "dispatch.claimed_at"
+CTX_RUN = "dispatch.run"
+CTX_ATTEMPTS = "dispatch.attempts"
+CTX_LAST_REASON = "dispatch.last_reason"
+
+_ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
+
+
+class IssueFormatError(ValueError):
+    """An issue file jit itself could not read; it is skipped, never rewritten."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """The fields dispatch decisions need; `raw` keeps the file's full JSON for writing back."""
+
+    id: str
+    title: str
+    state: str
+    priority: str
+    assignee: str | None
+    dependencies: tuple[str, ...]
+    labels: tuple[str, ...]
+    gates_required: tuple[str, ...]
+    gates_passed: frozenset[str]
+    context: Mapping[str, str]
+    created_at: datetime
+    raw: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def failed_attempts(self) -> int:
+        try:
+            return max(0, int(self.context.get(CTX_ATTEMPTS, "0")))
+        except ValueError:
+            return 0
+
+
+@dataclass(frozen=True)
+class Gate:
+    key: str
+    stage: str  # "precheck" | "postcheck"
+    mode: str  # "manual" | "auto"
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Accept jit's two styles (`Z` and `+00:00`, 0-9 fraction digits)."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _require(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in raw:
+        raise IssueFormatError(f"missing field '{key}'")
+    value = raw[key]
+    if not isinstance(value, kind):
+        raise IssueFormatError(f"field '{key}' has the wrong type")
+    return value
+
+
+def _str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    values = _require(raw, key, list)
+    if not all(isinstance(v, str) for v in values):
+        raise IssueFormatError(f"field '{key}' must be a list of strings")
+    return tuple(values)
+
+
+def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
+    """Validate like jit's serde reader does: a missing required key makes the issue unreadable."""
+    if not isinstance(raw, dict):
+        raise IssueFormatError("not a JSON object")
+    issue_id = _require(raw, "id", str)
+    if expected_id is not None and issue_id != expected_id:
+        raise IssueFormatError(f"field 'id' is {issue_id!r}, not the file name")
+    title = _require(raw, "title", str)
+    _require(raw, "description", str)
+    state = _require(raw, "state", str)
+    if state not in STATES:
+        raise IssueFormatError(f"field 'state' has unknown value {state!r}")
+    priority = _require(raw, "priority", str)
+    if priority not in PRIORITY_RANK:
+        raise IssueFormatError(f"field 'priority' has unknown value {priority!r}")
+    assignee = raw.get("assignee")
+    if assignee is not None and not isinstance(assignee, str):
+        raise IssueFormatError("field 'assignee' must be a string or null")
+    gates_status = _require(raw, "gates_status", dict)
+    passed: set[str] = set()
+    for key, gate_state in gates_status.items():
+        if not isinstance(gate_state, dict) or "status" not in gate_state:
+            raise IssueFormatError(f"field 'gates_status.{key}' has no status")
+        if gate_state["status"] == "passed":
+            passed.add(key)
+    context = _require(raw, "context", dict)
+    if not all(isinstance(v, str) for v in context.values()):
+        raise IssueFormatError("field 'context' must map strings to strings")
+    _require(raw, "documents", list)
+    created_raw = _require(raw, "created_at", str)
+    _require(raw, "updated_at", str)
+    try:
+        created_at = parse_timestamp(created_raw)
+    except ValueError:
+        raise IssueFormatError(f"field 'created_at' is not a timestamp: {created_raw!r}") from None
+    return Issue(
+        id=issue_id,
+        title=title,
+        state=state,
+        priority=priority,
+        assignee=assignee,
+        dependencies=_str_list(raw, "dependencies"),
+        labels=_str_list(raw, "labels"),
+        gates_required=_str_list(raw, "gates_required"),
+        gates_passed=frozenset(passed),
+        context=dict(context),
+        created_at=created_at,
+        raw=raw,
+    )
+
+
+def assignee_for(agent: str) -> str:
+    """jit's assignee convention is `type:identifier`; a bare agent name becomes `agent:<name>`."""
+    assignee = agent if ":" in agent else f"agent:{agent}"
+    if not _ASSIGNEE_RE.match(assignee):
+        raise ValueError(f"{agent!r} is not a valid agent id (use NAME or TYPE:NAME, no spaces)")
+    return assignee

@@ -1,0 +1,218 @@
+"""What a run tells people: the Markdown step summary, the terminal lines, the JSON object and
+the step outputs (design §3.5). Pure rendering; writing them out is `actions.py`'s job.
+
+Issue titles, labels and command output are untrusted. In Markdown they are HTML-escaped and
+stripped of Markdown syntax (or fenced with a fence longer than any backtick run they contain);
+in a terminal they are stripped of control characters.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from .dispatch import Result
+from .models import Issue
+from .selection import Held
+
+TAIL_LINES = 60
+TAIL_CHARS = 16 * 1024
+HELD_ROWS = 20
+ICONS = {
+    "done": "✅",
+    "gated": "🚦",
+    "released": "↩️",
+    "parked": "🅿️",
+    "lost": "⚠️",
+    "idle": "💤",
+    "dry-run": "🔎",
+    "error": "❌",
+}
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_LINE_START_SPECIAL = re.compile(r"^([#+\-=>]|\d+[.)])")
+
+
+def plain(text: str) -> str:
+    """Text safe for a terminal line: no escape sequences, controls or bidi overrides."""
+    return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
+
+
+def md_text(text: str, limit: int = 300) -> str:
+    """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
+    flat = plain(text)
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    escaped = html.escape(flat, quote=True).replace("@", "&#64;")
+    return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
+
+
+def md_code_span(text: str, limit: int = 300) -> str:
+    """Untrusted text as an inline code span that is also safe inside a table cell."""
+    flat = plain(text)
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    body = flat.replace("|", "\\|")
+    return f"{fence} {body} {fence}"
+
+
+def md_code_block(text: str, info: str = "text") -> str:
+    """A fenced block no content can close: the fence outruns every backtick run inside."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def output_tail(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
+    """The last lines of the output, ANSI-free, within a character budget."""
+    clean = _ANSI.sub("", text).replace("\r\n", "\n")
+    clean = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", clean)
+    kept = "\n".join(clean.rstrip("\n").split("\n")[-lines:])
+    return kept[-chars:]
+
+
+def human_size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _attempt_text(result: Result, max_attempts: int) -> str:
+    return f"{result.attempt} of {max_attempts}" if result.attempt else "–"
+
+
+def _row(name: str, value: str) -> str:
+    return f"| **{name}** | {value} |"
+
+
+def summary_markdown(result: Result, max_attempts: int) -> str:
+    icon = ICONS.get(result.outcome, "")
+    issue = result.issue
+    if issue is None:
+        lines = [f"### {icon} jit-dispatch · {result.outcome} · {md_text(result.agent)}", ""]
+        lines.append(md_text(result.reason or "", 1000))
+        lines.extend(_held_table(result.held))
+        lines.extend(_warnings(result.warnings))
+        return "\n".join(lines) + "\n"
+    lines = [
+        f"### {icon} jit-dispatch · {result.outcome} · `{issue.short_id}` {md_text(issue.title, 120)}",
+        "",
+        "| | |",
+        "|---|---|",
+        _row("Issue", f"`{issue.id}`"),
+        _row("Title", md_text(issue.title)),
+        _row("Priority", md_text(issue.priority)),
+        _row("Labels", ", ".join(md_code_span(label, 80) for label in issue.labels) or "–"),
+        _row("Agent", md_code_span(result.agent)),
+        _row("Attempt", _attempt_text(result, max_attempts)),
+        _row("Command", md_code_span(result.command or "", 200)),
+        _row("Duration", f"{result.duration_seconds:.2f} s" if result.duration_seconds is not None else "–"),
+        _row("Exit code", "–" if result.exit_code is None else str(result.exit_code)),
+        _row("Outcome", f"{icon} {result.outcome}"),
+        _row("Reason", md_text(result.reason or "–", 500)),
+        _row("Store", md_code_span(result.store)),
+    ]
+    if result.promoted:
+        lines.append(_row("Unblocked", ", ".join(f"`{i[:8]}`" for i in result.promoted)))
+    if result.output_bytes:
+        tail = output_tail(result.output_tail)
+        shown = len(tail.splitlines())
+        lines += [
+            "",
+            f"<details><summary>Output: last {shown} lines of {human_size(result.output_bytes)}</summary>",
+            "",
+            md_code_block(tail),
+            "",
+            "</details>",
+        ]
+    lines.extend(_warnings(result.warnings))
+    return "\n".join(lines) + "\n"
+
+
+def _held_table(held: list[Held]) -> list[str]:
+    if not held:
+        return []
+    rows = ["", "| Ready but held back | Priority | Title | Why |", "|---|---|---|---|"]
+    for entry in held[:HELD_ROWS]:
+        issue = entry.issue
+        cells = [f"`{issue.short_id}`", md_text(issue.priority), md_text(issue.title, 100), md_text(entry.reason, 200)]
+        rows.append("| " + " | ".join(cells) + " |")
+    if len(held) > HELD_ROWS:
+        rows.append(f"| … | | {len(held) - HELD_ROWS} more | |")
+    return rows
+
+
+def _warnings(warnings: list[str]) -> list[str]:
+    if not warnings:
+        return []
+    shown = [f"- {md_text(w, 300)}" for w in warnings[:10]]
+    more = [f"- … and {len(warnings) - 10} more"] if len(warnings) > 10 else []
+    return ["", f"<details><summary>{len(warnings)} warning(s)</summary>", "", *shown, *more, "", "</details>"]
+
+
+def summary_text(result: Result, max_attempts: int) -> str:
+    """A few terminal lines."""
+    head = f"jit-dispatch: {result.outcome}"
+    issue = result.issue
+    if issue is None:
+        return f"{head}: {plain(result.reason or '')}"
+    parts = [f"priority {issue.priority}", f"agent {plain(result.agent)}"]
+    if result.attempt:
+        parts.append(f"attempt {_attempt_text(result, max_attempts)}")
+    if result.exit_code is not None:
+        parts.append(f"exit code {result.exit_code}")
+    if result.duration_seconds is not None:
+        parts.append(f"{result.duration_seconds:.2f}s")
+    lines = [f"{head} {issue.short_id} {plain(issue.title)}", "  " + " · ".join(parts)]
+    if result.reason:
+        lines.append(f"  reason: {plain(result.reason)}")
+    return "\n".join(lines)
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    issue: Issue | None = result.issue
+    return {
+        "outcome": result.outcome,
+        "issue_id": issue.id if issue else None,
+        "short_id": issue.short_id if issue else None,
+        "title": issue.title if issue else None,
+        "priority": issue.priority if issue else None,
+        "labels": list(issue.labels) if issue else [],
+        "agent": result.agent,
+        "attempt": result.attempt,
+        "exit_code": result.exit_code,
+        "duration_seconds": result.duration_seconds,
+        "reason": result.reason,
+        "store": result.store,
+        "promoted": list(result.promoted),
+        "warnings": result.warnings,
+    }
+
+
+def step_outputs(result: Result) -> dict[str, str]:
+    """The Action's outputs (design §3.5); every value a string, empty when not applicable."""
+    data = result_json(result)
+    claimed = result.outcome in ("done", "gated", "released", "parked", "lost")
+
+    def text(value: Any) -> str:
+        return "" if value is None else str(value)
+
+    return {
+        "claimed": "true" if claimed else "false",
+        "issue-id": text(data["issue_id"]),
+        "short-id": text(data["short_id"]),
+        "title": text(data["title"]),
+        "outcome": result.outcome,
+        "exit-code": text(data["exit_code"]),
+        "duration-seconds": text(data["duration_seconds"]),
+        "attempt": text(data["attempt"]),
+        "reason": text(data["reason"]),
+    }

@@ -1,0 +1,183 @@
+"""Run the configured command as a child process group (design §3.3).
+
+Output is copied to the log as it arrives and only a bounded tail is kept, so memory stays flat
+whatever the command prints. A timeout or a cancellation stops the whole group: SIGTERM, a
+grace period, then SIGKILL. Nothing of the group outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+POLL_SECONDS = 0.05
+TIMEOUT_GRACE_SECONDS = 10.0
+CANCEL_GRACE_SECONDS = 3.0  # the runner kills a cancelled step after ~10 s; we must settle in 7
+DRAIN_SECONDS = 0.5  # how long background children may hold the output pipe after the command ends
+CHUNK = 64 * 1024
+
+
+class CancelToken:
+    """Set by a signal handler; polled by the runner and the dispatcher."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def cancel(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def cancelled(self) -> bool:
+        return self.signum is not None
+
+
+class OutputTail:
+    """The last `max_bytes` of a stream, for the summary."""
+
+    def __init__(self, max_bytes: int = 32 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+        self.total_bytes = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total_bytes += len(chunk)
+        self._buffer += chunk
+        if len(self._buffer) > 2 * self.max_bytes:
+            del self._buffer[: len(self._buffer) - self.max_bytes]
+
+    def text(self) -> str:
+        return bytes(self._buffer[-self.max_bytes :]).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int  # shell convention: 128+N when killed by signal N, 127 when not found
+    duration_seconds: float
+    tail: str
+    output_bytes: int
+    timed_out: bool = False
+    cancelled_by: int | None = None
+    not_found: str | None = None
+
+
+_NOT_FOUND = re.compile(r"(?:^|: )([^\n:]+): command not found\s*$", re.MULTILINE)
+
+
+def missing_command(tail: str, fallback: str) -> str:
+    """The name bash reported as not found (the last such line), or `fallback`."""
+    found = _NOT_FOUND.findall(tail)
+    return found[-1].strip() if found else fallback
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _has_exited(pid: int) -> bool:
+    """True once the leader has exited, without reaping it (so its pgid stays reserved)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None,
+    env: Mapping[str, str],
+    timeout: float | None,
+    cancel: CancelToken,
+    write_output: Callable[[bytes], None],
+    tail: OutputTail | None = None,
+) -> RunResult:
+    tail = tail or OutputTail()
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: we can stop the whole tree
+            bufsize=0,
+        )
+    except FileNotFoundError:
+        return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+
+    deadline = started + timeout if timeout else None
+    kill_at: float | None = None
+    exited_at: float | None = None
+    timed_out = False
+    cancelled_by: int | None = None
+    eof = False
+    try:
+        while not eof:
+            if selector.select(POLL_SECONDS):
+                eof = not _copy_available(fd, write_output, tail)
+            now = time.monotonic()
+            if cancel.signum is not None and cancelled_by is None:
+                cancelled_by = cancel.signum
+                _signal_group(proc.pid, signal.SIGTERM)
+                grace_end = now + CANCEL_GRACE_SECONDS
+                kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
+            if deadline is not None and now >= deadline and kill_at is None:
+                timed_out = True
+                _signal_group(proc.pid, signal.SIGTERM)
+                kill_at = now + TIMEOUT_GRACE_SECONDS
+            if kill_at is not None and now >= kill_at:
+                _signal_group(proc.pid, signal.SIGKILL)
+            if exited_at is None and _has_exited(proc.pid):
+                exited_at = now
+            if exited_at is not None and now - exited_at > DRAIN_SECONDS:
+                _signal_group(proc.pid, signal.SIGKILL)  # background children still hold the pipe
+                exited_at = now
+    finally:
+        selector.close()
+        _signal_group(proc.pid, signal.SIGKILL)  # leave no orphan behind, whatever happened
+        proc.stdout.close()
+        returncode = proc.wait()
+    exit_code = 128 - returncode if returncode < 0 else returncode
+    text = tail.text()
+    first_word = (argv[-1].split() or [argv[-1]])[0]
+    not_found = missing_command(text, first_word) if exit_code == 127 else None
+    return RunResult(
+        exit_code,
+        time.monotonic() - started,
+        text,
+        tail.total_bytes,
+        timed_out=timed_out,
+        cancelled_by=cancelled_by,
+        not_found=not_found,
+    )
+
+
+def _copy_available(fd: int, write_output: Callable[[bytes], None], tail: OutputTail) -> bool:
+    """Copy what the pipe holds now; False at end of file."""
+    try:
+        chunk = os.read(fd, CHUNK)
+    except BlockingIOError:
+        return True
+    if not chunk:
+        return False
+    tail.add(chunk)
+    write_output(chunk)
+    return True

@@ -1,0 +1,139 @@
+"""Which issues may be dispatched, and in which order (design §3.1). Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .models import PARKED_LABEL, PRIORITY_RANK, RESOLVED_STATES, Gate, Issue
+
+
+@dataclass(frozen=True)
+class Filters:
+    labels: tuple[str, ...] = ()
+    exclude_labels: tuple[str, ...] = ()
+    min_priority: str | None = None
+    issue_id: str | None = None  # already resolved to a full id
+
+
+@dataclass(frozen=True)
+class Held:
+    """A ready issue (jit `query available`) that the dispatcher will not take, and why."""
+
+    issue: Issue
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    dispatchable: list[Issue] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+
+
+def label_matches(pattern: str, labels: Iterable[str]) -> bool:
+    """jit's label filter: `ns:*` matches any value in the namespace, otherwise exact."""
+    if pattern.endswith(":*"):
+        prefix = pattern[:-1]
+        return any(label.startswith(prefix) for label in labels)
+    return pattern in labels
+
+
+def blocking_dependencies(issue: Issue, states: Mapping[str, str]) -> list[str]:
+    """Dependencies that block: missing from the store, or not done/rejected (jit §7.1)."""
+    return [dep for dep in issue.dependencies if states.get(dep) not in RESOLVED_STATES]
+
+
+def is_available(issue: Issue, states: Mapping[str, str]) -> bool:
+    """jit `query available`: ready, unassigned, not blocked."""
+    return issue.state == "ready" and issue.assignee is None and not blocking_dependencies(issue, states)
+
+
+def unpassed_manual_prechecks(issue: Issue, gates: Mapping[str, Gate]) -> list[str]:
+    """Manual precheck gates jit would refuse the claim for (jit-format §7.3 step 4)."""
+    return [
+        key
+        for key in issue.gates_required
+        if key in gates
+        and gates[key].stage == "precheck"
+        and gates[key].mode == "manual"
+        and key not in issue.gates_passed
+    ]
+
+
+def hold_reason(issue: Issue, gates: Mapping[str, Gate]) -> str | None:
+    """Why an available issue is still not dispatchable, or None."""
+    if PARKED_LABEL in issue.labels:
+        return f"parked ({PARKED_LABEL}): {issue.context.get('dispatch.last_reason', 'no reason')}"
+    prechecks = unpassed_manual_prechecks(issue, gates)
+    if prechecks:
+        return "manual precheck not passed: " + ", ".join(prechecks)
+    return None
+
+
+def not_ready_reason(issue: Issue, states: Mapping[str, str]) -> str:
+    """Plain words for why an issue is not available (for `--issue` and `status`)."""
+    if issue.state != "ready":
+        return f"state is {issue.state}"
+    if issue.assignee is not None:
+        return f"assigned to {issue.assignee}"
+    blockers = blocking_dependencies(issue, states)
+    words = [f"{dep[:8]} ({states.get(dep, 'missing')})" for dep in blockers]
+    return "blocked by " + ", ".join(words)
+
+
+def matches_filters(issue: Issue, filters: Filters) -> bool:
+    if filters.issue_id is not None and issue.id != filters.issue_id:
+        return False
+    if not all(label_matches(p, issue.labels) for p in filters.labels):
+        return False
+    if any(label_matches(p, issue.labels) for p in filters.exclude_labels):
+        return False
+    return not (
+        filters.min_priority is not None and PRIORITY_RANK[issue.priority] > PRIORITY_RANK[filters.min_priority]
+    )
+
+
+def dispatch_order(issue: Issue) -> tuple[int, object, str]:
+    """Priority, then oldest first, then id: the same store always gives the same choice."""
+    return (PRIORITY_RANK[issue.priority], issue.created_at, issue.id)
+
+
+def dispatch_reason(issue: Issue, states: Mapping[str, str], gates: Mapping[str, Gate]) -> str | None:
+    """None when the issue may be claimed now; otherwise why not. Used again under the lock."""
+    if not is_available(issue, states):
+        return not_ready_reason(issue, states)
+    return hold_reason(issue, gates)
+
+
+def plan(
+    issues: Iterable[Issue],
+    states: Mapping[str, str],
+    gates: Mapping[str, Gate],
+    filters: Filters,
+) -> Plan:
+    """Split the available issues matching the filters into dispatchable and held, in order."""
+    dispatchable: list[Issue] = []
+    held: list[Held] = []
+    for issue in sorted(issues, key=dispatch_order):
+        if not matches_filters(issue, filters) or not is_available(issue, states):
+            continue
+        reason = hold_reason(issue, gates)
+        if reason is None:
+            dispatchable.append(issue)
+        else:
+            held.append(Held(issue, reason))
+    return Plan(dispatchable, held)
+
+
+def resolve_issue_id(given: str, ids: Iterable[str]) -> str:
+    """A full id or a unique prefix of at least 4 characters (jit §7.8, case-insensitive)."""
+    wanted = given.strip().lower().replace("-", "")
+    if len(wanted) < 4:
+        raise ValueError(f"issue id prefix {given!r} is shorter than 4 characters")
+    matches = [i for i in ids if i.lower().replace("-", "").startswith(wanted)]
+    if not matches:
+        raise ValueError(f"no issue matches {given!r}")
+    if len(matches) > 1:
+        shown = ", ".join(sorted(m[:8] for m in matches)[:5])
+        raise ValueError(f"issue id {given!r} is ambiguous: {shown}")
+    return matches[0]

@@ -1,0 +1,40 @@
+"""The narrow interface every tracker backend implements (jit files today, GitHub later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .models import Gate, Issue
+from .selection import Filters
+
+
+@dataclass
+class Snapshot:
+    """What selection needs: every ready issue in full, and the state of every issue."""
+
+    issues: list[Issue]
+    states: dict[str, str]
+    gates: dict[str, Gate]
+    all_ids: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    outcome: str  # done | gated | released | parked | lost
+    failed_attempts: int = 0
+    promoted: tuple[str, ...] = ()
+
+
+class Tracker(Protocol):
+    location: str
+
+    def snapshot(self) -> Snapshot: ...
+
+    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+        """Take the issue if it is still dispatchable; None when someone else was faster."""
+
+    def complete(self, issue_id: str, assignee: str) -> Settlement: ...
+
+    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement: ...

@@ -1,0 +1,114 @@
+"""State changes of a jit issue as pure functions over its raw JSON (design §3.2, §3.4).
+
+Each returns the new raw issue and the events jit itself would log for the same change
+(jit-format.md §6.1, §6.3); the store applies them under jit's locks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from copy import deepcopy
+from datetime import UTC, datetime
+from typing import Any
+
+from .models import (
+    CTX_ATTEMPTS,
+    CTX_CLAIMED_AT,
+    CTX_LAST_REASON,
+    CTX_RUN,
+    PARKED_LABEL,
+)
+
+Raw = dict[str, Any]
+Event = dict[str, Any]
+
+
+def format_timestamp(ns: int | None = None) -> str:
+    """RFC 3339 UTC with nanoseconds and `Z`, like jit's `DateTime<Utc>` fields."""
+    ns = time.time_ns() if ns is None else ns
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{fraction:09d}Z"
+
+
+def make_event(kind: str, issue_id: str, now: str, **fields: Any) -> Event:
+    """`type` first, then id, issue_id, timestamp, then the type's own fields (jit §6)."""
+    return {"type": kind, "id": str(uuid.uuid4()), "issue_id": issue_id, "timestamp": now, **fields}
+
+
+def _state_change(raw: Raw, new_state: str, now: str) -> Event:
+    event = make_event("issue_state_changed", raw["id"], now, **{"from": raw["state"], "to": new_state})
+    raw["state"] = new_state
+    return event
+
+
+def claim(raw: Raw, assignee: str, run: str, now: str) -> tuple[Raw, list[Event]]:
+    """ready → in_progress with the assignee set in one save; then state_changed, claimed."""
+    new = deepcopy(raw)
+    events = [_state_change(new, "in_progress", now)]
+    new["assignee"] = assignee
+    context = new.setdefault("context", {})
+    context[CTX_CLAIMED_AT] = now
+    context[CTX_RUN] = run
+    context.setdefault(CTX_ATTEMPTS, "0")
+    new["updated_at"] = now
+    events.append(make_event("issue_claimed", new["id"], now, assignee=assignee))
+    return new, events
+
+
+def required_gates_passed(raw: Raw) -> bool:
+    status = raw.get("gates_status", {})
+    return all(status.get(key, {}).get("status") == "passed" for key in raw.get("gates_required", []))
+
+
+def complete(raw: Raw, now: str) -> tuple[Raw, list[Event], str]:
+    """Success: `done` (+ issue_completed) when all required gates passed, else `gated`."""
+    new = deepcopy(raw)
+    if required_gates_passed(new):
+        events = [_state_change(new, "done", now), make_event("issue_completed", new["id"], now)]
+        outcome = "done"
+    else:
+        events = [_state_change(new, "gated", now)]
+        outcome = "gated"
+    new["updated_at"] = now
+    return new, events, outcome
+
+
+def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], str]:
+    """Failure: clear the assignee, back to ready, count the attempt; park at the limit."""
+    new = deepcopy(raw)
+    previous = new.get("assignee") or ""
+    context = new.setdefault("context", {})
+    try:
+        attempts = int(context.get(CTX_ATTEMPTS, "0")) + 1
+    except ValueError:
+        attempts = 1
+    context[CTX_ATTEMPTS] = str(attempts)
+    context[CTX_LAST_REASON] = reason
+    outcome = "released"
+    if attempts >= max_attempts:
+        outcome = "parked"
+        if PARKED_LABEL not in new["labels"]:
+            new["labels"] = [*new["labels"], PARKED_LABEL]
+    new["assignee"] = None
+    events: list[Event] = []
+    if previous:  # jit's newest reader rejects an issue_released with an empty assignee
+        events.append(make_event("issue_released", new["id"], now, assignee=previous, reason=reason))
+    if new["state"] == "in_progress":
+        events.append(_state_change(new, "ready", now))
+    new["updated_at"] = now
+    return new, events, outcome
+
+
+def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
+    """backlog → ready for an issue whose dependencies are now all resolved."""
+    new = deepcopy(raw)
+    events = [_state_change(new, "ready", now)]
+    new["updated_at"] = now
+    return new, events
+
+
+def still_ours(raw: Raw, assignee: str) -> bool:
+    """At settle time: the claim is still this runner's (not reaped or reassigned)."""
+    return raw.get("state") == "in_progress" and raw.get("assignee") == assignee
