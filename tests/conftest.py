@@ -1,0 +1,93 @@
+"""Shared test helpers: real stores on disk and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jit_dispatch.jit_store import JitStore, NewIssue
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+
+
+def fixture_store(tmp_path: Path, name: str) -> Path:
+    """A writable copy of a real jit store from ../shared/fixtures; skips when absent."""
+    source = SHARED_FIXTURES / name / ".jit"
+    if not source.is_dir():
+        pytest.skip(f"real jit fixtures not available ({source})")
+    target = tmp_path / name / ".jit"
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+@pytest.fixture
+def seed_store(tmp_path: Path) -> Path:
+    return fixture_store(tmp_path, "jit-repo-seed-era")
+
+
+@pytest.fixture
+def latest_store(tmp_path: Path) -> Path:
+    return fixture_store(tmp_path, "jit-repo-latest")
+
+
+@pytest.fixture
+def new_store(tmp_path: Path) -> Callable[..., tuple[JitStore, list[str]]]:
+    """`new_store(NewIssue(...), ...)` → an initialised store holding those issues, and their ids."""
+
+    def make(*specs: NewIssue) -> tuple[JitStore, list[str]]:
+        store = JitStore.init(tmp_path / "repo" / ".jit")
+        ids = store.create_issues(specs) if specs else []
+        return store, ids
+
+    return make
+
+
+def read_issue(store_root: Path, issue_id: str) -> dict:
+    return json.loads((store_root / "issues" / f"{issue_id}.json").read_text())
+
+
+def read_events(store_root: Path) -> list[dict]:
+    text = (store_root / "events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without anything GitHub Actions or a user may have set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "JIT_", "RUNNER_"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> CliRun:
+    """The real `jit-dispatch` entry point, as a separate process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jit_dispatch", *args],
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliRun(proc.returncode, proc.stdout, proc.stderr)
