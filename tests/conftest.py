@@ -91,3 +91,24 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         timeout=timeout,
     )
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Read `$GITHUB_OUTPUT` the way the runner does: `name=value` or `name<<DELIM` … `DELIM`."""
+    values: dict[str, str] = {}
+    lines = iter(text.split("\n"))
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            else:
+                raise AssertionError(f"output {name}: delimiter {delimiter} never closes")
+            values[name] = "\n".join(body)
+        elif line:
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values

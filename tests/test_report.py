@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from conftest import parse_outputs
 from jit_dispatch import actions, report
 from jit_dispatch.dispatch import Result, exit_code_for
-from jit_dispatch.invocation import command_env, expand_command, failure_reason, placeholder_values, shell_argv
+from jit_dispatch.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.runner import RunResult
 from jit_dispatch.selection import Held
 from test_selection import make_issue
 
 HOSTILE = "$(touch x) `id`; rm -rf ~ | <script>alert(1)</script> </details> ```\n::error::boom @team [x](y) *b* Ünï ✓"
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """Read `$GITHUB_OUTPUT` the way the runner does: `name<<DELIM` … `DELIM`."""
-    values: dict[str, str] = {}
-    lines = iter(text.split("\n"))
-    for line in lines:
-        if not line:
-            continue
-        name, delimiter = line.split("<<", 1)
-        body = []
-        for inner in lines:
-            if inner == delimiter:
-                break
-            body.append(inner)
-        values[name] = "\n".join(body)
-    return values
 
 
 def result_for(title: str, **fields: object) -> Result:
@@ -119,17 +105,34 @@ def test_workflow_command_escaping() -> None:
     assert actions.fenced("a") != actions.fenced("a"), "a fresh token every time"
 
 
-def test_placeholders_are_shell_quoted(tmp_path: Path) -> None:
-    issue = make_issue("0587a73a-be52-465c-a2f2-dcac1cb4ebe6")
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("printf '%s\\n' {title}", "{v}\n"),
+        ('printf "%s\\n" "title: {title}!"', "title: {v}!\n"),
+        ("printf '%s\\n' 'title: {title}!'", "title: {v}!\n"),
+        ("printf '%s\\n' \"$(printf '%s' {title})\"", "{v}\n"),
+        ("printf '%s|%s\\n' {short_id}{priority} \\{title\\}", "0587a73ahigh|{title}\n"),
+        ("printf '%s\\n' \"`printf '%s' {title}`\"", "{v}\n"),
+        ("(cd . && printf '%s\\n' {title})", "{v}\n"),
+        ("echo {unknown} ${HOME:+set}", "{unknown} set\n"),
+    ],
+)
+def test_placeholders_never_let_issue_text_reach_the_shell(tmp_path: Path, template: str, expected: str) -> None:
+    """Whatever quoting context a placeholder stands in, the value arrives verbatim and inert."""
+    issue = make_issue("0587a73a-be52-465c-a2f2-dcac1cb4ebe6", priority="high")
     issue = issue.__class__(**{**issue.__dict__, "title": HOSTILE})
-    values = placeholder_values(issue, "agent:w1", tmp_path / "issue.json")
-    command = expand_command("printf '%s\\n' {title} {short_id} {unknown} ${HOME:+set}", values)
-    out = subprocess.run(shell_argv("bash", command), capture_output=True, text=True, cwd=tmp_path, check=True).stdout
-    assert out.split("\n")[: HOSTILE.count("\n") + 1] == HOSTILE.split("\n")
-    assert "{unknown}" in out and "set" in out, "other braces are left to the shell"
+    env = command_env(os.environ, issue, "agent:w1", 1, tmp_path / "issue.json")
+    command = expand_command(template)
+    assert "touch" not in command and "{title}" not in command.replace("\\{title\\}", "")
+    proc = subprocess.run(shell_argv("bash", command), capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == expected.replace("{v}", HOSTILE)
     assert list(tmp_path.iterdir()) == [], "nothing from the title ran"
+
+
+def test_shell_argv() -> None:
     assert shell_argv("bash -eo pipefail", "true") == ["bash", "-eo", "pipefail", "-c", "true"]
-    assert expand_command("{title}", values) == shlex.quote(HOSTILE)
 
 
 def test_command_environment() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import selection
-from .invocation import command_env, expand_command, failure_reason, placeholder_values, shell_argv
+from .invocation import command_env, expand_command, failure_reason, shell_argv
 from .models import Issue
 from .runner import CancelToken, RunResult, run_command
 from .selection import Filters, Held
@@ -152,10 +152,9 @@ def _run(
     try:
         issue_file = scratch / f"{issue.id}.json"
         issue_file.write_text(json.dumps(issue.raw, indent=2, ensure_ascii=False), encoding="utf-8")
-        command = expand_command(request.command, placeholder_values(issue, request.agent, issue_file))
         hooks.command_starting(issue, attempt)
         run = run_command(
-            shell_argv(request.shell, command),
+            shell_argv(request.shell, expand_command(request.command)),
             cwd=request.workdir,
             env=command_env(base_env, issue, request.agent, attempt, issue_file),
             timeout=request.timeout,

@@ -1,7 +1,7 @@
 """How the command is invoked for an issue, and how its end is put in words. Pure functions.
 
-Issue text is written by strangers: placeholders are substituted shell-quoted and the same
-values travel in environment variables, so nothing from an issue is ever parsed by a shell.
+Issue text is written by strangers. Its values travel only in environment variables, and
+placeholders become quoted references to them, so nothing from an issue is ever parsed by a shell.
 """
 
 from __future__ import annotations
@@ -15,24 +15,76 @@ from pathlib import Path
 from .models import Issue
 from .runner import RunResult
 
-PLACEHOLDERS = ("issue_id", "short_id", "title", "priority", "agent", "issue_file")
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+# Each placeholder stands for the environment variable that carries its value.
+PLACEHOLDER_VARIABLES = {
+    "issue_id": "JIT_ISSUE_ID",
+    "short_id": "JIT_ISSUE_SHORT_ID",
+    "title": "JIT_ISSUE_TITLE",
+    "priority": "JIT_ISSUE_PRIORITY",
+    "agent": "JIT_AGENT_ID",
+    "issue_file": "JIT_ISSUE_FILE",
+}
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDER_VARIABLES) + r")\}")
 
 
-def placeholder_values(issue: Issue, agent: str, issue_file: Path) -> dict[str, str]:
-    return {
-        "issue_id": issue.id,
-        "short_id": issue.short_id,
-        "title": issue.title,
-        "priority": issue.priority,
-        "agent": agent,
-        "issue_file": str(issue_file),
-    }
+def _quote_contexts(template: str) -> list[str]:
+    """The quoting context (`unquoted`, `single`, `double`) at every position of a shell text.
+
+    Command substitutions, `$(...)` and backticks, open a fresh unquoted context even inside
+    double quotes. Here-documents are not tracked; a guess there yields the wrong text, not code.
+    """
+    contexts: list[str] = []
+    outer: list[str] = []  # contexts enclosing the open command substitutions
+    state = "unquoted"
+    escaped = False
+    previous = ""
+    for char in template:
+        contexts.append(state)
+        if escaped:
+            escaped = False
+        elif state == "single":
+            state = "unquoted" if char == "'" else state
+        elif char == "\\":
+            escaped = True
+        elif char == "(" and previous == "$":
+            outer.append(state)
+            state = "unquoted"
+        elif char == ")" and state == "unquoted" and outer and not outer[-1].endswith("`"):
+            state = outer.pop()
+        elif char == "`":
+            if outer and outer[-1].endswith("`"):
+                state = outer.pop()[:-1]
+            else:
+                outer.append(state + "`")
+                state = "unquoted"
+        elif char == '"':
+            state = "unquoted" if state == "double" else "double"
+        elif char == "'" and state == "unquoted":
+            state = "single"
+        previous = char
+    return contexts
 
 
-def expand_command(template: str, values: Mapping[str, str]) -> str:
-    """Replace `{name}` placeholders with shell-quoted values; any other brace is left alone."""
-    return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+def expand_command(template: str) -> str:
+    """Replace each `{name}` with a quoted reference to its JIT_* variable; other braces stay.
+
+    The value itself never enters the command text, so no quoting context can turn it into
+    code: a variable's expansion is never parsed again by the shell. The reference is quoted
+    to fit where it stands: `"${VAR}"` bare, `${VAR}` inside double quotes, `'"${VAR}"'`
+    inside single quotes.
+    """
+    contexts = _quote_contexts(template)
+
+    def reference(match: re.Match[str]) -> str:
+        variable = "${" + PLACEHOLDER_VARIABLES[match.group(1)] + "}"
+        context = contexts[match.start()]
+        if context == "double":
+            return variable
+        if context == "single":
+            return "'\"" + variable + "\"'"
+        return '"' + variable + '"'
+
+    return _PLACEHOLDER.sub(reference, template)
 
 
 def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int, issue_file: Path) -> dict[str, str]:
