@@ -1,8 +1,8 @@
 """Plain data the dispatcher passes around, and the parsing of a jit issue into it.
 
 Stdlib dataclasses rather than pydantic on purpose: `jit-dispatch once` must start fast, and
-importing pydantic alone costs about 200 ms (measured in bench/). Pydantic validates the
-configuration file, which is read once per process.
+importing pydantic alone costs about 200 ms. Pydantic is for the configuration file, which is
+read once per process and is not on this path.
 """
 
 from __future__ import annotations
