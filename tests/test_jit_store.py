@@ -144,3 +144,20 @@ def test_both_timestamp_styles_are_read(seed_store: Path) -> None:
     raw_created = {i.raw["created_at"][-6:] == "+00:00" for i in snapshot.issues}
     assert raw_created == {True, False}, "the fixture holds both styles"
     assert len(snapshot.issues) == 175 and snapshot.warnings == []
+
+
+def test_a_store_that_refuses_the_settle_is_reported_as_error(new_store) -> None:
+    """The command ran; the release could not be written (lock held past the timeout)."""
+    store, (issue_id,) = new_store(NewIssue("settle blocked"))
+    hold_lock = (
+        "setsid sh -c 'exec 9>.index.lock; flock -x 9; touch held; sleep 3' >/dev/null 2>&1 </dev/null &"
+        " while [ ! -e held ]; do sleep 0.05; done; exit 5"
+    )
+    result = run_cli(
+        "once", "--agent", "w1", "--command", hold_lock, "--jit-dir", str(store.root), "--workdir", str(store.root),
+        "--json", env=clean_env(JIT_LOCK_TIMEOUT="0.5"),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.json["outcome"] == "error"
+    assert "exit code 5, but settling failed" in result.json["reason"] and "stays claimed" in result.json["reason"]
+    assert read_issue(store.root, issue_id)["assignee"] == "agent:w1"

@@ -190,6 +190,15 @@ def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleH
         hooks.say(report.summary_text(result, max_attempts))
 
 
+def warn(warnings: list[str]) -> None:
+    """Skipped files and the like: an annotation in Actions, a stderr line elsewhere."""
+    for warning in warnings:
+        if actions.in_actions():
+            actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
+        else:
+            actions.print_line(sys.stderr, f"jit-dispatch: warning: {report.plain(warning)}")
+
+
 def install_cancel_handlers(token: CancelToken) -> None:
     """A cancelled workflow run sends SIGINT, then SIGTERM; some runners SIGHUP."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -279,8 +288,7 @@ def once(
         allow_workflow_commands=allow_workflow_commands,
     )
     result = dispatch_once(store, request, cancel, hooks)
-    for warning in result.warnings:
-        actions.print_line(sys.stderr, f"jit-dispatch: warning: {warning}")
+    warn(result.warnings)
     publish(result, max_attempts=max_attempts, as_json=as_json, hooks=hooks)
     sys.exit(exit_code_for(result, fail_on_command_failure))
 
@@ -306,8 +314,7 @@ def ready(
         snapshot.gates,
         build_filters(store, labels, exclude_labels, min_priority, issue),
     )
-    for warning in snapshot.warnings:
-        actions.print_line(sys.stderr, f"jit-dispatch: warning: {warning}")
+    warn(snapshot.warnings)
     held = result.held if show_all else []
     if as_json:
         payload: dict[str, Any] = {"dispatchable": [_issue_json(i) for i in result.dispatchable]}

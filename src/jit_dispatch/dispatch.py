@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import selection
+from .errors import TrackerError
 from .invocation import command_env, expand_command, failure_reason, shell_argv
 from .models import Issue
 from .runner import CancelToken, RunResult, run_command
@@ -170,10 +171,15 @@ def _run(
 def _settle(tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None) -> Result:
     """Success completes the issue; any failure releases it (parking at the attempt limit)."""
     settlement: Settlement
-    if reason is None:
-        settlement = tracker.complete(issue.id, request.agent)
-    else:
-        settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts)
+    try:
+        if reason is None:
+            settlement = tracker.complete(issue.id, request.agent)
+        else:
+            settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts)
+    except TrackerError as exc:  # the run happened; report it even though the store refused
+        result.outcome = "error"
+        result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"
+        return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
     if settlement.outcome == "lost":
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
