@@ -24,6 +24,7 @@ from .runner import CancelToken, RunResult, run_command
 from .selection import Filters, Held
 from .tracker import Settlement, Snapshot, Tracker
 
+CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 OUTCOMES = ("done", "gated", "released", "parked", "lost", "idle", "dry-run", "error")
 
 
@@ -38,6 +39,8 @@ class Request:
     workdir: Path | None = None
     dry_run: bool = False
     run_ref: str = ""  # run URL or host:pid, recorded in the claim
+    spread_index: int = 0  # this runner's place among runners started together (matrix job index)
+    spread_total: int = 1
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Result:
     promoted: tuple[str, ...] = ()
     held: list[Held] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sync: dict[str, object] = field(default_factory=dict)  # remote mode: push attempts, commits
 
 
 class Hooks(Protocol):
@@ -101,8 +105,16 @@ def dispatch_once(
     hooks: Hooks,
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
+    result = _dispatch(tracker, request, cancel, hooks, base_env or os.environ)
+    result.sync = tracker.stats()
+    return result
+
+
+def _dispatch(
+    tracker: Tracker, request: Request, cancel: CancelToken, hooks: Hooks, base_env: Mapping[str, str]
+) -> Result:
     snapshot = tracker.snapshot()
-    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters)
+    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked)
     result = Result("idle", request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
     result.command = request.command
     if not plan.dispatchable:
@@ -115,7 +127,7 @@ def dispatch_once(
         return result
 
     claimed: Issue | None = None
-    for candidate in plan.dispatchable:
+    for candidate in selection.spread(plan.dispatchable, request.spread_index, request.spread_total):
         if cancel.cancelled:
             break
         claimed = tracker.claim(candidate.id, request.agent, request.run_ref, request.filters)
@@ -134,7 +146,9 @@ def dispatch_once(
         result.cancelled_by = cancel.signum
         return _settle(tracker, request, result, claimed, reason)
 
-    run = _run(claimed, result.attempt, request, cancel, hooks, base_env or os.environ)
+    run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+    if run.cancelled_by is not None:
+        tracker.hurry(CANCEL_SETTLE_SECONDS)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
     result.cancelled_by = run.cancelled_by

@@ -57,6 +57,7 @@ class JitStore:
         self.location = str(root)
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
+        self.changed: set[Path] = set()  # files written since the last `changed.clear()`
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -155,6 +156,12 @@ class JitStore:
     def issue_file(self, issue_id: str) -> Path:
         return self.issues_dir / f"{issue_id}.json"
 
+    def hurry(self, seconds: float) -> None:
+        """Local writes take milliseconds; nothing to speed up."""
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
     # ----------------------------------------------------------------- writing
     @contextmanager
     def _locked(self, issue_id: str) -> Iterator[None]:
@@ -166,7 +173,9 @@ class JitStore:
             raise TrackerError(f"{exc.path}: lock timeout ({exc}); is another jit process stuck?") from None
 
     def _write_issue(self, raw: dict[str, Any]) -> None:
-        atomic_write(self.issue_file(raw["id"]), dumps_pretty(ordered_issue(raw)))
+        path = self.issue_file(raw["id"])
+        atomic_write(path, dumps_pretty(ordered_issue(raw)))
+        self.changed.add(path)
 
     def _append_events(self, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -174,6 +183,7 @@ class JitStore:
         try:
             with flock(self.root / ".events.lock"):
                 append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+            self.changed.add(self.root / "events.jsonl")
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
 
@@ -253,6 +263,7 @@ class JitStore:
                     created.append((raw, event))
                 index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
                 atomic_write(index_path, dumps_pretty(index))
+                self.changed.add(index_path)
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
         self._append_events([event for _, event in created])

@@ -110,19 +110,41 @@ def plan(
     states: Mapping[str, str],
     gates: Mapping[str, Gate],
     filters: Filters,
+    locked: Iterable[str] = (),
 ) -> Plan:
-    """Split the available issues matching the filters into dispatchable and held, in order."""
+    """Split the available issues matching the filters into dispatchable and held, in order.
+
+    `locked`: issues another runner holds a remote claim lock for (remote mode).
+    """
+    taken = frozenset(locked)
     dispatchable: list[Issue] = []
     held: list[Held] = []
     for issue in sorted(issues, key=dispatch_order):
         if not matches_filters(issue, filters) or not is_available(issue, states):
             continue
-        reason = hold_reason(issue, gates)
+        reason = "being claimed by another runner (remote lock)" if issue.id in taken else hold_reason(issue, gates)
         if reason is None:
             dispatchable.append(issue)
         else:
             held.append(Held(issue, reason))
     return Plan(dispatchable, held)
+
+
+def spread(candidates: list[Issue], index: int, total: int) -> list[Issue]:
+    """Runner `index` of `total` starting together tries a different candidate first.
+
+    Each priority tier is rotated by the runner's index, so runners fan out over the top tier
+    instead of all racing for its first issue; a lower tier still comes only after every
+    candidate of the higher ones.
+    """
+    if total <= 1 or not candidates:
+        return candidates
+    ordered: list[Issue] = []
+    for rank in sorted({PRIORITY_RANK[c.priority] for c in candidates}):
+        tier = [c for c in candidates if PRIORITY_RANK[c.priority] == rank]
+        shift = index % len(tier)
+        ordered.extend(tier[shift:] + tier[:shift])
+    return ordered
 
 
 def resolve_issue_id(given: str, ids: Iterable[str]) -> str:

@@ -18,6 +18,7 @@ class Snapshot:
     gates: dict[str, Gate]
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
+    locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,9 @@ class Tracker(Protocol):
     def complete(self, issue_id: str, assignee: str) -> Settlement: ...
 
     def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement: ...
+
+    def hurry(self, seconds: float) -> None:
+        """Finish what is left within `seconds` (the run was cancelled; the runner kills us soon)."""
+
+    def stats(self) -> dict[str, object]:
+        """Backend figures for the report (remote mode: push attempts, commits)."""
