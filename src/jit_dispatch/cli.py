@@ -8,195 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from . import __version__, actions, report
-from .dispatch import Request, Result, dispatch_once, exit_code_for
+from .console import ConsoleHooks, publish, warn
+from .dispatch import Request, dispatch_once, exit_code_for
 from .errors import DispatchError, UsageError
-from .jit_store import JitStore
-from .models import PRIORITIES, Issue, assignee_for
-from .runner import CancelToken, RunResult
-from .selection import Filters, plan, resolve_issue_id
+from .models import Issue, assignee_for
+from .options import DurationType, env_option, store_options
+from .runner import CancelToken
+from .selection import plan
+from .workspace import StoreChoice, build_filters, open_tracker, run_reference
 
-_LABEL = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
-_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class LabelType(click.ParamType):
-    """A jit label or `ns:*`; from the environment, a comma- or whitespace-separated list."""
-
-    name = "label"
-
-    def split_envvar_value(self, rv: str) -> list[str]:
-        return [part for part in re.split(r"[,\s]+", rv) if part]
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not _LABEL.match(value):
-            self.fail(f"{value!r} is not a jit label (namespace:value, or namespace:*)", param, ctx)
-        return str(value)
-
-
-class DurationType(click.ParamType):
-    """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            match = _DURATION.match(str(value).strip().lower())
-            if not match:
-                self.fail(f"{value!r} is not a duration (e.g. 600, 90s, 10m, 2h)", param, ctx)
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if seconds <= 0:
-            self.fail("must be greater than zero", param, ctx)
-        return seconds
-
-
-def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A click option that also reads `JIT_DISPATCH_<NAME>`."""
-    name = next(d for d in decls if d.startswith("--")).lstrip("-").split("/")[0]
-    kwargs.setdefault("envvar", "JIT_DISPATCH_" + name.upper().replace("-", "_"))
-    kwargs.setdefault("show_envvar", True)
-    return click.option(*decls, **kwargs)
-
-
-def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the store is and which issues are in scope: shared by `once` and `ready`."""
-    decorators = [
-        env_option(
-            "--jit-dir",
-            type=click.Path(path_type=Path, file_okay=False),
-            help="The .jit directory. Default: $JIT_DATA_DIR, else ./.jit.",
-        ),
-        env_option(
-            "--label",
-            "labels",
-            multiple=True,
-            type=LabelType(),
-            help="Only issues with this label (repeatable; ns:* for any value).",
-        ),
-        env_option(
-            "--exclude-label",
-            "exclude_labels",
-            multiple=True,
-            type=LabelType(),
-            help="Skip issues with this label (repeatable).",
-        ),
-        env_option("--min-priority", type=click.Choice(PRIORITIES), help="Only issues of this priority or higher."),
-        env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
-        env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def open_store(jit_dir: Path | None) -> JitStore:
-    root = jit_dir or Path(os.environ.get("JIT_DATA_DIR") or ".jit")
-    return JitStore.open(root)
-
-
-def build_filters(
-    store: JitStore, labels: tuple[str, ...], exclude: tuple[str, ...], min_priority: str | None, issue: str | None
-) -> Filters:
-    issue_id = None
-    if issue:
-        try:
-            issue_id = resolve_issue_id(issue, store.issue_ids())
-        except ValueError as exc:
-            raise UsageError(f"--issue: {exc}") from None
-    return Filters(tuple(labels), tuple(exclude), min_priority, issue_id)
-
-
-def run_reference(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """Where this claim came from: the workflow run URL, or host:pid."""
-    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
-        attempt = env.get("GITHUB_RUN_ATTEMPT")
-        return f"{url}/attempts/{attempt}" if attempt else url
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class ConsoleHooks:
-    """Shows the command's output live; in Actions inside a log group, workflow commands fenced."""
-
-    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool) -> None:
-        self.sink = sink
-        self.in_actions = in_actions
-        self.fence_output = in_actions and not allow_workflow_commands
-        self._stop_token: str | None = None
-
-    def say(self, text: str) -> None:
-        """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
-        actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
-
-    def command_starting(self, issue: Issue, attempt: int) -> None:
-        self.say(
-            f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {report.plain(issue.title)}"
-        )
-        if self.in_actions:
-            actions.print_line(self.sink, f"::group::jit-dispatch: command output for {issue.short_id}")
-        if self.fence_output:
-            self._stop_token = actions.new_stop_token()
-            actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
-
-    def output(self, chunk: bytes) -> None:
-        try:
-            self.sink.flush()
-            self.sink.buffer.write(chunk)
-            self.sink.buffer.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # nobody reads the log any more; the tail is still kept for the summary
-
-    def command_finished(self, run: RunResult) -> None:
-        if run.tail and not run.tail.endswith("\n"):
-            actions.print_line(self.sink, "")
-        if self._stop_token:
-            actions.print_line(self.sink, f"::{self._stop_token}::")
-            self._stop_token = None
-        if self.in_actions:
-            actions.print_line(self.sink, "::endgroup::")
-
-
-def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
-    """Summary, outputs, annotation (in Actions) and the stdout report."""
-    env = os.environ
-    if env.get("GITHUB_STEP_SUMMARY"):
-        actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), report.summary_markdown(result, max_attempts))
-    if env.get("GITHUB_OUTPUT"):
-        actions.write_outputs(Path(env["GITHUB_OUTPUT"]), report.step_outputs(result))
-    if hooks.in_actions and result.outcome in ("released", "parked", "lost", "error"):
-        level = "warning" if result.outcome == "released" else "error"
-        where = f"{result.issue.short_id}: " if result.issue else ""
-        actions.print_line(
-            sys.stderr,
-            actions.command(level, where + (result.reason or result.outcome), title=f"jit-dispatch {result.outcome}"),
-        )
-    if as_json:
-        actions.print_line(sys.stdout, json.dumps(report.result_json(result), ensure_ascii=False))
-    else:
-        hooks.say(report.summary_text(result, max_attempts))
-
-
-def warn(warnings: list[str]) -> None:
-    """Skipped files and the like: an annotation in Actions, a stderr line elsewhere."""
-    for warning in warnings:
-        if actions.in_actions():
-            actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
-        else:
-            actions.print_line(sys.stderr, f"jit-dispatch: warning: {report.plain(warning)}")
+_STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix")
+_SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
 
 
 def install_cancel_handlers(token: CancelToken) -> None:
@@ -217,7 +47,7 @@ def cli() -> None:
     "--command",
     required=True,
     help="Shell command to run. {issue_id} {short_id} {title} {priority} {agent} {issue_file} "
-    "are substituted shell-quoted.",
+    "become quoted references to the JIT_* variables that carry them.",
 )
 @store_options
 @env_option("--timeout", type=DurationType(), help="Stop the command after this long (600, 10m, 2h).")
@@ -244,76 +74,63 @@ def cli() -> None:
     is_flag=True,
     help="In Actions, let the command's output issue ::workflow commands:: (off: fenced).",
 )
-def once(
-    agent: str,
-    command: str,
-    jit_dir: Path | None,
-    labels: tuple[str, ...],
-    exclude_labels: tuple[str, ...],
-    min_priority: str | None,
-    issue: str | None,
-    as_json: bool,
-    timeout: float | None,
-    max_attempts: int,
-    shell: str,
-    workdir: Path | None,
-    dry_run: bool,
-    fail_on_command_failure: bool,
-    allow_workflow_commands: bool,
-) -> None:
+@env_option(
+    "--spread-index", type=click.IntRange(min=0), default=0, help="This runner's index among runners started together."
+)
+@env_option("--spread-total", type=click.IntRange(min=1), default=1, help="How many runners started together.")
+@env_option(
+    "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
+)
+@env_option("--skip-ci/--no-skip-ci", default=True, show_default=True, help="End state commit messages with [skip ci].")
+def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
     cancel = CancelToken()
     install_cancel_handlers(cancel)
     try:
-        assignee = assignee_for(agent)
+        agent = assignee_for(options["agent"])
     except ValueError as exc:
         raise UsageError(f"--agent: {exc}") from None
-    if not command.strip():
+    if not options["command"].strip():
         raise UsageError("--command: must not be empty")
-    store = open_store(jit_dir)
-    request = Request(
-        agent=assignee,
-        command=command,
-        filters=build_filters(store, labels, exclude_labels, min_priority, issue),
-        timeout=timeout,
-        max_attempts=max_attempts,
-        shell=shell,
-        workdir=workdir,
-        dry_run=dry_run,
-        run_ref=run_reference(),
+    if options["spread_index"] >= options["spread_total"]:
+        raise UsageError("--spread-index: must be smaller than --spread-total")
+    choice = StoreChoice(
+        **{k: options[k] for k in _STORE_KEYS}, author=options["commit_author"], skip_ci=options["skip_ci"]
     )
-    hooks = ConsoleHooks(
-        sys.stderr if as_json else sys.stdout,
-        in_actions=actions.in_actions(),
-        allow_workflow_commands=allow_workflow_commands,
-    )
-    result = dispatch_once(store, request, cancel, hooks)
+    with open_tracker(choice) as tracker:
+        request = Request(
+            agent=agent,
+            command=options["command"],
+            filters=build_filters(tracker, *(options[k] for k in _SCOPE_KEYS)),
+            timeout=options["timeout"],
+            max_attempts=options["max_attempts"],
+            shell=options["shell"],
+            workdir=options["workdir"],
+            dry_run=options["dry_run"],
+            run_ref=run_reference(),
+            spread_index=options["spread_index"],
+            spread_total=options["spread_total"],
+        )
+        hooks = ConsoleHooks(
+            sys.stderr if options["as_json"] else sys.stdout,
+            in_actions=actions.in_actions(),
+            allow_workflow_commands=options["allow_workflow_commands"],
+        )
+        result = dispatch_once(tracker, request, cancel, hooks)
     warn(result.warnings)
-    publish(result, max_attempts=max_attempts, as_json=as_json, hooks=hooks)
-    sys.exit(exit_code_for(result, fail_on_command_failure))
+    publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)
+    sys.exit(exit_code_for(result, options["fail_on_command_failure"]))
 
 
 @cli.command()
 @store_options
 @click.option("--all", "show_all", is_flag=True, help="Also list ready issues that are held back, with the reason.")
-def ready(
-    jit_dir: Path | None,
-    labels: tuple[str, ...],
-    exclude_labels: tuple[str, ...],
-    min_priority: str | None,
-    issue: str | None,
-    as_json: bool,
-    show_all: bool,
-) -> None:
+def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
-    store = open_store(jit_dir)
-    snapshot = store.snapshot()
-    result = plan(
-        snapshot.issues,
-        snapshot.states,
-        snapshot.gates,
-        build_filters(store, labels, exclude_labels, min_priority, issue),
-    )
+    with open_tracker(StoreChoice(**{k: options[k] for k in _STORE_KEYS})) as tracker:
+        filters = build_filters(tracker, *(options[k] for k in _SCOPE_KEYS))
+        snapshot = tracker.snapshot()
+    result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
     warn(snapshot.warnings)
     held = result.held if show_all else []
     if as_json:

@@ -40,7 +40,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--init"] and len(sys.argv) == 3:  # an example store only (CI self-test)
+    if sys.argv[1:2] == ["--init"] and len(sys.argv) == 3:  # DIR/.jit only, for the CI self-test
         build_example(Path(sys.argv[2]))
         return
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-demo-") as tmp:

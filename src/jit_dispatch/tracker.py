@@ -33,6 +33,9 @@ class Tracker(Protocol):
 
     def snapshot(self) -> Snapshot: ...
 
+    def issue_ids(self) -> list[str]:
+        """Every issue id, for resolving `--issue` prefixes."""
+
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""
 

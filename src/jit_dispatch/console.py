@@ -1,0 +1,84 @@
+"""What the dispatcher shows while and after it runs: live output, summary, outputs, warnings."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from . import actions, report
+from .dispatch import Result
+from .models import Issue
+from .runner import RunResult
+
+
+class ConsoleHooks:
+    """Shows the command's output live; in Actions inside a log group, workflow commands fenced."""
+
+    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool) -> None:
+        self.sink = sink
+        self.in_actions = in_actions
+        self.fence_output = in_actions and not allow_workflow_commands
+        self._stop_token: str | None = None
+
+    def say(self, text: str) -> None:
+        """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
+        actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
+
+    def command_starting(self, issue: Issue, attempt: int) -> None:
+        self.say(
+            f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {report.plain(issue.title)}"
+        )
+        if self.in_actions:
+            actions.print_line(self.sink, f"::group::jit-dispatch: command output for {issue.short_id}")
+        if self.fence_output:
+            self._stop_token = actions.new_stop_token()
+            actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
+
+    def output(self, chunk: bytes) -> None:
+        try:
+            self.sink.flush()
+            self.sink.buffer.write(chunk)
+            self.sink.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # nobody reads the log any more; the tail is still kept for the summary
+
+    def command_finished(self, run: RunResult) -> None:
+        if run.tail and not run.tail.endswith("\n"):
+            actions.print_line(self.sink, "")
+        if self._stop_token:
+            actions.print_line(self.sink, f"::{self._stop_token}::")
+            self._stop_token = None
+        if self.in_actions:
+            actions.print_line(self.sink, "::endgroup::")
+
+
+def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
+    """Summary, outputs, annotation (in Actions) and the stdout report."""
+    env = os.environ
+    if env.get("GITHUB_STEP_SUMMARY"):
+        actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), report.summary_markdown(result, max_attempts))
+    if env.get("GITHUB_OUTPUT"):
+        actions.write_outputs(Path(env["GITHUB_OUTPUT"]), report.step_outputs(result))
+    if hooks.in_actions and result.outcome in ("released", "parked", "lost", "error"):
+        level = "warning" if result.outcome == "released" else "error"
+        where = f"{result.issue.short_id}: " if result.issue else ""
+        actions.print_line(
+            sys.stderr,
+            actions.command(level, where + (result.reason or result.outcome), title=f"jit-dispatch {result.outcome}"),
+        )
+    if as_json:
+        actions.print_line(sys.stdout, json.dumps(report.result_json(result), ensure_ascii=False))
+    else:
+        hooks.say(report.summary_text(result, max_attempts))
+
+
+def warn(warnings: list[str]) -> None:
+    """Skipped files and the like: an annotation in Actions, a stderr line elsewhere."""
+    for warning in warnings:
+        if actions.in_actions():
+            actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
+        else:
+            actions.print_line(sys.stderr, f"jit-dispatch: warning: {report.plain(warning)}")

@@ -1,0 +1,74 @@
+"""A thin `git` subprocess wrapper: one place for timeouts, deadlines, redaction and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import TrackerError
+
+_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+
+class GitError(TrackerError):
+    pass
+
+
+def redact(text: str) -> str:
+    """Never print a token: `https://user:token@host` → `https://***@host`."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+class Git:
+    def __init__(self, repo: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.repo = repo
+        self.timeout = timeout
+        self.deadline: float | None = None  # monotonic time after which every call fails fast
+        self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+
+    def _time_left(self) -> float:
+        if self.deadline is None:
+            return self.timeout
+        return min(self.timeout, self.deadline - time.monotonic())
+
+    def run(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        timeout = self._time_left()
+        if timeout <= 0:
+            raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
+        try:
+            proc = subprocess.run(
+                ["git", "-C", str(self.repo), *args],
+                input=stdin,
+                capture_output=True,
+                env={**self.env, **(env or {})},
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s") from None
+        if check and proc.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {last_line(proc)}")
+        return proc
+
+    def out(self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
+        return self.run(*args, stdin=stdin, env=env).stdout.decode("utf-8", errors="replace").strip()
+
+
+def last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The most telling line git printed, credentials removed."""
+    text = (proc.stderr or proc.stdout or b"").decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:", "remote:", "!"))]
+    return redact((fatal or lines or [f"exit code {proc.returncode}"])[-1])

@@ -1,0 +1,102 @@
+"""Option types and shared option groups of the CLI; every option also reads JIT_DISPATCH_<NAME>."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .models import PRIORITIES
+
+_LABEL = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class LabelType(click.ParamType):
+    """A jit label or `ns:*`; from the environment, a comma- or whitespace-separated list."""
+
+    name = "label"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [part for part in re.split(r"[,\s]+", rv) if part]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not _LABEL.match(value):
+            self.fail(f"{value!r} is not a jit label (namespace:value, or namespace:*)", param, ctx)
+        return str(value)
+
+
+class DurationType(click.ParamType):
+    """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = _DURATION.match(str(value).strip().lower())
+            if not match:
+                self.fail(f"{value!r} is not a duration (e.g. 600, 90s, 10m, 2h)", param, ctx)
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds <= 0:
+            self.fail("must be greater than zero", param, ctx)
+        return seconds
+
+
+def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option that also reads `JIT_DISPATCH_<NAME>`."""
+    name = next(d for d in decls if d.startswith("--")).lstrip("-").split("/")[0]
+    kwargs.setdefault("envvar", "JIT_DISPATCH_" + name.upper().replace("-", "_"))
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*decls, **kwargs)
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the store is, which issues are in scope, how state is shared: `once` and `ready`."""
+    decorators = [
+        env_option(
+            "--jit-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="The .jit directory. Default: $JIT_DATA_DIR, else ./.jit.",
+        ),
+        env_option(
+            "--label",
+            "labels",
+            multiple=True,
+            type=LabelType(),
+            help="Only issues with this label (repeatable; ns:* for any value).",
+        ),
+        env_option(
+            "--exclude-label",
+            "exclude_labels",
+            multiple=True,
+            type=LabelType(),
+            help="Skip issues with this label (repeatable).",
+        ),
+        env_option("--min-priority", type=click.Choice(PRIORITIES), help="Only issues of this priority or higher."),
+        env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
+        env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+        env_option(
+            "--sync",
+            type=click.Choice(["none", "git"]),
+            default="none",
+            show_default=True,
+            help="none: read and write .jit/ in place. git: the remote is the lock and the record (matrix fan-out).",
+        ),
+        env_option("--remote", default="origin", show_default=True, help="Remote of --sync git."),
+        env_option("--state-branch", help="Branch holding the tracker state. Default: the current branch."),
+        env_option(
+            "--lock-prefix",
+            default="refs/jit-dispatch/claims/",
+            show_default=True,
+            help="Ref namespace of the per-issue claim locks (--sync git).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func

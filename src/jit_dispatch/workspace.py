@@ -1,0 +1,108 @@
+"""From CLI options to a tracker: the local `.jit/`, or the state branch of a git remote."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .gitcmd import Git, GitError
+from .jit_store import JitStore
+from .remote import BOT_EMAIL, BOT_NAME, RemoteJitTracker, RemoteSettings
+from .selection import Filters, resolve_issue_id
+from .tracker import Tracker
+
+
+@dataclass(frozen=True)
+class StoreChoice:
+    jit_dir: Path | None = None
+    sync: str = "none"
+    remote: str = "origin"
+    state_branch: str | None = None
+    lock_prefix: str = "refs/jit-dispatch/claims/"
+    author: str | None = None  # "Name <email>"
+    skip_ci: bool = True
+
+
+def jit_root(jit_dir: Path | None) -> Path:
+    """`--jit-dir`, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
+    return jit_dir or Path(os.environ.get("JIT_DATA_DIR") or ".jit")
+
+
+def run_reference(env: Mapping[str, str] = os.environ) -> str:
+    """Where this claim came from: the workflow run URL, or host:pid."""
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        attempt = env.get("GITHUB_RUN_ATTEMPT")
+        return f"{url}/attempts/{attempt}" if attempt else url
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def current_branch(git: Git, env: Mapping[str, str] = os.environ) -> str:
+    """The branch being run: `GITHUB_REF_NAME` for a branch ref, else the checked-out branch."""
+    if env.get("GITHUB_REF", "").startswith("refs/heads/") and env.get("GITHUB_REF_NAME"):
+        return env["GITHUB_REF_NAME"]
+    branch = git.run("symbolic-ref", "--short", "-q", "HEAD", check=False).stdout.decode().strip()
+    if not branch:
+        raise UsageError("--state-branch: HEAD is detached and GITHUB_REF is not a branch; name the branch")
+    return branch
+
+
+def parse_author(author: str | None) -> tuple[str, str]:
+    if not author:
+        return BOT_NAME, BOT_EMAIL
+    name, _, rest = author.partition("<")
+    if not rest.endswith(">") or not name.strip():
+        raise UsageError(f"--commit-author: {author!r} is not 'Name <email>'")
+    return name.strip(), rest[:-1].strip()
+
+
+@contextmanager
+def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
+    root = jit_root(choice.jit_dir)
+    if choice.sync == "none":
+        yield JitStore.open(root)
+        return
+    git = Git(Path.cwd())
+    try:
+        top = Path(git.out("rev-parse", "--show-toplevel"))
+    except GitError:
+        raise UsageError("--sync git: the working directory is not inside a git repository") from None
+    try:
+        jit_path = root.resolve().relative_to(top.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
+    name, email = parse_author(choice.author)
+    settings = RemoteSettings(
+        branch=choice.state_branch or current_branch(git),
+        jit_path=jit_path,
+        remote=choice.remote,
+        lock_prefix=choice.lock_prefix,
+        author_name=name,
+        author_email=email,
+        skip_ci=choice.skip_ci,
+    )
+    with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None) as scratch:
+        tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
+        try:
+            yield tracker
+        finally:
+            tracker.close()
+
+
+def build_filters(
+    tracker: Tracker, labels: tuple[str, ...], exclude: tuple[str, ...], min_priority: str | None, issue: str | None
+) -> Filters:
+    issue_id = None
+    if issue:
+        try:
+            issue_id = resolve_issue_id(issue, tracker.issue_ids())
+        except ValueError as exc:
+            raise UsageError(f"--issue: {exc}") from None
+    return Filters(tuple(labels), tuple(exclude), min_priority, issue_id)
