@@ -112,3 +112,65 @@ def parse_outputs(text: str) -> dict[str, str]:
             name, _, value = line.partition("=")
             values[name] = value
     return values
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_IDENTITY}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+@dataclass
+class Remote:
+    """A bare repository holding a jit store on `main`, as GitHub would for the runners."""
+
+    bare: Path
+    ids: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.bare}"
+
+    def clone(self, dest: Path, *, shallow: bool = True) -> Path:
+        depth = ["--depth", "1"] if shallow else []
+        subprocess.run(["git", "clone", "-q", *depth, self.url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    def issue(self, issue_id: str) -> dict:
+        return json.loads(git(self.bare, "show", f"main:.jit/issues/{issue_id}.json"))
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in git(self.bare, "show", "main:.jit/events.jsonl").splitlines() if line]
+
+    def refs(self, prefix: str = "refs/jit-dispatch/") -> list[str]:
+        return git(self.bare, "for-each-ref", "--format=%(refname)", prefix).split()
+
+
+def make_remote(tmp_path: Path, specs: list[NewIssue], *, other_files: int = 0) -> Remote:
+    """A bare `main` with `.jit/` holding `specs` (and `other_files` unrelated files)."""
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(seed)], check=True)
+    ids = JitStore.init(seed / ".jit").create_issues(specs)
+    (seed / ".gitignore").write_text(".jit/**/*.lock\n")
+    for n in range(other_files):
+        path = seed / "src" / f"d{n % 100}" / f"file{n}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file {n}\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "seed")
+    git(seed, "push", "-q", str(bare), "main")
+    return Remote(bare, ids)
+
+
+@pytest.fixture
+def remote_factory(tmp_path: Path) -> Callable[..., Remote]:
+    return lambda specs, **kw: make_remote(tmp_path, specs, **kw)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, clean_env, parse_outputs, read_issue
+from conftest import PROJECT_ROOT, clean_env, git, make_remote, parse_outputs, read_issue
 from jit_dispatch.jit_store import JitStore, NewIssue
 
 ACTION = yaml.safe_load((PROJECT_ROOT / "action.yml").read_text())
@@ -37,6 +37,7 @@ class CompositeRun:
         self.summary = runner_temp / "step-summary.md"
         self.log = ""
         self.exit_code = 0
+        self.job_index, self.job_total = "0", "1"
 
     def value(self, expression: str) -> str:
         context, _, rest = expression.partition(".")
@@ -50,6 +51,8 @@ class CompositeRun:
             "runner.temp": str(self.runner_temp),
             "runner.os": "Linux",
             "runner.arch": "X64",
+            "strategy.job-index": self.job_index,
+            "strategy.job-total": self.job_total,
         }
         return known[expression]
 
@@ -128,7 +131,7 @@ def workspace(tmp_path: Path) -> tuple[Path, list[str]]:
 @pytest.mark.slow
 def test_action_dispatches_and_reports(workspace: tuple[Path, list[str]], runner_temp: Path) -> None:
     root, (first, _) = workspace
-    run = CompositeRun(root, runner_temp, {"agent": "ci-1", "command": 'echo "working on {title}"'})
+    run = CompositeRun(root, runner_temp, {"agent": "ci-1", "command": 'echo "working on {title}"', "sync": "none"})
     outputs = run.run()
     assert run.exit_code == 0, run.log
     assert outputs["claimed"] == "true" and outputs["outcome"] == "done"
@@ -154,6 +157,7 @@ def test_action_inputs_filter_and_failure_policy(workspace: tuple[Path, list[str
     inputs = {
         "agent": "ci-2",
         "command": "exit 4",
+        "sync": "none",
         "labels": "type:docs,\n",
         "exclude-labels": "component:ci",
         "max-attempts": "1",
@@ -166,7 +170,7 @@ def test_action_inputs_filter_and_failure_policy(workspace: tuple[Path, list[str
     assert outputs["reason"] == "exit code 4; parked after 1 failed attempts"
     assert "dispatch:parked" in read_issue(root / ".jit", docs)["labels"]
 
-    again = CompositeRun(root, runner_temp, {"agent": "ci-2", "command": "exit 4"})
+    again = CompositeRun(root, runner_temp, {"agent": "ci-2", "command": "exit 4", "sync": "none"})
     outputs = again.run()
     assert again.exit_code == 1, again.log
     assert outputs["outcome"] == "released"
@@ -176,7 +180,7 @@ def test_action_inputs_filter_and_failure_policy(workspace: tuple[Path, list[str
 @pytest.mark.slow
 def test_action_dry_run_and_bad_input(workspace: tuple[Path, list[str]], runner_temp: Path) -> None:
     root, (first, _) = workspace
-    dry = CompositeRun(root, runner_temp, {"agent": "ci-3", "command": "true", "dry-run": "true"})
+    dry = CompositeRun(root, runner_temp, {"agent": "ci-3", "command": "true", "dry-run": "true", "sync": "none"})
     outputs = dry.run()
     assert (dry.exit_code, outputs["outcome"], outputs["claimed"], outputs["issue-id"]) == (
         0,
@@ -186,7 +190,9 @@ def test_action_dry_run_and_bad_input(workspace: tuple[Path, list[str]], runner_
     )
     assert read_issue(root / ".jit", first)["state"] == "ready"
 
-    bad = CompositeRun(root, runner_temp, {"agent": "ci-3", "command": "true", "min-priority": "urgent"})
+    bad = CompositeRun(
+        root, runner_temp, {"agent": "ci-3", "command": "true", "min-priority": "urgent", "sync": "none"}
+    )
     outputs = bad.run()
     assert bad.exit_code == 2
     assert "::error title=jit-dispatch::" in bad.log and "--min-priority" in bad.log
@@ -198,6 +204,7 @@ def test_every_input_reaches_the_cli_through_env() -> None:
     passed = {EXPRESSION.search(str(v)).group(1) for v in dispatch["env"].values()}  # type: ignore[union-attr]
     expected = {f"inputs.{name}" for name in ACTION["inputs"] if name != "python-version"}
     assert expected <= passed
+    assert {"strategy.job-index", "strategy.job-total"} <= passed
     assert dispatch["run"].strip().startswith("exec "), "signals must reach the CLI"
     for step in ACTION["runs"]["steps"]:
         assert "${{" not in step.get("run", "")
@@ -222,3 +229,22 @@ def test_no_step_changes_the_callers_environment() -> None:
     text = (PROJECT_ROOT / "action.yml").read_text()
     assert "GITHUB_PATH" not in text and "GITHUB_ENV" not in text
     assert "${{ runner.temp }}/jit-dispatch-venv" in text, "the action's Python lives in a private venv"
+
+
+@pytest.mark.slow
+def test_action_in_remote_mode_records_on_the_remote(tmp_path: Path, runner_temp: Path) -> None:
+    """The action's default: the claim and the result land on the remote; the clone stays clean."""
+    remote = make_remote(tmp_path, [NewIssue("remote work", "high"), NewIssue("more work", "high")])
+    workspace = remote.clone(tmp_path / "workspace")
+    head = git(workspace, "rev-parse", "HEAD")
+    run = CompositeRun(workspace, runner_temp, {"agent": "ci-remote", "command": "echo {short_id}"})
+    run.job_index, run.job_total = "1", "2"
+    outputs = run.run()
+    assert run.exit_code == 0, run.log
+    assert outputs["outcome"] == "done" and outputs["sync-attempts"] == "1"
+    assert outputs["issue-id"] == remote.ids[1], "job 1 of 2 starts on the second candidate of the top tier"
+    commits = outputs["commits"].split()
+    assert len(commits) == 2 and git(remote.bare, "rev-parse", "main").strip() == commits[-1]
+    assert remote.issue(remote.ids[1])["state"] == "done"
+    assert git(workspace, "status", "--porcelain") == "" and git(workspace, "rev-parse", "HEAD") == head
+    assert remote.refs("refs/jit-dispatch/claims/") == [], "the lock is gone once settled"

@@ -122,6 +122,8 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
     ]
     if result.promoted:
         lines.append(_row("Unblocked", ", ".join(f"`{i[:8]}`" for i in result.promoted)))
+    if result.sync:
+        lines.append(_row("Remote", _sync_text(result.sync)))
     if result.output_bytes:
         tail = output_tail(result.output_tail)
         shown = len(tail.splitlines())
@@ -135,6 +137,13 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
         ]
     lines.extend(_warnings(result.warnings))
     return "\n".join(lines) + "\n"
+
+
+def _sync_text(sync: dict[str, Any]) -> str:
+    commits = ", ".join(f"`{str(c)[:10]}`" for c in sync.get("commits", [])) or "none"
+    text = f"lock push attempts: {sync.get('sync_attempts', 0)} · commits pushed: {commits}"
+    notes = sync.get("notes") or []
+    return text + "".join(f" · ⚠️ {md_text(str(n), 200)}" for n in notes)
 
 
 def _held_table(held: list[Held]) -> list[str]:
@@ -194,6 +203,11 @@ def result_json(result: Result) -> dict[str, Any]:
         "store": result.store,
         "promoted": list(result.promoted),
         "warnings": result.warnings,
+        **(
+            {"sync_attempts": result.sync.get("sync_attempts"), "commits": result.sync.get("commits")}
+            if result.sync
+            else {}
+        ),
     }
 
 
@@ -215,4 +229,6 @@ def step_outputs(result: Result) -> dict[str, str]:
         "duration-seconds": text(data["duration_seconds"]),
         "attempt": text(data["attempt"]),
         "reason": text(data["reason"]),
+        "sync-attempts": text(result.sync.get("sync_attempts")),
+        "commits": " ".join(str(c) for c in result.sync.get("commits", [])),
     }
