@@ -244,6 +244,23 @@ class JitStore:
         self._append_events(events)
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
 
+    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        with self._locked(issue_id):
+            current = self._read_issue(issue_id)
+            if current is None or not transitions.still_ours(current.raw, assignee):
+                return False
+            self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
+        return True
+
+    def unpark(self, issue_id: str) -> bool:
+        with self._locked(issue_id):
+            current = self._read_issue(issue_id)
+            raw = transitions.unpark(current.raw, transitions.format_timestamp()) if current else None
+            if raw is None:
+                return False
+            self._write_issue(raw)
+        return True
+
     def create_issues(self, specs: Iterable[NewIssue]) -> list[str]:
         """Create issues as `jit issue create` does (+ `dep add`: unresolved deps → backlog)."""
         created: list[tuple[dict[str, Any], dict[str, Any]]] = []

@@ -26,6 +26,7 @@ CTX_CLAIMED_AT = "dispatch.claimed_at"
 CTX_RUN = "dispatch.run"
 CTX_ATTEMPTS = "dispatch.attempts"
 CTX_LAST_REASON = "dispatch.last_reason"
+CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
 

@@ -33,7 +33,7 @@ import secrets
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -101,10 +101,10 @@ class RemoteJitTracker:
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
         tip, locks = self._list_remote()
         self._sync_to(tip)
-        snapshot = self.store.snapshot()
+        snapshot = self.store.snapshot(full_states)
         snapshot.locked = frozenset(self._live_locks(locks, snapshot.states))
         return snapshot
 
@@ -127,6 +127,15 @@ class RemoteJitTracker:
 
     def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
         return self._settle(issue_id, assignee, lambda store: store.release(issue_id, assignee, reason, max_attempts))
+
+    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        return self._transact(
+            lambda store: store.heartbeat(issue_id, assignee), lambda _: "heartbeat", issue_id, assignee
+        )
+
+    def unpark(self, issue_id: str) -> bool:
+        self._sync_to(self._list_remote(locks=False)[0])
+        return self._transact(lambda store: store.unpark(issue_id), lambda _: "unpark", issue_id, "human")
 
     def issue_ids(self) -> list[str]:
         self._sync_to(self._list_remote(locks=False)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +32,8 @@ class Settlement:
 class Tracker(Protocol):
     location: str
 
-    def snapshot(self) -> Snapshot: ...
+    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+        """Every issue's state; issues in `full_states` in full (selection needs only `ready`)."""
 
     def issue_ids(self) -> list[str]:
         """Every issue id, for resolving `--issue` prefixes."""
@@ -42,6 +44,12 @@ class Tracker(Protocol):
     def complete(self, issue_id: str, assignee: str) -> Settlement: ...
 
     def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement: ...
+
+    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
+
+    def unpark(self, issue_id: str) -> bool:
+        """Remove `dispatch:parked` (a person's decision); False when it was not parked."""
 
     def hurry(self, seconds: float) -> None:
         """Finish what is left within `seconds` (the run was cancelled; the runner kills us soon)."""

@@ -15,6 +15,7 @@ from typing import Any
 from .models import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
+    CTX_HEARTBEAT_AT,
     CTX_LAST_REASON,
     CTX_RUN,
     PARKED_LABEL,
@@ -112,3 +113,22 @@ def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
 def still_ours(raw: Raw, assignee: str) -> bool:
     """At settle time: the claim is still this runner's (not reaped or reassigned)."""
     return raw.get("state") == "in_progress" and raw.get("assignee") == assignee
+
+
+def heartbeat(raw: Raw, now: str) -> Raw:
+    """A long run keeps its claim fresh for the reaper; jit logs no event for a context change."""
+    new = deepcopy(raw)
+    new.setdefault("context", {})[CTX_HEARTBEAT_AT] = now
+    new["updated_at"] = now
+    return new
+
+
+def unpark(raw: Raw, now: str) -> Raw | None:
+    """Let runners take a parked issue again; its attempt count starts over. None: not parked."""
+    if PARKED_LABEL not in raw.get("labels", []):
+        return None
+    new = deepcopy(raw)
+    new["labels"] = [label for label in new["labels"] if label != PARKED_LABEL]
+    new.setdefault("context", {})[CTX_ATTEMPTS] = "0"
+    new["updated_at"] = now
+    return new
