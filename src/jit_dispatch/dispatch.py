@@ -11,13 +11,14 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from . import selection
-from .errors import TrackerError
+from .errors import DispatchError, TrackerError
 from .invocation import command_env, expand_command, failure_reason, shell_argv
 from .models import Issue
 from .runner import CancelToken, RunResult, run_command
@@ -41,6 +42,7 @@ class Request:
     run_ref: str = ""  # run URL or host:pid, recorded in the claim
     spread_index: int = 0  # this runner's place among runners started together (matrix job index)
     spread_total: int = 1
+    heartbeat_seconds: float | None = None  # refresh dispatch.heartbeat_at this often while running
 
 
 @dataclass
@@ -105,54 +107,94 @@ def dispatch_once(
     hooks: Hooks,
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
-    result = _dispatch(tracker, request, cancel, hooks, base_env or os.environ)
-    result.sync = tracker.stats()
-    return result
-
-
-def _dispatch(
-    tracker: Tracker, request: Request, cancel: CancelToken, hooks: Hooks, base_env: Mapping[str, str]
-) -> Result:
+    """Select, claim, run and settle one issue."""
     snapshot = tracker.snapshot()
     plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked)
     result = Result("idle", request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
-        return result
-    if request.dry_run:
+    elif request.dry_run:
         top = plan.dispatchable[0]
         result.outcome, result.issue, result.attempt = "dry-run", top, top.failed_attempts + 1
+        result.store = tracker.location_of(top.id)
         result.reason = f"would claim {top.short_id} ({len(plan.dispatchable)} dispatchable)"
-        return result
+    else:
+        candidates = selection.spread(plan.dispatchable, request.spread_index, request.spread_total)
+        claimed = claim_first(tracker, request, candidates, cancel)
+        if claimed is not None:
+            run_claimed(tracker, request, claimed, cancel, hooks, base_env or os.environ, result)
+        else:
+            result.cancelled_by = cancel.signum
+            taken = "every candidate was taken by another runner"
+            result.reason = "cancelled before claiming" if cancel.cancelled else taken
+    result.sync = tracker.stats()
+    return result
 
-    claimed: Issue | None = None
-    for candidate in selection.spread(plan.dispatchable, request.spread_index, request.spread_total):
+
+def claim_first(tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken) -> Issue | None:
+    """Claim the first candidate nobody else took in the meantime."""
+    for candidate in candidates:
         if cancel.cancelled:
-            break
+            return None
         claimed = tracker.claim(candidate.id, request.agent, request.run_ref, request.filters)
         if claimed is not None:
-            break
-    if claimed is None:
-        result.cancelled_by = cancel.signum
-        result.reason = (
-            "cancelled before claiming" if cancel.cancelled else "every candidate was taken by another runner"
-        )
-        return result
+            return claimed
+    return None
 
+
+def run_claimed(
+    tracker: Tracker,
+    request: Request,
+    claimed: Issue,
+    cancel: CancelToken,
+    hooks: Hooks,
+    base_env: Mapping[str, str],
+    result: Result,
+) -> Result:
+    """Run the command for an issue this runner holds, then settle it; fills in `result`."""
     result.issue, result.attempt = claimed, claimed.failed_attempts + 1
+    result.store = tracker.location_of(claimed.id)
     if cancel.signum is not None:  # cancelled between claim and start: give it straight back
-        reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         result.cancelled_by = cancel.signum
+        reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)
-
-    run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+    with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
+        run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
     if run.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
     result.cancelled_by = run.cancelled_by
     return _settle(tracker, request, result, claimed, failure_reason(run, request.timeout))
+
+
+class Heartbeat:
+    """While the command runs, refresh `dispatch.heartbeat_at` every `interval` seconds."""
+
+    def __init__(self, tracker: Tracker, issue_id: str, agent: str, interval: float | None) -> None:
+        self.tracker, self.issue_id, self.agent, self.interval = tracker, issue_id, agent, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=CANCEL_SETTLE_SECONDS)
+
+    def _beat(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.tracker.heartbeat(self.issue_id, self.agent):
+                    return  # no longer ours: settling will report `lost`
+            except DispatchError:
+                continue  # a missed beat is not fatal; the next one may get through
 
 
 def _run(

@@ -156,6 +156,9 @@ class JitStore:
     def issue_file(self, issue_id: str) -> Path:
         return self.issues_dir / f"{issue_id}.json"
 
+    def location_of(self, issue_id: str) -> str:
+        return self.location
+
     def hurry(self, seconds: float) -> None:
         """Local writes take milliseconds; nothing to speed up."""
 

@@ -81,6 +81,7 @@ class RemoteJitTracker:
         self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
         self._orphans: dict[str, str] = {}  # issue id → sha of an orphaned lock we may replace
         self._own_locks: dict[str, str] = {}  # issue id → sha of our lock commit
+        self._busy = threading.RLock()  # one state transaction at a time (claim record, heartbeat, settle)
         self._recording: threading.Thread | None = None
         self._recording_error: BaseException | None = None
         self._claim_recorded: Issue | None = None
@@ -97,6 +98,9 @@ class RemoteJitTracker:
             "commits": list(self.commits),
             "notes": list(self.notes),
         }
+
+    def location_of(self, issue_id: str) -> str:
+        return self.location
 
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds
@@ -205,14 +209,21 @@ class RemoteJitTracker:
                 raise TrackerError("the claim was still being recorded when time ran out")
             if self._recording_error is not None:
                 raise TrackerError(f"recording the claim failed: {self._recording_error}")
-        tip, _ = self._list_remote()
-        self._sync_to(tip)
-        settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
+        with self._busy:
+            tip, _ = self._list_remote()
+            self._sync_to(tip)
+            settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
         self._drop_lock(issue_id)
         return settlement
 
     def _transact(self, operation: Callable[[JitStore], T], verb: Callable[[T], str], issue_id: str, agent: str) -> T:
         """Apply `operation` to the branch tip and push it; on a lost race, replay on the new tip."""
+        with self._busy:
+            return self._transact_locked(operation, verb, issue_id, agent)
+
+    def _transact_locked(
+        self, operation: Callable[[JitStore], T], verb: Callable[[T], str], issue_id: str, agent: str
+    ) -> T:
         for attempt in range(1, self.settings.max_push_attempts + 1):
             if attempt > 1:
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))

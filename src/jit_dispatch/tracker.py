@@ -51,6 +51,9 @@ class Tracker(Protocol):
     def unpark(self, issue_id: str) -> bool:
         """Remove `dispatch:parked` (a person's decision); False when it was not parked."""
 
+    def location_of(self, issue_id: str) -> str:
+        """Where the issue lives, for the report (one tracker may span several stores)."""
+
     def hurry(self, seconds: float) -> None:
         """Finish what is left within `seconds` (the run was cancelled; the runner kills us soon)."""
 
