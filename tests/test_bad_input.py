@@ -139,11 +139,6 @@ def assert_warned_once_each(stderr: str, corrupt: dict[Path, bytes], actions: bo
     assert "priority" in urgent_line, "the warning says which field is wrong"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG jit_store._quick_state trusts any file that ends in '}': a file truncated after a nested "
-    "object keeps its 'done' state silently, so `ready` offers its dependents and `once` blames another runner",
-)
 def test_a_done_dependency_truncated_after_a_nested_object_is_reported_and_blocks(new_store: StoreFactory) -> None:
     created, (dep_id,) = new_store(NewIssue("the dependency"))
     root = created.root

@@ -26,7 +26,7 @@ WORKERS = 14
 # Not a bare `sleep 0.2`: bash would exec coreutils' sleep, which closes stdout just before it exits,
 # and the runner's EOF bug (test_runner_process::test_a_command_that_closes_its_output_runs_to_completion)
 # then SIGKILLs it now and then under load. `; true` keeps bash, which holds the pipe until it exits.
-COMMAND = "sleep 0.2; true"
+COMMAND = "sleep 0.2"
 
 
 def _waiting_on(pid: int, lock: Path) -> bool:

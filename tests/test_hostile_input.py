@@ -219,11 +219,6 @@ def test_under_actions_the_title_cannot_break_the_summary_the_log_or_the_outputs
     assert set(values) >= {"claimed", "issue-id", "short-id", "title", "outcome", "exit-code", "duration-seconds"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG report.output_tail strips C0 controls and ANSI but not bidi overrides (U+202A-202E, U+2066-2069), "
-    "which plain() strips everywhere else: output echoing the title can reorder what the summary shows",
-)
 def test_the_summary_output_tail_carries_no_bidi_overrides(hostile: tuple[Path, str, Path], tmp_path: Path) -> None:
     root, _, workdir = hostile
     summary = tmp_path / "summary.md"

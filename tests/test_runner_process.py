@@ -196,11 +196,6 @@ def test_background_children_do_not_outlive_a_finished_command(
         kill_group_quietly(pgid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG runner.run_command: end of output ends the run loop and SIGKILLs the group before the command "
-    "has exited, so `exec > log 2>&1; ...` (or any program closing stdout before exit) is killed",
-)
 def test_a_command_that_closes_its_output_runs_to_completion(two_issues: tuple[Path, str, str], tmp_path: Path) -> None:
     root, first, _ = two_issues
     result = once(root, "exec > build.log 2>&1; sleep 0.3; echo finished", cwd=tmp_path)

@@ -8,31 +8,49 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, actions, report
 from .console import ConsoleHooks, publish, warn
 from .dispatch import Request, dispatch_once, exit_code_for
 from .errors import DispatchError, UsageError
+from .fleet_cli import SCOPE_KEYS as _SCOPE_KEYS
+from .fleet_cli import STORE_KEYS as _STORE_KEYS
+from .fleet_cli import config_group, config_option, reap, release, start, status, unpark
 from .models import Issue, assignee_for
 from .options import DurationType, env_option, store_options
-from .runner import CancelToken
+from .runner import CancelToken, install_cancel_handlers
 from .selection import plan
 from .workspace import StoreChoice, build_filters, open_tracker, run_reference
 
-_STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix")
-_SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
+DEFAULT_HEARTBEAT_SECONDS = 300.0
+_CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
 
 
-def install_cancel_handlers(token: CancelToken) -> None:
-    """A cancelled workflow run sends SIGINT, then SIGTERM; some runners SIGHUP."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda received, _frame: token.cancel(received))
+def apply_config(ctx: click.Context, options: dict[str, Any]) -> None:
+    """Fill what the command line left at its default from dispatch.toml (agent table, then top level)."""
+    path = options.pop("config")
+    if path is None and not Path("dispatch.toml").is_file():
+        return  # no config: pydantic is not even imported
+    from .config import DEFAULT_PATH, RunSettings, load_config
+
+    loaded = load_config(path or DEFAULT_PATH)
+    agent_id = options["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
+    entry = loaded.agent(agent_id) if agent_id else None
+    settings = loaded.effective(entry) if entry else {key: getattr(loaded, key) for key in RunSettings.model_fields}
+    settings["command"] = entry.command if entry else None
+    for key in _CONFIGURABLE:
+        value = settings.get(key)
+        if value is not None and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+            options[key] = tuple(value) if isinstance(value, list) else value
+    options["agent"] = agent_id
+    if not options["jit_dir"] and loaded.repos:
+        options["jit_dir"] = tuple(loaded.repos)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,10 +60,9 @@ def cli() -> None:
 
 
 @cli.command()
-@env_option("--agent", required=True, help="Runner agent id: NAME or TYPE:NAME (assignee becomes agent:NAME).")
+@env_option("--agent", help="Runner agent id: NAME or TYPE:NAME (assignee becomes agent:NAME).")
 @env_option(
     "--command",
-    required=True,
     help="Shell command to run. {issue_id} {short_id} {title} {priority} {agent} {issue_file} "
     "become quoted references to the JIT_* variables that carry them.",
 )
@@ -82,16 +99,25 @@ def cli() -> None:
     "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
 )
 @env_option("--skip-ci/--no-skip-ci", default=True, show_default=True, help="End state commit messages with [skip ci].")
+@env_option(
+    "--heartbeat",
+    type=DurationType(),
+    help="Refresh dispatch.heartbeat_at this often while the command runs. Default 5m locally; off with --sync git.",
+)
+@config_option
 def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
     cancel = CancelToken()
     install_cancel_handlers(cancel)
+    apply_config(click.get_current_context(), options)
+    if not options["agent"]:
+        raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
     try:
         agent = assignee_for(options["agent"])
     except ValueError as exc:
         raise UsageError(f"--agent: {exc}") from None
-    if not options["command"].strip():
-        raise UsageError("--command: must not be empty")
+    if not (options["command"] or "").strip():
+        raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
     if options["spread_index"] >= options["spread_total"]:
         raise UsageError("--spread-index: must be smaller than --spread-total")
     choice = StoreChoice(
@@ -110,6 +136,8 @@ def once(**options: Any) -> None:
             run_ref=run_reference(),
             spread_index=options["spread_index"],
             spread_total=options["spread_total"],
+            heartbeat_seconds=options["heartbeat"]
+            or (DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" else None),
         )
         hooks = ConsoleHooks(
             sys.stderr if options["as_json"] else sys.stdout,
@@ -145,6 +173,11 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
         actions.print_line(sys.stdout, _issue_line(held_entry.issue) + f"  [held: {report.plain(held_entry.reason)}]")
     if not result.dispatchable and not held:
         actions.print_line(sys.stderr, "jit-dispatch: no dispatchable issue")
+
+
+for command in (reap, release, unpark, status, config_group, start):
+    cli.add_command(command)
+cli.add_command(start, name="watch")
 
 
 def _issue_line(issue: Issue) -> str:

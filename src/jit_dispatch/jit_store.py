@@ -32,7 +32,7 @@ _STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
 def _quick_state(data: bytes) -> str | None:
     """The state of a well-formed pretty file, or None when the file needs a full parse."""
     match = _STATE_LINE.search(data)
-    if match is None or not data.rstrip().endswith(b"}"):
+    if match is None or not data.rstrip().endswith(b"\n}"):  # only the top-level brace sits at column 0
         return None
     state = match.group(1).decode()
     return state if state in STATES else None

@@ -29,6 +29,10 @@ CTX_LAST_REASON = "dispatch.last_reason"
 CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
+# jit's label format (O/labels.rs), plus `ns:*` for "any value in the namespace" in filters.
+LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class IssueFormatError(ValueError):
@@ -152,3 +156,19 @@ def assignee_for(agent: str) -> str:
     if not _ASSIGNEE_RE.match(assignee):
         raise ValueError(f"{agent!r} is not a valid agent id (use NAME or TYPE:NAME, no spaces)")
     return assignee
+
+
+def parse_duration(value: object) -> float:
+    """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`, `2d`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like 10m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip().lower())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (e.g. 600, 90s, 10m, 2h, 2d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds

@@ -9,11 +9,7 @@ from typing import Any
 
 import click
 
-from .models import PRIORITIES
-
-_LABEL = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
-_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from .models import LABEL_PATTERN, PRIORITIES, parse_duration
 
 
 class LabelType(click.ParamType):
@@ -25,7 +21,7 @@ class LabelType(click.ParamType):
         return [part for part in re.split(r"[,\s]+", rv) if part]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not _LABEL.match(value):
+        if not LABEL_PATTERN.match(value):
             self.fail(f"{value!r} is not a jit label (namespace:value, or namespace:*)", param, ctx)
         return str(value)
 
@@ -36,16 +32,10 @@ class DurationType(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            match = _DURATION.match(str(value).strip().lower())
-            if not match:
-                self.fail(f"{value!r} is not a duration (e.g. 600, 90s, 10m, 2h)", param, ctx)
-            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if seconds <= 0:
-            self.fail("must be greater than zero", param, ctx)
-        return seconds
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -61,8 +51,9 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         env_option(
             "--jit-dir",
+            multiple=True,
             type=click.Path(path_type=Path, file_okay=False),
-            help="The .jit directory. Default: $JIT_DATA_DIR, else ./.jit.",
+            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
         ),
         env_option(
             "--label",

@@ -82,9 +82,8 @@ class RemoteJitTracker:
         self._orphans: dict[str, str] = {}  # issue id → sha of an orphaned lock we may replace
         self._own_locks: dict[str, str] = {}  # issue id → sha of our lock commit
         self._busy = threading.RLock()  # one state transaction at a time (claim record, heartbeat, settle)
-        self._recording: threading.Thread | None = None
-        self._recording_error: BaseException | None = None
-        self._claim_recorded: Issue | None = None
+        self._recordings: dict[str, threading.Thread] = {}  # issue id → thread recording its claim
+        self._recording_errors: dict[str, BaseException] = {}
         self.lock_attempts = 0
         self.branch_attempts = 0
         self.commits: list[str] = []
@@ -120,10 +119,11 @@ class RemoteJitTracker:
         if not self._take_lock(issue_id, assignee, run):
             return None
         raw, _ = transitions.claim(current.raw, assignee, run, transitions.format_timestamp())
-        self._recording = threading.Thread(
+        recording = threading.Thread(
             target=self._record_claim, args=(issue_id, assignee, run, filters), name="record-claim", daemon=True
         )
-        self._recording.start()
+        self._recordings[issue_id] = recording
+        recording.start()
         return issue_from_raw(raw)
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
@@ -197,18 +197,18 @@ class RemoteJitTracker:
             )
             if claimed is None:
                 self.notes.append(f"{issue_id[:8]} changed on {self.location} before the claim was recorded")
-            self._claim_recorded = claimed
-        except BaseException as exc:  # reported by _settle, in the main thread
-            self._recording_error = exc
+        except BaseException as exc:  # reported by _settle, in the thread that settles
+            self._recording_errors[issue_id] = exc
 
     def _settle(self, issue_id: str, assignee: str, operation: Callable[[JitStore], Settlement]) -> Settlement:
-        if self._recording is not None:
+        recording = self._recordings.pop(issue_id, None)
+        if recording is not None:
             budget = None if self.git.deadline is None else max(0.0, self.git.deadline - time.monotonic())
-            self._recording.join(budget)
-            if self._recording.is_alive():
+            recording.join(budget)
+            if recording.is_alive():
                 raise TrackerError("the claim was still being recorded when time ran out")
-            if self._recording_error is not None:
-                raise TrackerError(f"recording the claim failed: {self._recording_error}")
+            if issue_id in self._recording_errors:
+                raise TrackerError(f"recording the claim failed: {self._recording_errors.pop(issue_id)}")
         with self._busy:
             tip, _ = self._list_remote()
             self._sync_to(tip)

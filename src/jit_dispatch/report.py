@@ -71,7 +71,7 @@ def md_code_block(text: str, info: str = "text") -> str:
 def output_tail(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
     """The last lines of the output, ANSI-free, within a character budget."""
     clean = _ANSI.sub("", text).replace("\r\n", "\n")
-    clean = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", clean)
+    clean = _CONTROL.sub("", clean)
     kept = "\n".join(clean.rstrip("\n").split("\n")[-lines:])
     return kept[-chars:]
 

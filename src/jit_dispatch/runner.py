@@ -40,6 +40,12 @@ class CancelToken:
         return self.signum is not None
 
 
+def install_cancel_handlers(token: CancelToken) -> None:
+    """A cancelled workflow run sends SIGINT, then SIGTERM; some runners SIGHUP."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda received, _frame: token.cancel(received))
+
+
 class OutputTail:
     """The last `max_bytes` of a stream, for the summary."""
 
@@ -130,8 +136,10 @@ def run_command(
     cancelled_by: int | None = None
     eof = False
     try:
-        while not eof:
-            if selector.select(POLL_SECONDS):
+        while not (eof and exited_at is not None):
+            if eof:
+                time.sleep(POLL_SECONDS)  # output closed (`exec >log`), but the command may still run
+            elif selector.select(POLL_SECONDS):
                 eof = not _copy_available(fd, write_output, tail)
             now = time.monotonic()
             if cancel.signum is not None and cancelled_by is None:

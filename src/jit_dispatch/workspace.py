@@ -6,13 +6,14 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
 from .gitcmd import Git, GitError
 from .jit_store import JitStore
+from .multi import MultiTracker
 from .remote import BOT_EMAIL, BOT_NAME, RemoteJitTracker, RemoteSettings
 from .selection import Filters, resolve_issue_id
 from .tracker import Tracker
@@ -20,7 +21,7 @@ from .tracker import Tracker
 
 @dataclass(frozen=True)
 class StoreChoice:
-    jit_dir: Path | None = None
+    jit_dir: tuple[Path, ...] = ()  # several: multi-repo dispatch
     sync: str = "none"
     remote: str = "origin"
     state_branch: str | None = None
@@ -29,9 +30,9 @@ class StoreChoice:
     skip_ci: bool = True
 
 
-def jit_root(jit_dir: Path | None) -> Path:
-    """`--jit-dir`, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
-    return jit_dir or Path(os.environ.get("JIT_DATA_DIR") or ".jit")
+def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
+    """`--jit-dir`s, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
+    return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
 
 
 def run_reference(env: Mapping[str, str] = os.environ) -> str:
@@ -65,15 +66,24 @@ def parse_author(author: str | None) -> tuple[str, str]:
 
 @contextmanager
 def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
-    root = jit_root(choice.jit_dir)
-    if choice.sync == "none":
-        yield JitStore.open(root)
-        return
-    git = Git(Path.cwd())
+    """One tracker for every `--jit-dir` (a `MultiTracker` over several), closed afterwards."""
+    with ExitStack() as stack:
+        trackers = [
+            JitStore.open(root) if choice.sync == "none" else stack.enter_context(_remote_tracker(choice, root))
+            for root in jit_roots(choice.jit_dir)
+        ]
+        yield trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
+
+
+@contextmanager
+def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracker]:
+    """The store at `root`, as the state branch of its repository's remote has it."""
+    anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
+    git = Git(anchor)
     try:
         top = Path(git.out("rev-parse", "--show-toplevel"))
     except GitError:
-        raise UsageError("--sync git: the working directory is not inside a git repository") from None
+        raise UsageError(f"--sync git: {root} is not inside a git repository") from None
     try:
         jit_path = root.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:

@@ -1,0 +1,133 @@
+"""`dispatch.toml`: the agent pool and defaults, validated strictly (unknown keys are errors).
+
+Compatible with the original jit-dispatch format (`poll_interval_secs`, `[[agents]]` with `id`,
+`type`, `max_concurrent`, `command`), extended with per-agent capabilities and run settings, and
+top-level defaults for the same keys. Precedence: command-line flags, then the agent's table,
+then the top-level defaults, then the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UsageError
+from .models import LABEL_PATTERN, assignee_for, parse_duration
+
+DEFAULT_PATH = Path("dispatch.toml")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Priority = Literal["critical", "high", "normal", "low"]
+
+
+def _check_labels(labels: list[str]) -> list[str]:
+    bad = [label for label in labels if not LABEL_PATTERN.match(label)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a jit label (namespace:value, or namespace:*)")
+    return labels
+
+
+class RunSettings(BaseModel):
+    """Keys an agent may set, and the top level may default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: list[str] | None = None
+    exclude_labels: list[str] | None = None
+    min_priority: Priority | None = None
+    timeout: Duration | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    shell: str | None = None
+    workdir: Path | None = None
+
+    @field_validator("labels", "exclude_labels")
+    @classmethod
+    def _valid_labels(cls, labels: list[str] | None) -> list[str] | None:
+        return None if labels is None else _check_labels(labels)
+
+
+class AgentConfig(RunSettings):
+    id: str = Field(min_length=1)
+    type: str = "agent"
+    max_concurrent: int = Field(default=1, ge=1)
+    command: str = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        assignee_for(value)  # raises ValueError with a readable message
+        return value
+
+
+class DispatchConfig(RunSettings):
+    poll_interval_secs: float = Field(default=30, gt=0)
+    repos: list[Path] = Field(default_factory=list)
+    agents: list[AgentConfig] = Field(default_factory=list)
+
+    @field_validator("agents")
+    @classmethod
+    def _unique_ids(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
+        seen: set[str] = set()
+        for agent in agents:
+            if agent.id in seen:
+                raise ValueError(f"agent id {agent.id!r} appears twice")
+            seen.add(agent.id)
+        return agents
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
+    def effective(self, agent: AgentConfig) -> dict[str, Any]:
+        """The agent's settings with the top-level defaults filled in."""
+        merged = {key: getattr(self, key) for key in RunSettings.model_fields}
+        merged.update({key: value for key, value in agent.model_dump().items() if value is not None})
+        return merged
+
+
+def _location(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    """`agents[1].max_concurrent` → `agents[1] (id "x").max_concurrent` for a readable message."""
+    parts: list[str] = []
+    for item in error["loc"]:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(str(item))
+    where = ".".join(parts) or "(top level)"
+    loc = error["loc"]
+    if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+        agents = raw.get("agents") or []
+        if loc[1] < len(agents) and isinstance(agents[loc[1]], dict) and "id" in agents[loc[1]]:
+            where = where.replace(f"agents[{loc[1]}]", f"agents[{loc[1]}] (id {agents[loc[1]]['id']!r})", 1)
+    return where
+
+
+def load_config(path: Path) -> DispatchConfig:
+    """Parse and validate; any mistake is one UsageError naming the file, key and reason."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return DispatchConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UsageError(f"{path}: {_location(first, raw)}: {message}{more}") from None
+
+
+def find_config(explicit: Path | None) -> DispatchConfig | None:
+    """`--config`, else ./dispatch.toml when present, else no config."""
+    if explicit is not None:
+        return load_config(explicit)
+    return load_config(DEFAULT_PATH) if DEFAULT_PATH.is_file() else None

@@ -1,0 +1,84 @@
+"""Several stores as one tracker: the best issue across all of them, claimed in its own store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .models import Issue
+from .selection import Filters
+from .tracker import Settlement, Snapshot, Tracker
+
+
+class MultiTracker:
+    """Issue ids are UUIDs, so one id names one store; every call is routed to that store.
+
+    Gate registries are merged (the first store's definition of a key wins), so a manual precheck
+    is honoured whichever store defines it.
+    """
+
+    def __init__(self, trackers: Sequence[Tracker]) -> None:
+        self.trackers = list(trackers)
+        self.location = ", ".join(t.location for t in self.trackers)
+        self._owner: dict[str, Tracker] = {}
+
+    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+        wanted = tuple(full_states)
+        merged = Snapshot(issues=[], states={}, gates={}, all_ids=[])
+        locked: set[str] = set()
+        for tracker in self.trackers:
+            part = tracker.snapshot(wanted)
+            merged.issues.extend(part.issues)
+            merged.states.update(part.states)
+            for key, gate in part.gates.items():
+                merged.gates.setdefault(key, gate)
+            merged.all_ids.extend(part.all_ids)
+            merged.warnings.extend(part.warnings)
+            locked |= part.locked
+            self._owner.update(dict.fromkeys(part.all_ids, tracker))
+        merged.locked = frozenset(locked)
+        return merged
+
+    def issue_ids(self) -> list[str]:
+        ids: list[str] = []
+        for tracker in self.trackers:
+            own = tracker.issue_ids()
+            self._owner.update(dict.fromkeys(own, tracker))
+            ids.extend(own)
+        return ids
+
+    def _store(self, issue_id: str) -> Tracker:
+        if issue_id not in self._owner:
+            self.issue_ids()
+        return self._owner[issue_id]
+
+    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+        return self._store(issue_id).claim(issue_id, assignee, run, filters)
+
+    def complete(self, issue_id: str, assignee: str) -> Settlement:
+        return self._store(issue_id).complete(issue_id, assignee)
+
+    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
+        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts)
+
+    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        return self._store(issue_id).heartbeat(issue_id, assignee)
+
+    def unpark(self, issue_id: str) -> bool:
+        return self._store(issue_id).unpark(issue_id)
+
+    def location_of(self, issue_id: str) -> str:
+        return self._store(issue_id).location_of(issue_id)
+
+    def hurry(self, seconds: float) -> None:
+        for tracker in self.trackers:
+            tracker.hurry(seconds)
+
+    def stats(self) -> dict[str, object]:
+        merged: dict[str, object] = {}
+        for tracker in self.trackers:
+            for key, value in tracker.stats().items():
+                if isinstance(value, list):
+                    merged[key] = [*merged.get(key, []), *value]  # type: ignore[misc]
+                elif isinstance(value, int):
+                    merged[key] = int(merged.get(key, 0)) + value  # type: ignore[call-overload]
+        return merged

@@ -1,0 +1,79 @@
+"""Which claims are stale: held by a dispatcher that stopped showing signs of life. Pure."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from .models import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An `in_progress` issue claimed by the dispatcher (it has `dispatch.claimed_at`)."""
+
+    issue: Issue
+    agent: str
+    claimed_age: float  # seconds since the claim
+    silent_for: float  # seconds since the last sign of life: the newer of claim and heartbeat
+
+
+def _timestamp(issue: Issue, key: str) -> datetime | None:
+    try:
+        return parse_timestamp(issue.context[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def dispatcher_claims(issues: Iterable[Issue], now: datetime) -> list[Claim]:
+    claims = []
+    for issue in issues:
+        claimed_at = _timestamp(issue, CTX_CLAIMED_AT)
+        if issue.state != "in_progress" or claimed_at is None:
+            continue
+        heartbeat = _timestamp(issue, CTX_HEARTBEAT_AT)
+        alive = max(claimed_at, heartbeat) if heartbeat else claimed_at
+        claims.append(
+            Claim(issue, issue.assignee or "nobody", (now - claimed_at).total_seconds(), (now - alive).total_seconds())
+        )
+    return sorted(claims, key=lambda c: -c.silent_for)
+
+
+def agent_matches(pattern: str | None, agent: str) -> bool:
+    """A glob against the assignee, with or without its `agent:` prefix."""
+    if not pattern:
+        return True
+    bare = agent.split(":", 1)[1] if ":" in agent else agent
+    return fnmatch.fnmatchcase(agent, pattern) or fnmatch.fnmatchcase(bare, pattern)
+
+
+def stale_claims(issues: Iterable[Issue], now: datetime, older_than: float, agent_pattern: str | None) -> list[Claim]:
+    return [
+        claim
+        for claim in dispatcher_claims(issues, now)
+        if claim.silent_for > older_than and agent_matches(agent_pattern, claim.agent)
+    ]
+
+
+def format_age(seconds: float) -> str:
+    """`45s`, `12m`, `3h 5m`, `2d 4h`: short and exact enough for a reason line."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def reap_reason(claim: Claim) -> str:
+    reason = f"stale claim (claimed {format_age(claim.claimed_age)} ago by {claim.agent}"
+    if claim.silent_for < claim.claimed_age - 1:
+        reason += f", last heartbeat {format_age(claim.silent_for)} ago"
+    return reason + ")"
