@@ -23,9 +23,8 @@ from conftest import clean_env, read_events, read_issue
 from jit_dispatch.jit_store import JitStore, NewIssue
 
 WORKERS = 14
-# Not a bare `sleep 0.2`: bash would exec coreutils' sleep, which closes stdout just before it exits,
-# and the runner's EOF bug (test_runner_process::test_a_command_that_closes_its_output_runs_to_completion)
-# then SIGKILLs it now and then under load. `; true` keeps bash, which holds the pipe until it exits.
+# A bare `sleep`: bash execs coreutils' sleep, which closes stdout just before it exits; the runner
+# must still wait for its exit (test_runner_process::test_a_command_that_closes_its_output_runs_to_completion).
 COMMAND = "sleep 0.2"
 
 
