@@ -46,7 +46,7 @@ def apply_config(ctx: click.Context, options: dict[str, Any]) -> None:
     settings["command"] = entry.command if entry else None
     for key in _CONFIGURABLE:
         value = settings.get(key)
-        if value is not None and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+        if value not in (None, []) and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
             options[key] = tuple(value) if isinstance(value, list) else value
     options["agent"] = agent_id
     if not options["jit_dir"] and loaded.repos:

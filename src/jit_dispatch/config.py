@@ -18,6 +18,15 @@ from .errors import UsageError
 from .models import LABEL_PATTERN, assignee_for, parse_duration
 
 DEFAULT_PATH = Path("dispatch.toml")
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "labels": [],
+    "exclude_labels": [],
+    "min_priority": None,
+    "timeout": None,
+    "max_attempts": 3,
+    "shell": "bash",
+    "workdir": None,
+}
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -82,8 +91,9 @@ class DispatchConfig(RunSettings):
         return next((a for a in self.agents if a.id == agent_id), None)
 
     def effective(self, agent: AgentConfig) -> dict[str, Any]:
-        """The agent's settings with the top-level defaults filled in."""
-        merged = {key: getattr(self, key) for key in RunSettings.model_fields}
+        """The agent's settings: its own table, then the top-level defaults, then the built-in ones."""
+        merged = dict(BUILTIN_DEFAULTS)
+        merged.update({key: getattr(self, key) for key in RunSettings.model_fields if getattr(self, key) is not None})
         merged.update({key: value for key, value in agent.model_dump().items() if value is not None})
         return merged
 

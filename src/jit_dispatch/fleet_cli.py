@@ -180,15 +180,15 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
         slots = []
         for agent in loaded.agents:
             settings = loaded.effective(agent)
-            scope = build_filters(tracker, tuple(settings["labels"] or ()), tuple(settings["exclude_labels"] or ()),
+            scope = build_filters(tracker, tuple(settings["labels"]), tuple(settings["exclude_labels"]),
                                   settings["min_priority"], None)  # fmt: skip
             request = Request(
                 agent=assignee_for(agent.id),
                 command=agent.command,
                 filters=scope,
                 timeout=settings["timeout"],
-                max_attempts=settings["max_attempts"] or 3,
-                shell=settings["shell"] or "bash",
+                max_attempts=settings["max_attempts"],
+                shell=settings["shell"],
                 workdir=settings["workdir"],
                 run_ref=run_reference(),
                 heartbeat_seconds=300.0,
