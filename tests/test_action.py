@@ -8,6 +8,7 @@ venv is really created and the package really pip-installed into it, once per te
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,15 +60,26 @@ class CompositeRun:
     def resolve(self, text: Any) -> str:
         return EXPRESSION.sub(lambda m: self.value(m.group(1)), str(text))
 
+    def condition(self, expression: str) -> bool:
+        """The `if:` expressions the action uses: always(), ==, !=, &&, || over inputs and step outputs."""
+        failed = self.exit_code != 0
+        python = re.sub(r"always\(\)", "True", expression)
+        python = re.sub(r"success\(\)", repr(not failed), python)
+        python = re.sub(r"(inputs|steps)\.[\w.-]+", lambda m: repr(self.value(m.group(0))), python)
+        python = python.replace("&&", " and ").replace("||", " or ")
+        return bool(eval(python, {"__builtins__": {}}, {"True": True, "False": False}))
+
     def run(self) -> dict[str, str]:
         for index, step in enumerate(ACTION["runs"]["steps"]):
             step_id = step.get("id", f"step{index}")
+            if not self.condition(step.get("if", "success()")):
+                continue
             if "uses" in step:
                 self.steps[step_id] = self.stand_in(step)
                 continue
+            exit_code_before = self.exit_code
             self.steps[step_id] = self.run_script(step)
-            if self.exit_code != 0:
-                break
+            self.exit_code = self.exit_code or exit_code_before  # a later step cannot undo a failure
         return {name: self.resolve(spec["value"]) for name, spec in ACTION["outputs"].items()}
 
     def stand_in(self, step: dict[str, Any]) -> dict[str, str]:
@@ -202,10 +214,11 @@ def test_action_dry_run_and_bad_input(workspace: tuple[Path, list[str]], runner_
 def test_every_input_reaches_the_cli_through_env() -> None:
     dispatch = next(s for s in ACTION["runs"]["steps"] if s.get("id") == "dispatch")
     passed = {EXPRESSION.search(str(v)).group(1) for v in dispatch["env"].values()}  # type: ignore[union-attr]
+    conditions = " ".join(str(step.get("if", "")) for step in ACTION["runs"]["steps"])
     expected = {f"inputs.{name}" for name in ACTION["inputs"] if name != "python-version"}
-    assert expected <= passed
+    assert {e for e in expected if e not in conditions} <= passed
     assert {"strategy.job-index", "strategy.job-total"} <= passed
-    assert dispatch["run"].strip().startswith("exec "), "signals must reach the CLI"
+    assert dispatch["run"].strip().splitlines()[-1].startswith("exec "), "signals must reach the CLI"
     for step in ACTION["runs"]["steps"]:
         assert "${{" not in step.get("run", "")
 
@@ -248,3 +261,27 @@ def test_action_in_remote_mode_records_on_the_remote(tmp_path: Path, runner_temp
     assert remote.issue(remote.ids[1])["state"] == "done"
     assert git(workspace, "status", "--porcelain") == "" and git(workspace, "rev-parse", "HEAD") == head
     assert remote.refs("refs/jit-dispatch/claims/") == [], "the lock is gone once settled"
+
+
+@pytest.mark.slow
+def test_action_reaps_stale_claims_first_and_writes_the_status_dashboard(
+    workspace: tuple[Path, list[str]], runner_temp: Path
+) -> None:
+    root, (first, second) = workspace
+    path = root / ".jit" / "issues" / f"{first}.json"
+    raw = json.loads(path.read_text())
+    raw.update(state="in_progress", assignee="agent:dead-runner")
+    raw["context"] = {"dispatch.claimed_at": "2026-01-01T00:00:00Z", "dispatch.attempts": "0"}
+    path.write_text(json.dumps(raw, indent=2))
+    inputs = {"agent": "ci-4", "command": "true", "sync": "none", "reap-stale-after": "1h", "status-summary": "true"}
+    run = CompositeRun(root, runner_temp, inputs)
+    outputs = run.run()
+    assert run.exit_code == 0, run.log
+    assert outputs["issue-id"] == first, "the reaped claim is ready again, and first in line"
+    reaped = read_issue(root / ".jit", first)
+    assert reaped["context"]["dispatch.attempts"] == "1"
+    assert reaped["context"]["dispatch.last_reason"].startswith("stale claim (claimed ")
+    summary = run.summary.read_text()
+    assert summary.index("jit-dispatch · done") < summary.index("jit-dispatch status")
+    assert "```mermaid" in summary and '"done" : 1' in summary and '"ready" : 1' in summary
+    assert read_issue(root / ".jit", second)["state"] == "ready"
