@@ -105,15 +105,17 @@ class RemoteJitTracker:
         self.git.deadline = time.monotonic() + seconds
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
-        tip, locks = self._list_remote()
-        self._sync_to(tip)
-        snapshot = self.store.snapshot(full_states)
+        with self._busy:  # a claim may be being recorded in the background
+            tip, locks = self._list_remote()
+            self._sync_to(tip)
+            snapshot = self.store.snapshot(full_states)
         snapshot.locked = frozenset(self._live_locks(locks, snapshot.states))
         return snapshot
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue's lock ref; then record the claim on the branch in the background."""
-        current = self._read_current(issue_id)
+        with self._busy:
+            current = self._read_current(issue_id)
         if current is None:
             return None
         if not self._take_lock(issue_id, assignee, run):
@@ -138,12 +140,14 @@ class RemoteJitTracker:
         )
 
     def unpark(self, issue_id: str) -> bool:
-        self._sync_to(self._list_remote(locks=False)[0])
-        return self._transact(lambda store: store.unpark(issue_id), lambda _: "unpark", issue_id, "human")
+        with self._busy:
+            self._sync_to(self._list_remote(locks=False)[0])
+            return self._transact(lambda store: store.unpark(issue_id), lambda _: "unpark", issue_id, "human")
 
     def issue_ids(self) -> list[str]:
-        self._sync_to(self._list_remote(locks=False)[0])
-        return self.store.issue_ids()
+        with self._busy:
+            self._sync_to(self._list_remote(locks=False)[0])
+            return self.store.issue_ids()
 
     def close(self) -> None:
         self.git.run("update-ref", "-d", self._private_ref, check=False)
@@ -210,7 +214,7 @@ class RemoteJitTracker:
             if issue_id in self._recording_errors:
                 raise TrackerError(f"recording the claim failed: {self._recording_errors.pop(issue_id)}")
         with self._busy:
-            tip, _ = self._list_remote()
+            tip, _ = self._list_remote(locks=False)
             self._sync_to(tip)
             settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
         self._drop_lock(issue_id)
