@@ -145,6 +145,8 @@ def once(**options: Any) -> None:
             allow_workflow_commands=options["allow_workflow_commands"],
         )
         result = dispatch_once(tracker, request, cancel, hooks)
+        if (record := getattr(tracker, "record_result", None)) and (note := record(result, options["max_attempts"])):
+            result.warnings.append(note)  # GitHub: the summary goes into the settle comment
     warn(result.warnings)
     publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)
     sys.exit(exit_code_for(result, options["fail_on_command_failure"]))

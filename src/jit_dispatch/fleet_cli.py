@@ -19,10 +19,10 @@ from .models import STATES, assignee_for
 from .options import DurationType, env_option, store_options
 from .reaper import reap_reason, stale_claims
 from .runner import CancelToken, install_cancel_handlers
-from .selection import matches_filters, resolve_issue_id
-from .workspace import StoreChoice, build_filters, open_tracker, run_reference
+from .selection import matches_filters
+from .workspace import GITHUB_KEYS, StoreChoice, build_filters, open_tracker, resolve_issue, run_reference
 
-STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix")
+STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "tracker", *GITHUB_KEYS)
 SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
 config_option = env_option(
     "--config",
@@ -108,7 +108,7 @@ def unpark(issue_ref: str, **options: Any) -> None:
 
 def _resolve(tracker: Any, issue_ref: str) -> str:
     try:
-        return resolve_issue_id(issue_ref, tracker.issue_ids())
+        return resolve_issue(tracker, issue_ref)
     except ValueError as exc:
         raise UsageError(f"ID: {exc}") from None
 

@@ -9,11 +9,15 @@ from typing import Any
 
 import click
 
+from .github_logic import DEFAULT_READY_LABEL, parse_priority_labels
 from .models import LABEL_PATTERN, PRIORITIES, parse_duration
+
+# A plain GitHub label (`bug`, `good-first-issue`) for --tracker github; jit labels are namespaced.
+_PLAIN_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
 
 
 class LabelType(click.ParamType):
-    """A jit label or `ns:*`; from the environment, a comma- or whitespace-separated list."""
+    """A jit label or `ns:*` (or a plain GitHub label); from the environment, a comma- or whitespace-separated list."""
 
     name = "label"
 
@@ -21,9 +25,23 @@ class LabelType(click.ParamType):
         return [part for part in re.split(r"[,\s]+", rv) if part]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not LABEL_PATTERN.match(value):
+        if not (LABEL_PATTERN.match(value) or _PLAIN_LABEL.match(value)):
             self.fail(f"{value!r} is not a jit label (namespace:value, or namespace:*)", param, ctx)
         return str(value)
+
+
+class PriorityLabelsType(click.ParamType):
+    """`critical=P0,high=P1,normal=P2,low=P3`: which GitHub label means which priority."""
+
+    name = "mapping"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_priority_labels(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class DurationType(click.ParamType):
@@ -86,6 +104,53 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="refs/jit-dispatch/claims/",
             show_default=True,
             help="Ref namespace of the per-issue claim locks (--sync git).",
+        ),
+        env_option(
+            "--tracker",
+            type=click.Choice(["jit", "github"]),
+            default="jit",
+            show_default=True,
+            help="jit: the .jit/ store. github: GitHub Issues of --github-repo (see the --github-* options).",
+        ),
+    ]
+    func = github_options(func)  # listed right after --tracker in --help
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """GitHub Issues as the tracker (`--tracker github`). The token is read, never shown."""
+    decorators = [
+        env_option(
+            "--github-repo",
+            envvar=["JIT_DISPATCH_GITHUB_REPO", "GITHUB_REPOSITORY"],
+            help="owner/name of the repository whose issues are dispatched. Default: $GITHUB_REPOSITORY.",
+        ),
+        env_option(
+            "--github-token",
+            envvar=["JIT_DISPATCH_GITHUB_TOKEN", "GITHUB_TOKEN"],
+            help="Token with `issues: write`. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
+        ),
+        env_option(
+            "--github-api-url",
+            envvar=["JIT_DISPATCH_GITHUB_API_URL", "GITHUB_API_URL"],
+            default="https://api.github.com",
+            show_default=True,
+            help="REST API base (GitHub Enterprise Server: https://HOST/api/v3). Default: $GITHUB_API_URL.",
+        ),
+        env_option(
+            "--github-ready-label",
+            default=DEFAULT_READY_LABEL,
+            show_default=True,
+            help="Only open issues with this label are dispatched.",
+        ),
+        env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
+        env_option(
+            "--priority-labels",
+            type=PriorityLabelsType(),
+            help="Labels meaning each priority, e.g. critical=P0,high=P1,normal=P2,low=P3. "
+            "Default: priority:critical|high|normal|low. Unlabelled: normal.",
         ),
     ]
     for decorator in reversed(decorators):

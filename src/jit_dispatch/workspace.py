@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .gitcmd import Git, GitError
 from .jit_store import JitStore
 from .multi import MultiTracker
-from .remote import BOT_EMAIL, BOT_NAME, RemoteJitTracker, RemoteSettings
 from .selection import Filters, resolve_issue_id
 from .tracker import Tracker
+
+if TYPE_CHECKING:
+    from .remote import RemoteJitTracker
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,24 @@ class StoreChoice:
     lock_prefix: str = "refs/jit-dispatch/claims/"
     author: str | None = None  # "Name <email>"
     skip_ci: bool = True
+    tracker: str = "jit"  # or "github": the --github-* fields below; jit_dir/sync are not used then
+    github_repo: str | None = None
+    github_token: str | None = field(default=None, repr=False)
+    github_api_url: str = "https://api.github.com"
+    github_ready_label: str = "dispatch"
+    include_assigned: bool = False
+    priority_labels: tuple[tuple[str, str], ...] | None = None
+
+
+# The options that fill the github_* fields of StoreChoice (options.github_options).
+GITHUB_KEYS = (
+    "github_repo",
+    "github_token",
+    "github_api_url",
+    "github_ready_label",
+    "include_assigned",
+    "priority_labels",
+)
 
 
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -55,18 +77,21 @@ def current_branch(git: Git, env: Mapping[str, str] = os.environ) -> str:
     return branch
 
 
-def parse_author(author: str | None) -> tuple[str, str]:
-    if not author:
-        return BOT_NAME, BOT_EMAIL
+def parse_author(author: str) -> dict[str, str]:
+    """`Name <email>` → the RemoteSettings fields."""
     name, _, rest = author.partition("<")
     if not rest.endswith(">") or not name.strip():
         raise UsageError(f"--commit-author: {author!r} is not 'Name <email>'")
-    return name.strip(), rest[:-1].strip()
+    return {"author_name": name.strip(), "author_email": rest[:-1].strip()}
 
 
 @contextmanager
 def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
     """One tracker for every `--jit-dir` (a `MultiTracker` over several), closed afterwards."""
+    if choice.tracker == "github":
+        with _github_tracker(choice) as tracker:
+            yield tracker
+        return
     with ExitStack() as stack:
         trackers = [
             JitStore.open(root) if choice.sync == "none" else stack.enter_context(_remote_tracker(choice, root))
@@ -78,6 +103,8 @@ def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
 @contextmanager
 def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracker]:
     """The store at `root`, as the state branch of its repository's remote has it."""
+    from .remote import RemoteJitTracker, RemoteSettings  # not imported on the local hot path
+
     anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
     git = Git(anchor)
     try:
@@ -88,15 +115,13 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
         jit_path = root.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
         raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
-    name, email = parse_author(choice.author)
     settings = RemoteSettings(
         branch=choice.state_branch or current_branch(git),
         jit_path=jit_path,
         remote=choice.remote,
         lock_prefix=choice.lock_prefix,
-        author_name=name,
-        author_email=email,
         skip_ci=choice.skip_ci,
+        **(parse_author(choice.author) if choice.author else {}),
     )
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
@@ -106,13 +131,50 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
             tracker.close()
 
 
+@contextmanager
+def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
+    """GitHub Issues; PyGithub is imported here, never on the jit path."""
+    from . import actions
+    from .github_logic import DEFAULT_PRIORITY_LABELS, GitHubSettings, check_repo
+
+    if not choice.github_token:
+        raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
+    if actions.in_actions():  # the runner hides it from the log from here on
+        for line in choice.github_token.splitlines():
+            actions.print_line(sys.stderr, f"::add-mask::{line}")
+    try:
+        repo = check_repo(choice.github_repo or "")
+    except ValueError as exc:
+        raise UsageError(f"--github-repo: {exc} (default: $GITHUB_REPOSITORY)") from None
+    try:
+        from .github_tracker import GitHubTracker
+    except ImportError as exc:
+        if exc.name not in ("github", "requests", "urllib3"):
+            raise
+        raise UsageError("--tracker github needs PyGithub: pip install 'jit-dispatch[github]'") from None
+    settings = GitHubSettings(
+        repo, choice.github_ready_label, choice.include_assigned, choice.priority_labels or DEFAULT_PRIORITY_LABELS
+    )
+    tracker = GitHubTracker(settings, choice.github_token, choice.github_api_url or "https://api.github.com")
+    try:
+        yield tracker
+    finally:
+        tracker.close()
+
+
+def resolve_issue(tracker: Tracker, given: str) -> str:
+    """A full id or unique prefix; a tracker with its own id syntax (GitHub: `#12`) resolves it itself."""
+    own = getattr(tracker, "resolve_issue_id", None)
+    return own(given) if own is not None else resolve_issue_id(given, tracker.issue_ids())
+
+
 def build_filters(
     tracker: Tracker, labels: tuple[str, ...], exclude: tuple[str, ...], min_priority: str | None, issue: str | None
 ) -> Filters:
     issue_id = None
     if issue:
         try:
-            issue_id = resolve_issue_id(issue, tracker.issue_ids())
+            issue_id = resolve_issue(tracker, issue)
         except ValueError as exc:
             raise UsageError(f"--issue: {exc}") from None
     return Filters(tuple(labels), tuple(exclude), min_priority, issue_id)

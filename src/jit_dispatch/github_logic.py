@@ -1,0 +1,341 @@
+"""GitHub Issues as a tracker: the pure part (no I/O, no PyGithub). See README, "GitHub Issues tracker".
+
+GitHub has no compare-and-set on issues, so the claim is a protocol over labels and comments:
+
+* A runner that finds an issue dispatchable adds `dispatch:claimed`, posts a comment whose first
+  line is a hidden marker `<!-- jit-dispatch:claim {json} -->` (agent, run, a random nonce, time),
+  then re-reads the comments. Among the *live* claim markers the lowest comment id wins; every
+  runner reading the same comments agrees on the winner. A loser deletes its own comment.
+* A claim is live until a later `release` or `done` marker carries its nonce, or a later claim
+  *supersedes* it: a runner that saw the issue without `dispatch:claimed` although a claim was
+  live (someone removed the label to take the issue back) lists that claim's nonce in its own.
+  It reads the comments *before* it reads the labels, so it can only supersede claims whose
+  label was removed after they were posted — never a claim racing it.
+* Markers count only in comments by a trusted author: a GitHub App (the Actions bot) or someone
+  with write access (OWNER, MEMBER, COLLABORATOR). Anyone can comment on a public issue; a
+  stranger's fake marker is ignored.
+
+Issue ids are `#<number>` (`short_id` is the same). Order is priority, then creation time, then
+number: `created_at` carries the number in its microseconds (GitHub's timestamps are whole
+seconds), so `selection.dispatch_order` gives exactly that order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .models import (
+    CTX_ATTEMPTS,
+    CTX_CLAIMED_AT,
+    CTX_HEARTBEAT_AT,
+    CTX_LAST_REASON,
+    CTX_RUN,
+    PARKED_LABEL,
+    PRIORITY_RANK,
+    Issue,
+    parse_timestamp,
+)
+
+CLAIMED_LABEL = "dispatch:claimed"
+DEFAULT_READY_LABEL = "dispatch"
+DEFAULT_PRIORITY_LABELS: tuple[tuple[str, str], ...] = tuple((p, f"priority:{p}") for p in PRIORITY_RANK)
+COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment
+TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+MARKER_KINDS = ("claim", "release", "done", "reset")
+_MARKER = re.compile(r"\A<!-- jit-dispatch:(claim|release|done|reset) (\{[^\n]*\}) -->")
+_ISSUE_REF = re.compile(r"^(?:#|(?:https?://[^\s]+/)?issues/)?(\d{1,12})$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    """What the GitHub tracker needs to know besides how to reach the API."""
+
+    repo: str  # owner/name
+    ready_label: str = DEFAULT_READY_LABEL
+    include_assigned: bool = False
+    priority_labels: tuple[tuple[str, str], ...] = DEFAULT_PRIORITY_LABELS  # (priority, label)
+
+    @property
+    def location(self) -> str:
+        return f"github:{self.repo}"
+
+
+def check_repo(repo: str) -> str:
+    if not _REPO.match(repo or ""):
+        raise ValueError(f"{repo!r} is not owner/name")
+    return repo
+
+
+def parse_priority_labels(text: str) -> tuple[tuple[str, str], ...]:
+    """`critical=P0,high=P1,normal=P2,low=P3` → ((priority, label), ...). Partial mappings are fine."""
+    pairs: list[tuple[str, str]] = []
+    for part in (p.strip() for p in re.split(r"[,\n]", text)):
+        if not part:
+            continue
+        priority, sep, label = (s.strip() for s in part.partition("="))
+        if not sep or not label:
+            raise ValueError(f"{part!r} is not PRIORITY=LABEL")
+        if priority not in PRIORITY_RANK:
+            raise ValueError(f"{priority!r} is not a priority ({', '.join(PRIORITY_RANK)})")
+        if any(p == priority for p, _ in pairs):
+            raise ValueError(f"priority {priority!r} is mapped twice")
+        if any(lbl.casefold() == label.casefold() for _, lbl in pairs):
+            raise ValueError(f"label {label!r} is mapped to two priorities")
+        pairs.append((priority, label))
+    if not pairs:
+        raise ValueError("empty mapping (expected e.g. critical=P0,high=P1,normal=P2,low=P3)")
+    return tuple(pairs)
+
+
+def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> str:
+    """The most urgent priority whose label the issue carries (case-insensitive); none: normal."""
+    present = {label.casefold() for label in labels}
+    found = [p for p, label in mapping if label.casefold() in present]
+    return min(found, key=PRIORITY_RANK.__getitem__) if found else "normal"
+
+
+def issue_id(number: int) -> str:
+    return f"#{number}"
+
+
+def parse_issue_ref(given: str) -> int:
+    """`#12`, `12` or an issue URL → 12."""
+    match = _ISSUE_REF.match(given.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{given!r} is not a GitHub issue number (use #12 or 12)")
+    return int(match.group(1))
+
+
+def dependency_ref(blocker: Mapping[str, Any], own_repo: str) -> str:
+    """`#12` for an issue of this repository, `owner/name#12` for another one."""
+    number = int(blocker.get("number") or 0)
+    url = str(blocker.get("repository_url") or "")
+    if url and not url.rstrip("/").lower().endswith("/repos/" + own_repo.lower()):
+        return f"{'/'.join(url.rstrip('/').split('/')[-2:])}#{number}"
+    return issue_id(number)
+
+
+# ---------------------------------------------------------------------------- markers
+
+
+@dataclass(frozen=True)
+class Marker:
+    kind: str  # claim | release | done | reset
+    comment_id: int
+    data: Mapping[str, Any] = field(compare=False)
+
+    @property
+    def nonce(self) -> str:
+        return str(self.data.get("nonce", ""))
+
+    @property
+    def agent(self) -> str:
+        return str(self.data.get("agent", ""))
+
+    @property
+    def supersedes(self) -> tuple[str, ...]:
+        value = self.data.get("supersedes") or ()
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def render_marker(kind: str, data: Mapping[str, Any]) -> str:
+    """One line no value can break out of: `<`, `>` and `&` are JSON-escaped."""
+    assert kind in MARKER_KINDS
+    text = json.dumps(dict(data), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f"<!-- jit-dispatch:{kind} {text} -->"
+
+
+def is_trusted(comment: Mapping[str, Any]) -> bool:
+    """A GitHub App (the Actions bot, the dispatcher's own token) or someone with write access."""
+    user = comment.get("user") or {}
+    return user.get("type") == "Bot" or comment.get("author_association") in TRUSTED_ASSOCIATIONS
+
+
+def parse_marker(comment: Mapping[str, Any]) -> Marker | None:
+    """The marker on the first line of a trusted comment, or None."""
+    body = comment.get("body")
+    if not isinstance(body, str) or not is_trusted(comment):
+        return None
+    match = _MARKER.match(body)
+    if match is None:
+        return None
+    try:
+        data = json.loads(match.group(2))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("nonce"), str) or not data["nonce"]:
+        return None
+    return Marker(match.group(1), int(comment["id"]), data)
+
+
+def parse_markers(comments: Iterable[Mapping[str, Any]]) -> list[Marker]:
+    markers = [m for c in comments if (m := parse_marker(c)) is not None]
+    return sorted(markers, key=lambda m: m.comment_id)
+
+
+def live_claims(markers: Iterable[Marker]) -> list[Marker]:
+    """Claims not ended by a later release/done marker of their nonce, nor superseded by a later claim."""
+    ordered = sorted(markers, key=lambda m: m.comment_id)
+    live: list[Marker] = []
+    for claim in (m for m in ordered if m.kind == "claim"):
+        later = [m for m in ordered if m.comment_id > claim.comment_id]
+        ended = any(m.kind in ("release", "done") and m.nonce == claim.nonce for m in later)
+        superseded = any(m.kind == "claim" and claim.nonce in m.supersedes for m in later)
+        if not ended and not superseded:
+            live.append(claim)
+    return live
+
+
+def winning_claim(markers: Iterable[Marker]) -> Marker | None:
+    """The live claim with the lowest comment id: every runner reading the same comments agrees."""
+    live = live_claims(markers)
+    return live[0] if live else None
+
+
+def find_marker(markers: Iterable[Marker], kind: str, nonce: str) -> Marker | None:
+    return next((m for m in markers if m.kind == kind and m.nonce == nonce), None)
+
+
+def failed_attempts(markers: Iterable[Marker]) -> int:
+    """Failure markers since the last reset (`unpark`): the attempts the issue has used up."""
+    count = 0
+    for marker in sorted(markers, key=lambda m: m.comment_id):
+        if marker.kind == "reset":
+            count = 0
+        elif marker.kind == "release":
+            count += 1
+    return count
+
+
+def marker_context(markers: list[Marker]) -> dict[str, str]:
+    """The dispatcher's `context` keys, as the jit backend keeps them, read from the markers."""
+    context = {CTX_ATTEMPTS: str(failed_attempts(markers))}
+    reasons = [m for m in markers if m.kind == "release" and m.data.get("reason")]
+    if reasons:
+        context[CTX_LAST_REASON] = str(reasons[-1].data["reason"])
+    winner = winning_claim(markers)
+    if winner is not None:
+        context[CTX_CLAIMED_AT] = str(winner.data.get("at", ""))
+        context[CTX_RUN] = str(winner.data.get("run", ""))
+        if winner.data.get("beat"):
+            context[CTX_HEARTBEAT_AT] = str(winner.data["beat"])
+    return context
+
+
+# ---------------------------------------------------------------------------- issues
+
+
+def label_names(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    labels = raw.get("labels") or []
+    return tuple(str(label.get("name", "")) if isinstance(label, dict) else str(label) for label in labels)
+
+
+def has_label(raw: Mapping[str, Any], wanted: str) -> bool:
+    return wanted.casefold() in {label.casefold() for label in label_names(raw)}
+
+
+def is_pull_request(raw: Mapping[str, Any]) -> bool:
+    """The issues API lists pull requests too; they carry a `pull_request` key."""
+    return raw.get("pull_request") is not None
+
+
+def human_assignees(raw: Mapping[str, Any]) -> list[str]:
+    """Logins of assigned people (assigned bots, e.g. a coding agent, do not count)."""
+    people = raw.get("assignees")
+    if people is None:
+        people = [raw["assignee"]] if raw.get("assignee") else []
+    return [str(p.get("login", "")) for p in people if isinstance(p, dict) and p.get("type", "User") != "Bot"]
+
+
+def state_of(raw: Mapping[str, Any], ready_label: str) -> str:
+    """A jit state for a GitHub issue, so selection, status and reap work unchanged.
+
+    closed → `done` (completed) or `rejected` (not planned, duplicate); open with
+    `dispatch:claimed` → `in_progress`; open with the ready label → `ready`; other open → `backlog`.
+    """
+    if raw.get("state") == "closed":
+        return "done" if raw.get("state_reason") in (None, "completed") else "rejected"
+    if has_label(raw, CLAIMED_LABEL):
+        return "in_progress"
+    return "ready" if has_label(raw, ready_label) else "backlog"
+
+
+def open_blockers(raw: Mapping[str, Any]) -> int | None:
+    """Open "blocked by" dependencies GitHub counts for the issue; None when it reports none."""
+    summary = raw.get("issue_dependencies_summary")
+    if not isinstance(summary, dict) or not isinstance(summary.get("blocked_by"), int):
+        return None
+    return int(summary["blocked_by"])
+
+
+def ordering_time(raw: Mapping[str, Any]) -> Any:
+    """`created_at` with the issue number in its microseconds: same second → lower number first."""
+    created = parse_timestamp(str(raw["created_at"]).replace("Z", "+00:00"))
+    return created.replace(microsecond=0) + timedelta(microseconds=min(int(raw["number"]), 999_999))
+
+
+def to_issue(
+    raw: Mapping[str, Any],
+    settings: GitHubSettings,
+    markers: list[Marker] | None = None,
+    dependencies: tuple[str, ...] = (),
+) -> Issue:
+    """A GitHub issue payload as the dispatcher's `Issue`; `raw` keeps the payload for JIT_ISSUE_FILE."""
+    labels = tuple(_canonical(label) for label in label_names(raw))
+    state = state_of(raw, settings.ready_label)
+    context = marker_context(markers) if markers is not None else {}
+    if markers is None and PARKED_LABEL in labels:
+        context[CTX_LAST_REASON] = "see the issue's comments"
+    assignee: str | None = None
+    if state == "in_progress":
+        winner = winning_claim(markers or [])
+        assignee = winner.agent if winner else None
+    elif state == "ready" and not settings.include_assigned and (people := human_assignees(raw)):
+        assignee = "github:" + people[0]
+    return Issue(
+        id=issue_id(int(raw["number"])),
+        title=str(raw.get("title") or ""),
+        state=state,
+        priority=priority_of(labels, settings.priority_labels),
+        assignee=assignee,
+        dependencies=dependencies,
+        labels=labels,
+        gates_required=(),
+        gates_passed=frozenset(),
+        context=context,
+        created_at=ordering_time(raw),
+        raw=dict(raw),
+    )
+
+
+def _canonical(label: str) -> str:
+    """GitHub label names are case-insensitive: `Dispatch:Parked` is `dispatch:parked`."""
+    for known in (PARKED_LABEL, CLAIMED_LABEL):
+        if label.casefold() == known:
+            return known
+    return label
+
+
+def parked_label_present(raw: Mapping[str, Any]) -> bool:
+    return has_label(raw, PARKED_LABEL)
+
+
+# ---------------------------------------------------------------------------- comments
+
+
+FIT_NOTE = "\n\n… (cut to fit GitHub's comment limit)\n"
+
+
+def fit_comment(head: str, body: str, limit: int = COMMENT_LIMIT) -> str:
+    """`head` (the marker line and a headline), then as much of `body` as fits GitHub's comment limit."""
+    text = f"{head}\n\n{body}"
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(FIT_NOTE)] + FIT_NOTE
