@@ -58,6 +58,7 @@ class JitStore:
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
+        self._promotion_view: tuple[dict[str, str], list[Issue]] | None = None  # from the last snapshot
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -116,16 +117,25 @@ class JitStore:
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
-        """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned."""
-        wanted = frozenset(full_states)
+        """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned.
+
+        This is the hot path (one file read per issue): plain string paths, no parse of the
+        files a regex can classify. Backlog issues are parsed as well and kept for the
+        promotions after a `done`, so settling needs no second scan.
+        """
+        requested = frozenset(full_states)
+        wanted = requested | {"backlog"}
         ids = self.issue_ids()
         states: dict[str, str] = {}
         issues: list[Issue] = []
+        backlog: list[Issue] = []
         warnings: list[str] = []
+        directory = str(self.issues_dir)
         for issue_id in ids:
-            path = self.issues_dir / f"{issue_id}.json"
+            path = f"{directory}/{issue_id}.json"
             try:
-                data = path.read_bytes()
+                with open(path, "rb") as handle:
+                    data = handle.read()
             except OSError as exc:
                 warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
                 continue
@@ -139,8 +149,11 @@ class JitStore:
                 warnings.append(f"{path}: {exc}; skipped (left untouched)")
                 continue
             states[issue_id] = issue.state
-            if issue.state in wanted:
+            if issue.state in requested:
                 issues.append(issue)
+            if issue.state == "backlog":
+                backlog.append(issue)
+        self._promotion_view = (states, backlog)
         return Snapshot(issues, states, self.gates(), ids, warnings)
 
     def _read_issue(self, issue_id: str) -> Issue | None:
@@ -212,15 +225,23 @@ class JitStore:
             raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
             self._write_issue(raw)
         self._append_events(events)
-        promoted = self._promote_unblocked() if outcome == "done" else ()
+        promoted = self._promote_unblocked(issue_id) if outcome == "done" else ()
         return Settlement(outcome, current.failed_attempts, promoted)
 
-    def _promote_unblocked(self) -> tuple[str, ...]:
-        """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5)."""
-        snapshot = self.snapshot(full_states=("backlog",))
+    def _promote_unblocked(self, completed: str) -> tuple[str, ...]:
+        """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5).
+
+        Candidates come from the last snapshot; each is re-read with its dependencies under
+        jit's locks before it is promoted.
+        """
+        if self._promotion_view is None:
+            self.snapshot(full_states=("backlog",))
+        assert self._promotion_view is not None
+        states, backlog = self._promotion_view
+        states = {**states, completed: "done"}
         promoted: list[str] = []
-        for candidate in snapshot.issues:
-            if blocking_dependencies(candidate, snapshot.states):
+        for candidate in backlog:
+            if blocking_dependencies(candidate, states):
                 continue
             with self._locked(candidate.id):
                 fresh = self._read_issue(candidate.id)
