@@ -39,6 +39,7 @@ PERMISSION = "issues: write"
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
 TIMEOUT = 10  # seconds per HTTP request; after `hurry`, less
+THROTTLE = True  # PyGithub's pacing (0.25 s between requests, 1 s between writes); tests turn it off
 
 
 class Budget:
@@ -113,7 +114,7 @@ class GitHubTracker:
         token: str,
         api_url: str = "https://api.github.com",
         *,
-        throttle: bool = True,
+        throttle: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
@@ -121,7 +122,7 @@ class GitHubTracker:
         self.api_url = api_url.rstrip("/")
         self._token = token
         self._sleep = sleep
-        self._throttle = throttle
+        self._throttle = THROTTLE if throttle is None else throttle
         self.budget = Budget()
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
@@ -174,7 +175,10 @@ class GitHubTracker:
             wait = f"; GitHub asks to wait {after}s" if after else ""
             return f"{doing}: rate limited by GitHub ({status}: {message}){wait}; try again later"
         if status == 401:
-            return f"{doing}: GitHub rejected the token (401: {message}); set GITHUB_TOKEN or --github-token"
+            return (
+                f"{doing}: GitHub rejected the token (401: {message}); set GITHUB_TOKEN or --github-token "
+                f"to a token with `{PERMISSION}` on {where}"
+            )
         if status == 403:
             return f"{doing}: GitHub refused (403: {message}); the token needs `{PERMISSION}` on {where}"
         if status == 404:
@@ -449,9 +453,15 @@ class GitHubTracker:
             held.settled_comment, held.settled_head = comment_id, f"{marker}\n{text}"
 
     def record_result(self, result: Any, max_attempts: int) -> str | None:
-        """Put the run's Markdown summary in the settle comment. Returns a warning, or None."""
+        """Put the run's Markdown summary in the settle comment. Returns a warning, or None.
+
+        First the token is cut out of what the command printed (it may echo its environment):
+        the comment, the step summary and the JSON are all rendered from this result.
+        """
         from .report import TAIL_CHARS, summary_markdown
 
+        result.output_tail = self._scrub(result.output_tail)
+        result.reason = self._scrub(result.reason) if result.reason else result.reason
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:
@@ -463,7 +473,7 @@ class GitHubTracker:
             if not body.endswith(gl.FIT_NOTE):
                 break
             tail //= 2
-        comment_id = held.settled_comment
+        comment_id, body = held.settled_comment, self._scrub(body)
         try:
             with self._api(f"write the result comment on {issue.id}"):
                 self._write(lambda: self._request("PATCH", f"/issues/comments/{comment_id}", input={"body": body}))

@@ -1,0 +1,316 @@
+"""A stateful stand-in for GitHub's REST API at the `requests` level (`responses` callbacks).
+
+Payloads follow the shapes GitHub documents for issues, comments and labels (trimmed of fields
+nobody reads, never of fields the dispatcher reads): `Link` header pagination, pull requests in
+the issues list, `author_association`, `state_reason`, `issue_dependencies_summary`.
+PyGithub talks to `https://api.github.com:443/...` (it spells out the port), so routes match
+with and without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import responses
+
+API = "https://api.github.com"
+REPO = "octo-org/widgets"
+BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": False}
+HUMAN = {"login": "octocat", "id": 583231, "type": "User", "site_admin": False}
+
+
+def user(login: str, kind: str = "User", uid: int = 1000) -> dict[str, Any]:
+    return {
+        "login": login,
+        "id": uid,
+        "node_id": f"U_{uid}",
+        "avatar_url": f"https://avatars.githubusercontent.com/u/{uid}?v=4",
+        "url": f"{API}/users/{urllib.parse.quote(login)}",
+        "html_url": f"https://github.com/{urllib.parse.quote(login)}",
+        "type": kind,
+        "site_admin": False,
+    }
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    times: int
+    apply_first: bool  # do the work, then answer with the error (a POST that landed)
+
+
+@dataclass
+class FakeGitHub:
+    repo: str = REPO
+    page_size: int = 2  # small pages, so every listing paginates via `Link`
+    actor: dict[str, Any] = field(default_factory=lambda: dict(BOT))
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    blocked_by: dict[int, list[int]] = field(default_factory=dict)
+    dependencies_api: bool = True
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    hooks: list[tuple[str, re.Pattern[str], Callable[[], None]]] = field(default_factory=list)
+    next_comment_id: int = 2_000_000_000
+    clock: int = 0
+
+    # ------------------------------------------------------------------ building state
+    def now(self) -> str:
+        self.clock += 1
+        return f"2025-06-01T12:{self.clock // 60:02d}:{self.clock % 60:02d}Z"
+
+    def add_issue(
+        self,
+        number: int,
+        title: str = "",
+        labels: tuple[str, ...] = ("dispatch",),
+        created_at: str = "2025-05-01T10:00:00Z",
+        assignees: tuple[dict[str, Any], ...] = (),
+        pull_request: bool = False,
+        state: str = "open",
+        state_reason: str | None = None,
+        blocked_by: tuple[int, ...] = (),
+        summary: bool = True,
+    ) -> dict[str, Any]:
+        base = f"{API}/repos/{self.repo}"
+        raw: dict[str, Any] = {
+            "url": f"{base}/issues/{number}",
+            "repository_url": base,
+            "labels_url": f"{base}/issues/{number}/labels{{/name}}",
+            "comments_url": f"{base}/issues/{number}/comments",
+            "events_url": f"{base}/issues/{number}/events",
+            "html_url": f"https://github.com/{self.repo}/{'pull' if pull_request else 'issues'}/{number}",
+            "id": 3_000_000_000 + number,
+            "node_id": f"I_kwDO{number:08d}",
+            "number": number,
+            "title": title or f"Issue {number}",
+            "user": user("reporter", uid=77),
+            "labels": [],
+            "state": state,
+            "locked": False,
+            "assignee": assignees[0] if assignees else None,
+            "assignees": list(assignees),
+            "milestone": None,
+            "comments": 0,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "closed_at": None,
+            "author_association": "NONE",
+            "type": None,
+            "active_lock_reason": None,
+            "body": f"Body of {number}",
+            "closed_by": None,
+            "reactions": {"url": f"{base}/issues/{number}/reactions", "total_count": 0},
+            "timeline_url": f"{base}/issues/{number}/timeline",
+            "performed_via_github_app": None,
+            "state_reason": state_reason,
+        }
+        if summary:
+            raw["issue_dependencies_summary"] = {
+                "blocked_by": 0,
+                "blocking": 0,
+                "total_blocked_by": 0,
+                "total_blocking": 0,
+            }
+        if pull_request:
+            raw["pull_request"] = {
+                "url": f"{base}/pulls/{number}",
+                "html_url": f"https://github.com/{self.repo}/pull/{number}",
+                "diff_url": f"https://github.com/{self.repo}/pull/{number}.diff",
+                "patch_url": f"https://github.com/{self.repo}/pull/{number}.patch",
+                "merged_at": None,
+            }
+        self.issues[number] = raw
+        self.comments.setdefault(number, [])
+        for label in labels:
+            self._label(number, label)
+        if blocked_by:
+            self.blocked_by[number] = list(blocked_by)
+        return raw
+
+    def _label(self, number: int, name: str) -> None:
+        raw = self.issues[number]
+        if any(label["name"].casefold() == name.casefold() for label in raw["labels"]):
+            return
+        raw["labels"].append(
+            {
+                "id": 5_000_000 + len(name),
+                "node_id": f"LA_{name}",
+                "url": f"{API}/repos/{self.repo}/labels/{urllib.parse.quote(name)}",
+                "name": name,
+                "color": "ededed",
+                "default": False,
+                "description": None,
+            }
+        )
+
+    def add_comment(self, number: int, body: str, author: dict[str, Any] | None = None, association: str = "NONE"):
+        self.next_comment_id += 1
+        comment = {
+            "url": f"{API}/repos/{self.repo}/issues/comments/{self.next_comment_id}",
+            "html_url": f"https://github.com/{self.repo}/issues/{number}#issuecomment-{self.next_comment_id}",
+            "issue_url": f"{API}/repos/{self.repo}/issues/{number}",
+            "id": self.next_comment_id,
+            "node_id": f"IC_{self.next_comment_id}",
+            "user": author or self.actor,
+            "created_at": self.now(),
+            "updated_at": self.now(),
+            "author_association": association,
+            "body": body,
+            "reactions": {"total_count": 0},
+            "performed_via_github_app": None,
+        }
+        self.comments[number].append(comment)
+        self.issues[number]["comments"] = len(self.comments[number])
+        return comment
+
+    # ------------------------------------------------------------------ inspecting
+    def labels(self, number: int) -> list[str]:
+        return [label["name"] for label in self.issues[number]["labels"]]
+
+    def bodies(self, number: int) -> list[str]:
+        return [c["body"] for c in self.comments[number]]
+
+    def count(self, method: str, pattern: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and re.fullmatch(pattern, p))
+
+    # ------------------------------------------------------------------ faults and hooks
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        apply_first: bool = False,
+    ) -> None:
+        body = {"message": message, "documentation_url": "https://docs.github.com/rest"}
+        self.faults.append(Fault(method, re.compile(pattern), status, body, headers or {}, times, apply_first))
+
+    def before(self, method: str, pattern: str, action: Callable[[], None]) -> None:
+        """Run `action` once, just before the first matching request is handled."""
+        self.hooks.append((method, re.compile(pattern), action))
+
+    # ------------------------------------------------------------------ the server
+    def install(self, mock: responses.RequestsMock) -> None:
+        route = re.compile(r"https://api\.github\.com(?::443)?/.*")
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            mock.add_callback(method, route, callback=self._handle)
+
+    def _handle(self, request: Any) -> tuple[int, dict[str, str], str]:
+        url = urllib.parse.urlsplit(request.url)
+        path, query = url.path, dict(urllib.parse.parse_qsl(url.query))
+        method = request.method
+        self.requests.append((method, path))
+        for hook in list(self.hooks):
+            if hook[0] == method and hook[1].fullmatch(path):
+                self.hooks.remove(hook)
+                hook[2]()
+        body = json.loads(request.body) if request.body else None
+        for fault in self.faults:
+            if fault.times > 0 and fault.method == method and fault.pattern.fullmatch(path):
+                fault.times -= 1
+                if fault.apply_first:
+                    self._route(method, path, query, body)
+                return fault.status, {"Content-Type": "application/json", **fault.headers}, json.dumps(fault.body)
+        status, payload, headers = self._route(method, path, query, body)
+        if status == 204:
+            return status, headers, ""
+        return status, {"Content-Type": "application/json; charset=utf-8", **headers}, json.dumps(payload)
+
+    def _page(self, url_path: str, query: dict[str, str], items: list[Any]) -> tuple[int, Any, dict[str, str]]:
+        page = int(query.get("page", "1"))
+        chunk = items[(page - 1) * self.page_size : page * self.page_size]
+        last = max(1, -(-len(items) // self.page_size))
+        links = []
+        for rel, number in (("next", page + 1), ("last", last)):
+            if page < last:
+                params = urllib.parse.urlencode({**query, "page": number})
+                links.append(f'<{API}{url_path}?{params}>; rel="{rel}"')
+        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
+
+    def _refresh(self) -> None:
+        """GitHub counts open blockers in `issue_dependencies_summary.blocked_by`."""
+        for number, raw in self.issues.items():
+            if "issue_dependencies_summary" in raw:
+                blockers = self.blocked_by.get(number, [])
+                summary = raw["issue_dependencies_summary"]
+                summary["total_blocked_by"] = len(blockers)
+                summary["blocked_by"] = sum(1 for n in blockers if self.issues[n]["state"] == "open")
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
+        self._refresh()
+        prefix = f"/repos/{self.repo}"
+        not_found = (404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, {})
+        if not path.startswith(prefix):
+            return not_found
+        rest = path[len(prefix) :]
+        if method == "GET" and rest == "/issues":
+            wanted = [w for w in query.get("labels", "").split(",") if w]
+            items = [
+                raw
+                for _, raw in sorted(self.issues.items(), key=lambda kv: -kv[0])  # GitHub's default: newest first
+                if (query.get("state", "open") in ("all", raw["state"]))
+                and all(any(lbl["name"].casefold() == w.casefold() for lbl in raw["labels"]) for w in wanted)
+            ]
+            return self._page(path, query, items)
+        if m := re.fullmatch(r"/issues/(\d+)", rest):
+            number = int(m.group(1))
+            if number not in self.issues:
+                return not_found
+            raw = self.issues[number]
+            if method == "PATCH":
+                for key in ("state", "state_reason", "title", "body"):
+                    if key in body:
+                        raw[key] = body[key]
+                if body.get("state") == "closed":
+                    raw["closed_at"] = self.now()
+            return 200, raw, {}
+        if m := re.fullmatch(r"/issues/(\d+)/comments", rest):
+            number = int(m.group(1))
+            if method == "POST":
+                return 201, self.add_comment(number, body["body"]), {}
+            return self._page(path, query, list(self.comments[number]))
+        if m := re.fullmatch(r"/issues/comments/(\d+)", rest):
+            cid = int(m.group(1))
+            for thread in self.comments.values():
+                for comment in thread:
+                    if comment["id"] == cid:
+                        if method == "DELETE":
+                            thread.remove(comment)
+                            return 204, "", {}
+                        if method == "PATCH":
+                            comment["body"] = body["body"]
+                            comment["updated_at"] = self.now()
+                        return 200, comment, {}
+            return not_found
+        if m := re.fullmatch(r"/issues/(\d+)/labels", rest):
+            number = int(m.group(1))
+            if method == "POST":
+                for name in body["labels"]:
+                    self._label(number, name)
+            return 200, self.issues[number]["labels"], {}
+        if m := re.fullmatch(r"/issues/(\d+)/labels/([^/]+)", rest):
+            number, name = int(m.group(1)), urllib.parse.unquote(m.group(2))
+            labels = self.issues[number]["labels"]
+            kept = [label for label in labels if label["name"].casefold() != name.casefold()]
+            if len(kept) == len(labels):
+                return 404, {"message": "Label does not exist", "documentation_url": "https://docs.github.com"}, {}
+            self.issues[number]["labels"] = kept
+            return 200, kept, {}
+        if m := re.fullmatch(r"/issues/(\d+)/dependencies/blocked_by", rest):
+            if not self.dependencies_api:
+                return not_found
+            blockers = [self.issues[n] for n in self.blocked_by.get(int(m.group(1)), [])]
+            return self._page(path, query, blockers)
+        return not_found

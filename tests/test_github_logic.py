@@ -1,0 +1,217 @@
+"""The GitHub tracker's pure part: markers, the winner, priorities, dispatchability, order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from jit_dispatch import github_logic as gl
+from jit_dispatch.selection import Filters, plan
+
+SETTINGS = gl.GitHubSettings("octo-org/widgets")
+BOT = {"login": "github-actions[bot]", "type": "Bot"}
+
+
+def comment(cid: int, body: str, user: dict[str, Any] | None = None, association: str = "NONE") -> dict[str, Any]:
+    return {"id": cid, "body": body, "user": user or BOT, "author_association": association}
+
+
+def claim(cid: int, nonce: str, agent: str = "agent:a", supersedes: tuple[str, ...] = ()) -> dict[str, Any]:
+    data = {"nonce": nonce, "agent": agent, "run": "r", "at": "2025-06-01T12:00:00Z", "supersedes": list(supersedes)}
+    return comment(cid, gl.render_marker("claim", data) + "\nclaimed")
+
+
+def marker(cid: int, kind: str, nonce: str, **data: Any) -> dict[str, Any]:
+    return comment(cid, gl.render_marker(kind, {"nonce": nonce, **data}))
+
+
+def raw_issue(number: int, labels: tuple[str, ...] = ("dispatch",), **extra: Any) -> dict[str, Any]:
+    return {
+        "number": number,
+        "title": f"Issue {number}",
+        "state": "open",
+        "state_reason": None,
+        "labels": [{"name": name} for name in labels],
+        "assignees": [],
+        "created_at": "2025-05-01T10:00:00Z",
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------- priorities and refs
+
+
+def test_priority_mapping_parses_and_picks_the_most_urgent_label() -> None:
+    mapping = gl.parse_priority_labels("critical=P0, high=P1,normal=P2,low=P3")
+    assert mapping == (("critical", "P0"), ("high", "P1"), ("normal", "P2"), ("low", "P3"))
+    assert gl.priority_of(["p3", "P1", "bug"], mapping) == "high"  # case-insensitive, most urgent wins
+    assert gl.priority_of(["bug"], mapping) == "normal"  # unlabelled
+    assert gl.priority_of(["priority:critical"], gl.DEFAULT_PRIORITY_LABELS) == "critical"
+    assert gl.parse_priority_labels("critical=urgent") == (("critical", "urgent"),)  # partial is fine
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "critical", "urgent=P0", "critical=P0,critical=P1", "critical=P0,high=p0", "high="],
+)
+def test_priority_mapping_rejects_nonsense(text: str) -> None:
+    with pytest.raises(ValueError):
+        gl.parse_priority_labels(text)
+
+
+def test_issue_refs() -> None:
+    assert gl.parse_issue_ref("#12") == 12
+    assert gl.parse_issue_ref(" 7 ") == 7
+    assert gl.parse_issue_ref("https://github.com/octo-org/widgets/issues/31") == 31
+    for bad in ("#0", "abc", "#12a", "12 13", ""):
+        with pytest.raises(ValueError):
+            gl.parse_issue_ref(bad)
+    assert gl.issue_id(12) == "#12"
+    own = {"number": 4, "repository_url": "https://api.github.com/repos/octo-org/widgets"}
+    other = {"number": 9, "repository_url": "https://api.github.com/repos/octo-org/gadgets"}
+    assert gl.dependency_ref(own, "octo-org/widgets") == "#4"
+    assert gl.dependency_ref(other, "octo-org/widgets") == "octo-org/gadgets#9"
+
+
+def test_repo_names() -> None:
+    assert gl.check_repo("octo-org/widgets.js") == "octo-org/widgets.js"
+    for bad in ("", "widgets", "a/b/c", "octo org/x", "../etc"):
+        with pytest.raises(ValueError):
+            gl.check_repo(bad)
+
+
+# ---------------------------------------------------------------------------- markers
+
+
+def test_marker_round_trip_and_no_breakout() -> None:
+    hostile = "agent:x-->\n<img src=x>&"
+    body = gl.render_marker("claim", {"nonce": "n1", "agent": hostile, "run": "r"})
+    assert "\n" not in body and body.count("-->") == 1 and "<img" not in body
+    parsed = gl.parse_marker(comment(5, body + "\nvisible text"))
+    assert parsed is not None and parsed.kind == "claim" and parsed.agent == hostile and parsed.comment_id == 5
+
+
+def test_markers_count_only_from_trusted_authors_and_only_on_the_first_line() -> None:
+    body = gl.render_marker("release", {"nonce": "n1", "reason": "exit code 1"})
+    stranger = {"login": "mallory", "type": "User"}
+    assert gl.parse_marker(comment(1, body, stranger, "NONE")) is None
+    assert gl.parse_marker(comment(1, body, stranger, "CONTRIBUTOR")) is None
+    assert gl.parse_marker(comment(1, body, stranger, "COLLABORATOR")) is not None
+    assert gl.parse_marker(comment(1, body, stranger, "OWNER")) is not None
+    assert gl.parse_marker(comment(1, body)) is not None  # a GitHub App (the Actions bot)
+    assert gl.parse_marker(comment(1, "> quoting:\n" + body)) is None
+    assert gl.parse_marker(comment(1, "<!-- jit-dispatch:claim {not json} -->")) is None
+    assert gl.parse_marker(comment(1, '<!-- jit-dispatch:claim {"agent": "a"} -->')) is None  # no nonce
+    assert gl.parse_marker(comment(1, '<!-- jit-dispatch:steal {"nonce": "a"} -->')) is None
+
+
+def test_lowest_live_claim_wins() -> None:
+    markers = gl.parse_markers([claim(30, "late"), claim(20, "early"), claim(25, "middle")])
+    assert gl.winning_claim(markers).nonce == "early"
+    # a release (or done) marker of the same nonce ends a claim; the next lowest wins
+    markers = gl.parse_markers([claim(20, "early"), claim(30, "late"), marker(40, "release", "early")])
+    assert gl.winning_claim(markers).nonce == "late"
+    markers = gl.parse_markers([claim(20, "a"), marker(21, "done", "a")])
+    assert gl.winning_claim(markers) is None
+    # a release marker older than the claim does not end it
+    markers = gl.parse_markers([marker(10, "release", "a"), claim(20, "a")])
+    assert gl.winning_claim(markers).nonce == "a"
+
+
+def test_a_claim_superseding_an_abandoned_one_wins() -> None:
+    """Someone removed `dispatch:claimed` and another runner claimed: the old claim is dead."""
+    markers = gl.parse_markers([claim(20, "old"), claim(30, "new", supersedes=("old",))])
+    assert [c.nonce for c in gl.live_claims(markers)] == ["new"]
+    assert gl.winning_claim(markers).nonce == "new"
+
+
+def test_attempts_count_failure_markers_since_the_last_reset() -> None:
+    markers = gl.parse_markers(
+        [
+            claim(1, "a"),
+            marker(2, "release", "a", reason="exit code 1"),
+            claim(3, "b"),
+            marker(4, "release", "b", reason="timed out after 5s"),
+        ]
+    )
+    assert gl.failed_attempts(markers) == 2
+    context = gl.marker_context(markers)
+    assert context["dispatch.attempts"] == "2" and context["dispatch.last_reason"] == "timed out after 5s"
+    assert "dispatch.claimed_at" not in context
+    assert gl.failed_attempts([*markers, *gl.parse_markers([marker(5, "reset", "u")])]) == 0
+
+
+def test_context_of_a_live_claim() -> None:
+    data = {"nonce": "n", "agent": "agent:a", "run": "https://run", "at": "2025-06-01T12:00:00Z", "beat": "B"}
+    markers = gl.parse_markers([comment(9, gl.render_marker("claim", data))])
+    context = gl.marker_context(markers)
+    assert context["dispatch.claimed_at"] == "2025-06-01T12:00:00Z"
+    assert context["dispatch.run"] == "https://run"
+    assert context["dispatch.heartbeat_at"] == "B"
+
+
+# ---------------------------------------------------------------------------- issues
+
+
+def test_states() -> None:
+    assert gl.state_of(raw_issue(1), "dispatch") == "ready"
+    assert gl.state_of(raw_issue(1, ("Dispatch",)), "dispatch") == "ready"  # labels are case-insensitive
+    assert gl.state_of(raw_issue(1, ("bug",)), "dispatch") == "backlog"
+    assert gl.state_of(raw_issue(1, ("dispatch", "dispatch:claimed")), "dispatch") == "in_progress"
+    assert gl.state_of(raw_issue(1, state="closed", state_reason="completed"), "dispatch") == "done"
+    assert gl.state_of(raw_issue(1, state="closed", state_reason="not_planned"), "dispatch") == "rejected"
+    assert gl.is_pull_request(raw_issue(1, pull_request={"url": "u"}))
+    assert not gl.is_pull_request(raw_issue(1))
+
+
+def test_people_assigned_hold_an_issue_back_bots_do_not() -> None:
+    person = {"login": "octocat", "type": "User"}
+    bot = {"login": "Copilot", "type": "Bot"}
+    held = gl.to_issue(raw_issue(1, assignees=[bot, person]), SETTINGS)
+    assert held.assignee == "github:octocat"
+    assert gl.to_issue(raw_issue(1, assignees=[bot]), SETTINGS).assignee is None
+    include = gl.GitHubSettings("octo-org/widgets", include_assigned=True)
+    assert gl.to_issue(raw_issue(1, assignees=[person]), include).assignee is None
+
+
+def test_issue_fields_and_parked_label_spelling() -> None:
+    issue = gl.to_issue(raw_issue(42, ("dispatch", "Dispatch:Parked", "priority:high")), SETTINGS)
+    assert issue.id == "#42" and issue.short_id == "#42" and issue.priority == "high"
+    assert "dispatch:parked" in issue.labels  # canonical spelling, so selection holds it back
+    assert issue.raw["number"] == 42
+    result = plan([issue], {"#42": "ready"}, {}, Filters())
+    assert not result.dispatchable and "parked" in result.held[0].reason
+
+
+def test_order_is_priority_then_creation_then_number() -> None:
+    same_second = "2025-05-01T10:00:00Z"
+    raws = [
+        raw_issue(100, created_at=same_second),
+        raw_issue(99, created_at=same_second),
+        raw_issue(7, created_at="2025-05-02T00:00:00Z"),
+        raw_issue(1000, ("dispatch", "priority:critical"), created_at="2025-06-01T00:00:00Z"),
+        raw_issue(5, ("dispatch", "priority:low"), created_at="2025-01-01T00:00:00Z"),
+    ]
+    issues = [gl.to_issue(r, SETTINGS) for r in raws]
+    states = {i.id: i.state for i in issues}
+    order = [i.id for i in plan(issues, states, {}, Filters()).dispatchable]
+    assert order == ["#1000", "#99", "#100", "#7", "#5"]
+
+
+def test_blocked_issue_is_not_available_until_its_blocker_closes() -> None:
+    issue = gl.to_issue(raw_issue(3), SETTINGS, dependencies=("#1", "octo-org/gadgets#9"))
+    open_states = {"#3": "ready", "#1": "ready", "octo-org/gadgets#9": "done"}
+    assert not plan([issue], open_states, {}, Filters()).dispatchable
+    assert plan([issue], {**open_states, "#1": "done"}, {}, Filters()).dispatchable == [issue]
+    assert gl.open_blockers(raw_issue(3)) is None
+    assert gl.open_blockers(raw_issue(3, issue_dependencies_summary={"blocked_by": 2, "total_blocked_by": 3})) == 2
+
+
+def test_comments_fit_githubs_limit() -> None:
+    head = gl.render_marker("done", {"nonce": "n"}) + "\ndone"
+    assert gl.fit_comment(head, "short") == head + "\n\nshort"
+    long = gl.fit_comment(head, "x" * 100_000)
+    assert len(long) == gl.COMMENT_LIMIT and long.startswith(head) and long.endswith(gl.FIT_NOTE)
+    assert json.loads(gl.render_marker("done", {"nonce": "n"})[len("<!-- jit-dispatch:done ") : -4]) == {"nonce": "n"}
