@@ -7,7 +7,6 @@ Facts this relies on are in `actions-notes.md` (heredoc outputs with a random de
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -34,7 +33,7 @@ def command(name: str, message: str, **properties: str) -> str:
 
 
 def new_stop_token() -> str:
-    return "jit-dispatch-" + secrets.token_hex(16)
+    return "jit-dispatch-" + os.urandom(16).hex()
 
 
 def fenced(text: str) -> str:
@@ -47,9 +46,9 @@ def write_outputs(path: Path, outputs: Mapping[str, str]) -> None:
     """`name<<DELIM` … `DELIM` for every output, with a delimiter the value cannot contain."""
     with open(path, "a", encoding="utf-8") as handle:
         for name, value in outputs.items():
-            delimiter = "ghadelimiter_" + secrets.token_hex(16)
+            delimiter = "ghadelimiter_" + os.urandom(16).hex()
             while delimiter in value:  # astronomically unlikely, but then it is not a guess
-                delimiter = "ghadelimiter_" + secrets.token_hex(16)
+                delimiter = "ghadelimiter_" + os.urandom(16).hex()
             handle.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
 
 

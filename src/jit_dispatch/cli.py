@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from click.core import ParameterSource
@@ -19,14 +19,11 @@ from . import __version__, actions, report
 from .console import ConsoleHooks, publish, warn
 from .dispatch import Request, dispatch_once, exit_code_for
 from .errors import DispatchError, UsageError
-from .fleet_cli import SCOPE_KEYS as _SCOPE_KEYS
-from .fleet_cli import STORE_KEYS as _STORE_KEYS
-from .fleet_cli import config_group, config_option, reap, release, start, status, unpark
 from .models import Issue, assignee_for
-from .options import DurationType, env_option, store_options
+from .options import DurationType, config_option, env_option, store_options
 from .runner import CancelToken, install_cancel_handlers
 from .selection import plan
-from .workspace import StoreChoice, build_filters, open_tracker, run_reference
+from .workspace import SCOPE_KEYS, build_filters, open_tracker, run_reference, store_choice
 
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 _CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
@@ -53,7 +50,31 @@ def apply_config(ctx: click.Context, options: dict[str, Any]) -> None:
         options["jit_dir"] = tuple(loaded.repos)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Fleet commands are imported only when asked for: `once` stays fast to start."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "reap": "reap",
+        "release": "release",
+        "unpark": "unpark",
+        "status": "status",
+        "config": "config_group",
+        "start": "start",
+        "watch": "start",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            from . import fleet_cli
+
+            return getattr(fleet_cli, self.LAZY[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="jit-dispatch")
 def cli() -> None:
     """Dispatch the next ready jit issue to a command: select, claim, run, settle, report."""
@@ -120,14 +141,12 @@ def once(**options: Any) -> None:
         raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
     if options["spread_index"] >= options["spread_total"]:
         raise UsageError("--spread-index: must be smaller than --spread-total")
-    choice = StoreChoice(
-        **{k: options[k] for k in _STORE_KEYS}, author=options["commit_author"], skip_ci=options["skip_ci"]
-    )
+    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"])
     with open_tracker(choice) as tracker:
         request = Request(
             agent=agent,
             command=options["command"],
-            filters=build_filters(tracker, *(options[k] for k in _SCOPE_KEYS)),
+            filters=build_filters(tracker, *(options[k] for k in SCOPE_KEYS)),
             timeout=options["timeout"],
             max_attempts=options["max_attempts"],
             shell=options["shell"],
@@ -157,8 +176,8 @@ def once(**options: Any) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list ready issues that are held back, with the reason.")
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
-    with open_tracker(StoreChoice(**{k: options[k] for k in _STORE_KEYS})) as tracker:
-        filters = build_filters(tracker, *(options[k] for k in _SCOPE_KEYS))
+    with open_tracker(store_choice(options)) as tracker:
+        filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
         snapshot = tracker.snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
     warn(snapshot.warnings)
@@ -175,11 +194,6 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
         actions.print_line(sys.stdout, _issue_line(held_entry.issue) + f"  [held: {report.plain(held_entry.reason)}]")
     if not result.dispatchable and not held:
         actions.print_line(sys.stderr, "jit-dispatch: no dispatchable issue")
-
-
-for command in (reap, release, unpark, status, config_group, start):
-    cli.add_command(command)
-cli.add_command(start, name="watch")
 
 
 def _issue_line(issue: Issue) -> str:

@@ -16,23 +16,11 @@ from . import actions, report
 from .console import warn
 from .errors import UsageError
 from .models import STATES, assignee_for
-from .options import DurationType, env_option, store_options
+from .options import DurationType, config_option, env_option, store_options
 from .reaper import reap_reason, stale_claims
 from .runner import CancelToken, install_cancel_handlers
 from .selection import matches_filters
-from .workspace import GITHUB_KEYS, StoreChoice, build_filters, open_tracker, resolve_issue, run_reference
-
-STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "tracker", *GITHUB_KEYS)
-SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
-config_option = env_option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="dispatch.toml (default: ./dispatch.toml when present).",
-)
-
-
-def store_choice(options: dict[str, Any]) -> StoreChoice:
-    return StoreChoice(**{key: options[key] for key in STORE_KEYS})
+from .workspace import SCOPE_KEYS, build_filters, open_tracker, resolve_issue, run_reference, store_choice
 
 
 def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:

@@ -156,3 +156,10 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+config_option = env_option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="dispatch.toml (default: ./dispatch.toml when present).",
+)

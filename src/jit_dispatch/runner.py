@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POLL_SECONDS = 0.05
+EXIT_POLL_SECONDS = 0.002  # without a pidfd: how often to look for the exit once output has closed
 TIMEOUT_GRACE_SECONDS = 10.0
 CANCEL_GRACE_SECONDS = 3.0  # the runner kills a cancelled step after ~10 s; we must settle in 7
 DRAIN_SECONDS = 0.5  # how long background children may hold the output pipe after the command ends
@@ -89,6 +90,16 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def _watch_exit(selector: selectors.BaseSelector, pid: int) -> int | None:
+    """A pidfd that becomes readable when `pid` exits (Linux ≥ 5.3); None where there is none."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+    selector.register(pidfd, selectors.EVENT_READ)
+    return pidfd
+
+
 def _has_exited(pid: int) -> bool:
     """True once the leader has exited, without reaping it (so its pgid stays reserved)."""
     try:
@@ -128,6 +139,7 @@ def run_command(
     os.set_blocking(fd, False)
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
+    exit_watch = _watch_exit(selector, proc.pid)  # wakes the loop the moment the command exits
 
     deadline = started + timeout if timeout else None
     kill_at: float | None = None
@@ -137,10 +149,11 @@ def run_command(
     eof = False
     try:
         while not (eof and exited_at is not None):
-            if eof:
-                time.sleep(POLL_SECONDS)  # output closed (`exec >log`), but the command may still run
-            elif selector.select(POLL_SECONDS):
-                eof = not _copy_available(fd, write_output, tail)
+            wait = POLL_SECONDS if exit_watch is not None or not eof else EXIT_POLL_SECONDS
+            for key, _ in selector.select(wait):
+                if key.fd == fd and not _copy_available(fd, write_output, tail):
+                    eof = True  # output closed (`exec >log`); the command itself may still run
+                    selector.unregister(fd)
             now = time.monotonic()
             if cancel.signum is not None and cancelled_by is None:
                 cancelled_by = cancel.signum
@@ -155,11 +168,15 @@ def run_command(
                 _signal_group(proc.pid, signal.SIGKILL)
             if exited_at is None and _has_exited(proc.pid):
                 exited_at = now
+                if exit_watch is not None:
+                    selector.unregister(exit_watch)
             if exited_at is not None and now - exited_at > DRAIN_SECONDS:
                 _signal_group(proc.pid, signal.SIGKILL)  # background children still hold the pipe
                 exited_at = now
     finally:
         selector.close()
+        if exit_watch is not None:
+            os.close(exit_watch)
         _signal_group(proc.pid, signal.SIGKILL)  # leave no orphan behind, whatever happened
         proc.stdout.close()
         returncode = proc.wait()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .gitcmd import Git, GitError
@@ -52,6 +51,15 @@ GITHUB_KEYS = (
 )
 
 
+STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "tracker", *GITHUB_KEYS)
+SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
+
+
+def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
+    """The `store_options` a command received, as a StoreChoice."""
+    return StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+
+
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
     """`--jit-dir`s, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
     return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
@@ -64,7 +72,7 @@ def run_reference(env: Mapping[str, str] = os.environ) -> str:
         url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
         attempt = env.get("GITHUB_RUN_ATTEMPT")
         return f"{url}/attempts/{attempt}" if attempt else url
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{os.uname().nodename}:{os.getpid()}"
 
 
 def current_branch(git: Git, env: Mapping[str, str] = os.environ) -> str:
@@ -142,6 +150,8 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
     if actions.in_actions():  # the runner hides it from the log from here on
         for line in choice.github_token.splitlines():
             actions.print_line(sys.stderr, f"::add-mask::{line}")
+    # The Action's token is the dispatcher's, not the command's (which works on untrusted issue text).
+    os.environ.pop("JIT_DISPATCH_GITHUB_TOKEN", None)
     try:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
