@@ -428,6 +428,18 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     assert "leak: ***" in actions_env["summary"].read_text() and "leak: ***" in fake.bodies(1)[-1]
 
 
+def test_the_actions_token_is_the_dispatchers_not_the_commands(
+    fake: FakeGitHub, actions_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Action passes its token as JIT_DISPATCH_GITHUB_TOKEN; the command (untrusted issue text) never sees it."""
+    monkeypatch.delenv("GITHUB_TOKEN")
+    monkeypatch.setenv("JIT_DISPATCH_GITHUB_TOKEN", TOKEN)
+    fake.add_issue(1)
+    command = 'env | grep -c "SECRETtoken" && exit 9 || exit 0'
+    assert run_main("once", "--tracker", "github", "--agent", "ci", "--command", command) == 0
+    assert fake.issues[1]["state"] == "closed"
+
+
 def test_cli_status_reap_and_release_work_on_github(
     fake: FakeGitHub, actions_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -513,3 +525,19 @@ def test_the_jit_path_never_imports_pygithub(tmp_path: Path) -> None:
     )
     assert proc.stdout.splitlines()[-2:] == ["exit 0", "False False"], proc.stderr
     assert (PROJECT_ROOT / "src" / "jit_dispatch" / "github_tracker.py").is_file()
+
+
+def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_tracker() -> None:
+    import yaml
+
+    action = yaml.safe_load((PROJECT_ROOT / "action.yml").read_text())
+    assert action["inputs"]["tracker"]["default"] == "jit"
+    assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
+    steps = {step.get("id"): step for step in action["runs"]["steps"]}
+    assert '"$ACTION_PATH$extra"' in steps["install"]["run"] and 'extra="[github]"' in steps["install"]["run"]
+    assert "${{ inputs.tracker }}" in steps["cache"]["with"]["key"]  # no venv without PyGithub reused for github
+    env = steps["dispatch"]["env"]
+    assert env["JIT_DISPATCH_TRACKER"] == "${{ inputs.tracker }}"
+    assert env["JIT_DISPATCH_GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    unset = 'if [ "$JIT_DISPATCH_TRACKER" != github ]; then unset JIT_DISPATCH_GITHUB_TOKEN; fi'
+    assert unset in steps["dispatch"]["run"]

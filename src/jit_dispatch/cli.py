@@ -156,7 +156,7 @@ def once(**options: Any) -> None:
             spread_index=options["spread_index"],
             spread_total=options["spread_total"],
             heartbeat_seconds=options["heartbeat"]
-            or (DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" else None),
+            or (DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" or options["tracker"] == "github" else None),
         )
         hooks = ConsoleHooks(
             sys.stderr if options["as_json"] else sys.stdout,
