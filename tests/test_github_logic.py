@@ -215,3 +215,44 @@ def test_comments_fit_githubs_limit() -> None:
     long = gl.fit_comment(head, "x" * 100_000)
     assert len(long) == gl.COMMENT_LIMIT and long.startswith(head) and long.endswith(gl.FIT_NOTE)
     assert json.loads(gl.render_marker("done", {"nonce": "n"})[len("<!-- jit-dispatch:done ") : -4]) == {"nonce": "n"}
+
+
+# ---------------------------------------------------------------------------- API failures and texts
+
+
+def test_which_failures_a_write_retries() -> None:
+    assert gl.retry_wait(None, "", {}, 1) == 0.5  # no answer at all
+    assert gl.retry_wait(502, "Bad Gateway", {}, 2) == 1.0
+    assert gl.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1) == 3.0
+    assert gl.retry_wait(403, "API rate limit exceeded", {"x-ratelimit-remaining": "0"}, 1) is None  # far away
+    assert gl.retry_wait(403, "Resource not accessible by integration", {}, 1) is None
+    assert gl.retry_wait(422, "Validation Failed", {}, 1) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "headers", "words"),
+    [
+        (401, "Bad credentials", {}, ["rejected the token", "`issues: write`"]),
+        (403, "Resource not accessible by integration", {}, ["GitHub refused", "`issues: write`", "o/r"]),
+        (404, "Not Found", {}, ["--github-repo o/r", "`issues: write`"]),
+        (403, "You have exceeded a secondary rate limit", {"retry-after": "60"}, ["rate limited", "wait 60s"]),
+        (429, "", {}, ["rate limited", "no message"]),
+        (410, "Issues are disabled for this repo", {}, ["issues are disabled on o/r"]),
+        (500, "boom", {}, ["GitHub API error 500: boom"]),
+    ],
+)
+def test_errors_name_the_fix(status: int, message: str, headers: dict[str, str], words: list[str]) -> None:
+    line = gl.explain("claim #1", status, message, headers, "o/r")
+    assert line.startswith("claim #1: ") and "\n" not in line
+    assert all(word in line for word in words)
+
+
+def test_comment_texts_are_inert() -> None:
+    assert "[workflow run](https://github.com/o/r/actions/runs/1)" in gl.claim_text(
+        "agent:a", "https://github.com/o/r/actions/runs/1"
+    )
+    assert "](" not in gl.claim_text("agent:a", "https://x) [click](https://evil")
+    assert "](" not in gl.claim_text("agent:a", "host:123")
+    text = gl.release_text("agent:a", "command not found: <script>@team", 3, 3, parked=True)
+    assert "<script>" not in text and "@team" not in text and "dispatch:parked" in text
+    assert gl.done_text("agent:a", 2).endswith("(attempt 2).")

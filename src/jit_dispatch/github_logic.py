@@ -339,3 +339,73 @@ def fit_comment(head: str, body: str, limit: int = COMMENT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - len(FIT_NOTE)] + FIT_NOTE
+
+
+def claim_text(agent: str, run: str) -> str:
+    from .report import md_code_span
+
+    link = f" — [workflow run]({run})" if run.startswith("https://") and not re.search(r"[\s()<>]", run) else ""
+    return f"🤖 **jit-dispatch**: claimed by {md_code_span(agent, 120)}{link}."
+
+
+def done_text(agent: str, attempt: int) -> str:
+    from .report import md_code_span
+
+    return f"✅ **jit-dispatch**: done by {md_code_span(agent, 120)} (attempt {attempt})."
+
+
+def release_text(agent: str, reason: str, attempt: int, max_attempts: int, parked: bool) -> str:
+    from .report import md_code_span, md_text
+
+    text = f"↩️ **jit-dispatch**: released by {md_code_span(agent, 120)} after attempt {attempt} of {max_attempts}: "
+    text += md_text(reason) + "."
+    if parked:
+        text += f"\n\n🅿️ Parked: remove the `{PARKED_LABEL}` label to let runners take it again."
+    return text
+
+
+# ---------------------------------------------------------------------------- API failures
+
+PERMISSION = "issues: write"
+
+
+def rate_limited(status: int, message: str, headers: Mapping[str, str]) -> bool:
+    """GitHub signals rate limits with 429, or 403 plus a message or header saying so."""
+    return status == 429 or (
+        status == 403
+        and ("rate limit" in message.lower() or "retry-after" in headers or headers.get("x-ratelimit-remaining") == "0")
+    )
+
+
+def retry_wait(status: int | None, message: str, headers: Mapping[str, str], tries: int) -> float | None:
+    """How long to wait before trying a write again (`status` None: no answer), or None: do not."""
+    backoff = 0.5 * 2 ** (tries - 1)
+    if status is None or status >= 500:
+        return backoff
+    if rate_limited(status, message, headers):
+        try:
+            return float(headers["retry-after"])
+        except (KeyError, ValueError):
+            return None  # a primary limit: the reset is far away
+    return None
+
+
+def explain(doing: str, status: int, message: str, headers: Mapping[str, str], repo: str) -> str:
+    """One line naming the fix (`headers` lower-cased)."""
+    message = message.strip() or "no message"
+    if rate_limited(status, message, headers):
+        wait = f"; GitHub asks to wait {headers['retry-after']}s" if headers.get("retry-after") else ""
+        return f"{doing}: rate limited by GitHub ({status}: {message}){wait}; try again later"
+    if status == 401:
+        return (
+            f"{doing}: GitHub rejected the token (401: {message}); set GITHUB_TOKEN or --github-token "
+            f"to a token with `{PERMISSION}` on {repo}"
+        )
+    if status == 403:
+        return f"{doing}: GitHub refused (403: {message}); the token needs `{PERMISSION}` on {repo}"
+    if status == 404:
+        where = f"is --github-repo {repo} right, and can the token see it? It needs `{PERMISSION}`"
+        return f"{doing}: not found (404) — {where}"
+    if status == 410:
+        return f"{doing}: issues are disabled on {repo} (410)"
+    return f"{doing}: GitHub API error {status}: {message}"

@@ -35,7 +35,6 @@ from .selection import Filters, dispatch_reason, matches_filters
 from .tracker import Settlement, Snapshot
 from .transitions import format_timestamp
 
-PERMISSION = "issues: write"
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
 TIMEOUT = 10  # seconds per HTTP request; after `hurry`, less
@@ -167,31 +166,10 @@ class GitHubTracker:
             raise TrackerError(self._scrub(f"{doing}: cannot reach {self.api_url} ({type(exc).__name__})")) from None
 
     def _explain(self, doing: str, exc: GithubException) -> str:
-        data = exc.data if isinstance(exc.data, dict) else {}
-        message = str(data.get("message") or "").strip() or "no message"
-        status, where = exc.status, self.settings.repo
-        if _rate_limited(exc):
-            after = (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")
-            wait = f"; GitHub asks to wait {after}s" if after else ""
-            return f"{doing}: rate limited by GitHub ({status}: {message}){wait}; try again later"
-        if status == 401:
-            return (
-                f"{doing}: GitHub rejected the token (401: {message}); set GITHUB_TOKEN or --github-token "
-                f"to a token with `{PERMISSION}` on {where}"
-            )
-        if status == 403:
-            return f"{doing}: GitHub refused (403: {message}); the token needs `{PERMISSION}` on {where}"
-        if status == 404:
-            return (
-                f"{doing}: not found (404) — is --github-repo {where} right, and can the token see it? "
-                f"It needs `{PERMISSION}`"
-            )
-        if status == 410:
-            return f"{doing}: issues are disabled on {where} (410)"
-        return f"{doing}: GitHub API error {status}: {message}"
+        return gl.explain(doing, exc.status, *_parts(exc), self.settings.repo)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        return text.replace(self._token, "***") if len(self._token) >= 8 else text
 
     def _write(self, fn: Callable[[], Any], recheck: Callable[[], Any] | None = None) -> Any:
         """A write, retried on a 5xx, a short rate limit or a lost connection, within the budget.
@@ -202,9 +180,10 @@ class GitHubTracker:
         while True:
             try:
                 return fn()
-            except (GithubException, requests.RequestException) as exc:
+            except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
                 tries += 1
-                wait = _transient_wait(exc, tries)
+                status = exc.status if isinstance(exc, GithubException) else None
+                wait = gl.retry_wait(status, *_parts(exc), tries)
                 if wait is None or tries > RETRIES or not self.budget.allows(wait):
                     raise
             self.budget.retries += 1
@@ -327,7 +306,7 @@ class GitHubTracker:
             )
             self._add_label(number, gl.CLAIMED_LABEL)
             try:
-                posted = self._post_comment(number, marker + "\n" + _claim_text(assignee, run), "claim", nonce)
+                posted = self._post_comment(number, marker + "\n" + gl.claim_text(assignee, run), "claim", nonce)
                 markers = self._markers(number)
                 winner = gl.winning_claim(markers)
                 if winner is None or winner.nonce != nonce:
@@ -371,7 +350,7 @@ class GitHubTracker:
                 return Settlement("lost", attempts)
             data = {"nonce": claim.nonce, "agent": assignee, "at": format_timestamp(), "run": claim.data.get("run")}
             marker = gl.render_marker("done", data)
-            text = f"✅ **jit-dispatch**: done by {_code(assignee)} (attempt {attempts + 1})."
+            text = gl.done_text(assignee, attempts + 1)
             self._remember(
                 issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
             )
@@ -398,7 +377,7 @@ class GitHubTracker:
                 "parked": parked,
             }
             marker = gl.render_marker("release", data)
-            text = _release_text(claim.agent, reason, attempts, max_attempts, parked)
+            text = gl.release_text(claim.agent, reason, attempts, max_attempts, parked)
             posted = self._post_comment(number, marker + "\n" + text, "release", claim.nonce)
             self._remember(issue_id, posted, marker, text)
             if parked:
@@ -417,7 +396,7 @@ class GitHubTracker:
             if claim is None:
                 return False
             marker = gl.render_marker("claim", {**claim.data, "beat": format_timestamp()})
-            body = marker + "\n" + _claim_text(held.agent, held.run)
+            body = marker + "\n" + gl.claim_text(held.agent, held.run)
             self._write(lambda: self._request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
         return True
 
@@ -514,55 +493,9 @@ class GitHubTracker:
 _CLOSE = {"state": "closed", "state_reason": "completed"}
 
 
-def _rate_limited(exc: GithubException) -> bool:
-    if exc.status == 429:
-        return True
-    data = exc.data if isinstance(exc.data, dict) else {}
-    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-    return exc.status == 403 and (
-        "rate limit" in str(data.get("message", "")).lower()
-        or "retry-after" in headers
-        or headers.get("x-ratelimit-remaining") == "0"
-    )
-
-
-def _transient_wait(exc: Exception, tries: int) -> float | None:
-    """How long to wait before retrying a write, or None when retrying cannot help."""
-    backoff = 0.5 * 2 ** (tries - 1)
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return backoff
+def _parts(exc: Exception) -> tuple[str, dict[str, str]]:
+    """GitHub's message and the response headers (lower-cased) of a failed request."""
     if not isinstance(exc, GithubException):
-        return None
-    if exc.status >= 500:
-        return backoff
-    if _rate_limited(exc):
-        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-        try:
-            return float(headers["retry-after"])
-        except (KeyError, ValueError):
-            return None  # a primary limit: the reset is far away
-    return None
-
-
-def _code(text: str) -> str:
-    from .report import md_code_span
-
-    return md_code_span(text, 120)
-
-
-def _run_link(run: str) -> str:
-    return f" — [workflow run]({run})" if run.startswith("https://") and " " not in run and ")" not in run else ""
-
-
-def _claim_text(agent: str, run: str) -> str:
-    return f"🤖 **jit-dispatch**: claimed by {_code(agent)}{_run_link(run)}."
-
-
-def _release_text(agent: str, reason: str, attempt: int, max_attempts: int, parked: bool) -> str:
-    from .report import md_text
-
-    text = f"↩️ **jit-dispatch**: released by {_code(agent)} after attempt {attempt} of {max_attempts}: "
-    text += md_text(reason) + "."
-    if parked:
-        text += f"\n\n🅿️ Parked: remove the `{PARKED_LABEL}` label to let runners take it again."
-    return text
+        return "", {}
+    data = exc.data if isinstance(exc.data, dict) else {}
+    return str(data.get("message") or ""), {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
