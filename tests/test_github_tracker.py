@@ -365,6 +365,29 @@ def test_a_claim_refused_half_way_leaves_no_trace(fake: FakeGitHub) -> None:
     assert fake.labels(1) == ["dispatch"] and fake.comments[1] == []
 
 
+def test_a_token_whose_comments_are_not_trusted_fails_clearly(fake: FakeGitHub) -> None:
+    fake.add_issue(1)
+    fake.actor = user("drive-by", uid=4242)  # a token of someone without write access
+    with pytest.raises(TrackerError, match=r"comments of drive-by \(NONE\) do not count as claim markers"):
+        tracker().claim("#1", "agent:a", "r", Filters())
+    assert fake.comments[1] == [] and fake.labels(1) == ["dispatch"]
+
+
+def test_retry_sleeps_never_outlast_the_deadline() -> None:
+    class Response:
+        def __init__(self) -> None:
+            self.headers = {"Retry-After": "60"}
+
+    budget = github_tracker.Budget()
+    retry = github_tracker.BoundedRetry(budget, total=2)
+    budget.deadline = time.monotonic() + 0.2
+    assert not budget.allows(60) and not budget.allows(0.5) and budget.allows(0)
+    started = time.monotonic()
+    retry.sleep(Response())  # GitHub asks for 60 s; 0.2 s are left
+    assert time.monotonic() - started < 0.5
+    assert not budget.allows(0)
+
+
 # ---------------------------------------------------------------------------- the CLI
 
 

@@ -307,7 +307,12 @@ class GitHubTracker:
             self._add_label(number, gl.CLAIMED_LABEL)
             try:
                 posted = self._post_comment(number, marker + "\n" + gl.claim_text(assignee, run), "claim", nonce)
-                markers = self._markers(number)
+                comments = self._comments(number)
+                mine = next((c for c in comments if c.get("id") == posted), None)
+                if mine is not None and not gl.is_trusted(mine):
+                    self._abandon(number, nonce, posted)
+                    raise TrackerError(_untrusted(mine))
+                markers = gl.parse_markers(comments)
                 winner = gl.winning_claim(markers)
                 if winner is None or winner.nonce != nonce:
                     self._delete_comment(posted)  # we lost the race: leave no trace
@@ -321,9 +326,11 @@ class GitHubTracker:
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": gl.CLAIMED_LABEL}])
         return gl.to_issue(claimed, self.settings, markers, current.dependencies)
 
-    def _abandon(self, number: int, nonce: str) -> None:
+    def _abandon(self, number: int, nonce: str, posted: int | None = None) -> None:
         """A claim that failed half-way: delete our comment, unlabel if nobody else holds a claim. Best effort."""
         with contextlib.suppress(GithubException, requests.RequestException):
+            if posted is not None:
+                self._delete_comment(posted)
             markers = self._markers(number)
             if (mine := gl.find_marker(markers, "claim", nonce)) is not None:
                 self._delete_comment(mine.comment_id)
@@ -491,6 +498,15 @@ class GitHubTracker:
 
 
 _CLOSE = {"state": "closed", "state_reason": "completed"}
+
+
+def _untrusted(comment: dict[str, Any]) -> str:
+    login = (comment.get("user") or {}).get("login", "?")
+    association = comment.get("author_association", "NONE")
+    return (
+        f"comments of {login} ({association}) do not count as claim markers: use the workflow's GITHUB_TOKEN, "
+        "a GitHub App's token, or a token of someone with write access"
+    )
 
 
 def _parts(exc: Exception) -> tuple[str, dict[str, str]]:
