@@ -173,6 +173,17 @@ def test_done_closes_the_issue_with_the_summary_as_comment(fake: FakeGitHub) -> 
     assert "```text\nworking on #1\nAdd the <b>widget</b> @everyone\n```" in done  # the output tail, fenced
 
 
+def test_done_leaves_an_issue_closed_meanwhile_as_it_is(fake: FakeGitHub) -> None:
+    fake.add_issue(1)
+
+    def closed_as_not_planned() -> None:
+        fake.issues[1].update(state="closed", state_reason="not_planned")
+
+    result = dispatch(tracker(), "true", hooks=Hooks(on_finish=closed_as_not_planned))
+    assert result.outcome == "done" and fake.issues[1]["state_reason"] == "not_planned"
+    assert fake.count("PATCH", r"/repos/octo-org/widgets/issues/1") == 0
+
+
 def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
     fake.add_issue(1, "loud")
     t = tracker()

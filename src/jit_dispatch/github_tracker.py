@@ -361,7 +361,8 @@ class GitHubTracker:
             self._remember(
                 issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
             )
-            self._write(lambda: self._request("PATCH", f"/issues/{number}", input=_CLOSE))
+            if self._get(number).get("state") == "open":  # closed meanwhile (e.g. not planned): a person's call
+                self._write(lambda: self._request("PATCH", f"/issues/{number}", input=_CLOSE))
             self._remove_label(number, gl.CLAIMED_LABEL)
         return Settlement("done", attempts)
 
