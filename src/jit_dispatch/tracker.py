@@ -1,4 +1,10 @@
-"""The narrow interface every tracker backend implements (jit files today, GitHub later)."""
+"""The narrow interface every tracker backend implements (jit files, remote jit, GitHub Issues).
+
+Two optional methods, looked up with `getattr` by the CLI: `resolve_issue_id(given) -> str` for a
+backend with its own id syntax (GitHub: `#12`), and `record_result(result, max_attempts) -> str |
+None` to keep the finished run's report in the tracker (GitHub: the settle comment), returning a
+warning when that failed.
+"""
 
 from __future__ import annotations
 
