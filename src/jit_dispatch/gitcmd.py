@@ -13,6 +13,8 @@ from .errors import TrackerError
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 DEFAULT_TIMEOUT_SECONDS = 60.0
+# Summaries git prints after the line that says why: never the most telling one.
+_GENERIC = ("fatal: Could not read from remote repository", "error: failed to push some refs")
 
 
 class GitError(TrackerError):
@@ -70,5 +72,6 @@ def last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
     """The most telling line git printed, credentials removed."""
     text = (proc.stderr or proc.stdout or b"").decode("utf-8", errors="replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    fatal = [line for line in lines if line.startswith(("fatal:", "error:", "remote:", "!"))]
+    telling = ("fatal:", "error:", "remote:", "!")
+    fatal = [line for line in lines if line.startswith(telling) and not line.startswith(_GENERIC)]
     return redact((fatal or lines or [f"exit code {proc.returncode}"])[-1])
