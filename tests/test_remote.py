@@ -350,11 +350,6 @@ def test_an_orphaned_lock_is_replaced_and_the_issue_claimed(tmp_path: Path) -> N
     assert_clone_untouched(clone, head)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG remote.py RemoteJitTracker.claim: the lock is re-creatable once its holder settled, and claim() "
-    "does not re-read the branch after taking it, so the command runs for an issue already done",
-)
 def test_a_lock_taken_after_the_issue_was_finished_does_not_run_it_again(tmp_path: Path) -> None:
     """Runner `slow` snapshots (issue ready, no lock) and pushes its lock; the push is held on the server
     while runner `fast` claims, runs, completes the issue and drops its lock. Then `slow`'s lock lands:

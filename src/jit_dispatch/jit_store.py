@@ -203,13 +203,20 @@ class JitStore:
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
 
+    def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
+        """The issue as it is now, if it may be claimed now (its dependencies re-read too)."""
+        issue = self._read_issue(issue_id)
+        if issue is None:
+            return None
+        dep_states = {dep: s for dep in issue.dependencies if (s := self._state_of(dep))}
+        if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
+            return None
+        return issue
+
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         with self._locked(issue_id):
-            issue = self._read_issue(issue_id)
+            issue = self.claimable(issue_id, filters)
             if issue is None:
-                return None
-            dep_states = {dep: s for dep in issue.dependencies if (s := self._state_of(dep))}
-            if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
                 return None
             now = transitions.format_timestamp()
             raw, events = transitions.claim(issue.raw, assignee, run, now)

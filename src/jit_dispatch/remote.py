@@ -26,7 +26,6 @@ is the stale-claim reaper's job (`dispatch.claimed_at` records when).
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import secrets
@@ -52,6 +51,12 @@ BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
 # Words git prints when a push lost a race (as opposed to failing): retry or move on.
 _RACE_WORDS = ("stale info", "non-fast-forward", "fetch first", "already exists")
+# A push can also lose on the server: the ref moved (or appeared) between the advertisement and
+# the update, and the server's ref transaction refuses, "[remote rejected] (failed to update ref)"
+# after "cannot lock ref '…': is at X but expected Y" / "reference already exists" (git), or
+# "(incorrect old value provided)" (GitHub). Any other remote rejection (a hook, branch
+# protection, permissions) is a failure.
+_SERVER_RACE_WORDS = ("but expected", "reference already exists", "incorrect old value")
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,18 @@ class RemoteJitTracker:
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue's lock ref; then record the claim on the branch in the background."""
         with self._busy:
-            current = self._read_current(issue_id)
-        if current is None:
-            return None
+            if self.store.claimable(issue_id, filters) is None:
+                return None
         if not self._take_lock(issue_id, assignee, run):
+            return None
+        with self._busy:
+            # Another runner may have claimed, finished and unlocked it since our listing: a
+            # lock that can be created again says nothing about the issue. Look once more.
+            tip, _ = self._list_remote(locks=False)
+            self._sync_to(tip)
+            current = self.store.claimable(issue_id, filters)
+        if current is None:
+            self._drop_lock(issue_id)
             return None
         raw, _ = transitions.claim(current.raw, assignee, run, transitions.format_timestamp())
         recording = threading.Thread(
@@ -379,12 +392,8 @@ class RemoteJitTracker:
         if proc.returncode == 0:
             return True
         text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
-        if "remote rejected" not in text and any(word in text for word in _RACE_WORDS):
+        race_words = _SERVER_RACE_WORDS if "remote rejected" in text else _RACE_WORDS
+        if any(word in text for word in race_words):
             return False
         raise GitError(f"push to '{self.settings.remote}' failed: {last_line(proc)}")
 
-    def _read_current(self, issue_id: str) -> Issue | None:
-        try:
-            return issue_from_raw(json.loads(self.store.issue_file(issue_id).read_bytes()), issue_id)
-        except (OSError, ValueError):
-            return None
