@@ -196,7 +196,15 @@ class RemoteJitTracker:
         self._orphans = {}
         if suspects:
             refspecs = [f"+{self._lock_ref(i)}:{self._private_ref}-lock-{n}" for n, i in enumerate(suspects)]
-            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs)
+            fetched = self.git.run(
+                "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
+            )
+            if fetched.returncode != 0:
+                if b"couldn't find remote ref" not in fetched.stderr:
+                    raise GitError(f"git fetch failed: {last_line(fetched)}")
+                # A lock vanished since the listing (its runner settled): nothing was fetched, and
+                # every lock counts as live this time; a later run looks at their ages again.
+                return set(locks)
             times = self.git.out("show", "-s", "--format=%ct", *suspects.values()).split()
             for n in range(len(suspects)):
                 self.git.run("update-ref", "-d", f"{self._private_ref}-lock-{n}", check=False)
