@@ -44,8 +44,8 @@ def main() -> None:
         build_example(Path(sys.argv[2]))
         return
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-demo-") as tmp:
-        repo = Path(tmp)
-        _git(repo, "init", "-q", "-b", "main")
+        repo = Path(tmp) / "repo"
+        _git(Path(tmp), "init", "-q", "-b", "main", str(repo))
         (repo / ".gitignore").write_text(".jit/**/*.lock\n")
         build_example(repo)
         _git(repo, "add", "-A")
@@ -60,7 +60,7 @@ def main() -> None:
             "-m",
             "example jit store",
         )
-        summary = repo / "step-summary.md"
+        summary = Path(tmp) / "step-summary.md"
         env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
         cli = [sys.executable, "-m", "jit_dispatch"]
         print(f"$ cd {repo}\n$ jit-dispatch ready --all")
