@@ -22,6 +22,7 @@ from .runner import CancelToken, RunResult
 from .tracker import Tracker
 
 STATUS_EVERY_SECONDS = 60.0
+CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
 
 
 @dataclass
@@ -96,10 +97,17 @@ class Pool:
             if once:
                 break
             self._status_line()
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
+            self._idle()
         self._wait_for_runs()
         return self.results
+
+    def _idle(self) -> None:
+        """Until the next poll, the end of a run, or a signal (its handler only sets the token)."""
+        deadline = time.monotonic() + self.poll_interval
+        while not self.cancel.cancelled and (left := deadline - time.monotonic()) > 0:
+            if self._wake.wait(min(left, CANCEL_CHECK_SECONDS)):
+                break
+        self._wake.clear()
 
     def fill(self) -> int:
         """One cycle: claim the next issue each free slot may take; returns how many were claimed."""
