@@ -33,6 +33,7 @@ _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 class IssueFormatError(ValueError):
@@ -55,6 +56,7 @@ class Issue:
     context: Mapping[str, str]
     created_at: datetime
     raw: dict[str, Any] = field(compare=False, repr=False)
+    created_ns: int = 0  # nanoseconds below `created_at`'s microsecond (jit writes 9 digits)
 
     @property
     def short_id(self) -> str:
@@ -134,6 +136,7 @@ def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
         created_at = parse_timestamp(created_raw)
     except ValueError:
         raise IssueFormatError(f"field 'created_at' is not a timestamp: {created_raw!r}") from None
+    fraction = _FRACTION.search(created_raw)
     return Issue(
         id=issue_id,
         title=title,
@@ -147,6 +150,7 @@ def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
         context=dict(context),
         created_at=created_at,
         raw=raw,
+        created_ns=int(fraction.group(1).ljust(9, "0")[6:9]) if fraction else 0,
     )
 
 

@@ -181,7 +181,10 @@ class RemoteJitTracker:
         return True
 
     def _drop_lock(self, issue_id: str) -> None:
-        """Delete our lock, and only ours (lease on its id). Best effort: a leftover is harmless."""
+        """Delete the lock we hold for the issue, only if it is still that lock (lease on its id).
+
+        Best effort: a leftover lock is harmless once the issue is settled.
+        """
         lock = self._own_locks.pop(issue_id, None)
         if lock is None:
             return
@@ -235,9 +238,11 @@ class RemoteJitTracker:
             if issue_id in self._recording_errors:
                 raise TrackerError(f"recording the claim failed: {self._recording_errors.pop(issue_id)}")
         with self._busy:
-            tip, _ = self._list_remote(locks=False)
+            tip, locks = self._list_remote()
             self._sync_to(tip)
             settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
+        if issue_id not in self._own_locks and issue_id in locks and settlement.outcome != "lost":
+            self._own_locks[issue_id] = locks[issue_id]  # a reaped runner's lock: settled here, freed here
         self._drop_lock(issue_id)
         return settlement
 

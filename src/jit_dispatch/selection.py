@@ -93,9 +93,9 @@ def matches_filters(issue: Issue, filters: Filters) -> bool:
     )
 
 
-def dispatch_order(issue: Issue) -> tuple[int, object, str]:
-    """Priority, then oldest first, then id: the same store always gives the same choice."""
-    return (PRIORITY_RANK[issue.priority], issue.created_at, issue.id)
+def dispatch_order(issue: Issue) -> tuple[int, object, int, str]:
+    """Priority, then oldest first (to the nanosecond), then id: the same store gives the same choice."""
+    return (PRIORITY_RANK[issue.priority], issue.created_at, issue.created_ns, issue.id)
 
 
 def dispatch_reason(issue: Issue, states: Mapping[str, str], gates: Mapping[str, Gate]) -> str | None:
