@@ -89,6 +89,7 @@ class RemoteJitTracker:
         self._busy = threading.RLock()  # one state transaction at a time (claim record, heartbeat, settle)
         self._recordings: dict[str, threading.Thread] = {}  # issue id → thread recording its claim
         self._recording_errors: dict[str, BaseException] = {}
+        self._taken: set[str] = set()  # issues other runners locked since the snapshot
         self.lock_attempts = 0
         self.branch_attempts = 0
         self.commits: list[str] = []
@@ -115,14 +116,21 @@ class RemoteJitTracker:
             self._sync_to(tip)
             snapshot = self.store.snapshot(full_states)
         snapshot.locked = frozenset(self._live_locks(locks, snapshot.states))
+        self._taken = set()
         return snapshot
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue's lock ref; then record the claim on the branch in the background."""
+        if issue_id in self._taken:
+            return None
         with self._busy:
             if self.store.claimable(issue_id, filters) is None:
                 return None
         if not self._take_lock(issue_id, assignee, run):
+            # Lost a race: others are claiming right now. One listing shows which of our next
+            # candidates they hold already; finding that out by pushing costs a push for each.
+            _, locks = self._list_remote()
+            self._taken = {i for i, sha in locks.items() if self._orphans.get(i) != sha}
             return None
         with self._busy:
             # Another runner may have claimed, finished and unlocked it since our listing: a
