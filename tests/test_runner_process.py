@@ -283,11 +283,21 @@ def test_signal_to_the_dispatcher_cancels_releases_and_reports(
 
 
 # --------------------------------------------------------------------------- output volume
+# A child's ru_maxrss counts the memory of the process it was forked from (before its exec), so
+# the dispatcher is started by a small launcher rather than by pytest itself.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
+)
+
+
 def _peak_rss_kib(root: Path, command: str, cwd: Path, env: dict[str, str]) -> tuple[int, int]:
-    proc = spawn_once(root, command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--command", command, "--jit-dir", str(root)]
+    launched = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *argv], cwd=cwd, env=env, capture_output=True)
+    code, kib = launched.stdout.split()
+    return int(code), int(kib)
 
 
 def test_memory_stays_flat_and_summary_small_whatever_the_command_prints(
