@@ -436,3 +436,45 @@ def test_a_claim_taken_away_while_running_is_lost_and_not_overwritten(
     assert (root / "issues" / f"{first}.json").read_bytes() == written, "the dispatcher overwrote the new owner"
     assert read_events(root)[events_before:] == [], "no settlement events for a lost claim"
     assert not (root / "issues" / f"{first}.json.tmp").exists()
+
+
+# --------------------------------------------------------------------------- the dispatcher's own failures
+def test_a_shell_that_cannot_start_releases_the_issue(new_store: StoreFactory, tmp_path: Path) -> None:
+    store, (issue_id,) = new_store(NewIssue("bad shell"))
+    not_a_program = tmp_path / "not-a-program"
+    not_a_program.write_text("plain text\n")
+    not_a_program.chmod(0o755)
+    result = once(store.root, "true", "--shell", str(not_a_program))
+    assert (result.returncode, result.json["outcome"], result.json["exit_code"]) == (1, "released", 126)
+    assert read_issue(store.root, issue_id)["state"] == "ready", "never left claimed"
+
+
+def test_a_nul_in_the_title_does_not_strand_the_claim(new_store: StoreFactory) -> None:
+    store, _ = new_store(NewIssue("nul \x00 inside"))
+    result = once(store.root, 'printf "%s" "$JIT_ISSUE_TITLE"')
+    assert (result.returncode, result.json["outcome"]) == (0, "done")
+    assert "nul  inside" in result.stderr
+
+
+def test_a_detached_grandchild_cannot_hold_the_dispatcher_past_the_cancel_budget(
+    new_store: StoreFactory, tmp_path: Path
+) -> None:
+    store, (issue_id,) = new_store(NewIssue("escapes its group"))
+    marker, escaped = tmp_path / "started", tmp_path / "escaped.pid"
+    command = f"setsid sleep 12 & echo $! > {escaped}; echo up > {marker}; sleep 30"
+    proc = spawn_once(
+        store.root, command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_file(marker, proc)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.monotonic() - sent < 7, "settled within GitHub's cancellation window"
+        assert proc.returncode == 143
+        assert read_issue(store.root, issue_id)["context"]["dispatch.last_reason"] == "cancelled (SIGTERM)"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(escaped.read_text()), signal.SIGKILL)

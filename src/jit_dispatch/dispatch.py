@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import selection
-from .errors import DispatchError, TrackerError
+from .errors import TrackerError
 from .invocation import command_env, expand_command, failure_reason, shell_argv
 from .models import Issue
 from .runner import CancelToken, RunResult, run_command
@@ -26,7 +26,6 @@ from .selection import Filters, Held
 from .tracker import Settlement, Snapshot, Tracker
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
-OUTCOMES = ("done", "gated", "released", "parked", "lost", "idle", "dry-run", "error")
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,11 @@ def run_claimed(
         result.cancelled_by = cancel.signum
         reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)
-    with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
-        run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+    try:
+        with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
+            run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+    except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
+        return _settle(tracker, request, result, claimed, f"dispatcher error: {type(exc).__name__}: {exc}")
     if run.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
@@ -183,18 +185,15 @@ class Heartbeat:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=CANCEL_SETTLE_SECONDS)
+        self._stop.set()  # not joined: settling must not wait for a beat in flight
 
     def _beat(self) -> None:
         assert self.interval is not None
         while not self._stop.wait(self.interval):
             try:
-                if not self.tracker.heartbeat(self.issue_id, self.agent):
-                    return  # no longer ours: settling will report `lost`
-            except DispatchError:
-                continue  # a missed beat is not fatal; the next one may get through
+                self.tracker.heartbeat(self.issue_id, self.agent)  # False (not ours yet/any more): try again
+            except Exception:
+                continue
 
 
 def _run(

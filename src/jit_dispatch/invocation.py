@@ -89,7 +89,7 @@ def expand_command(template: str) -> str:
 
 def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int, issue_file: Path) -> dict[str, str]:
     env = dict(base)
-    env.update(
+    values = dict(
         JIT_ISSUE_ID=issue.id,
         JIT_ISSUE_SHORT_ID=issue.short_id,
         JIT_ISSUE_TITLE=issue.title,
@@ -99,6 +99,7 @@ def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int,
         JIT_AGENT_ID=agent,
         JIT_DISPATCH_ATTEMPT=str(attempt),
     )
+    env.update({name: value.replace("\0", "") for name, value in values.items()})  # no NUL in an environment
     return env
 
 

@@ -49,9 +49,13 @@ def dumps_event(event: dict[str, Any]) -> str:
 def atomic_write(path: Path, text: str) -> None:
     """Write `<name>.tmp` beside the target, then rename over it (jit §5.3; no fsync, as jit)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def append_lines(path: Path, lines: list[str]) -> None:

@@ -7,6 +7,7 @@ read once per process and is not on this path.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,10 @@ def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
     """Validate like jit's serde reader does: a missing required key makes the issue unreadable."""
     if not isinstance(raw, dict):
         raise IssueFormatError("not a JSON object")
+    try:  # jit's reader rejects lone surrogates (`\udc80`), and no UTF-8 file can hold one
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise IssueFormatError("holds a lone surrogate escape, which is not text") from None
     issue_id = _require(raw, "id", str)
     if expected_id is not None and issue_id != expected_id:
         raise IssueFormatError(f"field 'id' is {issue_id!r}, not the file name")

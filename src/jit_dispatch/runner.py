@@ -134,6 +134,9 @@ def run_command(
         )
     except FileNotFoundError:
         return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
+    except (OSError, ValueError) as exc:  # not executable, exec format error, a NUL in the command
+        message = f"cannot start {argv[0]}: {exc}"
+        return RunResult(126, time.monotonic() - started, message, len(message))
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -146,6 +149,7 @@ def run_command(
     exited_at: float | None = None
     timed_out = False
     cancelled_by: int | None = None
+    stragglers_killed_at: float | None = None
     eof = False
     try:
         while not (eof and exited_at is not None):
@@ -171,8 +175,11 @@ def run_command(
                 if exit_watch is not None:
                     selector.unregister(exit_watch)
             if exited_at is not None and now - exited_at > DRAIN_SECONDS:
-                _signal_group(proc.pid, signal.SIGKILL)  # background children still hold the pipe
-                exited_at = now
+                if stragglers_killed_at is None:
+                    _signal_group(proc.pid, signal.SIGKILL)  # background children still hold the pipe
+                    stragglers_killed_at = now
+                elif now - stragglers_killed_at > DRAIN_SECONDS:
+                    break  # a process that left the group (setsid) holds the pipe: stop reading it
     finally:
         selector.close()
         if exit_watch is not None:
