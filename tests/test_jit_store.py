@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from conftest import clean_env, read_events, read_issue, run_cli
@@ -161,3 +162,23 @@ def test_a_store_that_refuses_the_settle_is_reported_as_error(new_store) -> None
     assert result.json["outcome"] == "error"
     assert "exit code 5, but settling failed" in result.json["reason"] and "stays claimed" in result.json["reason"]
     assert read_issue(store.root, issue_id)["assignee"] == "agent:w1"
+
+
+def test_a_dependent_is_promoted_when_its_last_dependency_finished_during_the_run(new_store) -> None:
+    """X waits on A and B; B is finished by another runner while A's command runs: X becomes ready."""
+    store, (a, b) = new_store(NewIssue("A", "critical"), NewIssue("B", "high"))
+    (x,) = store.create_issues([NewIssue("X", dependencies=(a, b))])
+    other = store.root.parent / "finish-b.py"
+    other.write_text(
+        "import sys\nfrom pathlib import Path\nfrom jit_dispatch.jit_store import JitStore\n"
+        "s = JitStore(Path(sys.argv[1]))\n"
+        "s.snapshot()\n"
+        "assert s.claim(sys.argv[2], 'agent:other', 'test', __import__('jit_dispatch.selection').selection.Filters())\n"
+        "print(s.complete(sys.argv[2], 'agent:other').outcome)\n"
+    )
+    finish_b = f"{sys.executable} {other} {store.root} {b}"
+    result = run_cli("once", "--agent", "w1", "--command", finish_b, "--jit-dir", str(store.root), "--json")
+    assert result.json["issue_id"] == a and result.json["outcome"] == "done", result.stderr
+    assert read_issue(store.root, b)["state"] == "done"
+    assert read_issue(store.root, x)["state"] == "ready"
+    assert result.json["promoted"] == [x]

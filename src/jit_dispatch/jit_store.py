@@ -248,7 +248,10 @@ class JitStore:
         states = {**states, completed: "done"}
         promoted: list[str] = []
         for candidate in backlog:
-            if blocking_dependencies(candidate, states):
+            # The snapshot predates the command: a dependency may have finished meanwhile (another
+            # runner), so what looked blocking is read again before the candidate is passed over.
+            blockers = blocking_dependencies(candidate, states)
+            if any(self._state_of(dep) not in ("done", "rejected") for dep in blockers):
                 continue
             with self._locked(candidate.id):
                 fresh = self._read_issue(candidate.id)
