@@ -597,3 +597,22 @@ def test_a_store_in_a_subdirectory(tmp_path: Path) -> None:
 def claims_per_issue_at(remote: Remote, jit_path: str) -> Counter:
     events = git(remote.bare, "show", f"main:{jit_path}/events.jsonl").splitlines()
     return Counter(e["issue_id"] for e in map(json.loads, events) if e["type"] == "issue_claimed")
+
+
+def test_a_protected_state_branch_fails_before_the_command_runs(tmp_path: Path) -> None:
+    """Lock refs are accepted but the branch refuses the claim commit: exit 3, nothing ran, no lock left."""
+    remote = make_remote(tmp_path, [NewIssue("protected")])
+    install_hook(
+        remote,
+        'while read -r old new ref; do\n  if [ "$ref" = refs/heads/main ]; then\n'
+        '    echo "protected branch: main"; exit 1\n  fi\ndone\n',
+    )
+    clone = remote.clone(tmp_path / "clone")
+    marker = tmp_path / "ran"
+    proc = start(clone, "w1", f"touch {marker}")
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    assert "protected branch" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not marker.exists(), "the command never ran"
+    assert remote.refs("refs/jit-dispatch/claims/") == [], "the lock was given back"
+    assert remote.issue(remote.ids[0])["state"] == "ready"

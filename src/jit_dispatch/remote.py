@@ -39,7 +39,7 @@ from typing import TypeVar
 
 from . import transitions
 from .errors import TrackerError
-from .gitcmd import Git, GitError, last_line
+from .gitcmd import Git, GitError, last_line, redact
 from .jit_store import JitStore
 from .models import Issue, issue_from_raw
 from .selection import Filters
@@ -80,7 +80,8 @@ class RemoteJitTracker:
         self.settings = settings
         self.scratch = scratch
         self.store = JitStore(scratch / "jit")
-        self.location = f"{settings.remote}/{settings.branch}:{settings.jit_path}"
+        self.remote_name = redact(settings.remote)  # a URL may carry a token: never print it
+        self.location = f"{self.remote_name}/{settings.branch}:{settings.jit_path}"
         self.tip: str | None = None
         self._private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
         self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
@@ -120,7 +121,7 @@ class RemoteJitTracker:
         return snapshot
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
-        """Take the issue's lock ref; then record the claim on the branch in the background."""
+        """Take the issue's lock ref, then record the claim on the branch (retries in the background)."""
         if issue_id in self._taken:
             return None
         with self._busy:
@@ -132,15 +133,27 @@ class RemoteJitTracker:
             _, locks = self._list_remote()
             self._taken = {i for i, sha in locks.items() if self._orphans.get(i) != sha}
             return None
-        with self._busy:
-            # Another runner may have claimed, finished and unlocked it since our listing: a
-            # lock that can be created again says nothing about the issue. Look once more.
-            tip, _ = self._list_remote(locks=False)
-            self._sync_to(tip)
-            current = self.store.claimable(issue_id, filters)
-        if current is None:
+        try:
+            with self._busy:
+                # Another runner may have claimed, finished and unlocked it since our listing: a
+                # lock that can be created again says nothing about the issue. Look once more.
+                tip, _ = self._list_remote(locks=False)
+                self._sync_to(tip)
+                current = self.store.claimable(issue_id, filters)
+                if current is None:
+                    self._drop_lock(issue_id)
+                    return None
+                # One synchronous try at the record: a branch that refuses us (protection,
+                # permissions) fails here, before the command runs. A lost race goes on below.
+                claim = lambda store: store.claim(issue_id, assignee, run, filters)  # noqa: E731
+                pushed, recorded = self._attempt(claim, lambda _: "claim", issue_id, assignee)
+        except BaseException:
             self._drop_lock(issue_id)
-            return None
+            raise
+        if pushed:
+            if recorded is None:  # changed under us between the check and the record
+                self._drop_lock(issue_id)
+            return recorded
         raw, _ = transitions.claim(current.raw, assignee, run, transitions.format_timestamp())
         recording = threading.Thread(
             target=self._record_claim, args=(issue_id, assignee, run, filters), name="record-claim", daemon=True
@@ -267,20 +280,34 @@ class RemoteJitTracker:
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
                 tip, _ = self._list_remote(locks=False)
                 self._sync_to(tip)
-            self.store.changed.clear()
-            value = operation(self.store)
-            if not self.store.changed:  # nothing to write: not ours, or no longer claimable
+            pushed, value = self._attempt(operation, verb, issue_id, agent)
+            if pushed:
                 return value
-            commit = self._commit(self._message(verb(value), issue_id, agent))
-            self.branch_attempts += 1
-            if self._push(commit, f"refs/heads/{self.settings.branch}", lease=None):
-                self.tip = commit
-                self.commits.append(commit)
-                return value
-            self._discard_changes()
         raise TrackerError(
             f"could not push to {self.location} after {self.settings.max_push_attempts} attempts (too much contention)"
         )
+
+    def _attempt(
+        self, operation: Callable[[JitStore], T], verb: Callable[[T], str], issue_id: str, agent: str
+    ) -> tuple[bool, T]:
+        """One try on the current tip: (True, value) when pushed or nothing to write; (False, _) on a lost race."""
+        self.store.changed.clear()
+        value = operation(self.store)
+        if not self.store.changed:  # nothing to write: not ours, or no longer claimable
+            return True, value
+        commit = self._commit(self._message(verb(value), issue_id, agent))
+        self.branch_attempts += 1
+        try:
+            pushed = self._push(commit, f"refs/heads/{self.settings.branch}", lease=None)
+        except GitError:
+            self._discard_changes()
+            raise
+        if pushed:
+            self.tip = commit
+            self.commits.append(commit)
+        else:
+            self._discard_changes()
+        return pushed, value
 
     def _message(self, verb: str, issue_id: str, agent: str) -> str:
         """`jit-dispatch: <verb> <short_id> (<agent>)`, verbs claim/done/gated/release/park."""
@@ -303,7 +330,7 @@ class RemoteJitTracker:
         patterns = [f"refs/heads/{self.settings.branch}"] + ([self.settings.lock_prefix + "*"] if locks else [])
         proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
         if proc.returncode != 0:
-            raise GitError(f"cannot reach remote '{self.settings.remote}': {last_line(proc)}")
+            raise GitError(f"cannot reach remote '{self.remote_name}': {last_line(proc)}")
         tip, found = None, {}
         for line in proc.stdout.decode().splitlines():
             sha, ref = line.split("\t", 1)
@@ -312,7 +339,7 @@ class RemoteJitTracker:
             elif ref.startswith(self.settings.lock_prefix):
                 found[ref[len(self.settings.lock_prefix) :]] = sha
         if tip is None:
-            raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.settings.remote}'")
+            raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
         return tip, found
 
     def _sync_to(self, tip: str) -> None:
@@ -416,5 +443,4 @@ class RemoteJitTracker:
         race_words = _SERVER_RACE_WORDS if "remote rejected" in text else _RACE_WORDS
         if any(word in text for word in race_words):
             return False
-        raise GitError(f"push to '{self.settings.remote}' failed: {last_line(proc)}")
-
+        raise GitError(f"push to '{self.remote_name}' failed: {last_line(proc)}")
