@@ -23,9 +23,8 @@ from .models import Issue, assignee_for
 from .options import DurationType, config_option, env_option, store_options
 from .runner import CancelToken, install_cancel_handlers
 from .selection import plan
-from .workspace import SCOPE_KEYS, build_filters, open_tracker, run_reference, store_choice
+from .workspace import SCOPE_KEYS, build_filters, default_heartbeat, open_tracker, run_reference, store_choice
 
-DEFAULT_HEARTBEAT_SECONDS = 300.0
 _CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
 
 
@@ -155,8 +154,7 @@ def once(**options: Any) -> None:
             run_ref=run_reference(),
             spread_index=options["spread_index"],
             spread_total=options["spread_total"],
-            heartbeat_seconds=options["heartbeat"]
-            or (DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" or options["tracker"] == "github" else None),
+            heartbeat_seconds=options["heartbeat"] or default_heartbeat(options),
         )
         hooks = ConsoleHooks(
             sys.stderr if options["as_json"] else sys.stdout,

@@ -134,10 +134,3 @@ def load_config(path: Path) -> DispatchConfig:
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UsageError(f"{path}: {_location(first, raw)}: {message}{more}") from None
-
-
-def find_config(explicit: Path | None) -> DispatchConfig | None:
-    """`--config`, else ./dispatch.toml when present, else no config."""
-    if explicit is not None:
-        return load_config(explicit)
-    return load_config(DEFAULT_PATH) if DEFAULT_PATH.is_file() else None

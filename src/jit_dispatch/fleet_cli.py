@@ -20,7 +20,15 @@ from .options import DurationType, config_option, env_option, store_options
 from .reaper import reap_reason, stale_claims
 from .runner import CancelToken, install_cancel_handlers
 from .selection import matches_filters
-from .workspace import SCOPE_KEYS, build_filters, open_tracker, resolve_issue, run_reference, store_choice
+from .workspace import (
+    SCOPE_KEYS,
+    build_filters,
+    default_heartbeat,
+    open_tracker,
+    resolve_issue,
+    run_reference,
+    store_choice,
+)
 
 
 def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
@@ -179,7 +187,7 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
                 shell=settings["shell"],
                 workdir=settings["workdir"],
                 run_ref=run_reference(),
-                heartbeat_seconds=300.0,
+                heartbeat_seconds=default_heartbeat(options),
             )
             slots.append(Slot(agent.id, agent.max_concurrent, request))
         pool = Pool(tracker, slots, cancel=cancel, poll_interval=loaded.poll_interval_secs, log_dir=logs,

@@ -214,7 +214,7 @@ def result_json(result: Result) -> dict[str, Any]:
 def step_outputs(result: Result) -> dict[str, str]:
     """The Action's outputs (design §3.5); every value a string, empty when not applicable."""
     data = result_json(result)
-    claimed = result.outcome in ("done", "gated", "released", "parked", "lost")
+    claimed = result.issue is not None and result.outcome not in ("dry-run", "idle")
 
     def text(value: Any) -> str:
         return "" if value is None else str(value)

@@ -55,6 +55,14 @@ STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "track
 SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
 
 
+DEFAULT_HEARTBEAT_SECONDS = 300.0
+
+
+def default_heartbeat(options: dict[str, Any]) -> float | None:
+    """Claims are refreshed every 5 minutes, except in remote mode, where each beat is a commit."""
+    return DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" or options["tracker"] == "github" else None
+
+
 def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
     """The `store_options` a command received, as a StoreChoice."""
     return StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
