@@ -314,8 +314,11 @@ class GitHubTracker:
                     raise TrackerError(_untrusted(mine))
                 markers = gl.parse_markers(comments)
                 winner = gl.winning_claim(markers)
-                if winner is None or winner.nonce != nonce:
-                    self._delete_comment(posted)  # we lost the race: leave no trace
+                if winner is None:  # our comment is not visible yet: give the claim up whole
+                    self._abandon(number, nonce, posted)
+                    return None
+                if winner.nonce != nonce:
+                    self._delete_comment(posted)  # we lost the race: the winner keeps the label
                     return None
                 # Ours. Label again: a late settle of an earlier holder may have just removed it.
                 self._add_label(number, gl.CLAIMED_LABEL)
