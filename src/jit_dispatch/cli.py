@@ -162,7 +162,7 @@ def once(**options: Any) -> None:
             allow_workflow_commands=options["allow_workflow_commands"],
         )
         result = dispatch_once(tracker, request, cancel, hooks)
-        if (record := getattr(tracker, "record_result", None)) and (note := record(result, options["max_attempts"])):
+        if note := tracker.record_result(result, options["max_attempts"]):
             result.warnings.append(note)  # GitHub: the summary goes into the settle comment
     warn(result.warnings)
     publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)

@@ -20,12 +20,12 @@ from .options import DurationType, config_option, env_option, store_options
 from .reaper import reap_reason, stale_claims
 from .runner import CancelToken, install_cancel_handlers
 from .selection import matches_filters
+from .tracker import Tracker
 from .workspace import (
     SCOPE_KEYS,
     build_filters,
     default_heartbeat,
     open_tracker,
-    resolve_issue,
     run_reference,
     store_choice,
 )
@@ -102,9 +102,9 @@ def unpark(issue_ref: str, **options: Any) -> None:
     emit({"issue_id": issue_id, "outcome": "unparked"}, [f"jit-dispatch: unparked {issue_id[:8]}"], options["as_json"])
 
 
-def _resolve(tracker: Any, issue_ref: str) -> str:
+def _resolve(tracker: Tracker, issue_ref: str) -> str:
     try:
-        return resolve_issue(tracker, issue_ref)
+        return tracker.resolve_issue_id(issue_ref)
     except ValueError as exc:
         raise UsageError(f"ID: {exc}") from None
 

@@ -21,7 +21,7 @@ from .errors import TrackerError
 from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
 from .locks import LockTimeout, flock
 from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
-from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
+from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters, resolve_issue_id
 from .tracker import Settlement, Snapshot
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
@@ -171,6 +171,13 @@ class JitStore:
 
     def location_of(self, issue_id: str) -> str:
         return self.location
+
+    def resolve_issue_id(self, given: str) -> str:
+        return resolve_issue_id(given, self.issue_ids())
+
+    def record_result(self, result: object, max_attempts: int) -> str | None:
+        """The result lives in the step summary and the events already."""
+        return None
 
     def hurry(self, seconds: float) -> None:
         """Local writes take milliseconds; nothing to speed up."""

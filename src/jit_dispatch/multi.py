@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .models import Issue
-from .selection import Filters
+from .selection import Filters, resolve_issue_id
 from .tracker import Settlement, Snapshot, Tracker
 
 
@@ -65,6 +66,12 @@ class MultiTracker:
 
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)
+
+    def resolve_issue_id(self, given: str) -> str:
+        return resolve_issue_id(given, self.issue_ids())
+
+    def record_result(self, result: Any, max_attempts: int) -> str | None:
+        return self._store(result.issue.id).record_result(result, max_attempts) if result.issue else None
 
     def location_of(self, issue_id: str) -> str:
         return self._store(issue_id).location_of(issue_id)

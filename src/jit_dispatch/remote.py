@@ -42,7 +42,7 @@ from .errors import TrackerError
 from .gitcmd import Git, GitError, last_line, redact
 from .jit_store import JitStore
 from .models import Issue, issue_from_raw
-from .selection import Filters
+from .selection import Filters, resolve_issue_id
 from .tracker import Settlement, Snapshot
 
 T = TypeVar("T")
@@ -107,6 +107,12 @@ class RemoteJitTracker:
 
     def location_of(self, issue_id: str) -> str:
         return self.location
+
+    def resolve_issue_id(self, given: str) -> str:
+        return resolve_issue_id(given, self.issue_ids())
+
+    def record_result(self, result: object, max_attempts: int) -> str | None:
+        return None
 
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds

@@ -1,16 +1,10 @@
-"""The narrow interface every tracker backend implements (jit files, remote jit, GitHub Issues).
-
-Two optional methods, looked up with `getattr` by the CLI: `resolve_issue_id(given) -> str` for a
-backend with its own id syntax (GitHub: `#12`), and `record_result(result, max_attempts) -> str |
-None` to keep the finished run's report in the tracker (GitHub: the settle comment), returning a
-warning when that failed.
-"""
+"""The narrow interface every tracker backend implements (jit files, remote jit, GitHub Issues)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .models import Gate, Issue
 from .selection import Filters
@@ -43,6 +37,12 @@ class Tracker(Protocol):
 
     def issue_ids(self) -> list[str]:
         """Every issue id, for resolving `--issue` prefixes."""
+
+    def resolve_issue_id(self, given: str) -> str:
+        """A full id or a unique prefix (GitHub: `12`, `#12`, the URL); ValueError when none or several."""
+
+    def record_result(self, result: Any, max_attempts: int) -> str | None:
+        """Keep the finished run's report in the tracker (GitHub: the settle comment); a warning or None."""
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""

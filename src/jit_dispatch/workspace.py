@@ -15,7 +15,7 @@ from .errors import UsageError
 from .gitcmd import Git, GitError
 from .jit_store import JitStore
 from .multi import MultiTracker
-from .selection import Filters, resolve_issue_id
+from .selection import Filters
 from .tracker import Tracker
 
 if TYPE_CHECKING:
@@ -180,19 +180,13 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
         tracker.close()
 
 
-def resolve_issue(tracker: Tracker, given: str) -> str:
-    """A full id or unique prefix; a tracker with its own id syntax (GitHub: `#12`) resolves it itself."""
-    own = getattr(tracker, "resolve_issue_id", None)
-    return own(given) if own is not None else resolve_issue_id(given, tracker.issue_ids())
-
-
 def build_filters(
     tracker: Tracker, labels: tuple[str, ...], exclude: tuple[str, ...], min_priority: str | None, issue: str | None
 ) -> Filters:
     issue_id = None
     if issue:
         try:
-            issue_id = resolve_issue(tracker, issue)
+            issue_id = tracker.resolve_issue_id(issue)
         except ValueError as exc:
             raise UsageError(f"--issue: {exc}") from None
     return Filters(tuple(labels), tuple(exclude), min_priority, issue_id)
