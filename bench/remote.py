@@ -577,9 +577,9 @@ def profile_tables(profile: Profile) -> list[str]:
             f"### Where the claim latency goes ({n} runners, git shim on; median over {len(claimed)} claims)",
             "",
             f"Median latency in this wave: {fmt(total)} s (the shim adds a bash start to every git call). "
-            "Each row is a median over the claims, so the shares need not add up to 100 %. Git calls are "
-            "counted when they start before the command does: the claim's record starts in the background "
-            "just before the command, so under load its first calls (read-tree … push (branch)) land here too.",
+            "Each row is a median over the claims, so the shares need not add up to 100 %. A git call counts "
+            "here when it starts before the command does: the lock, the re-check after it, the first try at "
+            "recording the claim on the branch (read-tree … push (branch)), and background retries that overlap.",
             "",
             "| step before the command starts | calls per claim (median) | seconds per claim (median) | share |",
             "|---|---:|---:|---:|",
