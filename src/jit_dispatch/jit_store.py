@@ -21,8 +21,8 @@ from .errors import TrackerError
 from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
 from .locks import LockTimeout, flock
 from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
-from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters, resolve_issue_id
-from .tracker import Settlement, Snapshot
+from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
+from .tracker import Settlement, Snapshot, TrackerDefaults
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
 # never occurs inside a JSON string, so this finds the issue's own state without parsing.
@@ -51,7 +51,7 @@ class NewIssue:
     created_at: str | None = None
 
 
-class JitStore:
+class JitStore(TrackerDefaults):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
@@ -168,22 +168,6 @@ class JitStore:
 
     def issue_file(self, issue_id: str) -> Path:
         return self.issues_dir / f"{issue_id}.json"
-
-    def location_of(self, issue_id: str) -> str:
-        return self.location
-
-    def resolve_issue_id(self, given: str) -> str:
-        return resolve_issue_id(given, self.issue_ids())
-
-    def record_result(self, result: object, max_attempts: int) -> str | None:
-        """The result lives in the step summary and the events already."""
-        return None
-
-    def hurry(self, seconds: float) -> None:
-        """Local writes take milliseconds; nothing to speed up."""
-
-    def stats(self) -> dict[str, object]:
-        return {}
 
     # ----------------------------------------------------------------- writing
     @contextmanager

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .models import Issue
-from .selection import Filters, resolve_issue_id
-from .tracker import Settlement, Snapshot, Tracker
+from .selection import Filters
+from .tracker import Settlement, Snapshot, Tracker, TrackerDefaults
 
 
-class MultiTracker:
+class MultiTracker(TrackerDefaults):
     """Issue ids are UUIDs, so one id names one store; every call is routed to that store.
 
     Gate registries are merged (the first store's definition of a key wins), so a manual precheck
@@ -66,9 +66,6 @@ class MultiTracker:
 
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)
-
-    def resolve_issue_id(self, given: str) -> str:
-        return resolve_issue_id(given, self.issue_ids())
 
     def record_result(self, result: Any, max_attempts: int) -> str | None:
         return self._store(result.issue.id).record_result(result, max_attempts) if result.issue else None

@@ -42,8 +42,8 @@ from .errors import TrackerError
 from .gitcmd import Git, GitError, last_line, redact
 from .jit_store import JitStore
 from .models import Issue, issue_from_raw
-from .selection import Filters, resolve_issue_id
-from .tracker import Settlement, Snapshot
+from .selection import Filters
+from .tracker import Settlement, Snapshot, TrackerDefaults
 
 T = TypeVar("T")
 LOCK_PREFIX = "refs/jit-dispatch/claims/"
@@ -72,7 +72,7 @@ class RemoteSettings:
     orphan_lock_seconds: float = 600.0
 
 
-class RemoteJitTracker:
+class RemoteJitTracker(TrackerDefaults):
     """The jit store of `<remote>/<branch>:<jit_path>`, behind the same interface as `JitStore`."""
 
     def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
@@ -104,15 +104,6 @@ class RemoteJitTracker:
             "commits": list(self.commits),
             "notes": list(self.notes),
         }
-
-    def location_of(self, issue_id: str) -> str:
-        return self.location
-
-    def resolve_issue_id(self, given: str) -> str:
-        return resolve_issue_id(given, self.issue_ids())
-
-    def record_result(self, result: object, max_attempts: int) -> str | None:
-        return None
 
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .models import Gate, Issue
-from .selection import Filters
+from .selection import Filters, resolve_issue_id
 
 
 @dataclass
@@ -65,3 +65,28 @@ class Tracker(Protocol):
 
     def stats(self) -> dict[str, object]:
         """Backend figures for the report (remote mode: push attempts, commits)."""
+
+
+class TrackerDefaults:
+    """What most backends share: one location, prefix ids, nothing to keep, nothing to hurry."""
+
+    location: str
+
+    def issue_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def location_of(self, issue_id: str) -> str:
+        return self.location
+
+    def resolve_issue_id(self, given: str) -> str:
+        return resolve_issue_id(given, self.issue_ids())
+
+    def record_result(self, result: Any, max_attempts: int) -> str | None:
+        """The result lives in the step summary and the events already."""
+        return None
+
+    def hurry(self, seconds: float) -> None:
+        """Nothing slow to cut short."""
+
+    def stats(self) -> dict[str, object]:
+        return {}
