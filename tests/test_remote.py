@@ -616,3 +616,20 @@ def test_a_protected_state_branch_fails_before_the_command_runs(tmp_path: Path) 
     assert not marker.exists(), "the command never ran"
     assert remote.refs("refs/jit-dispatch/claims/") == [], "the lock was given back"
     assert remote.issue(remote.ids[0])["state"] == "ready"
+
+
+def test_a_lock_that_vanishes_between_listing_and_age_check_does_not_fail_the_run(tmp_path: Path) -> None:
+    """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before its age is read."""
+    from jit_dispatch.gitcmd import Git
+    from jit_dispatch.remote import RemoteJitTracker, RemoteSettings
+
+    remote = make_remote(tmp_path, [NewIssue("listed with a lock")])
+    clone = remote.clone(tmp_path / "clone")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    tracker = RemoteJitTracker(Git(clone), RemoteSettings(branch="main"), scratch)
+    try:
+        gone = {remote.ids[0]: "1" * 40}  # as listed a moment ago; no such ref on the remote now
+        assert tracker._live_locks(gone, {remote.ids[0]: "ready"}) == {remote.ids[0]}, "counted live, no error"
+    finally:
+        tracker.close()
