@@ -515,3 +515,21 @@ def test_reap_in_remote_mode_recovers_a_killed_runner_and_frees_its_issue(tmp_pa
     held = {h["issue_id"]: h["reason"] for h in listing.json.get("held", [])}
     assert victim not in held, f"reaped, but still held back: {held.get(victim)}"
     assert [i["issue_id"] for i in listing.json["dispatchable"]] == remote.ids, "the victim first again"
+
+
+def test_a_heartbeat_landing_between_the_reapers_look_and_its_write_wins(tmp_path: Path) -> None:
+    """The reaper releases only the claim it judged stale: a fresh sign of life makes it back off."""
+    store = JitStore.init(tmp_path / ".jit")
+    (issue_id,) = store.create_issues([NewIssue("long run")])
+    path = store.issue_file(issue_id)
+    raw = json.loads(path.read_text())
+    raw.update(state="in_progress", assignee="agent:w1")
+    raw["context"] = {"dispatch.claimed_at": "2026-01-01T00:00:00Z", "dispatch.attempts": "0"}
+    path.write_text(json.dumps(raw, indent=2))
+    seen = ("2026-01-01T00:00:00Z", None)  # what the reaper looked at
+    assert store.heartbeat(issue_id, "agent:w1")  # the runner is alive after all
+    before = path.read_bytes()
+    settlement = store.release(issue_id, "agent:w1", "stale claim", 3, seen=seen)
+    assert settlement.outcome == "lost" and path.read_bytes() == before
+    fresh = tuple(json.loads(before)["context"].get(k) for k in ("dispatch.claimed_at", "dispatch.heartbeat_at"))
+    assert store.release(issue_id, "agent:w1", "stale claim", 3, seen=fresh).outcome == "released"

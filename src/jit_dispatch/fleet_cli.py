@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import actions, report
+from . import actions, report, transitions
 from .console import warn
 from .errors import UsageError
 from .models import STATES, assignee_for
@@ -60,8 +60,9 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             reason = reap_reason(claim)
             outcome = "would release"
             if not dry_run:
-                outcome = tracker.release(claim.issue.id, claim.agent, reason, max_attempts).outcome
-                outcome = "skipped (settled meanwhile)" if outcome == "lost" else outcome
+                seen = transitions.liveness(claim.issue.raw)
+                outcome = tracker.release(claim.issue.id, claim.agent, reason, max_attempts, seen=seen).outcome
+                outcome = "skipped (alive or settled meanwhile)" if outcome == "lost" else outcome
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip

@@ -32,7 +32,7 @@ from . import github_logic as gl
 from .errors import TrackerError
 from .models import PARKED_LABEL, Issue
 from .selection import Filters, dispatch_reason, matches_filters
-from .tracker import Settlement, Snapshot
+from .tracker import Liveness, Settlement, Snapshot
 from .transitions import format_timestamp
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
@@ -369,7 +369,11 @@ class GitHubTracker:
             self._remove_label(number, gl.CLAIMED_LABEL)
         return Settlement("done", attempts)
 
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
+    def release(
+        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+    ) -> Settlement:
+        """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
+        claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
         number = self._number(issue_id)
         with self._api(f"release {issue_id}"):
             markers = self._markers(number)

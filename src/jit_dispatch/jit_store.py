@@ -22,7 +22,7 @@ from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ord
 from .locks import LockTimeout, flock
 from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
 from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
-from .tracker import Settlement, Snapshot, TrackerDefaults
+from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
 # never occurs inside a JSON string, so this finds the issue's own state without parsing.
@@ -257,11 +257,15 @@ class JitStore(TrackerDefaults):
             promoted.append(candidate.id)
         return tuple(promoted)
 
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
+    def release(
+        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+    ) -> Settlement:
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement("lost", current.failed_attempts if current else 0)
+            if seen is not None and transitions.liveness(current.raw) != seen:
+                return Settlement("lost", current.failed_attempts)  # it showed a sign of life meanwhile
             raw, events, outcome = transitions.release(
                 current.raw, reason, max_attempts, transitions.format_timestamp()
             )

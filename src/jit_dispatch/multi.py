@@ -7,7 +7,7 @@ from typing import Any
 
 from .models import Issue
 from .selection import Filters
-from .tracker import Settlement, Snapshot, Tracker, TrackerDefaults
+from .tracker import Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
 class MultiTracker(TrackerDefaults):
@@ -58,8 +58,10 @@ class MultiTracker(TrackerDefaults):
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         return self._store(issue_id).complete(issue_id, assignee)
 
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
-        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts)
+    def release(
+        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+    ) -> Settlement:
+        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts, seen=seen)
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         return self._store(issue_id).heartbeat(issue_id, assignee)

@@ -43,7 +43,7 @@ from .gitcmd import Git, GitError, last_line, redact
 from .jit_store import JitStore
 from .models import Issue, issue_from_raw
 from .selection import Filters
-from .tracker import Settlement, Snapshot, TrackerDefaults
+from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
 
 T = TypeVar("T")
 LOCK_PREFIX = "refs/jit-dispatch/claims/"
@@ -162,8 +162,12 @@ class RemoteJitTracker(TrackerDefaults):
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         return self._settle(issue_id, assignee, lambda store: store.complete(issue_id, assignee))
 
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement:
-        return self._settle(issue_id, assignee, lambda store: store.release(issue_id, assignee, reason, max_attempts))
+    def release(
+        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+    ) -> Settlement:
+        return self._settle(
+            issue_id, assignee, lambda store: store.release(issue_id, assignee, reason, max_attempts, seen=seen)
+        )
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         return self._transact(

@@ -22,6 +22,10 @@ class Snapshot:
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
 
 
+# A claim's signs of life as last seen: (dispatch.claimed_at, dispatch.heartbeat_at).
+Liveness = tuple[str | None, str | None]
+
+
 @dataclass(frozen=True)
 class Settlement:
     outcome: str  # done | gated | released | parked | lost
@@ -49,7 +53,11 @@ class Tracker(Protocol):
 
     def complete(self, issue_id: str, assignee: str) -> Settlement: ...
 
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int) -> Settlement: ...
+    def release(
+        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+    ) -> Settlement:
+        """Give the claim back with a reason; parks at `max_attempts`. With `seen` (the reaper), only if
+        the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins."""
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""

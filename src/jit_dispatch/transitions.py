@@ -110,6 +110,12 @@ def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
     return new, events
 
 
+def liveness(raw: Raw) -> tuple[str | None, str | None]:
+    """The claim's signs of life: (dispatch.claimed_at, dispatch.heartbeat_at)."""
+    context = raw.get("context", {})
+    return context.get(CTX_CLAIMED_AT), context.get(CTX_HEARTBEAT_AT)
+
+
 def still_ours(raw: Raw, assignee: str) -> bool:
     """At settle time: the claim is still this runner's (not reaped or reassigned)."""
     return raw.get("state") == "in_progress" and raw.get("assignee") == assignee
