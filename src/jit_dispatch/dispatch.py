@@ -155,6 +155,7 @@ def run_claimed(
     result.issue, result.attempt = claimed, claimed.failed_attempts + 1
     result.store = tracker.location_of(claimed.id)
     if cancel.signum is not None:  # cancelled between claim and start: give it straight back
+        tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
         reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any
 from . import transitions
 from .errors import TrackerError
 from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
-from .locks import LockTimeout, flock
+from .locks import LockTimeout, flock, lock_timeout_from_env
 from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
 from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
@@ -59,6 +60,7 @@ class JitStore(TrackerDefaults):
         self._gates: dict[str, Gate] | None = None
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
         self._promotion_view: tuple[dict[str, str], list[Issue]] | None = None  # from the last snapshot
+        self._deadline: float | None = None  # set by `hurry` after a cancellation
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -173,11 +175,24 @@ class JitStore(TrackerDefaults):
     @contextmanager
     def _locked(self, issue_id: str) -> Iterator[None]:
         """`.index.lock` then `issues/<id>.lock`, both exclusive: jit's order for a save."""
+        timeout = self._lock_timeout()
         try:
-            with flock(self.root / ".index.lock"), flock(self.issues_dir / f"{issue_id}.lock"):
+            with (
+                flock(self.root / ".index.lock", timeout=timeout),
+                flock(self.issues_dir / f"{issue_id}.lock", timeout=timeout),
+            ):
                 yield
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc}); is another jit process stuck?") from None
+
+    def hurry(self, seconds: float) -> None:
+        """After a cancellation, jit's locks are waited for only as long as the runner still gives us."""
+        self._deadline = time.monotonic() + seconds
+
+    def _lock_timeout(self) -> float:
+        if self._deadline is None:
+            return lock_timeout_from_env()
+        return max(0.0, min(lock_timeout_from_env(), self._deadline - time.monotonic()))
 
     def _write_issue(self, raw: dict[str, Any]) -> None:
         path = self.issue_file(raw["id"])
@@ -188,7 +203,7 @@ class JitStore(TrackerDefaults):
         if not events:
             return
         try:
-            with flock(self.root / ".events.lock"):
+            with flock(self.root / ".events.lock", timeout=self._lock_timeout()):
                 append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
             self.changed.add(self.root / "events.jsonl")
         except LockTimeout as exc:
