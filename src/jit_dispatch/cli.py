@@ -200,10 +200,7 @@ def _issue_line(issue: Issue) -> str:
 
 def _issue_json(issue: Issue) -> dict[str, Any]:
     return {
-        "issue_id": issue.id,
-        "short_id": issue.short_id,
-        "title": issue.title,
-        "priority": issue.priority,
+        **report.issue_json(issue),
         "labels": list(issue.labels),
         "created_at": issue.raw.get("created_at"),
         "attempts": issue.failed_attempts,

@@ -350,12 +350,15 @@ class GitHubTracker:
             return winner if winner.nonce == held.nonce else None
         return winner if winner.agent == assignee else None
 
+    def _our_claim(self, issue_id: str, assignee: str, number: int) -> tuple[gl.Marker | None, int]:
+        """Settling starts here: our winning claim (None: `lost`) and the failed attempts so far."""
+        markers = self._markers(number)
+        return self._ours(issue_id, assignee, markers), gl.failed_attempts(markers)
+
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         number = self._number(issue_id)
         with self._api(f"settle {issue_id}"):
-            markers = self._markers(number)
-            attempts = gl.failed_attempts(markers)
-            claim = self._ours(issue_id, assignee, markers)
+            claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement("lost", attempts)
             data = {"nonce": claim.nonce, "agent": assignee, "at": format_timestamp(), "run": claim.data.get("run")}
@@ -376,9 +379,7 @@ class GitHubTracker:
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
         number = self._number(issue_id)
         with self._api(f"release {issue_id}"):
-            markers = self._markers(number)
-            attempts = gl.failed_attempts(markers)
-            claim = self._ours(issue_id, assignee, markers)
+            claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement("lost", attempts)
             attempts += 1

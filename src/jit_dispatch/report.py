@@ -41,30 +41,37 @@ def plain(text: str) -> str:
     return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
 
 
+def _one_line(text: str, limit: int) -> str:
+    flat = plain(text)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def issue_json(issue: Issue) -> dict[str, Any]:
+    """How every JSON listing names an issue."""
+    return {"issue_id": issue.id, "short_id": issue.short_id, "title": issue.title, "priority": issue.priority}
+
+
 def md_text(text: str, limit: int = 300) -> str:
     """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
-    flat = plain(text)
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    escaped = html.escape(flat, quote=True).replace("@", "&#64;")
+    escaped = html.escape(_one_line(text, limit), quote=True).replace("@", "&#64;")
     return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
 
 
 def md_code_span(text: str, limit: int = 300) -> str:
     """Untrusted text as an inline code span that is also safe inside a table cell."""
-    flat = plain(text)
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
-    fence = "`" * (longest + 1)
+    flat = _one_line(text, limit)
+    fence = "`" * (_longest_backtick_run(flat) + 1)
     body = flat.replace("|", "\\|")
     return f"{fence} {body} {fence}"
 
 
 def md_code_block(text: str, info: str = "text") -> str:
     """A fenced block no content can close: the fence outruns every backtick run inside."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)
     return f"{fence}{info}\n{text}\n{fence}"
 
 

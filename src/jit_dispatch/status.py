@@ -9,7 +9,7 @@ from typing import Any
 from . import selection
 from .models import PARKED_LABEL, STATES, Issue
 from .reaper import Claim, dispatcher_claims, format_age
-from .report import md_text, plain
+from .report import issue_json, md_text, plain
 from .selection import Held
 from .tracker import Snapshot
 
@@ -55,7 +55,7 @@ def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: 
 def _claim_json(claim: Claim, stale_after: float) -> dict[str, Any]:
     dispatched = "dispatch.claimed_at" in claim.issue.context
     return {
-        **_issue_json(claim.issue),
+        **issue_json(claim.issue),
         "agent": claim.agent,
         "age_seconds": round(claim.claimed_age) if dispatched else None,
         "silent_seconds": round(claim.silent_for) if dispatched else None,
@@ -63,20 +63,16 @@ def _claim_json(claim: Claim, stale_after: float) -> dict[str, Any]:
     }
 
 
-def _issue_json(issue: Issue) -> dict[str, Any]:
-    return {"issue_id": issue.id, "short_id": issue.short_id, "title": issue.title, "priority": issue.priority}
-
-
 def status_json(status: Status) -> dict[str, Any]:
     """A stable schema: these keys, always present."""
     return {
         "store": status.location,
         "counts": status.counts,
-        "dispatchable": [_issue_json(i) for i in status.dispatchable],
-        "held": [{**_issue_json(h.issue), "reason": h.reason} for h in status.held],
-        "blocked": [{**_issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
+        "dispatchable": [issue_json(i) for i in status.dispatchable],
+        "held": [{**issue_json(h.issue), "reason": h.reason} for h in status.held],
+        "blocked": [{**issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
         "in_progress": [_claim_json(c, status.stale_after) for c in status.claims],
-        "parked": [{**_issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
+        "parked": [{**issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
         "warnings": status.warnings,
     }
 
