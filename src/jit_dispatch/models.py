@@ -21,6 +21,7 @@ STATES = ("backlog", "ready", "in_progress", "gated", "done", "rejected", "archi
 RESOLVED_STATES = frozenset({"done", "rejected"})
 
 PARKED_LABEL = "dispatch:parked"
+LOCK_PREFIX = "refs/jit-dispatch/claims/"  # remote mode: one lock ref per claimed issue under this
 
 # Keys of `context` owned by the dispatcher (design §3.2).
 CTX_CLAIMED_AT = "dispatch.claimed_at"

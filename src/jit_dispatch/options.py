@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .github_logic import DEFAULT_READY_LABEL, parse_priority_labels
-from .models import LABEL_PATTERN, PRIORITIES, parse_duration
+from .models import LABEL_PATTERN, LOCK_PREFIX, PRIORITIES, parse_duration
 
 # A plain GitHub label (`bug`, `good-first-issue`) for --tracker github; jit labels are namespaced.
 _PLAIN_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
@@ -101,7 +101,7 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env_option("--state-branch", help="Branch holding the tracker state. Default: the current branch."),
         env_option(
             "--lock-prefix",
-            default="refs/jit-dispatch/claims/",
+            default=LOCK_PREFIX,
             show_default=True,
             help="Ref namespace of the per-issue claim locks (--sync git).",
         ),

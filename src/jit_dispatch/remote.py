@@ -41,12 +41,11 @@ from . import transitions
 from .errors import TrackerError
 from .gitcmd import Git, GitError, last_line, redact
 from .jit_store import JitStore
-from .models import Issue, issue_from_raw
+from .models import LOCK_PREFIX, Issue, issue_from_raw
 from .selection import Filters
 from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
 
 T = TypeVar("T")
-LOCK_PREFIX = "refs/jit-dispatch/claims/"
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
 # Words git prints when a push lost a race (as opposed to failing): retry or move on.

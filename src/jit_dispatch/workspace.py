@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import UsageError
 from .gitcmd import Git, GitError
 from .jit_store import JitStore
+from .models import LOCK_PREFIX
 from .multi import MultiTracker
 from .selection import Filters
 from .tracker import Tracker
@@ -28,7 +29,7 @@ class StoreChoice:
     sync: str = "none"
     remote: str = "origin"
     state_branch: str | None = None
-    lock_prefix: str = "refs/jit-dispatch/claims/"
+    lock_prefix: str = LOCK_PREFIX
     author: str | None = None  # "Name <email>"
     skip_ci: bool = True
     tracker: str = "jit"  # or "github": the --github-* fields below; jit_dir/sync are not used then
