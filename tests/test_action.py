@@ -285,3 +285,22 @@ def test_action_reaps_stale_claims_first_and_writes_the_status_dashboard(
     assert summary.index("jit-dispatch · done") < summary.index("jit-dispatch status")
     assert "```mermaid" in summary and '"done" : 1' in summary and '"ready" : 1' in summary
     assert read_issue(root / ".jit", second)["state"] == "ready"
+
+
+def test_every_cli_option_reads_its_jit_dispatch_env_var() -> None:
+    """Design: every option is also readable from `JIT_DISPATCH_<NAME>` (how the Action passes inputs)."""
+    import click
+
+    from jit_dispatch.cli import cli
+
+    context = click.Context(cli)
+    for name in ("once", "ready", "reap", "status", "start"):
+        command = cli.get_command(context, name)
+        assert command is not None
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("help", "show_all", "single_cycle", "park"):
+                continue
+            long_name = next(o for o in param.opts if o.startswith("--")).lstrip("-")
+            expected = "JIT_DISPATCH_" + long_name.upper().replace("-", "_")
+            envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+            assert envvars[:1] == [expected], f"{name} {param.opts}: {param.envvar}"  # then e.g. GITHUB_TOKEN
