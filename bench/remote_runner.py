@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import GIT, BenchError, git, prepend_path, scrubbed_env  # first: jit_dispatch from the source tree
-from jit_dispatch.jit_store import JitStore, NewIssue
-from jit_dispatch.transitions import format_timestamp
+from jit_dispatch.domain.transitions import format_timestamp
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 SLEEP_SECONDS = 1.0
 MIXED_PRIORITIES = (("critical", 4), ("high", 8), ("normal", 16), ("low", 12))  # per 40 issues

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common import BenchError  # first: it makes jit_dispatch importable from the source tree
-from jit_dispatch import selection
-from jit_dispatch.jit_store import JitStore
-from jit_dispatch.jitfiles import dumps_event, dumps_pretty, ordered_issue
-from jit_dispatch.models import Gate, issue_from_raw
+from jit_dispatch.domain import selection
+from jit_dispatch.domain.issue import Gate, issue_from_raw
+from jit_dispatch.trackers.jit.files import dumps_event, dumps_pretty, ordered_issue
+from jit_dispatch.trackers.jit.store import JitStore
 
 GENERATOR_VERSION = 1  # bump whenever the fixture's shape changes: it is part of the cache key
 

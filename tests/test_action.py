@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT_ROOT, clean_env, git, make_remote, parse_outputs, read_issue
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 ACTION = yaml.safe_load((PROJECT_ROOT / "action.yml").read_text())
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]+?)\s*\}\}")
@@ -291,7 +291,7 @@ def test_every_cli_option_reads_its_jit_dispatch_env_var() -> None:
     """Design: every option is also readable from `JIT_DISPATCH_<NAME>` (how the Action passes inputs)."""
     import click
 
-    from jit_dispatch.cli import cli
+    from jit_dispatch.cli.main import cli
 
     context = click.Context(cli)
     for name in ("once", "ready", "reap", "status", "start"):

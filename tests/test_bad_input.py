@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CliRun, clean_env, read_issue, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 

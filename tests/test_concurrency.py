@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, read_events, read_issue
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 WORKERS = 14
 # A bare `sleep`: bash execs coreutils' sleep, which closes stdout just before it exits; the runner

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, read_issue, run_cli
-from jit_dispatch.cli import main
-from jit_dispatch.config import DispatchConfig, load_config
+from jit_dispatch.cli.config import DispatchConfig, load_config
+from jit_dispatch.cli.main import main
 from jit_dispatch.errors import UsageError
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 
@@ -360,7 +360,7 @@ def test_once_with_an_agent_missing_from_the_file_needs_a_command(tmp_path: Path
 # --------------------------------------------------------------------------- start-up cost
 PROBE = """\
 import json, sys
-from jit_dispatch.cli import main
+from jit_dispatch.cli.main import main
 try:
     main(sys.argv[2:])
 except SystemExit as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, read_events, read_issue
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 CAPACITY = {"agent:db-1": 1, "agent:web": 2, "agent:any": 3}

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from jit_dispatch import github_logic as gl
-from jit_dispatch.selection import Filters, plan
+from jit_dispatch.domain.selection import Filters, plan
+from jit_dispatch.trackers.github import rules
 
-SETTINGS = gl.GitHubSettings("octo-org/widgets")
+SETTINGS = rules.GitHubSettings("octo-org/widgets")
 BOT = {"login": "github-actions[bot]", "type": "Bot"}
 
 
@@ -20,11 +20,11 @@ def comment(cid: int, body: str, user: dict[str, Any] | None = None, association
 
 def claim(cid: int, nonce: str, agent: str = "agent:a", supersedes: tuple[str, ...] = ()) -> dict[str, Any]:
     data = {"nonce": nonce, "agent": agent, "run": "r", "at": "2025-06-01T12:00:00Z", "supersedes": list(supersedes)}
-    return comment(cid, gl.render_marker("claim", data) + "\nclaimed")
+    return comment(cid, rules.render_marker("claim", data) + "\nclaimed")
 
 
 def marker(cid: int, kind: str, nonce: str, **data: Any) -> dict[str, Any]:
-    return comment(cid, gl.render_marker(kind, {"nonce": nonce, **data}))
+    return comment(cid, rules.render_marker(kind, {"nonce": nonce, **data}))
 
 
 def raw_issue(number: int, labels: tuple[str, ...] = ("dispatch",), **extra: Any) -> dict[str, Any]:
@@ -44,12 +44,12 @@ def raw_issue(number: int, labels: tuple[str, ...] = ("dispatch",), **extra: Any
 
 
 def test_priority_mapping_parses_and_picks_the_most_urgent_label() -> None:
-    mapping = gl.parse_priority_labels("critical=P0, high=P1,normal=P2,low=P3")
+    mapping = rules.parse_priority_labels("critical=P0, high=P1,normal=P2,low=P3")
     assert mapping == (("critical", "P0"), ("high", "P1"), ("normal", "P2"), ("low", "P3"))
-    assert gl.priority_of(["p3", "P1", "bug"], mapping) == "high"  # case-insensitive, most urgent wins
-    assert gl.priority_of(["bug"], mapping) == "normal"  # unlabelled
-    assert gl.priority_of(["priority:critical"], gl.DEFAULT_PRIORITY_LABELS) == "critical"
-    assert gl.parse_priority_labels("critical=urgent") == (("critical", "urgent"),)  # partial is fine
+    assert rules.priority_of(["p3", "P1", "bug"], mapping) == "high"  # case-insensitive, most urgent wins
+    assert rules.priority_of(["bug"], mapping) == "normal"  # unlabelled
+    assert rules.priority_of(["priority:critical"], rules.DEFAULT_PRIORITY_LABELS) == "critical"
+    assert rules.parse_priority_labels("critical=urgent") == (("critical", "urgent"),)  # partial is fine
 
 
 @pytest.mark.parametrize(
@@ -58,28 +58,28 @@ def test_priority_mapping_parses_and_picks_the_most_urgent_label() -> None:
 )
 def test_priority_mapping_rejects_nonsense(text: str) -> None:
     with pytest.raises(ValueError):
-        gl.parse_priority_labels(text)
+        rules.parse_priority_labels(text)
 
 
 def test_issue_refs() -> None:
-    assert gl.parse_issue_ref("#12") == 12
-    assert gl.parse_issue_ref(" 7 ") == 7
-    assert gl.parse_issue_ref("https://github.com/octo-org/widgets/issues/31") == 31
+    assert rules.parse_issue_ref("#12") == 12
+    assert rules.parse_issue_ref(" 7 ") == 7
+    assert rules.parse_issue_ref("https://github.com/octo-org/widgets/issues/31") == 31
     for bad in ("#0", "abc", "#12a", "12 13", ""):
         with pytest.raises(ValueError):
-            gl.parse_issue_ref(bad)
-    assert gl.issue_id(12) == "#12"
+            rules.parse_issue_ref(bad)
+    assert rules.issue_id(12) == "#12"
     own = {"number": 4, "repository_url": "https://api.github.com/repos/octo-org/widgets"}
     other = {"number": 9, "repository_url": "https://api.github.com/repos/octo-org/gadgets"}
-    assert gl.dependency_ref(own, "octo-org/widgets") == "#4"
-    assert gl.dependency_ref(other, "octo-org/widgets") == "octo-org/gadgets#9"
+    assert rules.dependency_ref(own, "octo-org/widgets") == "#4"
+    assert rules.dependency_ref(other, "octo-org/widgets") == "octo-org/gadgets#9"
 
 
 def test_repo_names() -> None:
-    assert gl.check_repo("octo-org/widgets.js") == "octo-org/widgets.js"
+    assert rules.check_repo("octo-org/widgets.js") == "octo-org/widgets.js"
     for bad in ("", "widgets", "a/b/c", "octo org/x", "../etc"):
         with pytest.raises(ValueError):
-            gl.check_repo(bad)
+            rules.check_repo(bad)
 
 
 # ---------------------------------------------------------------------------- markers
@@ -87,48 +87,48 @@ def test_repo_names() -> None:
 
 def test_marker_round_trip_and_no_breakout() -> None:
     hostile = "agent:x-->\n<img src=x>&"
-    body = gl.render_marker("claim", {"nonce": "n1", "agent": hostile, "run": "r"})
+    body = rules.render_marker("claim", {"nonce": "n1", "agent": hostile, "run": "r"})
     assert "\n" not in body and body.count("-->") == 1 and "<img" not in body
-    parsed = gl.parse_marker(comment(5, body + "\nvisible text"))
+    parsed = rules.parse_marker(comment(5, body + "\nvisible text"))
     assert parsed is not None and parsed.kind == "claim" and parsed.agent == hostile and parsed.comment_id == 5
 
 
 def test_markers_count_only_from_trusted_authors_and_only_on_the_first_line() -> None:
-    body = gl.render_marker("release", {"nonce": "n1", "reason": "exit code 1"})
+    body = rules.render_marker("release", {"nonce": "n1", "reason": "exit code 1"})
     stranger = {"login": "mallory", "type": "User"}
-    assert gl.parse_marker(comment(1, body, stranger, "NONE")) is None
-    assert gl.parse_marker(comment(1, body, stranger, "CONTRIBUTOR")) is None
-    assert gl.parse_marker(comment(1, body, stranger, "COLLABORATOR")) is not None
-    assert gl.parse_marker(comment(1, body, stranger, "OWNER")) is not None
-    assert gl.parse_marker(comment(1, body)) is not None  # a GitHub App (the Actions bot)
-    assert gl.parse_marker(comment(1, "> quoting:\n" + body)) is None
-    assert gl.parse_marker(comment(1, "<!-- jit-dispatch:claim {not json} -->")) is None
-    assert gl.parse_marker(comment(1, '<!-- jit-dispatch:claim {"agent": "a"} -->')) is None  # no nonce
-    assert gl.parse_marker(comment(1, '<!-- jit-dispatch:steal {"nonce": "a"} -->')) is None
+    assert rules.parse_marker(comment(1, body, stranger, "NONE")) is None
+    assert rules.parse_marker(comment(1, body, stranger, "CONTRIBUTOR")) is None
+    assert rules.parse_marker(comment(1, body, stranger, "COLLABORATOR")) is not None
+    assert rules.parse_marker(comment(1, body, stranger, "OWNER")) is not None
+    assert rules.parse_marker(comment(1, body)) is not None  # a GitHub App (the Actions bot)
+    assert rules.parse_marker(comment(1, "> quoting:\n" + body)) is None
+    assert rules.parse_marker(comment(1, "<!-- jit-dispatch:claim {not json} -->")) is None
+    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:claim {"agent": "a"} -->')) is None  # no nonce
+    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:steal {"nonce": "a"} -->')) is None
 
 
 def test_lowest_live_claim_wins() -> None:
-    markers = gl.parse_markers([claim(30, "late"), claim(20, "early"), claim(25, "middle")])
-    assert gl.winning_claim(markers).nonce == "early"
+    markers = rules.parse_markers([claim(30, "late"), claim(20, "early"), claim(25, "middle")])
+    assert rules.winning_claim(markers).nonce == "early"
     # a release (or done) marker of the same nonce ends a claim; the next lowest wins
-    markers = gl.parse_markers([claim(20, "early"), claim(30, "late"), marker(40, "release", "early")])
-    assert gl.winning_claim(markers).nonce == "late"
-    markers = gl.parse_markers([claim(20, "a"), marker(21, "done", "a")])
-    assert gl.winning_claim(markers) is None
+    markers = rules.parse_markers([claim(20, "early"), claim(30, "late"), marker(40, "release", "early")])
+    assert rules.winning_claim(markers).nonce == "late"
+    markers = rules.parse_markers([claim(20, "a"), marker(21, "done", "a")])
+    assert rules.winning_claim(markers) is None
     # a release marker older than the claim does not end it
-    markers = gl.parse_markers([marker(10, "release", "a"), claim(20, "a")])
-    assert gl.winning_claim(markers).nonce == "a"
+    markers = rules.parse_markers([marker(10, "release", "a"), claim(20, "a")])
+    assert rules.winning_claim(markers).nonce == "a"
 
 
 def test_a_claim_superseding_an_abandoned_one_wins() -> None:
     """Someone removed `dispatch:claimed` and another runner claimed: the old claim is dead."""
-    markers = gl.parse_markers([claim(20, "old"), claim(30, "new", supersedes=("old",))])
-    assert [c.nonce for c in gl.live_claims(markers)] == ["new"]
-    assert gl.winning_claim(markers).nonce == "new"
+    markers = rules.parse_markers([claim(20, "old"), claim(30, "new", supersedes=("old",))])
+    assert [c.nonce for c in rules.live_claims(markers)] == ["new"]
+    assert rules.winning_claim(markers).nonce == "new"
 
 
 def test_attempts_count_failure_markers_since_the_last_reset() -> None:
-    markers = gl.parse_markers(
+    markers = rules.parse_markers(
         [
             claim(1, "a"),
             marker(2, "release", "a", reason="exit code 1"),
@@ -136,17 +136,17 @@ def test_attempts_count_failure_markers_since_the_last_reset() -> None:
             marker(4, "release", "b", reason="timed out after 5s"),
         ]
     )
-    assert gl.failed_attempts(markers) == 2
-    context = gl.marker_context(markers)
+    assert rules.failed_attempts(markers) == 2
+    context = rules.marker_context(markers)
     assert context["dispatch.attempts"] == "2" and context["dispatch.last_reason"] == "timed out after 5s"
     assert "dispatch.claimed_at" not in context
-    assert gl.failed_attempts([*markers, *gl.parse_markers([marker(5, "reset", "u")])]) == 0
+    assert rules.failed_attempts([*markers, *rules.parse_markers([marker(5, "reset", "u")])]) == 0
 
 
 def test_context_of_a_live_claim() -> None:
     data = {"nonce": "n", "agent": "agent:a", "run": "https://run", "at": "2025-06-01T12:00:00Z", "beat": "B"}
-    markers = gl.parse_markers([comment(9, gl.render_marker("claim", data))])
-    context = gl.marker_context(markers)
+    markers = rules.parse_markers([comment(9, rules.render_marker("claim", data))])
+    context = rules.marker_context(markers)
     assert context["dispatch.claimed_at"] == "2025-06-01T12:00:00Z"
     assert context["dispatch.run"] == "https://run"
     assert context["dispatch.heartbeat_at"] == "B"
@@ -156,28 +156,28 @@ def test_context_of_a_live_claim() -> None:
 
 
 def test_states() -> None:
-    assert gl.state_of(raw_issue(1), "dispatch") == "ready"
-    assert gl.state_of(raw_issue(1, ("Dispatch",)), "dispatch") == "ready"  # labels are case-insensitive
-    assert gl.state_of(raw_issue(1, ("bug",)), "dispatch") == "backlog"
-    assert gl.state_of(raw_issue(1, ("dispatch", "dispatch:claimed")), "dispatch") == "in_progress"
-    assert gl.state_of(raw_issue(1, state="closed", state_reason="completed"), "dispatch") == "done"
-    assert gl.state_of(raw_issue(1, state="closed", state_reason="not_planned"), "dispatch") == "rejected"
-    assert gl.is_pull_request(raw_issue(1, pull_request={"url": "u"}))
-    assert not gl.is_pull_request(raw_issue(1))
+    assert rules.state_of(raw_issue(1), "dispatch") == "ready"
+    assert rules.state_of(raw_issue(1, ("Dispatch",)), "dispatch") == "ready"  # labels are case-insensitive
+    assert rules.state_of(raw_issue(1, ("bug",)), "dispatch") == "backlog"
+    assert rules.state_of(raw_issue(1, ("dispatch", "dispatch:claimed")), "dispatch") == "in_progress"
+    assert rules.state_of(raw_issue(1, state="closed", state_reason="completed"), "dispatch") == "done"
+    assert rules.state_of(raw_issue(1, state="closed", state_reason="not_planned"), "dispatch") == "rejected"
+    assert rules.is_pull_request(raw_issue(1, pull_request={"url": "u"}))
+    assert not rules.is_pull_request(raw_issue(1))
 
 
 def test_people_assigned_hold_an_issue_back_bots_do_not() -> None:
     person = {"login": "octocat", "type": "User"}
     bot = {"login": "Copilot", "type": "Bot"}
-    held = gl.to_issue(raw_issue(1, assignees=[bot, person]), SETTINGS)
+    held = rules.to_issue(raw_issue(1, assignees=[bot, person]), SETTINGS)
     assert held.assignee == "github:octocat"
-    assert gl.to_issue(raw_issue(1, assignees=[bot]), SETTINGS).assignee is None
-    include = gl.GitHubSettings("octo-org/widgets", include_assigned=True)
-    assert gl.to_issue(raw_issue(1, assignees=[person]), include).assignee is None
+    assert rules.to_issue(raw_issue(1, assignees=[bot]), SETTINGS).assignee is None
+    include = rules.GitHubSettings("octo-org/widgets", include_assigned=True)
+    assert rules.to_issue(raw_issue(1, assignees=[person]), include).assignee is None
 
 
 def test_issue_fields_and_parked_label_spelling() -> None:
-    issue = gl.to_issue(raw_issue(42, ("dispatch", "Dispatch:Parked", "priority:high")), SETTINGS)
+    issue = rules.to_issue(raw_issue(42, ("dispatch", "Dispatch:Parked", "priority:high")), SETTINGS)
     assert issue.id == "#42" and issue.short_id == "#42" and issue.priority == "high"
     assert "dispatch:parked" in issue.labels  # canonical spelling, so selection holds it back
     assert issue.raw["number"] == 42
@@ -194,39 +194,40 @@ def test_order_is_priority_then_creation_then_number() -> None:
         raw_issue(1000, ("dispatch", "priority:critical"), created_at="2025-06-01T00:00:00Z"),
         raw_issue(5, ("dispatch", "priority:low"), created_at="2025-01-01T00:00:00Z"),
     ]
-    issues = [gl.to_issue(r, SETTINGS) for r in raws]
+    issues = [rules.to_issue(r, SETTINGS) for r in raws]
     states = {i.id: i.state for i in issues}
     order = [i.id for i in plan(issues, states, {}, Filters()).dispatchable]
     assert order == ["#1000", "#99", "#100", "#7", "#5"]
 
 
 def test_blocked_issue_is_not_available_until_its_blocker_closes() -> None:
-    issue = gl.to_issue(raw_issue(3), SETTINGS, dependencies=("#1", "octo-org/gadgets#9"))
+    issue = rules.to_issue(raw_issue(3), SETTINGS, dependencies=("#1", "octo-org/gadgets#9"))
     open_states = {"#3": "ready", "#1": "ready", "octo-org/gadgets#9": "done"}
     assert not plan([issue], open_states, {}, Filters()).dispatchable
     assert plan([issue], {**open_states, "#1": "done"}, {}, Filters()).dispatchable == [issue]
-    assert gl.open_blockers(raw_issue(3)) is None
-    assert gl.open_blockers(raw_issue(3, issue_dependencies_summary={"blocked_by": 2, "total_blocked_by": 3})) == 2
+    assert rules.open_blockers(raw_issue(3)) is None
+    assert rules.open_blockers(raw_issue(3, issue_dependencies_summary={"blocked_by": 2, "total_blocked_by": 3})) == 2
 
 
 def test_comments_fit_githubs_limit() -> None:
-    head = gl.render_marker("done", {"nonce": "n"}) + "\ndone"
-    assert gl.fit_comment(head, "short") == head + "\n\nshort"
-    long = gl.fit_comment(head, "x" * 100_000)
-    assert len(long) == gl.COMMENT_LIMIT and long.startswith(head) and long.endswith(gl.FIT_NOTE)
-    assert json.loads(gl.render_marker("done", {"nonce": "n"})[len("<!-- jit-dispatch:done ") : -4]) == {"nonce": "n"}
+    head = rules.render_marker("done", {"nonce": "n"}) + "\ndone"
+    assert rules.fit_comment(head, "short") == head + "\n\nshort"
+    long = rules.fit_comment(head, "x" * 100_000)
+    assert len(long) == rules.COMMENT_LIMIT and long.startswith(head) and long.endswith(rules.FIT_NOTE)
+    marker = rules.render_marker("done", {"nonce": "n"})
+    assert json.loads(marker[len("<!-- jit-dispatch:done ") : -4]) == {"nonce": "n"}
 
 
 # ---------------------------------------------------------------------------- API failures and texts
 
 
 def test_which_failures_a_write_retries() -> None:
-    assert gl.retry_wait(None, "", {}, 1) == 0.5  # no answer at all
-    assert gl.retry_wait(502, "Bad Gateway", {}, 2) == 1.0
-    assert gl.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1) == 3.0
-    assert gl.retry_wait(403, "API rate limit exceeded", {"x-ratelimit-remaining": "0"}, 1) is None  # far away
-    assert gl.retry_wait(403, "Resource not accessible by integration", {}, 1) is None
-    assert gl.retry_wait(422, "Validation Failed", {}, 1) is None
+    assert rules.retry_wait(None, "", {}, 1) == 0.5  # no answer at all
+    assert rules.retry_wait(502, "Bad Gateway", {}, 2) == 1.0
+    assert rules.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1) == 3.0
+    assert rules.retry_wait(403, "API rate limit exceeded", {"x-ratelimit-remaining": "0"}, 1) is None  # far away
+    assert rules.retry_wait(403, "Resource not accessible by integration", {}, 1) is None
+    assert rules.retry_wait(422, "Validation Failed", {}, 1) is None
 
 
 @pytest.mark.parametrize(
@@ -242,17 +243,17 @@ def test_which_failures_a_write_retries() -> None:
     ],
 )
 def test_errors_name_the_fix(status: int, message: str, headers: dict[str, str], words: list[str]) -> None:
-    line = gl.explain("claim #1", status, message, headers, "o/r")
+    line = rules.explain("claim #1", status, message, headers, "o/r")
     assert line.startswith("claim #1: ") and "\n" not in line
     assert all(word in line for word in words)
 
 
 def test_comment_texts_are_inert() -> None:
-    assert "[workflow run](https://github.com/o/r/actions/runs/1)" in gl.claim_text(
+    assert "[workflow run](https://github.com/o/r/actions/runs/1)" in rules.claim_text(
         "agent:a", "https://github.com/o/r/actions/runs/1"
     )
-    assert "](" not in gl.claim_text("agent:a", "https://x) [click](https://evil")
-    assert "](" not in gl.claim_text("agent:a", "host:123")
-    text = gl.release_text("agent:a", "command not found: <script>@team", 3, 3, parked=True)
+    assert "](" not in rules.claim_text("agent:a", "https://x) [click](https://evil")
+    assert "](" not in rules.claim_text("agent:a", "host:123")
+    text = rules.release_text("agent:a", "command not found: <script>@team", 3, 3, parked=True)
     assert "<script>" not in text and "@team" not in text and "dispatch:parked" in text
-    assert gl.done_text("agent:a", 2).endswith("(attempt 2).")
+    assert rules.done_text("agent:a", 2).endswith("(attempt 2).")

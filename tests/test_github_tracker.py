@@ -22,15 +22,15 @@ import responses
 
 from conftest import PROJECT_ROOT, clean_env, parse_outputs
 from github_fake import REPO, FakeGitHub, user
-from jit_dispatch import github_logic as gl
-from jit_dispatch import github_tracker
-from jit_dispatch.cli import main
-from jit_dispatch.dispatch import Request, dispatch_once
+from jit_dispatch.cli.main import main
+from jit_dispatch.domain.selection import Filters, plan
+from jit_dispatch.engine.dispatch import Request, dispatch_once
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.github_tracker import GitHubTracker
-from jit_dispatch.jit_store import JitStore, NewIssue
-from jit_dispatch.runner import CancelToken, RunResult
-from jit_dispatch.selection import Filters, plan
+from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import tracker as github_tracker
+from jit_dispatch.trackers.github.tracker import GitHubTracker
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 TOKEN = "ghs_0123456789abcdefSECRETtoken0123456789"
 COMMENTS = r"/repos/octo-org/widgets/issues/\d+/comments"
@@ -50,7 +50,7 @@ def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tracker(**settings: Any) -> GitHubTracker:
-    return GitHubTracker(gl.GitHubSettings(REPO, **settings), TOKEN, sleep=lambda _s: None)
+    return GitHubTracker(rules.GitHubSettings(REPO, **settings), TOKEN, sleep=lambda _s: None)
 
 
 class Hooks:
@@ -74,8 +74,8 @@ def dispatch(t: GitHubTracker, command: str = "echo working on {issue_id}", hook
     return dispatch_once(t, request, CancelToken(), hooks or Hooks(), base_env=clean_env())
 
 
-def markers(fake: FakeGitHub, number: int) -> list[gl.Marker]:
-    return gl.parse_markers(fake.comments[number])
+def markers(fake: FakeGitHub, number: int) -> list[rules.Marker]:
+    return rules.parse_markers(fake.comments[number])
 
 
 # ---------------------------------------------------------------------------- selection
@@ -89,7 +89,7 @@ def test_listing_paginates_skips_pull_requests_and_orders_by_priority_time_numbe
     fake.add_issue(5, "same second, higher number", created_at="2025-02-01T00:00:00Z")
     fake.add_issue(6, "low", labels=("dispatch", "P3"))
     fake.add_issue(7, "not for the dispatcher", labels=("bug",))
-    t = tracker(priority_labels=gl.parse_priority_labels("critical=P0,high=P1,normal=P2,low=P3"))
+    t = tracker(priority_labels=rules.parse_priority_labels("critical=P0,high=P1,normal=P2,low=P3"))
     snapshot = t.snapshot()
     assert fake.count("GET", r"/repos/octo-org/widgets/issues") == 3  # 6 labelled items, 2 a page, via Link
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, Filters())
@@ -191,7 +191,7 @@ def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
     assert result.outcome == "released"
     assert t.record_result(result, 3) is None
     body = fake.bodies(1)[-1]
-    assert len(body) < gl.COMMENT_LIMIT and body.startswith("<!-- jit-dispatch:release ")
+    assert len(body) < rules.COMMENT_LIMIT and body.startswith("<!-- jit-dispatch:release ")
 
 
 def test_failure_releases_with_reason_and_parks_at_the_limit(fake: FakeGitHub) -> None:
@@ -217,8 +217,8 @@ def test_a_strangers_fake_markers_do_not_count(fake: FakeGitHub) -> None:
     fake.add_issue(1)
     mallory = user("mallory", uid=666)
     for n in range(5):
-        fake.add_comment(1, gl.render_marker("release", {"nonce": f"x{n}", "reason": "forged"}), mallory, "NONE")
-    fake.add_comment(1, gl.render_marker("claim", {"nonce": "forged", "agent": "agent:mallory"}), mallory)
+        fake.add_comment(1, rules.render_marker("release", {"nonce": f"x{n}", "reason": "forged"}), mallory, "NONE")
+    fake.add_comment(1, rules.render_marker("claim", {"nonce": "forged", "agent": "agent:mallory"}), mallory)
     result = dispatch(tracker(), "exit 1", max_attempts=3)
     assert (result.outcome, result.attempt) == ("released", 1)
 
@@ -241,7 +241,7 @@ def test_heartbeat_edits_the_claim_comment(fake: FakeGitHub) -> None:
     comments_before = len(fake.comments[1])
     assert t.heartbeat("#1", "agent:a") is True
     assert len(fake.comments[1]) == comments_before
-    assert "dispatch.heartbeat_at" in gl.marker_context(markers(fake, 1))
+    assert "dispatch.heartbeat_at" in rules.marker_context(markers(fake, 1))
     assert tracker().heartbeat("#1", "agent:a") is False  # not this process's claim
 
 
@@ -259,7 +259,7 @@ def test_claim_race_lower_comment_wins_and_the_loser_takes_the_next_issue(fake: 
     result = dispatch(a, "echo A on {issue_id}")
     assert got["b"] is not None and got["b"].id == "#1" and got["b"].assignee == "agent:b"
     assert result.outcome == "done" and result.issue.id == "#2"  # A lost #1 and moved on
-    live = gl.live_claims(markers(fake, 1))
+    live = rules.live_claims(markers(fake, 1))
     assert [c.agent for c in live] == ["agent:b"]  # A deleted its own claim comment
     assert fake.count("DELETE", r"/repos/octo-org/widgets/issues/comments/\d+") == 1
     assert "dispatch:claimed" in fake.labels(1) and fake.issues[1]["state"] == "open"
@@ -288,7 +288,7 @@ def test_taking_an_issue_back_by_removing_the_label_makes_the_old_run_lost(fake:
     assert result.outcome == "lost"
     assert fake.issues[1]["state"] == "open"  # not closed by the runner that lost it
     assert [m.kind for m in markers(fake, 1)] == ["claim", "claim"]  # and no comment as owner
-    assert gl.winning_claim(markers(fake, 1)).agent == "agent:b"
+    assert rules.winning_claim(markers(fake, 1)).agent == "agent:b"
 
 
 def test_reaped_claim_is_lost_and_the_reaper_sees_claims_like_jit_ones(fake: FakeGitHub) -> None:
@@ -480,10 +480,10 @@ def test_cli_status_reap_and_release_work_on_github(
     monkeypatch.delenv("GITHUB_ACTIONS")
     fake.add_issue(1, "stale", labels=("dispatch", "dispatch:claimed"))
     old = {"nonce": "n-old", "agent": "agent:gone", "run": "https://run/0", "at": "2025-01-01T00:00:00Z"}
-    fake.add_comment(1, gl.render_marker("claim", old) + "\nclaimed")
+    fake.add_comment(1, rules.render_marker("claim", old) + "\nclaimed")
     fake.add_issue(2, "running", labels=("dispatch", "dispatch:claimed"))
     fresh = {**old, "nonce": "n-new", "agent": "agent:busy", "at": gl_now()}
-    fake.add_comment(2, gl.render_marker("claim", fresh) + "\nclaimed")
+    fake.add_comment(2, rules.render_marker("claim", fresh) + "\nclaimed")
     fake.add_issue(3, "waiting", labels=("dispatch", "priority:high"))
 
     assert run_main("status", "--tracker", "github", "--json") == 0
@@ -503,7 +503,7 @@ def test_cli_status_reap_and_release_work_on_github(
 
 
 def gl_now() -> str:
-    from jit_dispatch.transitions import format_timestamp
+    from jit_dispatch.domain.transitions import format_timestamp
 
     return format_timestamp()
 
@@ -547,18 +547,18 @@ def test_the_jit_path_never_imports_pygithub(tmp_path: Path) -> None:
     store.create_issues([NewIssue("one")])
     script = (
         "import sys\n"
-        "from jit_dispatch.cli import main\n"
+        "from jit_dispatch.cli.main import main\n"
         "try:\n"
         "    main(['once', '--agent', 'ci', '--command', 'true'])\n"
         "except SystemExit as exc:\n"
         "    print('exit', exc.code)\n"
-        "print('github' in sys.modules, 'jit_dispatch.github_tracker' in sys.modules)\n"
+        "print('github' in sys.modules, 'jit_dispatch.trackers.github.tracker' in sys.modules)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
     )
     assert proc.stdout.splitlines()[-2:] == ["exit 0", "False False"], proc.stderr
-    assert (PROJECT_ROOT / "src" / "jit_dispatch" / "github_tracker.py").is_file()
+    assert (PROJECT_ROOT / "src" / "jit_dispatch" / "trackers" / "github" / "tracker.py").is_file()
 
 
 def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_tracker() -> None:

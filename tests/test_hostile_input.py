@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, read_issue, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 TITLE = (
     "Fix $(touch PWNED1) and `touch PWNED2`; touch PWNED3 & touch PWNED4 | tee PWNED5 "

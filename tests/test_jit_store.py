@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from conftest import clean_env, read_events, read_issue, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
-from jit_dispatch.jitfiles import ISSUE_FIELDS
-from jit_dispatch.models import issue_from_raw
+from jit_dispatch.domain.issue import issue_from_raw
+from jit_dispatch.trackers.jit.files import ISSUE_FIELDS
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -170,10 +170,11 @@ def test_a_dependent_is_promoted_when_its_last_dependency_finished_during_the_ru
     (x,) = store.create_issues([NewIssue("X", dependencies=(a, b))])
     other = store.root.parent / "finish-b.py"
     other.write_text(
-        "import sys\nfrom pathlib import Path\nfrom jit_dispatch.jit_store import JitStore\n"
+        "import sys\nfrom pathlib import Path\nfrom jit_dispatch.trackers.jit.store import JitStore\n"
+        "from jit_dispatch.domain.selection import Filters\n"
         "s = JitStore(Path(sys.argv[1]))\n"
         "s.snapshot()\n"
-        "assert s.claim(sys.argv[2], 'agent:other', 'test', __import__('jit_dispatch.selection').selection.Filters())\n"
+        "assert s.claim(sys.argv[2], 'agent:other', 'test', Filters())\n"
         "print(s.complete(sys.argv[2], 'agent:other').outcome)\n"
     )
     finish_b = f"{sys.executable} {other} {store.root} {b}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_events, read_issue, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 
 def files(root: Path) -> dict[str, bytes]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CliRun, clean_env, git, make_remote, read_events, read_issue, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
-from jit_dispatch.models import issue_from_raw
-from jit_dispatch.reaper import Claim, agent_matches, format_age, reap_reason, stale_claims
+from jit_dispatch.domain.issue import issue_from_raw
+from jit_dispatch.domain.staleness import Claim, agent_matches, format_age, reap_reason, stale_claims
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from conftest import GIT_IDENTITY, Remote, clean_env, git, make_remote, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
-from jit_dispatch.models import issue_from_raw
+from jit_dispatch.domain.issue import issue_from_raw
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 LOCKS = "refs/jit-dispatch/claims/"
 EMPTY_TREE_INPUT = b""
@@ -620,8 +620,8 @@ def test_a_protected_state_branch_fails_before_the_command_runs(tmp_path: Path) 
 
 def test_a_lock_that_vanishes_between_listing_and_age_check_does_not_fail_the_run(tmp_path: Path) -> None:
     """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before its age is read."""
-    from jit_dispatch.gitcmd import Git
-    from jit_dispatch.remote import RemoteJitTracker, RemoteSettings
+    from jit_dispatch.trackers.remote.git import Git
+    from jit_dispatch.trackers.remote.tracker import RemoteJitTracker, RemoteSettings
 
     remote = make_remote(tmp_path, [NewIssue("listed with a lock")])
     clone = remote.clone(tmp_path / "clone")

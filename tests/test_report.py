@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from conftest import parse_outputs
-from jit_dispatch import actions, report
-from jit_dispatch.dispatch import Result, exit_code_for
-from jit_dispatch.invocation import command_env, expand_command, failure_reason, shell_argv
-from jit_dispatch.runner import RunResult
-from jit_dispatch.selection import Held
+from jit_dispatch.domain.selection import Held
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.engine.dispatch import Result, exit_code_for
+from jit_dispatch.process.child import RunResult
+from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
+from jit_dispatch.report import actions, summary
 from test_selection import make_issue
 
 HOSTILE = "$(touch x) `id`; rm -rf ~ | <script>alert(1)</script> </details> ```\n::error::boom @team [x](y) *b* Ünï ✓"
@@ -37,11 +38,12 @@ def result_for(title: str, **fields: object) -> Result:
         "output_bytes": 12345,
     }
     values.update(fields)
+    values["outcome"] = Outcome(values["outcome"])
     return Result(**values)  # type: ignore[arg-type]
 
 
 def test_summary_renders_hostile_title_inert() -> None:
-    markdown = report.summary_markdown(result_for(HOSTILE), max_attempts=3)
+    markdown = summary.summary_markdown(result_for(HOSTILE), max_attempts=3)
     assert "<script" not in markdown and "</details> ```" not in markdown
     assert markdown.count("</details>") == 1, "only the dispatcher's own details block closes"
     assert "@team" not in markdown, "no @-mentions from strangers"
@@ -58,34 +60,34 @@ def test_summary_renders_hostile_title_inert() -> None:
 
 def test_summary_for_idle_lists_held_issues() -> None:
     held = [Held(make_issue(f"{n:08d}-x", priority="high"), "manual precheck not passed: tdd") for n in range(25)]
-    markdown = report.summary_markdown(
-        Result("idle", "agent:w1", ".jit", reason="no dispatchable issue (25 ready but held back)", held=held), 3
+    markdown = summary.summary_markdown(
+        Result(Outcome.IDLE, "agent:w1", ".jit", reason="no dispatchable issue (25 ready but held back)", held=held), 3
     )
     assert markdown.startswith("### 💤 jit-dispatch · idle")
-    assert markdown.count("manual precheck not passed: tdd") == report.HELD_ROWS
+    assert markdown.count("manual precheck not passed: tdd") == summary.HELD_ROWS
     assert "5 more" in markdown
 
 
 def test_output_tail_keeps_the_last_lines_within_budget() -> None:
     text = "".join(f"\x1b[31mline {n}\x1b[0m\r\n" for n in range(10_000))
-    tail = report.output_tail(text)
+    tail = summary.output_tail(text)
     assert tail.splitlines()[-1] == "line 9999"
-    assert len(tail.splitlines()) == report.TAIL_LINES and "\x1b" not in tail
-    assert len(report.output_tail("x" * 10_000_000)) == report.TAIL_CHARS
+    assert len(tail.splitlines()) == summary.TAIL_LINES and "\x1b" not in tail
+    assert len(summary.output_tail("x" * 10_000_000)) == summary.TAIL_CHARS
 
 
 def test_plain_strips_terminal_escapes_and_bidi_controls() -> None:
-    assert report.plain("a\x1b]0;title\x07b\x1b[2Jc\u202ed\nnext") == "abcd next"
+    assert summary.plain("a\x1b]0;title\x07b\x1b[2Jc\u202ed\nnext") == "abcd next"
 
 
 def test_outputs_round_trip_through_random_delimiters(tmp_path: Path) -> None:
     path = tmp_path / "output"
-    outputs = report.step_outputs(result_for(HOSTILE + "\nghadelimiter_fake\nEOF"))
+    outputs = summary.step_outputs(result_for(HOSTILE + "\nghadelimiter_fake\nEOF"))
     actions.write_outputs(path, outputs)
     parsed = parse_outputs(path.read_text())
     assert parsed == outputs
     assert parsed["claimed"] == "true" and parsed["exit-code"] == "7" and parsed["attempt"] == "2"
-    idle = report.step_outputs(Result("idle", "agent:w1", ".jit", reason="nothing"))
+    idle = summary.step_outputs(Result(Outcome.IDLE, "agent:w1", ".jit", reason="nothing"))
     assert idle["claimed"] == "false" and idle["issue-id"] == ""
 
 
@@ -158,9 +160,9 @@ def test_failure_reasons_name_the_cause_with_its_figure() -> None:
 
 def test_exit_codes() -> None:
     def code(outcome: str, **kw: object) -> int:
-        return exit_code_for(Result(outcome, "a:b", ".jit", **kw), **{})  # type: ignore[arg-type]
+        return exit_code_for(Result(Outcome(outcome), "a:b", ".jit", **kw), **{})  # type: ignore[arg-type]
 
     assert [code(o) for o in ("done", "gated", "idle", "dry-run")] == [0, 0, 0, 0]
     assert [code(o) for o in ("released", "parked", "lost")] == [1, 1, 1]
     assert code("released", cancelled_by=15) == 143 and code("released", cancelled_by=2) == 130
-    assert exit_code_for(Result("released", "a:b", ".jit"), fail_on_command_failure=False) == 0
+    assert exit_code_for(Result(Outcome.RELEASED, "a:b", ".jit"), fail_on_command_failure=False) == 0

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jit_dispatch.jit_store import JitStore
-from jit_dispatch.models import Gate, Issue
-from jit_dispatch.selection import (
+from jit_dispatch.domain.issue import Gate, Issue
+from jit_dispatch.domain.selection import (
     Filters,
     blocking_dependencies,
     dispatch_order,
@@ -18,6 +17,7 @@ from jit_dispatch.selection import (
     plan,
     resolve_issue_id,
 )
+from jit_dispatch.trackers.jit.store import JitStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import clean_env, run_cli
-from jit_dispatch.jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 

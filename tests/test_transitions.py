@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from copy import deepcopy
 
-from jit_dispatch import transitions
-from jit_dispatch.jitfiles import ISSUE_FIELDS, dumps_pretty, ordered_issue
+from jit_dispatch.domain import transitions
+from jit_dispatch.trackers.jit.files import ISSUE_FIELDS, dumps_pretty, ordered_issue
 
 NOW = "2026-11-23T20:00:00.123456789Z"
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")

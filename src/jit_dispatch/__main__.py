@@ -1,3 +1,3 @@
-from .cli import main
+from jit_dispatch.cli.main import main
 
 main()

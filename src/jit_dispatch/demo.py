@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .jit_store import JitStore, NewIssue
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 COMMAND = (
     'echo "agent {agent} working on {short_id}: {title}"; echo "issue snapshot: $JIT_ISSUE_FILE"; sleep 0.3; echo done'

@@ -29,17 +29,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .models import (
+from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
     CTX_HEARTBEAT_AT,
     CTX_LAST_REASON,
     CTX_RUN,
     PARKED_LABEL,
-    PRIORITY_RANK,
     Issue,
     parse_timestamp,
 )
+from jit_dispatch.domain.values import PRIORITY_RANK, Priority, State
 
 CLAIMED_LABEL = "dispatch:claimed"
 DEFAULT_READY_LABEL = "dispatch"
@@ -97,7 +97,7 @@ def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> st
     """The most urgent priority whose label the issue carries (case-insensitive); none: normal."""
     present = {label.casefold() for label in labels}
     found = [p for p, label in mapping if label.casefold() in present]
-    return min(found, key=PRIORITY_RANK.__getitem__) if found else "normal"
+    return min(found, key=PRIORITY_RANK.__getitem__) if found else Priority.NORMAL
 
 
 def issue_id(number: int) -> str:
@@ -261,10 +261,10 @@ def state_of(raw: Mapping[str, Any], ready_label: str) -> str:
     `dispatch:claimed` → `in_progress`; open with the ready label → `ready`; other open → `backlog`.
     """
     if raw.get("state") == "closed":
-        return "done" if raw.get("state_reason") in (None, "completed") else "rejected"
+        return State.DONE if raw.get("state_reason") in (None, "completed") else State.REJECTED
     if has_label(raw, CLAIMED_LABEL):
-        return "in_progress"
-    return "ready" if has_label(raw, ready_label) else "backlog"
+        return State.IN_PROGRESS
+    return State.READY if has_label(raw, ready_label) else State.BACKLOG
 
 
 def open_blockers(raw: Mapping[str, Any]) -> int | None:
@@ -294,10 +294,10 @@ def to_issue(
     if markers is None and PARKED_LABEL in labels:
         context[CTX_LAST_REASON] = "see the issue's comments"
     assignee: str | None = None
-    if state == "in_progress":
+    if state == State.IN_PROGRESS:
         winner = winning_claim(markers or [])
         assignee = winner.agent if winner else None
-    elif state == "ready" and not settings.include_assigned and (people := human_assignees(raw)):
+    elif state == State.READY and not settings.include_assigned and (people := human_assignees(raw)):
         assignee = "github:" + people[0]
     return Issue(
         id=issue_id(int(raw["number"])),
@@ -342,20 +342,20 @@ def fit_comment(head: str, body: str, limit: int = COMMENT_LIMIT) -> str:
 
 
 def claim_text(agent: str, run: str) -> str:
-    from .report import md_code_span
+    from jit_dispatch.report.summary import md_code_span
 
     link = f" — [workflow run]({run})" if run.startswith("https://") and not re.search(r"[\s()<>]", run) else ""
     return f"🤖 **jit-dispatch**: claimed by {md_code_span(agent, 120)}{link}."
 
 
 def done_text(agent: str, attempt: int) -> str:
-    from .report import md_code_span
+    from jit_dispatch.report.summary import md_code_span
 
     return f"✅ **jit-dispatch**: done by {md_code_span(agent, 120)} (attempt {attempt})."
 
 
 def release_text(agent: str, reason: str, attempt: int, max_attempts: int, parked: bool) -> str:
-    from .report import md_code_span, md_text
+    from jit_dispatch.report.summary import md_code_span, md_text
 
     text = f"↩️ **jit-dispatch**: released by {md_code_span(agent, 120)} after attempt {attempt} of {max_attempts}: "
     text += md_text(reason) + "."

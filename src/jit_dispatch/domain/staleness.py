@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from .models import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,13 @@ from github.GithubRetry import GithubRetry
 from github.PaginatedList import PaginatedList
 from urllib3.exceptions import MaxRetryError, ResponseError
 
-from . import github_logic as gl
-from .errors import TrackerError
-from .models import PARKED_LABEL, Issue
-from .selection import Filters, dispatch_reason, matches_filters
-from .tracker import Liveness, Settlement, Snapshot
-from .transitions import format_timestamp
+from jit_dispatch.domain.issue import PARKED_LABEL, Issue
+from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filters
+from jit_dispatch.domain.transitions import format_timestamp
+from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.github import rules
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
@@ -109,7 +110,7 @@ class _Held:
 class GitHubTracker:
     def __init__(
         self,
-        settings: gl.GitHubSettings,
+        settings: rules.GitHubSettings,
         token: str,
         api_url: str = "https://api.github.com",
         *,
@@ -166,7 +167,7 @@ class GitHubTracker:
             raise TrackerError(self._scrub(f"{doing}: cannot reach {self.api_url} ({type(exc).__name__})")) from None
 
     def _explain(self, doing: str, exc: GithubException) -> str:
-        return gl.explain(doing, exc.status, *_parts(exc), self.settings.repo)
+        return rules.explain(doing, exc.status, *_parts(exc), self.settings.repo)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if len(self._token) >= 8 else text
@@ -183,7 +184,7 @@ class GitHubTracker:
             except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
                 tries += 1
                 status = exc.status if isinstance(exc, GithubException) else None
-                wait = gl.retry_wait(status, *_parts(exc), tries)
+                wait = rules.retry_wait(status, *_parts(exc), tries)
                 if wait is None or tries > RETRIES or not self.budget.allows(wait):
                     raise
             self.budget.retries += 1
@@ -195,8 +196,8 @@ class GitHubTracker:
     def _comments(self, number: int) -> list[dict[str, Any]]:
         return self._list(f"/issues/{number}/comments")
 
-    def _markers(self, number: int) -> list[gl.Marker]:
-        return gl.parse_markers(self._comments(number))
+    def _markers(self, number: int) -> list[rules.Marker]:
+        return rules.parse_markers(self._comments(number))
 
     def _get(self, number: int) -> dict[str, Any]:
         data = self._request("GET", f"/issues/{number}")
@@ -204,7 +205,7 @@ class GitHubTracker:
 
     def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
         """Open or closed issues this one is "blocked by"; [] when GitHub reports none."""
-        count = gl.open_blockers(raw)
+        count = rules.open_blockers(raw)
         if count == 0 or (count is None and not self._deps_api):
             return []
         try:
@@ -218,13 +219,13 @@ class GitHubTracker:
     def _dependencies(self, raw: dict[str, Any], states: dict[str, str]) -> tuple[str, ...]:
         refs: list[str] = []
         for blocker in self._blockers(raw):
-            ref = gl.dependency_ref(blocker, self.settings.repo)
-            states.setdefault(ref, gl.state_of(blocker, self.settings.ready_label))
+            ref = rules.dependency_ref(blocker, self.settings.repo)
+            states.setdefault(ref, rules.state_of(blocker, self.settings.ready_label))
             refs.append(ref)
         return tuple(refs)
 
     def _number(self, issue_id: str) -> int:
-        return gl.parse_issue_ref(issue_id)
+        return rules.parse_issue_ref(issue_id)
 
     # ------------------------------------------------------------------ interface
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
@@ -238,23 +239,23 @@ class GitHubTracker:
             raws = {
                 r["number"]: r for r in self._list("/issues", {"state": "open", "labels": self.settings.ready_label})
             }
-            if "in_progress" in wanted:
-                for r in self._list("/issues", {"state": "open", "labels": gl.CLAIMED_LABEL}):
+            if State.IN_PROGRESS in wanted:
+                for r in self._list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                     raws.setdefault(r["number"], r)
             for raw in self._extra.values():
                 raws.setdefault(raw["number"], raw)
             issues: list[Issue] = []
             states: dict[str, str] = {}
             for raw in raws.values():
-                if gl.is_pull_request(raw):
+                if rules.is_pull_request(raw):
                     continue
-                state = gl.state_of(raw, self.settings.ready_label)
-                states[gl.issue_id(raw["number"])] = state
+                state = rules.state_of(raw, self.settings.ready_label)
+                states[rules.issue_id(raw["number"])] = state
                 if state not in wanted:
                     continue
-                markers = self._markers(raw["number"]) if state == "in_progress" else None
-                deps = self._dependencies(raw, states) if state == "ready" else ()
-                issues.append(gl.to_issue(raw, self.settings, markers, deps))
+                markers = self._markers(raw["number"]) if state == State.IN_PROGRESS else None
+                deps = self._dependencies(raw, states) if state == State.READY else ()
+                issues.append(rules.to_issue(raw, self.settings, markers, deps))
         self._listed = [i for i in states if i.startswith("#")]
         return Snapshot(issues, states, {}, list(self._listed))
 
@@ -265,7 +266,7 @@ class GitHubTracker:
 
     def resolve_issue_id(self, given: str) -> str:
         """`#12`, `12` or the issue's URL; the issue must exist and not be a pull request."""
-        number = gl.parse_issue_ref(given)
+        number = rules.parse_issue_ref(given)
         try:
             with self._api(f"read issue #{number}"):
                 raw = self._get(number)
@@ -273,10 +274,10 @@ class GitHubTracker:
             if "(404)" in str(exc):
                 raise ValueError(f"no issue #{number} in {self.settings.repo}") from None
             raise
-        if gl.is_pull_request(raw):
+        if rules.is_pull_request(raw):
             raise ValueError(f"#{number} is a pull request, not an issue")
-        self._extra[gl.issue_id(number)] = raw
-        return gl.issue_id(number)
+        self._extra[rules.issue_id(number)] = raw
+        return rules.issue_id(number)
 
     def location_of(self, issue_id: str) -> str:
         return self.location
@@ -285,16 +286,16 @@ class GitHubTracker:
         """Label, post a claim comment, re-read: ours only if it is the lowest live claim."""
         number = self._number(issue_id)
         with self._api(f"claim {issue_id}"):
-            before = gl.live_claims(self._markers(number))  # read before the labels: see github_logic
+            before = rules.live_claims(self._markers(number))  # read before the labels: see github_logic
             raw = self._get(number)
-            if gl.is_pull_request(raw) or raw.get("state") != "open":
+            if rules.is_pull_request(raw) or raw.get("state") != "open":
                 return None
             states: dict[str, str] = {}
-            current = gl.to_issue(raw, self.settings, None, self._dependencies(raw, states))
+            current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
             if dispatch_reason(current, states, {}) is not None or not matches_filters(current, filters):
                 return None
             nonce = secrets.token_hex(8)
-            marker = gl.render_marker(
+            marker = rules.render_marker(
                 "claim",
                 {
                     "nonce": nonce,
@@ -304,16 +305,16 @@ class GitHubTracker:
                     "supersedes": [c.nonce for c in before],
                 },
             )
-            self._add_label(number, gl.CLAIMED_LABEL)
+            self._add_label(number, rules.CLAIMED_LABEL)
             try:
-                posted = self._post_comment(number, marker + "\n" + gl.claim_text(assignee, run), "claim", nonce)
+                posted = self._post_comment(number, marker + "\n" + rules.claim_text(assignee, run), "claim", nonce)
                 comments = self._comments(number)
                 mine = next((c for c in comments if c.get("id") == posted), None)
-                if mine is not None and not gl.is_trusted(mine):
+                if mine is not None and not rules.is_trusted(mine):
                     self._abandon(number, nonce, posted)
                     raise TrackerError(_untrusted(mine))
-                markers = gl.parse_markers(comments)
-                winner = gl.winning_claim(markers)
+                markers = rules.parse_markers(comments)
+                winner = rules.winning_claim(markers)
                 if winner is None:  # our comment is not visible yet: give the claim up whole
                     self._abandon(number, nonce, posted)
                     return None
@@ -321,13 +322,13 @@ class GitHubTracker:
                     self._delete_comment(posted)  # we lost the race: the winner keeps the label
                     return None
                 # Ours. Label again: a late settle of an earlier holder may have just removed it.
-                self._add_label(number, gl.CLAIMED_LABEL)
+                self._add_label(number, rules.CLAIMED_LABEL)
             except (GithubException, requests.RequestException):
                 self._abandon(number, nonce)
                 raise
         self._held[issue_id] = _Held(nonce, posted, assignee, run)
-        claimed = dict(raw, labels=[*raw.get("labels", []), {"name": gl.CLAIMED_LABEL}])
-        return gl.to_issue(claimed, self.settings, markers, current.dependencies)
+        claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
+        return rules.to_issue(claimed, self.settings, markers, current.dependencies)
 
     def _abandon(self, number: int, nonce: str, posted: int | None = None) -> None:
         """A claim that failed half-way: delete our comment, unlabel if nobody else holds a claim. Best effort."""
@@ -335,14 +336,14 @@ class GitHubTracker:
             if posted is not None:
                 self._delete_comment(posted)
             markers = self._markers(number)
-            if (mine := gl.find_marker(markers, "claim", nonce)) is not None:
+            if (mine := rules.find_marker(markers, "claim", nonce)) is not None:
                 self._delete_comment(mine.comment_id)
-            if all(c.nonce == nonce for c in gl.live_claims(markers)):
-                self._remove_label(number, gl.CLAIMED_LABEL)
+            if all(c.nonce == nonce for c in rules.live_claims(markers)):
+                self._remove_label(number, rules.CLAIMED_LABEL)
 
-    def _ours(self, issue_id: str, assignee: str, markers: list[gl.Marker]) -> gl.Marker | None:
+    def _ours(self, issue_id: str, assignee: str, markers: list[rules.Marker]) -> rules.Marker | None:
         """The winning claim if it is this runner's (by nonce), or the agent's (reaper, release)."""
-        winner = gl.winning_claim(markers)
+        winner = rules.winning_claim(markers)
         if winner is None:
             return None
         held = self._held.get(issue_id)
@@ -350,27 +351,27 @@ class GitHubTracker:
             return winner if winner.nonce == held.nonce else None
         return winner if winner.agent == assignee else None
 
-    def _our_claim(self, issue_id: str, assignee: str, number: int) -> tuple[gl.Marker | None, int]:
+    def _our_claim(self, issue_id: str, assignee: str, number: int) -> tuple[rules.Marker | None, int]:
         """Settling starts here: our winning claim (None: `lost`) and the failed attempts so far."""
         markers = self._markers(number)
-        return self._ours(issue_id, assignee, markers), gl.failed_attempts(markers)
+        return self._ours(issue_id, assignee, markers), rules.failed_attempts(markers)
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         number = self._number(issue_id)
         with self._api(f"settle {issue_id}"):
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
-                return Settlement("lost", attempts)
+                return Settlement(Outcome.LOST, attempts)
             data = {"nonce": claim.nonce, "agent": assignee, "at": format_timestamp(), "run": claim.data.get("run")}
-            marker = gl.render_marker("done", data)
-            text = gl.done_text(assignee, attempts + 1)
+            marker = rules.render_marker("done", data)
+            text = rules.done_text(assignee, attempts + 1)
             self._remember(
                 issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
             )
             if self._get(number).get("state") == "open":  # closed meanwhile (e.g. not planned): a person's call
                 self._write(lambda: self._request("PATCH", f"/issues/{number}", input=_CLOSE))
-            self._remove_label(number, gl.CLAIMED_LABEL)
-        return Settlement("done", attempts)
+            self._remove_label(number, rules.CLAIMED_LABEL)
+        return Settlement(Outcome.DONE, attempts)
 
     def release(
         self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
@@ -381,7 +382,7 @@ class GitHubTracker:
         with self._api(f"release {issue_id}"):
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
-                return Settlement("lost", attempts)
+                return Settlement(Outcome.LOST, attempts)
             attempts += 1
             parked = attempts >= max_attempts
             data = {
@@ -392,14 +393,14 @@ class GitHubTracker:
                 "attempt": attempts,
                 "parked": parked,
             }
-            marker = gl.render_marker("release", data)
-            text = gl.release_text(claim.agent, reason, attempts, max_attempts, parked)
+            marker = rules.render_marker("release", data)
+            text = rules.release_text(claim.agent, reason, attempts, max_attempts, parked)
             posted = self._post_comment(number, marker + "\n" + text, "release", claim.nonce)
             self._remember(issue_id, posted, marker, text)
             if parked:
                 self._add_label(number, PARKED_LABEL)
-            self._remove_label(number, gl.CLAIMED_LABEL)
-        return Settlement("parked" if parked else "released", attempts)
+            self._remove_label(number, rules.CLAIMED_LABEL)
+        return Settlement(Outcome.PARKED if parked else Outcome.RELEASED, attempts)
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
@@ -411,8 +412,8 @@ class GitHubTracker:
             claim = self._ours(issue_id, assignee, self._markers(number))
             if claim is None:
                 return False
-            marker = gl.render_marker("claim", {**claim.data, "beat": format_timestamp()})
-            body = marker + "\n" + gl.claim_text(held.agent, held.run)
+            marker = rules.render_marker("claim", {**claim.data, "beat": format_timestamp()})
+            body = marker + "\n" + rules.claim_text(held.agent, held.run)
             self._write(lambda: self._request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
         return True
 
@@ -420,10 +421,10 @@ class GitHubTracker:
         """Remove `dispatch:parked`; a reset marker starts the attempt count over."""
         number = self._number(issue_id)
         with self._api(f"unpark {issue_id}"):
-            if not gl.parked_label_present(self._get(number)):
+            if not rules.parked_label_present(self._get(number)):
                 return False
             nonce = secrets.token_hex(8)
-            marker = gl.render_marker("reset", {"nonce": nonce, "at": format_timestamp()})
+            marker = rules.render_marker("reset", {"nonce": nonce, "at": format_timestamp()})
             self._post_comment(number, marker + "\n🔄 **jit-dispatch**: unparked; attempts start over.", "reset", nonce)
             self._remove_label(number, PARKED_LABEL)
         return True
@@ -453,7 +454,7 @@ class GitHubTracker:
         First the token is cut out of what the command printed (it may echo its environment):
         the comment, the step summary and the JSON are all rendered from this result.
         """
-        from .report import TAIL_CHARS, summary_markdown
+        from jit_dispatch.report.summary import TAIL_CHARS, summary_markdown
 
         result.output_tail = self._scrub(result.output_tail)
         result.reason = self._scrub(result.reason) if result.reason else result.reason
@@ -464,8 +465,8 @@ class GitHubTracker:
         body, tail = "", TAIL_CHARS
         for _ in range(8):  # shrink the output tail until the comment fits
             shown = replace(result, output_tail=result.output_tail[-tail:]) if tail < TAIL_CHARS else result
-            body = gl.fit_comment(held.settled_head, summary_markdown(shown, max_attempts))
-            if not body.endswith(gl.FIT_NOTE):
+            body = rules.fit_comment(held.settled_head, summary_markdown(shown, max_attempts))
+            if not body.endswith(rules.FIT_NOTE):
                 break
             tail //= 2
         comment_id, body = held.settled_comment, self._scrub(body)
@@ -481,7 +482,7 @@ class GitHubTracker:
         """Post once: a retry first looks for a comment with this marker's nonce (the POST may have landed)."""
 
         def landed() -> int | None:
-            found = gl.find_marker(self._markers(number), kind, nonce)
+            found = rules.find_marker(self._markers(number), kind, nonce)
             return found.comment_id if found else None
 
         data = self._write(lambda: self._request("POST", f"/issues/{number}/comments", input={"body": body}), landed)

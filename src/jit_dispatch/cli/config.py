@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UsageError
-from .models import LABEL_PATTERN, assignee_for, parse_duration
+from jit_dispatch.domain.issue import LABEL_PATTERN, assignee_for, parse_duration
+from jit_dispatch.errors import UsageError
 
 DEFAULT_PATH = Path("dispatch.toml")
 BUILTIN_DEFAULTS: dict[str, Any] = {

@@ -12,22 +12,23 @@ import html
 import re
 from typing import Any
 
-from .dispatch import Result
-from .models import Issue
-from .selection import Held
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.selection import Held
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.engine.dispatch import Result
 
 TAIL_LINES = 60
 TAIL_CHARS = 16 * 1024
 HELD_ROWS = 20
 ICONS = {
-    "done": "✅",
-    "gated": "🚦",
-    "released": "↩️",
-    "parked": "🅿️",
-    "lost": "⚠️",
-    "idle": "💤",
-    "dry-run": "🔎",
-    "error": "❌",
+    Outcome.DONE: "✅",
+    Outcome.GATED: "🚦",
+    Outcome.RELEASED: "↩️",
+    Outcome.PARKED: "🅿️",
+    Outcome.LOST: "⚠️",
+    Outcome.IDLE: "💤",
+    Outcome.DRY_RUN: "🔎",
+    Outcome.ERROR: "❌",
 }
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
@@ -221,7 +222,7 @@ def result_json(result: Result) -> dict[str, Any]:
 def step_outputs(result: Result) -> dict[str, str]:
     """The Action's outputs (design §3.5); every value a string, empty when not applicable."""
     data = result_json(result)
-    claimed = result.issue is not None and result.outcome not in ("dry-run", "idle")
+    claimed = result.issue is not None and result.outcome.claimed
 
     def text(value: Any) -> str:
         return "" if value is None else str(value)

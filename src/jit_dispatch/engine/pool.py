@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from . import selection
-from .dispatch import Request, Result, claim_first, run_claimed
-from .models import Issue
-from .runner import CancelToken, RunResult
-from .tracker import Tracker
+from jit_dispatch.domain import selection
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.engine.dispatch import Request, Result, claim_first, run_claimed
+from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.trackers.base import Tracker
 
 STATUS_EVERY_SECONDS = 60.0
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
@@ -143,12 +144,12 @@ class Pool:
 
     def _run_one(self, slot: Slot, issue: Issue) -> None:
         hooks = LogHooks(self.log_dir)
-        result = Result("error", slot.request.agent, self.tracker.location)
+        result = Result(Outcome.ERROR, slot.request.agent, self.tracker.location)
         result.command = slot.request.command
         try:
             run_claimed(self.tracker, slot.request, issue, self.cancel, hooks, self.base_env, result)
         except Exception as exc:  # a tracker failure must not take the pool down
-            result.outcome, result.reason = "error", str(exc)
+            result.outcome, result.reason = Outcome.ERROR, str(exc)
         finally:
             with self._lock:
                 slot.running.pop(issue.id, None)

@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import transitions
-from .errors import TrackerError
-from .jitfiles import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
-from .locks import LockTimeout, flock, lock_timeout_from_env
-from .models import STATES, Gate, Issue, IssueFormatError, issue_from_raw
-from .selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
-from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.domain import transitions
+from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
+from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.jit.files import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
+from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
 # never occurs inside a JSON string, so this finds the issue's own state without parsing.
+_STATES = frozenset(State)
 _STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
 
 
@@ -36,7 +38,7 @@ def _quick_state(data: bytes) -> str | None:
     if match is None or not data.rstrip().endswith(b"\n}"):  # only the top-level brace sits at column 0
         return None
     state = match.group(1).decode()
-    return state if state in STATES else None
+    return state if state in _STATES else None
 
 
 @dataclass(frozen=True)
@@ -234,11 +236,11 @@ class JitStore(TrackerDefaults):
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement("lost", current.failed_attempts if current else 0)
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
             self._write_issue(raw)
         self._append_events(events)
-        promoted = self._promote_unblocked(issue_id) if outcome == "done" else ()
+        promoted = self._promote_unblocked(issue_id) if outcome == Outcome.DONE else ()
         return Settlement(outcome, current.failed_attempts, promoted)
 
     def _promote_unblocked(self, completed: str) -> tuple[str, ...]:
@@ -248,20 +250,20 @@ class JitStore(TrackerDefaults):
         jit's locks before it is promoted.
         """
         if self._promotion_view is None:
-            self.snapshot(full_states=("backlog",))
+            self.snapshot(full_states=(State.BACKLOG,))
         assert self._promotion_view is not None
         states, backlog = self._promotion_view
-        states = {**states, completed: "done"}
+        states = {**states, completed: State.DONE}
         promoted: list[str] = []
         for candidate in backlog:
             # The snapshot predates the command: a dependency may have finished meanwhile (another
             # runner), so what looked blocking is read again before the candidate is passed over.
             blockers = blocking_dependencies(candidate, states)
-            if any(self._state_of(dep) not in ("done", "rejected") for dep in blockers):
+            if any(self._state_of(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
             with self._locked(candidate.id):
                 fresh = self._read_issue(candidate.id)
-                if fresh is None or fresh.state != "backlog":
+                if fresh is None or fresh.state != State.BACKLOG:
                     continue
                 dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
                 if blocking_dependencies(fresh, dep_states):
@@ -278,9 +280,9 @@ class JitStore(TrackerDefaults):
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement("lost", current.failed_attempts if current else 0)
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
-                return Settlement("lost", current.failed_attempts)  # it showed a sign of life meanwhile
+                return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
             raw, events, outcome = transitions.release(
                 current.raw, reason, max_attempts, transitions.format_timestamp()
             )
@@ -333,12 +335,12 @@ class JitStore(TrackerDefaults):
     @staticmethod
     def _new_issue_raw(spec: NewIssue, states: dict[str, str]) -> dict[str, Any]:
         now = spec.created_at or transitions.format_timestamp()
-        blocked = any(states.get(dep) not in ("done", "rejected") for dep in spec.dependencies)
+        blocked = any(states.get(dep) not in RESOLVED_STATES for dep in spec.dependencies)
         raw = {
             "id": str(uuid.uuid4()),
             "title": spec.title,
             "description": spec.description,
-            "state": "backlog" if blocked else "ready",
+            "state": str(State.BACKLOG if blocked else State.READY),
             "priority": spec.priority,
             "assignee": None,
             "dependencies": list(spec.dependencies),

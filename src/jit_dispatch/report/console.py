@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from . import actions, report
-from .dispatch import Result
-from .models import Issue
-from .runner import RunResult
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.engine.dispatch import Result
+from jit_dispatch.process.child import RunResult
+from jit_dispatch.report import actions, summary
 
 
 class ConsoleHooks:
@@ -28,9 +29,8 @@ class ConsoleHooks:
         actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
 
     def command_starting(self, issue: Issue, attempt: int) -> None:
-        self.say(
-            f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {report.plain(issue.title)}"
-        )
+        title = summary.plain(issue.title)
+        self.say(f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {title}")
         if self.in_actions:
             actions.print_line(self.sink, f"::group::jit-dispatch: command output for {issue.short_id}")
         if self.fence_output:
@@ -59,20 +59,20 @@ def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleH
     """Summary, outputs, annotation (in Actions) and the stdout report."""
     env = os.environ
     if env.get("GITHUB_STEP_SUMMARY"):
-        actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), report.summary_markdown(result, max_attempts))
+        actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), summary.summary_markdown(result, max_attempts))
     if env.get("GITHUB_OUTPUT"):
-        actions.write_outputs(Path(env["GITHUB_OUTPUT"]), report.step_outputs(result))
-    if hooks.in_actions and result.outcome in ("released", "parked", "lost", "error"):
-        level = "warning" if result.outcome == "released" else "error"
+        actions.write_outputs(Path(env["GITHUB_OUTPUT"]), summary.step_outputs(result))
+    if hooks.in_actions and result.outcome.failed:
+        level = "warning" if result.outcome == Outcome.RELEASED else "error"
         where = f"{result.issue.short_id}: " if result.issue else ""
         actions.print_line(
             sys.stderr,
             actions.command(level, where + (result.reason or result.outcome), title=f"jit-dispatch {result.outcome}"),
         )
     if as_json:
-        actions.print_line(sys.stdout, json.dumps(report.result_json(result), ensure_ascii=False))
+        actions.print_line(sys.stdout, json.dumps(summary.result_json(result), ensure_ascii=False))
     else:
-        hooks.say(report.summary_text(result, max_attempts))
+        hooks.say(summary.summary_text(result, max_attempts))
 
 
 def warn(warnings: list[str]) -> None:
@@ -81,4 +81,4 @@ def warn(warnings: list[str]) -> None:
         if actions.in_actions():
             actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
         else:
-            actions.print_line(sys.stderr, f"jit-dispatch: warning: {report.plain(warning)}")
+            actions.print_line(sys.stderr, f"jit-dispatch: warning: {summary.plain(warning)}")

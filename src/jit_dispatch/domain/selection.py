@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .models import PARKED_LABEL, PRIORITY_RANK, RESOLVED_STATES, Gate, Issue
+from jit_dispatch.domain.issue import PARKED_LABEL, Gate, Issue
+from jit_dispatch.domain.values import PRIORITY_RANK, RESOLVED_STATES, State
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def blocking_dependencies(issue: Issue, states: Mapping[str, str]) -> list[str]:
 
 def is_available(issue: Issue, states: Mapping[str, str]) -> bool:
     """jit `query available`: ready, unassigned, not blocked."""
-    return issue.state == "ready" and issue.assignee is None and not blocking_dependencies(issue, states)
+    return issue.state == State.READY and issue.assignee is None and not blocking_dependencies(issue, states)
 
 
 def unpassed_manual_prechecks(issue: Issue, gates: Mapping[str, Gate]) -> list[str]:
@@ -72,7 +73,7 @@ def hold_reason(issue: Issue, gates: Mapping[str, Gate]) -> str | None:
 
 def not_ready_reason(issue: Issue, states: Mapping[str, str]) -> str:
     """Plain words for why an issue is not available (for `--issue` and `status`)."""
-    if issue.state != "ready":
+    if issue.state != State.READY:
         return f"state is {issue.state}"
     if issue.assignee is not None:
         return f"assigned to {issue.assignee}"

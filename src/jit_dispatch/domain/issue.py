@@ -12,13 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-# jit's enums (jit-format.md §3.1). Priority rank: lower sorts first.
-PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "normal": 2, "low": 3}
-PRIORITIES = tuple(PRIORITY_RANK)
-STATES = ("backlog", "ready", "in_progress", "gated", "done", "rejected", "archived")
-RESOLVED_STATES = frozenset({"done", "rejected"})
+from jit_dispatch.domain.values import Priority, State
 
 PARKED_LABEL = "dispatch:parked"
 LOCK_PREFIX = "refs/jit-dispatch/claims/"  # remote mode: one lock ref per claimed issue under this
@@ -36,6 +32,7 @@ LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _FRACTION = re.compile(r"\.(\d+)")
+E = TypeVar("E", State, Priority)
 
 
 class IssueFormatError(ValueError):
@@ -48,8 +45,8 @@ class Issue:
 
     id: str
     title: str
-    state: str
-    priority: str
+    state: State
+    priority: Priority
     assignee: str | None
     dependencies: tuple[str, ...]
     labels: tuple[str, ...]
@@ -96,6 +93,14 @@ def _require(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) ->
     return value
 
 
+def _enum(raw: Mapping[str, Any], key: str, kind: type[E]) -> E:
+    value = _require(raw, key, str)
+    try:
+        return kind(value)
+    except ValueError:
+        raise IssueFormatError(f"field '{key}' has unknown value {value!r}") from None
+
+
 def _str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     values = _require(raw, key, list)
     if not all(isinstance(v, str) for v in values):
@@ -116,12 +121,8 @@ def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
         raise IssueFormatError(f"field 'id' is {issue_id!r}, not the file name")
     title = _require(raw, "title", str)
     _require(raw, "description", str)
-    state = _require(raw, "state", str)
-    if state not in STATES:
-        raise IssueFormatError(f"field 'state' has unknown value {state!r}")
-    priority = _require(raw, "priority", str)
-    if priority not in PRIORITY_RANK:
-        raise IssueFormatError(f"field 'priority' has unknown value {priority!r}")
+    state = _enum(raw, "state", State)
+    priority = _enum(raw, "priority", Priority)
     assignee = raw.get("assignee")
     if assignee is not None and not isinstance(assignee, str):
         raise IssueFormatError("field 'assignee' must be a string or null")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import TrackerError
+from jit_dispatch.errors import TrackerError
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 DEFAULT_TIMEOUT_SECONDS = 60.0

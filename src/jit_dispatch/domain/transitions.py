@@ -12,7 +12,7 @@ from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import (
+from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
     CTX_HEARTBEAT_AT,
@@ -20,6 +20,7 @@ from .models import (
     CTX_RUN,
     PARKED_LABEL,
 )
+from jit_dispatch.domain.values import Outcome, State
 
 Raw = dict[str, Any]
 Event = dict[str, Any]
@@ -38,16 +39,16 @@ def make_event(kind: str, issue_id: str, now: str, **fields: Any) -> Event:
     return {"type": kind, "id": str(uuid.uuid4()), "issue_id": issue_id, "timestamp": now, **fields}
 
 
-def _state_change(raw: Raw, new_state: str, now: str) -> Event:
-    event = make_event("issue_state_changed", raw["id"], now, **{"from": raw["state"], "to": new_state})
-    raw["state"] = new_state
+def _state_change(raw: Raw, new_state: State, now: str) -> Event:
+    event = make_event("issue_state_changed", raw["id"], now, **{"from": raw["state"], "to": str(new_state)})
+    raw["state"] = str(new_state)
     return event
 
 
 def claim(raw: Raw, assignee: str, run: str, now: str) -> tuple[Raw, list[Event]]:
     """ready → in_progress with the assignee set in one save; then state_changed, claimed."""
     new = deepcopy(raw)
-    events = [_state_change(new, "in_progress", now)]
+    events = [_state_change(new, State.IN_PROGRESS, now)]
     new["assignee"] = assignee
     context = new.setdefault("context", {})
     context[CTX_CLAIMED_AT] = now
@@ -63,20 +64,20 @@ def required_gates_passed(raw: Raw) -> bool:
     return all(status.get(key, {}).get("status") == "passed" for key in raw.get("gates_required", []))
 
 
-def complete(raw: Raw, now: str) -> tuple[Raw, list[Event], str]:
+def complete(raw: Raw, now: str) -> tuple[Raw, list[Event], Outcome]:
     """Success: `done` (+ issue_completed) when all required gates passed, else `gated`."""
     new = deepcopy(raw)
     if required_gates_passed(new):
-        events = [_state_change(new, "done", now), make_event("issue_completed", new["id"], now)]
-        outcome = "done"
+        events = [_state_change(new, State.DONE, now), make_event("issue_completed", new["id"], now)]
+        outcome = Outcome.DONE
     else:
-        events = [_state_change(new, "gated", now)]
-        outcome = "gated"
+        events = [_state_change(new, State.GATED, now)]
+        outcome = Outcome.GATED
     new["updated_at"] = now
     return new, events, outcome
 
 
-def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], str]:
+def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], Outcome]:
     """Failure: clear the assignee, back to ready, count the attempt; park at the limit."""
     new = deepcopy(raw)
     previous = new.get("assignee") or ""
@@ -87,17 +88,17 @@ def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, li
         attempts = 1
     context[CTX_ATTEMPTS] = str(attempts)
     context[CTX_LAST_REASON] = reason
-    outcome = "released"
+    outcome = Outcome.RELEASED
     if attempts >= max_attempts:
-        outcome = "parked"
+        outcome = Outcome.PARKED
         if PARKED_LABEL not in new["labels"]:
             new["labels"] = [*new["labels"], PARKED_LABEL]
     new["assignee"] = None
     events: list[Event] = []
     if previous:  # jit's newest reader rejects an issue_released with an empty assignee
         events.append(make_event("issue_released", new["id"], now, assignee=previous, reason=reason))
-    if new["state"] == "in_progress":
-        events.append(_state_change(new, "ready", now))
+    if new["state"] == State.IN_PROGRESS:
+        events.append(_state_change(new, State.READY, now))
     new["updated_at"] = now
     return new, events, outcome
 
@@ -105,7 +106,7 @@ def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, li
 def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
     """backlog → ready for an issue whose dependencies are now all resolved."""
     new = deepcopy(raw)
-    events = [_state_change(new, "ready", now)]
+    events = [_state_change(new, State.READY, now)]
     new["updated_at"] = now
     return new, events
 
@@ -118,7 +119,7 @@ def liveness(raw: Raw) -> tuple[str | None, str | None]:
 
 def still_ours(raw: Raw, assignee: str) -> bool:
     """At settle time: the claim is still this runner's (not reaped or reassigned)."""
-    return raw.get("state") == "in_progress" and raw.get("assignee") == assignee
+    return raw.get("state") == State.IN_PROGRESS and raw.get("assignee") == assignee
 
 
 def heartbeat(raw: Raw, now: str) -> Raw:

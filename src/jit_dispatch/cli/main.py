@@ -15,15 +15,23 @@ from typing import Any, ClassVar
 import click
 from click.core import ParameterSource
 
-from . import __version__, actions, report
-from .console import ConsoleHooks, publish, warn
-from .dispatch import Request, dispatch_once, exit_code_for
-from .errors import DispatchError, UsageError
-from .models import Issue, assignee_for
-from .options import DurationType, config_option, env_option, store_options
-from .runner import CancelToken, install_cancel_handlers
-from .selection import plan
-from .workspace import SCOPE_KEYS, build_filters, default_heartbeat, open_tracker, run_reference, store_choice
+from jit_dispatch import __version__
+from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.domain.issue import Issue, assignee_for
+from jit_dispatch.domain.selection import plan
+from jit_dispatch.engine.dispatch import Request, dispatch_once, exit_code_for
+from jit_dispatch.errors import DispatchError, UsageError
+from jit_dispatch.process.child import CancelToken, install_cancel_handlers
+from jit_dispatch.report import actions, summary
+from jit_dispatch.report.console import ConsoleHooks, publish, warn
+from jit_dispatch.trackers.factory import (
+    SCOPE_KEYS,
+    build_filters,
+    default_heartbeat,
+    open_tracker,
+    run_reference,
+    store_choice,
+)
 
 _CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
 
@@ -33,7 +41,7 @@ def apply_config(ctx: click.Context, options: dict[str, Any]) -> None:
     path = options.pop("config")
     if path is None and not Path("dispatch.toml").is_file():
         return  # no config: pydantic is not even imported
-    from .config import DEFAULT_PATH, RunSettings, load_config
+    from jit_dispatch.cli.config import DEFAULT_PATH, RunSettings, load_config
 
     loaded = load_config(path or DEFAULT_PATH)
     agent_id = options["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
@@ -67,7 +75,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.LAZY:
-            from . import fleet_cli
+            from jit_dispatch.cli import fleet as fleet_cli
 
             return getattr(fleet_cli, self.LAZY[cmd_name])
         return super().get_command(ctx, cmd_name)
@@ -189,18 +197,18 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     for entry in result.dispatchable:
         actions.print_line(sys.stdout, _issue_line(entry))
     for held_entry in held:
-        actions.print_line(sys.stdout, _issue_line(held_entry.issue) + f"  [held: {report.plain(held_entry.reason)}]")
+        actions.print_line(sys.stdout, _issue_line(held_entry.issue) + f"  [held: {summary.plain(held_entry.reason)}]")
     if not result.dispatchable and not held:
         actions.print_line(sys.stderr, "jit-dispatch: no dispatchable issue")
 
 
 def _issue_line(issue: Issue) -> str:
-    return f"{issue.short_id}  {issue.priority:<8}  {report.plain(issue.title)}"
+    return f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
 
 
 def _issue_json(issue: Issue) -> dict[str, Any]:
     return {
-        **report.issue_json(issue),
+        **summary.issue_json(issue),
         "labels": list(issue.labels),
         "created_at": issue.raw.get("created_at"),
         "attempts": issue.failed_attempts,
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    line = report.plain(message)
+    line = summary.plain(message)
     if actions.in_actions():
         actions.print_line(sys.stderr, actions.command("error", line, title="jit-dispatch"))
     else:

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from .github_logic import DEFAULT_READY_LABEL, parse_priority_labels
-from .models import LABEL_PATTERN, LOCK_PREFIX, PRIORITIES, parse_duration
+from jit_dispatch.domain.issue import LABEL_PATTERN, LOCK_PREFIX, parse_duration
+from jit_dispatch.domain.values import Priority
+from jit_dispatch.trackers.github.rules import DEFAULT_READY_LABEL, parse_priority_labels
 
 # A plain GitHub label (`bug`, `good-first-issue`) for --tracker github; jit labels are namespaced.
 _PLAIN_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
@@ -87,7 +88,9 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=LabelType(),
             help="Skip issues with this label (repeatable).",
         ),
-        env_option("--min-priority", type=click.Choice(PRIORITIES), help="Only issues of this priority or higher."),
+        env_option(
+            "--min-priority", type=click.Choice(tuple(Priority)), help="Only issues of this priority or higher."
+        ),
         env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
         env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         env_option(

@@ -12,16 +12,18 @@ from typing import Any
 
 import click
 
-from . import actions, report, transitions
-from .console import warn
-from .errors import UsageError
-from .models import STATES, assignee_for
-from .options import DurationType, config_option, env_option, store_options
-from .reaper import reap_reason, stale_claims
-from .runner import CancelToken, install_cancel_handlers
-from .selection import matches_filters
-from .tracker import Tracker
-from .workspace import (
+from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.domain import transitions
+from jit_dispatch.domain.issue import assignee_for
+from jit_dispatch.domain.selection import matches_filters
+from jit_dispatch.domain.staleness import reap_reason, stale_claims
+from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.errors import UsageError
+from jit_dispatch.process.child import CancelToken, install_cancel_handlers
+from jit_dispatch.report import actions, summary
+from jit_dispatch.report.console import warn
+from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.factory import (
     SCOPE_KEYS,
     build_filters,
     default_heartbeat,
@@ -49,7 +51,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
     with open_tracker(store_choice(options)) as tracker:
         filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
-        snapshot = tracker.snapshot(full_states=("in_progress",))
+        snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
             for claim in stale_claims(snapshot.issues, datetime.now(UTC), older_than, agent_pattern)
@@ -62,12 +64,12 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             if not dry_run:
                 seen = transitions.liveness(claim.issue.raw)
                 outcome = tracker.release(claim.issue.id, claim.agent, reason, max_attempts, seen=seen).outcome
-                outcome = "skipped (alive or settled meanwhile)" if outcome == "lost" else outcome
+                outcome = "skipped (alive or settled meanwhile)" if outcome == Outcome.LOST else outcome
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
     warn(snapshot.warnings)
-    lines = [f"{r['short_id']}  {r['outcome']:<9}  {report.plain(r['reason'])}" for r in rows]
+    lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
 
@@ -81,14 +83,14 @@ def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
     """Give an in-progress issue back (a person's decision), with a reason."""
     with open_tracker(store_choice(options)) as tracker:
         issue_id = _resolve(tracker, issue_ref)
-        snapshot = tracker.snapshot(full_states=("in_progress",))
+        snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         current = next((i for i in snapshot.issues if i.id == issue_id), None)
         if current is None or current.assignee is None:
             state = snapshot.states.get(issue_id, "unreadable")
             raise UsageError(f"ID: issue {issue_id[:8]} is not claimed (state {state})")
         settlement = tracker.release(issue_id, current.assignee, reason, 0 if park else sys.maxsize)
     row = {"issue_id": issue_id, "outcome": settlement.outcome, "attempts": settlement.failed_attempts}
-    emit(row, [f"jit-dispatch: {settlement.outcome} {issue_id[:8]} ({report.plain(reason)})"], options["as_json"])
+    emit(row, [f"jit-dispatch: {settlement.outcome} {issue_id[:8]} ({summary.plain(reason)})"], options["as_json"])
 
 
 @click.command()
@@ -116,10 +118,10 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
 @env_option("--summary/--no-summary", "write_summary", default=None, help="Write the dashboard to the step summary.")
 def status(stale_after: float, write_summary: bool | None, **options: Any) -> None:
     """Counts by state; what is dispatchable, held, blocked, running (stale flagged) and parked."""
-    from .status import build_status, status_json, status_markdown, status_text
+    from jit_dispatch.report.status import build_status, status_json, status_markdown, status_text
 
     with open_tracker(store_choice(options)) as tracker:
-        snapshot = tracker.snapshot(full_states=STATES)
+        snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
     board = build_status(snapshot, location, datetime.now(UTC), stale_after)
     warn(snapshot.warnings)
@@ -138,7 +140,7 @@ def config_group() -> None:
 @config_option
 def config_check(config: Path | None) -> None:
     """Validate the configuration and print it with every default filled in."""
-    from .config import DEFAULT_PATH, load_config
+    from jit_dispatch.cli.config import DEFAULT_PATH, load_config
 
     loaded = load_config(config or DEFAULT_PATH)
     effective = {
@@ -161,9 +163,9 @@ def _str(value: object) -> str | None:
 @env_option("--log-dir", type=click.Path(path_type=Path, file_okay=False), help="Command logs (default: a temp dir).")
 def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **options: Any) -> None:
     """Run the agent pool of dispatch.toml: fill free capacity every poll interval."""
-    from .config import DEFAULT_PATH, load_config
-    from .daemon import Pool, Slot
-    from .dispatch import Request
+    from jit_dispatch.cli.config import DEFAULT_PATH, load_config
+    from jit_dispatch.engine.dispatch import Request
+    from jit_dispatch.engine.pool import Pool, Slot
 
     loaded = load_config(config or DEFAULT_PATH)
     if not loaded.agents:
@@ -195,5 +197,5 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
                     out=sys.stdout, base_env=os.environ)  # fmt: skip
         pool.say(f"jit-dispatch: command logs in {logs}")
         results = pool.run(once=single_cycle)
-    failed = [r for r in results if r.outcome in ("released", "parked", "lost", "error")]
+    failed = [r for r in results if r.outcome.failed]
     sys.exit(128 + cancel.signum if cancel.signum else (1 if failed else 0))

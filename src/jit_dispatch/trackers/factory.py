@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
-from .gitcmd import Git, GitError
-from .jit_store import JitStore
-from .models import LOCK_PREFIX
-from .multi import MultiTracker
-from .selection import Filters
-from .tracker import Tracker
+from jit_dispatch.domain.issue import LOCK_PREFIX
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.errors import UsageError
+from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.jit.store import JitStore
+from jit_dispatch.trackers.multi import MultiTracker
+from jit_dispatch.trackers.remote.git import Git, GitError
 
 if TYPE_CHECKING:
-    from .remote import RemoteJitTracker
+    from jit_dispatch.trackers.remote.tracker import RemoteJitTracker
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,10 @@ def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
 @contextmanager
 def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracker]:
     """The store at `root`, as the state branch of its repository's remote has it."""
-    from .remote import RemoteJitTracker, RemoteSettings  # not imported on the local hot path
+    from jit_dispatch.trackers.remote.tracker import (  # not imported on the local hot path
+        RemoteJitTracker,
+        RemoteSettings,
+    )
 
     anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
     git = Git(anchor)
@@ -151,8 +154,8 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
 @contextmanager
 def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
     """GitHub Issues; PyGithub is imported here, never on the jit path."""
-    from . import actions
-    from .github_logic import DEFAULT_PRIORITY_LABELS, GitHubSettings, check_repo
+    from jit_dispatch.report import actions
+    from jit_dispatch.trackers.github.rules import DEFAULT_PRIORITY_LABELS, GitHubSettings, check_repo
 
     if not choice.github_token:
         raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
@@ -166,7 +169,7 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
     except ValueError as exc:
         raise UsageError(f"--github-repo: {exc} (default: $GITHUB_REPOSITORY)") from None
     try:
-        from .github_tracker import GitHubTracker
+        from jit_dispatch.trackers.github.tracker import GitHubTracker
     except ImportError as exc:
         if exc.name not in ("github", "requests", "urllib3"):
             raise

@@ -12,8 +12,8 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from .models import Issue
-from .runner import RunResult
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.process.child import RunResult
 
 # Each placeholder stands for the environment variable that carries its value.
 PLACEHOLDER_VARIABLES = {

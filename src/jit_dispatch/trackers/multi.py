@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .models import Issue
-from .selection import Filters
-from .tracker import Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
 class MultiTracker(TrackerDefaults):

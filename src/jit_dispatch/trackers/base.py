@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .models import Gate, Issue
-from .selection import Filters, resolve_issue_id
+from jit_dispatch.domain.issue import Gate, Issue
+from jit_dispatch.domain.selection import Filters, resolve_issue_id
+from jit_dispatch.domain.values import Outcome
 
 
 @dataclass
@@ -28,7 +29,7 @@ Liveness = tuple[str | None, str | None]
 
 @dataclass(frozen=True)
 class Settlement:
-    outcome: str  # done | gated | released | parked | lost
+    outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
 

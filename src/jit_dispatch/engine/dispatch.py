@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import selection
-from .errors import TrackerError
-from .invocation import command_env, expand_command, failure_reason, shell_argv
-from .models import Issue
-from .runner import CancelToken, RunResult, run_command
-from .selection import Filters, Held
-from .tracker import Settlement, Snapshot, Tracker
+from jit_dispatch.domain import selection
+from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.selection import Filters, Held
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.process.child import CancelToken, RunResult, run_command
+from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
+from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 
@@ -46,7 +47,7 @@ class Request:
 
 @dataclass
 class Result:
-    outcome: str
+    outcome: Outcome
     agent: str
     store: str
     issue: Issue | None = None
@@ -74,10 +75,10 @@ def exit_code_for(result: Result, fail_on_command_failure: bool = True) -> int:
     """The contract of design §3.5."""
     if result.cancelled_by is not None:
         return 128 + result.cancelled_by
-    if result.outcome in ("released", "parked", "lost") and fail_on_command_failure:
-        return 1
-    if result.outcome == "error":
+    if result.outcome == Outcome.ERROR:
         return 3
+    if result.outcome.failed and fail_on_command_failure:
+        return 1
     return 0
 
 
@@ -109,13 +110,13 @@ def dispatch_once(
     """Select, claim, run and settle one issue."""
     snapshot = tracker.snapshot()
     plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked)
-    result = Result("idle", request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
+    result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
     elif request.dry_run:
         top = plan.dispatchable[0]
-        result.outcome, result.issue, result.attempt = "dry-run", top, top.failed_attempts + 1
+        result.outcome, result.issue, result.attempt = Outcome.DRY_RUN, top, top.failed_attempts + 1
         result.store = tracker.location_of(top.id)
         result.reason = f"would claim {top.short_id} ({len(plan.dispatchable)} dispatchable)"
     else:
@@ -233,13 +234,13 @@ def _settle(tracker: Tracker, request: Request, result: Result, issue: Issue, re
         else:
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts)
     except TrackerError as exc:  # the run happened; report it even though the store refused
-        result.outcome = "error"
+        result.outcome = Outcome.ERROR
         result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"
         return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
-    if settlement.outcome == "lost":
+    if settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
-    elif settlement.outcome == "parked":
+    elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
     else:
         result.reason = reason

@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from . import transitions
-from .errors import TrackerError
-from .gitcmd import Git, GitError, last_line, redact
-from .jit_store import JitStore
-from .models import LOCK_PREFIX, Issue, issue_from_raw
-from .selection import Filters
-from .tracker import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.domain import transitions
+from jit_dispatch.domain.issue import LOCK_PREFIX, Issue, issue_from_raw
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.jit.store import JitStore
+from jit_dispatch.trackers.remote.git import Git, GitError, last_line, redact
 
 T = TypeVar("T")
 BOT_NAME = "github-actions[bot]"
@@ -216,7 +217,7 @@ class RemoteJitTracker(TrackerDefaults):
 
     def _live_locks(self, locks: dict[str, str], states: dict[str, str]) -> set[str]:
         """Locked issues, minus orphaned locks (issue not in progress, lock older than the limit)."""
-        suspects = {i: sha for i, sha in locks.items() if states.get(i) == "ready"}
+        suspects = {i: sha for i, sha in locks.items() if states.get(i) == State.READY}
         self._orphans = {}
         if suspects:
             refspecs = [f"+{self._lock_ref(i)}:{self._private_ref}-lock-{n}" for n, i in enumerate(suspects)]
@@ -262,7 +263,7 @@ class RemoteJitTracker(TrackerDefaults):
             tip, locks = self._list_remote()
             self._sync_to(tip)
             settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
-        if issue_id not in self._own_locks and issue_id in locks and settlement.outcome != "lost":
+        if issue_id not in self._own_locks and issue_id in locks and settlement.outcome != Outcome.LOST:
             self._own_locks[issue_id] = locks[issue_id]  # a reaped runner's lock: settled here, freed here
         self._drop_lock(issue_id)
         return settlement

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import selection
-from .models import PARKED_LABEL, STATES, Issue
-from .reaper import Claim, dispatcher_claims, format_age
-from .report import issue_json, md_text, plain
-from .selection import Held
-from .tracker import Snapshot
-
-TERMINAL_STATES = ("done", "rejected", "archived")
+from jit_dispatch.domain import selection
+from jit_dispatch.domain.issue import PARKED_LABEL, Issue
+from jit_dispatch.domain.selection import Held
+from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
+from jit_dispatch.domain.values import TERMINAL_STATES, State
+from jit_dispatch.report.summary import issue_json, md_text, plain
+from jit_dispatch.trackers.base import Snapshot
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,9 @@ class Status:
 
 
 def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: float) -> Status:
-    """`snapshot` must hold every issue in full (`snapshot(full_states=STATES)`)."""
+    """`snapshot` must hold every issue in full (`snapshot(full_states=State)`)."""
     plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked)
-    counts = dict.fromkeys(STATES, 0)
+    counts = dict.fromkeys(State, 0)
     for state in snapshot.states.values():
         counts[state] += 1
     blocked = [
@@ -45,7 +44,7 @@ def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: 
     claims += [
         Claim(i, i.assignee or "nobody", 0.0, 0.0)
         for i in snapshot.issues
-        if i.state == "in_progress" and all(c.issue.id != i.id for c in claims)
+        if i.state == State.IN_PROGRESS and all(c.issue.id != i.id for c in claims)
     ]
     return Status(
         location, counts, plan.dispatchable, plan.held, blocked, claims, stale_after, parked, snapshot.warnings
