@@ -21,7 +21,7 @@ StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 
 STATES = ["backlog", "ready", "in_progress", "gated", "done", "rejected", "archived"]
 RANK = {"critical": 0, "high": 1, "normal": 2, "low": 3}
-TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings"}
+TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings", "queue"}
 ISSUE_KEYS = {"issue_id", "short_id", "title", "priority"}
 ENTRY_KEYS = {
     "dispatchable": ISSUE_KEYS,
@@ -119,6 +119,12 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             if "dispatch:parked" in raw["labels"]
         ],
         "missing": missing,
+        "queue": {
+            "ready_issues": len(dispatchable),
+            "oldest_ready_age_seconds": None if not dispatchable else
+            now - min(instant(raws[d["issue_id"]]["created_at"])[0] for d in dispatchable),
+            "running": len(in_progress),
+        },  # fmt: skip
     }
 
 
@@ -144,6 +150,10 @@ def assert_matches(data: dict, expected: dict) -> None:
     assert data["held"] == expected["held"]
     assert data["blocked"] == expected["blocked"]
     assert data["parked"] == expected["parked"]
+    assert set(data["queue"]) == {"ready_issues", "oldest_ready_age_seconds", "running"}
+    for key, want in expected["queue"].items():
+        assert data["queue"][key] == want if key != "oldest_ready_age_seconds" or want is None \
+            else abs(data["queue"][key] - want) < 30, (key, data["queue"][key], want)  # fmt: skip
     got = {entry["issue_id"]: entry for entry in data["in_progress"]}
     assert set(got) == set(expected["in_progress"])
     for issue_id, want in expected["in_progress"].items():
@@ -331,7 +341,8 @@ def test_status_of_an_empty_store(new_store: StoreFactory) -> None:
     data = status(store.root)
     assert_schema(data)
     assert data == {"store": str(store.root), "counts": dict.fromkeys(STATES, 0), "dispatchable": [], "held": [],
-                    "blocked": [], "in_progress": [], "parked": [], "warnings": []}  # fmt: skip
+                    "blocked": [], "in_progress": [], "parked": [], "warnings": [],
+                    "queue": {"ready_issues": 0, "oldest_ready_age_seconds": None, "running": 0}}  # fmt: skip
     text = run_cli("status", "--jit-dir", str(store.root))
     assert text.stdout.strip() == f"jit-dispatch status of {store.root}: no issues"
 
