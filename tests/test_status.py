@@ -103,6 +103,8 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             entry.update(age_seconds=None, silent_seconds=None, stale=False)
         in_progress[raw["id"]] = entry
 
+    created = [instant(raws[entry["issue_id"]]["created_at"])[0] for entry in dispatchable]
+    oldest = now - min(created) if created else None
     return {
         "counts": {state: Counter(states.values())[state] for state in STATES},
         "dispatchable": dispatchable,
@@ -119,12 +121,7 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             if "dispatch:parked" in raw["labels"]
         ],
         "missing": missing,
-        "queue": {
-            "ready_issues": len(dispatchable),
-            "oldest_ready_age_seconds": None if not dispatchable else
-            now - min(instant(raws[d["issue_id"]]["created_at"])[0] for d in dispatchable),
-            "running": len(in_progress),
-        },  # fmt: skip
+        "queue": {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": oldest, "running": len(in_progress)},
     }
 
 

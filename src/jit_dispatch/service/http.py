@@ -43,8 +43,9 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = REQUEST_TIMEOUT
     protocol_version = "HTTP/1.1"
-    server_version = "jit-dispatch"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return "jit-dispatch"
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr: the pool logs webhooks itself, probes would drown everything."""
