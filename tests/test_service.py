@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import clean_env, git, read_issue
+from conftest import clean_env, git, read_issue, run_cli
 from jit_dispatch.service.http import MAX_BODY
 from jit_dispatch.service.webhooks import sign
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
@@ -445,3 +446,37 @@ def test_once_never_imports_the_service_code(tmp_path: Path, new_store) -> None:
         started["loaded"]
     )
     assert read_issue(store.root, second)["state"] == "done"
+
+
+# --------------------------------------------------------------------------- Kubernetes Indexed Job fan-out
+def test_an_indexed_jobs_completion_index_counts_as_the_spread_index(tmp_path: Path, new_store) -> None:
+    store, _ = new_store(*(NewIssue(f"same priority {n}", created_at=f"2026-01-01T00:00:0{n}Z") for n in range(4)))
+    copies = {name: tmp_path / name / ".jit" for name in ("job", "flags", "first")}
+    for copy in copies.values():
+        shutil.copytree(store.root, copy)
+    once = ["once", "--agent", "k8s", "--command", "true", "--json"]
+
+    def claimed(root: Path, *args: str, **env: str) -> str:
+        result = run_cli(*once, "--jit-dir", str(root), *args, env=clean_env(**env))
+        assert result.returncode == 0, result.stderr
+        return result.json["issue_id"]
+
+    by_job = claimed(copies["job"], JOB_COMPLETION_INDEX="1", JIT_DISPATCH_SPREAD_TOTAL="2")
+    assert by_job == claimed(copies["flags"], "--spread-index", "1", "--spread-total", "2")
+    assert by_job != claimed(copies["first"], JOB_COMPLETION_INDEX="0", JIT_DISPATCH_SPREAD_TOTAL="2")
+    # The Action's variable and the flag still win over the pod's index.
+    result = run_cli(*once, "--jit-dir", str(store.root), "--dry-run",
+                     env=clean_env(JOB_COMPLETION_INDEX="3", JIT_DISPATCH_SPREAD_INDEX="0"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_completion_index_without_the_total_is_one_clear_line(tmp_path: Path, new_store) -> None:
+    store, _ = new_store(NewIssue("x"))
+    result = run_cli("once", "--agent", "k8s", "--command", "true", "--jit-dir", str(store.root),
+                     env=clean_env(JOB_COMPLETION_INDEX="2"))  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "jit-dispatch: error: --spread-index: 2 (from JOB_COMPLETION_INDEX) must be smaller than --spread-total (1); "
+        "set JIT_DISPATCH_SPREAD_TOTAL to the Indexed Job's completions\n"
+    )
+    assert read_issue(store.root, store.issue_ids()[0])["state"] == "ready", "nothing claimed"

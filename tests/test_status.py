@@ -390,3 +390,44 @@ def test_summary_is_written_only_when_asked_or_in_actions(new_store: StoreFactor
     assert not summary.exists()
     status(store.root, env=clean_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true"))
     assert pie(summary.read_text()) == {"ready": 1}
+
+
+# --------------------------------------------------------------------------- trend of settles
+def test_the_dashboard_shows_settles_per_hour_from_the_event_log(tmp_path: Path) -> None:
+    store = JitStore.init(tmp_path / "repo" / ".jit")
+    good, bad = store.create_issues([NewIssue("works", "high"), NewIssue("breaks")])
+    assert run_cli("once", "--agent", "a", "--command", "true", "--jit-dir", str(store.root)).returncode == 0
+    assert run_cli("once", "--agent", "a", "--command", "exit 5", "--jit-dir", str(store.root)).returncode == 1
+    now = datetime.now(UTC)
+    earlier = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+    too_old = (now - timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with (store.root / "events.jsonl").open("a") as handle:
+        for stamp, kind in ((earlier, "issue_completed"), (earlier, "issue_completed"), (too_old, "issue_released")):
+            handle.write(json.dumps({"type": kind, "id": f"e-{kind}", "issue_id": good, "timestamp": stamp}) + "\n")
+        handle.write('{"type": "issue_completed", "timestamp": "yesterday"}\n')
+    summary = tmp_path / "summary.md"
+    env = clean_env(GITHUB_STEP_SUMMARY=str(summary))
+    result = run_cli("status", "--jit-dir", str(store.root), "--summary", env=env)
+    assert result.returncode == 0, result.stderr
+    markdown = summary.read_text()
+    assert "#### Settles per hour" in markdown
+    settled = next(e for e in read_store_events(store.root) if e["type"] == "issue_completed")["timestamp"]
+    assert f"| {settled[5:13].replace('T', ' ')}:00 | 1 | 1 |" in markdown, markdown
+    assert f"| {now - timedelta(hours=3):%m-%d %H}:00 | 2 | 0 |" in markdown
+    assert re.search(r"done `[▁-█]{12}` 3 · released `[▁-█]{12}` 1", markdown)
+    trend_rows = markdown.split("| Hour (UTC) | done | released |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    assert len(trend_rows.splitlines()) == 2, "only hours that had settles, the 30-hour-old one left out"
+    assert bad  # released, still ready
+
+
+def read_store_events(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_no_trend_without_settles() -> None:
+    from jit_dispatch.report.status import _trend_markdown, settle_trend
+
+    now = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    assert _trend_markdown(settle_trend([], now)) == []
+    trend = settle_trend([{"type": "issue_released", "timestamp": "2026-03-01T01:00:00Z"}], now)
+    assert [hour.hour for hour, _, _ in trend] == list(range(1, 13)) and trend[0][1:] == (0, 1)

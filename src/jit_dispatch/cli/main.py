@@ -120,9 +120,18 @@ def cli() -> None:
     help="In Actions, let the command's output issue ::workflow commands:: (off: fenced).",
 )
 @env_option(
-    "--spread-index", type=click.IntRange(min=0), default=0, help="This runner's index among runners started together."
+    "--spread-index",
+    envvar=["JIT_DISPATCH_SPREAD_INDEX", "JOB_COMPLETION_INDEX"],  # a Kubernetes Indexed Job's pod index
+    type=click.IntRange(min=0),
+    default=0,
+    help="This runner's index among runners started together. Default: $JOB_COMPLETION_INDEX, else 0.",
 )
-@env_option("--spread-total", type=click.IntRange(min=1), default=1, help="How many runners started together.")
+@env_option(
+    "--spread-total",
+    type=click.IntRange(min=1),
+    default=1,
+    help="How many runners started together (an Indexed Job: its completions).",
+)
 @env_option(
     "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
 )
@@ -147,7 +156,7 @@ def once(**options: Any) -> None:
     if not (options["command"] or "").strip():
         raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
     if options["spread_index"] >= options["spread_total"]:
-        raise UsageError("--spread-index: must be smaller than --spread-total")
+        raise UsageError(_spread_error(options["spread_index"], options["spread_total"]))
     choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"])
     with open_tracker(choice) as tracker:
         request = Request(
@@ -175,6 +184,16 @@ def once(**options: Any) -> None:
     warn(result.warnings)
     publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)
     sys.exit(exit_code_for(result, options["fail_on_command_failure"]))
+
+
+def _spread_error(index: int, total: int) -> str:
+    source = click.get_current_context().get_parameter_source("spread_index")
+    if source == ParameterSource.ENVIRONMENT and not os.environ.get("JIT_DISPATCH_SPREAD_INDEX"):
+        return (
+            f"--spread-index: {index} (from JOB_COMPLETION_INDEX) must be smaller than --spread-total ({total}); "
+            "set JIT_DISPATCH_SPREAD_TOTAL to the Indexed Job's completions"
+        )
+    return f"--spread-index: {index} must be smaller than --spread-total ({total})"
 
 
 @cli.command()
