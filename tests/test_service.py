@@ -480,3 +480,13 @@ def test_a_completion_index_without_the_total_is_one_clear_line(tmp_path: Path, 
         "set JIT_DISPATCH_SPREAD_TOTAL to the Indexed Job's completions\n"
     )
     assert read_issue(store.root, store.issue_ids()[0])["state"] == "ready", "nothing claimed"
+
+
+def test_the_service_demo_runs(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "jit_dispatch.demo", "--service"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("200 ok") == 2 and "401 {" in out and '200 {"status": "issue changed", "wake": true}' in out
+    assert 'jit_dispatch_settled_total{agent="demo-pool",outcome="done"} 5.0' in out
+    assert "(exit 143 after SIGTERM)" in out
