@@ -49,20 +49,11 @@ def wait_for(predicate: Callable[[], Any], what: str, proc: subprocess.Popen | N
 
 
 @dataclass
-class Running:
-    proc: subprocess.Popen
-    out: Path
+class Client:
+    """Plain HTTP/1.1 requests to the pool's endpoint."""
+
     host: str
     port: int
-
-    def events(self) -> list[dict]:
-        """The JSON log so far; every complete line must be one JSON object."""
-        text = self.out.read_text()
-        lines = text.splitlines()[: None if text.endswith("\n") else -1]
-        return [json.loads(line) for line in lines]
-
-    def of(self, kind: str) -> list[dict]:
-        return [e for e in self.events() if e["event"] == kind]
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -78,12 +69,12 @@ class Running:
         return status, body
 
     def hook(self, route: str, payload: dict, *, kind: str = "", delivery: str = "", signature: str | None = None):
+        """POST `payload`, signed with the secret (`signature`: that header instead; "" for none)."""
         body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(SECRET.encode(), body)}
-        if signature is not None:
+        headers = {"Content-Type": "application/json"}
+        signature = sign(SECRET.encode(), body) if signature is None else signature
+        if signature:
             headers["X-Hub-Signature-256"] = signature
-        if not signature and signature is not None:
-            del headers["X-Hub-Signature-256"]
         if kind:
             headers["X-GitHub-Event"] = kind
         if delivery:
@@ -99,6 +90,22 @@ class Running:
             for sample in family.samples:
                 values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return values
+
+
+@dataclass
+class Running(Client):
+    proc: subprocess.Popen | None = None
+    out: Path | None = None
+
+    def events(self) -> list[dict]:
+        """The JSON log so far; every complete line must be one JSON object."""
+        assert self.out is not None
+        text = self.out.read_text()
+        lines = text.splitlines()[: None if text.endswith("\n") else -1]
+        return [json.loads(line) for line in lines]
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events() if e["event"] == kind]
 
 
 def pool_config(path: Path, command: str, *, capacity: int = 1, extra: str = "") -> Path:
@@ -123,7 +130,7 @@ def spawn(cwd: Path, *args: str, secret: str | None = SECRET) -> Running:
             [sys.executable, "-m", "jit_dispatch", "start", "--listen", "127.0.0.1:0", "--log-format", "json", *args],
             cwd=cwd, env=env, stdout=handle, stderr=err,
         )  # fmt: skip
-    running = Running(proc, out, "", 0)
+    running = Running("", 0, proc, out)
     try:
         listen = wait_for(lambda: running.of("listen"), "the server to listen", proc)[0]
     except BaseException:
@@ -135,6 +142,7 @@ def spawn(cwd: Path, *args: str, secret: str | None = SECRET) -> Running:
 
 
 def stop(running: Running) -> int:
+    assert running.proc is not None
     if running.proc.poll() is None:
         running.proc.send_signal(signal.SIGTERM)
         try:
@@ -377,7 +385,7 @@ def test_healthz_fails_when_the_loop_stalls_or_stops(tmp_path: Path, new_store) 
                 log_dir=tmp_path, base_env=os.environ, sinks=[])  # fmt: skip
     server = Server(("127.0.0.1", 0), App(pool, PoolMetrics(), None)).start()
     try:
-        running = Running(subprocess.Popen(["true"]), tmp_path, "127.0.0.1", server.server_address[1])
+        running = Client("127.0.0.1", server.server_address[1])
         assert running.get("/readyz") == (503, b"no cycle yet\n")
         pool.run(once=True)
         pool._stopped = False  # as if the loop were still going, but silent for too long

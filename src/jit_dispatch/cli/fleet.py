@@ -8,7 +8,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,6 +31,11 @@ from jit_dispatch.trackers.factory import (
     run_reference,
     store_choice,
 )
+
+if TYPE_CHECKING:  # imported for real only by `start`
+    from jit_dispatch.engine.dispatch import Result
+    from jit_dispatch.engine.pool import Pool
+    from jit_dispatch.service.metrics import PoolMetrics
 
 
 def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
@@ -253,8 +258,8 @@ def start(
     sys.exit(128 + cancel.signum if cancel.signum else (1 if failed else 0))
 
 
-def _run_pool(pool: Any, tracker: Tracker, options: dict[str, Any], single_cycle: bool,
-              listen: tuple[str, int] | None, metrics: Any, secret: str) -> list[Any]:  # fmt: skip
+def _run_pool(pool: Pool, tracker: Tracker, options: dict[str, Any], single_cycle: bool,
+              listen: tuple[str, int] | None, metrics: PoolMetrics | None, secret: str) -> list[Result]:  # fmt: skip
     """The pool, with the store watched (local stores; not for one cycle) and the endpoint when listening."""
     from jit_dispatch.service.app import running_service
     from jit_dispatch.trackers.jit.events import local_stores
