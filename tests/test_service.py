@@ -370,6 +370,11 @@ def test_metrics_after_known_runs(tmp_path: Path, new_store, pools) -> None:
     index.write_bytes(good)
     wait_for(lambda: pool.get("/readyz")[0] == 200, "ready again once the store is readable", pool.proc)
     assert stop(pool) == 128 + signal.SIGTERM
+    events = pool.events()
+    assert_stable_log_keys(events)
+    assert {e["event"] for e in events} >= {"start", "claim", "settle", "cycle", "watch", "listen"}
+    failed = [e for e in events if e["event"] == "cycle" and e["error"]]
+    assert failed and failed[0]["trigger"] == "store" and "index.json" in failed[0]["error"]
 
 
 # --------------------------------------------------------------------------- health of the loop, in-process

@@ -194,3 +194,10 @@ def test_the_watcher_reports_a_change_to_either_file(tmp_path: Path) -> None:
     replacement.write_text('{"schema_version": 2}')
     replacement.replace(tmp_path / "index.json")  # jit's atomic write: a new inode
     assert watcher.check() and seen[-1] == []
+
+
+def test_a_signed_but_absurdly_nested_body_is_a_bad_request_not_a_crash() -> None:
+    body = b"[" * 200_000
+    headers = {"X-Hub-Signature-256": sign(SECRET, body), "X-GitHub-Event": "issues"}
+    assert Receiver(SECRET, "main").github(headers, body).status == 400
+    assert Receiver(SECRET, "main").jit(headers, body).status == 400

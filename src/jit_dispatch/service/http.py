@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +138,12 @@ class Server(ThreadingHTTPServer):
         self.app = app
         super().__init__(address, Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http")
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            print(f"jit-dispatch: http: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
     @property
     def url(self) -> str:

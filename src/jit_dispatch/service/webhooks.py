@@ -116,7 +116,7 @@ class Receiver:
             return Reply(401, "missing or wrong signature")
         try:
             event = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # ValueError covers UnicodeDecodeError
             event = None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return Reply(400, "body is not a jit event (a JSON object with a string `type`)")
@@ -137,6 +137,6 @@ def _github_payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any] |
         if (headers.get("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
             body = (parse_qs(body.decode("utf-8"), max_num_fields=8).get("payload") or [""])[0].encode()
         payload = json.loads(body)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # ValueError covers UnicodeDecodeError; a signed but absurd nesting
         return None
     return payload if isinstance(payload, dict) else None
