@@ -201,3 +201,21 @@ def test_a_signed_but_absurdly_nested_body_is_a_bad_request_not_a_crash() -> Non
     headers = {"X-Hub-Signature-256": sign(SECRET, body), "X-GitHub-Event": "issues"}
     assert Receiver(SECRET, "main").github(headers, body).status == 400
     assert Receiver(SECRET, "main").jit(headers, body).status == 400
+
+
+# --------------------------------------------------------------------------- the text log
+def test_text_log_lines_carry_no_control_characters() -> None:
+    import io
+
+    from jit_dispatch.service.logs import EventLog
+
+    out = io.StringIO()
+    log = EventLog(out)
+    log.emit("webhook", {"source": "github", "kind": "issues\x1b[2J", "action": "la\rbeled", "delivery": "d",
+                         "status": 200, "wake": True, "message": "issue changed"})  # fmt: skip
+    log.emit("cycle", {"trigger": "store", "error": "TrackerError: bad\nline", "claimed": 0})
+    log.emit("cycle", {"trigger": "poll", "error": None, "claimed": 0})  # a good cycle: nothing in text
+    assert out.getvalue() == (
+        "webhook github issues labeled 200 issue changed → wake\n"
+        "error   cycle failed (store): TrackerError: bad line\n"
+    )
