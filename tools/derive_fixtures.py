@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Derive the self-contained jit stores in tests/fixtures/ from the real ones in ../shared/fixtures.
+"""Derive the self-contained jit stores in tests/fixtures/ from real ones written by jit.
 
 The real stores (erankavija/just-in-time at d4664f97 and 13275b61, MIT OR Apache-2.0) may not be
 committed verbatim. This script keeps every structural byte of them (ids, file names, key order,
@@ -12,9 +12,10 @@ output is deterministic, equal texts stay equal (an issue's title and its `issue
 and each line keeps its markdown skeleton, punctuation, numbers, symbols, item ids (`REQ-01`),
 markers (`[hard]`), placeholders (`{doc}`) and roughly its length.
 
-    python tools/derive_fixtures.py [SOURCE_DIR] [--out DIR] [--jit-bin DIR]
+    python tools/derive_fixtures.py SOURCE_DIR [--out DIR] [--jit-bin DIR]
 
-It is the only file in this repository that reads ../shared. With `--jit-bin` it also runs the real
+SOURCE_DIR holds `jit-repo-seed-era/.jit` and `jit-repo-latest/.jit`, the `.jit/` directories of
+erankavija/just-in-time at those two commits. With `--jit-bin` it also runs the real
 jit binaries on the originals and on the derived stores and compares what they report.
 """
 
@@ -37,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = ROOT.parent / "shared" / "fixtures"
 DEFAULT_OUT = ROOT / "tests" / "fixtures"
 STORES = {"jit-repo-seed-era": "seed-era", "jit-repo-latest": "latest"}
 BINARIES = {"seed-era": "jit-seed-d4664f97", "latest": "jit-head-13275b61"}
@@ -490,7 +490,7 @@ def compare_with_jit(source: Path, out: Path, bin_dir: Path, texts: dict[str, di
 def main(argv: list[str] | None = None) -> int:
     """Derive both stores into --out (replacing what is there); optionally compare with real jit."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE, help="the real fixtures dir")
+    parser.add_argument("source", type=Path, help="dir with jit-repo-seed-era/.jit and jit-repo-latest/.jit")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where seed-era/ and latest/ go")
     parser.add_argument("--jit-bin", type=Path, help="dir with the real jit binaries: also compare their answers")
     args = parser.parse_args(argv)
