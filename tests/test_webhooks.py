@@ -216,6 +216,5 @@ def test_text_log_lines_carry_no_control_characters() -> None:
     log.emit("cycle", {"trigger": "store", "error": "TrackerError: bad\nline", "claimed": 0})
     log.emit("cycle", {"trigger": "poll", "error": None, "claimed": 0})  # a good cycle: nothing in text
     assert out.getvalue() == (
-        "webhook github issues labeled 200 issue changed → wake\n"
-        "error   cycle failed (store): TrackerError: bad line\n"
+        "webhook github issues labeled 200 issue changed → wake\nerror   cycle failed (store): TrackerError: bad line\n"
     )

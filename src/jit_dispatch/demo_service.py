@@ -37,7 +37,7 @@ def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None
         return exc.code, exc.read().decode()
 
 
-def _wait_for_lines(out: Path, needle: str, proc: subprocess.Popen, count: int = 1, seconds: float = 30) -> str:
+def _wait_for_lines(out: Path, needle: str, proc: subprocess.Popen[bytes], count: int = 1, seconds: float = 30) -> str:
     """The first line holding `needle`, once `count` lines do (bounded: the demo never hangs)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:

@@ -148,8 +148,8 @@ class Server(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
 
     def start(self) -> Server:
         self._thread.daemon = True

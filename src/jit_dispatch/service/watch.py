@@ -35,7 +35,8 @@ class EventTail:
     def __init__(self, path: Path) -> None:
         self.path = path
         sig = _signature(path)
-        self.inode, self.offset = (sig[0], sig[1]) if sig else (None, 0)
+        self.inode: int | None = sig[0] if sig else None
+        self.offset = sig[1] if sig else 0
 
     def new_events(self) -> list[dict[str, Any]]:
         sig = _signature(self.path)
