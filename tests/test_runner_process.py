@@ -118,7 +118,7 @@ def test_non_zero_exit_releases_with_reason_and_counts_the_attempt(two_issues: t
     assert raw["state"] == "ready" and raw["assignee"] is None
     assert raw["context"]["dispatch.attempts"] == "1"
     assert raw["context"]["dispatch.last_reason"] == "exit code 7"
-    assert "dispatch:parked" not in raw["labels"]
+    assert "dispatch.parked_at" not in raw["context"]
     events = read_events(root)[before:]
     assert [(e["type"], e.get("from"), e.get("to")) for e in events] == [
         ("issue_state_changed", "ready", "in_progress"),
@@ -143,7 +143,7 @@ def test_repeated_failures_park_the_issue_and_it_is_never_selected_again(two_iss
     assert second_run.json["reason"].startswith("exit code 9")
     parked = read_issue(root, first)
     assert parked["state"] == "ready" and parked["assignee"] is None
-    assert "dispatch:parked" in parked["labels"]
+    assert "dispatch.parked_at" in parked["context"] and "dispatch:parked" not in parked["labels"]
     assert parked["context"]["dispatch.attempts"] == "2"
     assert parked["context"]["dispatch.last_reason"] == "exit code 9"
     parked_bytes = (root / "issues" / f"{first}.json").read_bytes()

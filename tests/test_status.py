@@ -79,8 +79,8 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             if registry.get(key, {}).get("stage") == "precheck" and registry.get(key, {}).get("mode") == "manual"
             and key not in passed
         ]  # fmt: skip
-        if "dispatch:parked" in raw["labels"]:
-            reason = "parked (dispatch:parked): " + raw["context"].get("dispatch.last_reason", "no reason")
+        if "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]:
+            reason = "parked: " + raw["context"].get("dispatch.last_reason", "no reason")
             held.append({**head(raw), "reason": reason})
         elif manual:
             held.append({**head(raw), "reason": "manual precheck not passed: " + ", ".join(manual)})
@@ -116,7 +116,7 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
         "parked": [
             {**head(raw), "reason": raw["context"].get("dispatch.last_reason")}
             for raw in sorted(raws.values(), key=order)
-            if "dispatch:parked" in raw["labels"]
+            if "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]
         ],
         "missing": missing,
     }
@@ -262,7 +262,7 @@ def test_status_of_every_case_matches_the_files(every_case: tuple[Path, dict[str
         "crit", "high", "normal_old", "normal_new", "dep_done", "gate_passed", "auto_and_post",
     ]  # fmt: skip
     assert [(short[h["issue_id"]], h["reason"]) for h in data["held"]] == [
-        ("parked", "parked (dispatch:parked): exit code 7"),
+        ("parked", "parked: exit code 7"),
         ("gated_pre", "manual precheck not passed: review"),
     ]
     assert [(short[b["issue_id"]], b["state"], b["blocked_by"]) for b in data["blocked"]] == [

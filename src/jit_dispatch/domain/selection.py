@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jit_dispatch.domain.issue import PARKED_LABEL, Gate, Issue
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.values import PRIORITY_RANK, RESOLVED_STATES, State
 
 
@@ -63,8 +63,8 @@ def unpassed_manual_prechecks(issue: Issue, gates: Mapping[str, Gate]) -> list[s
 
 def hold_reason(issue: Issue, gates: Mapping[str, Gate]) -> str | None:
     """Why an available issue is still not dispatchable, or None."""
-    if PARKED_LABEL in issue.labels:
-        return f"parked ({PARKED_LABEL}): {issue.context.get('dispatch.last_reason', 'no reason')}"
+    if issue.parked:
+        return f"parked: {issue.context.get('dispatch.last_reason', 'no reason')}"
     prechecks = unpassed_manual_prechecks(issue, gates)
     if prechecks:
         return "manual precheck not passed: " + ", ".join(prechecks)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import PARKED_LABEL, Issue
+from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
@@ -39,7 +39,7 @@ def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: 
         for issue in sorted(snapshot.issues, key=selection.dispatch_order)
         if issue.state not in TERMINAL_STATES and (deps := selection.blocking_dependencies(issue, snapshot.states))
     ]
-    parked = [i for i in sorted(snapshot.issues, key=selection.dispatch_order) if PARKED_LABEL in i.labels]
+    parked = [i for i in sorted(snapshot.issues, key=selection.dispatch_order) if i.parked]
     claims = dispatcher_claims(snapshot.issues, now)
     claims += [
         Claim(i, i.assignee or "nobody", 0.0, 0.0)

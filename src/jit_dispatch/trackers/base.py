@@ -64,7 +64,7 @@ class Tracker(Protocol):
         """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
 
     def unpark(self, issue_id: str) -> bool:
-        """Remove `dispatch:parked` (a person's decision); False when it was not parked."""
+        """Lift the parking (a person's decision); False when it was not parked."""
 
     def location_of(self, issue_id: str) -> str:
         """Where the issue lives, for the report (one tracker may span several stores)."""

@@ -41,6 +41,19 @@ def _quick_state(data: bytes) -> str | None:
     return state if state in _STATES else None
 
 
+def _gate(key: str, entry: dict[str, Any]) -> Gate:
+    """A registry entry as jit reads it: seed era without `priority` (100), checker kept raw for planning."""
+    priority = entry.get("priority", 100)
+    checker = entry.get("checker")
+    return Gate(
+        key,
+        str(entry.get("stage", "")),
+        str(entry.get("mode", "")),
+        priority if isinstance(priority, int) and not isinstance(priority, bool) else 100,
+        checker if isinstance(checker, dict) else None,
+    )
+
+
 @dataclass(frozen=True)
 class NewIssue:
     """An issue to create (demo, tests, benchmarks): what `jit issue create` + `dep add` make."""
@@ -113,11 +126,7 @@ class JitStore(TrackerDefaults):
             gates = registry.get("gates") if isinstance(registry, dict) else None
             if not isinstance(gates, dict):
                 raise TrackerError(f"{path}: field 'gates' must be an object")
-            self._gates = {
-                key: Gate(key, str(g.get("stage", "")), str(g.get("mode", "")))
-                for key, g in gates.items()
-                if isinstance(g, dict)
-            }
+            self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
