@@ -110,7 +110,7 @@ def test_what_is_not_dispatchable(fake: FakeGitHub) -> None:
     snapshot = tracker().snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, Filters())
     assert sorted(i.id for i in result.dispatchable) == ["#4", "#6", "#9"]
-    assert [(h.issue.id, h.reason.split(" ")[0]) for h in result.held] == [("#2", "parked")]
+    assert [(h.issue.id, h.reason.split(":")[0]) for h in result.held] == [("#2", "parked")]
     # only issues GitHub counts an open blocker for are asked for their dependencies
     assert fake.count("GET", r".*/dependencies/blocked_by") == 1
 

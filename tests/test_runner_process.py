@@ -360,10 +360,15 @@ def test_success_with_a_passed_gate_is_done(new_store: StoreFactory) -> None:
 
 
 def test_success_with_unpassed_required_gates_is_gated(new_store: StoreFactory) -> None:
-    """`review` is required but has no registry entry and no status: the issue stays gated."""
+    """`review` is required but has no registry entry and no status: held while gates run; with
+    `--gates skip` (gates left to jit) the issue ends gated."""
     store, (issue_id,) = new_store(NewIssue("needs review", gates_required=("review",)))
     before = len(read_events(store.root))
-    result = once(store.root, "true")
+    held = once(store.root, "true")
+    assert (held.returncode, held.json["outcome"]) == (0, "idle"), held.stderr
+    assert held.json["reason"] == "no dispatchable issue (1 ready but held back)"
+    assert len(read_events(store.root)) == before
+    result = once(store.root, "true", "--gates", "skip")
     assert (result.returncode, result.json["outcome"]) == (0, "gated"), result.stderr
     raw = read_issue(store.root, issue_id)
     assert raw["state"] == "gated" and raw["assignee"] == "agent:w1"

@@ -191,6 +191,9 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
                 workdir=settings["workdir"],
                 run_ref=run_reference(),
                 heartbeat_seconds=default_heartbeat(options),
+                gates=settings["gates"],
+                on_gate_failure=settings["on_gate_failure"],
+                checks=tuple(settings["checks"]),
             )
             slots.append(Slot(agent.id, agent.max_concurrent, request))
         pool = Pool(tracker, slots, cancel=cancel, poll_interval=loaded.poll_interval_secs, log_dir=logs,

@@ -41,6 +41,8 @@ class Step:
     pass_context: bool = False
     prompt: str | None = None
     prompt_file: str | None = None
+    title: str = ""
+    description: str = ""
 
     @property
     def label(self) -> str:
@@ -121,8 +123,9 @@ def outside_repository(relative: str) -> bool:
 
 
 def problems(issue: Issue, gates: Mapping[str, Gate]) -> list[str]:
-    """Why the issue's required gates cannot be run as jit would; an issue with any is held back."""
-    found = (_problem(key, gates.get(key)) for key in dict.fromkeys(issue.gates_required))
+    """Why the issue's open required gates cannot be run as jit would; an issue with any is held back."""
+    open_keys = [key for key in dict.fromkeys(issue.gates_required) if key not in issue.gates_passed]
+    found = (_problem(key, gates.get(key)) for key in open_keys)
     return [p for p in found if p]
 
 
@@ -139,6 +142,8 @@ def _step(key: str, gate: Gate) -> Step:
         pass_context=checker.get("pass_context") is True,
         prompt=checker.get("prompt") if isinstance(checker.get("prompt"), str) else None,
         prompt_file=checker.get("prompt_file"),
+        title=str(gate.definition.get("title", "")),
+        description=str(gate.definition.get("description", "")),
     )
 
 
@@ -179,9 +184,9 @@ def needed_text(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 # ------------------------------------------------------------------ judging a run
-def judge(exit_code: int, *, timed_out: bool, signalled: bool) -> tuple[str, int | None]:
+def judge(exit_code: int, *, timed_out: bool) -> tuple[str, int | None]:
     """jit's verdict on a checker's end: (status, the exit code jit records)."""
-    if timed_out or signalled:
+    if timed_out:
         return ERROR, None
     if exit_code == 0:
         return PASSED, 0
@@ -216,7 +221,9 @@ def run_record(run: GateRun, issue_id: str) -> dict[str, Any]:
     }
 
 
-def apply_records(raw: dict[str, Any], records: Sequence[Mapping[str, Any]], now: str) -> tuple[dict[str, Any], list[Event]]:
+def apply_records(
+    raw: dict[str, Any], records: Sequence[Mapping[str, Any]], now: str
+) -> tuple[dict[str, Any], list[Event]]:
     """What jit's `check_gate` does to the issue per run: the `gates_status` entry, then the event."""
     new = deepcopy(raw)
     status = new.setdefault("gates_status", {})
@@ -224,7 +231,8 @@ def apply_records(raw: dict[str, Any], records: Sequence[Mapping[str, Any]], now
     for record in records:
         passed = record["status"] == PASSED
         key = record["gate_key"]
-        status[key] = {"status": PASSED if passed else FAILED, "updated_by": EXECUTOR, "updated_at": record["started_at"]}
+        entry = {"status": PASSED if passed else FAILED, "updated_by": EXECUTOR, "updated_at": record["started_at"]}
+        status[key] = entry
         kind = "gate_passed" if passed else "gate_failed"
         events.append(make_event(kind, new["id"], now, gate_key=key, updated_by=EXECUTOR))
     return new, events

@@ -79,13 +79,18 @@ class Issue:
 
 @dataclass(frozen=True)
 class Gate:
-    """A gate of jit's registry (docs/jit-format.md#gates); `checker` as the registry holds it."""
+    """A gate of jit's registry (docs/jit-format.md#gates); `definition` is its entry as the registry holds it."""
 
     key: str
     stage: str  # "precheck" | "postcheck"
     mode: str  # "manual" | "auto"
     priority: int = 100  # newer jit: prechecks run in this order (lower first)
-    checker: Mapping[str, Any] | None = field(default=None, compare=False)
+    definition: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def checker(self) -> Mapping[str, Any] | None:
+        checker = self.definition.get("checker")
+        return checker if isinstance(checker, Mapping) else None
 
 
 def parse_timestamp(value: str) -> datetime:

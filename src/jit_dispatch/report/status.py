@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.gates import needed, needed_text
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
@@ -26,6 +28,7 @@ class Status:
     stale_after: float
     parked: list[Issue]
     warnings: list[str]
+    gates: Mapping[str, Gate] = field(default_factory=dict)  # the registry: which gates an issue still needs
 
 
 def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: float) -> Status:
@@ -47,8 +50,9 @@ def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: 
         if i.state == State.IN_PROGRESS and all(c.issue.id != i.id for c in claims)
     ]
     return Status(
-        location, counts, plan.dispatchable, plan.held, blocked, claims, stale_after, parked, snapshot.warnings
-    )
+        location, counts, plan.dispatchable, plan.held, blocked, claims, stale_after, parked, snapshot.warnings,
+        snapshot.gates,
+    )  # fmt: skip
 
 
 def _claim_json(claim: Claim, stale_after: float) -> dict[str, Any]:
@@ -67,8 +71,11 @@ def status_json(status: Status) -> dict[str, Any]:
     return {
         "store": status.location,
         "counts": status.counts,
-        "dispatchable": [issue_json(i) for i in status.dispatchable],
-        "held": [{**issue_json(h.issue), "reason": h.reason} for h in status.held],
+        "dispatchable": [{**issue_json(i), "gates_needed": needed(i, status.gates)} for i in status.dispatchable],
+        "held": [
+            {**issue_json(h.issue), "reason": h.reason, "gates_needed": needed(h.issue, status.gates)}
+            for h in status.held
+        ],
         "blocked": [{**issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
         "in_progress": [_claim_json(c, status.stale_after) for c in status.claims],
         "parked": [{**issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
@@ -87,7 +94,8 @@ def status_text(status: Status) -> str:
             lines.extend(f"  {row}" for row in rows)
 
     def head(entry: dict[str, Any]) -> str:
-        return f"{entry['short_id']}  {entry['priority']:<8}  {plain(entry['title'])}"
+        gates = f"  [gates: {plain(needed_text(entry['gates_needed']))}]" if entry.get("gates_needed") else ""
+        return f"{entry['short_id']}  {entry['priority']:<8}  {plain(entry['title'])}{gates}"
 
     section("Dispatchable, in order", [head(e) for e in data["dispatchable"]])
     section("Ready but held back", [f"{head(e)}  [{plain(e['reason'])}]" for e in data["held"]])
