@@ -58,7 +58,9 @@ def test_real_jit_reads_the_store_after_done_gated_released_and_parked(tmp_path:
     root, (done, gated, released, parked) = gated_repo(tmp_path, era, gates, *issues, before_store=jit_init)
     repo = root.parent
     # The seed era's validate rejects issues outside the dependency graph: an epic waits for all four.
-    JitStore(root).create_issues([NewIssue("epic", labels=("type:epic",), dependencies=(done, gated, released, parked))])
+    JitStore(root).create_issues(
+        [NewIssue("epic", labels=("type:epic",), dependencies=(done, gated, released, parked))]
+    )
     config_before = (root / "config.toml").read_bytes()
 
     def cycle(*extra: str, fail_for: str = "none") -> dict:
