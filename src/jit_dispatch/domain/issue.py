@@ -26,7 +26,7 @@ CTX_ATTEMPTS = "dispatch.attempts"
 CTX_LAST_REASON = "dispatch.last_reason"
 CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 # Parking is a context key, not a label: jit validates labels against the store's namespace
-# registry, and neither era's registry knows `dispatch:` (docs/jit-format.md#labels). A label
+# registry, and neither era's registry knows `dispatch:` (docs/gates.md#parking). A label
 # left by an older jit-dispatch still counts; GitHub Issues park with the label.
 CTX_PARKED_AT = "dispatch.parked_at"
 

@@ -127,7 +127,7 @@ def plan(
         if not matches_filters(issue, filters) or not is_available(issue, states):
             continue
         reason = "being claimed by another runner (remote lock)" if issue.id in taken else hold_reason(issue, gates)
-        if reason is None and run_gates and (broken := gate_problems(issue, gates)):
+        if reason is None and run_gates and issue.gates_required and (broken := gate_problems(issue, gates)):
             reason = broken[0]
         if reason is None:
             dispatchable.append(issue)

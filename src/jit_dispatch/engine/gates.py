@@ -1,4 +1,4 @@
-"""Run gate checkers and `--check` commands the way jit's executor runs them (docs/architecture.md#gates).
+"""Run gate checkers and `--check` commands the way jit's executor runs them (docs/gates.md).
 
 A gate's checker runs as `sh -c COMMAND` in `working_dir` (relative to the repository root), with
 `JIT_ISSUE_ID`, `JIT_GATE_KEY`, `JIT_STAGE` and the checker's `env`, and `JIT_CONTEXT_FILE` only when
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -73,8 +72,8 @@ def _run_one(
     head: tuple[str | None, str | None],
 ) -> GateRun | None:
     started_at, started = format_timestamp(), time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-gate-", dir=os.environ.get("RUNNER_TEMP") or None))
     hooks.gate_starting(step)
+    context: list[Path] = []  # the context file, when one was written (removed afterwards)
     try:
         if step.kind == CHECK:
             argv = shell_argv(setting.shell, expand_command(step.command))
@@ -82,14 +81,15 @@ def _run_one(
             env.pop("JIT_CONTEXT_FILE", None)
         else:
             argv = ["sh", "-c", step.command]
-            cwd, env = _gate_place(step, issue, setting, scratch)
+            cwd, env = _gate_place(step, issue, setting, context)
         run = run_command(argv, cwd=cwd, env=env, timeout=step.timeout, cancel=cancel, write_output=hooks.output)
     except _Refused as refused:
         result = _finish(step, started_at, started, rules.ERROR, None, head, message=str(refused))
         hooks.gate_finished(result)
         return result
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for path in context:
+            path.unlink(missing_ok=True)
     if run.cancelled_by is not None:
         return None
     status, exit_code = rules.judge(run.exit_code, timed_out=run.timed_out)
@@ -139,7 +139,7 @@ def _inside(root: Path, relative: str | None, what: str) -> Path:
     return target
 
 
-def _gate_place(step: Step, issue: Issue, setting: Setting, scratch: Path) -> tuple[Path, dict[str, str]]:
+def _gate_place(step: Step, issue: Issue, setting: Setting, written: list[Path]) -> tuple[Path, dict[str, str]]:
     """jit's working directory and environment for a gate's checker."""
     if setting.root is None:
         raise _Refused("failed (the tracker has no repository to run gates in)")
@@ -149,9 +149,12 @@ def _gate_place(step: Step, issue: Issue, setting: Setting, scratch: Path) -> tu
     env = {k: v for k, v in setting.base_env.items() if k != "JIT_CONTEXT_FILE"}
     env.update(JIT_ISSUE_ID=issue.id, JIT_GATE_KEY=step.key, JIT_STAGE=step.stage)
     if step.pass_context:
-        context = scratch / "context.json"
-        context.write_text(json.dumps(_context(step, issue, setting), indent=2, ensure_ascii=False), encoding="utf-8")
-        env["JIT_CONTEXT_FILE"] = str(context)
+        data = json.dumps(_context(step, issue, setting), indent=2, ensure_ascii=False).encode("utf-8")
+        handle, name = tempfile.mkstemp(prefix="jit-gate-context-", suffix=".json", dir=os.environ.get("RUNNER_TEMP"))
+        written.append(Path(name))
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        env["JIT_CONTEXT_FILE"] = name
     env.update(step.env)
     return cwd, env
 

@@ -70,8 +70,8 @@ class ConsoleHooks:
     def gate_finished(self, run: GateRun) -> None:
         self._end_output(run.output)
         seconds = run.duration_ms / 1000
-        verdict = run.status if run.passed else f"{run.status}: {run.reason}"
-        self.say(f"jit-dispatch: {summary.plain(run.step.label)} {summary.plain(verdict)} ({seconds:.2f}s)")
+        verdict = f"{run.step.label} passed" if run.passed else run.reason
+        self.say(f"jit-dispatch: {summary.plain(verdict)} ({seconds:.2f}s)")
 
 
 def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
