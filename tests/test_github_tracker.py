@@ -68,6 +68,12 @@ class Hooks:
         if self.on_finish:
             self.on_finish()
 
+    def gate_starting(self, step: Any) -> None:
+        pass
+
+    def gate_finished(self, run: Any) -> None:
+        pass
+
 
 def dispatch(t: GitHubTracker, command: str = "echo working on {issue_id}", hooks: Hooks | None = None, **kw: Any):
     request = Request(agent=kw.pop("agent", "agent:runner-a"), command=command, run_ref="https://run/1", **kw)
@@ -182,6 +188,20 @@ def test_done_leaves_an_issue_closed_meanwhile_as_it_is(fake: FakeGitHub) -> Non
     result = dispatch(tracker(), "true", hooks=Hooks(on_finish=closed_as_not_planned))
     assert result.outcome == "done" and fake.issues[1]["state_reason"] == "not_planned"
     assert fake.count("PATCH", r"/repos/octo-org/widgets/issues/1") == 0
+
+
+def test_checks_are_the_quality_gates_of_github_issues(fake: FakeGitHub, tmp_path: Path) -> None:
+    fake.add_issue(1, "needs a build")
+    built = tmp_path / "built"
+    check = f"test -f {built} && echo check saw {{issue_id}}"
+    failed = dispatch(tracker(), "true", checks=(check,))
+    reason = f"check '{check}' failed (exit 1)"
+    assert (failed.outcome, failed.reason, failed.failed_gate) == ("released", reason, check)
+    assert fake.issues[1]["state"] == "open"
+    assert markers(fake, 1)[-1].data["reason"] == f"check '{check}' failed (exit 1)"
+    done = dispatch(tracker(), f"touch {built}", checks=(check,))
+    assert done.outcome == "done" and fake.issues[1]["state"] == "closed"
+    assert [(g.step.key, g.status, g.output) for g in done.gates] == [(check, "passed", "check saw #1\n")]
 
 
 def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
