@@ -398,3 +398,23 @@ def test_remote_mode_records_the_gate_runs_in_the_settle_commit(tmp_path: Path) 
     issue = json.loads(git(bare, "show", f"{settle}:.jit/issues/{issue_id}.json"))
     assert issue["state"] == "done" and issue["gates_status"]["tests"]["status"] == "passed"
     assert git(clone, "status", "--porcelain") == ""
+
+
+# --------------------------------------------------------------------------- the agent pool
+def test_the_pool_runs_gates_and_config_checks_and_logs_them(tmp_path: Path) -> None:
+    gates = [gate("newest", "tests", "postcheck", "echo gate output; exit 2")]
+    root, (gated_id, plain_id) = gated_repo(
+        tmp_path, "newest", gates, NewIssue("with gate", "high", gates_required=("tests",)), NewIssue("plain")
+    )
+    config = root.parent / "dispatch.toml"
+    config.write_text(
+        'checks = ["echo check output"]\n\n[[agents]]\nid = "solo"\nmax_concurrent = 2\ncommand = "true"\n'
+    )
+    logs = tmp_path / "logs"
+    result = run_cli("start", "--once", "--jit-dir", str(root), "--log-dir", str(logs), cwd=root.parent)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"settle  {gated_id[:8]} released (agent:solo, exit 0)  gate 'tests' failed (exit 2)" in result.stdout
+    assert read_issue(root, plain_id)["state"] == "done"
+    log = (logs / f"{gated_id[:8]}-attempt1.log").read_text()
+    assert "--- jit-dispatch: gate 'tests' (postcheck)\ngate output\n" in log
+    assert "check output" in log
