@@ -418,3 +418,28 @@ def test_the_pool_runs_gates_and_config_checks_and_logs_them(tmp_path: Path) -> 
     log = (logs / f"{gated_id[:8]}-attempt1.log").read_text()
     assert "--- jit-dispatch: gate 'tests' (postcheck)\ngate output\n" in log
     assert "check output" in log
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('gates = "sometimes"\n', "dispatch.toml: gates: Input should be 'run' or 'skip'"),
+        ('on_gate_failure = "ignore"\n', "dispatch.toml: on_gate_failure: Input should be 'release' or 'gated'"),
+        ('checks = [""]\n', "dispatch.toml: checks[0]: String should have at least 1 character"),
+        ('checks = "make test"\n', "dispatch.toml: checks: Input should be a valid list"),
+    ],
+)
+def test_bad_gate_settings_are_one_line_naming_the_key(tmp_path: Path, config: str, message: str) -> None:
+    root, _ = gated_repo(tmp_path, "seed", [], NewIssue("w"))
+    (root.parent / "dispatch.toml").write_text(config + '\n[[agents]]\nid = "a"\ncommand = "true"\n')
+    result = once(root, "true")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"jit-dispatch: error: {message}"
+
+
+def test_bad_gate_options_are_usage_errors(tmp_path: Path) -> None:
+    root, _ = gated_repo(tmp_path, "seed", [], NewIssue("w"))
+    for args, word in ((("--gates", "maybe"), "--gates"), (("--check", " "), "--check")):
+        result = once(root, "true", *args)
+        assert result.returncode == 2 and word in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
