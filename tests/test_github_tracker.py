@@ -482,6 +482,19 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     assert "leak: ***" in actions_env["summary"].read_text() and "leak: ***" in fake.bodies(1)[-1]
 
 
+def test_a_check_echoing_the_token_does_not_put_it_in_the_summary_outputs_or_comment(
+    fake: FakeGitHub, actions_env: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    fake.add_issue(1)
+    check = 'echo "check leak: $GITHUB_TOKEN"; exit 5'
+    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", "true", "--check", check)
+    capfd.readouterr()
+    assert code == 1
+    for text in (actions_env["summary"].read_text(), actions_env["output"].read_text(), *fake.bodies(1)):
+        assert TOKEN not in text
+    assert "check leak: ***" in actions_env["summary"].read_text()
+
+
 def test_the_actions_token_is_the_dispatchers_not_the_commands(
     fake: FakeGitHub, actions_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

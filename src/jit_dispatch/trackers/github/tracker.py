@@ -473,6 +473,7 @@ class GitHubTracker:
 
         result.output_tail = self._scrub(result.output_tail)
         result.reason = self._scrub(result.reason) if result.reason else result.reason
+        result.gates = [replace(run, output=self._scrub(run.output)) for run in result.gates]  # `--check` output
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:
