@@ -76,6 +76,8 @@ def gated_repo(
     store = JitStore.init(repo / ".jit")
     (store.root / "gates.json").write_text(json.dumps({"gates": {g["key"]: g for g in gates}}, indent=2))
     ids = store.create_issues(specs)
+    if len(ids) > 1:  # the seed era's `jit validate` rejects issues outside the dependency graph
+        store.create_issues([NewIssue("epic", labels=("type:epic",), dependencies=tuple(ids))])
     (repo / ".gitignore").write_text(".jit/**/*.lock\n")
     env = {**GIT_IDENTITY, "PATH": "/usr/bin:/bin"}
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)

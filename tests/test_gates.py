@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,29 @@ import pytest
 from conftest import clean_env, git, parse_outputs, read_events, read_issue, run_cli
 from gate_stores import ERAS, gate, gate_runs, gated_repo
 from jit_dispatch.trackers.jit.store import NewIssue
+from test_jit_interop import BIN_VARIABLE, assert_real_jit_reads, jit_binary
 from test_runner_process import alive, wait_for_file
 
 RUN_FIELDS = [
     "schema_version", "run_id", "gate_key", "stage", "issue_id", "commit", "branch", "status", "started_at",
     "completed_at", "duration_ms", "exit_code", "stdout", "stderr", "command", "by", "message",
 ]  # fmt: skip
+
+
+# The registry the test writes is one real jit refuses too: its `validate` is not the check there.
+REJECTED_BY_JIT = pytest.mark.registry_jit_rejects
+
+
+@pytest.fixture(autouse=True)
+def real_jit_reads_every_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """After each scenario, the real jit of both eras validates the store and shows the gate runs
+    (when JIT_DISPATCH_JIT_BIN names the binaries; see test_jit_interop.py)."""
+    yield
+    if request.node.get_closest_marker("registry_jit_rejects") or not os.environ.get(BIN_VARIABLE):
+        return
+    for root in sorted(tmp_path.glob("repo-*/.jit")):
+        for era in ("seed", "newest"):
+            assert_real_jit_reads(jit_binary(era), root)
 
 
 def once(root: Path, command: str, *extra: str, env: dict[str, str] | None = None):
@@ -258,9 +276,19 @@ def test_ready_all_and_status_show_the_gates_an_issue_still_needs(tmp_path: Path
 @pytest.mark.parametrize(
     ("entry", "reason"),
     [
-        (None, "gate 'g' is required but not defined in the gate registry (gates.json)"),
-        ({"checker": {"type": "wasm", "command": "x"}}, "gate 'g' has a checker of unknown type 'wasm'"),
-        ({"timeout": "ten"}, "gate 'g' has an invalid timeout_seconds 'ten' (whole seconds above 0)"),
+        pytest.param(
+            None, "gate 'g' is required but not defined in the gate registry (gates.json)", marks=REJECTED_BY_JIT
+        ),
+        pytest.param(
+            {"checker": {"type": "wasm", "command": "x"}},
+            "gate 'g' has a checker of unknown type 'wasm'",
+            marks=REJECTED_BY_JIT,
+        ),
+        pytest.param(
+            {"timeout": "ten"},
+            "gate 'g' has an invalid timeout_seconds 'ten' (whole seconds above 0)",
+            marks=REJECTED_BY_JIT,
+        ),
         ({"working_dir": "../elsewhere"}, "gate 'g' has a working_dir outside the repository: '../elsewhere'"),
         ({"working_dir": "/etc"}, "gate 'g' has a working_dir outside the repository: '/etc'"),
     ],

@@ -37,6 +37,23 @@ def jit(binary: Path, repo: Path, *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([str(binary), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
 
 
+def assert_real_jit_reads(binary: Path, root: Path) -> None:
+    """`jit validate` passes, events and every issue are readable; the newest jit shows each gate's last run."""
+    repo = root.parent
+    validate = jit(binary, repo, "validate")
+    assert validate.returncode == 0, f"{binary.name} validate: {validate.stdout}{validate.stderr}"
+    events = jit(binary, repo, "events", "tail", "-n", "1000")
+    assert events.returncode == 0, f"{binary.name} events tail: {events.stderr}"
+    runs = gate_runs(root)
+    for issue_id in json.loads((root / "index.json").read_text())["all_ids"]:
+        shown = jit(binary, repo, "issue", "show", issue_id, "--json")
+        assert shown.returncode == 0, f"{binary.name} issue show {issue_id}: {shown.stderr}"
+        data = json.loads(shown.stdout)
+        if "gates" in data:  # the newest jit: gates with their last run, read from gate-runs/
+            ran = {r["gate_key"] for r in runs if r["issue_id"] == issue_id}
+            assert {g["key"] for g in data["gates"] if g["last_run_at"] is not None} == ran, data["gates"]
+
+
 @pytest.mark.parametrize("era", ["seed", "newest"])
 def test_real_jit_reads_the_store_after_done_gated_released_and_parked(tmp_path: Path, era: str) -> None:
     binary = jit_binary(era)
