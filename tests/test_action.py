@@ -180,7 +180,7 @@ def test_action_inputs_filter_and_failure_policy(workspace: tuple[Path, list[str
     assert run.exit_code == 0, run.log
     assert (outputs["issue-id"], outputs["outcome"]) == (docs, "parked")
     assert outputs["reason"] == "exit code 4; parked after 1 failed attempts"
-    assert "dispatch:parked" in read_issue(root / ".jit", docs)["labels"]
+    assert "dispatch.parked_at" in read_issue(root / ".jit", docs)["context"]
 
     again = CompositeRun(root, runner_temp, {"agent": "ci-2", "command": "exit 4", "sync": "none"})
     outputs = again.run()

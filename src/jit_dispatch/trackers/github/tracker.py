@@ -18,7 +18,7 @@ import contextlib
 import secrets
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +33,7 @@ from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filt
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
@@ -356,7 +356,8 @@ class GitHubTracker:
         markers = self._markers(number)
         return self._ours(issue_id, assignee, markers), rules.failed_attempts(markers)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
         number = self._number(issue_id)
         with self._api(f"settle {issue_id}"):
             claim, attempts = self._our_claim(issue_id, assignee, number)
@@ -374,7 +375,14 @@ class GitHubTracker:
         return Settlement(Outcome.DONE, attempts)
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
@@ -429,6 +437,13 @@ class GitHubTracker:
             self._remove_label(number, PARKED_LABEL)
         return True
 
+    def checker_root(self, issue_id: str) -> None:
+        """No gate registry on GitHub Issues: only `--check` commands run."""
+        return None
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        return []
+
     def hurry(self, seconds: float) -> None:
         """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""
         self.budget.deadline = time.monotonic() + seconds
@@ -458,6 +473,7 @@ class GitHubTracker:
 
         result.output_tail = self._scrub(result.output_tail)
         result.reason = self._scrub(result.reason) if result.reason else result.reason
+        result.gates = [replace(run, output=self._scrub(run.output)) for run in result.gates]  # `--check` output
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:
