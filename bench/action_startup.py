@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -84,10 +85,10 @@ class Side:
     saved: Path | None = None  # the venv as a cache would hold it (hit scenario)
 
 
-def install_script() -> str:
-    """The `run:` script of action.yml's install step: what the Action runs now."""
+def action_step(step_id: str) -> dict[str, Any]:
+    """A step of action.yml: what the Action runs now."""
     steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
-    return next(step["run"] for step in steps if step.get("id") == "install")
+    return next(step for step in steps if step.get("id") == step_id)
 
 
 def pip_settings(python: str) -> dict[str, str]:
@@ -138,12 +139,13 @@ class Bench:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source, target)
         self.counter = 0
+        self.pinned_uv = action_step("uv")["with"]["version"]
         base = scrubbed_env()
         base.pop("VIRTUAL_ENV", None)
         base.pop("PYTHONPYCACHEPREFIX", None)
         self.sides = [
             Side("pip", PIP_STEP, "PIP_CACHE_DIR", dict(base)),
-            Side("uv", install_script(), "UV_CACHE_DIR", {**base, **uv_index_env(python), "UV": str(uv)}),
+            Side("uv", action_step("install")["run"], "UV_CACHE_DIR", {**base, **uv_index_env(python), "UV": str(uv)}),
         ]
 
     def fresh(self, label: str) -> Path:
@@ -230,6 +232,8 @@ def render(bench: Bench, scenarios: list[str], runs: int, argv: list[str], secon
             f"The cached venv: pip {pip.venv_bytes / 1e6:.1f} MB ({pip.tarball_bytes / 1e6:.1f} MB as .tar.zst), "
             f"uv {uv.venv_bytes / 1e6:.1f} MB ({uv.tarball_bytes / 1e6:.1f} MB as .tar.zst).",
         ]
+    version = subprocess.run([uv.env["UV"], "--version"], capture_output=True, text=True).stdout.strip()
+    lines += ["", f"{version} (action.yml pins {bench.pinned_uv}); pip: the one ensurepip bundles with the venvs' Python."]
     indexes = {k: v for k, v in uv.env.items() if k in (*PIP_TO_UV.values(), "UV_INDEX_STRATEGY")}
     lines += ["", "uv's indexes, as pip's: " + ", ".join(f"`{k}={v}`" for k, v in sorted(indexes.items()))]
     return "\n".join(lines) + "\n"

@@ -108,7 +108,8 @@ class CompositeRun:
             assert re.fullmatch(r"\d+\.\d+\.\d+", step["with"]["version"]), "uv's version is pinned"
             assert step["with"]["enable-cache"] is False and step["with"]["add-problem-matchers"] is False
             assert step["env"]["UV_NO_MODIFY_PATH"], "the caller's PATH must stay untouched"
-            assert UV.is_file(), f"{UV} missing: pip install -e '.[test]'"
+            installed_uv = subprocess.run([str(UV), "--version"], capture_output=True, text=True).stdout
+            assert installed_uv.split()[1] == step["with"]["version"], "tests run the uv the Action pins"
             return {"uv-path": str(UV), "uv-version": step["with"]["version"]}
         key = self.resolve(step["with"]["key"])
         assert self.resolve(step["with"]["path"]) == str(self.runner_temp / "jit-dispatch-venv")
@@ -435,3 +436,26 @@ def test_a_lock_that_does_not_match_its_hashes_stops_the_run(workspace: tuple[Pa
     assert outputs["outcome"] == "" and not (root / "ran").exists(), "nothing is dispatched"
     assert "actions/cache/save" not in run.used, "a failed install is not cached"
     assert read_issue(root / ".jit", first)["state"] == "ready"
+
+
+@pytest.mark.slow
+def test_a_hit_without_its_environment_stops_with_one_clear_line(
+    workspace: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, ids = workspace
+    temp = tmp_path / "runner-temp"
+    temp.mkdir()
+    first = CompositeRun(root, temp, {"agent": "ci-7", "command": "true", "dry-run": "true", "sync": "none"})
+    first.run()
+    assert first.exit_code == 0 and "actions/cache/save" in first.used, first.log
+    venv = temp / "jit-dispatch-venv"
+    shutil.rmtree(venv)  # a saved key whose restore brought nothing usable
+    run = CompositeRun(root, temp, {"agent": "ci-7", "command": "touch ran", "sync": "none"})
+    outputs = run.run()
+    assert run.exit_code == 1 and "astral-sh/setup-uv" not in run.used
+    errors = [line for line in run.log.splitlines() if line.startswith("::error")]
+    assert errors == [
+        f"::error title=jit-dispatch::the restored environment has no {venv}/bin/jit-dispatch; delete its cache entry"
+    ]
+    assert outputs["outcome"] == "" and not (root / "ran").exists()
+    assert [read_issue(root / ".jit", i)["state"] for i in ids] == ["ready", "ready"]
