@@ -233,7 +233,7 @@ def render(bench: Bench, scenarios: list[str], runs: int, argv: list[str], secon
             f"uv {uv.venv_bytes / 1e6:.1f} MB ({uv.tarball_bytes / 1e6:.1f} MB as .tar.zst).",
         ]
     version = subprocess.run([uv.env["UV"], "--version"], capture_output=True, text=True).stdout.strip()
-    lines += ["", f"{version} (action.yml pins {bench.pinned_uv}); pip: the one ensurepip bundles with the venvs' Python."]
+    lines += ["", f"{version} (action.yml pins {bench.pinned_uv}); pip: the one the venvs' Python bundles."]
     indexes = {k: v for k, v in uv.env.items() if k in (*PIP_TO_UV.values(), "UV_INDEX_STRATEGY")}
     lines += ["", "uv's indexes, as pip's: " + ", ".join(f"`{k}={v}`" for k, v in sorted(indexes.items()))]
     return "\n".join(lines) + "\n"

@@ -379,25 +379,38 @@ def installed(venv: Path) -> dict[str, str]:
     return {canonicalize_name(n): v for n, v in re.findall(r"^([^=@\s]+)(?:==| @ )(\S+)$", freeze, flags=re.M)}
 
 
+def copy_action(target: Path) -> Path:
+    """The files the Action's install step reads, copied to `target` (a checkout of the action)."""
+    target.mkdir(parents=True)
+    for name in ("action.yml", "pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, target / name)
+    for name in ("src", "requirements"):
+        shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
 @pytest.mark.slow
 def test_a_cache_miss_installs_exactly_the_lock_and_a_hit_installs_nothing(
     workspace: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     root, (first, second) = workspace
-    temp = tmp_path / "runner-temp"
+    action = copy_action(tmp_path / "the action")  # spaces in both paths
+    temp = tmp_path / "runner temp"
     temp.mkdir()
     venv = temp / "jit-dispatch-venv"
     miss = CompositeRun(root, temp, {"agent": "ci-5", "command": "true", "sync": "none"})
+    miss.action_path = action
     outputs = miss.run()
     assert miss.exit_code == 0, miss.log
     assert (outputs["issue-id"], outputs["outcome"]) == (first, "done")
     assert "astral-sh/setup-uv" in miss.used and "actions/cache/save" in miss.used
     pins = lock_pins(PROJECT_ROOT / "requirements" / "action.lock")
-    assert installed(venv) == {**pins, "jit-dispatch": PROJECT_ROOT.as_uri()}, "the lock, the package, no more"
+    assert installed(venv) == {**pins, "jit-dispatch": action.as_uri()}, "the lock, the package, no more"
     assert not (venv / "bin" / "pip").exists(), "built by uv"
     (venv / "restored-from-cache").touch()
 
     hit = CompositeRun(root, temp, {"agent": "ci-5", "command": "true", "sync": "none"})
+    hit.action_path = action
     outputs = hit.run()
     assert hit.exit_code == 0, hit.log
     assert (outputs["issue-id"], outputs["outcome"]) == (second, "done")
@@ -405,24 +418,20 @@ def test_a_cache_miss_installs_exactly_the_lock_and_a_hit_installs_nothing(
     assert (venv / "restored-from-cache").exists(), "a hit runs the restored environment as it is"
 
     other_tracker = CompositeRun(root, temp, {"agent": "ci-5", "command": "true", "tracker": "github"})
+    other_tracker.action_path = action
     other_tracker.run(until="install")
     assert other_tracker.exit_code == 0, other_tracker.log
     assert "astral-sh/setup-uv" in other_tracker.used, "the tracker is part of the key"
     assert not (venv / "restored-from-cache").exists(), "the other tracker's environment is replaced, not reused"
     github_pins = lock_pins(PROJECT_ROOT / "requirements" / "action-github.lock")
-    assert installed(venv) == {**github_pins, "jit-dispatch": PROJECT_ROOT.as_uri()}
+    assert installed(venv) == {**github_pins, "jit-dispatch": action.as_uri()}
     subprocess.run([str(venv / "bin" / "python"), "-c", "import github"], check=True)
 
 
 @pytest.mark.slow
 def test_a_lock_that_does_not_match_its_hashes_stops_the_run(workspace: tuple[Path, list[str]], tmp_path: Path) -> None:
     root, (first, _) = workspace
-    action = tmp_path / "action"
-    action.mkdir()
-    for name in ("action.yml", "pyproject.toml", "README.md"):
-        shutil.copy(PROJECT_ROOT / name, action / name)
-    for name in ("src", "requirements"):
-        shutil.copytree(PROJECT_ROOT / name, action / name, ignore=shutil.ignore_patterns("__pycache__"))
+    action = copy_action(tmp_path / "action")
     lock = action / "requirements" / "action.lock"
     head, click, tail = re.split(r"(?m)^(click==[^\n]*\n(?:\s+--hash=[^\n]*\n)+)", lock.read_text())
     lock.write_text(head + re.sub(r"sha256:[0-9a-f]{8}", "sha256:00000000", click) + tail)  # wheel and sdist
