@@ -90,9 +90,18 @@ def cli() -> None:
     help="In Actions, let the command's output issue ::workflow commands:: (off: fenced).",
 )
 @env_option(
-    "--spread-index", type=click.IntRange(min=0), default=0, help="This runner's index among runners started together."
+    "--spread-index",
+    envvar=["JIT_DISPATCH_SPREAD_INDEX", "JOB_COMPLETION_INDEX"],  # a Kubernetes Indexed Job's pod index
+    type=click.IntRange(min=0),
+    default=0,
+    help="This runner's index among runners started together. Default: $JOB_COMPLETION_INDEX, else 0.",
 )
-@env_option("--spread-total", type=click.IntRange(min=1), default=1, help="How many runners started together.")
+@env_option(
+    "--spread-total",
+    type=click.IntRange(min=1),
+    default=1,
+    help="How many runners started together (an Indexed Job: its completions).",
+)
 @env_option(
     "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
 )

@@ -7,6 +7,7 @@ agent's table in dispatch.toml, the top level of dispatch.toml, the built-in def
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
     if not values["agent"]:
         raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
     if values["spread_index"] >= values["spread_total"]:
-        raise UsageError("--spread-index: must be smaller than --spread-total")
+        raise UsageError(_spread_error(ctx, values["spread_index"], values["spread_total"]))
     return OnceSettings(
         run=agent_settings(values["agent"], values),
         store=store_choice(values, author=values["commit_author"], skip_ci=values["skip_ci"]),
@@ -172,6 +173,17 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
         spread_total=values["spread_total"],
         as_json=values["as_json"],
     )
+
+
+def _spread_error(ctx: click.Context, index: int, total: int) -> str:
+    if ctx.get_parameter_source("spread_index") == ParameterSource.ENVIRONMENT and not os.environ.get(
+        "JIT_DISPATCH_SPREAD_INDEX"
+    ):
+        return (
+            f"--spread-index: {index} (from JOB_COMPLETION_INDEX) must be smaller than --spread-total ({total}); "
+            "set JIT_DISPATCH_SPREAD_TOTAL to the Indexed Job's completions"
+        )
+    return f"--spread-index: {index} must be smaller than --spread-total ({total})"
 
 
 def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
