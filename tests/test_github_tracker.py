@@ -601,7 +601,8 @@ def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_t
     assert action["inputs"]["tracker"]["default"] == "jit"
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
     steps = {step.get("id"): step for step in action["runs"]["steps"]}
-    assert '"$ACTION_PATH$extra"' in steps["install"]["run"] and 'extra="[github]"' in steps["install"]["run"]
+    github_lock = 'if [ "$TRACKER" = github ]; then lock=requirements/action-github.lock; fi'
+    assert github_lock in steps["install"]["run"] and '-r "$lock"' in steps["install"]["run"]  # the lock with PyGithub
     assert "${{ inputs.tracker }}" in steps["cache"]["with"]["key"]  # no venv without PyGithub reused for github
     env = steps["dispatch"]["env"]
     assert env["JIT_DISPATCH_TRACKER"] == "${{ inputs.tracker }}"
