@@ -108,12 +108,22 @@ def _str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
-    """Validate like jit's serde reader does: a missing required key makes the issue unreadable."""
+# Where a parsed document can have got a lone surrogate from: a `\ud800`-`\udfff` escape, or the
+# UTF-8 form of one (json.loads decodes bytes with "surrogatepass").
+MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def issue_from_raw(raw: Any, expected_id: str | None = None, *, check_text: bool = True) -> Issue:
+    """Validate like jit's serde reader does: a missing required key makes the issue unreadable.
+
+    `check_text=False` skips the lone-surrogate check, for a caller that parsed the bytes itself
+    and found no `MAYBE_SURROGATE` in them (that check re-encodes the whole issue).
+    """
     if not isinstance(raw, dict):
         raise IssueFormatError("not a JSON object")
     try:  # jit's reader rejects lone surrogates (`\udc80`), and no UTF-8 file can hold one
-        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+        if check_text:
+            json.dumps(raw, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise IssueFormatError("holds a lone surrogate escape, which is not text") from None
     issue_id = _require(raw, "id", str)

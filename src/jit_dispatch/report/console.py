@@ -62,6 +62,8 @@ def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleH
         actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), summary.summary_markdown(result, max_attempts))
     if env.get("GITHUB_OUTPUT"):
         actions.write_outputs(Path(env["GITHUB_OUTPUT"]), summary.step_outputs(result))
+    if not hooks.in_actions and result.outcome == Outcome.ERROR:  # exit 3: the one line that says why
+        actions.print_line(sys.stderr, f"jit-dispatch: error: {summary.plain(result.reason or result.outcome)}")
     if hooks.in_actions and result.outcome.failed:
         level = "warning" if result.outcome == Outcome.RELEASED else "error"
         where = f"{result.issue.short_id}: " if result.issue else ""

@@ -7,7 +7,7 @@ lock: every writer renames whole files into place, so a reader never sees a torn
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import time
 import uuid
@@ -17,13 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jit_dispatch.domain import transitions
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain import boundedjson, transitions
+from jit_dispatch.domain.issue import MAYBE_SURROGATE, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
-from jit_dispatch.trackers.jit.files import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
+from jit_dispatch.trackers.jit.files import (
+    Fingerprint,
+    append_lines,
+    atomic_write,
+    dumps_event,
+    dumps_pretty,
+    fingerprint,
+    ordered_issue,
+    read_regular,
+)
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
@@ -39,6 +48,17 @@ def _quick_state(data: bytes) -> str | None:
         return None
     state = match.group(1).decode()
     return state if state in _STATES else None
+
+
+# jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
+# anything else (`../x`, a NUL, a separator) is never used to build a path.
+_ID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def parse_issue(data: bytes, issue_id: str) -> Issue:
+    """An issue file's bytes, parsed and checked; ValueError for a file jit could not read either."""
+    raw = boundedjson.loads(data)
+    return issue_from_raw(raw, issue_id, check_text=MAYBE_SURROGATE.search(data) is not None)
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,10 @@ class JitStore(TrackerDefaults):
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
-        self._promotion_view: tuple[dict[str, str], list[Issue]] | None = None  # from the last snapshot
+        # From the last snapshot: every state, the backlog issues, and the fingerprint of each
+        # unresolved issue's file, so promotion re-reads only files changed since.
+        self._promotion_view: tuple[dict[str, str], list[Issue], dict[str, Fingerprint]] | None = None
+        self._index_warnings: list[str] = []
         self._deadline: float | None = None  # set by `hurry` after a cancellation
 
     # ----------------------------------------------------------------- opening
@@ -87,21 +110,29 @@ class JitStore(TrackerDefaults):
     # ----------------------------------------------------------------- reading
     def _load_json(self, path: Path) -> Any:
         try:
-            return json.loads(path.read_bytes())
+            data, _ = read_regular(path)
         except FileNotFoundError:
             raise TrackerError(f"{path}: missing") from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+        try:
+            return boundedjson.loads(data)
+        except ValueError as exc:  # invalid JSON or UTF-8, or nested deeper than jit reads
             raise TrackerError(f"{path}: cannot be read as JSON ({exc})") from None
 
     def issue_ids(self) -> list[str]:
-        """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order."""
+        """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order; ids not shaped like one skipped."""
         path = self.root / "index.json"
         index = self._load_json(path)
         all_ids = index.get("all_ids") if isinstance(index, dict) else None
         if not isinstance(all_ids, list) or not all(isinstance(i, str) for i in all_ids):
             raise TrackerError(f"{path}: field 'all_ids' must be a list of issue ids")
-        deleted = set(index.get("deleted_ids") or ())
-        return [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        deleted = index.get("deleted_ids") or ()
+        deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
+        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        bad = [i for i in ids if not _ID_SHAPE.fullmatch(i)]
+        self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
+        return [i for i in ids if _ID_SHAPE.fullmatch(i)] if bad else ids
 
     def gates(self) -> dict[str, Gate]:
         if self._gates is None:
@@ -133,37 +164,49 @@ class JitStore(TrackerDefaults):
         states: dict[str, str] = {}
         issues: list[Issue] = []
         backlog: list[Issue] = []
-        warnings: list[str] = []
+        seen: dict[str, Fingerprint] = {}
+        warnings: list[str] = list(self._index_warnings)
         directory = str(self.issues_dir)
         for issue_id in ids:
             path = f"{directory}/{issue_id}.json"
             try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
+                data, st = read_regular(path)
             except OSError as exc:
                 warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
                 continue
             state = _quick_state(data)
-            if state is not None and state not in wanted:
-                states[issue_id] = state
-                continue
-            try:
-                issue = issue_from_raw(json.loads(data), issue_id)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, IssueFormatError
-                warnings.append(f"{path}: {exc}; skipped (left untouched)")
-                continue
-            states[issue_id] = issue.state
-            if issue.state in requested:
-                issues.append(issue)
-            if issue.state == "backlog":
-                backlog.append(issue)
-        self._promotion_view = (states, backlog)
+            if state is None or state in wanted:
+                try:
+                    issue = parse_issue(data, issue_id)
+                except ValueError as exc:  # invalid JSON/UTF-8, too deep, IssueFormatError
+                    warnings.append(f"{path}: {exc}; skipped (left untouched)")
+                    continue
+                state = issue.state
+                if state in requested:
+                    issues.append(issue)
+                if state == State.BACKLOG:
+                    backlog.append(issue)
+            states[issue_id] = state
+            if state not in RESOLVED_STATES:
+                seen[issue_id] = fingerprint(st)
+        self._promotion_view = (states, backlog, seen)
         return Snapshot(issues, states, self.gates(), ids, warnings)
 
-    def _read_issue(self, issue_id: str) -> Issue | None:
+    def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
+        """The issue as it is on disk; None when absent or unreadable as an issue.
+
+        `strict` (the issue being written): an I/O error is a TrackerError, not "absent".
+        """
+        path = self.issues_dir / f"{issue_id}.json"
         try:
-            return issue_from_raw(json.loads((self.issues_dir / f"{issue_id}.json").read_bytes()), issue_id)
-        except (OSError, ValueError):
+            return parse_issue(read_regular(path)[0], issue_id)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if strict:
+                raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+            return None
+        except ValueError:
             return None
 
     def _state_of(self, issue_id: str) -> str | None:
@@ -178,6 +221,8 @@ class JitStore(TrackerDefaults):
     def _locked(self, issue_id: str) -> Iterator[None]:
         """`.index.lock` then `issues/<id>.lock`, both exclusive: jit's order for a save."""
         timeout = self._lock_timeout()
+        if self.issues_dir.is_symlink():  # `.jit` itself may be a link; nothing inside it is followed
+            raise TrackerError(f"{self.issues_dir}: is a symbolic link; the dispatcher never writes through one")
         try:
             with (
                 flock(self.root / ".index.lock", timeout=timeout),
@@ -221,6 +266,29 @@ class JitStore(TrackerDefaults):
             return None
         return issue
 
+    def _log_or_undo(self, before: dict[str, Any], after: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Append the events of a save just made; when they cannot be, put the issue back as it was.
+
+        The issue and its events then stay consistent, and a claim whose events failed is undone
+        rather than left behind with no runner. The TrackerError says which happened.
+        """
+        try:
+            self._append_events(events)
+        except TrackerError as exc:
+            raise TrackerError(f"{exc}; {self._put_back(before, after)}") from None
+
+    def _put_back(self, before: dict[str, Any], after: dict[str, Any]) -> str:
+        issue_id = str(after["id"])
+        try:
+            with self._locked(issue_id):
+                current = self._read_issue(issue_id, strict=True)
+                if current is None or current.raw != ordered_issue(after):
+                    return f"issue {issue_id[:8]} changed meanwhile and is left as it is"
+                self._write_issue(before)
+        except TrackerError as exc:
+            return f"issue {issue_id[:8]} could not be put back ({exc}) and stays {after['state']}"
+        return f"issue {issue_id[:8]} was put back as it was ({before['state']})"
+
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         with self._locked(issue_id):
             issue = self.claimable(issue_id, filters)
@@ -229,40 +297,55 @@ class JitStore(TrackerDefaults):
             now = transitions.format_timestamp()
             raw, events = transitions.claim(issue.raw, assignee, run, now)
             self._write_issue(raw)
-        self._append_events(events)
+        self._log_or_undo(issue.raw, raw, events)
         return issue_from_raw(raw)
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self._read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
             self._write_issue(raw)
-        self._append_events(events)
-        promoted = self._promote_unblocked(issue_id) if outcome == Outcome.DONE else ()
-        return Settlement(outcome, current.failed_attempts, promoted)
+        self._log_or_undo(current.raw, raw, events)
+        promoted: list[str] = []
+        if outcome == Outcome.DONE:
+            try:
+                self._promote_unblocked(issue_id, promoted)
+            except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
+                error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
+                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted))
 
-    def _promote_unblocked(self, completed: str) -> tuple[str, ...]:
+    def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
         """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5).
 
-        Candidates come from the last snapshot; each is re-read with its dependencies under
-        jit's locks before it is promoted.
+        Candidates come from the last snapshot. The snapshot predates the command, so a
+        dependency that looked blocking may have finished meanwhile (another runner): its file is
+        re-read only when its fingerprint changed since. A candidate left with no blocker is
+        re-read with its dependencies under jit's locks before it is promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
         assert self._promotion_view is not None
-        states, backlog = self._promotion_view
+        states, backlog, seen = self._promotion_view
         states = {**states, completed: State.DONE}
-        promoted: list[str] = []
+        current: dict[str, str | None] = {completed: State.DONE}
+
+        def state_now(dep: str) -> str | None:
+            if dep not in current:
+                try:
+                    unchanged = seen.get(dep) == fingerprint(os.stat(self.issue_file(dep)))
+                except (OSError, ValueError):
+                    unchanged = False
+                current[dep] = states.get(dep) if unchanged else self._state_of(dep)
+            return current[dep]
+
         for candidate in backlog:
-            # The snapshot predates the command: a dependency may have finished meanwhile (another
-            # runner), so what looked blocking is read again before the candidate is passed over.
-            blockers = blocking_dependencies(candidate, states)
-            if any(self._state_of(dep) not in RESOLVED_STATES for dep in blockers):
+            if any(state_now(dep) not in RESOLVED_STATES for dep in blocking_dependencies(candidate, states)):
                 continue
             with self._locked(candidate.id):
-                fresh = self._read_issue(candidate.id)
+                fresh = self._read_issue(candidate.id, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
                 dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
@@ -270,15 +353,14 @@ class JitStore(TrackerDefaults):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
-            self._append_events(events)
+            self._log_or_undo(fresh.raw, raw, events)
             promoted.append(candidate.id)
-        return tuple(promoted)
 
     def release(
         self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
     ) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self._read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
@@ -287,7 +369,7 @@ class JitStore(TrackerDefaults):
                 current.raw, reason, max_attempts, transitions.format_timestamp()
             )
             self._write_issue(raw)
-        self._append_events(events)
+        self._log_or_undo(current.raw, raw, events)
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
