@@ -325,3 +325,30 @@ def test_a_store_turned_read_only_while_the_command_runs_says_the_issue_stays_cl
     claimed = read_issue(store.root, high)
     assert (claimed["state"], claimed["assignee"]) == ("in_progress", "agent:w1")
     assert not list(store.root.rglob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- 5. long text
+def test_a_title_over_the_kernel_limit_is_capped_in_the_environment_and_the_log(
+    new_store: StoreFactory, tmp_path: Path
+) -> None:
+    title = "T" * 50 + "é" * 100_000  # 200 KB of UTF-8: over MAX_ARG_STRLEN (128 KiB)
+    store, (issue_id,) = new_store(NewIssue(title))
+    command = 'printf %s "$JIT_ISSUE_TITLE" > env-title; cp "$JIT_ISSUE_FILE" issue.json'
+    result = run_cli("once", "--agent", "w1", "--command", command, "--jit-dir", str(store.root), cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout[-500:]
+    seen = (tmp_path / "env-title").read_bytes()
+    assert len(seen) <= 32 * 1024 and seen.endswith(b"the full value is in $JIT_ISSUE_FILE]")
+    assert title.startswith(seen.decode().split(" [")[0]), "the head of the title, cut between characters"
+    assert json.loads((tmp_path / "issue.json").read_text())["title"] == title
+    assert max(len(line) for line in result.stdout.splitlines()) < 400, "no log line carries the whole title"
+    assert read_issue(store.root, issue_id)["state"] == "done"
+
+
+def test_a_command_that_cannot_start_says_why(new_store: StoreFactory, tmp_path: Path) -> None:
+    store, (issue_id,) = new_store(NewIssue("fine"))
+    config = tmp_path / "dispatch.toml"
+    config.write_text(f'[[agents]]\nid = "w1"\ncommand = "true {"x" * 200_000}"\n')
+    result = run_cli("once", "--config", str(config), "--jit-dir", str(store.root), "--json", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.json["reason"] == "command could not start: argument list too long"
+    assert read_issue(store.root, issue_id)["context"]["dispatch.last_reason"] == result.json["reason"]

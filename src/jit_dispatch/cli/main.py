@@ -203,7 +203,7 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
 
 
 def _issue_line(issue: Issue) -> str:
-    return f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
+    return f"{issue.short_id}  {issue.priority:<8}  {summary.title_line(issue.title)}"
 
 
 def _issue_json(issue: Issue) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class ConsoleHooks:
         actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
 
     def command_starting(self, issue: Issue, attempt: int) -> None:
-        title = summary.plain(issue.title)
+        title = summary.title_line(issue.title)
         self.say(f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {title}")
         if self.in_actions:
             actions.print_line(self.sink, f"::group::jit-dispatch: command output for {issue.short_id}")
