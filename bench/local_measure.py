@@ -124,7 +124,7 @@ class ScaleRow:
 
 
 def bench_scale(fixture: Fixture, work: Path, runs: int, cmd: list[str], python: str, env: dict) -> ScaleRow:
-    copy = WorkingCopy(fixture.root, work / f"scale-{fixture.size}" / ".jit")
+    copy = WorkingCopy(fixture.root, work / f"scale-{fixture.size}-{fixture.shape}" / ".jit")
     store = str(copy.root)
     check = done_check(fixture.target)
 
@@ -137,7 +137,7 @@ def bench_scale(fixture: Fixture, work: Path, runs: int, cmd: list[str], python:
     def floor() -> float:
         return run_timed([python, "-c", FLOOR_CODE, store], env).seconds
 
-    times_d, times_f = alternate(dispatch, floor, runs, label=f"{fixture.size} issues: dispatch / floor")
+    times_d, times_f = alternate(dispatch, floor, runs, label=f"{fixture.size} {fixture.shape} issues: dispatch / floor")
     shutil.rmtree(copy.root.parent)
     return ScaleRow(fixture.size, fixture.stats, runs, times_d, times_f)
 

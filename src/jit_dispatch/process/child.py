@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import selectors
 import signal
 import subprocess
@@ -120,7 +119,7 @@ def run_command(
 ) -> RunResult:
     tail = tail or OutputTail()
     become_subreaper()
-    token = secrets.token_hex(8)
+    token = os.urandom(8).hex()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

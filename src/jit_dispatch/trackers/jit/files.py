@@ -6,7 +6,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ def atomic_write(path: Path, text: str) -> None:
     file and leaves the target as it was. No fsync, as jit.
     """
     data = text.encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -98,24 +97,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def append_lines(path: Path, lines: list[str]) -> None:
+def append_lines(path: Path, lines: list[str]) -> tuple[int, int]:
     """O_APPEND, one write() per line, so concurrent appenders never interleave within a line.
 
     The caller holds `.events.lock`: if a write fails (disk full, I/O error) the file is cut back
     to its length before this call, so no torn or partial batch of events is left behind.
-    A symlink is refused, never followed.
+    A symlink is refused, never followed. Returns the file's length before and after.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise store_error(path, "append to", exc) from None
     try:
-        start = os.fstat(fd).st_size
+        start = end = os.fstat(fd).st_size
         try:
             for line in lines:
                 data = (line + "\n").encode("utf-8")
                 if os.write(fd, data) != len(data):  # a short write: the disk filled up under us
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                end += len(data)
+            return start, end
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
@@ -133,23 +134,32 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def read_regular(path: str | Path) -> tuple[bytes, os.stat_result]:
-    """The bytes of a regular file and its stat; OSError for anything else.
+# `O_NONBLOCK` so that a FIFO planted in the store cannot hang the reader.
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+HEAD_BYTES = 64 * 1024  # an issue file is a few KB: one read() of this much takes all of it
 
-    `O_NONBLOCK` so a FIFO planted in the store cannot hang the reader; a device, FIFO or
-    directory (also behind a symlink) is refused rather than read.
+
+def read_open(fd: int) -> bytes:
+    """The whole content of an open file (`READ_FLAGS`) that must be a regular file, else OSError.
+
+    One read() takes a whole issue file. An empty or full first read may be a FIFO or a device
+    (also behind a symlink): those are refused, never read on.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    data = os.read(fd, HEAD_BYTES)
+    if 0 < len(data) < HEAD_BYTES:
+        return data
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of a regular file; OSError for anything else (see `read_open`)."""
+    fd = os.open(path, READ_FLAGS)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = os.read(fd, st.st_size + 1)
-        if len(data) > st.st_size:  # it grew while we read: read on to the end
-            chunks = [data]
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data, st
+        return read_open(fd)
     finally:
         os.close(fd)

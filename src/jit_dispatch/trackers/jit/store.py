@@ -7,6 +7,7 @@ lock: every writer renames whole files into place, so a reader never sees a torn
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
-from jit_dispatch.domain.issue import MAYBE_SURROGATE, Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw, may_hold_surrogate
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.files import (
+    READ_FLAGS,
     Fingerprint,
     append_lines,
     atomic_write,
@@ -31,34 +33,52 @@ from jit_dispatch.trackers.jit.files import (
     dumps_pretty,
     fingerprint,
     ordered_issue,
+    read_open,
     read_regular,
 )
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
-# never occurs inside a JSON string, so this finds the issue's own state without parsing.
-_STATES = frozenset(State)
-_STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
+# never occurs inside a JSON string, so these find the issue's own fields without parsing.
+_STATE_KEY = b'\n  "state": "'
+_STATE_NAMES = {state.value.encode(): state.value for state in State}
+_DEPENDENCIES_KEY = b'\n  "dependencies": '
+_UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
+_ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
 
 
 def _quick_state(data: bytes) -> str | None:
     """The state of a well-formed pretty file, or None when the file needs a full parse."""
-    match = _STATE_LINE.search(data)
-    if match is None or not data.rstrip().endswith(b"\n}"):  # only the top-level brace sits at column 0
+    start = data.find(_STATE_KEY)
+    if start < 0 or not (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):  # the top-level brace
         return None
-    state = match.group(1).decode()
-    return state if state in _STATES else None
+    start += len(_STATE_KEY)
+    return _STATE_NAMES.get(data[start : data.find(b'"', start)])
+
+
+def _quick_dependencies(data: bytes) -> tuple[str, ...] | None:
+    """The dependencies of a well-formed pretty file (a list of ids), or None: parse it in full."""
+    start = data.find(_DEPENDENCIES_KEY)
+    match = _ID_LIST.match(data, start + len(_DEPENDENCIES_KEY)) if start >= 0 else None
+    if match is None:
+        return None
+    return tuple(dep[1:-1].decode() for dep in re.findall(_UUID, match.group()))
 
 
 # jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
 # anything else (`../x`, a NUL, a separator) is never used to build a path.
-_ID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ID_SHAPE = re.compile(_ID)
+_ID_LINES = re.compile(rf"(?:{_ID}\n)*")  # every id checked in one pass over "id\nid\n…"
 
 
 def parse_issue(data: bytes, issue_id: str) -> Issue:
     """An issue file's bytes, parsed and checked; ValueError for a file jit could not read either."""
     raw = boundedjson.loads(data)
-    return issue_from_raw(raw, issue_id, check_text=MAYBE_SURROGATE.search(data) is not None)
+    return issue_from_raw(raw, issue_id, check_text=may_hold_surrogate(data))
+
+
+Waiting = tuple[str, tuple[str, ...]]  # a backlog issue's id and its dependencies
 
 
 @dataclass(frozen=True)
@@ -81,10 +101,13 @@ class JitStore(TrackerDefaults):
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
-        # From the last snapshot: every state, the backlog issues, and the fingerprint of each
-        # unresolved issue's file, so promotion re-reads only files changed since.
-        self._promotion_view: tuple[dict[str, str], list[Issue], dict[str, Fingerprint]] | None = None
+        # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
+        # of each unresolved issue's file, so promotion re-reads only files changed since.
+        self._promotion_view: tuple[dict[str, str], list[Waiting], dict[str, Fingerprint]] | None = None
         self._index_warnings: list[str] = []
+        # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
+        # the issues, advanced by our own appends; None once anyone else appended (see promotion).
+        self._events_mark: int | None = None
         self._deadline: float | None = None  # set by `hurry` after a cancellation
 
     # ----------------------------------------------------------------- opening
@@ -110,7 +133,7 @@ class JitStore(TrackerDefaults):
     # ----------------------------------------------------------------- reading
     def _load_json(self, path: Path) -> Any:
         try:
-            data, _ = read_regular(path)
+            data = read_regular(path)
         except FileNotFoundError:
             raise TrackerError(f"{path}: missing") from None
         except OSError as exc:
@@ -130,9 +153,12 @@ class JitStore(TrackerDefaults):
         deleted = index.get("deleted_ids") or ()
         deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
         ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        self._index_warnings = []
+        if _ID_LINES.fullmatch("\n".join(ids) + "\n"):
+            return ids
         bad = [i for i in ids if not _ID_SHAPE.fullmatch(i)]
         self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
-        return [i for i in ids if _ID_SHAPE.fullmatch(i)] if bad else ids
+        return [i for i in ids if _ID_SHAPE.fullmatch(i)]
 
     def gates(self) -> dict[str, Gate]:
         if self._gates is None:
@@ -155,27 +181,66 @@ class JitStore(TrackerDefaults):
         """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned.
 
         This is the hot path (one file read per issue): plain string paths, no parse of the
-        files a regex can classify. Backlog issues are parsed as well and kept for the
-        promotions after a `done`, so settling needs no second scan.
+        files whose state a substring search finds. Each backlog issue's dependencies are kept
+        (read the same way unless backlog issues are wanted in full) for the promotions after a
+        `done`, so settling needs no second scan.
         """
         requested = frozenset(full_states)
-        wanted = requested | {"backlog"}
         ids = self.issue_ids()
         states: dict[str, str] = {}
         issues: list[Issue] = []
-        backlog: list[Issue] = []
+        backlog: list[Waiting] = []
         seen: dict[str, Fingerprint] = {}
         warnings: list[str] = list(self._index_warnings)
         directory = str(self.issues_dir)
+        self._events_mark = self._events_length()
+        collecting = gc.isenabled()
+        gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
+        try:
+            self._scan(ids, directory, requested, states, issues, backlog, seen, warnings)
+        finally:
+            if collecting:
+                gc.enable()
+        self._promotion_view = (states, backlog, seen)
+        return Snapshot(issues, states, self.gates(), ids, warnings)
+
+    def _events_length(self) -> int | None:
+        try:
+            return os.stat(self.root / "events.jsonl").st_size
+        except OSError:
+            return None
+
+    def _scan(
+        self,
+        ids: list[str],
+        directory: str,
+        requested: frozenset[str],
+        states: dict[str, str],
+        issues: list[Issue],
+        backlog: list[Waiting],
+        seen: dict[str, Fingerprint],
+        warnings: list[str],
+    ) -> None:
+        """The loop of `snapshot`: fills its collections."""
+        backlog_in_full = State.BACKLOG in requested
         for issue_id in ids:
             path = f"{directory}/{issue_id}.json"
             try:
-                data, st = read_regular(path)
+                fd = os.open(path, READ_FLAGS)
+                try:
+                    data = read_open(fd)
+                    state = _quick_state(data)
+                    if state not in RESOLVED_STATES:  # what it is now, for the promotions (`Fingerprint`)
+                        seen[issue_id] = fingerprint(os.fstat(fd))
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
                 continue
-            state = _quick_state(data)
-            if state is None or state in wanted:
+            waiting = _quick_dependencies(data) if state == State.BACKLOG and not backlog_in_full else None
+            if waiting is not None:
+                backlog.append((issue_id, waiting))
+            elif state is None or state in requested or state == State.BACKLOG:
                 try:
                     issue = parse_issue(data, issue_id)
                 except ValueError as exc:  # invalid JSON/UTF-8, too deep, IssueFormatError
@@ -185,12 +250,8 @@ class JitStore(TrackerDefaults):
                 if state in requested:
                     issues.append(issue)
                 if state == State.BACKLOG:
-                    backlog.append(issue)
+                    backlog.append((issue_id, issue.dependencies))
             states[issue_id] = state
-            if state not in RESOLVED_STATES:
-                seen[issue_id] = fingerprint(st)
-        self._promotion_view = (states, backlog, seen)
-        return Snapshot(issues, states, self.gates(), ids, warnings)
 
     def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
         """The issue as it is on disk; None when absent or unreadable as an issue.
@@ -199,7 +260,7 @@ class JitStore(TrackerDefaults):
         """
         path = self.issues_dir / f"{issue_id}.json"
         try:
-            return parse_issue(read_regular(path)[0], issue_id)
+            return parse_issue(read_regular(path), issue_id)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -251,7 +312,8 @@ class JitStore(TrackerDefaults):
             return
         try:
             with flock(self.root / ".events.lock", timeout=self._lock_timeout()):
-                append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+                start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+            self._events_mark = end if start == self._events_mark else None
             self.changed.add(self.root / "events.jsonl")
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
@@ -321,9 +383,11 @@ class JitStore(TrackerDefaults):
         """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5).
 
         Candidates come from the last snapshot. The snapshot predates the command, so a
-        dependency that looked blocking may have finished meanwhile (another runner): its file is
-        re-read only when its fingerprint changed since. A candidate left with no blocker is
-        re-read with its dependencies under jit's locks before it is promoted (into `promoted`).
+        dependency that looked blocking may have finished meanwhile (another runner). Every state
+        change appends to events.jsonl (jit's writers and ours): when nobody else appended since
+        the snapshot, the snapshot's states stand; otherwise a blocking dependency's file is
+        re-read when its fingerprint changed. A candidate left with no blocker is re-read with its
+        dependencies under jit's locks before it is promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
@@ -331,21 +395,26 @@ class JitStore(TrackerDefaults):
         states, backlog, seen = self._promotion_view
         states = {**states, completed: State.DONE}
         current: dict[str, str | None] = {completed: State.DONE}
+        directory = str(self.issues_dir)
+        quiet = self._events_mark is not None and self._events_length() == self._events_mark
 
         def state_now(dep: str) -> str | None:
+            if quiet:
+                return states.get(dep)
             if dep not in current:
                 try:
-                    unchanged = seen.get(dep) == fingerprint(os.stat(self.issue_file(dep)))
+                    unchanged = seen.get(dep) == fingerprint(os.stat(f"{directory}/{dep}.json"))
                 except (OSError, ValueError):
                     unchanged = False
                 current[dep] = states.get(dep) if unchanged else self._state_of(dep)
             return current[dep]
 
-        for candidate in backlog:
-            if any(state_now(dep) not in RESOLVED_STATES for dep in blocking_dependencies(candidate, states)):
+        for candidate, dependencies in backlog:
+            blockers = (dep for dep in dependencies if states.get(dep) not in RESOLVED_STATES)
+            if any(state_now(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
-            with self._locked(candidate.id):
-                fresh = self._read_issue(candidate.id, strict=True)
+            with self._locked(candidate):
+                fresh = self._read_issue(candidate, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
                 dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
@@ -354,7 +423,7 @@ class JitStore(TrackerDefaults):
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
             self._log_or_undo(fresh.raw, raw, events)
-            promoted.append(candidate.id)
+            promoted.append(candidate)
 
     def release(
         self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
