@@ -139,13 +139,14 @@ READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 HEAD_BYTES = 64 * 1024  # an issue file is a few KB: one read() of this much takes all of it
 
 
-def read_open(fd: int) -> bytes:
+def read_open(fd: int, head: bytes | None = None) -> bytes:
     """The whole content of an open file (`READ_FLAGS`) that must be a regular file, else OSError.
 
-    One read() takes a whole issue file. An empty or full first read may be a FIFO or a device
-    (also behind a symlink): those are refused, never read on.
+    One read() takes a whole issue file (`head`, when the caller made that read already). An
+    empty or full first read may be a FIFO or a device (also behind a symlink): those are
+    refused, never read on.
     """
-    data = os.read(fd, HEAD_BYTES)
+    data = os.read(fd, HEAD_BYTES) if head is None else head
     if 0 < len(data) < HEAD_BYTES:
         return data
     if not stat.S_ISREG(os.fstat(fd).st_mode):

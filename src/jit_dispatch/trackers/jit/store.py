@@ -25,6 +25,7 @@ from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.files import (
+    HEAD_BYTES,
     READ_FLAGS,
     Fingerprint,
     append_lines,
@@ -39,21 +40,13 @@ from jit_dispatch.trackers.jit.files import (
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
-# never occurs inside a JSON string, so these find the issue's own fields without parsing.
+# never occurs inside a JSON string, so these find the issue's own fields without parsing (when
+# the file also ends in a brace at column 0, which only the top-level object's can be).
 _STATE_KEY = b'\n  "state": "'
 _STATE_NAMES = {state.value.encode(): state.value for state in State}
 _DEPENDENCIES_KEY = b'\n  "dependencies": '
 _UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
 _ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
-
-
-def _quick_state(data: bytes) -> str | None:
-    """The state of a well-formed pretty file, or None when the file needs a full parse."""
-    start = data.find(_STATE_KEY)
-    if start < 0 or not (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):  # the top-level brace
-        return None
-    start += len(_STATE_KEY)
-    return _STATE_NAMES.get(data[start : data.find(b'"', start)])
 
 
 def _quick_dependencies(data: bytes) -> tuple[str, ...] | None:
@@ -221,26 +214,44 @@ class JitStore(TrackerDefaults):
         seen: dict[str, Fingerprint],
         warnings: list[str],
     ) -> None:
-        """The loop of `snapshot`: fills its collections."""
+        """The loop of `snapshot`, which fills its collections: run once per issue, so kept lean.
+
+        A file is opened, read in one read(), classified by a substring search for its state
+        line (`_STATE_KEY`) and closed; only an unresolved issue's file is also fstat'ed, and only
+        the states in `requested` (and backlog issues jit's way of writing cannot tell) parsed.
+        """
         backlog_in_full = State.BACKLOG in requested
+        resolved = frozenset(str(state) for state in RESOLVED_STATES)
+        open_, read, close, fstat = os.open, os.read, os.close, os.fstat
+        key, key_length, names = _STATE_KEY, len(_STATE_KEY), _STATE_NAMES
         for issue_id in ids:
             path = f"{directory}/{issue_id}.json"
             try:
-                fd = os.open(path, READ_FLAGS)
+                fd = open_(path, READ_FLAGS)
                 try:
-                    data = read_open(fd)
-                    state = _quick_state(data)
-                    if state not in RESOLVED_STATES:  # what it is now, for the promotions (`Fingerprint`)
-                        seen[issue_id] = fingerprint(os.fstat(fd))
+                    data = read(fd, HEAD_BYTES)
+                    if not 0 < len(data) < HEAD_BYTES:  # empty, large, or not a regular file
+                        data = read_open(fd, data)
+                    at = data.find(key)
+                    if at >= 0 and (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):
+                        at += key_length
+                        state = names.get(data[at : data.find(b'"', at)])
+                    else:
+                        state = None
+                    if state not in resolved:  # what it is now, for the promotions (`Fingerprint`)
+                        seen[issue_id] = fingerprint(fstat(fd))
                 finally:
-                    os.close(fd)
+                    close(fd)
             except OSError as exc:
                 warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
                 continue
-            waiting = _quick_dependencies(data) if state == State.BACKLOG and not backlog_in_full else None
+            if state in resolved:
+                states[issue_id] = state
+                continue
+            waiting = _quick_dependencies(data) if state == "backlog" and not backlog_in_full else None
             if waiting is not None:
                 backlog.append((issue_id, waiting))
-            elif state is None or state in requested or state == State.BACKLOG:
+            elif state is None or state in requested or state == "backlog":
                 try:
                     issue = parse_issue(data, issue_id)
                 except ValueError as exc:  # invalid JSON/UTF-8, too deep, IssueFormatError
