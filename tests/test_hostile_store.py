@@ -284,6 +284,17 @@ def test_permission_denied_is_one_line(world: tuple[JitStore, list[str]]) -> Non
     assert changed(before, tree(store.root)) == set()
 
 
+def test_an_unreadable_issues_directory_is_one_line_not_one_per_file(world: tuple[JitStore, list[str]]) -> None:
+    store, _ = world
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the dispatcher as another user")
+    os.chown(store.issues_dir, 65534, 65534)
+    store.issues_dir.chmod(0o700)
+    argv = [sys.executable, "-m", "jit_dispatch", "status", "--jit-dir", str(store.root)]
+    proc = subprocess.run(argv, env=clean_env(), preexec_fn=_drop_file_override, capture_output=True, text=True)
+    one_line(CliRun(proc.returncode, proc.stdout, proc.stderr), 3, str(store.issues_dir), "Permission denied")
+
+
 def test_an_io_error_mid_event_leaves_no_torn_line_and_undoes_the_claim(
     world: tuple[JitStore, list[str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

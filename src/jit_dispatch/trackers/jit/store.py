@@ -190,10 +190,12 @@ class JitStore(TrackerDefaults):
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
-            self._scan(ids, directory, requested, states, issues, backlog, seen, warnings)
+            unreadable = self._scan(ids, directory, requested, states, issues, backlog, seen, warnings)
         finally:
             if collecting:
                 gc.enable()
+        if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
+            raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
         self._promotion_view = (states, backlog, seen)
         return Snapshot(issues, states, self.gates(), ids, warnings)
 
@@ -213,8 +215,10 @@ class JitStore(TrackerDefaults):
         backlog: list[Waiting],
         seen: dict[str, Fingerprint],
         warnings: list[str],
-    ) -> None:
+    ) -> dict[str, str]:
         """The loop of `snapshot`, which fills its collections: run once per issue, so kept lean.
+
+        Returns the files that could not be read, id → cause (each also warned about).
 
         A file is opened, read in one read(), classified by a substring search for its state
         line (`_STATE_KEY`) and closed; only an unresolved issue's file is also fstat'ed, and only
@@ -224,6 +228,7 @@ class JitStore(TrackerDefaults):
         resolved = frozenset(str(state) for state in RESOLVED_STATES)
         open_, read, close, fstat = os.open, os.read, os.close, os.fstat
         key, key_length, names = _STATE_KEY, len(_STATE_KEY), _STATE_NAMES
+        unreadable: dict[str, str] = {}
         for issue_id in ids:
             path = f"{directory}/{issue_id}.json"
             try:
@@ -244,6 +249,7 @@ class JitStore(TrackerDefaults):
                     close(fd)
             except OSError as exc:
                 warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
+                unreadable[issue_id] = exc.strerror or str(exc)
                 continue
             if state in resolved:
                 states[issue_id] = state
@@ -263,6 +269,7 @@ class JitStore(TrackerDefaults):
                 if state == State.BACKLOG:
                     backlog.append((issue_id, issue.dependencies))
             states[issue_id] = state
+        return unreadable
 
     def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
         """The issue as it is on disk; None when absent or unreadable as an issue.
