@@ -137,7 +137,8 @@ def bench_scale(fixture: Fixture, work: Path, runs: int, cmd: list[str], python:
     def floor() -> float:
         return run_timed([python, "-c", FLOOR_CODE, store], env).seconds
 
-    times_d, times_f = alternate(dispatch, floor, runs, label=f"{fixture.size} {fixture.shape} issues: dispatch / floor")
+    label = f"{fixture.size} {fixture.shape} issues: dispatch / floor"
+    times_d, times_f = alternate(dispatch, floor, runs, label=label)
     shutil.rmtree(copy.root.parent)
     return ScaleRow(fixture.size, fixture.stats, runs, times_d, times_f)
 
