@@ -104,7 +104,9 @@ def render(
         f"- python: {python_version} ({python}); bytecode {bytecode}",
         f"- dispatcher: `{' '.join(cmd)}`",
         f"- command: `{' '.join(argv)}` ({elapsed:.0f} s in all)",
-        "- whole-process wall time, warm page cache; medians of alternating runs after one warm-up each",
+        "- whole-process wall time, warm page cache; medians of alternating runs after one warm-up each;"
+        " the CPU ratio compares user + system time (of the process and its children), which other"
+        " work on the machine disturbs far less than wall time",
         "",
         "## Dispatch vs floor",
         "",
@@ -124,8 +126,9 @@ def render(
                 "dispatch min (s)",
                 "floor min (s)",
                 "dispatch − floor (s)",
+                "CPU ratio (user+sys medians)",
             ],
-            "rllrrrrrrr",
+            "rllrrrrrrrr",
         ),
     ]
     for row in scale:
@@ -138,7 +141,8 @@ def render(
         d, f = median(row.dispatch), median(row.floor)
         lines.append(
             f"| {row.size} | {store} | {states} | {row.runs} | {d:.3f} | {f:.3f} | {d / f:.2f}x"
-            f" | {min(row.dispatch):.3f} | {min(row.floor):.3f} | {d - f:+.3f} |"
+            f" | {min(row.dispatch):.3f} | {min(row.floor):.3f} | {d - f:+.3f}"
+            f" | {median(row.dispatch_cpu) / median(row.floor_cpu):.2f}x |"
         )
     if startup:
         d, f = median(startup[0]), median(startup[1])
