@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -19,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw, may_hold_surrogate
+from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.files import (
-    HEAD_BYTES,
-    READ_FLAGS,
     Fingerprint,
     append_lines,
     atomic_write,
@@ -34,44 +31,10 @@ from jit_dispatch.trackers.jit.files import (
     dumps_pretty,
     fingerprint,
     ordered_issue,
-    read_open,
     read_regular,
 )
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
-
-# In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
-# never occurs inside a JSON string, so these find the issue's own fields without parsing (when
-# the file also ends in a brace at column 0, which only the top-level object's can be).
-_STATE_KEY = b'\n  "state": "'
-_STATE_NAMES = {state.value.encode(): state.value for state in State}
-_DEPENDENCIES_KEY = b'\n  "dependencies": '
-_UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
-_ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
-
-
-def _quick_dependencies(data: bytes) -> tuple[str, ...] | None:
-    """The dependencies of a well-formed pretty file (a list of ids), or None: parse it in full."""
-    start = data.find(_DEPENDENCIES_KEY)
-    match = _ID_LIST.match(data, start + len(_DEPENDENCIES_KEY)) if start >= 0 else None
-    if match is None:
-        return None
-    return tuple(dep[1:-1].decode() for dep in re.findall(_UUID, match.group()))
-
-
-# jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
-# anything else (`../x`, a NUL, a separator) is never used to build a path.
-_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_ID_SHAPE = re.compile(_ID)
-_ID_LINES = re.compile(rf"(?:{_ID}\n)*")  # every id checked in one pass over "id\nid\n…"
-
-
-def parse_issue(data: bytes, issue_id: str) -> Issue:
-    """An issue file's bytes, parsed and checked; ValueError for a file jit could not read either."""
-    raw = boundedjson.loads(data)
-    return issue_from_raw(raw, issue_id, check_text=may_hold_surrogate(data))
-
-
-Waiting = tuple[str, tuple[str, ...]]  # a backlog issue's id and its dependencies
+from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
 
 @dataclass(frozen=True)
@@ -146,12 +109,10 @@ class JitStore(TrackerDefaults):
         deleted = index.get("deleted_ids") or ()
         deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
         ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
-        self._index_warnings = []
-        if _ID_LINES.fullmatch("\n".join(ids) + "\n"):
-            return ids
-        bad = [i for i in ids if not _ID_SHAPE.fullmatch(i)]
+        bad = check_ids(ids)
         self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
-        return [i for i in ids if _ID_SHAPE.fullmatch(i)]
+        skip = set(bad)
+        return [i for i in ids if i not in skip] if skip else ids
 
     def gates(self) -> dict[str, Gate]:
         if self._gates is None:
@@ -178,98 +139,26 @@ class JitStore(TrackerDefaults):
         (read the same way unless backlog issues are wanted in full) for the promotions after a
         `done`, so settling needs no second scan.
         """
-        requested = frozenset(full_states)
         ids = self.issue_ids()
-        states: dict[str, str] = {}
-        issues: list[Issue] = []
-        backlog: list[Waiting] = []
-        seen: dict[str, Fingerprint] = {}
-        warnings: list[str] = list(self._index_warnings)
-        directory = str(self.issues_dir)
+        found = Scan(warnings=list(self._index_warnings))
         self._events_mark = self._events_length()
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
-            unreadable = self._scan(ids, directory, requested, states, issues, backlog, seen, warnings)
+            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found)
         finally:
             if collecting:
                 gc.enable()
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
-        self._promotion_view = (states, backlog, seen)
-        return Snapshot(issues, states, self.gates(), ids, warnings)
+        self._promotion_view = (found.states, found.backlog, found.seen)
+        return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
 
     def _events_length(self) -> int | None:
         try:
             return os.stat(self.root / "events.jsonl").st_size
         except OSError:
             return None
-
-    def _scan(
-        self,
-        ids: list[str],
-        directory: str,
-        requested: frozenset[str],
-        states: dict[str, str],
-        issues: list[Issue],
-        backlog: list[Waiting],
-        seen: dict[str, Fingerprint],
-        warnings: list[str],
-    ) -> dict[str, str]:
-        """The loop of `snapshot`, which fills its collections: run once per issue, so kept lean.
-
-        Returns the files that could not be read, id → cause (each also warned about).
-
-        A file is opened, read in one read(), classified by a substring search for its state
-        line (`_STATE_KEY`) and closed; only an unresolved issue's file is also fstat'ed, and only
-        the states in `requested` (and backlog issues jit's way of writing cannot tell) parsed.
-        """
-        backlog_in_full = State.BACKLOG in requested
-        resolved = frozenset(str(state) for state in RESOLVED_STATES)
-        open_, read, close, fstat = os.open, os.read, os.close, os.fstat
-        key, key_length, names = _STATE_KEY, len(_STATE_KEY), _STATE_NAMES
-        unreadable: dict[str, str] = {}
-        for issue_id in ids:
-            path = f"{directory}/{issue_id}.json"
-            try:
-                fd = open_(path, READ_FLAGS)
-                try:
-                    data = read(fd, HEAD_BYTES)
-                    if not 0 < len(data) < HEAD_BYTES:  # empty, large, or not a regular file
-                        data = read_open(fd, data)
-                    at = data.find(key)
-                    if at >= 0 and (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):
-                        at += key_length
-                        state = names.get(data[at : data.find(b'"', at)])
-                    else:
-                        state = None
-                    if state not in resolved:  # what it is now, for the promotions (`Fingerprint`)
-                        seen[issue_id] = fingerprint(fstat(fd))
-                finally:
-                    close(fd)
-            except OSError as exc:
-                warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
-                unreadable[issue_id] = exc.strerror or str(exc)
-                continue
-            if state in resolved:
-                states[issue_id] = state
-                continue
-            waiting = _quick_dependencies(data) if state == "backlog" and not backlog_in_full else None
-            if waiting is not None:
-                backlog.append((issue_id, waiting))
-            elif state is None or state in requested or state == "backlog":
-                try:
-                    issue = parse_issue(data, issue_id)
-                except ValueError as exc:  # invalid JSON/UTF-8, too deep, IssueFormatError
-                    warnings.append(f"{path}: {exc}; skipped (left untouched)")
-                    continue
-                state = issue.state
-                if state in requested:
-                    issues.append(issue)
-                if state == State.BACKLOG:
-                    backlog.append((issue_id, issue.dependencies))
-            states[issue_id] = state
-        return unreadable
 
     def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
         """The issue as it is on disk; None when absent or unreadable as an issue.
