@@ -196,6 +196,17 @@ def test_a_jit_directory_that_is_a_link_keeps_working(world: tuple[JitStore, lis
     assert read_issue(store.root, high)["state"] == "done"
 
 
+def test_a_fifo_events_log_is_refused_without_hanging(world: tuple[JitStore, list[str]]) -> None:
+    store, (high, _) = world
+    (store.root / "events.jsonl").unlink()
+    os.mkfifo(store.root / "events.jsonl")
+    before = tree(store.root)
+    result = run_cli("once", "--agent", "w1", "--command", "true", "--jit-dir", str(store.root), timeout=20)
+    one_line(result, 3, "events.jsonl", "put back")
+    assert changed(before, tree(store.root)) == set()
+    assert read_issue(store.root, high)["state"] == "ready"
+
+
 def test_a_fifo_issue_file_is_skipped_without_hanging(world: tuple[JitStore, list[str]]) -> None:
     store, (high, low) = world
     store.issue_file(high).unlink()

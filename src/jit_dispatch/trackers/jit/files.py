@@ -102,14 +102,19 @@ def append_lines(path: Path, lines: list[str]) -> tuple[int, int]:
 
     The caller holds `.events.lock`: if a write fails (disk full, I/O error) the file is cut back
     to its length before this call, so no torn or partial batch of events is left behind.
-    A symlink is refused, never followed. Returns the file's length before and after.
+    A symlink is refused, never followed, and so is anything but a regular file (`O_NONBLOCK`:
+    opening a FIFO must not wait for a reader). Returns the file's length before and after.
     """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        fd = os.open(path, flags, 0o666)
     except OSError as exc:
         raise store_error(path, "append to", exc) from None
     try:
-        start = end = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise store_error(path, "append to", OSError(errno.EINVAL, "not a regular file"))
+        start = end = st.st_size
         try:
             for line in lines:
                 data = (line + "\n").encode("utf-8")
