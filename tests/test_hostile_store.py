@@ -115,8 +115,10 @@ def test_a_config_nested_too_deep_is_one_usage_error(world: tuple[JitStore, list
     store, _ = world
     config = tmp_path / "dispatch.toml"
     config.write_text("x = " + "[" * DEEP + "]" * DEEP + "\n")
+    before = tree(tmp_path)
     one_line(once(store.root, "--config", str(config)), 2, str(config), "nested too deeply")
     one_line(run_cli("config", "check", "--config", str(config)), 2, str(config))
+    assert changed(before, tree(tmp_path)) == set()
 
 
 # --------------------------------------------------------------------------- 3. ids
@@ -370,7 +372,14 @@ def test_a_command_that_cannot_start_says_why(new_store: StoreFactory, tmp_path:
     store, (issue_id,) = new_store(NewIssue("fine"))
     config = tmp_path / "dispatch.toml"
     config.write_text(f'[[agents]]\nid = "w1"\ncommand = "true {"x" * 200_000}"\n')
-    result = run_cli("once", "--config", str(config), "--jit-dir", str(store.root), "--json", cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.json["reason"] == "command could not start: argument list too long"
-    assert read_issue(store.root, issue_id)["context"]["dispatch.last_reason"] == result.json["reason"]
+    before = tree(tmp_path)
+    result = run_cli("once", "--config", str(config), "--jit-dir", str(store.root), cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, ""), "released: the summary says why, no error line"
+    assert "command could not start: argument list too long" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 400, "the command is not echoed whole"
+    released = read_issue(store.root, issue_id)
+    assert (released["state"], released["context"]["dispatch.last_reason"]) == (
+        "ready",
+        "command could not start: argument list too long",
+    )
+    assert changed(before, tree(tmp_path)) == {f"repo/.jit/issues/{issue_id}.json", "repo/.jit/events.jsonl"}
