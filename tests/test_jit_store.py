@@ -13,6 +13,8 @@ from pathlib import Path
 
 from conftest import clean_env, read_events, read_issue, run_cli
 from jit_dispatch.domain.issue import issue_from_raw
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.jit.files import ISSUE_FIELDS
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
@@ -198,3 +200,13 @@ def test_a_dependent_is_promoted_when_its_last_dependency_finished_during_the_ru
     assert read_issue(store.root, b)["state"] == "done"
     assert read_issue(store.root, x)["state"] == "ready"
     assert result.json["promoted"] == [x]
+
+
+def test_a_full_snapshot_parses_done_issues_too(new_store) -> None:
+    """The scan skips the parse of resolved issues only when they were not asked for."""
+    store, (a, b) = new_store(NewIssue("A"), NewIssue("B"))
+    assert store.claim(a, "agent:w1", "test", Filters()) is not None
+    assert store.complete(a, "agent:w1").outcome == "done"
+    full = store.snapshot(full_states=tuple(State))
+    assert sorted(i.id for i in full.issues) == sorted([a, b])
+    assert [i.id for i in store.snapshot().issues] == [b]

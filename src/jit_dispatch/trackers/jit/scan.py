@@ -78,6 +78,7 @@ def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found
     """
     backlog_in_full = State.BACKLOG in requested
     resolved = frozenset(str(state) for state in RESOLVED_STATES)
+    unwanted = resolved - requested  # resolved issues not asked for: their state is all we keep
     open_, read, close, fstat = os.open, os.read, os.close, os.fstat
     key, key_length, names = _STATE_KEY, len(_STATE_KEY), _STATE_NAMES
     states = found.states
@@ -104,7 +105,7 @@ def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found
             found.warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
             unreadable[issue_id] = exc.strerror or str(exc)
             continue
-        if state in resolved:
+        if state in unwanted:
             states[issue_id] = state
             continue
         waiting = quick_dependencies(data) if state == "backlog" and not backlog_in_full else None
