@@ -471,3 +471,20 @@ def test_bad_gate_options_are_usage_errors(tmp_path: Path) -> None:
         result = once(root, "true", *args)
         assert result.returncode == 2 and word in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_a_gate_runs_link_is_never_written_through(tmp_path: Path, era: str) -> None:
+    """A `gate-runs` planted as a symlink out of the store: the run records are refused, nothing lands outside."""
+    root, (issue_id,) = gated_repo(tmp_path, era, [gate(era, "fmt", "postcheck", "true")],
+                                   NewIssue("work", gates_required=("fmt",)))  # fmt: skip
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "gate-runs").symlink_to(outside)
+    result = once(root, "true")
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert "gate-runs" in result.json["reason"] and "symbolic link" in result.json["reason"]
+    assert list(outside.iterdir()) == []
+    raw = read_issue(root, issue_id)
+    assert raw["state"] == "ready" and raw["assignee"] is None, "the refused done was given back, not left claimed"
+    (root / "gate-runs").unlink()  # the real-jit check after the test reads a store without the planted link

@@ -154,6 +154,8 @@ def load_config(path: Path) -> DispatchConfig:
         raise UsageError(f"{path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise UsageError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     try:
         return DispatchConfig.model_validate(raw)
     except ValidationError as exc:

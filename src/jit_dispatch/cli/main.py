@@ -174,7 +174,7 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
 
 
 def _issue_line(issue: Issue, gates: Mapping[str, Gate]) -> str:
-    line = f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
+    line = f"{issue.short_id}  {issue.priority:<8}  {summary.title_line(issue.title)}"
     needed = gate_rules.needed(issue, gates) if gates else []
     return line + (f"  [gates: {summary.plain(gate_rules.needed_text(needed))}]" if needed else "")
 

@@ -317,9 +317,14 @@ def _settle(
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)
     except TrackerError as exc:  # the run happened; report it even though the store refused
         result.outcome = Outcome.ERROR
-        result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"
+        result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; " + _give_back(
+            tracker, request, issue, retry=reason is None, cause=str(exc)
+        )
         return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
+    if settlement.error is not None:  # settled, but a later write to the store failed
+        result.outcome, result.reason = Outcome.ERROR, settlement.error
+        return result
     if settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
@@ -327,3 +332,16 @@ def _settle(
     else:
         result.reason = reason
     return result
+
+
+def _give_back(tracker: Tracker, request: Request, issue: Issue, *, retry: bool, cause: str) -> str:
+    """After a failed `done`, release the claim if the store lets us; say what state it is left in."""
+    if retry:
+        try:
+            settled = tracker.release(issue.id, request.agent, f"settling failed: {cause}", request.max_attempts)
+        except TrackerError:
+            pass
+        else:
+            if settled.outcome != Outcome.LOST:
+                return f"{issue.short_id} was {settled.outcome} instead"
+    return f"{issue.short_id} stays claimed"

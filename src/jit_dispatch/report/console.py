@@ -29,7 +29,7 @@ class ConsoleHooks:
         actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
 
     def command_starting(self, issue: Issue, attempt: int) -> None:
-        title = summary.plain(issue.title)
+        title = summary.title_line(issue.title)
         self.say(f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {title}")
         self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
@@ -79,6 +79,8 @@ def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_jso
         actions.append_summary(context.summary_file, summary.summary_markdown(result, max_attempts))
     if context.output_file:
         actions.write_outputs(context.output_file, summary.step_outputs(result))
+    if not hooks.in_actions and result.outcome == Outcome.ERROR:  # exit 3: the one line that says why
+        actions.print_line(sys.stderr, f"jit-dispatch: error: {summary.plain(result.reason or result.outcome)}")
     if hooks.in_actions and result.outcome.failed:
         level = "warning" if result.outcome == Outcome.RELEASED else "error"
         where = f"{result.issue.short_id}: " if result.issue else ""

@@ -44,6 +44,14 @@ def plain(text: str) -> str:
     return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
 
 
+TITLE_LOG_CHARS = 200  # a log line shows at most this much of a title: the rest is in the issue
+
+
+def title_line(title: str) -> str:
+    """A title as one terminal line, cut to `TITLE_LOG_CHARS` (a title may be megabytes long)."""
+    return _one_line(title, TITLE_LOG_CHARS)
+
+
 def _one_line(text: str, limit: int) -> str:
     flat = plain(text)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -224,7 +232,7 @@ def summary_text(result: Result, max_attempts: int) -> str:
         parts.append(f"exit code {result.exit_code}")
     if result.duration_seconds is not None:
         parts.append(f"{result.duration_seconds:.2f}s")
-    lines = [f"{head} {issue.short_id} {plain(issue.title)}", "  " + " · ".join(parts)]
+    lines = [f"{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
     for run in result.gates:

@@ -36,6 +36,7 @@ class Settlement:
     outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
+    error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
 
 
 class Tracker(Protocol):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from jit_dispatch.domain import boundedjson
 from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
@@ -167,7 +168,7 @@ def parse_marker(comment: Mapping[str, Any]) -> Marker | None:
     if match is None:
         return None
     try:
-        data = json.loads(match.group(2))
+        data = boundedjson.loads(match.group(2))
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("nonce"), str) or not data["nonce"]:
