@@ -27,8 +27,9 @@ from jit_dispatch.domain.selection import Filters, plan
 from jit_dispatch.engine.dispatch import Request, dispatch_once
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.report.summary import summary_markdown
+from jit_dispatch.trackers.github import api as github_api
 from jit_dispatch.trackers.github import rules
-from jit_dispatch.trackers.github import tracker as github_tracker
 from jit_dispatch.trackers.github.tracker import GitHubTracker
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
@@ -46,7 +47,7 @@ def fake() -> Iterator[FakeGitHub]:
 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(github_tracker, "THROTTLE", False)
+    monkeypatch.setattr(github_api, "THROTTLE", False)
 
 
 def tracker(**settings: Any) -> GitHubTracker:
@@ -72,6 +73,10 @@ class Hooks:
 def dispatch(t: GitHubTracker, command: str = "echo working on {issue_id}", hooks: Hooks | None = None, **kw: Any):
     request = Request(agent=kw.pop("agent", "agent:runner-a"), command=command, run_ref="https://run/1", **kw)
     return dispatch_once(t, request, CancelToken(), hooks or Hooks(), base_env=clean_env())
+
+
+def render(result: Any) -> str:
+    return summary_markdown(result, 3)
 
 
 def markers(fake: FakeGitHub, number: int) -> list[rules.Marker]:
@@ -164,7 +169,7 @@ def test_done_closes_the_issue_with_the_summary_as_comment(fake: FakeGitHub) -> 
     assert "dispatch:claimed" not in fake.labels(1)
     kinds = [m.kind for m in markers(fake, 1)]
     assert kinds == ["claim", "done"]
-    assert t.record_result(result, 3) is None
+    assert t.record_result(result, render) is None
     done = fake.bodies(1)[-1]
     assert done.startswith("<!-- jit-dispatch:done ") and "✅ **jit-dispatch**: done by" in done
     heading = next(line for line in done.splitlines() if line.startswith("### "))
@@ -189,7 +194,7 @@ def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
     t = tracker()
     result = dispatch(t, "python3 -c \"import sys; [print('`' * 300 + str(i)) for i in range(3000)]\"; exit 3")
     assert result.outcome == "released"
-    assert t.record_result(result, 3) is None
+    assert t.record_result(result, render) is None
     body = fake.bodies(1)[-1]
     assert len(body) < rules.COMMENT_LIMIT and body.startswith("<!-- jit-dispatch:release ")
 
@@ -389,8 +394,8 @@ def test_retry_sleeps_never_outlast_the_deadline() -> None:
         def __init__(self) -> None:
             self.headers = {"Retry-After": "60"}
 
-    budget = github_tracker.Budget()
-    retry = github_tracker.BoundedRetry(budget, total=2)
+    budget = github_api.Budget()
+    retry = github_api.BoundedRetry(budget, total=2)
     budget.deadline = time.monotonic() + 0.2
     assert not budget.allows(60) and not budget.allows(0.5) and budget.allows(0)
     started = time.monotonic()

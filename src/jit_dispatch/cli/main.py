@@ -6,6 +6,7 @@ Errors end in one line on stderr and a documented exit code (README, "Exit codes
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -170,7 +171,8 @@ def once(**options: Any) -> None:
             allow_workflow_commands=options["allow_workflow_commands"],
         )
         result = dispatch_once(tracker, request, cancel, hooks)
-        if note := tracker.record_result(result, options["max_attempts"]):
+        render = functools.partial(summary.summary_markdown, max_attempts=options["max_attempts"])
+        if note := tracker.record_result(result, render):
             result.warnings.append(note)  # GitHub: the summary goes into the settle comment
     warn(result.warnings)
     publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)

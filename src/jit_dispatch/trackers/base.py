@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,8 +46,9 @@ class Tracker(Protocol):
     def resolve_issue_id(self, given: str) -> str:
         """A full id or a unique prefix (GitHub: `12`, `#12`, the URL); ValueError when none or several."""
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
-        """Keep the finished run's report in the tracker (GitHub: the settle comment); a warning or None."""
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
+        """Keep the finished run's report, Markdown by `render(result)`, in the tracker (GitHub: the
+        settle comment); a warning or None. The caller renders: trackers do not import the report."""
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""
@@ -90,7 +91,7 @@ class TrackerDefaults:
     def resolve_issue_id(self, given: str) -> str:
         return resolve_issue_id(given, self.issue_ids())
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
         """The result lives in the step summary and the events already."""
         return None
 

@@ -1,15 +1,7 @@
-"""GitHub Issues behind the tracker interface, over PyGithub. The protocol is in `github_logic`.
+"""GitHub Issues behind the tracker interface: the claim and settle protocol (rules in `rules`).
 
 Imported only for `--tracker github` (PyGithub costs startup time the jit path must not pay).
-
-Requests go through PyGithub's `Requester` (auth, GitHub Enterprise base URLs, error types) and
-`PaginatedList` (`Link` header pagination) with plain dicts as items: PyGithub's own objects
-fetch every list item again when their `raw_data` is read.
-
-Retries are bounded twice: PyGithub's `GithubRetry` with a small total, each wait capped and,
-after `hurry`, never past the deadline (a cancelled run has seconds left); and POSTs are not
-retried by it at all, since a retried comment POST could post twice. The tracker retries its
-own writes, and before it posts a comment again it looks for the marker nonce of the first try.
+HTTP, retries and error messages are `api.Api`'s.
 """
 
 from __future__ import annotations
@@ -18,15 +10,11 @@ import contextlib
 import secrets
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import requests
-from github import Auth, Github, GithubException
-from github.GithubRetry import GithubRetry
-from github.PaginatedList import PaginatedList
-from urllib3.exceptions import MaxRetryError, ResponseError
+from github import GithubException
 
 from jit_dispatch.domain.issue import PARKED_LABEL, Issue
 from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filters
@@ -35,64 +23,7 @@ from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
-
-RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
-MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
-TIMEOUT = 10  # seconds per HTTP request; after `hurry`, less
-THROTTLE = True  # PyGithub's pacing (0.25 s between requests, 1 s between writes); tests turn it off
-
-
-class Budget:
-    """How long retries may still wait: each wait capped, and after `hurry` a hard deadline."""
-
-    def __init__(self, max_wait: float = MAX_WAIT) -> None:
-        self.max_wait = max_wait
-        self.deadline: float | None = None
-        self.retries = 0
-
-    def allows(self, wait: float) -> bool:
-        if wait > self.max_wait:
-            return False
-        return self.deadline is None or time.monotonic() + wait < self.deadline
-
-    def clamp(self, wait: float) -> float:
-        left = self.max_wait if self.deadline is None else min(self.max_wait, self.deadline - time.monotonic())
-        return max(0.0, min(wait, left))
-
-
-class BoundedRetry(GithubRetry):
-    """`GithubRetry` that gives up rather than wait past its budget; never retries a POST."""
-
-    def __init__(self, budget: Budget | None = None, **kwargs: Any) -> None:
-        self.budget = budget or Budget()
-        kwargs.setdefault("allowed_methods", frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"}))
-        super().__init__(**kwargs)
-
-    def new(self, **kw: Any) -> BoundedRetry:
-        kw["budget"] = self.budget
-        return super().new(**kw)  # type: ignore[no-any-return]
-
-    def _wait(self, response: Any) -> float:
-        after = self.get_retry_after(response) if response is not None else None
-        return after if after is not None else self.get_backoff_time()
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        wait = retry._wait(response)
-        if not self.budget.allows(wait):  # hand the last response (or error) to the caller now
-            raise MaxRetryError(_pool, url, error or ResponseError(f"retry would wait {wait:g}s"))
-        self.budget.retries += 1
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        time.sleep(self.budget.clamp(self._wait(response)))
-
-
-class _Raw(dict):  # type: ignore[type-arg]
-    """A list item as the plain JSON object GitHub sent (PaginatedList's item class)."""
-
-    def __init__(self, _requester: Any, _headers: Any, attributes: dict[str, Any], *_: Any, **__: Any) -> None:
-        super().__init__(attributes)
+from jit_dispatch.trackers.github.api import FAILURES, Api
 
 
 @dataclass
@@ -119,88 +50,24 @@ class GitHubTracker:
     ) -> None:
         self.settings = settings
         self.location = settings.location
-        self.api_url = api_url.rstrip("/")
-        self._token = token
-        self._sleep = sleep
-        self._throttle = THROTTLE if throttle is None else throttle
-        self.budget = Budget()
+        self.api = Api(settings.repo, token, api_url, throttle=throttle, sleep=sleep)
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
         self._deps_api = True  # False once the server says it has no issue dependencies
-        self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
-        return f"GitHubTracker({self.location!r}, api={self.api_url!r})"
-
-    def _connect(self, timeout: int) -> None:
-        self._github = Github(
-            auth=Auth.Token(self._token),
-            base_url=self.api_url,
-            timeout=timeout,
-            per_page=100,
-            retry=BoundedRetry(self.budget, total=RETRIES, backoff_factor=0.5, raise_on_status=False),
-            seconds_between_requests=0.25 if self._throttle else None,
-            seconds_between_writes=1.0 if self._throttle else None,
-        )
-        self._requester = self._github.requester
-
-    # ------------------------------------------------------------------ plumbing
-    @property
-    def _repo_path(self) -> str:
-        return f"/repos/{self.settings.repo}"
-
-    def _request(self, verb: str, path: str, **kwargs: Any) -> Any:
-        return self._requester.requestJsonAndCheck(verb, self._repo_path + path, **kwargs)[1]
-
-    def _list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return list(PaginatedList(_Raw, self._requester, self._repo_path + path, {"per_page": 100, **(params or {})}))
-
-    @contextlib.contextmanager
-    def _api(self, doing: str) -> Iterator[None]:
-        """GitHub's failures as one-line TrackerErrors (exit 3) that name the fix, never the token."""
-        try:
-            yield
-        except GithubException as exc:
-            raise TrackerError(self._scrub(self._explain(doing, exc))) from None
-        except requests.RequestException as exc:
-            raise TrackerError(self._scrub(f"{doing}: cannot reach {self.api_url} ({type(exc).__name__})")) from None
-
-    def _explain(self, doing: str, exc: GithubException) -> str:
-        return rules.explain(doing, exc.status, *_parts(exc), self.settings.repo)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if len(self._token) >= 8 else text
-
-    def _write(self, fn: Callable[[], Any], recheck: Callable[[], Any] | None = None) -> Any:
-        """A write, retried on a 5xx, a short rate limit or a lost connection, within the budget.
-
-        `recheck` runs before a retry and returns the result if the first try took effect after all.
-        """
-        tries = 0
-        while True:
-            try:
-                return fn()
-            except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
-                tries += 1
-                status = exc.status if isinstance(exc, GithubException) else None
-                wait = rules.retry_wait(status, *_parts(exc), tries)
-                if wait is None or tries > RETRIES or not self.budget.allows(wait):
-                    raise
-            self.budget.retries += 1
-            self._sleep(wait)
-            if recheck is not None and (found := recheck()) is not None:
-                return found
+        return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
 
     # ------------------------------------------------------------------ reads
     def _comments(self, number: int) -> list[dict[str, Any]]:
-        return self._list(f"/issues/{number}/comments")
+        return self.api.list(f"/issues/{number}/comments")
 
     def _markers(self, number: int) -> list[rules.Marker]:
         return rules.parse_markers(self._comments(number))
 
     def _get(self, number: int) -> dict[str, Any]:
-        data = self._request("GET", f"/issues/{number}")
+        data = self.api.request("GET", f"/issues/{number}")
         return data if isinstance(data, dict) else {}
 
     def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,7 +76,7 @@ class GitHubTracker:
         if count == 0 or (count is None and not self._deps_api):
             return []
         try:
-            return self._list(f"/issues/{raw['number']}/dependencies/blocked_by")
+            return self.api.list(f"/issues/{raw['number']}/dependencies/blocked_by")
         except GithubException as exc:
             if exc.status in (404, 410):  # no dependency data on this server (older GHES)
                 self._deps_api = count is not None
@@ -235,12 +102,12 @@ class GitHubTracker:
         attempt count is read when it is claimed.
         """
         wanted = frozenset(full_states)
-        with self._api(f"list issues of {self.settings.repo}"):
+        with self.api.doing(f"list issues of {self.settings.repo}"):
             raws = {
-                r["number"]: r for r in self._list("/issues", {"state": "open", "labels": self.settings.ready_label})
+                r["number"]: r for r in self.api.list("/issues", {"state": "open", "labels": self.settings.ready_label})
             }
             if State.IN_PROGRESS in wanted:
-                for r in self._list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                for r in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                     raws.setdefault(r["number"], r)
             for raw in self._extra.values():
                 raws.setdefault(raw["number"], raw)
@@ -268,7 +135,7 @@ class GitHubTracker:
         """`#12`, `12` or the issue's URL; the issue must exist and not be a pull request."""
         number = rules.parse_issue_ref(given)
         try:
-            with self._api(f"read issue #{number}"):
+            with self.api.doing(f"read issue #{number}"):
                 raw = self._get(number)
         except TrackerError as exc:
             if "(404)" in str(exc):
@@ -285,7 +152,7 @@ class GitHubTracker:
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Label, post a claim comment, re-read: ours only if it is the lowest live claim."""
         number = self._number(issue_id)
-        with self._api(f"claim {issue_id}"):
+        with self.api.doing(f"claim {issue_id}"):
             before = rules.live_claims(self._markers(number))  # read before the labels: see github_logic
             raw = self._get(number)
             if rules.is_pull_request(raw) or raw.get("state") != "open":
@@ -323,7 +190,7 @@ class GitHubTracker:
                     return None
                 # Ours. Label again: a late settle of an earlier holder may have just removed it.
                 self._add_label(number, rules.CLAIMED_LABEL)
-            except (GithubException, requests.RequestException):
+            except FAILURES:
                 self._abandon(number, nonce)
                 raise
         self._held[issue_id] = _Held(nonce, posted, assignee, run)
@@ -332,7 +199,7 @@ class GitHubTracker:
 
     def _abandon(self, number: int, nonce: str, posted: int | None = None) -> None:
         """A claim that failed half-way: delete our comment, unlabel if nobody else holds a claim. Best effort."""
-        with contextlib.suppress(GithubException, requests.RequestException):
+        with contextlib.suppress(*FAILURES):
             if posted is not None:
                 self._delete_comment(posted)
             markers = self._markers(number)
@@ -358,7 +225,7 @@ class GitHubTracker:
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         number = self._number(issue_id)
-        with self._api(f"settle {issue_id}"):
+        with self.api.doing(f"settle {issue_id}"):
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
@@ -369,7 +236,7 @@ class GitHubTracker:
                 issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
             )
             if self._get(number).get("state") == "open":  # closed meanwhile (e.g. not planned): a person's call
-                self._write(lambda: self._request("PATCH", f"/issues/{number}", input=_CLOSE))
+                self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
             self._remove_label(number, rules.CLAIMED_LABEL)
         return Settlement(Outcome.DONE, attempts)
 
@@ -379,7 +246,7 @@ class GitHubTracker:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
         number = self._number(issue_id)
-        with self._api(f"release {issue_id}"):
+        with self.api.doing(f"release {issue_id}"):
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
@@ -408,19 +275,21 @@ class GitHubTracker:
         if held is None:
             return False
         number = self._number(issue_id)
-        with self._api(f"heartbeat {issue_id}"):
+        with self.api.doing(f"heartbeat {issue_id}"):
             claim = self._ours(issue_id, assignee, self._markers(number))
             if claim is None:
                 return False
             marker = rules.render_marker("claim", {**claim.data, "beat": format_timestamp()})
             body = marker + "\n" + rules.claim_text(held.agent, held.run)
-            self._write(lambda: self._request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
+            self.api.write(
+                lambda: self.api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body})
+            )
         return True
 
     def unpark(self, issue_id: str) -> bool:
         """Remove `dispatch:parked`; a reset marker starts the attempt count over."""
         number = self._number(issue_id)
-        with self._api(f"unpark {issue_id}"):
+        with self.api.doing(f"unpark {issue_id}"):
             if not rules.parked_label_present(self._get(number)):
                 return False
             nonce = secrets.token_hex(8)
@@ -430,17 +299,13 @@ class GitHubTracker:
         return True
 
     def hurry(self, seconds: float) -> None:
-        """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""
-        self.budget.deadline = time.monotonic() + seconds
-        self._throttle = False
-        self._connect(max(1, int(seconds / 2)))
+        self.api.hurry(seconds)
 
     def stats(self) -> dict[str, object]:
         return {}  # nothing like remote mode's sync figures (those would show as a "Remote" row)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._github.close()
+        self.api.close()
 
     # ------------------------------------------------------------------ the result comment
     def _remember(self, issue_id: str, comment_id: int, marker: str, text: str) -> None:
@@ -448,31 +313,33 @@ class GitHubTracker:
         if held is not None:
             held.settled_comment, held.settled_head = comment_id, f"{marker}\n{text}"
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
-        """Put the run's Markdown summary in the settle comment. Returns a warning, or None.
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
+        """Put the run's Markdown summary (`render(result)`) in the settle comment. A warning, or None.
 
         First the token is cut out of what the command printed (it may echo its environment):
         the comment, the step summary and the JSON are all rendered from this result.
         """
-        from jit_dispatch.report.summary import TAIL_CHARS, summary_markdown
-
-        result.output_tail = self._scrub(result.output_tail)
-        result.reason = self._scrub(result.reason) if result.reason else result.reason
+        result.output_tail = self.api.scrub(result.output_tail)
+        result.reason = self.api.scrub(result.reason) if result.reason else result.reason
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:
             return None
-        body, tail = "", TAIL_CHARS
+        body, tail = "", len(result.output_tail)
         for _ in range(8):  # shrink the output tail until the comment fits
-            shown = replace(result, output_tail=result.output_tail[-tail:]) if tail < TAIL_CHARS else result
-            body = rules.fit_comment(held.settled_head, summary_markdown(shown, max_attempts))
+            shown = (
+                replace(result, output_tail=result.output_tail[-tail:]) if tail < len(result.output_tail) else result
+            )
+            body = rules.fit_comment(held.settled_head, render(shown))
             if not body.endswith(rules.FIT_NOTE):
                 break
             tail //= 2
-        comment_id, body = held.settled_comment, self._scrub(body)
+        comment_id, body = held.settled_comment, self.api.scrub(body)
         try:
-            with self._api(f"write the result comment on {issue.id}"):
-                self._write(lambda: self._request("PATCH", f"/issues/comments/{comment_id}", input={"body": body}))
+            with self.api.doing(f"write the result comment on {issue.id}"):
+                self.api.write(
+                    lambda: self.api.request("PATCH", f"/issues/comments/{comment_id}", input={"body": body})
+                )
         except TrackerError as exc:
             return str(exc)
         return None
@@ -485,23 +352,25 @@ class GitHubTracker:
             found = rules.find_marker(self._markers(number), kind, nonce)
             return found.comment_id if found else None
 
-        data = self._write(lambda: self._request("POST", f"/issues/{number}/comments", input={"body": body}), landed)
+        data = self.api.write(
+            lambda: self.api.request("POST", f"/issues/{number}/comments", input={"body": body}), landed
+        )
         return int(data["id"]) if isinstance(data, dict) else int(data)
 
     def _delete_comment(self, comment_id: int) -> None:
         try:
-            self._write(lambda: self._request("DELETE", f"/issues/comments/{comment_id}"))
+            self.api.write(lambda: self.api.request("DELETE", f"/issues/comments/{comment_id}"))
         except GithubException as exc:
             if exc.status != 404:
                 raise
 
     def _add_label(self, number: int, label: str) -> None:
-        self._write(lambda: self._request("POST", f"/issues/{number}/labels", input={"labels": [label]}))
+        self.api.write(lambda: self.api.request("POST", f"/issues/{number}/labels", input={"labels": [label]}))
 
     def _remove_label(self, number: int, label: str) -> None:
         quoted = urllib.parse.quote(label, safe="")
         try:
-            self._write(lambda: self._request("DELETE", f"/issues/{number}/labels/{quoted}"))
+            self.api.write(lambda: self.api.request("DELETE", f"/issues/{number}/labels/{quoted}"))
         except GithubException as exc:
             if exc.status != 404:  # not there: nothing to remove
                 raise
@@ -517,11 +386,3 @@ def _untrusted(comment: dict[str, Any]) -> str:
         f"comments of {login} ({association}) do not count as claim markers: use the workflow's GITHUB_TOKEN, "
         "a GitHub App's token, or a token of someone with write access"
     )
-
-
-def _parts(exc: Exception) -> tuple[str, dict[str, str]]:
-    """GitHub's message and the response headers (lower-cased) of a failed request."""
-    if not isinstance(exc, GithubException):
-        return "", {}
-    data = exc.data if isinstance(exc.data, dict) else {}
-    return str(data.get("message") or ""), {k.lower(): str(v) for k, v in (exc.headers or {}).items()}
