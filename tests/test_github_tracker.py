@@ -80,7 +80,7 @@ def render(result: Any) -> str:
 
 
 def markers(fake: FakeGitHub, number: int) -> list[rules.Marker]:
-    return rules.parse_markers(fake.comments[number])
+    return rules.parse_markers(fake.comments[number], frozenset({"github-actions[bot]"}))
 
 
 # ---------------------------------------------------------------------------- selection
@@ -381,12 +381,23 @@ def test_a_claim_refused_half_way_leaves_no_trace(fake: FakeGitHub) -> None:
     assert fake.labels(1) == ["dispatch"] and fake.comments[1] == []
 
 
-def test_a_token_whose_comments_are_not_trusted_fails_clearly(fake: FakeGitHub) -> None:
+def test_markers_count_from_our_own_identity_people_with_write_access_and_trusted_actors(fake: FakeGitHub) -> None:
+    """Another installed app's bot cannot park or settle an issue; a person with write access can."""
     fake.add_issue(1)
-    fake.actor = user("drive-by", uid=4242)  # a token of someone without write access
-    with pytest.raises(TrackerError, match=r"comments of drive-by \(NONE\) do not count as claim markers"):
-        tracker().claim("#1", "agent:a", "r", Filters())
-    assert fake.comments[1] == [] and fake.labels(1) == ["dispatch"]
+    other = user("other-app[bot]", "Bot", 99)
+    for n in range(3):  # would park it, were they trusted
+        fake.add_comment(1, rules.render_marker("release", {"nonce": f"o{n}", "reason": "forged"}), other, "NONE")
+    result = dispatch(tracker(), "exit 0")
+    assert result.outcome == "done" and result.attempt == 1
+    fake.add_issue(2)
+    fake.add_comment(
+        2, rules.render_marker("release", {"nonce": "p", "reason": "by hand"}), user("maintainer"), "MEMBER"
+    )
+    fake.add_comment(2, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
+    assert dispatch(tracker(), "exit 0").attempt == 2  # the member's release counts, the app's does not
+    fake.add_issue(3)
+    fake.add_comment(3, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
+    assert dispatch(tracker(trusted_actors=("Other-App[bot]",)), "exit 0").attempt == 2
 
 
 def test_retry_sleeps_never_outlast_the_deadline() -> None:
@@ -427,8 +438,14 @@ def actions_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
 
 
 def run_main(*args: str) -> int:
-    with pytest.raises(SystemExit) as ended:
-        main(list(args))
+    """The CLI in-process; the environment as it was before (a process's changes to it end with it)."""
+    saved = dict(os.environ)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return int(ended.value.code or 0)
 
 
@@ -457,7 +474,8 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     fake: FakeGitHub, actions_env: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
     fake.add_issue(1)
-    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", 'echo "leak: $GITHUB_TOKEN"; exit 4')
+    command = 'echo "leak: $GITHUB_TOKEN"; exit 4'
+    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", command, "--pass-token")
     out, err = capfd.readouterr()
     assert code == 1
     assert "leak: " + TOKEN in out  # the live log: hidden by the runner, which `::add-mask::` told

@@ -49,8 +49,9 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 @env_option("--dry-run", is_flag=True, help="List what would be released; change nothing.")
 def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options, read_only=dry_run)) as tracker:
         filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
+        repaired = [] if dry_run else tracker.repair()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
@@ -68,7 +69,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
-    warn(snapshot.warnings)
+    warn(repaired + snapshot.warnings)
     lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
@@ -116,15 +117,17 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
 @store_options
 @env_option("--stale-after", type=DurationType(), default="2h", show_default=True, help="Flag claims silent this long.")
 @env_option("--summary/--no-summary", "write_summary", default=None, help="Write the dashboard to the step summary.")
-def status(stale_after: float, write_summary: bool | None, **options: Any) -> None:
+@env_option("--repair", is_flag=True, help="First finish settles an interrupted run left half-done (GitHub).")
+def status(stale_after: float, write_summary: bool | None, repair: bool, **options: Any) -> None:
     """Counts by state; what is dispatchable, held, blocked, running (stale flagged) and parked."""
     from jit_dispatch.report.status import build_status, status_json, status_markdown, status_text
 
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options, read_only=not repair)) as tracker:
+        repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
     board = build_status(snapshot, location, datetime.now(UTC), stale_after)
-    warn(snapshot.warnings)
+    warn(repaired + snapshot.warnings)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path and (write_summary if write_summary is not None else actions.in_actions()):
         actions.append_summary(Path(summary_path), status_markdown(board))
@@ -175,7 +178,7 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
     cancel = CancelToken()
     install_cancel_handlers(cancel)
     logs = log_dir or Path(tempfile.mkdtemp(prefix="jit-dispatch-logs-"))
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options, heartbeat=default_heartbeat(options))) as tracker:
         slots = []
         for agent in loaded.agents:
             settings = loaded.effective(agent)

@@ -149,7 +149,8 @@ def once(**options: Any) -> None:
         raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
     if options["spread_index"] >= options["spread_total"]:
         raise UsageError("--spread-index: must be smaller than --spread-total")
-    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"])
+    heartbeat = options["heartbeat"] or default_heartbeat(options)
+    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"], heartbeat=heartbeat)
     with open_tracker(choice) as tracker:
         request = Request(
             agent=agent,
@@ -163,12 +164,13 @@ def once(**options: Any) -> None:
             run_ref=run_reference(),
             spread_index=options["spread_index"],
             spread_total=options["spread_total"],
-            heartbeat_seconds=options["heartbeat"] or default_heartbeat(options),
+            heartbeat_seconds=heartbeat,
         )
         hooks = ConsoleHooks(
             sys.stderr if options["as_json"] else sys.stdout,
             in_actions=actions.in_actions(),
             allow_workflow_commands=options["allow_workflow_commands"],
+            secret=(options["github_token"] or "") if options["tracker"] == "github" else "",
         )
         result = dispatch_once(tracker, request, cancel, hooks)
         render = functools.partial(summary.summary_markdown, max_attempts=options["max_attempts"])
@@ -184,7 +186,7 @@ def once(**options: Any) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list ready issues that are held back, with the reason.")
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options, read_only=True)) as tracker:
         filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
         snapshot = tracker.snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)

@@ -107,10 +107,13 @@ def dispatch_once(
     hooks: Hooks,
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
-    """Select, claim, run and settle one issue."""
+    """Select, claim, run and settle one issue (first finishing any settle an earlier run left half-done)."""
+    repaired = [] if request.dry_run else tracker.repair()
     snapshot = tracker.snapshot()
     plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked)
-    result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
+    result = Result(
+        Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
+    )
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -238,6 +241,7 @@ def _settle(tracker: Tracker, request: Request, result: Result, issue: Issue, re
         result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"
         return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
+    result.warnings.extend(settlement.warnings)
     if settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:

@@ -32,6 +32,7 @@ class Settlement:
     outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
 
 
 class Tracker(Protocol):
@@ -49,6 +50,9 @@ class Tracker(Protocol):
     def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
         """Keep the finished run's report, Markdown by `render(result)`, in the tracker (GitHub: the
         settle comment); a warning or None. The caller renders: trackers do not import the report."""
+
+    def repair(self) -> list[str]:
+        """Finish settles a runner recorded but did not complete (GitHub); what was done, as notes."""
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""
@@ -90,6 +94,10 @@ class TrackerDefaults:
 
     def resolve_issue_id(self, given: str) -> str:
         return resolve_issue_id(given, self.issue_ids())
+
+    def repair(self) -> list[str]:
+        """Nothing is ever left half-settled here."""
+        return []
 
     def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
         """The result lives in the step summary and the events already."""

@@ -69,6 +69,9 @@ class MultiTracker(TrackerDefaults):
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)
 
+    def repair(self) -> list[str]:
+        return [note for tracker in self.trackers for note in tracker.repair()]
+
     def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
         return self._store(result.issue.id).record_result(result, render) if result.issue else None
 

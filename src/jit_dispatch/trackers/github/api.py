@@ -29,6 +29,8 @@ from jit_dispatch.trackers.github import rules
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `Api.write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
 TIMEOUT = 10  # seconds per HTTP request; after `hurry`, less
+SETTLE_WAIT = 65.0  # a settle outwaits a secondary rate limit (GitHub asks for up to a minute)
+SETTLE_RETRIES = 6  # writes of a settle: a few 5xx in a row do not lose a result
 THROTTLE = True  # PyGithub's pacing (0.25 s between requests, 1 s between writes); tests turn it off
 FAILURES = (GithubException, requests.RequestException)  # what a request can raise
 
@@ -104,6 +106,7 @@ class Api:
         self._sleep = sleep
         self._throttle = THROTTLE if throttle is None else throttle
         self.budget = Budget()
+        self._tries = RETRIES
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -156,12 +159,22 @@ class Api:
                 tries += 1
                 status = exc.status if isinstance(exc, GithubException) else None
                 wait = rules.retry_wait(status, *parts(exc), tries)
-                if wait is None or tries > RETRIES or not self.budget.allows(wait):
+                if wait is None or tries > self._tries or not self.budget.allows(wait):
                     raise
             self.budget.retries += 1
             self._sleep(wait)
             if recheck is not None and (found := recheck()) is not None:
                 return found
+
+    @contextlib.contextmanager
+    def persistent(self) -> Iterator[None]:
+        """Settling: writes retry more often and may wait out a secondary limit (a cancel's deadline holds)."""
+        saved = self.budget.max_wait, self._tries
+        self.budget.max_wait, self._tries = SETTLE_WAIT, SETTLE_RETRIES
+        try:
+            yield
+        finally:
+            self.budget.max_wait, self._tries = saved
 
     def hurry(self, seconds: float) -> None:
         """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from github import GithubException
@@ -28,7 +29,7 @@ from jit_dispatch.trackers.github.api import FAILURES, Api
 
 @dataclass
 class _Held:
-    """A claim this process won: its nonce and the comment carrying it."""
+    """A claim this process won: its nonce and the comment carrying it (refs mode: and its lock)."""
 
     nonce: str
     comment_id: int
@@ -36,6 +37,10 @@ class _Held:
     run: str
     settled_comment: int | None = None
     settled_head: str = ""  # marker line and headline of the settle comment
+    lock: str = ""  # refs mode: the commit our lock ref points at
+    record: Any = None  # refs mode: the LockRecord of that commit
+    settling: bool = False  # no heartbeat may move the lock once the settle began
+    mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
 class GitHubTracker:
@@ -47,7 +52,9 @@ class GitHubTracker:
         *,
         throttle: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        identity: str | None = None,
     ) -> None:
+        """`identity`: whose markers count when GET /user cannot say (an Actions or App token)."""
         self.settings = settings
         self.location = settings.location
         self.api = Api(settings.repo, token, api_url, throttle=throttle, sleep=sleep)
@@ -55,6 +62,8 @@ class GitHubTracker:
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
         self._deps_api = True  # False once the server says it has no issue dependencies
+        self._identity = identity
+        self._trusted: set[str] | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
@@ -64,7 +73,20 @@ class GitHubTracker:
         return self.api.list(f"/issues/{number}/comments")
 
     def _markers(self, number: int) -> list[rules.Marker]:
-        return rules.parse_markers(self._comments(number))
+        return rules.parse_markers(self._comments(number), self.trusted())
+
+    def trusted(self) -> frozenset[str]:
+        """Logins whose markers count (casefolded): the token's own, else `identity`; `--trusted-actor`s."""
+        if self._trusted is None:
+            self._trusted = {login.casefold() for login in self.settings.trusted_actors}
+            try:
+                me = self.api.request("GET", "/user", absolute=True)
+                login = me.get("login") if isinstance(me, dict) else None
+            except GithubException:  # an installation token has no user: /user answers 403
+                login = self._identity
+            if login:
+                self._trusted.add(str(login).casefold())
+        return frozenset(self._trusted)
 
     def _get(self, number: int) -> dict[str, Any]:
         data = self.api.request("GET", f"/issues/{number}")
@@ -124,7 +146,11 @@ class GitHubTracker:
                 deps = self._dependencies(raw, states) if state == State.READY else ()
                 issues.append(rules.to_issue(raw, self.settings, markers, deps))
         self._listed = [i for i in states if i.startswith("#")]
-        return Snapshot(issues, states, {}, list(self._listed))
+        return Snapshot(issues, states, {}, list(self._listed), locked=self._locked())
+
+    def _locked(self) -> frozenset[str]:
+        """Issues under another runner's lock (refs mode); comments mode knows none."""
+        return frozenset()
 
     def issue_ids(self) -> list[str]:
         if not self._listed:
@@ -153,14 +179,11 @@ class GitHubTracker:
         """Label, post a claim comment, re-read: ours only if it is the lowest live claim."""
         number = self._number(issue_id)
         with self.api.doing(f"claim {issue_id}"):
-            before = rules.live_claims(self._markers(number))  # read before the labels: see github_logic
-            raw = self._get(number)
-            if rules.is_pull_request(raw) or raw.get("state") != "open":
+            before = rules.live_claims(self._markers(number))  # read before the labels: see `rules`
+            found = self._dispatchable(number, filters)
+            if found is None:
                 return None
-            states: dict[str, str] = {}
-            current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
-            if dispatch_reason(current, states, {}) is not None or not matches_filters(current, filters):
-                return None
+            raw, current = found
             nonce = secrets.token_hex(8)
             marker = rules.render_marker(
                 "claim",
@@ -175,12 +198,7 @@ class GitHubTracker:
             self._add_label(number, rules.CLAIMED_LABEL)
             try:
                 posted = self._post_comment(number, marker + "\n" + rules.claim_text(assignee, run), "claim", nonce)
-                comments = self._comments(number)
-                mine = next((c for c in comments if c.get("id") == posted), None)
-                if mine is not None and not rules.is_trusted(mine):
-                    self._abandon(number, nonce, posted)
-                    raise TrackerError(_untrusted(mine))
-                markers = rules.parse_markers(comments)
+                markers = self._markers(number)
                 winner = rules.winning_claim(markers)
                 if winner is None:  # our comment is not visible yet: give the claim up whole
                     self._abandon(number, nonce, posted)
@@ -196,6 +214,17 @@ class GitHubTracker:
         self._held[issue_id] = _Held(nonce, posted, assignee, run)
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
         return rules.to_issue(claimed, self.settings, markers, current.dependencies)
+
+    def _dispatchable(self, number: int, filters: Filters) -> tuple[dict[str, Any], Issue] | None:
+        """The issue as GitHub has it now, if it is still dispatchable; else None."""
+        raw = self._get(number)
+        if rules.is_pull_request(raw) or raw.get("state") != "open":
+            return None
+        states: dict[str, str] = {}
+        current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
+        if dispatch_reason(current, states, {}) is not None or not matches_filters(current, filters):
+            return None
+        return raw, current
 
     def _abandon(self, number: int, nonce: str, posted: int | None = None) -> None:
         """A claim that failed half-way: delete our comment, unlabel if nobody else holds a claim. Best effort."""
@@ -225,20 +254,13 @@ class GitHubTracker:
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
         number = self._number(issue_id)
-        with self.api.doing(f"settle {issue_id}"):
+        with self.api.doing(f"settle {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
-            data = {"nonce": claim.nonce, "agent": assignee, "at": format_timestamp(), "run": claim.data.get("run")}
-            marker = rules.render_marker("done", data)
-            text = rules.done_text(assignee, attempts + 1)
-            self._remember(
-                issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
-            )
-            if self._get(number).get("state") == "open":  # closed meanwhile (e.g. not planned): a person's call
-                self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
-            self._remove_label(number, rules.CLAIMED_LABEL)
-        return Settlement(Outcome.DONE, attempts)
+            data = {"nonce": claim.nonce, "agent": assignee, "run": claim.data.get("run"), "attempt": attempts + 1}
+            self._remember(issue_id, *self._settle_comment(number, "done", data))
+        return Settlement(Outcome.DONE, attempts, warnings=self._finish_labels(issue_id, "done", False))
 
     def release(
         self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
@@ -246,28 +268,66 @@ class GitHubTracker:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
         number = self._number(issue_id)
-        with self.api.doing(f"release {issue_id}"):
+        with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
             attempts += 1
             parked = attempts >= max_attempts
-            data = {
-                "nonce": claim.nonce,
-                "agent": claim.agent,
-                "at": format_timestamp(),
-                "reason": reason,
-                "attempt": attempts,
-                "parked": parked,
-            }
-            marker = rules.render_marker("release", data)
-            text = rules.release_text(claim.agent, reason, attempts, max_attempts, parked)
-            posted = self._post_comment(number, marker + "\n" + text, "release", claim.nonce)
-            self._remember(issue_id, posted, marker, text)
-            if parked:
-                self._add_label(number, PARKED_LABEL)
-            self._remove_label(number, rules.CLAIMED_LABEL)
-        return Settlement(Outcome.PARKED if parked else Outcome.RELEASED, attempts)
+            data = {"nonce": claim.nonce, "agent": claim.agent, "reason": reason, "attempt": attempts, "parked": parked}
+            self._remember(issue_id, *self._settle_comment(number, "release", data, max_attempts))
+        warnings = self._finish_labels(issue_id, "release", parked)
+        return Settlement(Outcome.PARKED if parked else Outcome.RELEASED, attempts, warnings=warnings)
+
+    # ------------------------------------------------------------------ settles that always finish
+    def _settle_comment(
+        self, number: int, kind: str, data: dict[str, Any], max_attempts: int = 0
+    ) -> tuple[int, str, str]:
+        """The durable result: the settle marker comment, posted once (found by nonce when already there)."""
+        if kind == "done":
+            text = rules.done_text(str(data["agent"]), int(data["attempt"]))
+        else:
+            limit = max_attempts or int(data["attempt"])
+            text = rules.release_text(
+                str(data["agent"]), str(data["reason"]), int(data["attempt"]), limit, bool(data["parked"])
+            )
+        found = rules.find_marker(self._markers(number), kind, str(data["nonce"]))
+        marker = rules.render_marker(kind, found.data if found else {**data, "at": format_timestamp()})
+        if found is not None:
+            return found.comment_id, marker, text
+        return self._post_comment(number, marker + "\n" + text, kind, str(data["nonce"])), marker, text
+
+    def _finish_labels(self, issue_id: str, kind: str, parked: bool) -> tuple[str, ...]:
+        """After the result is durable: close (done) or park, unlabel. A failure here is a warning,
+        never `stays claimed`: the next `once`, `reap` or `status --repair` finishes it."""
+        number = self._number(issue_id)
+        try:
+            with self.api.doing(f"finish the settle of {issue_id}"), self.api.persistent():
+                self._close_and_unlabel(number, kind, parked)
+        except TrackerError as exc:
+            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+        return ()
+
+    def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
+        if kind == "done" and self._get(number).get("state") == "open":  # closed meanwhile: a person's call
+            self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
+        if parked:
+            self._add_label(number, PARKED_LABEL)
+        self._remove_label(number, rules.CLAIMED_LABEL)
+
+    def repair(self) -> list[str]:
+        """Finish settles whose result is recorded but whose issue was left open or labelled claimed."""
+        notes: list[str] = []
+        with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
+            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                markers = self._markers(raw["number"])
+                settles = [m for m in markers if m.kind in ("done", "release")]
+                if rules.live_claims(markers) or not settles:
+                    continue  # running, or claimed by a person: the reaper's business
+                last = settles[-1]
+                self._close_and_unlabel(raw["number"], last.kind, bool(last.data.get("parked")))
+                notes.append(f"finished the {last.kind} settle of #{raw['number']} left half-done")
+        return notes
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
@@ -355,7 +415,17 @@ class GitHubTracker:
         data = self.api.write(
             lambda: self.api.request("POST", f"/issues/{number}/comments", input={"body": body}), landed
         )
-        return int(data["id"]) if isinstance(data, dict) else int(data)
+        if isinstance(data, dict):
+            self._learn((data.get("user") or {}).get("login"))
+            return int(data["id"])
+        return int(data)
+
+    def _learn(self, login: str | None) -> None:
+        """Our own comments come back with our login: an App token outside Actions learns itself here."""
+        if login:
+            self.trusted()
+            assert self._trusted is not None
+            self._trusted.add(login.casefold())
 
     def _delete_comment(self, comment_id: int) -> None:
         try:
@@ -377,12 +447,3 @@ class GitHubTracker:
 
 
 _CLOSE = {"state": "closed", "state_reason": "completed"}
-
-
-def _untrusted(comment: dict[str, Any]) -> str:
-    login = (comment.get("user") or {}).get("login", "?")
-    association = comment.get("author_association", "NONE")
-    return (
-        f"comments of {login} ({association}) do not count as claim markers: use the workflow's GITHUB_TOKEN, "
-        "a GitHub App's token, or a token of someone with write access"
-    )
