@@ -150,7 +150,10 @@ def once(**options: Any) -> None:
     if options["spread_index"] >= options["spread_total"]:
         raise UsageError("--spread-index: must be smaller than --spread-total")
     heartbeat = options["heartbeat"] or default_heartbeat(options)
-    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"], heartbeat=heartbeat)
+    choice = store_choice(
+        options, author=options["commit_author"], skip_ci=options["skip_ci"], heartbeat=heartbeat,
+        read_only=options["dry_run"],
+    )  # fmt: skip
     with open_tracker(choice) as tracker:
         request = Request(
             agent=agent,

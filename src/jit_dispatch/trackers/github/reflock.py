@@ -202,8 +202,8 @@ class RefLockedTracker(GitHubTracker):
                     continue  # a claim by comment only: the reaper's, by its timestamps
                 settles = [m for m in markers if m.kind in (DONE, RELEASE)]
                 last = settles[-1] if settles else None
-                self._close_and_unlabel(number, last.kind if last else "", bool(last and last.data.get("parked")))
                 notes.append(f"removed {rules.CLAIMED_LABEL} from #{number}: no lock and no live claim")
+                notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:

@@ -325,9 +325,18 @@ class GitHubTracker:
                 if rules.live_claims(markers) or not settles:
                     continue  # running, or claimed by a person: the reaper's business
                 last = settles[-1]
-                self._close_and_unlabel(raw["number"], last.kind, bool(last.data.get("parked")))
                 notes.append(f"finished the {last.kind} settle of #{raw['number']} left half-done")
+                notes += self.finish_step(raw["number"], last.kind, bool(last.data.get("parked")))
         return notes
+
+    def finish_step(self, number: int, kind: str, parked: bool) -> list[str]:
+        """Close or park and unlabel; a refusal is a note, so one stuck issue never stops a run."""
+        try:
+            with self.api.doing(f"finish the settle of #{number}"):
+                self._close_and_unlabel(number, kind, parked)
+        except TrackerError as exc:
+            return [str(exc)]
+        return []
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
