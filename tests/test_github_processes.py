@@ -6,6 +6,7 @@ per reader); all tokens comment as the same bot, as a workflow's runners do.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,9 +54,12 @@ def runner_env(server: FakeServer, runs: Path, token: str, **extra: str) -> dict
     )
 
 
-def start(server: FakeServer, runs: Path, n: int, *args: str, **extra: str) -> subprocess.Popen[str]:
+def start(
+    server: FakeServer, runs: Path, n: int, *args: str, clock: tuple[str, ...] = (), **extra: str
+) -> subprocess.Popen[str]:
+    """`clock`: a command prefix such as `faketime -f +1d` (an offset: clocks still run at their rate)."""
     env = runner_env(server, runs, f"ghs_runner{n:02d}_0123456789abcdef", **extra)
-    argv = [sys.executable, "-c", UNPACED, *args]
+    argv = [*clock, sys.executable, "-c", UNPACED, *args]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -210,7 +214,8 @@ def test_without_contents_write_once_fails_first_in_one_line(server: FakeServer,
 
 
 def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServer, tmp_path: Path) -> None:
-    """Clock-free: dead only after the reaper watched the lock unchanged for two announced heartbeats."""
+    """Clock-free: dead only after the reaper watched the lock unchanged for two announced heartbeats;
+    a reaper whose wall clock is a day ahead (so every claim looks a day old) still spares the live one."""
     fake = server.fake
     fake.add_issue(1, "dies")
     fake.add_issue(2, "lives")
@@ -225,7 +230,8 @@ def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServe
     dead.wait()
     os.kill(int((tmp_path / "dead.pid").read_text()), signal.SIGKILL)
     started = time.monotonic()
-    code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1s"))
+    ahead = ("faketime", "-m", "-f", "+1d") if shutil.which("faketime") else ()  # the reaper's clock a day ahead
+    code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1h" if ahead else "1s", clock=ahead))
     assert code == 0, err
     assert time.monotonic() - started >= 2.0  # it watched for two heartbeat intervals
     assert "#1  released" in out and "#2" not in out.replace("#2  skipped", "")

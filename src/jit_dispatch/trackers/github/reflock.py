@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from jit_dispatch.domain.issue import CTX_CLAIMED_AT, Issue
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import LockWatch, lock_dead
 from jit_dispatch.domain.transitions import format_timestamp
@@ -213,15 +213,19 @@ class RefLockedTracker(GitHubTracker):
             return snapshot
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
             self._locks = self.refs.list()
-            claimed = {i.id for i in snapshot.issues if i.state == State.IN_PROGRESS}
+            claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
             for number, sha in sorted(self._locks.items()):
                 self._watch.see(str(number), sha, time.monotonic())  # the reaper's first sighting
                 record = self.refs.record(sha)
-                if rules.issue_id(number) in claimed or record is None or record.kind != CLAIM:
+                if record is None or record.kind != CLAIM:
+                    continue
+                beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
+                if (index := claimed.get(rules.issue_id(number))) is not None:
+                    snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
                     continue
                 issue = rules.to_issue(self._get(number), self.settings)
-                context = {**issue.context, CTX_CLAIMED_AT: self.refs.dates.get(sha) or format_timestamp()}
-                snapshot.issues.append(replace(issue, state=State.IN_PROGRESS, assignee=record.agent, context=context))
+                issue = replace(issue, state=State.IN_PROGRESS, assignee=record.agent)
+                snapshot.issues.append(_beaten(issue, beat))
                 snapshot.states[issue.id] = State.IN_PROGRESS
         return snapshot
 
@@ -238,3 +242,13 @@ class RefLockedTracker(GitHubTracker):
             with self.api.doing(f"watch the lock of #{number}"):
                 if self.refs.get(number) != sha:
                     return None
+
+
+def _beaten(issue: Issue, beat: str) -> Issue:
+    """The lock's last move as the heartbeat; a claim time ahead of it came from a runner's fast clock."""
+    claimed = issue.context.get(CTX_CLAIMED_AT) or beat
+    try:
+        claimed = min(claimed, beat, key=parse_timestamp)
+    except ValueError:
+        claimed = beat
+    return replace(issue, context={**issue.context, CTX_CLAIMED_AT: claimed, CTX_HEARTBEAT_AT: beat})
