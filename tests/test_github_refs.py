@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import responses
 
+from conftest import clean_env, run_cli
 from github_fake import BOT, REPO, FakeGitHub
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import LockWatch, lock_dead
@@ -207,3 +208,18 @@ def test_without_contents_write_the_tracker_refuses_first(fake: FakeGitHub) -> N
         tracker()
     assert "\n" not in str(failed.value) and TOKEN not in str(failed.value)
     assert fake.count("POST", r".*") == 0  # GET /repos said so: nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--lock-prefix", "refs/heads/locks/"), "--lock-prefix: 'refs/heads/locks/' is not a ref namespace"),
+        (("--lock-prefix", "locks/"), "--lock-prefix: 'locks/' must start with refs/"),
+        (("--github-lock", "files"), "'files' is not one of 'refs', 'comments'"),
+    ],
+)
+def test_bad_lock_options_fail_in_one_line_before_any_request(args: tuple[str, ...], words: str) -> None:
+    env = clean_env(GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=REPO, JIT_DISPATCH_GITHUB_API_URL="http://127.0.0.1:9")
+    run = run_cli("once", "--tracker", "github", "--agent", "a", "--command", "true", *args, env=env)
+    assert run.returncode == 2 and words in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert TOKEN not in run.stderr + run.stdout

@@ -179,8 +179,10 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
         raise UsageError(f"--github-repo: {exc} (default: $GITHUB_REPOSITORY)") from None
+    prefix = choice.lock_prefix or LOCK_PREFIX
     try:
-        prefix = check_lock_prefix(choice.lock_prefix or LOCK_PREFIX)
+        if choice.github_lock == "refs":
+            check_lock_prefix(prefix)
     except ValueError as exc:
         raise UsageError(f"--lock-prefix: {exc}") from None
     try:

@@ -86,7 +86,7 @@ def check_lock_prefix(prefix: str) -> str:
     """A ref namespace GitHub accepts: `refs/` + one more component at least, ending in `/`."""
     if not prefix.startswith("refs/") or not prefix.endswith("/") or prefix.count("/") < 2:
         raise ValueError(f"{prefix!r} must start with refs/ and end with / (e.g. refs/jit-dispatch/claims/)")
-    if prefix.startswith(("refs/heads/", "refs/tags/", "refs/pull/")) or _BAD_REF.search(prefix) or ".lock/" in prefix:
+    if prefix.startswith(("refs/heads/", "refs/tags/", "refs/pull/")) or _BAD_REF.search(prefix):
         raise ValueError(f"{prefix!r} is not a ref namespace GitHub accepts for locks (not heads/, tags/, pull/)")
     return prefix
 
