@@ -21,8 +21,8 @@ class FakeServer:
         self.fake = fake
         self.latency = latency
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
+        self.closing = threading.Event()  # ends stalls early when the test is over
+        self.httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         fake.base = self.url
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -32,6 +32,7 @@ class FakeServer:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -44,12 +45,19 @@ class FakeServer:
         self.wait()
         with self.lock:
             fault = self.fake.fault_for(method, path.split("?", 1)[0], token)
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)
+        if fault is not None and fault.delay and self.closing.wait(fault.delay):
+            return 503, {}, ""  # the test is over: this stalled request never lands
         with self.lock:
             answer = self.fake.handle(method, path, body, token, fault if fault and fault.status else None)
         self.wait()
         return answer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client killed mid-request (the tests SIGKILL runners) is expected, not an error."""
 
 
 def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:

@@ -238,3 +238,27 @@ def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServe
     assert fake.labels(1) == ["dispatch"] and "refs/jit-dispatch/claims/gh-1" not in fake.refs
     code, _, err = finish(live)
     assert code == 0 and fake.issues[2]["state"] == "closed", err
+
+
+@pytest.mark.parametrize("step", ["labels", "comments"], ids=["killed-before-labelling", "killed-before-commenting"])
+def test_a_runner_killed_while_claiming_leaves_a_lock_only_reap_frees(
+    server: FakeServer, tmp_path: Path, step: str
+) -> None:
+    fake = server.fake
+    fake.add_issue(1)
+    fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 60.0)
+    proc = once(server, tmp_path, 0, "--heartbeat", "1s")
+    deadline = time.monotonic() + 60
+    while fake.count("POST", rf"/repos/{REPO}/issues/1/{step}") == 0:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake.faults.clear()
+    code, out, err = finish(once(server, tmp_path, 1))
+    assert code == 0 and "idle" in out and runs(tmp_path) == [], out + err  # the lock keeps it
+    code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1s"))
+    assert code == 0 and "#1  released" in out, out + err
+    assert fake.refs == {} and fake.labels(1) == ["dispatch"]
+    code, _, err = finish(once(server, tmp_path, 3))
+    assert code == 0 and runs(tmp_path) == ["#1 2"], err  # the killed claim counted as an attempt
