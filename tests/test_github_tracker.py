@@ -598,3 +598,15 @@ def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_t
     assert env["JIT_DISPATCH_GITHUB_TOKEN"] == "${{ inputs.github-token }}"
     unset = 'if [ "$JIT_DISPATCH_TRACKER" != github ]; then unset JIT_DISPATCH_GITHUB_TOKEN; fi'
     assert unset in steps["dispatch"]["run"]
+
+
+def test_a_comment_claim_winner_re_checks_the_issue(fake: FakeGitHub) -> None:
+    """`--github-lock comments`: an issue closed while the claim was being posted is given back whole."""
+    fake.add_issue(1)
+
+    def close() -> None:
+        fake.issues[1]["state"] = "closed"
+
+    fake.before("POST", COMMENTS, close)
+    assert tracker().claim("#1", "agent:a", "r", Filters()) is None
+    assert fake.comments[1] == [] and "dispatch:claimed" not in fake.labels(1)

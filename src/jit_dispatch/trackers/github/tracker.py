@@ -206,7 +206,11 @@ class GitHubTracker:
                 if winner.nonce != nonce:
                     self._delete_comment(posted)  # we lost the race: the winner keeps the label
                     return None
-                # Ours. Label again: a late settle of an earlier holder may have just removed it.
+                now = self._get(number)  # ours: re-check that nobody closed or parked it meanwhile
+                if now.get("state") != "open" or rules.parked_label_present(now):
+                    self._abandon(number, nonce, posted)
+                    return None
+                # Label again: a late settle of an earlier holder may have just removed it.
                 self._add_label(number, rules.CLAIMED_LABEL)
             except FAILURES:
                 self._abandon(number, nonce)
