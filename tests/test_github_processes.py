@@ -136,6 +136,8 @@ def test_a_failed_close_is_finished_by_the_next_run_without_running_again(server
     assert code == 0 and "finishes it" in err  # done: the result is recorded; the rest is a warning
     assert fake.issues[1]["state"] == "open" and "dispatch:claimed" in fake.labels(1)
     assert [parse_record(m).kind for m in fake.lock_records().values()] == ["done"]
+    code, _, err = finish(start(server, tmp_path, 1, "status"))
+    assert code == 0 and "#1: its done settle is unfinished" in err, err
     code, _out, err = finish(once(server, tmp_path, 1))
     assert code == 0 and "finished the done settle of #1" in err
     assert fake.issues[1]["state"] == "closed" and fake.labels(1) == ["dispatch"] and fake.refs == {}

@@ -217,6 +217,9 @@ class RefLockedTracker(GitHubTracker):
             for number, sha in sorted(self._locks.items()):
                 self._watch.see(str(number), sha, time.monotonic())  # the reaper's first sighting
                 record = self.refs.record(sha)
+                if record is not None and record.kind != CLAIM:
+                    unfinished = f"#{number}: its {record.kind} settle is unfinished"
+                    snapshot.warnings.append(unfinished + "; the next once, reap or status --repair finishes it")
                 if record is None or record.kind != CLAIM:
                     continue
                 beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
