@@ -223,3 +223,28 @@ def test_bad_lock_options_fail_in_one_line_before_any_request(args: tuple[str, .
     run = run_cli("once", "--tracker", "github", "--agent", "a", "--command", "true", *args, env=env)
     assert run.returncode == 2 and words in run.stderr and run.stderr.count("\n") == 1, run.stderr
     assert TOKEN not in run.stderr + run.stdout
+
+
+def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
+    """README, "Rate limits and failures": 23 requests for a run that claims, 5 for an idle one."""
+    from jit_dispatch.engine.dispatch import Request, dispatch_once
+    from jit_dispatch.process.child import CancelToken
+    from jit_dispatch.report.summary import summary_markdown
+
+    class Quiet:
+        def command_starting(self, *_: Any) -> None: ...
+        def output(self, _chunk: bytes) -> None: ...
+        def command_finished(self, _run: Any) -> None: ...
+
+    for number in (1, 2, 3):
+        fake.add_issue(number)
+    fake.page_size = 100
+    t = tracker()
+    result = dispatch_once(t, Request(agent="agent:a", command="true", run_ref="r"), CancelToken(), Quiet())
+    assert t.record_result(result, lambda r: summary_markdown(r, 3)) is None
+    assert result.outcome == "done" and len(fake.requests) == 23
+    for number in (2, 3):
+        fake.issues[number]["state"] = "closed"
+    fake.requests.clear()
+    idle = dispatch_once(tracker(), Request(agent="agent:a", command="true", run_ref="r"), CancelToken(), Quiet())
+    assert idle.outcome == "idle" and len(fake.requests) == 5
