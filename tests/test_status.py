@@ -21,7 +21,7 @@ StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 
 STATES = ["backlog", "ready", "in_progress", "gated", "done", "rejected", "archived"]
 RANK = {"critical": 0, "high": 1, "normal": 2, "low": 3}
-TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings"}
+TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings", "queue"}
 ISSUE_KEYS = {"issue_id", "short_id", "title", "priority"}
 ENTRY_KEYS = {
     "dispatchable": ISSUE_KEYS,
@@ -103,6 +103,8 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             entry.update(age_seconds=None, silent_seconds=None, stale=False)
         in_progress[raw["id"]] = entry
 
+    created = [instant(raws[entry["issue_id"]]["created_at"])[0] for entry in dispatchable]
+    oldest = now - min(created) if created else None
     return {
         "counts": {state: Counter(states.values())[state] for state in STATES},
         "dispatchable": dispatchable,
@@ -119,6 +121,7 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             if "dispatch:parked" in raw["labels"]
         ],
         "missing": missing,
+        "queue": {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": oldest, "running": len(in_progress)},
     }
 
 
@@ -144,6 +147,10 @@ def assert_matches(data: dict, expected: dict) -> None:
     assert data["held"] == expected["held"]
     assert data["blocked"] == expected["blocked"]
     assert data["parked"] == expected["parked"]
+    assert set(data["queue"]) == {"ready_issues", "oldest_ready_age_seconds", "running"}
+    for key, want in expected["queue"].items():
+        assert data["queue"][key] == want if key != "oldest_ready_age_seconds" or want is None \
+            else abs(data["queue"][key] - want) < 30, (key, data["queue"][key], want)  # fmt: skip
     got = {entry["issue_id"]: entry for entry in data["in_progress"]}
     assert set(got) == set(expected["in_progress"])
     for issue_id, want in expected["in_progress"].items():
@@ -331,7 +338,8 @@ def test_status_of_an_empty_store(new_store: StoreFactory) -> None:
     data = status(store.root)
     assert_schema(data)
     assert data == {"store": str(store.root), "counts": dict.fromkeys(STATES, 0), "dispatchable": [], "held": [],
-                    "blocked": [], "in_progress": [], "parked": [], "warnings": []}  # fmt: skip
+                    "blocked": [], "in_progress": [], "parked": [], "warnings": [],
+                    "queue": {"ready_issues": 0, "oldest_ready_age_seconds": None, "running": 0}}  # fmt: skip
     text = run_cli("status", "--jit-dir", str(store.root))
     assert text.stdout.strip() == f"jit-dispatch status of {store.root}: no issues"
 
@@ -382,3 +390,44 @@ def test_summary_is_written_only_when_asked_or_in_actions(new_store: StoreFactor
     assert not summary.exists()
     status(store.root, env=clean_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true"))
     assert pie(summary.read_text()) == {"ready": 1}
+
+
+# --------------------------------------------------------------------------- trend of settles
+def test_the_dashboard_shows_settles_per_hour_from_the_event_log(tmp_path: Path) -> None:
+    store = JitStore.init(tmp_path / "repo" / ".jit")
+    good, bad = store.create_issues([NewIssue("works", "high"), NewIssue("breaks")])
+    assert run_cli("once", "--agent", "a", "--command", "true", "--jit-dir", str(store.root)).returncode == 0
+    assert run_cli("once", "--agent", "a", "--command", "exit 5", "--jit-dir", str(store.root)).returncode == 1
+    now = datetime.now(UTC)
+    earlier = (now - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+    too_old = (now - timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with (store.root / "events.jsonl").open("a") as handle:
+        for stamp, kind in ((earlier, "issue_completed"), (earlier, "issue_completed"), (too_old, "issue_released")):
+            handle.write(json.dumps({"type": kind, "id": f"e-{kind}", "issue_id": good, "timestamp": stamp}) + "\n")
+        handle.write('{"type": "issue_completed", "timestamp": "yesterday"}\n')
+    summary = tmp_path / "summary.md"
+    env = clean_env(GITHUB_STEP_SUMMARY=str(summary))
+    result = run_cli("status", "--jit-dir", str(store.root), "--summary", env=env)
+    assert result.returncode == 0, result.stderr
+    markdown = summary.read_text()
+    assert "#### Settles per hour" in markdown
+    settled = next(e for e in read_store_events(store.root) if e["type"] == "issue_completed")["timestamp"]
+    assert f"| {settled[5:13].replace('T', ' ')}:00 | 1 | 1 |" in markdown, markdown
+    assert f"| {now - timedelta(hours=3):%m-%d %H}:00 | 2 | 0 |" in markdown
+    assert re.search(r"done `[▁-█]{12}` 3 · released `[▁-█]{12}` 1", markdown)
+    trend_rows = markdown.split("| Hour (UTC) | done | released |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    assert len(trend_rows.splitlines()) == 2, "only hours that had settles, the 30-hour-old one left out"
+    assert bad  # released, still ready
+
+
+def read_store_events(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_no_trend_without_settles() -> None:
+    from jit_dispatch.report.status import _trend_markdown, settle_trend
+
+    now = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    assert _trend_markdown(settle_trend([], now)) == []
+    trend = settle_trend([{"type": "issue_released", "timestamp": "2026-03-01T01:00:00Z"}], now)
+    assert [hour.hour for hour, _, _ in trend] == list(range(1, 13)) and trend[0][1:] == (0, 1)

@@ -39,27 +39,27 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def example_repo(tmp: Path) -> Path:
+    """A git repository holding the example store, committed."""
+    repo = tmp / "repo"
+    _git(tmp, "init", "-q", "-b", "main", str(repo))
+    (repo / ".gitignore").write_text(".jit/**/*.lock\n")
+    build_example(repo)
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "commit", "-q", "-m", "example store")
+    return repo
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--init"] and len(sys.argv) == 3:  # DIR/.jit only, for the CI self-test
         build_example(Path(sys.argv[2]))
         return
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-demo-") as tmp:
-        repo = Path(tmp) / "repo"
-        _git(Path(tmp), "init", "-q", "-b", "main", str(repo))
-        (repo / ".gitignore").write_text(".jit/**/*.lock\n")
-        build_example(repo)
-        _git(repo, "add", "-A")
-        _git(
-            repo,
-            "-c",
-            "user.name=demo",
-            "-c",
-            "user.email=demo@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "example jit store",
-        )
+        repo = example_repo(Path(tmp))
+        if sys.argv[1:2] == ["--service"]:  # make demo-service: the pool with --listen
+            from jit_dispatch.demo_service import run
+
+            sys.exit(run(repo))
         summary = Path(tmp) / "step-summary.md"
         env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
         cli = [sys.executable, "-m", "jit_dispatch"]
@@ -75,6 +75,7 @@ def main() -> None:
         print(_git(repo, "status", "--short"))
         print("$ jit-dispatch ready   # the unblocked follow-up is ready now")
         subprocess.run([*cli, "ready"], cwd=repo, check=True)
+        print("\n(make demo-service: the same store served by the agent pool with --listen, probes, webhooks, metrics)")
         sys.exit(code)
 
 

@@ -72,10 +72,33 @@ class AgentConfig(RunSettings):
         return value
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPv6]:PORT`, or `PORT` / `:PORT` for loopback (127.0.0.1): where `start` listens."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:9180")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (port 0-65535; 0 = any free port)")
+    return host or "127.0.0.1", int(port)
+
+
 class DispatchConfig(RunSettings):
     poll_interval_secs: float = Field(default=30, gt=0)
     repos: list[Path] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)
+    listen: str | None = None  # `start` serves probes, metrics and webhooks here (README, "as a service")
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
 
     @field_validator("agents")
     @classmethod

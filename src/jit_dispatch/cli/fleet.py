@@ -8,29 +8,28 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.cli.settings import Scope, agent_settings, build_request, store_choice
+from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
-from jit_dispatch.domain.issue import assignee_for
 from jit_dispatch.domain.selection import matches_filters
 from jit_dispatch.domain.staleness import reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.errors import UsageError
+from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
 from jit_dispatch.report.console import warn
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import (
-    SCOPE_KEYS,
-    build_filters,
-    default_heartbeat,
-    open_tracker,
-    run_reference,
-    store_choice,
-)
+from jit_dispatch.trackers.factory import open_tracker
+
+if TYPE_CHECKING:  # imported for real only by `start`
+    from jit_dispatch.engine.dispatch import Result
+    from jit_dispatch.engine.pool import Pool
+    from jit_dispatch.service.metrics import PoolMetrics
 
 
 def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
@@ -49,8 +48,9 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 @env_option("--dry-run", is_flag=True, help="List what would be released; change nothing.")
 def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
-    with open_tracker(store_choice(options, read_only=dry_run)) as tracker:
-        filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
+    context = GitHubContext.from_environ()
+    with open_tracker(store_choice(options, read_only=dry_run), context) as tracker:
+        filters = Scope.from_options(options).filters(tracker)
         repaired = [] if dry_run else tracker.repair()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
@@ -69,7 +69,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
-    warn(repaired + snapshot.warnings)
+    warn(repaired + snapshot.warnings, context)
     lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
@@ -82,7 +82,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
 @click.option("--park", is_flag=True, help="Also park it (dispatch:parked), so no runner takes it.")
 def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
     """Give an in-progress issue back (a person's decision), with a reason."""
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options), GitHubContext.from_environ()) as tracker:
         issue_id = _resolve(tracker, issue_ref)
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         current = next((i for i in snapshot.issues if i.id == issue_id), None)
@@ -99,7 +99,7 @@ def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
 @click.argument("issue_ref", metavar="ID")
 def unpark(issue_ref: str, **options: Any) -> None:
     """Let runners take a parked issue again (its attempt count starts over)."""
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options), GitHubContext.from_environ()) as tracker:
         issue_id = _resolve(tracker, issue_ref)
         if not tracker.unpark(issue_id):
             raise UsageError(f"ID: issue {issue_id[:8]} is not parked")
@@ -120,17 +120,22 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
 @env_option("--repair", is_flag=True, help="First finish settles an interrupted run left half-done (GitHub).")
 def status(stale_after: float, write_summary: bool | None, repair: bool, **options: Any) -> None:
     """Counts by state; what is dispatchable, held, blocked, running (stale flagged) and parked."""
-    from jit_dispatch.report.status import build_status, status_json, status_markdown, status_text
+    from jit_dispatch.report.status import SETTLE_EVENTS, build_status, status_json, status_markdown, status_text
+    from jit_dispatch.trackers.jit.events import EVENTS_FILE, local_stores, read_events
 
-    with open_tracker(store_choice(options, read_only=not repair)) as tracker:
+    context = GitHubContext.from_environ()
+    markdown = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
+    with open_tracker(store_choice(options, read_only=not repair), context) as tracker:
         repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
-    board = build_status(snapshot, location, datetime.now(UTC), stale_after)
-    warn(repaired + snapshot.warnings)
-    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_path and (write_summary if write_summary is not None else actions.in_actions()):
-        actions.append_summary(Path(summary_path), status_markdown(board))
+        # The dashboard's trend of settles per hour, from each local store's event log.
+        stores = local_stores(tracker) if markdown else []
+        events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
+    board = build_status(snapshot, location, datetime.now(UTC), stale_after, events if markdown else None)
+    warn(repaired + snapshot.warnings, context)
+    if context.summary_file and markdown:
+        actions.append_summary(context.summary_file, status_markdown(board))
     emit(status_json(board), [status_text(board)], options["as_json"])
 
 
@@ -148,6 +153,7 @@ def config_check(config: Path | None) -> None:
     loaded = load_config(config or DEFAULT_PATH)
     effective = {
         "poll_interval_secs": loaded.poll_interval_secs,
+        "listen": loaded.listen,
         "repos": [str(r) for r in loaded.repos],
         "agents": [{**loaded.effective(agent), "workdir": _str(loaded.effective(agent)["workdir"])}
                    for agent in loaded.agents],
@@ -159,46 +165,109 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+class ListenType(click.ParamType):
+    """`HOST:PORT` (`PORT` alone: loopback)."""
+
+    name = "host:port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        from jit_dispatch.cli.config import parse_listen
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_listen(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @click.command()
 @config_option
 @store_options
 @click.option("--once", "single_cycle", is_flag=True, help="One fill cycle; wait for its commands; exit.")
 @env_option("--log-dir", type=click.Path(path_type=Path, file_okay=False), help="Command logs (default: a temp dir).")
-def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **options: Any) -> None:
-    """Run the agent pool of dispatch.toml: fill free capacity every poll interval."""
-    from jit_dispatch.cli.config import DEFAULT_PATH, load_config
-    from jit_dispatch.engine.dispatch import Request
+@env_option(
+    "--listen",
+    type=ListenType(),
+    help="Serve /healthz, /readyz, /metrics and the webhooks on HOST:PORT (PORT alone: 127.0.0.1). Default: off.",
+)
+@env_option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per event (claim, settle, cycle, webhook), for log collectors.",
+)
+def start(
+    config: Path | None,
+    single_cycle: bool,
+    log_dir: Path | None,
+    listen: tuple[str, int] | None,
+    log_format: str,
+    **options: Any,
+) -> None:
+    """Run the agent pool of dispatch.toml: fill free capacity every poll interval or when woken."""
+    from jit_dispatch.cli.config import DEFAULT_PATH, load_config, parse_listen
     from jit_dispatch.engine.pool import Pool, Slot
+    from jit_dispatch.service.logs import EventLog
 
     loaded = load_config(config or DEFAULT_PATH)
     if not loaded.agents:
         raise UsageError(f"{config or DEFAULT_PATH}: agents: define at least one [[agents]] table")
     if not options["jit_dir"] and loaded.repos:
         options["jit_dir"] = tuple(loaded.repos)
+    if listen is None and loaded.listen:
+        listen = parse_listen(loaded.listen)
+    # The pool's secret, not the commands': they work on untrusted issue text.
+    secret = os.environ.pop("JIT_DISPATCH_WEBHOOK_SECRET", "")
     cancel = CancelToken()
     install_cancel_handlers(cancel)
     logs = log_dir or Path(tempfile.mkdtemp(prefix="jit-dispatch-logs-"))
-    with open_tracker(store_choice(options, heartbeat=default_heartbeat(options))) as tracker:
+    log = EventLog(sys.stdout, log_format)
+    context = GitHubContext.from_environ()
+    store = store_choice(options)
+    with open_tracker(store, context) as tracker:
         slots = []
         for agent in loaded.agents:
-            settings = loaded.effective(agent)
-            scope = build_filters(tracker, tuple(settings["labels"]), tuple(settings["exclude_labels"]),
-                                  settings["min_priority"], None)  # fmt: skip
-            request = Request(
-                agent=assignee_for(agent.id),
-                command=agent.command,
-                filters=scope,
-                timeout=settings["timeout"],
-                max_attempts=settings["max_attempts"],
-                shell=settings["shell"],
-                workdir=settings["workdir"],
-                run_ref=run_reference(),
-                heartbeat_seconds=default_heartbeat(options),
-            )
+            run = agent_settings(agent.id, {**loaded.effective(agent), "command": agent.command})
+            request = build_request(run, run.scope.filters(tracker), store, context)
             slots.append(Slot(agent.id, agent.max_concurrent, request))
+        metrics = None
+        if listen is not None:
+            from jit_dispatch.service.metrics import PoolMetrics
+
+            metrics = PoolMetrics()
         pool = Pool(tracker, slots, cancel=cancel, poll_interval=loaded.poll_interval_secs, log_dir=logs,
-                    out=sys.stdout, base_env=os.environ)  # fmt: skip
-        pool.say(f"jit-dispatch: command logs in {logs}")
-        results = pool.run(once=single_cycle)
+                    base_env=os.environ, sinks=[log] if metrics is None else [log, metrics])  # fmt: skip
+        pool.emit("logs", log_dir=str(logs))
+        results = _run_pool(pool, tracker, options, context, single_cycle, listen, metrics, secret)
     failed = [r for r in results if r.outcome.failed]
     sys.exit(128 + cancel.signum if cancel.signum else (1 if failed else 0))
+
+
+def _run_pool(pool: Pool, tracker: Tracker, options: dict[str, Any], context: GitHubContext, single_cycle: bool,
+              listen: tuple[str, int] | None, metrics: PoolMetrics | None, secret: str) -> list[Result]:  # fmt: skip
+    """The pool, with the store watched (local stores; not for one cycle) and the endpoint when listening."""
+    from jit_dispatch.service.app import running_service
+    from jit_dispatch.trackers.jit.events import local_stores
+
+    local = options["tracker"] == "jit" and options["sync"] == "none"
+    roots = [store.root for store in local_stores(tracker)] if local and not single_cycle else []
+    branch = _state_branch(options, context) if listen is not None else None
+    with running_service(pool, listen=listen, metrics=metrics, secret=secret, state_branch=branch, watch_roots=roots):
+        return pool.run(once=single_cycle)
+
+
+def _state_branch(options: dict[str, Any], context: GitHubContext) -> str | None:
+    """The branch whose pushes wake the pool: --state-branch, else the checked-out one (None: any)."""
+    from jit_dispatch.trackers.factory import current_branch, jit_roots
+    from jit_dispatch.trackers.remote.git import Git
+
+    if options["state_branch"]:
+        return str(options["state_branch"])
+    root = jit_roots(options["jit_dir"])[0].absolute()
+    anchor = next((p for p in [root, *root.parents] if p.is_dir()), Path.cwd())
+    try:
+        return current_branch(Git(anchor), context)
+    except (UsageError, OSError, TrackerError):
+        return None

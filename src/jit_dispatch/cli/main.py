@@ -8,54 +8,24 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import click
-from click.core import ParameterSource
 
 from jit_dispatch import __version__
 from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
-from jit_dispatch.domain.issue import Issue, assignee_for
+from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice
+from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import plan
-from jit_dispatch.engine.dispatch import Request, dispatch_once, exit_code_for
-from jit_dispatch.errors import DispatchError, UsageError
+from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for
+from jit_dispatch.errors import DispatchError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
 from jit_dispatch.report.console import ConsoleHooks, publish, warn
-from jit_dispatch.trackers.factory import (
-    SCOPE_KEYS,
-    build_filters,
-    default_heartbeat,
-    open_tracker,
-    run_reference,
-    store_choice,
-)
-
-_CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
-
-
-def apply_config(ctx: click.Context, options: dict[str, Any]) -> None:
-    """Fill what the command line left at its default from dispatch.toml (agent table, then top level)."""
-    path = options.pop("config")
-    if path is None and not Path("dispatch.toml").is_file():
-        return  # no config: pydantic is not even imported
-    from jit_dispatch.cli.config import DEFAULT_PATH, RunSettings, load_config
-
-    loaded = load_config(path or DEFAULT_PATH)
-    agent_id = options["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
-    entry = loaded.agent(agent_id) if agent_id else None
-    settings = loaded.effective(entry) if entry else {key: getattr(loaded, key) for key in RunSettings.model_fields}
-    settings["command"] = entry.command if entry else None
-    for key in _CONFIGURABLE:
-        value = settings.get(key)
-        if value not in (None, []) and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
-            options[key] = tuple(value) if isinstance(value, list) else value
-    options["agent"] = agent_id
-    if not options["jit_dir"] and loaded.repos:
-        options["jit_dir"] = tuple(loaded.repos)
+from jit_dispatch.trackers.factory import open_tracker
 
 
 class LazyGroup(click.Group):
@@ -121,9 +91,18 @@ def cli() -> None:
     help="In Actions, let the command's output issue ::workflow commands:: (off: fenced).",
 )
 @env_option(
-    "--spread-index", type=click.IntRange(min=0), default=0, help="This runner's index among runners started together."
+    "--spread-index",
+    envvar=["JIT_DISPATCH_SPREAD_INDEX", "JOB_COMPLETION_INDEX"],  # a Kubernetes Indexed Job's pod index
+    type=click.IntRange(min=0),
+    default=0,
+    help="This runner's index among runners started together. Default: $JOB_COMPLETION_INDEX, else 0.",
 )
-@env_option("--spread-total", type=click.IntRange(min=1), default=1, help="How many runners started together.")
+@env_option(
+    "--spread-total",
+    type=click.IntRange(min=1),
+    default=1,
+    help="How many runners started together (an Indexed Job: its completions).",
+)
 @env_option(
     "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
 )
@@ -138,50 +117,32 @@ def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
     cancel = CancelToken()
     install_cancel_handlers(cancel)
-    apply_config(click.get_current_context(), options)
-    if not options["agent"]:
-        raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
-    try:
-        agent = assignee_for(options["agent"])
-    except ValueError as exc:
-        raise UsageError(f"--agent: {exc}") from None
-    if not (options["command"] or "").strip():
-        raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
-    if options["spread_index"] >= options["spread_total"]:
-        raise UsageError("--spread-index: must be smaller than --spread-total")
-    heartbeat = options["heartbeat"] or default_heartbeat(options)
-    choice = store_choice(
-        options, author=options["commit_author"], skip_ci=options["skip_ci"], heartbeat=heartbeat,
-        read_only=options["dry_run"],
-    )  # fmt: skip
-    with open_tracker(choice) as tracker:
-        request = Request(
-            agent=agent,
-            command=options["command"],
-            filters=build_filters(tracker, *(options[k] for k in SCOPE_KEYS)),
-            timeout=options["timeout"],
-            max_attempts=options["max_attempts"],
-            shell=options["shell"],
-            workdir=options["workdir"],
-            dry_run=options["dry_run"],
-            run_ref=run_reference(),
-            spread_index=options["spread_index"],
-            spread_total=options["spread_total"],
-            heartbeat_seconds=heartbeat,
+    settings = once_settings(click.get_current_context(), options)
+    context = GitHubContext.from_environ()
+    with open_tracker(settings.store, context) as tracker:
+        request = build_request(
+            settings.run,
+            settings.run.scope.filters(tracker),
+            settings.store,
+            context,
+            heartbeat=settings.heartbeat,
+            dry_run=settings.dry_run,
+            spread=(settings.spread_index, settings.spread_total),
         )
         hooks = ConsoleHooks(
-            sys.stderr if options["as_json"] else sys.stdout,
-            in_actions=actions.in_actions(),
-            allow_workflow_commands=options["allow_workflow_commands"],
-            secret=(options["github_token"] or "") if options["tracker"] == "github" else "",
+            sys.stderr if settings.as_json else sys.stdout,
+            in_actions=context.in_actions,
+            allow_workflow_commands=settings.allow_workflow_commands,
+            secret=(settings.store.github_token or "") if settings.store.tracker == "github" else "",
         )
         result = dispatch_once(tracker, request, cancel, hooks)
-        render = functools.partial(summary.summary_markdown, max_attempts=options["max_attempts"])
+        max_attempts = settings.run.max_attempts
+        render = functools.partial(summary.summary_markdown, max_attempts=max_attempts)
         if note := tracker.record_result(result, render):
             result.warnings.append(note)  # GitHub: the summary goes into the settle comment
-    warn(result.warnings)
-    publish(result, max_attempts=options["max_attempts"], as_json=options["as_json"], hooks=hooks)
-    sys.exit(exit_code_for(result, options["fail_on_command_failure"]))
+    warn(result.warnings, context)
+    publish(result, context, max_attempts=max_attempts, as_json=settings.as_json, hooks=hooks)
+    sys.exit(exit_code_for(result, settings.fail_on_command_failure))
 
 
 @cli.command()
@@ -189,11 +150,12 @@ def once(**options: Any) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list ready issues that are held back, with the reason.")
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
-    with open_tracker(store_choice(options, read_only=True)) as tracker:
-        filters = build_filters(tracker, *(options[k] for k in SCOPE_KEYS))
+    context = GitHubContext.from_environ()
+    with open_tracker(store_choice(options, read_only=True), context) as tracker:
+        filters = Scope.from_options(options).filters(tracker)
         snapshot = tracker.snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
-    warn(snapshot.warnings)
+    warn(snapshot.warnings, context)
     held = result.held if show_all else []
     if as_json:
         payload: dict[str, Any] = {"dispatchable": [_issue_json(i) for i in result.dispatchable]}
@@ -239,12 +201,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _fail(message: str, code: int) -> None:
     line = summary.plain(message)
-    if actions.in_actions():
+    context = GitHubContext.from_environ()
+    if context.in_actions:
         actions.print_line(sys.stderr, actions.command("error", line, title="jit-dispatch"))
     else:
         actions.print_line(sys.stderr, f"jit-dispatch: error: {line}")
-    if os.environ.get("GITHUB_OUTPUT"):
-        actions.write_outputs(
-            Path(os.environ["GITHUB_OUTPUT"]), {"claimed": "false", "outcome": "error", "reason": line}
-        )
+    if context.output_file:
+        actions.write_outputs(context.output_file, {"claimed": "false", "outcome": "error", "reason": line})
     sys.exit(code)

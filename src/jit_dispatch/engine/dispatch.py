@@ -43,6 +43,7 @@ class Request:
     spread_index: int = 0  # this runner's place among runners started together (matrix job index)
     spread_total: int = 1
     heartbeat_seconds: float | None = None  # refresh dispatch.heartbeat_at this often while running
+    scratch_dir: str | None = None  # where the issue file is written ($RUNNER_TEMP in Actions)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def _run(
     hooks: Hooks,
     base_env: Mapping[str, str],
 ) -> RunResult:
-    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None))
+    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
     try:
         issue_file = scratch / f"{issue.id}.json"
         issue_file.write_text(json.dumps(issue.raw, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -4,26 +4,40 @@ Claims happen in the main thread, one after another, through the same tracker ca
 so one issue goes to one agent; each claimed issue then runs and settles in its own thread
 (`dispatch.run_claimed`). A signal stops claiming, and the shared cancel token makes every running
 command stop and release its issue, exactly as a cancelled `once` does.
+
+A cycle runs every poll interval, or sooner when something calls `wake` (a run settled, a webhook,
+a change to the store). Every event (start, claim, settle, cycle, status, webhook) goes to the
+sinks — the log, and the metrics when the pool listens (jit_dispatch/service).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol
 
 from jit_dispatch.domain import selection
 from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import Request, Result, claim_first, run_claimed
 from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Tracker
 
 STATUS_EVERY_SECONDS = 60.0
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
+STALL_SECONDS = 300.0  # /healthz fails when the loop has not come round for this long (or 3 polls)
+
+
+class Sink(Protocol):
+    """Where pool events go: the log (service/logs.py), the metrics (service/metrics.py)."""
+
+    def emit(self, event: str, fields: Mapping[str, Any]) -> None: ...
 
 
 @dataclass
@@ -70,51 +84,105 @@ class Pool:
         cancel: CancelToken,
         poll_interval: float,
         log_dir: Path,
-        out: TextIO,
         base_env: Mapping[str, str],
+        sinks: Sequence[Sink],
     ) -> None:
         self.tracker = tracker
         self.slots = slots
         self.cancel = cancel
         self.poll_interval = poll_interval
         self.log_dir = log_dir
-        self.out = out
         self.base_env = base_env
+        self.sinks = list(sinks)
         self.results: list[Result] = []
-        self._lock = threading.Lock()  # guards `running`, `results` and the output stream
+        self.stall_after = max(STALL_SECONDS, 3 * poll_interval)
+        self._lock = threading.Lock()  # guards `running`, `results` and the sinks
         self._wake = threading.Event()
+        self._wake_reason = "poll"
         self._last_status = 0.0
+        self._tick = time.monotonic()  # the loop's last sign of life
+        self._stopped = False
+        self._ready: tuple[bool, str] = (False, "no cycle yet")
 
-    def say(self, line: str) -> None:
+    # ------------------------------------------------------------------ what the service asks
+    def emit(self, event: str, **fields: Any) -> None:
         with self._lock:
-            self.out.write(line + "\n")
-            self.out.flush()
+            for sink in self.sinks:
+                sink.emit(event, fields)
 
+    def wake(self, reason: str) -> None:
+        """Start the next cycle now (a webhook, a change to the store, a finished run)."""
+        self._wake_reason = reason
+        self._wake.set()
+
+    def alive(self) -> tuple[bool, str]:
+        if self._stopped:
+            return False, "the pool has stopped"
+        silent = time.monotonic() - self._tick
+        if silent > self.stall_after:
+            return False, f"the pool loop has not come round for {silent:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.cancel.cancelled or self._stopped:
+            return False, "stopping"
+        return self._ready
+
+    # ------------------------------------------------------------------ the loop
     def run(self, *, once: bool = False) -> list[Result]:
-        """Fill free slots every poll interval (or when a run ends) until cancelled."""
-        self.say(f"jit-dispatch: pool of {len(self.slots)} agent(s) on {self.tracker.location}")
-        while not self.cancel.cancelled:
-            self.fill()
-            if once:
-                break
-            self._status_line()
-            self._idle()
-        self._wait_for_runs()
+        """Fill free slots every poll interval (or when woken) until cancelled; `once`: one cycle."""
+        agents = [{"agent": s.agent_id, "assignee": s.request.agent, "capacity": s.capacity} for s in self.slots]
+        self.emit("start", store=self.tracker.location, agents=agents, poll_interval_secs=self.poll_interval)
+        trigger = "start"
+        try:
+            while not self.cancel.cancelled:
+                self.cycle(trigger, strict=once)
+                if once:
+                    break
+                self._status_line()
+                trigger = self._idle()
+            self._wait_for_runs()
+        finally:
+            self._stopped = True
         return self.results
 
-    def _idle(self) -> None:
-        """Until the next poll, the end of a run, or a signal (its handler only sets the token)."""
+    def cycle(self, trigger: str, *, strict: bool = False) -> int:
+        """One fill cycle, reported; a failure (store unreadable, remote unreachable) is counted and
+        the pool carries on at the next poll, unless `strict` (`start --once`), where it propagates."""
+        started = self._tick = time.monotonic()
+        try:
+            claimed, queue = self.fill()
+        except Exception as exc:
+            self._ready = (False, f"last cycle failed: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self.emit("cycle", trigger=trigger, claimed=0, ready_issues=None, oldest_ready_age_seconds=None,
+                      duration_seconds=round(time.monotonic() - started, 3), error=error)  # fmt: skip
+            if strict:
+                raise
+            return 0
+        self._tick = time.monotonic()
+        self._ready = (True, "ok")
+        self.emit("cycle", trigger=trigger, claimed=claimed, **queue,
+                  duration_seconds=round(self._tick - started, 3), error=None)  # fmt: skip
+        return claimed
+
+    def _idle(self) -> str:
+        """Until the next poll, a wake-up, or a signal (its handler only sets the token); returns why."""
         deadline = time.monotonic() + self.poll_interval
+        reason = "poll"
         while not self.cancel.cancelled and (left := deadline - time.monotonic()) > 0:
+            self._tick = time.monotonic()
             if self._wake.wait(min(left, CANCEL_CHECK_SECONDS)):
+                reason = self._wake_reason
                 break
         self._wake.clear()
+        return reason
 
-    def fill(self) -> int:
-        """One cycle: claim the next issue each free slot may take; returns how many were claimed."""
-        if all(slot.free <= 0 for slot in self.slots):
-            return 0
+    def fill(self) -> tuple[int, dict[str, Any]]:
+        """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
         snapshot = self.tracker.snapshot()
+        overall = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, Filters(), snapshot.locked)
+        queue = queue_figures(overall.dispatchable, datetime.now(UTC))
         taken: set[str] = set()
         claimed_now = 0
         for slot in self.slots:
@@ -132,15 +200,27 @@ class Pool:
                 candidates = [issue for issue in candidates if issue.id != claimed.id]
                 self._start(slot, claimed)
                 claimed_now += 1
-        return claimed_now
+        queue["ready_issues"] = max(0, queue["ready_issues"] - claimed_now)
+        return claimed_now, queue
 
     def _start(self, slot: Slot, issue: Issue) -> None:
         thread = threading.Thread(target=self._run_one, args=(slot, issue), name=f"run-{issue.short_id}", daemon=True)
         with self._lock:
             slot.running[issue.id] = thread
-        busy = slot.capacity - slot.free
-        self.say(f"claim   {issue.short_id} → {slot.request.agent} ({busy}/{slot.capacity} busy)  {issue.priority}")
+        self.emit("claim", **self._issue_fields(slot, issue))
         thread.start()
+
+    def _issue_fields(self, slot: Slot, issue: Issue) -> dict[str, Any]:
+        return {
+            "agent": slot.agent_id,
+            "assignee": slot.request.agent,
+            "issue_id": issue.id,
+            "short_id": issue.short_id,
+            "priority": issue.priority,
+            "attempt": issue.failed_attempts + 1,
+            "busy": slot.capacity - slot.free,
+            "capacity": slot.capacity,
+        }
 
     def _run_one(self, slot: Slot, issue: Issue) -> None:
         hooks = LogHooks(self.log_dir)
@@ -154,18 +234,17 @@ class Pool:
             with self._lock:
                 slot.running.pop(issue.id, None)
                 self.results.append(result)
-            self._wake.set()
-        code = "–" if result.exit_code is None else result.exit_code
-        reason = f"  {result.reason}" if result.reason else ""
-        self.say(f"settle  {issue.short_id} {result.outcome} ({slot.request.agent}, exit {code}){reason}")
+            self.wake("settle")
+        self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
+                  duration_seconds=result.duration_seconds, reason=result.reason)  # fmt: skip
 
     def _status_line(self) -> None:
         now = time.monotonic()
         if now - self._last_status < STATUS_EVERY_SECONDS and self._last_status:
             return
         self._last_status = now
-        busy = " · ".join(f"{s.agent_id} {s.capacity - s.free}/{s.capacity}" for s in self.slots)
-        self.say(f"pool    {busy} · settled {len(self.results)}")
+        agents = [{"agent": s.agent_id, "busy": s.capacity - s.free, "capacity": s.capacity} for s in self.slots]
+        self.emit("status", agents=agents, settled=len(self.results))
 
     def _wait_for_runs(self) -> None:
         while True:

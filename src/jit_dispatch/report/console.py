@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 from typing import TextIO
 
+from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import Result
@@ -75,13 +74,12 @@ class ConsoleHooks:
             actions.print_line(self.sink, "::endgroup::")
 
 
-def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
+def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
     """Summary, outputs, annotation (in Actions) and the stdout report."""
-    env = os.environ
-    if env.get("GITHUB_STEP_SUMMARY"):
-        actions.append_summary(Path(env["GITHUB_STEP_SUMMARY"]), summary.summary_markdown(result, max_attempts))
-    if env.get("GITHUB_OUTPUT"):
-        actions.write_outputs(Path(env["GITHUB_OUTPUT"]), summary.step_outputs(result))
+    if context.summary_file:
+        actions.append_summary(context.summary_file, summary.summary_markdown(result, max_attempts))
+    if context.output_file:
+        actions.write_outputs(context.output_file, summary.step_outputs(result))
     if hooks.in_actions and result.outcome.failed:
         level = "warning" if result.outcome == Outcome.RELEASED else "error"
         where = f"{result.issue.short_id}: " if result.issue else ""
@@ -95,10 +93,10 @@ def publish(result: Result, *, max_attempts: int, as_json: bool, hooks: ConsoleH
         hooks.say(summary.summary_text(result, max_attempts))
 
 
-def warn(warnings: list[str]) -> None:
+def warn(warnings: list[str], context: GitHubContext) -> None:
     """Skipped files and the like: an annotation in Actions, a stderr line elsewhere."""
     for warning in warnings:
-        if actions.in_actions():
+        if context.in_actions:
             actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
         else:
             actions.print_line(sys.stderr, f"jit-dispatch: warning: {summary.plain(warning)}")

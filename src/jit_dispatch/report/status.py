@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import PARKED_LABEL, Issue
+from jit_dispatch.domain.issue import PARKED_LABEL, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
@@ -26,12 +27,55 @@ class Status:
     stale_after: float
     parked: list[Issue]
     warnings: list[str]
+    queue: dict[str, Any] = field(default_factory=dict)
+    trend: list[tuple[datetime, int, int]] = field(default_factory=list)  # hour, done, released
 
 
-def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: float) -> Status:
-    """`snapshot` must hold every issue in full (`snapshot(full_states=State)`)."""
+SETTLE_EVENTS = ("issue_completed", "issue_released")
+TREND_HOURS = 12
+
+
+def queue_figures(dispatchable: list[Issue], now: datetime) -> dict[str, Any]:
+    """The figures `status --json` and the pool's metrics share (README, "Running the pool as a service").
+
+    An issue's wait is measured from its `created_at`: jit records no "ready since" in the issue.
+    """
+    oldest = min((issue.created_at for issue in dispatchable), default=None)
+    age = None if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
+    return {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": age}
+
+
+def settle_trend(
+    events: Iterable[Mapping[str, Any]], now: datetime, hours: int = TREND_HOURS
+) -> list[tuple[datetime, int, int]]:
+    """Done (`issue_completed`) and released (`issue_released`) per UTC hour, the last `hours`, oldest first."""
+    current = now.replace(minute=0, second=0, microsecond=0)
+    start = current - timedelta(hours=hours - 1)
+    counts = {start + timedelta(hours=n): [0, 0] for n in range(hours)}
+    for event in events:
+        kind, stamp = event.get("type"), event.get("timestamp")
+        if kind not in SETTLE_EVENTS or not isinstance(stamp, str):
+            continue
+        try:
+            hour = parse_timestamp(stamp).replace(minute=0, second=0, microsecond=0)
+        except ValueError:
+            continue
+        if hour in counts:
+            counts[hour][SETTLE_EVENTS.index(kind)] += 1
+    return [(hour, done, released) for hour, (done, released) in counts.items()]
+
+
+def build_status(
+    snapshot: Snapshot,
+    location: str,
+    now: datetime,
+    stale_after: float,
+    events: Iterable[Mapping[str, Any]] | None = None,
+) -> Status:
+    """`snapshot` must hold every issue in full (`snapshot(full_states=State)`); `events` (the store's
+    settle events) feed the trend of the Markdown dashboard."""
     plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked)
-    counts = dict.fromkeys(State, 0)
+    counts: dict[str, int] = dict.fromkeys(State, 0)
     for state in snapshot.states.values():
         counts[state] += 1
     blocked = [
@@ -46,8 +90,20 @@ def build_status(snapshot: Snapshot, location: str, now: datetime, stale_after: 
         for i in snapshot.issues
         if i.state == State.IN_PROGRESS and all(c.issue.id != i.id for c in claims)
     ]
+    queue = {**queue_figures(plan.dispatchable, now), "running": len(claims)}
+    trend = settle_trend(events, now) if events is not None else []
     return Status(
-        location, counts, plan.dispatchable, plan.held, blocked, claims, stale_after, parked, snapshot.warnings
+        location,
+        counts,
+        plan.dispatchable,
+        plan.held,
+        blocked,
+        claims,
+        stale_after,
+        parked,
+        snapshot.warnings,
+        queue,
+        trend,
     )
 
 
@@ -73,6 +129,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "in_progress": [_claim_json(c, status.stale_after) for c in status.claims],
         "parked": [{**issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
         "warnings": status.warnings,
+        "queue": status.queue,
     }
 
 
@@ -117,6 +174,7 @@ def status_markdown(status: Status) -> str:
     ]
     lines += [f'    "{state}" : {n}' for state, n in status.counts.items() if n]
     lines += ["```", ""]
+    lines += _trend_markdown(status.trend)
 
     def table(title: str, header: str, rows: list[str]) -> None:
         if rows:
@@ -152,3 +210,30 @@ def status_markdown(status: Status) -> str:
         [cells(e, md_text(e["reason"] or "")) for e in data["parked"]],
     )
     return "\n".join(lines) + "\n"
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def _sparkline(values: list[int]) -> str:
+    top = max(values, default=0)
+    return "".join(SPARKS[0] if not top else SPARKS[round(v * (len(SPARKS) - 1) / top)] for v in values)
+
+
+def _trend_markdown(trend: list[tuple[datetime, int, int]]) -> list[str]:
+    """A small trend of the last settles: one sparkline per outcome, then the hours that had any."""
+    if not trend or not any(done or released for _, done, released in trend):
+        return []
+    done = [d for _, d, _ in trend]
+    released = [r for _, _, r in trend]
+    first, last = trend[0][0].strftime("%H:00"), trend[-1][0].strftime("%H:00")
+    lines = [
+        f"#### Settles per hour, {first}–{last} UTC",
+        "",
+        f"done `{_sparkline(done)}` {sum(done)} · released `{_sparkline(released)}` {sum(released)}",
+        "",
+        "| Hour (UTC) | done | released |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {hour:%m-%d %H:00} | {d} | {r} |" for hour, d, r in trend if d or r]
+    return [*lines, ""]

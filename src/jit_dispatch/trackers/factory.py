@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.issue import LOCK_PREFIX
-from jit_dispatch.domain.selection import Filters
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.jit.store import JitStore
@@ -46,36 +46,7 @@ class StoreChoice:
     read_only: bool = False  # ready/status: no need to prove `contents: write`
 
 
-# The options that fill the github_* fields of StoreChoice (options.github_options).
-GITHUB_KEYS = (
-    "github_repo",
-    "github_token",
-    "github_api_url",
-    "github_ready_label",
-    "include_assigned",
-    "priority_labels",
-    "github_lock",
-    "trusted_actors",
-    "pass_token",
-)
-
-
-STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "tracker", *GITHUB_KEYS)
-SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
-
-
-DEFAULT_HEARTBEAT_SECONDS = 300.0
 ACTIONS_BOT = "github-actions[bot]"  # who the workflow's GITHUB_TOKEN comments as
-
-
-def default_heartbeat(options: dict[str, Any]) -> float | None:
-    """Claims are refreshed every 5 minutes, except in remote mode, where each beat is a commit."""
-    return DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" or options["tracker"] == "github" else None
-
-
-def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
-    """The `store_options` a command received, as a StoreChoice."""
-    return StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
 
 
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -83,20 +54,10 @@ def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
     return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
 
 
-def run_reference(env: Mapping[str, str] = os.environ) -> str:
-    """Where this claim came from: the workflow run URL, or host:pid."""
-    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
-        attempt = env.get("GITHUB_RUN_ATTEMPT")
-        return f"{url}/attempts/{attempt}" if attempt else url
-    return f"{os.uname().nodename}:{os.getpid()}"
-
-
-def current_branch(git: Git, env: Mapping[str, str] = os.environ) -> str:
+def current_branch(git: Git, context: GitHubContext) -> str:
     """The branch being run: `GITHUB_REF_NAME` for a branch ref, else the checked-out branch."""
-    if env.get("GITHUB_REF", "").startswith("refs/heads/") and env.get("GITHUB_REF_NAME"):
-        return env["GITHUB_REF_NAME"]
+    if context.branch:
+        return context.branch
     branch = git.run("symbolic-ref", "--short", "-q", "HEAD", check=False).stdout.decode().strip()
     if not branch:
         raise UsageError("--state-branch: HEAD is detached and GITHUB_REF is not a branch; name the branch")
@@ -112,22 +73,24 @@ def parse_author(author: str) -> dict[str, str]:
 
 
 @contextmanager
-def open_tracker(choice: StoreChoice) -> Iterator[Tracker]:
+def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracker]:
     """One tracker for every `--jit-dir` (a `MultiTracker` over several), closed afterwards."""
     if choice.tracker == "github":
-        with _github_tracker(choice) as tracker:
+        with _github_tracker(choice, context) as tracker:
             yield tracker
         return
     with ExitStack() as stack:
         trackers = [
-            JitStore.open(root) if choice.sync == "none" else stack.enter_context(_remote_tracker(choice, root))
+            JitStore.open(root)
+            if choice.sync == "none"
+            else stack.enter_context(_remote_tracker(choice, root, context))
             for root in jit_roots(choice.jit_dir)
         ]
         yield trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
 
 
 @contextmanager
-def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracker]:
+def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> Iterator[RemoteJitTracker]:
     """The store at `root`, as the state branch of its repository's remote has it."""
     from jit_dispatch.trackers.remote.tracker import (  # not imported on the local hot path
         RemoteJitTracker,
@@ -145,14 +108,14 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
     except ValueError:
         raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
     settings = RemoteSettings(
-        branch=choice.state_branch or current_branch(git),
+        branch=choice.state_branch or current_branch(git, context),
         jit_path=jit_path,
         remote=choice.remote,
         lock_prefix=choice.lock_prefix,
         skip_ci=choice.skip_ci,
         **(parse_author(choice.author) if choice.author else {}),
     )
-    with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None) as scratch:
+    with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
         try:
             yield tracker
@@ -161,17 +124,16 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
 
 
 @contextmanager
-def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
+def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracker]:
     """GitHub Issues; PyGithub is imported here, never on the jit path."""
-    from jit_dispatch.report import actions
     from jit_dispatch.trackers.github.records import check_lock_prefix
     from jit_dispatch.trackers.github.rules import DEFAULT_PRIORITY_LABELS, GitHubSettings, check_repo
 
     if not choice.github_token:
         raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
-    if actions.in_actions():  # the runner hides it from the log from here on
+    if context.in_actions:  # the runner hides it from the log from here on
         for line in choice.github_token.splitlines():
-            actions.print_line(sys.stderr, f"::add-mask::{line}")
+            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
     if not choice.pass_token:  # the dispatcher's token, not the command's (which works on untrusted issue text)
         for key in [k for k, v in os.environ.items() if v.strip() == choice.github_token.strip()]:
             del os.environ[key]
@@ -202,7 +164,7 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
         tuple(choice.trusted_actors),
     )
     api_url = choice.github_api_url or "https://api.github.com"
-    identity = ACTIONS_BOT if actions.in_actions() else None  # when GET /user cannot say (an installation token)
+    identity = ACTIONS_BOT if context.in_actions else None  # when GET /user cannot say (an installation token)
     tracker: GitHubTracker
     if choice.github_lock == "comments":
         tracker = GitHubTracker(settings, choice.github_token, api_url, identity=identity)
@@ -215,15 +177,3 @@ def _github_tracker(choice: StoreChoice) -> Iterator[Tracker]:
         yield tracker
     finally:
         tracker.close()
-
-
-def build_filters(
-    tracker: Tracker, labels: tuple[str, ...], exclude: tuple[str, ...], min_priority: str | None, issue: str | None
-) -> Filters:
-    issue_id = None
-    if issue:
-        try:
-            issue_id = tracker.resolve_issue_id(issue)
-        except ValueError as exc:
-            raise UsageError(f"--issue: {exc}") from None
-    return Filters(tuple(labels), tuple(exclude), min_priority, issue_id)

@@ -1,0 +1,217 @@
+"""Options to settings, in one precedence chain, and settings to a `Request`, in one place.
+
+Precedence, highest first: a flag, its `JIT_DISPATCH_<NAME>` variable (click reads both), the
+agent's table in dispatch.toml, the top level of dispatch.toml, the built-in default. pydantic
+(dispatch.toml) is imported only when there is a configuration file to read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.issue import assignee_for
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.engine.dispatch import Request
+from jit_dispatch.errors import UsageError
+from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.factory import StoreChoice
+
+# The options of `store_options` that choose the tracker, and those that narrow the issues.
+STORE_KEYS = (
+    "jit_dir",
+    "sync",
+    "remote",
+    "state_branch",
+    "lock_prefix",
+    "tracker",
+    "github_repo",
+    "github_token",
+    "github_api_url",
+    "github_ready_label",
+    "include_assigned",
+    "priority_labels",
+    "github_lock",
+    "trusted_actors",
+    "pass_token",
+)
+# The options an agent's table (or the top level) of dispatch.toml may set for `once`.
+CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
+DEFAULT_HEARTBEAT_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which issues a command looks at: `--label`, `--exclude-label`, `--min-priority`, `--issue`."""
+
+    labels: tuple[str, ...] = ()
+    exclude_labels: tuple[str, ...] = ()
+    min_priority: str | None = None
+    issue: str | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Scope:
+        labels, excluded = tuple(options["labels"]), tuple(options["exclude_labels"])
+        return cls(labels, excluded, options["min_priority"], options["issue"])
+
+    def filters(self, tracker: Tracker) -> Filters:
+        """The scope as selection filters; `--issue` resolved against the tracker (a prefix, `#12`)."""
+        issue_id = None
+        if self.issue:
+            try:
+                issue_id = tracker.resolve_issue_id(self.issue)
+            except ValueError as exc:
+                raise UsageError(f"--issue: {exc}") from None
+        return Filters(self.labels, self.exclude_labels, self.min_priority, issue_id)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What one agent runs, on which issues, under which limits."""
+
+    agent: str  # the assignee, `type:identifier`
+    command: str
+    scope: Scope = Scope()
+    timeout: float | None = None
+    max_attempts: int = 3
+    shell: str = "bash"
+    workdir: Path | None = None
+
+
+@dataclass(frozen=True)
+class OnceSettings:
+    """Everything `once` was told, after the precedence chain."""
+
+    run: AgentSettings
+    store: StoreChoice
+    heartbeat: float | None
+    dry_run: bool
+    fail_on_command_failure: bool
+    allow_workflow_commands: bool
+    spread_index: int
+    spread_total: int
+    as_json: bool
+
+
+def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
+    """The `store_options` a command received, as a StoreChoice (the heartbeat a GitHub lock announces filled in)."""
+    choice = StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+    return choice if choice.heartbeat else replace(choice, heartbeat=default_heartbeat(choice))
+
+
+def default_heartbeat(store: StoreChoice) -> float | None:
+    """Claims are refreshed every 5 minutes, except in remote mode, where each beat is a commit."""
+    return DEFAULT_HEARTBEAT_SECONDS if store.sync == "none" or store.tracker == "github" else None
+
+
+def build_request(
+    run: AgentSettings,
+    filters: Filters,
+    store: StoreChoice,
+    context: GitHubContext,
+    *,
+    heartbeat: float | None = None,
+    dry_run: bool = False,
+    spread: tuple[int, int] = (0, 1),
+) -> Request:
+    """The one way a `Request` is made, for `once` and for every agent of the pool."""
+    return Request(
+        agent=run.agent,
+        command=run.command,
+        filters=filters,
+        timeout=run.timeout,
+        max_attempts=run.max_attempts,
+        shell=run.shell,
+        workdir=run.workdir,
+        dry_run=dry_run,
+        run_ref=context.run_reference(),
+        spread_index=spread[0],
+        spread_total=spread[1],
+        heartbeat_seconds=heartbeat or default_heartbeat(store),
+        scratch_dir=context.runner_temp,
+    )
+
+
+def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
+    """An agent from merged values (flags and configuration); a bad id or no command is a UsageError."""
+    try:
+        agent = assignee_for(agent_id)
+    except ValueError as exc:
+        raise UsageError(f"--agent: {exc}") from None
+    if not (values["command"] or "").strip():
+        raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
+    scope = Scope(tuple(values["labels"]), tuple(values["exclude_labels"]), values["min_priority"], values.get("issue"))
+    return AgentSettings(
+        agent=agent,
+        command=values["command"],
+        scope=scope,
+        timeout=values["timeout"],
+        max_attempts=values["max_attempts"],
+        shell=values["shell"],
+        workdir=values["workdir"],
+    )
+
+
+def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
+    """`once`'s options through the precedence chain, checked."""
+    values = dict(options)
+    _apply_config(ctx, values)
+    if not values["agent"]:
+        raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
+    if values["spread_index"] >= values["spread_total"]:
+        raise UsageError(_spread_error(ctx, values["spread_index"], values["spread_total"]))
+    return OnceSettings(
+        run=agent_settings(values["agent"], values),
+        store=store_choice(
+            values,
+            author=values["commit_author"],
+            skip_ci=values["skip_ci"],
+            heartbeat=values["heartbeat"],
+            read_only=values["dry_run"],
+        ),
+        heartbeat=values["heartbeat"],
+        dry_run=values["dry_run"],
+        fail_on_command_failure=values["fail_on_command_failure"],
+        allow_workflow_commands=values["allow_workflow_commands"],
+        spread_index=values["spread_index"],
+        spread_total=values["spread_total"],
+        as_json=values["as_json"],
+    )
+
+
+def _spread_error(ctx: click.Context, index: int, total: int) -> str:
+    if ctx.get_parameter_source("spread_index") == ParameterSource.ENVIRONMENT and not os.environ.get(
+        "JIT_DISPATCH_SPREAD_INDEX"
+    ):
+        return (
+            f"--spread-index: {index} (from JOB_COMPLETION_INDEX) must be smaller than --spread-total ({total}); "
+            "set JIT_DISPATCH_SPREAD_TOTAL to the Indexed Job's completions"
+        )
+    return f"--spread-index: {index} must be smaller than --spread-total ({total})"
+
+
+def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
+    """Fill what neither a flag nor the environment set from dispatch.toml (agent table, then top level)."""
+    path = values.pop("config")
+    if path is None and not Path("dispatch.toml").is_file():
+        return  # no config: pydantic is not even imported
+    from jit_dispatch.cli.config import DEFAULT_PATH, RunSettings, load_config
+
+    loaded = load_config(path or DEFAULT_PATH)
+    agent_id = values["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
+    entry = loaded.agent(agent_id) if agent_id else None
+    configured = loaded.effective(entry) if entry else {key: getattr(loaded, key) for key in RunSettings.model_fields}
+    configured["command"] = entry.command if entry else None
+    for key in CONFIGURABLE:
+        value = configured.get(key)
+        if value not in (None, []) and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+            values[key] = tuple(value) if isinstance(value, list) else value
+    values["agent"] = agent_id
+    if not values["jit_dir"] and loaded.repos:
+        values["jit_dir"] = tuple(loaded.repos)

@@ -1,0 +1,161 @@
+"""The pool's HTTP endpoint: the standard library's threading server, in a daemon thread.
+
+Routes: GET /healthz, /readyz, /metrics; POST /webhook/github, /webhook/jit (only with a secret).
+Bodies must declare their length and stay under MAX_BODY; a connection idle for
+REQUEST_TIMEOUT is dropped, so a slow client cannot pin a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from jit_dispatch.service.metrics import CONTENT_TYPE, PoolMetrics
+from jit_dispatch.service.webhooks import Receiver, Reply
+
+MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigger is refused (413)
+REQUEST_TIMEOUT = 10.0
+GET_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
+class PoolView(Protocol):
+    """What the endpoint needs of the pool (engine/pool.py)."""
+
+    def alive(self) -> tuple[bool, str]: ...
+    def ready(self) -> tuple[bool, str]: ...
+    def wake(self, reason: str) -> None: ...
+    def emit(self, event: str, **fields: Any) -> None: ...
+
+
+@dataclass
+class App:
+    pool: PoolView
+    metrics: PoolMetrics
+    receiver: Receiver | None  # None: no secret, the webhook routes are off (404)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    timeout = REQUEST_TIMEOUT
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "jit-dispatch"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr: the pool logs webhooks itself, probes would drown everything."""
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        if path in ("/healthz", "/readyz"):
+            ok, why = app.pool.alive() if path == "/healthz" else app.pool.ready()
+            self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+        elif path == "/metrics":
+            self._send(200, app.metrics.render(), CONTENT_TYPE)
+        elif path.startswith("/webhook/"):
+            self._send(405, b"POST only\n", "text/plain; charset=utf-8", allow="POST")
+        else:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        routes: dict[str, Callable[[Any, bytes], Reply]] = {}
+        if app.receiver is not None:
+            routes = {"/webhook/github": app.receiver.github, "/webhook/jit": app.receiver.jit}
+        if path not in routes:
+            self.close_connection = True  # its body is not read
+            if path in GET_ROUTES:
+                self._send(405, b"GET only\n", "text/plain; charset=utf-8", allow="GET")
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            return
+        body = self._body()
+        if body is None:
+            return
+        reply = routes[path](self.headers, body)
+        if reply.wake:
+            app.pool.wake("webhook")
+        app.pool.emit(
+            "webhook", source=path.rsplit("/", 1)[1], kind=reply.kind, action=reply.action,
+            delivery=reply.delivery, status=reply.status, wake=reply.wake, message=reply.message,
+        )  # fmt: skip
+        payload = json.dumps({"status": reply.message, "wake": reply.wake}).encode() + b"\n"
+        self._send(reply.status, payload, "application/json")
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering 411/413/400 for one that may not be read."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self._refuse(411, b"send Content-Length, not chunked\n")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            self._refuse(411, b"Content-Length required\n")
+            return None
+        if length < 0 or length > MAX_BODY:
+            self._refuse(413, f"body larger than {MAX_BODY} bytes\n".encode())
+            return None
+        try:
+            body = self.rfile.read(length)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return None
+        if len(body) != length:
+            self._refuse(400, b"body shorter than Content-Length\n")
+            return None
+        return body
+
+    def _refuse(self, status: int, message: bytes) -> None:
+        self.close_connection = True  # the unread body must not be parsed as the next request
+        self._send(status, message, "text/plain; charset=utf-8")
+
+    def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.title(), value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.app = app
+        super().__init__(address, Handler)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http")
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            print(f"jit-dispatch: http: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+
+    def start(self) -> Server:
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
