@@ -63,14 +63,17 @@ class BoundedRetry(GithubRetry):
 
     def new(self, **kw: Any) -> BoundedRetry:
         kw["budget"] = self.budget
-        return super().new(**kw)  # type: ignore[no-any-return]
+        retry = super().new(**kw)
+        assert isinstance(retry, BoundedRetry)
+        return retry
 
     def _wait(self, response: Any) -> float:
         after = self.get_retry_after(response) if response is not None else None
         return after if after is not None else self.get_backoff_time()
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def]
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        assert isinstance(retry, BoundedRetry)
         wait = retry._wait(response)
         if not self.budget.allows(wait):  # hand the last response (or error) to the caller now
             raise MaxRetryError(_pool, url, error or ResponseError(f"retry would wait {wait:g}s"))
@@ -131,7 +134,8 @@ class Api:
 
     def list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         url = f"/repos/{self.repo}{path}"
-        return list(PaginatedList(_Raw, self._requester, url, {"per_page": 100, **(params or {})}))
+        items = PaginatedList(_Raw, self._requester, url, {"per_page": 100, **(params or {})})  # type: ignore[type-var]
+        return [dict(item) for item in items]
 
     @contextlib.contextmanager
     def doing(self, what: str) -> Iterator[None]:

@@ -100,11 +100,11 @@ def parse_priority_labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> str:
+def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> Priority:
     """The most urgent priority whose label the issue carries (case-insensitive); none: normal."""
     present = {label.casefold() for label in labels}
     found = [p for p, label in mapping if label.casefold() in present]
-    return min(found, key=PRIORITY_RANK.__getitem__) if found else Priority.NORMAL
+    return Priority(min(found, key=PRIORITY_RANK.__getitem__)) if found else Priority.NORMAL
 
 
 def issue_id(number: int) -> str:
@@ -265,7 +265,7 @@ def human_assignees(raw: Mapping[str, Any]) -> list[str]:
     return [str(p.get("login", "")) for p in people if isinstance(p, dict) and p.get("type", "User") != "Bot"]
 
 
-def state_of(raw: Mapping[str, Any], ready_label: str) -> str:
+def state_of(raw: Mapping[str, Any], ready_label: str) -> State:
     """A jit state for a GitHub issue, so selection, status and reap work unchanged.
 
     closed → `done` (completed) or `rejected` (not planned, duplicate); open with
@@ -390,7 +390,7 @@ def rate_limited(status: int, message: str, headers: Mapping[str, str]) -> bool:
 
 def retry_wait(status: int | None, message: str, headers: Mapping[str, str], tries: int) -> float | None:
     """How long to wait before trying a write again (`status` None: no answer), or None: do not."""
-    backoff = 0.5 * 2 ** (tries - 1)
+    backoff = 0.5 * 2.0 ** (tries - 1)
     if status is None or status >= 500:
         return backoff
     if rate_limited(status, message, headers):
