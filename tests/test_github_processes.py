@@ -185,9 +185,9 @@ def test_the_token_never_reaches_the_command_nor_the_live_log(server: FakeServer
     fake.add_issue(2)
     token = "ghs_runner00_0123456789abcdef"
     grep = f'env | grep -c "{token}" && exit 9 || exit 0'
-    code, out, err = finish(
-        once(server, tmp_path, 0, "--command", grep, GH_TOKEN=token, JIT_DISPATCH_GITHUB_TOKEN=token)
-    )
+    remote = f"https://x-access-token:{token}@github.com/{REPO}.git"
+    extra = {"GH_TOKEN": token, "JIT_DISPATCH_GITHUB_TOKEN": token, "PUSH_URL": remote}
+    code, out, err = finish(once(server, tmp_path, 0, "--command", grep, **extra))
     assert code == 0 and fake.issues[1]["state"] == "closed", out + err
     code, out, err = finish(once(server, tmp_path, 0, "--pass-token", "--command", 'echo "leak $GITHUB_TOKEN"'))
     assert code == 0 and "leak ***" in out and token not in out + err

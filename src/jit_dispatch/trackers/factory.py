@@ -134,8 +134,9 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
     if context.in_actions:  # the runner hides it from the log from here on
         for line in choice.github_token.splitlines():
             print(f"::add-mask::{line}", file=sys.stderr, flush=True)
-    if not choice.pass_token:  # the dispatcher's token, not the command's (which works on untrusted issue text)
-        for key in [k for k, v in os.environ.items() if v.strip() == choice.github_token.strip()]:
+    token = choice.github_token.strip()
+    if not choice.pass_token and len(token) >= 8:  # the dispatcher's, not the command's (untrusted issue text)
+        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
             del os.environ[key]
     try:
         repo = check_repo(choice.github_repo or "")
