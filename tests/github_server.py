@@ -2,7 +2,8 @@
 `jit-dispatch` processes can share it through `--github-api-url`.
 
 Every request waits a random latency before and after GitHub handles it (the state changes
-under one lock, in between); a stall fault (`FakeGitHub.stall`) holds one request back first.
+under one lock, in between); a stall fault (`FakeGitHub.stall`) holds one request back first,
+for its delay or until the test sets `unstall`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ class FakeServer:
         self.fake = fake
         self.latency = latency
         self.lock = threading.Lock()
-        self.closing = threading.Event()  # ends stalls early when the test is over
+        self.closing = threading.Event()  # the test is over: stalled requests never land
+        self.unstall = threading.Event()  # set by a test: stalled requests go on now
+        self.arrived: list[tuple[str, str, str]] = []  # (method, path, token) as requests arrive, stalled or not
         self.httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         fake.base = self.url
@@ -33,6 +36,7 @@ class FakeServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.closing.set()
+        self.unstall.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -42,11 +46,14 @@ class FakeServer:
             time.sleep(random.uniform(low, high) / 2)
 
     def serve(self, method: str, path: str, body: str | None, token: str) -> tuple[int, dict[str, str], str]:
+        self.arrived.append((method, path, token))
         self.wait()
         with self.lock:
             fault = self.fake.fault_for(method, path.split("?", 1)[0], token)
-        if fault is not None and fault.delay and self.closing.wait(fault.delay):
-            return 503, {}, ""  # the test is over: this stalled request never lands
+        if fault is not None and fault.delay:
+            self.unstall.wait(fault.delay)
+            if self.closing.is_set():
+                return 503, {}, ""
         with self.lock:
             answer = self.fake.handle(method, path, body, token, fault if fault and fault.status else None)
         self.wait()

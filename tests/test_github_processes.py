@@ -118,13 +118,18 @@ def test_a_stalled_runner_that_wins_late_re_checks_and_gives_back(server: FakeSe
     fake = server.fake
     fake.add_issue(1)
     slow = "ghs_runner00_0123456789abcdef"
-    fake.stall("POST", rf"/repos/{REPO}/git/refs", 4.0, token=slow)  # its claim lands after the other's run
+    # Held until the other runner is done (under the client's 10 s read timeout, or it would try again).
+    fake.stall("POST", rf"/repos/{REPO}/git/refs", 9.0, token=slow)
     late = once(server, tmp_path, 0)
-    time.sleep(0.5)  # let it reach its stalled request (not an assertion: the outcome does not depend on it)
+    deadline = time.monotonic() + 60
+    while ("POST", f"/repos/{REPO}/git/refs", slow) not in server.arrived:  # it reached its claim
+        assert time.monotonic() < deadline and late.poll() is None
+        time.sleep(0.05)
     code, _, err = finish(once(server, tmp_path, 1))
-    assert code == 0 and fake.issues[1]["state"] == "closed", err
-    code, _out, err = finish(late)
-    assert code == 0, err
+    assert code == 0 and fake.issues[1]["state"] == "closed" and fake.refs == {}, err
+    server.unstall.set()  # now its lock is created: on an issue closed meanwhile
+    code, out, err = finish(late)
+    assert code == 0 and "every candidate was taken" in out, out + err  # it won the lock, re-checked, gave back
     assert runs(tmp_path) == ["#1 1"] and fake.refs == {}
 
 
