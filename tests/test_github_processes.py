@@ -76,6 +76,10 @@ def runs(path: Path) -> list[str]:
     return (path / "runs").read_text().split("\n")[:-1] if (path / "runs").exists() else []
 
 
+def kinds_of(fake: FakeGitHub, number: int) -> list[str]:
+    return [m.kind for m in rules.parse_markers(fake.comments[number], ME)]
+
+
 def overlaps(path: Path) -> list[str]:
     return (path / "overlaps").read_text().split() if (path / "overlaps").exists() else []
 
@@ -256,7 +260,7 @@ def test_a_runner_killed_while_claiming_leaves_a_lock_only_reap_frees(
     fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 60.0)
     proc = once(server, tmp_path, 0, "--heartbeat", "1s")
     deadline = time.monotonic() + 60
-    while fake.count("POST", rf"/repos/{REPO}/issues/1/{step}") == 0:
+    while ("POST", f"/repos/{REPO}/issues/1/{step}", "ghs_runner00_0123456789abcdef") not in server.arrived:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -268,4 +272,5 @@ def test_a_runner_killed_while_claiming_leaves_a_lock_only_reap_frees(
     assert code == 0 and "#1  released" in out, out + err
     assert fake.refs == {} and fake.labels(1) == ["dispatch"]
     code, _, err = finish(once(server, tmp_path, 3))
-    assert code == 0 and runs(tmp_path) == ["#1 2"], err  # the killed claim counted as an attempt
+    assert code == 0 and runs(tmp_path) == ["#1 1"], err  # its command never ran: no attempt counted
+    assert kinds_of(fake, 1)[-2:] == ["claim", "done"] and "release" not in kinds_of(fake, 1)

@@ -134,7 +134,20 @@ class RefLockedTracker(GitHubTracker):
             return self._settled(record, self._finish(number, record, sha))
         if seen is not None and (sha := self._watch_until_dead(number, sha, record)) is None:
             return Settlement(Outcome.LOST, record.attempt - 1)
+        if seen is not None and rules.find_marker(self._markers(number), "claim", record.nonce) is None:
+            return self._free(number, sha, record)
         return self._fence(number, sha, record.settled(RELEASE, reason, record.attempt >= max_attempts, max_attempts))
+
+    def _free(self, number: int, seen: str, record: LockRecord) -> Settlement:
+        """A dead lock whose claim comment was never posted: its command never ran, so no attempt is
+        counted — the lock (fenced first) and the label are simply given back."""
+        with self.api.doing(f"free the lock of #{number}"):
+            sha = self.refs.commit(record.settled(RELEASE, "the claim never started"), seen)
+            if not self.refs.move(number, sha):
+                return Settlement(Outcome.LOST, record.attempt - 1)
+            self._remove_label(number, rules.CLAIMED_LABEL)
+            self.refs.delete(number, sha)
+        return Settlement(Outcome.RELEASED, record.attempt - 1)
 
     def _settle_held(self, issue_id: str, kind: str, reason: str, max_attempts: int) -> Settlement:
         held = self._held[issue_id]
