@@ -610,3 +610,15 @@ def test_a_comment_claim_winner_re_checks_the_issue(fake: FakeGitHub) -> None:
     fake.before("POST", COMMENTS, close)
     assert tracker().claim("#1", "agent:a", "r", Filters()) is None
     assert fake.comments[1] == [] and "dispatch:claimed" not in fake.labels(1)
+
+
+def test_a_comment_settle_left_half_done_is_finished_by_repair(fake: FakeGitHub) -> None:
+    """`--github-lock comments`: the done marker is the durable result; a failed close is a warning."""
+    fake.add_issue(1)
+    fake.fail("PATCH", r"/repos/octo-org/widgets/issues/1", 403, "Resource not accessible by integration")
+    result = dispatch(tracker(), "exit 0")
+    assert result.outcome == "done" and any("finishes it" in w for w in result.warnings)
+    assert fake.issues[1]["state"] == "open" and "dispatch:claimed" in fake.labels(1)
+    assert tracker().repair() == ["finished the done settle of #1 left half-done"]
+    assert fake.issues[1]["state"] == "closed" and "dispatch:claimed" not in fake.labels(1)
+    assert [m.kind for m in markers(fake, 1)] == ["claim", "done"] and tracker().repair() == []
