@@ -24,7 +24,7 @@ class FakeServer:
         self.lock = threading.Lock()
         self.closing = threading.Event()  # the test is over: stalled requests never land
         self.unstall = threading.Event()  # set by a test: stalled requests go on now
-        self.arrived: list[tuple[str, str, str]] = []  # (method, path, token) as requests arrive, stalled or not
+        self.arrived: list[tuple[str, str, str]] = []  # (method, path, token) of requests, stalled or not
         self.httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         fake.base = self.url
@@ -46,10 +46,10 @@ class FakeServer:
             time.sleep(random.uniform(low, high) / 2)
 
     def serve(self, method: str, path: str, body: str | None, token: str) -> tuple[int, dict[str, str], str]:
-        self.arrived.append((method, path, token))
         self.wait()
         with self.lock:
             fault = self.fake.fault_for(method, path.split("?", 1)[0], token)
+            self.arrived.append((method, path, token))  # after its faults were taken
         if fault is not None and fault.delay:
             self.unstall.wait(fault.delay)
             if self.closing.is_set():

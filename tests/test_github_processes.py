@@ -29,9 +29,11 @@ COMMAND = (
     'echo "$JIT_ISSUE_SHORT_ID $JIT_DISPATCH_ATTEMPT" >> "$RUNS/runs"; sleep 0.4; rmdir "$d" 2>/dev/null; true'
 )
 ME = frozenset({BOT["login"]})
-# The real entry point without PyGithub's pacing (1 s between writes), as the in-process tests run it.
+# The real entry point without PyGithub's pacing (1 s between writes), as the in-process tests run it,
+# and with a read timeout longer than any stall a test holds a request for (a loaded machine is slow).
 UNPACED = (
-    "import jit_dispatch.trackers.github.api as a; a.THROTTLE = False; from jit_dispatch.cli.main import main; main()"
+    "import jit_dispatch.trackers.github.api as a; a.THROTTLE = False; a.TIMEOUT = 300; "
+    "from jit_dispatch.cli.main import main; main()"
 )
 
 
@@ -108,9 +110,9 @@ def test_the_fake_bites_lagging_lists_break_the_comment_protocol(server: FakeSer
 
     (Label requests stall, so runners starting a little apart all find the issue unclaimed.)"""
     fake = server.fake
-    fake.lag = 3.0
+    fake.lag = 10.0
     fake.add_issue(1)
-    fake.stall("POST", rf"/repos/{REPO}/issues/1/labels", 4.0)
+    fake.stall("POST", rf"/repos/{REPO}/issues/1/labels", 8.0)
     fake.faults[-1].times = 8
     procs = [once(server, tmp_path, n, "--github-lock", "comments") for n in range(8)]
     for proc in procs:
@@ -122,8 +124,7 @@ def test_a_stalled_runner_that_wins_late_re_checks_and_gives_back(server: FakeSe
     fake = server.fake
     fake.add_issue(1)
     slow = "ghs_runner00_0123456789abcdef"
-    # Held until the other runner is done (under the client's 10 s read timeout, or it would try again).
-    fake.stall("POST", rf"/repos/{REPO}/git/refs", 9.0, token=slow)
+    fake.stall("POST", rf"/repos/{REPO}/git/refs", 240.0, token=slow)  # held until the other runner is done
     late = once(server, tmp_path, 0)
     deadline = time.monotonic() + 60
     while ("POST", f"/repos/{REPO}/git/refs", slow) not in server.arrived:  # it reached its claim
@@ -172,7 +173,7 @@ def test_a_failed_unlabel_is_finished_by_reap(server: FakeServer, tmp_path: Path
 def test_sigkill_after_the_done_marker_is_finished_by_status_repair(server: FakeServer, tmp_path: Path) -> None:
     fake = server.fake
     fake.add_issue(1)
-    fake.stall("PATCH", rf"/repos/{REPO}/issues/1", 60.0)  # the close hangs; the runner is killed meanwhile
+    fake.stall("PATCH", rf"/repos/{REPO}/issues/1", 600.0)  # the close hangs; the runner is killed meanwhile
     proc = once(server, tmp_path, 0)
     deadline = time.monotonic() + 60
     while not any(m.kind == "done" for m in rules.parse_markers(fake.comments[1], ME)):
@@ -257,7 +258,7 @@ def test_a_runner_killed_while_claiming_leaves_a_lock_only_reap_frees(
 ) -> None:
     fake = server.fake
     fake.add_issue(1)
-    fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 60.0)
+    fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 600.0)  # lands never (503 at the end)
     proc = once(server, tmp_path, 0, "--heartbeat", "1s")
     deadline = time.monotonic() + 60
     while ("POST", f"/repos/{REPO}/issues/1/{step}", "ghs_runner00_0123456789abcdef") not in server.arrived:
