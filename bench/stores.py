@@ -313,7 +313,7 @@ def pick_target(issues: list[dict]) -> tuple[str, list[str]]:
     by_id = {raw["id"]: raw for raw in issues}
     registry = {k: Gate(k, v[2], v[3]) for k, v in GATE_REGISTRY.items()}
     ready = [issue_from_raw(raw) for raw in issues if raw["state"] == "ready"]
-    plan = selection.plan(ready, states, registry, selection.Filters())
+    plan = selection.plan(ready, states, registry, selection.Filters(), run_gates=False)  # gates left to jit
     if plan.dispatchable:
         target = by_id[plan.dispatchable[0].id]
     elif ready:  # every ready issue held by the manual precheck: release one

@@ -46,6 +46,9 @@ BUILTIN = {
     "max_attempts": 3,
     "shell": "bash",
     "workdir": None,
+    "gates": "run",
+    "on_gate_failure": "release",
+    "checks": [],
 }
 
 

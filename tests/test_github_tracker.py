@@ -69,6 +69,12 @@ class Hooks:
         if self.on_finish:
             self.on_finish()
 
+    def gate_starting(self, step: Any) -> None:
+        pass
+
+    def gate_finished(self, run: Any) -> None:
+        pass
+
 
 def dispatch(t: GitHubTracker, command: str = "echo working on {issue_id}", hooks: Hooks | None = None, **kw: Any):
     request = Request(agent=kw.pop("agent", "agent:runner-a"), command=command, run_ref="https://run/1", **kw)
@@ -115,7 +121,7 @@ def test_what_is_not_dispatchable(fake: FakeGitHub) -> None:
     snapshot = tracker().snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, Filters())
     assert sorted(i.id for i in result.dispatchable) == ["#4", "#6", "#9"]
-    assert [(h.issue.id, h.reason.split(" ")[0]) for h in result.held] == [("#2", "parked")]
+    assert [(h.issue.id, h.reason.split(":")[0]) for h in result.held] == [("#2", "parked")]
     # only issues GitHub counts an open blocker for are asked for their dependencies
     assert fake.count("GET", r".*/dependencies/blocked_by") == 1
 
@@ -187,6 +193,20 @@ def test_done_leaves_an_issue_closed_meanwhile_as_it_is(fake: FakeGitHub) -> Non
     result = dispatch(tracker(), "true", hooks=Hooks(on_finish=closed_as_not_planned))
     assert result.outcome == "done" and fake.issues[1]["state_reason"] == "not_planned"
     assert fake.count("PATCH", r"/repos/octo-org/widgets/issues/1") == 0
+
+
+def test_checks_are_the_quality_gates_of_github_issues(fake: FakeGitHub, tmp_path: Path) -> None:
+    fake.add_issue(1, "needs a build")
+    built = tmp_path / "built"
+    check = f"test -f {built} && echo check saw {{issue_id}}"
+    failed = dispatch(tracker(), "true", checks=(check,))
+    reason = f"check '{check}' failed (exit 1)"
+    assert (failed.outcome, failed.reason, failed.failed_gate) == ("released", reason, check)
+    assert fake.issues[1]["state"] == "open"
+    assert markers(fake, 1)[-1].data["reason"] == f"check '{check}' failed (exit 1)"
+    done = dispatch(tracker(), f"touch {built}", checks=(check,))
+    assert done.outcome == "done" and fake.issues[1]["state"] == "closed"
+    assert [(g.step.key, g.status, g.output) for g in done.gates] == [(check, "passed", "check saw #1\n")]
 
 
 def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
@@ -485,6 +505,21 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     assert "leak: ***" in actions_env["summary"].read_text() and "leak: ***" in fake.bodies(1)[-1]
 
 
+def test_a_check_echoing_the_token_does_not_put_it_in_the_summary_outputs_or_comment(
+    fake: FakeGitHub, actions_env: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    fake.add_issue(1)
+    check = 'echo "check leak: $GITHUB_TOKEN"; exit 5'
+    code = run_main(
+        "once", "--tracker", "github", "--agent", "ci", "--command", "true", "--check", check, "--pass-token"
+    )
+    capfd.readouterr()
+    assert code == 1
+    for text in (actions_env["summary"].read_text(), actions_env["output"].read_text(), *fake.bodies(1)):
+        assert TOKEN not in text
+    assert "check leak: ***" in actions_env["summary"].read_text()
+
+
 def test_the_actions_token_is_the_dispatchers_not_the_commands(
     fake: FakeGitHub, actions_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -591,7 +626,8 @@ def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_t
     assert action["inputs"]["tracker"]["default"] == "jit"
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
     steps = {step.get("id"): step for step in action["runs"]["steps"]}
-    assert '"$ACTION_PATH$extra"' in steps["install"]["run"] and 'extra="[github]"' in steps["install"]["run"]
+    github_lock = 'if [ "$TRACKER" = github ]; then lock=requirements/action-github.lock; fi'
+    assert github_lock in steps["install"]["run"] and '-r "$lock"' in steps["install"]["run"]  # the lock with PyGithub
     assert "${{ inputs.tracker }}" in steps["cache"]["with"]["key"]  # no venv without PyGithub reused for github
     env = steps["dispatch"]["env"]
     assert env["JIT_DISPATCH_TRACKER"] == "${{ inputs.tracker }}"

@@ -185,7 +185,7 @@ def test_reap_releases_only_the_stale_claim(claims: tuple[Path, dict[str, str]])
     assert (raw["state"], raw["assignee"]) == ("ready", None)
     assert raw["context"]["dispatch.attempts"] == "2", "a reap counts as a failed attempt"
     assert raw["context"]["dispatch.last_reason"] == reason
-    assert "dispatch:parked" not in raw["labels"]
+    assert "dispatch.parked_at" not in raw["context"]
     events = read_events(root)[events_before:]
     assert [(e["type"], e["issue_id"], e.get("assignee"), e.get("reason"), e.get("from"), e.get("to"))
             for e in events] == [
@@ -258,7 +258,7 @@ def test_a_reap_at_the_attempt_limit_parks(new_store: StoreFactory) -> None:
     assert {r["issue_id"]: r["outcome"] for r in result.json["reaped"]} == {worn: "parked", young: "released"}
     parked = read_issue(root, worn)
     assert parked["state"] == "ready" and parked["assignee"] is None
-    assert "dispatch:parked" in parked["labels"] and parked["context"]["dispatch.attempts"] == "3"
+    assert "dispatch.parked_at" in parked["context"] and parked["context"]["dispatch.attempts"] == "3"
     # A parked issue is not dispatched again.
     listing = run_cli("ready", "--jit-dir", str(root), "--json")
     assert [i["issue_id"] for i in listing.json["dispatchable"]] == [young]
@@ -400,7 +400,7 @@ def test_release_gives_a_claim_back_with_the_reason(new_store: StoreFactory) -> 
     raw = read_issue(root, held)
     assert (raw["state"], raw["assignee"]) == ("ready", None)
     assert raw["context"]["dispatch.last_reason"] == "needs a design decision first"
-    assert "dispatch:parked" not in raw["labels"]
+    assert "dispatch.parked_at" not in raw["context"]
     released = [e for e in read_events(root)[events_before:] if e["type"] == "issue_released"]
     assert [(e["issue_id"], e["assignee"], e["reason"]) for e in released] == [
         (held, "agent:ci-3", "needs a design decision first")
@@ -420,14 +420,14 @@ def test_release_park_and_unpark(new_store: StoreFactory) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"jit-dispatch: parked {issue[:8]} (out of scope for agents)"
     raw = read_issue(root, issue)
-    assert raw["state"] == "ready" and "dispatch:parked" in raw["labels"]
+    assert raw["state"] == "ready" and "dispatch.parked_at" in raw["context"]
     assert run_cli("ready", "--jit-dir", str(root), "--json").json["dispatchable"] == []
 
     result = run_cli("unpark", "--jit-dir", str(root), issue[:6], "--json")
     assert result.returncode == 0, result.stderr
     assert result.json == {"issue_id": issue, "outcome": "unparked"}
     raw = read_issue(root, issue)
-    assert "dispatch:parked" not in raw["labels"] and raw["context"]["dispatch.attempts"] == "0"
+    assert "dispatch.parked_at" not in raw["context"] and raw["context"]["dispatch.attempts"] == "0"
     assert [i["issue_id"] for i in run_cli("ready", "--jit-dir", str(root), "--json").json["dispatchable"]] == [issue]
 
     again = run_cli("unpark", "--jit-dir", str(root), issue)

@@ -525,7 +525,7 @@ def test_state_commits_name_the_operation_and_the_author(tmp_path: Path) -> None
         f"jit-dispatch: claim {parked[:8]} (agent:bot) [skip ci]",
         f"jit-dispatch: park {parked[:8]} (agent:bot) [skip ci]",
     ]
-    assert "dispatch:parked" in remote.issue(parked)["labels"]
+    assert "dispatch.parked_at" in remote.issue(parked)["context"]
     assert remote.refs(LOCKS) == []
     assert_clone_untouched(clone, head)
 

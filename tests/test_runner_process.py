@@ -118,7 +118,7 @@ def test_non_zero_exit_releases_with_reason_and_counts_the_attempt(two_issues: t
     assert raw["state"] == "ready" and raw["assignee"] is None
     assert raw["context"]["dispatch.attempts"] == "1"
     assert raw["context"]["dispatch.last_reason"] == "exit code 7"
-    assert "dispatch:parked" not in raw["labels"]
+    assert "dispatch.parked_at" not in raw["context"]
     events = read_events(root)[before:]
     assert [(e["type"], e.get("from"), e.get("to")) for e in events] == [
         ("issue_state_changed", "ready", "in_progress"),
@@ -143,7 +143,7 @@ def test_repeated_failures_park_the_issue_and_it_is_never_selected_again(two_iss
     assert second_run.json["reason"].startswith("exit code 9")
     parked = read_issue(root, first)
     assert parked["state"] == "ready" and parked["assignee"] is None
-    assert "dispatch:parked" in parked["labels"]
+    assert "dispatch.parked_at" in parked["context"] and "dispatch:parked" not in parked["labels"]
     assert parked["context"]["dispatch.attempts"] == "2"
     assert parked["context"]["dispatch.last_reason"] == "exit code 9"
     parked_bytes = (root / "issues" / f"{first}.json").read_bytes()
@@ -360,10 +360,15 @@ def test_success_with_a_passed_gate_is_done(new_store: StoreFactory) -> None:
 
 
 def test_success_with_unpassed_required_gates_is_gated(new_store: StoreFactory) -> None:
-    """`review` is required but has no registry entry and no status: the issue stays gated."""
+    """`review` is required but has no registry entry and no status: held while gates run; with
+    `--gates skip` (gates left to jit) the issue ends gated."""
     store, (issue_id,) = new_store(NewIssue("needs review", gates_required=("review",)))
     before = len(read_events(store.root))
-    result = once(store.root, "true")
+    held = once(store.root, "true")
+    assert (held.returncode, held.json["outcome"]) == (0, "idle"), held.stderr
+    assert held.json["reason"] == "no dispatchable issue (1 ready but held back)"
+    assert len(read_events(store.root)) == before
+    result = once(store.root, "true", "--gates", "skip")
     assert (result.returncode, result.json["outcome"]) == (0, "gated"), result.stderr
     raw = read_issue(store.root, issue_id)
     assert raw["state"] == "gated" and raw["assignee"] == "agent:w1"

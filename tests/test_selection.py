@@ -94,7 +94,12 @@ def test_readiness_follows_jit_available() -> None:
 def test_manual_precheck_and_parked_label_hold_an_issue_with_a_reason() -> None:
     gates = {
         "tdd": Gate("tdd", "precheck", "manual"),
-        "lint": Gate("lint", "precheck", "auto"),
+        "lint": Gate(
+            "lint",
+            "precheck",
+            "auto",
+            definition={"checker": {"type": "exec", "command": "true", "timeout_seconds": 9}},
+        ),
         "review": Gate("review", "postcheck", "manual"),
     }
     issues = [
@@ -107,7 +112,12 @@ def test_manual_precheck_and_parked_label_hold_an_issue_with_a_reason() -> None:
     assert ids(result.dispatchable) == ["auto-only", "tdd-passed"]
     reasons = {h.issue.id: h.reason for h in result.held}
     assert reasons["needs-tdd"] == "manual precheck not passed: tdd"
-    assert reasons["parked"].startswith("parked (dispatch:parked)")
+    assert reasons["parked"].startswith("parked: ")  # the label of older versions still parks
+    # A gate that cannot run as jit would run it holds the issue, unless gates are left to jit.
+    broken = {**gates, "lint": Gate("lint", "precheck", "auto")}
+    held = plan(issues, {}, broken, Filters()).held
+    assert {h.issue.id: h.reason for h in held}["auto-only"] == "gate 'lint' is auto but has no checker"
+    assert "auto-only" in ids(plan(issues, {}, broken, Filters(), run_gates=False).dispatchable)
 
 
 def test_filters() -> None:

@@ -24,8 +24,8 @@ RANK = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings", "queue"}
 ISSUE_KEYS = {"issue_id", "short_id", "title", "priority"}
 ENTRY_KEYS = {
-    "dispatchable": ISSUE_KEYS,
-    "held": ISSUE_KEYS | {"reason"},
+    "dispatchable": ISSUE_KEYS | {"gates_needed"},
+    "held": ISSUE_KEYS | {"reason", "gates_needed"},
     "blocked": ISSUE_KEYS | {"state", "blocked_by"},
     "in_progress": ISSUE_KEYS | {"agent", "age_seconds", "silent_seconds", "stale"},
     "parked": ISSUE_KEYS | {"reason"},
@@ -69,6 +69,22 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
     def head(raw: dict) -> dict:
         return {"issue_id": raw["id"], "short_id": raw["id"][:8], "title": raw["title"], "priority": raw["priority"]}
 
+    def gates_needed(raw: dict) -> list[dict]:
+        passed = {k for k, v in raw["gates_status"].items() if v.get("status") == "passed"}
+        return [
+            {"key": k, "stage": registry[k]["stage"], "mode": registry[k]["mode"]} if k in registry
+            else {"key": k, "stage": "?", "mode": "undefined"}
+            for k in raw["gates_required"] if k not in passed
+        ]  # fmt: skip
+
+    def broken_gate(raw: dict) -> str | None:
+        for key in raw["gates_required"]:
+            if key not in registry:
+                return f"gate '{key}' is required but not defined in the gate registry (gates.json)"
+            if registry[key]["mode"] == "auto" and "checker" not in registry[key]:
+                return f"gate '{key}' is auto but has no checker"
+        return None
+
     dispatchable, held = [], []
     for raw in sorted(raws.values(), key=order):
         if raw["state"] != "ready" or raw["assignee"] is not None or blockers(raw):
@@ -79,13 +95,16 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
             if registry.get(key, {}).get("stage") == "precheck" and registry.get(key, {}).get("mode") == "manual"
             and key not in passed
         ]  # fmt: skip
-        if "dispatch:parked" in raw["labels"]:
-            reason = "parked (dispatch:parked): " + raw["context"].get("dispatch.last_reason", "no reason")
-            held.append({**head(raw), "reason": reason})
+        if "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]:
+            reason = "parked: " + raw["context"].get("dispatch.last_reason", "no reason")
+            held.append({**head(raw), "reason": reason, "gates_needed": gates_needed(raw)})
         elif manual:
-            held.append({**head(raw), "reason": "manual precheck not passed: " + ", ".join(manual)})
+            reason = "manual precheck not passed: " + ", ".join(manual)
+            held.append({**head(raw), "reason": reason, "gates_needed": gates_needed(raw)})
+        elif broken := broken_gate(raw):
+            held.append({**head(raw), "reason": broken, "gates_needed": gates_needed(raw)})
         else:
-            dispatchable.append(head(raw))
+            dispatchable.append({**head(raw), "gates_needed": gates_needed(raw)})
 
     now = datetime.now(UTC).timestamp()
     in_progress = {}
@@ -118,7 +137,7 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
         "parked": [
             {**head(raw), "reason": raw["context"].get("dispatch.last_reason")}
             for raw in sorted(raws.values(), key=order)
-            if "dispatch:parked" in raw["labels"]
+            if "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]
         ],
         "missing": missing,
         "queue": {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": oldest, "running": len(in_progress)},
@@ -224,7 +243,8 @@ def every_case(new_store: StoreFactory) -> tuple[Path, dict[str, str]]:
     root = store.root
     (root / "gates.json").write_text(json.dumps({"gates": {
         "review": {"key": "review", "stage": "precheck", "mode": "manual"},
-        "lint": {"key": "lint", "stage": "precheck", "mode": "auto"},
+        "lint": {"key": "lint", "stage": "precheck", "mode": "auto", "checker": {
+            "type": "exec", "command": "true", "timeout_seconds": 30, "working_dir": None, "env": {}}},
         "qa": {"key": "qa", "stage": "postcheck", "mode": "manual"},
     }}, indent=2))  # fmt: skip
     edit(root, named["gate_passed"], gates_status={"review": {"status": "passed"}})
@@ -269,7 +289,7 @@ def test_status_of_every_case_matches_the_files(every_case: tuple[Path, dict[str
         "crit", "high", "normal_old", "normal_new", "dep_done", "gate_passed", "auto_and_post",
     ]  # fmt: skip
     assert [(short[h["issue_id"]], h["reason"]) for h in data["held"]] == [
-        ("parked", "parked (dispatch:parked): exit code 7"),
+        ("parked", "parked: exit code 7"),
         ("gated_pre", "manual precheck not passed: review"),
     ]
     assert [(short[b["issue_id"]], b["state"], b["blocked_by"]) for b in data["blocked"]] == [

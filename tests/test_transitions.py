@@ -82,7 +82,8 @@ def test_release_counts_attempts_and_parks_at_the_limit() -> None:
 
     parked, _, outcome = transitions.release({**claimed, "context": {"dispatch.attempts": "2"}}, "exit code 1", 3, NOW)
     assert outcome == "parked"
-    assert parked["labels"] == ["type:task", "dispatch:parked"]
+    assert parked["labels"] == ["type:task"]  # parking is no label: jit validates labels
+    assert parked["context"]["dispatch.parked_at"] == NOW
     assert parked["context"]["dispatch.attempts"] == "3"
 
 

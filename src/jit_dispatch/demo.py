@@ -6,6 +6,7 @@ separate process, and the step summary is the Markdown an Actions run would get.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,15 +15,42 @@ from pathlib import Path
 
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
+# The "agent": its first attempt leaves the tests failing, the second fixes them.
 COMMAND = (
-    'echo "agent {agent} working on {short_id}: {title}"; echo "issue snapshot: $JIT_ISSUE_FILE"; sleep 0.3; echo done'
+    'echo "agent {agent} working on {short_id} (attempt $JIT_DISPATCH_ATTEMPT): {title}"; sleep 0.3; '
+    'if [ "$JIT_DISPATCH_ATTEMPT" -gt 1 ]; then echo "fixed" > tests-pass; fi; echo done'
 )
+# A jit gate as the newest jit defines it (`jit gate define`): an auto postcheck.
+TESTS_GATE = {
+    "version": 1,
+    "key": "tests",
+    "title": "Tests pass",
+    "description": "The test suite must pass",
+    "stage": "postcheck",
+    "mode": "auto",
+    "checker": {
+        "type": "exec",
+        "command": 'echo "running 12 tests"; test -f tests-pass || { echo "test_plugin_api FAILED"; exit 1; }',
+        "timeout_seconds": 60,
+        "working_dir": None,
+        "env": {},
+        "pass_context": False,
+    },
+    "priority": 100,
+    "reserved": {},
+    "auto": True,
+    "example_integration": None,
+}
 
 
-def build_example(root: Path) -> JitStore:
+def build_example(root: Path, *, gates: bool = False) -> JitStore:
+    """The example store; with `gates`, the top issue requires the auto postcheck `tests`."""
     store = JitStore.init(root / ".jit")
+    if gates:
+        (store.root / "gates.json").write_text(json.dumps({"gates": {"tests": TESTS_GATE}}, indent=2))
+    required = ("tests",) if gates else ()
     (design,) = store.create_issues(
-        [NewIssue("Design the plugin API", "critical", labels=("type:task", "component:core"))]
+        [NewIssue("Design the plugin API", "critical", labels=("type:task", "component:core"), gates_required=required)]
     )
     store.create_issues(
         [
@@ -39,12 +67,12 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
-def example_repo(tmp: Path) -> Path:
+def example_repo(tmp: Path, *, gates: bool = False) -> Path:
     """A git repository holding the example store, committed."""
     repo = tmp / "repo"
     _git(tmp, "init", "-q", "-b", "main", str(repo))
     (repo / ".gitignore").write_text(".jit/**/*.lock\n")
-    build_example(repo)
+    build_example(repo, gates=gates)
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "commit", "-q", "-m", "example store")
     return repo
@@ -55,8 +83,9 @@ def main() -> None:
         build_example(Path(sys.argv[2]))
         return
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-demo-") as tmp:
-        repo = example_repo(Path(tmp))
-        if sys.argv[1:2] == ["--service"]:  # make demo-service: the pool with --listen
+        service = sys.argv[1:2] == ["--service"]
+        repo = example_repo(Path(tmp), gates=not service)
+        if service:  # make demo-service: the pool with --listen
             from jit_dispatch.demo_service import run
 
             sys.exit(run(repo))
@@ -65,13 +94,17 @@ def main() -> None:
         cli = [sys.executable, "-m", "jit_dispatch"]
         print(f"$ cd {repo}\n$ jit-dispatch ready --all")
         subprocess.run([*cli, "ready", "--all"], cwd=repo, check=True)
-        print(f"\n$ jit-dispatch once --agent demo-runner --command '{COMMAND}'")
-        code = subprocess.run(
-            [*cli, "once", "--agent", "demo-runner", "--command", COMMAND], cwd=repo, env=env
-        ).returncode
-        print(f"(exit code {code})\n\n--- step summary (Markdown, as GitHub would render it) ---")
+        for attempt in (1, 2):
+            summary.unlink(missing_ok=True)
+            print(f"\n$ jit-dispatch once --agent demo-runner --command '{COMMAND}'")
+            code = subprocess.run(
+                [*cli, "once", "--agent", "demo-runner", "--command", COMMAND], cwd=repo, env=env
+            ).returncode
+            note = "the gate failed: released, the attempt counted" if attempt == 1 else "the gate passed: done"
+            print(f"(exit code {code}: {note})")
+        print("\n--- step summary of the second run (Markdown, as GitHub would render it) ---")
         print(summary.read_text())
-        print("--- git status: the claim and the result are changes to commit ---")
+        print("--- git status: the claims, results and gate runs are changes to commit ---")
         print(_git(repo, "status", "--short"))
         print("$ jit-dispatch ready   # the unblocked follow-up is ready now")
         subprocess.run([*cli, "ready"], cwd=repo, check=True)

@@ -26,6 +26,9 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "max_attempts": 3,
     "shell": "bash",
     "workdir": None,
+    "gates": "run",
+    "on_gate_failure": "release",
+    "checks": [],
 }
 
 
@@ -52,6 +55,9 @@ class RunSettings(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1)
     shell: str | None = None
     workdir: Path | None = None
+    gates: Literal["run", "skip"] | None = None
+    on_gate_failure: Literal["release", "gated"] | None = None
+    checks: list[Annotated[str, Field(min_length=1)]] | None = None
 
     @field_validator("labels", "exclude_labels")
     @classmethod

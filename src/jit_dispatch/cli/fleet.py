@@ -79,7 +79,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
 @store_options
 @click.argument("issue_ref", metavar="ID")
 @click.argument("reason")
-@click.option("--park", is_flag=True, help="Also park it (dispatch:parked), so no runner takes it.")
+@click.option("--park", is_flag=True, help="Also park it (dispatch.parked_at), so no runner takes it.")
 def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
     """Give an in-progress issue back (a person's decision), with a reason."""
     with open_tracker(store_choice(options), GitHubContext.from_environ()) as tracker:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import click
 
 from jit_dispatch import __version__
-from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.cli.options import DurationType, config_option, env_option, gate_options, store_options
 from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice
 from jit_dispatch.context import GitHubContext
-from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain import gates as gate_rules
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import plan
 from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for
 from jit_dispatch.errors import DispatchError
@@ -112,6 +114,7 @@ def cli() -> None:
     type=DurationType(),
     help="Refresh dispatch.heartbeat_at this often while the command runs. Default 5m locally; off with --sync git.",
 )
+@gate_options
 @config_option
 def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
@@ -157,30 +160,35 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
     warn(snapshot.warnings, context)
     held = result.held if show_all else []
+    gates = snapshot.gates
     if as_json:
-        payload: dict[str, Any] = {"dispatchable": [_issue_json(i) for i in result.dispatchable]}
+        payload: dict[str, Any] = {"dispatchable": [_issue_json(i, gates) for i in result.dispatchable]}
         if show_all:
-            payload["held"] = [{**_issue_json(h.issue), "reason": h.reason} for h in held]
+            payload["held"] = [{**_issue_json(h.issue, gates), "reason": h.reason} for h in held]
         actions.print_line(sys.stdout, json.dumps(payload, ensure_ascii=False))
         return
     for entry in result.dispatchable:
-        actions.print_line(sys.stdout, _issue_line(entry))
+        actions.print_line(sys.stdout, _issue_line(entry, gates if show_all else {}))
     for held_entry in held:
-        actions.print_line(sys.stdout, _issue_line(held_entry.issue) + f"  [held: {summary.plain(held_entry.reason)}]")
+        line = _issue_line(held_entry.issue, gates) + f"  [held: {summary.plain(held_entry.reason)}]"
+        actions.print_line(sys.stdout, line)
     if not result.dispatchable and not held:
         actions.print_line(sys.stderr, "jit-dispatch: no dispatchable issue")
 
 
-def _issue_line(issue: Issue) -> str:
-    return f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
+def _issue_line(issue: Issue, gates: Mapping[str, Gate]) -> str:
+    line = f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
+    needed = gate_rules.needed(issue, gates) if gates else []
+    return line + (f"  [gates: {summary.plain(gate_rules.needed_text(needed))}]" if needed else "")
 
 
-def _issue_json(issue: Issue) -> dict[str, Any]:
+def _issue_json(issue: Issue, gates: Mapping[str, Gate]) -> dict[str, Any]:
     return {
         **summary.issue_json(issue),
         "labels": list(issue.labels),
         "created_at": issue.raw.get("created_at"),
         "attempts": issue.failed_attempts,
+        "gates_needed": gate_rules.needed(issue, gates),
     }
 
 

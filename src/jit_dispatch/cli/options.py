@@ -57,6 +57,50 @@ class DurationType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class CheckType(click.ParamType):
+    """A `--check` command; from the environment (the Action's `checks` input), one per line."""
+
+    name = "command"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [line.strip() for line in rv.splitlines() if line.strip()]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not str(value).strip():
+            self.fail("an empty command", param, ctx)
+        return str(value)
+
+
+def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """jit's quality gates and `--check` commands (README, "Quality gates")."""
+    decorators = [
+        env_option(
+            "--gates",
+            type=click.Choice(["run", "skip"]),
+            default="run",
+            show_default=True,
+            help="run: jit's auto prechecks after the claim, auto postchecks before done. skip: leave them to jit.",
+        ),
+        env_option(
+            "--on-gate-failure",
+            type=click.Choice(["release", "gated"]),
+            default="release",
+            show_default=True,
+            help="A failed auto postcheck: release the issue (a failed attempt), or leave it gated as jit does.",
+        ),
+        env_option(
+            "--check",
+            "checks",
+            multiple=True,
+            type=CheckType(),
+            help="A command that must pass after a successful command, for any tracker (repeatable).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A click option that also reads `JIT_DISPATCH_<NAME>`."""
     name = next(d for d in decls if d.startswith("--")).lstrip("-").split("/")[0]

@@ -42,7 +42,19 @@ STORE_KEYS = (
     "pass_token",
 )
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
-CONFIGURABLE = ("command", "labels", "exclude_labels", "min_priority", "timeout", "max_attempts", "shell", "workdir")
+CONFIGURABLE = (
+    "command",
+    "labels",
+    "exclude_labels",
+    "min_priority",
+    "timeout",
+    "max_attempts",
+    "shell",
+    "workdir",
+    "gates",
+    "on_gate_failure",
+    "checks",
+)
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 
 
@@ -82,6 +94,9 @@ class AgentSettings:
     max_attempts: int = 3
     shell: str = "bash"
     workdir: Path | None = None
+    gates: str = "run"  # run jit's auto gates, or "skip" them (leave them to jit)
+    on_gate_failure: str = "release"  # or "gated", as jit does
+    checks: tuple[str, ...] = ()  # `--check` commands, for any tracker
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,9 @@ def build_request(
         spread_total=spread[1],
         heartbeat_seconds=heartbeat or default_heartbeat(store),
         scratch_dir=context.runner_temp,
+        gates=run.gates,
+        on_gate_failure=run.on_gate_failure,
+        checks=run.checks,
     )
 
 
@@ -155,6 +173,9 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
         max_attempts=values["max_attempts"],
         shell=values["shell"],
         workdir=values["workdir"],
+        gates=values["gates"],
+        on_gate_failure=values["on_gate_failure"],
+        checks=tuple(values["checks"]),
     )
 
 

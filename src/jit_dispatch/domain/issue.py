@@ -25,6 +25,10 @@ CTX_RUN = "dispatch.run"
 CTX_ATTEMPTS = "dispatch.attempts"
 CTX_LAST_REASON = "dispatch.last_reason"
 CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
+# Parking is a context key, not a label: jit validates labels against the store's namespace
+# registry, and neither era's registry knows `dispatch:` (docs/gates.md#parking). A label
+# left by an older jit-dispatch still counts; GitHub Issues park with the label.
+CTX_PARKED_AT = "dispatch.parked_at"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
 # jit's label format (O/labels.rs), plus `ns:*` for "any value in the namespace" in filters.
@@ -62,6 +66,10 @@ class Issue:
         return self.id[:8]
 
     @property
+    def parked(self) -> bool:
+        return CTX_PARKED_AT in self.context or PARKED_LABEL in self.labels
+
+    @property
     def failed_attempts(self) -> int:
         try:
             return max(0, int(self.context.get(CTX_ATTEMPTS, "0")))
@@ -71,9 +79,18 @@ class Issue:
 
 @dataclass(frozen=True)
 class Gate:
+    """A gate of jit's registry (docs/jit-format.md#gates); `definition` is its entry as the registry holds it."""
+
     key: str
     stage: str  # "precheck" | "postcheck"
     mode: str  # "manual" | "auto"
+    priority: int = 100  # newer jit: prechecks run in this order (lower first)
+    definition: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def checker(self) -> Mapping[str, Any] | None:
+        checker = self.definition.get("checker")
+        return checker if isinstance(checker, Mapping) else None
 
 
 def parse_timestamp(value: str) -> datetime:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jit_dispatch.domain.issue import PARKED_LABEL, Gate, Issue
+from jit_dispatch.domain.gates import problems as gate_problems
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.values import PRIORITY_RANK, RESOLVED_STATES, State
 
 
@@ -63,8 +64,8 @@ def unpassed_manual_prechecks(issue: Issue, gates: Mapping[str, Gate]) -> list[s
 
 def hold_reason(issue: Issue, gates: Mapping[str, Gate]) -> str | None:
     """Why an available issue is still not dispatchable, or None."""
-    if PARKED_LABEL in issue.labels:
-        return f"parked ({PARKED_LABEL}): {issue.context.get('dispatch.last_reason', 'no reason')}"
+    if issue.parked:
+        return f"parked: {issue.context.get('dispatch.last_reason', 'no reason')}"
     prechecks = unpassed_manual_prechecks(issue, gates)
     if prechecks:
         return "manual precheck not passed: " + ", ".join(prechecks)
@@ -112,10 +113,12 @@ def plan(
     gates: Mapping[str, Gate],
     filters: Filters,
     locked: Iterable[str] = (),
+    run_gates: bool = True,
 ) -> Plan:
     """Split the available issues matching the filters into dispatchable and held, in order.
 
-    `locked`: issues another runner holds a remote claim lock for (remote mode).
+    `locked`: issues another runner holds a remote claim lock for (remote mode). `run_gates`: an
+    issue whose required gates cannot be run as jit would (undefined, broken checker) is held.
     """
     taken = frozenset(locked)
     dispatchable: list[Issue] = []
@@ -124,6 +127,8 @@ def plan(
         if not matches_filters(issue, filters) or not is_available(issue, states):
             continue
         reason = "being claimed by another runner (remote lock)" if issue.id in taken else hold_reason(issue, gates)
+        if reason is None and run_gates and issue.gates_required and (broken := gate_problems(issue, gates)):
+            reason = broken[0]
         if reason is None:
             dispatchable.append(issue)
         else:

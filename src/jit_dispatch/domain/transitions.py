@@ -17,6 +17,7 @@ from jit_dispatch.domain.issue import (
     CTX_CLAIMED_AT,
     CTX_HEARTBEAT_AT,
     CTX_LAST_REASON,
+    CTX_PARKED_AT,
     CTX_RUN,
     PARKED_LABEL,
 )
@@ -78,7 +79,7 @@ def complete(raw: Raw, now: str) -> tuple[Raw, list[Event], Outcome]:
 
 
 def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], Outcome]:
-    """Failure: clear the assignee, back to ready, count the attempt; park at the limit."""
+    """Failure: clear the assignee, back to ready, count the attempt; park at the limit (`dispatch.parked_at`)."""
     new = deepcopy(raw)
     previous = new.get("assignee") or ""
     context = new.setdefault("context", {})
@@ -91,8 +92,7 @@ def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, li
     outcome = Outcome.RELEASED
     if attempts >= max_attempts:
         outcome = Outcome.PARKED
-        if PARKED_LABEL not in new["labels"]:
-            new["labels"] = [*new["labels"], PARKED_LABEL]
+        context.setdefault(CTX_PARKED_AT, now)
     new["assignee"] = None
     events: list[Event] = []
     if previous:  # jit's newest reader rejects an issue_released with an empty assignee
@@ -132,10 +132,13 @@ def heartbeat(raw: Raw, now: str) -> Raw:
 
 def unpark(raw: Raw, now: str) -> Raw | None:
     """Let runners take a parked issue again; its attempt count starts over. None: not parked."""
-    if PARKED_LABEL not in raw.get("labels", []):
+    labels, context = raw.get("labels", []), raw.get("context", {})
+    if PARKED_LABEL not in labels and CTX_PARKED_AT not in context:
         return None
     new = deepcopy(raw)
-    new["labels"] = [label for label in new["labels"] if label != PARKED_LABEL]
-    new.setdefault("context", {})[CTX_ATTEMPTS] = "0"
+    new["labels"] = [label for label in labels if label != PARKED_LABEL]
+    context = new.setdefault("context", {})
+    context.pop(CTX_PARKED_AT, None)
+    context[CTX_ATTEMPTS] = "0"
     new["updated_at"] = now
     return new

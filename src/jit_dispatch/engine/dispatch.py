@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome
+from jit_dispatch.engine.gates import Setting, run_steps
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
@@ -44,6 +47,9 @@ class Request:
     spread_total: int = 1
     heartbeat_seconds: float | None = None  # refresh dispatch.heartbeat_at this often while running
     scratch_dir: str | None = None  # where the issue file is written ($RUNNER_TEMP in Actions)
+    gates: str = "run"  # run jit's auto gates ("skip": leave them to jit, as before)
+    on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
+    checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
 
 
 @dataclass
@@ -64,12 +70,32 @@ class Result:
     held: list[Held] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sync: dict[str, object] = field(default_factory=dict)  # remote mode: push attempts, commits
+    gates: list[GateRun] = field(default_factory=list)  # gate and check runs, in the order they ran
+    planned: list[Step] = field(default_factory=list)  # dry run: what would run
+    failed_gate: str | None = None  # the key (or check command) that decided a failure
 
 
 class Hooks(Protocol):
     def command_starting(self, issue: Issue, attempt: int) -> None: ...
     def output(self, chunk: bytes) -> None: ...
     def command_finished(self, run: RunResult) -> None: ...
+    def gate_starting(self, step: Step) -> None: ...
+    def gate_finished(self, run: GateRun) -> None: ...
+
+
+@dataclass(frozen=True)
+class Steps:
+    """This issue's checkers: auto prechecks, then auto postchecks and `--check`s after the command."""
+
+    pre: list[Step]
+    post: list[Step]
+
+    @classmethod
+    def plan(cls, issue: Issue, registry: Mapping[str, Gate], request: Request) -> Steps:
+        run = request.gates == "run"
+        pre = gate_rules.auto_steps(issue, registry, PRECHECK) if run else []
+        post = gate_rules.auto_steps(issue, registry, POSTCHECK) if run else []
+        return cls(pre, post + gate_rules.check_steps(request.checks, request.timeout))
 
 
 def exit_code_for(result: Result, fail_on_command_failure: bool = True) -> int:
@@ -111,7 +137,9 @@ def dispatch_once(
     """Select, claim, run and settle one issue (first finishing any settle an earlier run left half-done)."""
     repaired = [] if request.dry_run else tracker.repair()
     snapshot = tracker.snapshot()
-    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked)
+    plan = selection.plan(
+        snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
+    )
     result = Result(
         Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
     )
@@ -122,12 +150,16 @@ def dispatch_once(
         top = plan.dispatchable[0]
         result.outcome, result.issue, result.attempt = Outcome.DRY_RUN, top, top.failed_attempts + 1
         result.store = tracker.location_of(top.id)
+        steps = Steps.plan(top, snapshot.gates, request)
+        result.planned = steps.pre + steps.post
         result.reason = f"would claim {top.short_id} ({len(plan.dispatchable)} dispatchable)"
+        if result.planned:
+            result.reason += "; would run " + ", ".join(step.label for step in result.planned)
     else:
         candidates = selection.spread(plan.dispatchable, request.spread_index, request.spread_total)
         claimed = claim_first(tracker, request, candidates, cancel)
         if claimed is not None:
-            run_claimed(tracker, request, claimed, cancel, hooks, base_env or os.environ, result)
+            run_claimed(tracker, request, claimed, cancel, hooks, base_env or os.environ, result, snapshot.gates)
         else:
             result.cancelled_by = cancel.signum
             taken = "every candidate was taken by another runner"
@@ -155,8 +187,9 @@ def run_claimed(
     hooks: Hooks,
     base_env: Mapping[str, str],
     result: Result,
+    registry: Mapping[str, Gate] | None = None,
 ) -> Result:
-    """Run the command for an issue this runner holds, then settle it; fills in `result`."""
+    """Prechecks, the command, postchecks for an issue this runner holds, then settle it; fills in `result`."""
     result.issue, result.attempt = claimed, claimed.failed_attempts + 1
     result.store = tracker.location_of(claimed.id)
     if cancel.signum is not None:  # cancelled between claim and start: give it straight back
@@ -164,17 +197,65 @@ def run_claimed(
         result.cancelled_by = cancel.signum
         reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)
+    steps = Steps.plan(claimed, registry or {}, request)
+    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
+    keep_gated = False
     try:
+        issue_file = scratch / f"{claimed.id}.json"
+        issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
+        setting = Setting(
+            root=tracker.checker_root(claimed.id),
+            workdir=request.workdir,
+            shell=request.shell,
+            command_env=command_env(base_env, claimed, request.agent, result.attempt, issue_file),
+            base_env=base_env,
+            history=lambda key: tracker.gate_history(claimed.id, key),
+        )
         with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
-            run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+            reason, keep_gated = _work(request, claimed, steps, setting, cancel, hooks, result)
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
-        return _settle(tracker, request, result, claimed, f"dispatcher error: {type(exc).__name__}: {exc}")
-    if run.cancelled_by is not None:
+        reason = f"dispatcher error: {type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
+    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
+
+
+def _work(
+    request: Request,
+    issue: Issue,
+    steps: Steps,
+    setting: Setting,
+    cancel: CancelToken,
+    hooks: Hooks,
+    result: Result,
+) -> tuple[str | None, bool]:
+    """(why it failed or None, whether a failure still settles as `gated`)."""
+    result.gates.extend(run_steps(steps.pre, issue, setting, cancel, hooks))
+    if cancel.signum is not None:
+        result.cancelled_by = cancel.signum
+        return f"cancelled ({signal.Signals(cancel.signum).name}) before the command started", False
+    if failed := gate_rules.first_failure(result.gates):
+        result.failed_gate = failed.step.key
+        return failed.reason, False
+    run = _run(issue, result.attempt or 1, request, setting.command_env, cancel, hooks)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
     result.cancelled_by = run.cancelled_by
-    return _settle(tracker, request, result, claimed, failure_reason(run, request.timeout))
+    if (reason := failure_reason(run, request.timeout)) is not None:
+        return reason, False
+    post = run_steps(steps.post, issue, setting, cancel, hooks)
+    result.gates.extend(post)
+    if cancel.signum is not None:
+        result.cancelled_by = cancel.signum
+        return f"cancelled ({signal.Signals(cancel.signum).name})", False
+    failed = gate_rules.first_failure(post)
+    if failed is None:
+        return None, False
+    result.failed_gate = failed.step.key
+    only_gates_failed = all(run.passed or run.step.kind == GATE for run in post)
+    return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
 
 
 class Heartbeat:
@@ -206,37 +287,37 @@ def _run(
     issue: Issue,
     attempt: int,
     request: Request,
+    env: Mapping[str, str],
     cancel: CancelToken,
     hooks: Hooks,
-    base_env: Mapping[str, str],
 ) -> RunResult:
-    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
-    try:
-        issue_file = scratch / f"{issue.id}.json"
-        issue_file.write_text(json.dumps(issue.raw, indent=2, ensure_ascii=False), encoding="utf-8")
-        hooks.command_starting(issue, attempt)
-        run = run_command(
-            shell_argv(request.shell, expand_command(request.command)),
-            cwd=request.workdir,
-            env=command_env(base_env, issue, request.agent, attempt, issue_file),
-            timeout=request.timeout,
-            cancel=cancel,
-            write_output=hooks.output,
-        )
-        hooks.command_finished(run)
-        return run
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    hooks.command_starting(issue, attempt)
+    run = run_command(
+        shell_argv(request.shell, expand_command(request.command)),
+        cwd=request.workdir,
+        env=env,
+        timeout=request.timeout,
+        cancel=cancel,
+        write_output=hooks.output,
+    )
+    hooks.command_finished(run)
+    return run
 
 
-def _settle(tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None) -> Result:
-    """Success completes the issue; any failure releases it (parking at the attempt limit)."""
+def _settle(
+    tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None, *, keep_gated: bool = False
+) -> Result:
+    """Success completes the issue; any failure releases it (parking at the attempt limit).
+
+    The gate runs travel with the settlement, so they are recorded in the same transaction.
+    """
     settlement: Settlement
+    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE]
     try:
-        if reason is None:
-            settlement = tracker.complete(issue.id, request.agent)
+        if reason is None or keep_gated:
+            settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
         else:
-            settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts)
+            settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)
     except TrackerError as exc:  # the run happened; report it even though the store refused
         result.outcome = Outcome.ERROR
         result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.gates import GateRun, Step
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import Request, Result, claim_first, run_claimed
@@ -55,24 +56,38 @@ class Slot:
 
 
 class LogHooks:
-    """A command's output goes to a log file per issue; the pool prints one line per event."""
+    """A claim's output (gates and command) goes to one log file; the pool prints one line per event."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._handle: BinaryIO | None = None
 
+    def _open(self, header: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("ab")
+        self._handle.write(header.encode("utf-8", errors="replace"))
+
+    def _close(self, footer: str = "") -> None:
+        if self._handle is not None:
+            self._handle.write(footer.encode("utf-8", errors="replace"))
+            self._handle.close()
+            self._handle = None
+
     def command_starting(self, issue: Issue, attempt: int) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._handle = (self.log_dir / f"{issue.short_id}-attempt{attempt}.log").open("ab")
+        self._open("")
 
     def output(self, chunk: bytes) -> None:
         if self._handle is not None:
             self._handle.write(chunk)
 
     def command_finished(self, run: RunResult) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._close()
+
+    def gate_starting(self, step: Step) -> None:
+        self._open(f"\n--- jit-dispatch: {step.label} ({step.stage})\n")
+
+    def gate_finished(self, run: GateRun) -> None:
+        self._close(f"\n--- jit-dispatch: {run.step.label}: {run.status}\n")
 
 
 class Pool:
@@ -189,7 +204,12 @@ class Pool:
             if slot.free <= 0 or self.cancel.cancelled:
                 continue
             plan = selection.plan(
-                snapshot.issues, snapshot.states, snapshot.gates, slot.request.filters, snapshot.locked
+                snapshot.issues,
+                snapshot.states,
+                snapshot.gates,
+                slot.request.filters,
+                snapshot.locked,
+                slot.request.gates == "run",
             )
             candidates = [issue for issue in plan.dispatchable if issue.id not in taken]
             while slot.free > 0 and candidates and not self.cancel.cancelled:
@@ -198,13 +218,15 @@ class Pool:
                     break
                 taken.add(claimed.id)
                 candidates = [issue for issue in candidates if issue.id != claimed.id]
-                self._start(slot, claimed)
+                self._start(slot, claimed, snapshot.gates)
                 claimed_now += 1
         queue["ready_issues"] = max(0, queue["ready_issues"] - claimed_now)
         return claimed_now, queue
 
-    def _start(self, slot: Slot, issue: Issue) -> None:
-        thread = threading.Thread(target=self._run_one, args=(slot, issue), name=f"run-{issue.short_id}", daemon=True)
+    def _start(self, slot: Slot, issue: Issue, registry: Mapping[str, Gate]) -> None:
+        thread = threading.Thread(
+            target=self._run_one, args=(slot, issue, registry), name=f"run-{issue.short_id}", daemon=True
+        )
         with self._lock:
             slot.running[issue.id] = thread
         self.emit("claim", **self._issue_fields(slot, issue))
@@ -222,12 +244,12 @@ class Pool:
             "capacity": slot.capacity,
         }
 
-    def _run_one(self, slot: Slot, issue: Issue) -> None:
-        hooks = LogHooks(self.log_dir)
+    def _run_one(self, slot: Slot, issue: Issue, registry: Mapping[str, Gate]) -> None:
+        hooks = LogHooks(self.log_dir / f"{issue.short_id}-attempt{issue.failed_attempts + 1}.log")
         result = Result(Outcome.ERROR, slot.request.agent, self.tracker.location)
         result.command = slot.request.command
         try:
-            run_claimed(self.tracker, slot.request, issue, self.cancel, hooks, self.base_env, result)
+            run_claimed(self.tracker, slot.request, issue, self.cancel, hooks, self.base_env, result, registry)
         except Exception as exc:  # a tracker failure must not take the pool down
             result.outcome, result.reason = Outcome.ERROR, str(exc)
         finally:

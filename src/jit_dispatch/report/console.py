@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import Result
@@ -33,11 +34,7 @@ class ConsoleHooks:
     def command_starting(self, issue: Issue, attempt: int) -> None:
         title = summary.plain(issue.title)
         self.say(f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {title}")
-        if self.in_actions:
-            actions.print_line(self.sink, f"::group::jit-dispatch: command output for {issue.short_id}")
-        if self.fence_output:
-            self._stop_token = actions.new_stop_token()
-            actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
+        self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
     def output(self, chunk: bytes) -> None:
         if self._secret:
@@ -62,16 +59,38 @@ class ConsoleHooks:
             pass  # nobody reads the log any more; the tail is still kept for the summary
 
     def command_finished(self, run: RunResult) -> None:
-        if self._pending:
+        self._end_output(run.tail)
+
+    def _start_output(self, group: str) -> None:
+        if self.in_actions:
+            actions.print_line(self.sink, f"::group::{group}")
+        if self.fence_output:
+            self._stop_token = actions.new_stop_token()
+            actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
+
+    def _end_output(self, tail: str) -> None:
+        if self._pending:  # held back in case it began the secret: it did not
             self._write(self._pending)
             self._pending = b""
-        if run.tail and not run.tail.endswith("\n"):
+        if tail and not tail.endswith("\n"):
             actions.print_line(self.sink, "")
         if self._stop_token:
             actions.print_line(self.sink, f"::{self._stop_token}::")
             self._stop_token = None
         if self.in_actions:
             actions.print_line(self.sink, "::endgroup::")
+
+    def gate_starting(self, step: Step) -> None:
+        """Each checker's output in its own log group, `gate KEY` (`check CMD`), fenced like the command's."""
+        name = summary.plain(step.key)
+        self.say(f"jit-dispatch: running {summary.plain(step.label)}")
+        self._start_output(f"{step.kind} {name}" if self.in_actions else "")
+
+    def gate_finished(self, run: GateRun) -> None:
+        self._end_output(run.output)
+        seconds = run.duration_ms / 1000
+        verdict = f"{run.step.label} passed" if run.passed else run.reason
+        self.say(f"jit-dispatch: {summary.plain(verdict)} ({seconds:.2f}s)")
 
 
 def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:

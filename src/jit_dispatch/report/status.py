@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.issue import PARKED_LABEL, Issue, parse_timestamp
+from jit_dispatch.domain.gates import needed, needed_text
+from jit_dispatch.domain.issue import Gate, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
@@ -29,6 +30,7 @@ class Status:
     warnings: list[str]
     queue: dict[str, Any] = field(default_factory=dict)
     trend: list[tuple[datetime, int, int]] = field(default_factory=list)  # hour, done, released
+    gates: Mapping[str, Gate] = field(default_factory=dict)  # the registry: which gates an issue still needs
 
 
 SETTLE_EVENTS = ("issue_completed", "issue_released")
@@ -83,7 +85,7 @@ def build_status(
         for issue in sorted(snapshot.issues, key=selection.dispatch_order)
         if issue.state not in TERMINAL_STATES and (deps := selection.blocking_dependencies(issue, snapshot.states))
     ]
-    parked = [i for i in sorted(snapshot.issues, key=selection.dispatch_order) if PARKED_LABEL in i.labels]
+    parked = [i for i in sorted(snapshot.issues, key=selection.dispatch_order) if i.parked]
     claims = dispatcher_claims(snapshot.issues, now)
     claims += [
         Claim(i, i.assignee or "nobody", 0.0, 0.0)
@@ -104,6 +106,7 @@ def build_status(
         snapshot.warnings,
         queue,
         trend,
+        snapshot.gates,
     )
 
 
@@ -123,8 +126,11 @@ def status_json(status: Status) -> dict[str, Any]:
     return {
         "store": status.location,
         "counts": status.counts,
-        "dispatchable": [issue_json(i) for i in status.dispatchable],
-        "held": [{**issue_json(h.issue), "reason": h.reason} for h in status.held],
+        "dispatchable": [{**issue_json(i), "gates_needed": needed(i, status.gates)} for i in status.dispatchable],
+        "held": [
+            {**issue_json(h.issue), "reason": h.reason, "gates_needed": needed(h.issue, status.gates)}
+            for h in status.held
+        ],
         "blocked": [{**issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
         "in_progress": [_claim_json(c, status.stale_after) for c in status.claims],
         "parked": [{**issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
@@ -144,7 +150,8 @@ def status_text(status: Status) -> str:
             lines.extend(f"  {row}" for row in rows)
 
     def head(entry: dict[str, Any]) -> str:
-        return f"{entry['short_id']}  {entry['priority']:<8}  {plain(entry['title'])}"
+        gates = f"  [gates: {plain(needed_text(entry['gates_needed']))}]" if entry.get("gates_needed") else ""
+        return f"{entry['short_id']}  {entry['priority']:<8}  {plain(entry['title'])}{gates}"
 
     section("Dispatchable, in order", [head(e) for e in data["dispatchable"]])
     section("Ready but held back", [f"{head(e)}  [{plain(e['reason'])}]" for e in data["held"]])

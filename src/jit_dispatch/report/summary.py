@@ -9,9 +9,11 @@ in a terminal they are stripped of control characters.
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
 
+from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
@@ -133,18 +135,52 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
     if result.sync:
         lines.append(_row("Remote", _sync_text(result.sync)))
     if result.output_bytes:
-        tail = output_tail(result.output_tail)
-        shown = len(tail.splitlines())
-        lines += [
-            "",
-            f"<details><summary>Output: last {shown} lines of {human_size(result.output_bytes)}</summary>",
-            "",
-            md_code_block(tail),
-            "",
-            "</details>",
-        ]
+        lines += _tail_block("Output", result.output_tail, result.output_bytes)
+    lines.extend(_gates_table(result))
     lines.extend(_warnings(result.warnings))
     return "\n".join(lines) + "\n"
+
+
+def _tail_block(what: str, text: str, size: int) -> list[str]:
+    tail = output_tail(text)
+    shown = len(tail.splitlines())
+    summary_line = f"<details><summary>{what}: last {shown} lines of {human_size(size)}</summary>"
+    return ["", summary_line, "", md_code_block(tail), "", "</details>"]
+
+
+def gate_json(run: GateRun) -> dict[str, Any]:
+    """One row of the gates table, as `--json` and the `gates` output give it."""
+    return {
+        "key": run.step.key,
+        "kind": run.step.kind,
+        "stage": run.step.stage,
+        "result": run.status,
+        "duration_seconds": round(run.duration_ms / 1000, 3),
+        "exit_code": run.exit_code,
+        "reason": None if run.passed else run.reason,
+        "run_id": run.run_id if run.step.kind == GATE else None,
+    }
+
+
+def _gates_table(result: Result) -> list[str]:
+    """Gate, stage, result, duration and exit code of every checker that ran; the failing one's tail."""
+    if result.planned:
+        rows = [f"| {md_code_span(s.key, 120)} | {s.kind} | {s.stage} | would run | – | – |" for s in result.planned]
+    else:
+        rows = []
+        for run in result.gates:
+            icon = "✅" if run.passed else "❌"
+            code = "–" if run.exit_code is None else str(run.exit_code)
+            verdict = f"{icon} {run.status}" + ("" if run.passed or run.exit_code is not None else f" ({run.message})")
+            cells = [md_code_span(run.step.key, 120), run.step.kind, run.step.stage, md_text(verdict, 200)]
+            rows.append("| " + " | ".join([*cells, f"{run.duration_ms / 1000:.2f} s", code]) + " |")
+    if not rows:
+        return []
+    lines = ["", "| Gate | Kind | Stage | Result | Duration | Exit code |", "|---|---|---|---|---|---|", *rows]
+    failed = next((r for r in result.gates if not r.passed and r.step.key == result.failed_gate), None)
+    if failed is not None and failed.output_bytes:
+        lines += _tail_block(f"{failed.step.label} output", failed.output, failed.output_bytes)
+    return lines
 
 
 def _sync_text(sync: dict[str, Any]) -> str:
@@ -191,6 +227,9 @@ def summary_text(result: Result, max_attempts: int) -> str:
     lines = [f"{head} {issue.short_id} {plain(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
+    for run in result.gates:
+        code = "" if run.exit_code is None else f", exit {run.exit_code}"
+        lines.append(f"  {plain(run.step.label)}: {run.status} ({run.duration_ms / 1000:.2f}s{code})")
     return "\n".join(lines)
 
 
@@ -210,6 +249,9 @@ def result_json(result: Result) -> dict[str, Any]:
         "reason": result.reason,
         "store": result.store,
         "promoted": list(result.promoted),
+        "gates": [gate_json(run) for run in result.gates]
+        or [{"key": s.key, "kind": s.kind, "stage": s.stage, "result": "would run"} for s in result.planned],
+        "failed_gate": result.failed_gate,
         "warnings": result.warnings,
         **(
             {"sync_attempts": result.sync.get("sync_attempts"), "commits": result.sync.get("commits")}
@@ -239,4 +281,6 @@ def step_outputs(result: Result) -> dict[str, str]:
         "reason": text(data["reason"]),
         "sync-attempts": text(result.sync.get("sync_attempts")),
         "commits": " ".join(str(c) for c in result.sync.get("commits", [])),
+        "gates": json.dumps(data["gates"], ensure_ascii=False),
+        "failed-gate": text(data["failed_gate"]),
     }

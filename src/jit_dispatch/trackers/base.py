@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from jit_dispatch.domain.issue import Gate, Issue
@@ -22,6 +23,9 @@ class Snapshot:
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
 
+
+# A gate run record as jit writes it to `gate-runs/<run_id>/result.json` (domain.gates.run_record).
+GateRecord = Mapping[str, Any]
 
 # A claim's signs of life as last seen: (dispatch.claimed_at, dispatch.heartbeat_at).
 Liveness = tuple[str | None, str | None]
@@ -57,19 +61,34 @@ class Tracker(Protocol):
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement: ...
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        """`done`, or `gated` while a required gate is not passed. `gate_runs` (jit's run records of
+        this cycle's checkers) are recorded in the same change: run files, `gates_status`, events."""
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         """Give the claim back with a reason; parks at `max_attempts`. With `seen` (the reaper), only if
         the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins."""
+
+    def checker_root(self, issue_id: str) -> Path | None:
+        """The repository root gate checkers run in (jit: the store's parent); None without a registry."""
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        """Earlier run records of the gate for the issue, oldest first (for `pass_context`)."""
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
 
     def unpark(self, issue_id: str) -> bool:
-        """Remove `dispatch:parked` (a person's decision); False when it was not parked."""
+        """Lift the parking (a person's decision); False when it was not parked."""
 
     def location_of(self, issue_id: str) -> str:
         """Where the issue lives, for the report (one tracker may span several stores)."""
@@ -105,6 +124,13 @@ class TrackerDefaults:
 
     def hurry(self, seconds: float) -> None:
         """Nothing slow to cut short."""
+
+    def checker_root(self, issue_id: str) -> Path | None:
+        """No gate registry: only `--check` commands run."""
+        return None
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        return []
 
     def stats(self) -> dict[str, object]:
         return {}

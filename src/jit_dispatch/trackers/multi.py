@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
 class MultiTracker(TrackerDefaults):
@@ -55,13 +56,26 @@ class MultiTracker(TrackerDefaults):
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         return self._store(issue_id).claim(issue_id, assignee, run, filters)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
-        return self._store(issue_id).complete(issue_id, assignee)
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        return self._store(issue_id).complete(issue_id, assignee, gate_runs=gate_runs)
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
-        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts, seen=seen)
+        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs)
+
+    def checker_root(self, issue_id: str) -> Path | None:
+        return self._store(issue_id).checker_root(issue_id)
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        return self._store(issue_id).gate_history(issue_id, gate_key)
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         return self._store(issue_id).heartbeat(issue_id, assignee)

@@ -12,7 +12,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from jit_dispatch.domain.staleness import LockWatch, lock_dead
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
@@ -113,13 +113,21 @@ class RefLockedTracker(GitHubTracker):
         return True
 
     # ------------------------------------------------------------------ settle
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        """No gate registry on GitHub Issues: `gate_runs` is always empty."""
         if issue_id not in self._held:
             return super().complete(issue_id, assignee)
         return self._settle_held(issue_id, DONE, "", 0)
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         """The runner's own release; or a person's (`release`) or the reaper's (`seen`), fenced on the lock."""
         if issue_id in self._held:

@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filt
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 
@@ -256,7 +256,8 @@ class GitHubTracker:
         markers = self._markers(number)
         return self._ours(issue_id, assignee, markers), rules.failed_attempts(markers)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
         number = self._number(issue_id)
         with self.api.doing(f"settle {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
@@ -267,7 +268,14 @@ class GitHubTracker:
         return Settlement(Outcome.DONE, attempts, warnings=self._finish_labels(issue_id, "done", False))
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
@@ -371,6 +379,13 @@ class GitHubTracker:
             self._remove_label(number, PARKED_LABEL)
         return True
 
+    def checker_root(self, issue_id: str) -> None:
+        """No gate registry on GitHub Issues: only `--check` commands run."""
+        return None
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        return []
+
     def hurry(self, seconds: float) -> None:
         self.api.hurry(seconds)
 
@@ -394,6 +409,7 @@ class GitHubTracker:
         """
         result.output_tail = self.api.scrub(result.output_tail)
         result.reason = self.api.scrub(result.reason) if result.reason else result.reason
+        result.gates = [replace(run, output=self.api.scrub(run.output)) for run in result.gates]  # `--check` output
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:

@@ -11,24 +11,26 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.files import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
 # never occurs inside a JSON string, so this finds the issue's own state without parsing.
 _STATES = frozenset(State)
+GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
 _STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
 
 
@@ -39,6 +41,14 @@ def _quick_state(data: bytes) -> str | None:
         return None
     state = match.group(1).decode()
     return state if state in _STATES else None
+
+
+def _gate(key: str, entry: dict[str, Any]) -> Gate:
+    """A registry entry as jit reads it: seed era without `priority` (100); the entry kept for planning."""
+    priority = entry.get("priority", 100)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        priority = 100
+    return Gate(key, str(entry.get("stage", "")), str(entry.get("mode", "")), priority, entry)
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,7 @@ class JitStore(TrackerDefaults):
             gates = registry.get("gates") if isinstance(registry, dict) else None
             if not isinstance(gates, dict):
                 raise TrackerError(f"{path}: field 'gates' must be an object")
-            self._gates = {
-                key: Gate(key, str(g.get("stage", "")), str(g.get("mode", "")))
-                for key, g in gates.items()
-                if isinstance(g, dict)
-            }
+            self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
@@ -232,14 +238,16 @@ class JitStore(TrackerDefaults):
         self._append_events(events)
         return issue_from_raw(raw)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
+            now = transitions.format_timestamp()
+            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
+            raw, events, outcome = transitions.complete(judged, now)
             self._write_issue(raw)
-        self._append_events(events)
+        self._append_events(gate_events + events)
         promoted = self._promote_unblocked(issue_id) if outcome == Outcome.DONE else ()
         return Settlement(outcome, current.failed_attempts, promoted)
 
@@ -275,7 +283,14 @@ class JitStore(TrackerDefaults):
         return tuple(promoted)
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
@@ -283,12 +298,39 @@ class JitStore(TrackerDefaults):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            raw, events, outcome = transitions.release(
-                current.raw, reason, max_attempts, transitions.format_timestamp()
-            )
+            now = transitions.format_timestamp()
+            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
+            raw, events, outcome = transitions.release(judged, reason, max_attempts, now)
             self._write_issue(raw)
-        self._append_events(events)
+        self._append_events(gate_events + events)
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+
+    def _record_gate_runs(
+        self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """As jit's `check_gate`: each run's `result.json` (temp + rename), then `gates_status` and events."""
+        for record in records:
+            path = self.root / GATE_RUNS / record["run_id"] / "result.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, dumps_pretty(dict(record)))
+            self.changed.add(path)
+        return gate_rules.apply_records(raw, records, now)
+
+    def checker_root(self, issue_id: str) -> Path | None:
+        """jit runs checkers in the store's parent directory (the repository root)."""
+        return self.root.absolute().parent
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
+        """This gate's earlier runs for the issue, oldest first; unreadable records are skipped."""
+        runs = []
+        for path in (self.root / GATE_RUNS).glob("*/result.json"):
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("issue_id") == issue_id and record.get("gate_key") == gate_key:
+                runs.append(record)
+        return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         with self._locked(issue_id):

@@ -32,7 +32,7 @@ import secrets
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -42,7 +42,7 @@ from jit_dispatch.domain.issue import LOCK_PREFIX, Issue, issue_from_raw
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.remote.git import Git, GitError, last_line, redact
 
@@ -159,15 +159,31 @@ class RemoteJitTracker(TrackerDefaults):
         recording.start()
         return issue_from_raw(raw)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
-        return self._settle(issue_id, assignee, lambda store: store.complete(issue_id, assignee))
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        return self._settle(issue_id, assignee, lambda store: store.complete(issue_id, assignee, gate_runs=gate_runs))
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
-        return self._settle(
-            issue_id, assignee, lambda store: store.release(issue_id, assignee, reason, max_attempts, seen=seen)
-        )
+        def operation(store: JitStore) -> Settlement:
+            return store.release(issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs)
+
+        return self._settle(issue_id, assignee, operation)
+
+    def checker_root(self, issue_id: str) -> Path | None:
+        """The checkout being run: gates judge the work there, while the record goes to the branch."""
+        return self.git.repo / PurePosixPath(self.settings.jit_path).parent
+
+    def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, object]]:
+        with self._busy:
+            return self.store.gate_history(issue_id, gate_key)
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         return self._transact(
