@@ -6,6 +6,7 @@ Errors end in one line on stderr and a documented exit code (README, "Exit codes
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping
@@ -135,10 +136,12 @@ def once(**options: Any) -> None:
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,
             allow_workflow_commands=settings.allow_workflow_commands,
+            secret=(settings.store.github_token or "") if settings.store.tracker == "github" else "",
         )
         result = dispatch_once(tracker, request, cancel, hooks)
         max_attempts = settings.run.max_attempts
-        if note := tracker.record_result(result, max_attempts):
+        render = functools.partial(summary.summary_markdown, max_attempts=max_attempts)
+        if note := tracker.record_result(result, render):
             result.warnings.append(note)  # GitHub: the summary goes into the settle comment
     warn(result.warnings, context)
     publish(result, context, max_attempts=max_attempts, as_json=settings.as_json, hooks=hooks)
@@ -151,7 +154,7 @@ def once(**options: Any) -> None:
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
     context = GitHubContext.from_environ()
-    with open_tracker(store_choice(options), context) as tracker:
+    with open_tracker(store_choice(options, read_only=True), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
         snapshot = tracker.snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)

@@ -150,7 +150,7 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--lock-prefix",
             default=LOCK_PREFIX,
             show_default=True,
-            help="Ref namespace of the per-issue claim locks (--sync git).",
+            help="Ref namespace of the per-issue claim locks (--sync git, --tracker github).",
         ),
         env_option(
             "--tracker",
@@ -193,6 +193,26 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Only open issues with this label are dispatched.",
         ),
         env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
+        env_option(
+            "--github-lock",
+            type=click.Choice(["refs", "comments"]),
+            default="refs",
+            show_default=True,
+            help="refs: a git ref per claim, arbitrated by GitHub (needs `contents: write`). comments: markers "
+            "only, safe only where lists are read-after-write consistent.",
+        ),
+        env_option(
+            "--trusted-actor",
+            "trusted_actors",
+            multiple=True,
+            help="Another login whose markers count (repeatable), e.g. a second app's bot. Default: only the "
+            "token's own identity and people with write access.",
+        ),
+        env_option(
+            "--pass-token",
+            is_flag=True,
+            help="Leave the token in the command's environment (default: removed from it, and from the live log).",
+        ),
         env_option(
             "--priority-labels",
             type=PriorityLabelsType(),

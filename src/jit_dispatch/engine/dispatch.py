@@ -134,12 +134,15 @@ def dispatch_once(
     hooks: Hooks,
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
-    """Select, claim, run and settle one issue."""
+    """Select, claim, run and settle one issue (first finishing any settle an earlier run left half-done)."""
+    repaired = [] if request.dry_run else tracker.repair()
     snapshot = tracker.snapshot()
     plan = selection.plan(
         snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
     )
-    result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
+    result = Result(
+        Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
+    )
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -322,6 +325,7 @@ def _settle(
         )
         return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
+    result.warnings.extend(settlement.warnings)
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result

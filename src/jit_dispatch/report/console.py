@@ -18,11 +18,14 @@ from jit_dispatch.report import actions, summary
 class ConsoleHooks:
     """Shows the command's output live; in Actions inside a log group, workflow commands fenced."""
 
-    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool) -> None:
+    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool, secret: str = "") -> None:
+        """`secret` (the tracker's token) is cut out of the live output; in Actions the runner masks it."""
         self.sink = sink
         self.in_actions = in_actions
         self.fence_output = in_actions and not allow_workflow_commands
         self._stop_token: str | None = None
+        self._secret = secret.strip().encode() if len(secret.strip()) >= 8 and not in_actions else b""
+        self._pending = b""  # the end of the output so far that may be the start of the secret
 
     def say(self, text: str) -> None:
         """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
@@ -34,6 +37,20 @@ class ConsoleHooks:
         self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
     def output(self, chunk: bytes) -> None:
+        if self._secret:
+            chunk = self._scrub(chunk)
+        self._write(chunk)
+
+    def _scrub(self, chunk: bytes) -> bytes:
+        """The secret replaced by `***`, also when it arrives split across chunks."""
+        data = (self._pending + chunk).replace(self._secret, b"***")
+        keep = next(
+            (n for n in range(min(len(self._secret) - 1, len(data)), 0, -1) if self._secret.startswith(data[-n:])), 0
+        )
+        self._pending = data[len(data) - keep :]
+        return data[: len(data) - keep]
+
+    def _write(self, chunk: bytes) -> None:
         try:
             self.sink.flush()
             self.sink.buffer.write(chunk)
@@ -52,6 +69,9 @@ class ConsoleHooks:
             actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
 
     def _end_output(self, tail: str) -> None:
+        if self._pending:  # held back in case it began the secret: it did not
+            self._write(self._pending)
+            self._pending = b""
         if tail and not tail.endswith("\n"):
             actions.print_line(self.sink, "")
         if self._stop_token:
