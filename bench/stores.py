@@ -149,7 +149,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _timestamp(ns: int, rng: random.Random, plus_zero: float = 0.0) -> str:
-    """jit's RFC 3339 styles: `Z` with 9 fraction digits, sometimes `+00:00` (jit-format §3.3)."""
+    """jit's RFC 3339 styles: `Z` with 9 fraction digits, sometimes `+00:00` (docs/jit-format.md#timestamps)."""
     seconds, fraction = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{fraction:09d}" + ("+00:00" if rng.random() < plus_zero else "Z")

@@ -19,7 +19,7 @@ from jit_dispatch.domain.values import Priority, State
 PARKED_LABEL = "dispatch:parked"
 LOCK_PREFIX = "refs/jit-dispatch/claims/"  # remote mode: one lock ref per claimed issue under this
 
-# Keys of `context` owned by the dispatcher (design §3.2).
+# Keys of `context` owned by the dispatcher (docs/jit-format.md#context).
 CTX_CLAIMED_AT = "dispatch.claimed_at"
 CTX_RUN = "dispatch.run"
 CTX_ATTEMPTS = "dispatch.attempts"
@@ -31,7 +31,7 @@ CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 CTX_PARKED_AT = "dispatch.parked_at"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
-# jit's label format (O/labels.rs), plus `ns:*` for "any value in the namespace" in filters.
+# jit's label format (docs/jit-format.md#labels), plus `ns:*` for "any value in the namespace" in filters.
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

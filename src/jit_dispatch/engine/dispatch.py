@@ -1,4 +1,4 @@
-"""The one algorithm: select → claim → run → settle (design §3). Reporting is the caller's.
+"""The one algorithm: select → claim → run → settle (docs/architecture.md#one-run). Reporting is the caller's.
 
 Everything tracker-specific sits behind `Tracker`; everything about the child process behind
 `runner.run_command`; the caller passes `Hooks` to show the command's output live.
@@ -99,7 +99,7 @@ class Steps:
 
 
 def exit_code_for(result: Result, fail_on_command_failure: bool = True) -> int:
-    """The contract of design §3.5."""
+    """The contract of docs/architecture.md#exit-codes."""
     if result.cancelled_by is not None:
         return 128 + result.cancelled_by
     if result.outcome == Outcome.ERROR:

@@ -1,4 +1,4 @@
-"""Run the configured command as a child process group (design §3.3).
+"""Run the configured command as a child process group (docs/architecture.md#run).
 
 Output is copied to the log as it arrives and only a bounded tail is kept, so memory stays flat
 whatever the command prints. A timeout or a cancellation stops the whole group: SIGTERM, a

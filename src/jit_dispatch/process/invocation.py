@@ -124,7 +124,7 @@ def shell_argv(shell: str, command: str) -> list[str]:
 
 
 def failure_reason(run: RunResult, timeout: float | None) -> str | None:
-    """None on success; otherwise the cause in plain words with its figure (design §3.4)."""
+    """None on success; otherwise the cause in plain words with its figure (docs/architecture.md#settle)."""
     if run.cancelled_by is not None:
         return f"cancelled ({signal.Signals(run.cancelled_by).name})"
     if run.timed_out:

@@ -1,5 +1,5 @@
 """What a run tells people: the Markdown step summary, the terminal lines, the JSON object and
-the step outputs (design §3.5). Pure rendering; writing them out is `actions.py`'s job.
+the step outputs (docs/architecture.md#report). Pure rendering; writing them out is `actions.py`'s job.
 
 Issue titles, labels and command output are untrusted. In Markdown they are HTML-escaped and
 stripped of Markdown syntax (or fenced with a fence longer than any backtick run they contain);
@@ -270,7 +270,7 @@ def result_json(result: Result) -> dict[str, Any]:
 
 
 def step_outputs(result: Result) -> dict[str, str]:
-    """The Action's outputs (design §3.5); every value a string, empty when not applicable."""
+    """The Action's outputs (docs/architecture.md#report); every value a string, empty when not applicable."""
     data = result_json(result)
     claimed = result.issue is not None and result.outcome.claimed
 

@@ -1,4 +1,4 @@
-"""Bytes on disk exactly as jit writes them (jit-format §3.4, §5.3, §6)."""
+"""Bytes on disk exactly as jit writes them (docs/jit-format.md#issue-files, #atomic-writes, #events)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from jit_dispatch.errors import TrackerError
 
-# jit's struct order for an issue (jit-format §3, O/domain/types.rs:125-154).
+# jit's struct order for an issue (docs/jit-format.md#issue-files).
 ISSUE_FIELDS = (
     "id",
     "title",
@@ -52,7 +52,7 @@ def dumps_event(event: dict[str, Any]) -> str:
 
 
 def store_error(path: Path | str, doing: str, exc: OSError) -> TrackerError:
-    """One line naming the file and the cause (docs/jit-format.md#atomic-write): exit 3."""
+    """One line naming the file and the cause (docs/jit-format.md#atomic-writes): exit 3."""
     if exc.errno == errno.ELOOP:
         cause = "it is a symbolic link; the dispatcher never writes through one"
     else:

@@ -1,4 +1,4 @@
-"""jit's advisory locks: `flock(2)` on separate `*.lock` files, 10 ms polling (jit-format §5.1)."""
+"""jit's advisory locks: `flock(2)` on separate `*.lock` files, 10 ms polling (docs/jit-format.md#locks)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The jit tracker, read and written natively in `.jit/` (jit-format.md §2-§6, §13).
+"""The jit tracker, read and written natively in `.jit/` (docs/jit-format.md: #layout to #locks).
 
 Writes follow jit's protocol: `.index.lock` then `issues/<id>.lock` (flock, exclusive), re-read
 inside the locks, temp file + rename, then events appended under `.events.lock`. Reads take no
@@ -297,7 +297,9 @@ class JitStore(TrackerDefaults):
         return Settlement(outcome, current.failed_attempts, tuple(promoted))
 
     def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
-        """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5).
+        """After a `done`, every backlog issue with all dependencies resolved becomes ready.
+
+        As jit promotes (docs/jit-format.md#promotion).
 
         Candidates come from the last snapshot. The snapshot predates the command, so a
         dependency that looked blocking may have finished meanwhile (another runner). Every state
