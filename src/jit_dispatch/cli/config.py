@@ -164,4 +164,4 @@ def load_config(path: Path) -> DispatchConfig:
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {_location(first, raw)}: {message}{more}") from None
+        raise UsageError(f"{path}: {_location(dict(first), raw)}: {message}{more}") from None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.cli.options import DurationType, ParamType, config_option, env_option, store_options
 from jit_dispatch.cli.settings import Scope, agent_settings, build_request, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
@@ -70,7 +70,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
     warn(repaired + snapshot.warnings, context)
-    lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
+    lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(str(r['reason']))}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
 
@@ -165,7 +165,7 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-class ListenType(click.ParamType):
+class ListenType(ParamType):
     """`HOST:PORT` (`PORT` alone: loopback)."""
 
     name = "host:port"

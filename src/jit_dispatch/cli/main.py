@@ -50,7 +50,8 @@ class LazyGroup(click.Group):
         if cmd_name in self.LAZY:
             from jit_dispatch.cli import fleet as fleet_cli
 
-            return getattr(fleet_cli, self.LAZY[cmd_name])
+            command: click.Command = getattr(fleet_cli, self.LAZY[cmd_name])
+            return command
         return super().get_command(ctx, cmd_name)
 
 

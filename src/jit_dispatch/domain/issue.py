@@ -119,7 +119,7 @@ def _enum(raw: Mapping[str, Any], key: str, kind: type[E]) -> E:
     member = _MEMBERS[kind].get(value)
     if member is None:
         raise IssueFormatError(f"field '{key}' has unknown value {value!r}")
-    return member
+    return member  # type: ignore[no-any-return]  # the table maps each enum's values to its members
 
 
 def _str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:

@@ -195,11 +195,11 @@ def run_claimed(
     if cancel.signum is not None:  # cancelled between claim and start: give it straight back
         tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
-        reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
-        return _settle(tracker, request, result, claimed, reason)
+        return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
     steps = Steps.plan(claimed, registry or {}, request)
     scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
     keep_gated = False
+    reason: str | None
     try:
         issue_file = scratch / f"{claimed.id}.json"
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -222,6 +222,12 @@ def run_claimed(
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
 
 
+def _cancelled(cancel: CancelToken, when: str = "") -> str:
+    """The reason of a cancelled run: `cancelled (SIGTERM)`, and when it came if before the command."""
+    name = signal.Signals(cancel.signum).name if cancel.signum is not None else "signal"
+    return f"cancelled ({name}) {when}".rstrip()
+
+
 def _work(
     request: Request,
     issue: Issue,
@@ -235,7 +241,7 @@ def _work(
     result.gates.extend(run_steps(steps.pre, issue, setting, cancel, hooks))
     if cancel.signum is not None:
         result.cancelled_by = cancel.signum
-        return f"cancelled ({signal.Signals(cancel.signum).name}) before the command started", False
+        return _cancelled(cancel, "before the command started"), False
     if failed := gate_rules.first_failure(result.gates):
         result.failed_gate = failed.step.key
         return failed.reason, False
@@ -247,9 +253,9 @@ def _work(
         return reason, False
     post = run_steps(steps.post, issue, setting, cancel, hooks)
     result.gates.extend(post)
-    if cancel.signum is not None:
+    if cancel.cancelled:  # a signal may have come while the postchecks ran
         result.cancelled_by = cancel.signum
-        return f"cancelled ({signal.Signals(cancel.signum).name})", False
+        return _cancelled(cancel), False
     failed = gate_rules.first_failure(post)
     if failed is None:
         return None, False

@@ -269,6 +269,11 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
+def _commits(result: Result) -> list[object]:
+    commits = result.sync.get("commits")
+    return commits if isinstance(commits, list) else []
+
+
 def step_outputs(result: Result) -> dict[str, str]:
     """The Action's outputs (docs/architecture.md#report); every value a string, empty when not applicable."""
     data = result_json(result)
@@ -288,7 +293,7 @@ def step_outputs(result: Result) -> dict[str, str]:
         "attempt": text(data["attempt"]),
         "reason": text(data["reason"]),
         "sync-attempts": text(result.sync.get("sync_attempts")),
-        "commits": " ".join(str(c) for c in result.sync.get("commits", [])),
+        "commits": " ".join(str(c) for c in _commits(result)),
         "gates": json.dumps(data["gates"], ensure_ascii=False),
         "failed-gate": text(data["failed_gate"]),
     }

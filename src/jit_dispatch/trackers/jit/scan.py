@@ -122,5 +122,6 @@ def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found
                 found.issues.append(issue)
             if state == State.BACKLOG:
                 found.backlog.append((issue_id, issue.dependencies))
-        states[issue_id] = state
+        if state is not None:  # always set by now: read from the file's state line, or parsed
+            states[issue_id] = state
     return unreadable

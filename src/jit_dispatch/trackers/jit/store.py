@@ -446,7 +446,7 @@ class JitStore(TrackerDefaults):
     def _new_issue_raw(spec: NewIssue, states: dict[str, str]) -> dict[str, Any]:
         now = spec.created_at or transitions.format_timestamp()
         blocked = any(states.get(dep) not in RESOLVED_STATES for dep in spec.dependencies)
-        raw = {
+        raw: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "title": spec.title,
             "description": spec.description,
