@@ -11,10 +11,8 @@ Two kinds of remote writes, for two jobs:
   rules re-checked), with jittered backoff. The claim is recorded in the background while the
   command runs, so runners never wait for each other on the branch before starting work.
 
-The user's working tree, index, HEAD and branches are never touched: `.jit/` is materialised in
-a scratch directory from the fetched tip (via `git archive`), commits are built with plumbing on
-a temporary index holding only `.jit/`, and the fetched tip sits under a private ref that is
-deleted on close. Cost follows the size of `.jit/`, not of the repository.
+The git side (listing, the scratch checkout, commits on a temporary index, leased pushes) is
+`plumbing.Plumbing`; this module is the protocol.
 
 A runner killed between taking a lock and recording its claim leaves a lock on an issue that is
 still `ready` on the branch. Such a lock is *orphaned* once older than `orphan_lock_seconds`
@@ -25,51 +23,25 @@ is the stale-claim reaper's job (`dispatch.claimed_at` records when).
 
 from __future__ import annotations
 
-import io
-import os
 import random
-import secrets
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 from jit_dispatch.domain import transitions
-from jit_dispatch.domain.issue import LOCK_PREFIX, Issue, issue_from_raw
+from jit_dispatch.domain.issue import Issue, issue_from_raw
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.jit.store import JitStore
-from jit_dispatch.trackers.remote.git import Git, GitError, last_line, redact
+from jit_dispatch.trackers.remote.git import Git, GitError
+from jit_dispatch.trackers.remote.plumbing import Plumbing, RemoteSettings
 
 T = TypeVar("T")
-BOT_NAME = "github-actions[bot]"
-BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
-# Words git prints when a push lost a race (as opposed to failing): retry or move on.
-_RACE_WORDS = ("stale info", "non-fast-forward", "fetch first", "already exists")
-# A push can also lose on the server: the ref moved (or appeared) between the advertisement and
-# the update, and the server's ref transaction refuses, "[remote rejected] (failed to update ref)"
-# after "cannot lock ref '…': is at X but expected Y" / "reference already exists" (git), or
-# "(incorrect old value provided)" (GitHub). Any other remote rejection (a hook, branch
-# protection, permissions) is a failure.
-_SERVER_RACE_WORDS = ("but expected", "reference already exists", "incorrect old value")
-
-
-@dataclass(frozen=True)
-class RemoteSettings:
-    branch: str
-    jit_path: str = ".jit"  # the store's path inside the repository
-    remote: str = "origin"
-    lock_prefix: str = LOCK_PREFIX
-    author_name: str = BOT_NAME
-    author_email: str = BOT_EMAIL
-    skip_ci: bool = True
-    max_push_attempts: int = 40
-    orphan_lock_seconds: float = 600.0
+__all__ = ["RemoteJitTracker", "RemoteSettings"]
 
 
 class RemoteJitTracker(TrackerDefaults):
@@ -78,13 +50,9 @@ class RemoteJitTracker(TrackerDefaults):
     def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
         self.git = git
         self.settings = settings
-        self.scratch = scratch
-        self.store = JitStore(scratch / "jit")
-        self.remote_name = redact(settings.remote)  # a URL may carry a token: never print it
-        self.location = f"{self.remote_name}/{settings.branch}:{settings.jit_path}"
-        self.tip: str | None = None
-        self._private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
-        self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
+        self.plumbing = Plumbing(git, settings, scratch)
+        self.store = self.plumbing.store
+        self.location = f"{self.plumbing.remote_name}/{settings.branch}:{settings.jit_path}"
         self._orphans: dict[str, str] = {}  # issue id → sha of an orphaned lock we may replace
         self._own_locks: dict[str, str] = {}  # issue id → sha of our lock commit
         self._busy = threading.RLock()  # one state transaction at a time (claim record, heartbeat, settle)
@@ -110,8 +78,8 @@ class RemoteJitTracker(TrackerDefaults):
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
         with self._busy:  # a claim may be being recorded in the background
-            tip, locks = self._list_remote()
-            self._sync_to(tip)
+            tip, locks = self.plumbing.list_remote()
+            self.plumbing.sync_to(tip)
             snapshot = self.store.snapshot(full_states)
         snapshot.locked = frozenset(self._live_locks(locks, snapshot.states))
         self._taken = set()
@@ -127,15 +95,15 @@ class RemoteJitTracker(TrackerDefaults):
         if not self._take_lock(issue_id, assignee, run):
             # Lost a race: others are claiming right now. One listing shows which of our next
             # candidates they hold already; finding that out by pushing costs a push for each.
-            _, locks = self._list_remote()
+            _, locks = self.plumbing.list_remote()
             self._taken = {i for i, sha in locks.items() if self._orphans.get(i) != sha}
             return None
         try:
             with self._busy:
                 # Another runner may have claimed, finished and unlocked it since our listing: a
                 # lock that can be created again says nothing about the issue. Look once more.
-                tip, _ = self._list_remote(locks=False)
-                self._sync_to(tip)
+                tip, _ = self.plumbing.list_remote(locks=False)
+                self.plumbing.sync_to(tip)
                 current = self.store.claimable(issue_id, filters)
                 if current is None:
                     self._drop_lock(issue_id)
@@ -176,16 +144,16 @@ class RemoteJitTracker(TrackerDefaults):
 
     def unpark(self, issue_id: str) -> bool:
         with self._busy:
-            self._sync_to(self._list_remote(locks=False)[0])
+            self.plumbing.sync_to(self.plumbing.list_remote(locks=False)[0])
             return self._transact(lambda store: store.unpark(issue_id), lambda _: "unpark", issue_id, "human")
 
     def issue_ids(self) -> list[str]:
         with self._busy:
-            self._sync_to(self._list_remote(locks=False)[0])
+            self.plumbing.sync_to(self.plumbing.list_remote(locks=False)[0])
             return self.store.issue_ids()
 
     def close(self) -> None:
-        self.git.run("update-ref", "-d", self._private_ref, check=False)
+        self.plumbing.close()
 
     # ------------------------------------------------------------------ locks
     def _lock_ref(self, issue_id: str) -> str:
@@ -195,9 +163,9 @@ class RemoteJitTracker(TrackerDefaults):
         stamp = transitions.format_timestamp()
         message = f"jit-dispatch lock {issue_id}\n\nagent: {assignee}\nrun: {run}\nat: {stamp}\n"
         empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
-        lock = self.git.out("commit-tree", empty_tree, "-m", message, env=self._author_env())
+        lock = self.git.out("commit-tree", empty_tree, "-m", message, env=self.plumbing.author_env())
         self.lock_attempts += 1
-        if not self._push(lock, self._lock_ref(issue_id), lease=self._orphans.get(issue_id, "")):
+        if not self.plumbing.push(lock, self._lock_ref(issue_id), lease=self._orphans.get(issue_id, "")):
             return False
         self._own_locks[issue_id] = lock
         return True
@@ -211,7 +179,7 @@ class RemoteJitTracker(TrackerDefaults):
         if lock is None:
             return
         try:
-            self._push("", self._lock_ref(issue_id), lease=lock)
+            self.plumbing.push("", self._lock_ref(issue_id), lease=lock)
         except GitError as exc:
             self.notes.append(f"lock {self._lock_ref(issue_id)} left behind: {exc}")
 
@@ -220,22 +188,14 @@ class RemoteJitTracker(TrackerDefaults):
         suspects = {i: sha for i, sha in locks.items() if states.get(i) == State.READY}
         self._orphans = {}
         if suspects:
-            refspecs = [f"+{self._lock_ref(i)}:{self._private_ref}-lock-{n}" for n, i in enumerate(suspects)]
-            fetched = self.git.run(
-                "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
-            )
-            if fetched.returncode != 0:
-                if b"couldn't find remote ref" not in fetched.stderr:
-                    raise GitError(f"git fetch failed: {last_line(fetched)}")
+            times = self.plumbing.lock_commit_times([self._lock_ref(i) for i in suspects], list(suspects.values()))
+            if times is None:
                 # A lock vanished since the listing (its runner settled): nothing was fetched, and
                 # every lock counts as live this time; a later run looks at their ages again.
                 return set(locks)
-            times = self.git.out("show", "-s", "--format=%ct", *suspects.values()).split()
-            for n in range(len(suspects)):
-                self.git.run("update-ref", "-d", f"{self._private_ref}-lock-{n}", check=False)
             now = time.time()
             for (issue_id, sha), committed in zip(suspects.items(), times, strict=True):
-                if now - int(committed) > self.settings.orphan_lock_seconds:
+                if now - committed > self.settings.orphan_lock_seconds:
                     self._orphans[issue_id] = sha
         return set(locks) - set(self._orphans)
 
@@ -260,8 +220,8 @@ class RemoteJitTracker(TrackerDefaults):
             if issue_id in self._recording_errors:
                 raise TrackerError(f"recording the claim failed: {self._recording_errors.pop(issue_id)}")
         with self._busy:
-            tip, locks = self._list_remote()
-            self._sync_to(tip)
+            tip, locks = self.plumbing.list_remote()
+            self.plumbing.sync_to(tip)
             settlement = self._transact(operation, lambda done: done.outcome, issue_id, assignee)
         if issue_id not in self._own_locks and issue_id in locks and settlement.outcome != Outcome.LOST:
             self._own_locks[issue_id] = locks[issue_id]  # a reaped runner's lock: settled here, freed here
@@ -279,8 +239,8 @@ class RemoteJitTracker(TrackerDefaults):
         for attempt in range(1, self.settings.max_push_attempts + 1):
             if attempt > 1:
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
-                tip, _ = self._list_remote(locks=False)
-                self._sync_to(tip)
+                tip, _ = self.plumbing.list_remote(locks=False)
+                self.plumbing.sync_to(tip)
             pushed, value = self._attempt(operation, verb, issue_id, agent)
             if pushed:
                 return value
@@ -296,18 +256,18 @@ class RemoteJitTracker(TrackerDefaults):
         value = operation(self.store)
         if not self.store.changed:  # nothing to write: not ours, or no longer claimable
             return True, value
-        commit = self._commit(self._message(verb(value), issue_id, agent))
+        commit = self.plumbing.commit(self._message(verb(value), issue_id, agent))
         self.branch_attempts += 1
         try:
-            pushed = self._push(commit, f"refs/heads/{self.settings.branch}", lease=None)
+            pushed = self.plumbing.push(commit, f"refs/heads/{self.settings.branch}", lease=None)
         except GitError:
-            self._discard_changes()
+            self.plumbing.discard_changes()
             raise
         if pushed:
-            self.tip = commit
+            self.plumbing.tip = commit
             self.commits.append(commit)
         else:
-            self._discard_changes()
+            self.plumbing.discard_changes()
         return pushed, value
 
     def _message(self, verb: str, issue_id: str, agent: str) -> str:
@@ -315,133 +275,3 @@ class RemoteJitTracker(TrackerDefaults):
         verb = {"released": "release", "parked": "park"}.get(verb, verb)
         suffix = " [skip ci]" if self.settings.skip_ci else ""
         return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
-
-    # ------------------------------------------------------------------ git plumbing
-    def _author_env(self) -> dict[str, str]:
-        name, email = self.settings.author_name, self.settings.author_email
-        return {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-        }
-
-    def _list_remote(self, locks: bool = True) -> tuple[str, dict[str, str]]:
-        """One round trip: the branch tip and every claim lock."""
-        patterns = [f"refs/heads/{self.settings.branch}"] + ([self.settings.lock_prefix + "*"] if locks else [])
-        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
-        if proc.returncode != 0:
-            raise GitError(f"cannot reach remote '{self.remote_name}': {last_line(proc)}")
-        tip, found = None, {}
-        for line in proc.stdout.decode().splitlines():
-            sha, ref = line.split("\t", 1)
-            if ref == f"refs/heads/{self.settings.branch}":
-                tip = sha
-            elif ref.startswith(self.settings.lock_prefix):
-                found[ref[len(self.settings.lock_prefix) :]] = sha
-        if tip is None:
-            raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
-        return tip, found
-
-    def _sync_to(self, tip: str) -> None:
-        """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
-        if tip == self.tip:
-            return
-        if self.git.run("cat-file", "-e", f"{tip}^{{commit}}", check=False).returncode != 0:
-            depth = ["--depth=1"] if self._shallow else []
-            spec = f"+refs/heads/{self.settings.branch}:{self._private_ref}"
-            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, spec)
-            tip = self.git.out("rev-parse", self._private_ref)
-        path = self.settings.jit_path
-        if self.git.run("cat-file", "-e", f"{tip}:{path}", check=False).returncode != 0:
-            raise TrackerError(f"{self.settings.remote}/{self.settings.branch} has no '{path}' directory")
-        if self.tip is None:
-            self._extract(self.git.run("archive", "--format=tar", f"{tip}:{path}").stdout)
-        else:
-            self._apply_diff(self.tip, tip)
-        self.tip = tip
-
-    def _extract(self, archive: bytes) -> None:
-        """Regular files and directories only, never outside the scratch store."""
-        root = self.store.root
-        root.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            for member in tar:
-                relative = PurePosixPath(member.name)
-                if relative.is_absolute() or ".." in relative.parts:
-                    continue
-                if member.isdir():
-                    (root / relative).mkdir(parents=True, exist_ok=True)
-                elif member.isfile() and (data := tar.extractfile(member)) is not None:
-                    (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                    (root / relative).write_bytes(data.read())
-
-    def _apply_diff(self, old: str, new: str) -> None:
-        path = self.settings.jit_path
-        listing = self.git.out("diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new, "--", path)
-        fields = listing.split("\0")
-        changes = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
-        for status, name in changes:
-            self._restore(new, PurePosixPath(name).relative_to(path), deleted=status == "D")
-
-    def _restore(self, commit: str, relative: PurePosixPath, *, deleted: bool = False) -> None:
-        target = self.store.root / relative
-        if deleted:
-            target.unlink(missing_ok=True)
-            return
-        blob = self.git.run("cat-file", "blob", f"{commit}:{self.settings.jit_path}/{relative}").stdout
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob)
-
-    def _discard_changes(self) -> None:
-        """Undo what a losing attempt wrote, so the scratch store matches `self.tip` again."""
-        assert self.tip is not None
-        for changed in self.store.changed:
-            relative = PurePosixPath(changed.relative_to(self.store.root).as_posix())
-            exists = self.git.run("cat-file", "-e", f"{self.tip}:{self.settings.jit_path}/{relative}", check=False)
-            self._restore(self.tip, relative, deleted=exists.returncode != 0)
-        self.store.changed.clear()
-
-    def _commit(self, message: str) -> str:
-        """A commit on `self.tip` whose tree differs only in the files the store changed."""
-        assert self.tip is not None
-        path = self.settings.jit_path
-        index = {"GIT_INDEX_FILE": str(self.scratch / "index")}
-        (self.scratch / "index").unlink(missing_ok=True)
-        self.git.run("read-tree", f"--prefix={path}/", f"{self.tip}:{path}", env=index)
-        files = sorted(self.store.changed)
-        listing = "\n".join(str(f) for f in files).encode()
-        blobs = self.git.out("hash-object", "-w", "--stdin-paths", stdin=listing).split()
-        entries = "".join(
-            f"100644 {blob}\t{path}/{f.relative_to(self.store.root).as_posix()}\n"
-            for blob, f in zip(blobs, files, strict=True)
-        )
-        self.git.run("update-index", "--index-info", stdin=entries.encode(), env=index)
-        jit_tree = self.git.out("write-tree", f"--prefix={path}/", env=index)
-        root = self._graft(f"{self.tip}^{{tree}}", PurePosixPath(path).parts, jit_tree)
-        return self.git.out("commit-tree", root, "-p", self.tip, "-m", message, env=self._author_env())
-
-    def _graft(self, tree: str, parts: tuple[str, ...], subtree: str) -> str:
-        """`tree` with the directory at `parts` replaced by `subtree`; reads only that path's levels."""
-        entries = [e for e in self.git.out("ls-tree", "-z", tree).split("\0") if e]
-        name = parts[0]
-        kept = [e for e in entries if e.split("\t", 1)[1] != name]
-        child = subtree
-        if len(parts) > 1:
-            child = self._graft(f"{tree}:{name}" if ":" not in tree else f"{tree}/{name}", parts[1:], subtree)
-        kept.append(f"040000 tree {child}\t{name}")
-        return self.git.out("mktree", "-z", stdin=("\0".join(kept) + "\0").encode())
-
-    def _push(self, sha: str, ref: str, *, lease: str | None) -> bool:
-        """True when the remote took it; False when another runner won the race."""
-        args = ["push", "--porcelain", "--no-verify", "--quiet"]
-        if lease is not None:
-            args.append(f"--force-with-lease={ref}:{lease}")
-        proc = self.git.run(*args, self.settings.remote, f"{sha}:{ref}", check=False)
-        if proc.returncode == 0:
-            return True
-        text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
-        race_words = _SERVER_RACE_WORDS if "remote rejected" in text else _RACE_WORDS
-        if any(word in text for word in race_words):
-            return False
-        raise GitError(f"push to '{self.remote_name}' failed: {last_line(proc)}")

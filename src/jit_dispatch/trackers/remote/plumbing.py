@@ -1,0 +1,207 @@
+"""Git plumbing of remote mode: list the remote, mirror a tip's `.jit/` into a scratch store,
+commit the scratch store's changes on a temporary index, and push with leases.
+
+The user's working tree, index, HEAD and branches are never touched: `.jit/` is materialised in
+a scratch directory from the fetched tip (via `git archive`), commits are built with plumbing on
+a temporary index holding only `.jit/`, and the fetched tip sits under a private ref that is
+deleted on close. Cost follows the size of `.jit/`, not of the repository.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from jit_dispatch.domain.issue import LOCK_PREFIX
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.jit.store import JitStore
+from jit_dispatch.trackers.remote.git import Git, GitError, last_line, redact
+
+BOT_NAME = "github-actions[bot]"
+BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+# Words git prints when a push lost a race (as opposed to failing): retry or move on.
+_RACE_WORDS = ("stale info", "non-fast-forward", "fetch first", "already exists")
+# A push can also lose on the server: the ref moved (or appeared) between the advertisement and
+# the update, and the server's ref transaction refuses, "[remote rejected] (failed to update ref)"
+# after "cannot lock ref '…': is at X but expected Y" / "reference already exists" (git), or
+# "(incorrect old value provided)" (GitHub). Any other remote rejection (a hook, branch
+# protection, permissions) is a failure.
+_SERVER_RACE_WORDS = ("but expected", "reference already exists", "incorrect old value")
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    branch: str
+    jit_path: str = ".jit"  # the store's path inside the repository
+    remote: str = "origin"
+    lock_prefix: str = LOCK_PREFIX
+    author_name: str = BOT_NAME
+    author_email: str = BOT_EMAIL
+    skip_ci: bool = True
+    max_push_attempts: int = 40
+    orphan_lock_seconds: float = 600.0
+
+
+class Plumbing:
+    """The scratch store mirrors `self.tip`'s `.jit/`; commits and pushes go through here."""
+
+    def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
+        self.git = git
+        self.settings = settings
+        self.scratch = scratch
+        self.store = JitStore(scratch / "jit")
+        self.remote_name = redact(settings.remote)  # a URL may carry a token: never print it
+        self.tip: str | None = None
+        self.private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
+        self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
+
+    def close(self) -> None:
+        self.git.run("update-ref", "-d", self.private_ref, check=False)
+
+    def author_env(self) -> dict[str, str]:
+        name, email = self.settings.author_name, self.settings.author_email
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+
+    def list_remote(self, locks: bool = True) -> tuple[str, dict[str, str]]:
+        """One round trip: the branch tip and every claim lock."""
+        patterns = [f"refs/heads/{self.settings.branch}"] + ([self.settings.lock_prefix + "*"] if locks else [])
+        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
+        if proc.returncode != 0:
+            raise GitError(f"cannot reach remote '{self.remote_name}': {last_line(proc)}")
+        tip, found = None, {}
+        for line in proc.stdout.decode().splitlines():
+            sha, ref = line.split("\t", 1)
+            if ref == f"refs/heads/{self.settings.branch}":
+                tip = sha
+            elif ref.startswith(self.settings.lock_prefix):
+                found[ref[len(self.settings.lock_prefix) :]] = sha
+        if tip is None:
+            raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
+        return tip, found
+
+    def lock_commit_times(self, refs: list[str], shas: list[str]) -> list[int] | None:
+        """The commit times of these lock refs' commits (fetched once); None when one has vanished."""
+        refspecs = [f"+{ref}:{self.private_ref}-lock-{n}" for n, ref in enumerate(refs)]
+        fetched = self.git.run(
+            "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
+        )
+        if fetched.returncode != 0:
+            if b"couldn't find remote ref" not in fetched.stderr:
+                raise GitError(f"git fetch failed: {last_line(fetched)}")
+            return None
+        times = self.git.out("show", "-s", "--format=%ct", *shas).split()
+        for n in range(len(refs)):
+            self.git.run("update-ref", "-d", f"{self.private_ref}-lock-{n}", check=False)
+        return [int(t) for t in times]
+
+    def sync_to(self, tip: str) -> None:
+        """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
+        if tip == self.tip:
+            return
+        if self.git.run("cat-file", "-e", f"{tip}^{{commit}}", check=False).returncode != 0:
+            depth = ["--depth=1"] if self._shallow else []
+            spec = f"+refs/heads/{self.settings.branch}:{self.private_ref}"
+            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, spec)
+            tip = self.git.out("rev-parse", self.private_ref)
+        path = self.settings.jit_path
+        if self.git.run("cat-file", "-e", f"{tip}:{path}", check=False).returncode != 0:
+            raise TrackerError(f"{self.settings.remote}/{self.settings.branch} has no '{path}' directory")
+        if self.tip is None:
+            self._extract(self.git.run("archive", "--format=tar", f"{tip}:{path}").stdout)
+        else:
+            self._apply_diff(self.tip, tip)
+        self.tip = tip
+
+    def _extract(self, archive: bytes) -> None:
+        """Regular files and directories only, never outside the scratch store."""
+        root = self.store.root
+        root.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar:
+                relative = PurePosixPath(member.name)
+                if relative.is_absolute() or ".." in relative.parts:
+                    continue
+                if member.isdir():
+                    (root / relative).mkdir(parents=True, exist_ok=True)
+                elif member.isfile() and (data := tar.extractfile(member)) is not None:
+                    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (root / relative).write_bytes(data.read())
+
+    def _apply_diff(self, old: str, new: str) -> None:
+        path = self.settings.jit_path
+        listing = self.git.out("diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new, "--", path)
+        fields = listing.split("\0")
+        changes = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
+        for status, name in changes:
+            self._restore(new, PurePosixPath(name).relative_to(path), deleted=status == "D")
+
+    def _restore(self, commit: str, relative: PurePosixPath, *, deleted: bool = False) -> None:
+        target = self.store.root / relative
+        if deleted:
+            target.unlink(missing_ok=True)
+            return
+        blob = self.git.run("cat-file", "blob", f"{commit}:{self.settings.jit_path}/{relative}").stdout
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
+
+    def discard_changes(self) -> None:
+        """Undo what a losing attempt wrote, so the scratch store matches `self.tip` again."""
+        assert self.tip is not None
+        for changed in self.store.changed:
+            relative = PurePosixPath(changed.relative_to(self.store.root).as_posix())
+            exists = self.git.run("cat-file", "-e", f"{self.tip}:{self.settings.jit_path}/{relative}", check=False)
+            self._restore(self.tip, relative, deleted=exists.returncode != 0)
+        self.store.changed.clear()
+
+    def commit(self, message: str) -> str:
+        """A commit on `self.tip` whose tree differs only in the files the store changed."""
+        assert self.tip is not None
+        path = self.settings.jit_path
+        index = {"GIT_INDEX_FILE": str(self.scratch / "index")}
+        (self.scratch / "index").unlink(missing_ok=True)
+        self.git.run("read-tree", f"--prefix={path}/", f"{self.tip}:{path}", env=index)
+        files = sorted(self.store.changed)
+        listing = "\n".join(str(f) for f in files).encode()
+        blobs = self.git.out("hash-object", "-w", "--stdin-paths", stdin=listing).split()
+        entries = "".join(
+            f"100644 {blob}\t{path}/{f.relative_to(self.store.root).as_posix()}\n"
+            for blob, f in zip(blobs, files, strict=True)
+        )
+        self.git.run("update-index", "--index-info", stdin=entries.encode(), env=index)
+        jit_tree = self.git.out("write-tree", f"--prefix={path}/", env=index)
+        root = self._graft(f"{self.tip}^{{tree}}", PurePosixPath(path).parts, jit_tree)
+        return self.git.out("commit-tree", root, "-p", self.tip, "-m", message, env=self.author_env())
+
+    def _graft(self, tree: str, parts: tuple[str, ...], subtree: str) -> str:
+        """`tree` with the directory at `parts` replaced by `subtree`; reads only that path's levels."""
+        entries = [e for e in self.git.out("ls-tree", "-z", tree).split("\0") if e]
+        name = parts[0]
+        kept = [e for e in entries if e.split("\t", 1)[1] != name]
+        child = subtree
+        if len(parts) > 1:
+            child = self._graft(f"{tree}:{name}" if ":" not in tree else f"{tree}/{name}", parts[1:], subtree)
+        kept.append(f"040000 tree {child}\t{name}")
+        return self.git.out("mktree", "-z", stdin=("\0".join(kept) + "\0").encode())
+
+    def push(self, sha: str, ref: str, *, lease: str | None) -> bool:
+        """True when the remote took it; False when another runner won the race."""
+        args = ["push", "--porcelain", "--no-verify", "--quiet"]
+        if lease is not None:
+            args.append(f"--force-with-lease={ref}:{lease}")
+        proc = self.git.run(*args, self.settings.remote, f"{sha}:{ref}", check=False)
+        if proc.returncode == 0:
+            return True
+        text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
+        race_words = _SERVER_RACE_WORDS if "remote rejected" in text else _RACE_WORDS
+        if any(word in text for word in race_words):
+            return False
+        raise GitError(f"push to '{self.remote_name}' failed: {last_line(proc)}")
