@@ -179,8 +179,8 @@ class Wave:
         done = sum(r.outcome == "done" for r in self.runners)
         if self.done_remote != done:
             found.append(f"the remote has {self.done_remote} done issues, the runners reported {done}")
-        if self.commits != 2 * done:
-            found.append(f"{self.commits} state commits for {done} done issues (2 each expected)")
+        if not done <= self.commits <= 2 * done:  # a claim still being recorded rides in its settle commit
+            found.append(f"{self.commits} state commits for {done} done issues (1 or 2 each expected)")
         return found
 
 

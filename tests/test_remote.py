@@ -155,7 +155,7 @@ exit 0
     )
 
 
-def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 0) -> str:
+def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 0, message: str = "x") -> str:
     """A lock ref made by hand: an empty-tree commit `age_seconds` old, pushed to the issue's lock."""
     tree = (
         subprocess.run(
@@ -170,7 +170,11 @@ def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 
     stamp = f"@{int(time.time()) - age_seconds} +0000"
     env = {**os.environ, **GIT_IDENTITY, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
     sha = subprocess.run(
-        ["git", "-C", str(admin), "commit-tree", tree, "-m", "x"], env=env, capture_output=True, text=True, check=True
+        ["git", "-C", str(admin), "commit-tree", tree, "-m", message],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     git(admin, "push", "-q", str(remote.bare), f"{sha}:{LOCKS}{issue_id}")
     return sha
@@ -223,9 +227,12 @@ def test_concurrent_runners_each_claim_a_different_issue(tmp_path: Path, spread:
     for event in remote.events():
         if event["type"] == "issue_claimed":
             assert event["assignee"] == claimed[event["issue_id"]]
-    # One claim commit and one done commit per issue, each on top of the last: nothing merged or lost.
-    history = git(remote.bare, "log", "--format=%s", f"{main_before}..main").splitlines()
-    assert Counter(s.split()[1] for s in history) == Counter({"claim": RUNNERS, "done": RUNNERS})
+    # One done commit per issue, one claim commit for each claim recorded before its settlement (a
+    # claim still being recorded when its command ends rides in the done commit), each on top of the last.
+    history = Counter(
+        s.split()[1] for s in git(remote.bare, "log", "--format=%s", f"{main_before}..main").split("\n") if s
+    )
+    assert history["done"] == RUNNERS and history["claim"] <= RUNNERS and set(history) == {"claim", "done"}, history
     assert git(remote.bare, "rev-list", "--merges", f"{main_before}..main") == ""
 
     assert remote.refs(LOCKS) == [], "every lock is gone once its runner settled"
@@ -331,22 +338,34 @@ def test_a_fresh_lock_holds_its_issue_back(tmp_path: Path) -> None:
     assert_clone_untouched(clone, head)
 
 
-def test_an_orphaned_lock_is_replaced_and_the_issue_claimed(tmp_path: Path) -> None:
+def test_a_lock_from_an_older_version_holds_its_issue_until_reaped(tmp_path: Path) -> None:
+    """Migration: a lock written by the previous version (agent, run, time; no heartbeat) whose runner
+    died before recording its claim. No runner takes it over by its age any more; `reap` sees it as
+    a claim (timestamps are the only evidence such a lock gives) and releases it; then it runs."""
     remote = make_remote(tmp_path, [NewIssue("orphaned", "high"), NewIssue("other")])
     target = remote.ids[0]
     admin = remote.clone(tmp_path / "admin", shallow=False)
-    push_lock(remote, admin, target, age_seconds=3600)  # its runner died before recording the claim
+    message = f"jit-dispatch lock {target}\n\nagent: agent:old\nrun: host:1\nat: 2020-01-01T00:00:00.000000000Z\n"
+    push_lock(remote, admin, target, age_seconds=3600, message=message)
     clone, head = clones(remote, tmp_path, 1)[0]
 
     listing = run_cli("ready", "--sync", "git", "--all", "--json", cwd=clone).json
-    assert [i["issue_id"] for i in listing["dispatchable"]] == [target, remote.ids[1]]
-    assert listing["held"] == []
+    assert [i["issue_id"] for i in listing["dispatchable"]] == [remote.ids[1]]
+    assert [h["issue_id"] for h in listing["held"]] == [target]
+
+    reaped = run_cli("reap", "--older-than", "10m", "--sync", "git", "--json", cwd=clone)
+    assert reaped.returncode == 0, reaped.stderr
+    assert [(r["issue_id"], r["outcome"]) for r in reaped.json["reaped"]] == [(target, "released")]
+    assert remote.refs(LOCKS) == []
+    raw = remote.issue(target)
+    assert (raw["state"], raw["assignee"], raw["context"]["dispatch.attempts"]) == ("ready", None, "1")
+    types = [e["type"] for e in remote.events() if e["issue_id"] == target]
+    assert types.count("issue_claimed") == 1 and types.index("issue_claimed") < types.index("issue_released"), types
 
     code, result, stderr = once(clone, "w", "true")
     assert (code, result["outcome"], result["issue_id"]) == (0, "done", target), (result["reason"], stderr)
-    assert remote.issue(target)["state"] == "done"
-    assert claims_per_issue(remote) == Counter([target])
-    assert remote.refs(LOCKS) == [], "the orphan was replaced by our lock, and ours dropped when settled"
+    assert claims_per_issue(remote) == Counter([target, target])
+    assert remote.refs(LOCKS) == []
     assert_clone_untouched(clone, head)
 
 
@@ -618,18 +637,21 @@ def test_a_protected_state_branch_fails_before_the_command_runs(tmp_path: Path) 
     assert remote.issue(remote.ids[0])["state"] == "ready"
 
 
-def test_a_lock_that_vanishes_between_listing_and_age_check_does_not_fail_the_run(tmp_path: Path) -> None:
-    """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before its age is read."""
+def test_a_lock_that_vanishes_between_listing_and_reading_does_not_fail_the_run(tmp_path: Path) -> None:
+    """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before it is read."""
     from jit_dispatch.trackers.remote.git import Git
     from jit_dispatch.trackers.remote.tracker import RemoteJitTracker, RemoteSettings
 
-    remote = make_remote(tmp_path, [NewIssue("listed with a lock")])
+    remote = make_remote(tmp_path, [NewIssue("listed with a lock"), NewIssue("still locked")])
+    admin = remote.clone(tmp_path / "admin", shallow=False)
+    kept = push_lock(remote, admin, remote.ids[1], message="jit-dispatch lock\n\nagent: agent:a\nheartbeat: 7\n")
     clone = remote.clone(tmp_path / "clone")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     tracker = RemoteJitTracker(Git(clone), RemoteSettings(branch="main"), scratch)
     try:
-        gone = {remote.ids[0]: "1" * 40}  # as listed a moment ago; no such ref on the remote now
-        assert tracker._live_locks(gone, {remote.ids[0]: "ready"}) == {remote.ids[0]}, "counted live, no error"
+        listed = {remote.ids[0]: "1" * 40, remote.ids[1]: kept}  # the first: no such ref on the remote now
+        infos = tracker.read_locks(listed)
+        assert list(infos) == [remote.ids[1]] and infos[remote.ids[1]].heartbeat == 7.0
     finally:
         tracker.close()

@@ -57,11 +57,14 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             for claim in stale_claims(snapshot.issues, datetime.now(UTC), older_than, agent_pattern)
             if matches_filters(claim.issue, filters)
         ]
+        dead = {c.issue.id for c in (stale if dry_run else tracker.confirm_dead(stale, older_than))}
         rows = []
         for claim in stale:
             reason = reap_reason(claim)
             outcome = "would release"
-            if not dry_run:
+            if claim.issue.id not in dead:
+                outcome = "skipped (alive: its heartbeat moved while watched)"
+            elif not dry_run:
                 seen = transitions.liveness(claim.issue.raw)
                 outcome = tracker.release(claim.issue.id, claim.agent, reason, max_attempts, seen=seen).outcome
                 outcome = "skipped (alive or settled meanwhile)" if outcome == Outcome.LOST else outcome
@@ -175,7 +178,7 @@ def start(config: Path | None, single_cycle: bool, log_dir: Path | None, **optio
     cancel = CancelToken()
     install_cancel_handlers(cancel)
     logs = log_dir or Path(tempfile.mkdtemp(prefix="jit-dispatch-logs-"))
-    with open_tracker(store_choice(options)) as tracker:
+    with open_tracker(store_choice(options, heartbeat=default_heartbeat(options))) as tracker:
         slots = []
         for agent in loaded.agents:
             settings = loaded.effective(agent)

@@ -130,7 +130,7 @@ def cli() -> None:
 @env_option(
     "--heartbeat",
     type=DurationType(),
-    help="Refresh dispatch.heartbeat_at this often while the command runs. Default 5m locally; off with --sync git.",
+    help="Show signs of life this often while the command runs. Default 5m; 1m with --sync git (the lock ref moves).",
 )
 @config_option
 def once(**options: Any) -> None:
@@ -148,7 +148,8 @@ def once(**options: Any) -> None:
         raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
     if options["spread_index"] >= options["spread_total"]:
         raise UsageError("--spread-index: must be smaller than --spread-total")
-    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"])
+    heartbeat = options["heartbeat"] or default_heartbeat(options)
+    choice = store_choice(options, author=options["commit_author"], skip_ci=options["skip_ci"], heartbeat=heartbeat)
     with open_tracker(choice) as tracker:
         request = Request(
             agent=agent,
@@ -162,7 +163,7 @@ def once(**options: Any) -> None:
             run_ref=run_reference(),
             spread_index=options["spread_index"],
             spread_total=options["spread_total"],
-            heartbeat_seconds=options["heartbeat"] or default_heartbeat(options),
+            heartbeat_seconds=heartbeat,
         )
         hooks = ConsoleHooks(
             sys.stderr if options["as_json"] else sys.stdout,

@@ -39,6 +39,8 @@ class StoreChoice:
     github_ready_label: str = "dispatch"
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] | None = None
+    heartbeat: float | None = None  # remote mode: announced in each lock, which is re-pointed this often
+    push_budget: float = 180.0  # remote mode: how long to keep retrying a refused or failed push
 
 
 # The options that fill the github_* fields of StoreChoice (options.github_options).
@@ -52,16 +54,20 @@ GITHUB_KEYS = (
 )
 
 
-STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "tracker", *GITHUB_KEYS)
+STORE_KEYS = ("jit_dir", "sync", "remote", "state_branch", "lock_prefix", "push_budget", "tracker", *GITHUB_KEYS)
 SCOPE_KEYS = ("labels", "exclude_labels", "min_priority", "issue")
 
 
 DEFAULT_HEARTBEAT_SECONDS = 300.0
+REMOTE_HEARTBEAT_SECONDS = 60.0
 
 
-def default_heartbeat(options: dict[str, Any]) -> float | None:
-    """Claims are refreshed every 5 minutes, except in remote mode, where each beat is a commit."""
-    return DEFAULT_HEARTBEAT_SECONDS if options["sync"] == "none" or options["tracker"] == "github" else None
+def default_heartbeat(options: dict[str, Any]) -> float:
+    """Claims are refreshed every 5 minutes; in remote mode every minute (a beat re-points the
+    runner's own lock ref, not the branch, and is what tells a reaper the runner is alive)."""
+    if options["sync"] == "git" and options["tracker"] == "jit":
+        return REMOTE_HEARTBEAT_SECONDS
+    return DEFAULT_HEARTBEAT_SECONDS
 
 
 def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
@@ -141,6 +147,8 @@ def _remote_tracker(choice: StoreChoice, root: Path) -> Iterator[RemoteJitTracke
         remote=choice.remote,
         lock_prefix=choice.lock_prefix,
         skip_ci=choice.skip_ci,
+        heartbeat_seconds=choice.heartbeat,
+        push_budget=choice.push_budget,
         **(parse_author(choice.author) if choice.author else {}),
     )
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=os.environ.get("RUNNER_TEMP") or None) as scratch:

@@ -221,12 +221,15 @@ class JitStore(TrackerDefaults):
             return None
         return issue
 
-    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+    def claim(
+        self, issue_id: str, assignee: str, run: str, filters: Filters, *, now: str | None = None
+    ) -> Issue | None:
+        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's)."""
         with self._locked(issue_id):
             issue = self.claimable(issue_id, filters)
             if issue is None:
                 return None
-            now = transitions.format_timestamp()
+            now = now or transitions.format_timestamp()
             raw, events = transitions.claim(issue.raw, assignee, run, now)
             self._write_issue(raw)
         self._append_events(events)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.jit.store import JitStore
-from jit_dispatch.trackers.remote.git import Git, GitError, last_line, redact
+from jit_dispatch.trackers.remote.git import Git, last_line, redact, refused
 
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
@@ -42,8 +42,8 @@ class RemoteSettings:
     author_name: str = BOT_NAME
     author_email: str = BOT_EMAIL
     skip_ci: bool = True
-    max_push_attempts: int = 40
-    orphan_lock_seconds: float = 600.0
+    heartbeat_seconds: float | None = None  # announced in each lock; the runner re-points its lock this often
+    push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
 
 
 class Plumbing:
@@ -76,7 +76,7 @@ class Plumbing:
         patterns = [f"refs/heads/{self.settings.branch}"] + ([self.settings.lock_prefix + "*"] if locks else [])
         proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
         if proc.returncode != 0:
-            raise GitError(f"cannot reach remote '{self.remote_name}': {last_line(proc)}")
+            raise refused(f"cannot reach remote '{self.remote_name}': {last_line(proc)}", proc)
         tip, found = None, {}
         for line in proc.stdout.decode().splitlines():
             sha, ref = line.split("\t", 1)
@@ -88,20 +88,34 @@ class Plumbing:
             raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
         return tip, found
 
-    def lock_commit_times(self, refs: list[str], shas: list[str]) -> list[int] | None:
-        """The commit times of these lock refs' commits (fetched once); None when one has vanished."""
-        refspecs = [f"+{ref}:{self.private_ref}-lock-{n}" for n, ref in enumerate(refs)]
+    def lock_messages(self, locks: dict[str, str]) -> dict[str, str] | None:
+        """Issue id → the commit message of its lock (one fetch); None when one vanished meanwhile."""
+        if not locks:
+            return {}
+        refspecs = [f"+{self.settings.lock_prefix}{i}:{self.private_ref}-lock-{n}" for n, i in enumerate(locks)]
         fetched = self.git.run(
             "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
         )
+        for n in range(len(locks)):
+            self.git.run("update-ref", "-d", f"{self.private_ref}-lock-{n}", check=False)
         if fetched.returncode != 0:
             if b"couldn't find remote ref" not in fetched.stderr:
-                raise GitError(f"git fetch failed: {last_line(fetched)}")
+                raise refused(f"git fetch failed: {last_line(fetched)}", fetched)
             return None
-        times = self.git.out("show", "-s", "--format=%ct", *shas).split()
-        for n in range(len(refs)):
-            self.git.run("update-ref", "-d", f"{self.private_ref}-lock-{n}", check=False)
-        return [int(t) for t in times]
+        batch = self.git.run("cat-file", "--batch", stdin="".join(f"{sha}\n" for sha in locks.values()).encode())
+        messages, data = {}, batch.stdout
+        for issue_id in locks:
+            header, _, data = data.partition(b"\n")
+            parts = header.split()  # `<sha> commit <size>`, or `<sha> missing`
+            size = int(parts[2]) if len(parts) == 3 else 0
+            body, data = data[:size], data[size + 1 :]
+            messages[issue_id] = body.partition(b"\n\n")[2].decode("utf-8", errors="replace")
+        return messages
+
+    def lock_commit(self, message: str) -> str:
+        """An empty-tree commit carrying `message` (a lock's content), written locally."""
+        empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
+        return self.git.out("commit-tree", empty_tree, "-m", message, env=self.author_env())
 
     def sync_to(self, tip: str) -> None:
         """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
@@ -192,16 +206,20 @@ class Plumbing:
         kept.append(f"040000 tree {child}\t{name}")
         return self.git.out("mktree", "-z", stdin=("\0".join(kept) + "\0").encode())
 
-    def push(self, sha: str, ref: str, *, lease: str | None) -> bool:
-        """True when the remote took it; False when another runner won the race."""
+    def push(self, *updates: tuple[str, str], leases: dict[str, str] | None = None) -> bool:
+        """Push `(sha, ref)` updates (sha "" deletes) in one atomic push, each ref in `leases` only if it
+        is still at that value ("" = must not exist). True when the remote took all; False when a
+        lease or a fast-forward check failed (another runner won a race); GitError otherwise,
+        `transient` when another try may pass."""
         args = ["push", "--porcelain", "--no-verify", "--quiet"]
-        if lease is not None:
-            args.append(f"--force-with-lease={ref}:{lease}")
-        proc = self.git.run(*args, self.settings.remote, f"{sha}:{ref}", check=False)
+        if len(updates) > 1:
+            args.append("--atomic")
+        args += [f"--force-with-lease={ref}:{sha}" for ref, sha in (leases or {}).items()]
+        proc = self.git.run(*args, self.settings.remote, *(f"{sha}:{ref}" for sha, ref in updates), check=False)
         if proc.returncode == 0:
             return True
         text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
         race_words = _SERVER_RACE_WORDS if "remote rejected" in text else _RACE_WORDS
         if any(word in text for word in race_words):
             return False
-        raise GitError(f"push to '{self.remote_name}' failed: {last_line(proc)}")
+        raise refused(f"push to '{self.remote_name}' failed: {last_line(proc)}", proc)
