@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,15 @@ class Heartbeat:
         self._stop.set()  # not joined: settling must not wait for a beat in flight
 
     def _beat(self) -> None:
+        # Short sleeps rather than `Event.wait(interval)`: a timed condition wait never returns under
+        # libfaketime (how the clock-skew tests run a runner 20 minutes behind).
         assert self.interval is not None
-        while not self._stop.wait(self.interval):
+        due = time.monotonic() + self.interval
+        while not self._stop.is_set():
+            time.sleep(min(0.2, max(0.0, due - time.monotonic())))
+            if time.monotonic() < due or self._stop.is_set():
+                continue
+            due = time.monotonic() + self.interval
             try:
                 self.tracker.heartbeat(self.issue_id, self.agent)  # False (not ours yet/any more): try again
             except Exception:

@@ -1,0 +1,266 @@
+"""Remote mode under hostile conditions, with real git: a runner whose clock is 20 minutes behind
+(libfaketime) and whose pushes are slow, a server refusing 30% of pushes at random (over file://
+and over `git daemon`), SIGKILL at each step, a reaper with a tiny threshold, a late result.
+
+The promise under test: each issue's command runs at most once at a time, never again after a
+success whose result was accepted, and no result is lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Remote, clean_env, git, make_remote, run_cli
+from jit_dispatch.trackers.jit.store import NewIssue
+from test_remote import LOCKS, assert_remote_store_valid, finish, install_hook, start, wait_for
+
+FAKETIME = shutil.which("faketime")
+
+
+def clone_from(url: str, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True, capture_output=True)
+    return dest
+
+
+def slow_pushes(clone: Path, seconds: float) -> None:
+    """Every push from this clone waits `seconds` before the server even sees it."""
+    wrapper = clone.parent / f"{clone.name}-slow-receive-pack"
+    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec git-receive-pack "$@"\n')
+    wrapper.chmod(0o755)
+    git(clone, "config", "remote.origin.receivepack", str(wrapper))
+
+
+def logging_command(log: Path) -> str:
+    """Appends `start <issue>` and `end <issue>` around a short piece of work."""
+    return f'echo "start $JIT_ISSUE_ID" >> {log}; sleep 0.3; echo "end $JIT_ISSUE_ID" >> {log}'
+
+
+def assert_never_overlapped(log: Path) -> Counter:
+    """Per issue, runs never overlap; returns how often each issue's command ran to its end."""
+    running: set[str] = set()
+    ended: Counter = Counter()
+    for line in log.read_text().splitlines() if log.exists() else []:
+        what, issue_id = line.split()
+        if what == "start":
+            assert issue_id not in running, f"{issue_id[:8]} ran twice at once"
+            running.add(issue_id)
+        else:
+            running.discard(issue_id)
+            ended[issue_id] += 1
+    return ended
+
+
+# ---------------------------------------------------------------- clocks
+@pytest.mark.skipif(FAKETIME is None, reason="libfaketime not installed (apt-get install -y faketime)")
+def test_a_runner_20_minutes_behind_with_slow_pushes_keeps_its_claim(tmp_path: Path) -> None:
+    """Its lock looks 20 minutes old to everyone else. Another runner does not take it over; a reaper
+    with a 1 s threshold watches it move and leaves it alone; it ends `done` and ran once."""
+    remote = make_remote(tmp_path, [NewIssue("contested")])
+    target = remote.ids[0]
+    behind, other, reaper = (remote.clone(tmp_path / name) for name in ("behind", "other", "reaper"))
+    slow_pushes(behind, 0.5)
+    log, go = tmp_path / "runs.log", tmp_path / "go"
+    env = clean_env(FAKETIME="-20m", LD_PRELOAD=_libfaketime())
+    wait_for_go = f"while [ ! -f {go} ]; do sleep 0.05; done"
+    command = f'echo "start $JIT_ISSUE_ID" >> {log}; {wait_for_go}; echo "end $JIT_ISSUE_ID" >> {log}'
+    proc = start(behind, "behind", command, "--heartbeat", "1s", env=env)
+    try:
+        wait_for(lambda: log.exists(), 60, "the skewed runner's command to start")
+        code, result, stderr = finish(start(other, "other", logging_command(log), "--issue", target))
+        assert (code, result["outcome"]) == (0, "idle"), (result, stderr)
+        for _ in range(2):
+            reaped = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=reaper)
+            assert reaped.returncode == 0, reaped.stderr
+            assert [(r["issue_id"], r["outcome"].split()[0]) for r in reaped.json["reaped"]] == [(target, "skipped")]
+    finally:
+        go.touch()
+    code, result, stderr = finish(proc)
+    assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+    assert assert_never_overlapped(log) == Counter([target])
+    assert remote.issue(target)["state"] == "done"
+    assert remote.refs(LOCKS) == []
+
+
+def _libfaketime() -> str:
+    for candidate in Path("/usr/lib").rglob("libfaketime.so.1"):
+        return str(candidate)
+    pytest.skip("libfaketime.so.1 not found")
+
+
+def test_reap_with_a_tiny_threshold_never_releases_a_live_claim(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("long run")])
+    target = remote.ids[0]
+    runner, reaper = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "reaper")
+    started, go = tmp_path / "started", tmp_path / "go"
+    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "1s")
+    try:
+        wait_for(started.exists, 60, "the command to start")
+        wait_for(lambda: remote.issue(target)["state"] == "in_progress", 60, "the claim on the branch")
+        time.sleep(1.1)  # not an assertion: lets the claim's timestamps pass the 1 s threshold
+        reaped = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=reaper)
+        assert reaped.returncode == 0, reaped.stderr
+        assert [(r["issue_id"], r["outcome"].split()[0]) for r in reaped.json["reaped"]] == [(target, "skipped")]
+        assert remote.issue(target)["state"] == "in_progress"
+    finally:
+        go.touch()
+    code, result, stderr = finish(proc)
+    assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+    assert remote.refs(LOCKS) == []
+
+
+def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_path: Path) -> None:
+    """A person releases the running issue (the lock goes with it); the runner's result then finds
+    its lock gone: `lost`, and nothing it would have written reaches the branch."""
+    remote = make_remote(tmp_path, [NewIssue("taken back")])
+    target = remote.ids[0]
+    runner, admin = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "admin")
+    started, go = tmp_path / "started", tmp_path / "go"
+    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "1s")
+    try:
+        wait_for(started.exists, 60, "the command to start")
+        released = run_cli("release", target[:8], "taken back by hand", "--sync", "git", cwd=admin)
+        assert released.returncode == 0, released.stderr
+        tip = git(remote.bare, "rev-parse", "main").strip()
+    finally:
+        go.touch()
+    code, result, stderr = finish(proc)
+    assert (code, result["outcome"]) == (1, "lost"), (result, stderr)
+    assert git(remote.bare, "rev-parse", "main").strip() == tip, "the late result wrote nothing"
+    assert remote.issue(target)["state"] == "ready"
+    assert remote.refs(LOCKS) == []
+
+
+# ---------------------------------------------------------------- SIGKILL at each step
+HOLD = """while read -r old new ref; do
+  if {{ [ "$ref" = refs/heads/main ] && git log -1 --format=%s "$new" | grep -q '^jit-dispatch: {verb} '; }} ||
+     {{ [ "{verb}" = lock ] && [ "${{ref#{locks}}}" != "$ref" ]; }}; then
+    touch "{room}/held"
+    for _ in $(seq 300); do [ -f "{room}/go" ] && break; sleep 0.02; done
+  fi
+done
+exit 0
+"""
+
+
+HELD_PUSH = {"during-lock-push": "lock", "after-lock": "claim", "during-result-push": "done"}
+
+
+@pytest.mark.parametrize("point", ["during-lock-push", "after-lock", "during-command", "during-result-push"])
+def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_path: Path, point: str) -> None:
+    remote = make_remote(tmp_path, [NewIssue("victim")])
+    target = remote.ids[0]
+    room = tmp_path / "room"
+    room.mkdir()
+    if point in HELD_PUSH:
+        install_hook(remote, HOLD.format(verb=HELD_PUSH[point], room=room, locks=LOCKS))
+    runner, rescuer = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "rescuer")
+    log = tmp_path / "runs.log"
+    proc = start(runner, "victim", logging_command(log), "--heartbeat", "1s")
+    try:
+        if point in HELD_PUSH:
+            wait_for((room / "held").exists, 60, f"the runner to reach {point}")
+        else:
+            wait_for(lambda: log.exists(), 60, "the command to start")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        (room / "go").touch()
+        if proc.poll() is None:
+            proc.kill()
+    accepted = remote.issue(target)["state"] == "done"
+    # Recovery: a reaper (it waits two of the dead runner's 1 s heartbeats), then the next runner.
+    install_hook(remote, "exit 0\n")
+    deadline = time.monotonic() + 60
+    while remote.issue(target)["state"] != "done" and time.monotonic() < deadline:
+        reaped = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=rescuer)
+        assert reaped.returncode == 0, reaped.stderr
+        code, result, stderr = finish(start(rescuer, "rescuer", logging_command(log)))
+        assert code == 0 and result["outcome"] in ("done", "idle"), (result, stderr)
+    ended = assert_never_overlapped(log)
+    assert remote.issue(target)["state"] == "done"
+    if accepted:
+        assert ended[target] == 1, "a success whose result was accepted ran again"
+    assert remote.refs(LOCKS) == []
+    assert_remote_store_valid(remote)
+
+
+# ---------------------------------------------------------------- a flaky server
+FLAKY = """if [ $((RANDOM % 10)) -lt 3 ]; then echo "flaky: server busy, try again later" >&2; exit 1; fi
+exit 0
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1",
+         f"--port={port}", f"--base-path={tmp_path}", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "git daemon did not start"
+                time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("transport", ["file", "git-daemon"])
+def test_a_server_refusing_30_percent_of_pushes_loses_no_result(
+    tmp_path: Path, transport: str, request: pytest.FixtureRequest
+) -> None:
+    remote = make_remote(tmp_path, [NewIssue(f"task {n}") for n in range(8)])
+    url = request.getfixturevalue("daemon") + "/remote.git" if transport == "git-daemon" else remote.url
+    install_hook(remote, FLAKY)
+    runners = [clone_from(url, tmp_path / f"runner{i}") for i in range(6)]
+    log = tmp_path / "runs.log"
+
+    procs = [
+        start(clone, f"w{i}", logging_command(log), "--spread-index", str(i), "--spread-total", "6")
+        for i, clone in enumerate(runners)
+    ]
+    results = [finish(proc, timeout=240) for proc in procs]
+    for code, result, stderr in results:
+        assert (code, result["outcome"]) in ((0, "done"), (0, "idle")), (result["reason"], stderr)
+    done = {result["issue_id"] for _, result, _ in results if result["outcome"] == "done"}
+    assert {i for i in remote.ids if remote.issue(i)["state"] == "done"} == done, "every accepted result is there"
+
+    install_hook(remote, "exit 0\n")  # the faults stop: nothing is stuck
+    assert remote.refs(LOCKS) == []
+    for n in range(len(remote.ids) - len(done)):
+        code, result, stderr = finish(start(runners[n % len(runners)], "after", logging_command(log)))
+        assert (code, result["outcome"]) == (0, "done"), (result["reason"], stderr)
+    assert {remote.issue(i)["state"] for i in remote.ids} == {"done"}
+    assert assert_never_overlapped(log) == Counter(remote.ids), "each command ran once"
+    assert remote.refs(LOCKS) == []
+    assert_remote_store_valid(remote)
+
+
+def test_remote_mode_over_git_daemon(tmp_path: Path, daemon: str) -> None:
+    remote: Remote = make_remote(tmp_path, [NewIssue(f"task {n}") for n in range(3)])
+    clones = [clone_from(f"{daemon}/remote.git", tmp_path / f"runner{i}") for i in range(3)]
+    log = tmp_path / "runs.log"
+    results = [finish(p) for p in [start(c, f"w{i}", logging_command(log)) for i, c in enumerate(clones)]]
+    assert sorted(r["outcome"] for _, r, _ in results) == ["done"] * 3, results
+    assert assert_never_overlapped(log) == Counter(remote.ids)
+    assert remote.refs(LOCKS) == []
