@@ -71,6 +71,8 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
+        if not dry_run:
+            tracker.flush()  # remote mode: results others left pending go onto the branch too
     warn(snapshot.warnings)
     lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")

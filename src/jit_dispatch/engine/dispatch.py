@@ -115,6 +115,8 @@ def dispatch_once(
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
+        if not request.dry_run:
+            _flush(tracker, result)
     elif request.dry_run:
         top = plan.dispatchable[0]
         result.outcome, result.issue, result.attempt = Outcome.DRY_RUN, top, top.failed_attempts + 1
@@ -131,6 +133,14 @@ def dispatch_once(
             result.reason = "cancelled before claiming" if cancel.cancelled else taken
     result.sync = tracker.stats()
     return result
+
+
+def _flush(tracker: Tracker, result: Result) -> None:
+    """An idle runner writes down what others left pending (best effort: the next run tries again)."""
+    try:
+        tracker.flush()
+    except TrackerError as exc:
+        result.warnings.append(f"could not fold pending results: {exc}")
 
 
 def claim_first(tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken) -> Issue | None:

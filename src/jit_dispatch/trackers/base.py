@@ -80,6 +80,9 @@ class Tracker(Protocol):
         """Of claims stale by their timestamps, those whose holder is dead by the backend's own evidence
         (remote mode: a lock watched unchanged for two heartbeat intervals); the rest are alive."""
 
+    def flush(self) -> None:
+        """Write down what others left pending (remote mode: fold pending results into the branch)."""
+
 
 class TrackerDefaults:
     """What most backends share: one location, prefix ids, nothing to keep, nothing to hurry."""
@@ -108,3 +111,6 @@ class TrackerDefaults:
     def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
         """Timestamps are the only evidence (they come from this machine's clock, or jit's)."""
         return list(claims)
+
+    def flush(self) -> None:
+        """Every write is complete when it returns."""

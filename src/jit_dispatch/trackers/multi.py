@@ -82,6 +82,10 @@ class MultiTracker(TrackerDefaults):
             dead += tracker.confirm_dead([c for c in claims if self._store(c.issue.id) is tracker], older_than)
         return dead
 
+    def flush(self) -> None:
+        for tracker in self.trackers:
+            tracker.flush()
+
     def hurry(self, seconds: float) -> None:
         for tracker in self.trackers:
             tracker.hurry(seconds)

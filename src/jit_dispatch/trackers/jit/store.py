@@ -166,7 +166,7 @@ class JitStore(TrackerDefaults):
         except (OSError, ValueError):
             return None
 
-    def _state_of(self, issue_id: str) -> str | None:
+    def state_of(self, issue_id: str) -> str | None:
         issue = self._read_issue(issue_id)
         return issue.state if issue else None
 
@@ -216,7 +216,7 @@ class JitStore(TrackerDefaults):
         issue = self._read_issue(issue_id)
         if issue is None:
             return None
-        dep_states = {dep: s for dep in issue.dependencies if (s := self._state_of(dep))}
+        dep_states = {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
         if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
             return None
         return issue
@@ -235,12 +235,12 @@ class JitStore(TrackerDefaults):
         self._append_events(events)
         return issue_from_raw(raw)
 
-    def complete(self, issue_id: str, assignee: str) -> Settlement:
+    def complete(self, issue_id: str, assignee: str, *, now: str | None = None) -> Settlement:
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            raw, events, outcome = transitions.complete(current.raw, transitions.format_timestamp())
+            raw, events, outcome = transitions.complete(current.raw, now or transitions.format_timestamp())
             self._write_issue(raw)
         self._append_events(events)
         promoted = self._promote_unblocked(issue_id) if outcome == Outcome.DONE else ()
@@ -262,13 +262,13 @@ class JitStore(TrackerDefaults):
             # The snapshot predates the command: a dependency may have finished meanwhile (another
             # runner), so what looked blocking is read again before the candidate is passed over.
             blockers = blocking_dependencies(candidate, states)
-            if any(self._state_of(dep) not in RESOLVED_STATES for dep in blockers):
+            if any(self.state_of(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
             with self._locked(candidate.id):
                 fresh = self._read_issue(candidate.id)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
-                dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
+                dep_states = {d: s for d in fresh.dependencies if (s := self.state_of(d))}
                 if blocking_dependencies(fresh, dep_states):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
@@ -278,7 +278,14 @@ class JitStore(TrackerDefaults):
         return tuple(promoted)
 
     def release(
-        self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        now: str | None = None,
     ) -> Settlement:
         with self._locked(issue_id):
             current = self._read_issue(issue_id)
@@ -287,7 +294,7 @@ class JitStore(TrackerDefaults):
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
             raw, events, outcome = transitions.release(
-                current.raw, reason, max_attempts, transitions.format_timestamp()
+                current.raw, reason, max_attempts, now or transitions.format_timestamp()
             )
             self._write_issue(raw)
         self._append_events(events)
@@ -317,7 +324,7 @@ class JitStore(TrackerDefaults):
             with flock(self.root / ".index.lock"):
                 index_path = self.root / "index.json"
                 index = self._load_json(index_path)
-                states = {i: s for i in index["all_ids"] if (s := self._state_of(i))}
+                states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
                 for spec in specs:
                     raw = self._new_issue_raw(spec, states)
                     states[raw["id"]] = raw["state"]

@@ -65,7 +65,7 @@ def watch(
     while watching:
         time.sleep(poll)
         try:
-            current = plumbing.list_remote()[1]
+            current = plumbing.list_remote().locks
         except GitError as exc:
             if not exc.transient:
                 raise

@@ -16,7 +16,7 @@ from jit_dispatch.domain import transitions
 _KEYS = ("agent", "run", "attempt", "heartbeat", "at", "beat", "beat-at", "nonce")
 
 
-def _one_line(value: str) -> str:
+def one_line(value: str) -> str:
     return " ".join(value.split())
 
 
@@ -54,7 +54,7 @@ class LockInfo:
             "beat-at": self.beat_at,
             "nonce": secrets.token_hex(6),
         }
-        body = "".join(f"{key}: {_one_line(str(value))}\n" for key, value in fields.items() if value is not None)
+        body = "".join(f"{key}: {one_line(str(value))}\n" for key, value in fields.items() if value is not None)
         return f"jit-dispatch lock {issue_id}\n\n{body}"
 
 

@@ -13,7 +13,7 @@ import io
 import os
 import secrets
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from jit_dispatch.domain.issue import LOCK_PREFIX
@@ -46,6 +46,15 @@ class RemoteSettings:
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
 
 
+@dataclass
+class Listing:
+    """What one `git ls-remote` saw: the branch tip, claim locks (issue id → sha), results (ref → sha)."""
+
+    tip: str
+    locks: dict[str, str] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)
+
+
 class Plumbing:
     """The scratch store mirrors `self.tip`'s `.jit/`; commits and pushes go through here."""
 
@@ -71,49 +80,57 @@ class Plumbing:
             "GIT_COMMITTER_EMAIL": email,
         }
 
-    def list_remote(self, locks: bool = True) -> tuple[str, dict[str, str]]:
-        """One round trip: the branch tip and every claim lock."""
-        patterns = [f"refs/heads/{self.settings.branch}"] + ([self.settings.lock_prefix + "*"] if locks else [])
+    @property
+    def results_prefix(self) -> str:
+        """`refs/jit-dispatch/results/` beside the default lock prefix `refs/jit-dispatch/claims/`."""
+        return self.settings.lock_prefix.rstrip("/").rpartition("/")[0] + "/results/"
+
+    def list_remote(self, locks: bool = True) -> Listing:
+        """One round trip: the branch tip, every claim lock and every pending result."""
+        branch = f"refs/heads/{self.settings.branch}"
+        patterns = [branch] + ([self.settings.lock_prefix + "*", self.results_prefix + "*"] if locks else [])
         proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
         if proc.returncode != 0:
             raise refused(f"cannot reach remote '{self.remote_name}': {last_line(proc)}", proc)
-        tip, found = None, {}
+        listing = Listing("")
         for line in proc.stdout.decode().splitlines():
             sha, ref = line.split("\t", 1)
-            if ref == f"refs/heads/{self.settings.branch}":
-                tip = sha
+            if ref == branch:
+                listing.tip = sha
             elif ref.startswith(self.settings.lock_prefix):
-                found[ref[len(self.settings.lock_prefix) :]] = sha
-        if tip is None:
+                listing.locks[ref[len(self.settings.lock_prefix) :]] = sha
+            elif ref.startswith(self.results_prefix):
+                listing.results[ref] = sha
+        if not listing.tip:
             raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
-        return tip, found
+        return listing
 
-    def lock_messages(self, locks: dict[str, str]) -> dict[str, str] | None:
-        """Issue id → the commit message of its lock (one fetch); None when one vanished meanwhile."""
-        if not locks:
+    def messages(self, refs: dict[str, str]) -> dict[str, str] | None:
+        """Ref → the commit message it points at (one fetch); None when one vanished meanwhile."""
+        if not refs:
             return {}
-        refspecs = [f"+{self.settings.lock_prefix}{i}:{self.private_ref}-lock-{n}" for n, i in enumerate(locks)]
+        refspecs = [f"+{ref}:{self.private_ref}-ref-{n}" for n, ref in enumerate(refs)]
         fetched = self.git.run(
             "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
         )
-        for n in range(len(locks)):
-            self.git.run("update-ref", "-d", f"{self.private_ref}-lock-{n}", check=False)
+        for n in range(len(refs)):
+            self.git.run("update-ref", "-d", f"{self.private_ref}-ref-{n}", check=False)
         if fetched.returncode != 0:
             if b"couldn't find remote ref" not in fetched.stderr:
                 raise refused(f"git fetch failed: {last_line(fetched)}", fetched)
             return None
-        batch = self.git.run("cat-file", "--batch", stdin="".join(f"{sha}\n" for sha in locks.values()).encode())
+        batch = self.git.run("cat-file", "--batch", stdin="".join(f"{sha}\n" for sha in refs.values()).encode())
         messages, data = {}, batch.stdout
-        for issue_id in locks:
+        for ref in refs:
             header, _, data = data.partition(b"\n")
             parts = header.split()  # `<sha> commit <size>`, or `<sha> missing`
             size = int(parts[2]) if len(parts) == 3 else 0
             body, data = data[:size], data[size + 1 :]
-            messages[issue_id] = body.partition(b"\n\n")[2].decode("utf-8", errors="replace")
+            messages[ref] = body.partition(b"\n\n")[2].decode("utf-8", errors="replace")
         return messages
 
-    def lock_commit(self, message: str) -> str:
-        """An empty-tree commit carrying `message` (a lock's content), written locally."""
+    def note_commit(self, message: str) -> str:
+        """An empty-tree commit carrying `message` (a lock or a result), written locally."""
         empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
         return self.git.out("commit-tree", empty_tree, "-m", message, env=self.author_env())
 

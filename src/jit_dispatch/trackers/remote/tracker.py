@@ -1,55 +1,61 @@
-"""Remote mode (docs/architecture.md#remote-mode): the git remote is the lock, so runners in separate
-clones agree, whatever their clocks.
+"""Remote mode (docs/architecture.md#remote-mode): per-issue refs are the log, the state branch is a
+folded view of it, and runners in separate clones agree whatever their clocks.
 
-* **The lock is the claim**: one ref per claimed issue, `refs/jit-dispatch/claims/<issue-id>`,
-  created only if it does not exist (the server creates a ref atomically: one runner per issue).
-  Its commit names agent, run, attempt, claim time and the heartbeat interval the holder promises
-  (`locks.LockInfo`). Every lock holds its issue; nobody takes over a lock by its age.
-* **Heartbeats re-point the holder's own lock** (lease on its previous value), never the branch.
-* **The record**: the claim and the settlement are commits on the state branch, replayed on the
-  new tip when the push loses a race. The claim is recorded in the background while the command
-  runs; a claim that never made it is folded into the settling commit. The settling commit and the
-  deletion of the lock go in one atomic push with a lease on the lock: a runner whose lock was
-  reaped or released meanwhile has its late result refused (`lost`): the lock is the fencing token.
-* **Failures**: a refusal or error that another try may fix is retried with jittered backoff
-  within `push_budget`; a permanent one (permissions, protection) fails at once — and the first
-  record attempt happens before the command starts, so it fails there.
+* **The lock is the claim**: `refs/jit-dispatch/claims/<issue-id>`, created only if it does not
+  exist (the server creates a ref atomically: one runner per issue). Its commit names agent, run,
+  attempt, claim time and the heartbeat interval the holder promises (`locks.LockInfo`).
+  Heartbeats re-point the holder's own lock (lease on its previous value), never the branch.
+* **Results are refs**: settling creates `refs/jit-dispatch/results/<issue-id>/<attempt>`
+  (`results.ResultInfo`) in one atomic push with the deletion of the lock, leased on the lock's
+  value: a runner whose lock was reaped or released meanwhile has its late result refused
+  (`lost`). The lock is the fencing token.
+* **The branch is a fold**: any runner applies every pending result (and every claim the branch
+  lacks) to the tip in one commit, pushed with `--atomic` together with the deletion — leased —
+  of the result refs it folded. Losing that race is fine: the winner carried our result, or our
+  next try carries theirs. A runner settles when its result is on the branch.
+* **The view**: `ready`, `status`, `once` and `reap` read the branch plus pending refs.
+* **Failures**: whatever another try may fix is retried with jittered backoff within
+  `push_budget` (shortened by `hurry`); a permanent refusal fails at once. Right after taking its
+  lock, a runner tries one fold carrying its claim, so a branch that refuses it (protection,
+  permissions) fails before the command runs.
 
-The git side (listing, the scratch checkout, commits on a temporary index, leased pushes) is
-`plumbing.Plumbing`; liveness and reaping are `liveness.py`.
+The git side is `plumbing.Plumbing`; watching locks die is `liveness.py`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from jit_dispatch.domain import transitions
-from jit_dispatch.domain.issue import Issue, issue_from_raw
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Liveness, Settlement, Snapshot, TrackerDefaults
-from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
-from jit_dispatch.trackers.remote.plumbing import Plumbing, RemoteSettings
+from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
+from jit_dispatch.trackers.remote.results import COMPLETE, RELEASE, ResultInfo, parse_result
 
 T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
 _AGAIN = object()  # a step lost a race: re-read and try again
+_VERBS = {Outcome.RELEASED: "release", Outcome.PARKED: "park", Outcome.LOST: "drop"}
+
+
+class _Vanished(Exception):
+    """A ref listed a moment ago is gone (folded or settled): list again."""
 
 
 class RemoteJitTracker(TrackerDefaults):
-    """The jit store of `<remote>/<branch>:<jit_path>`, behind the same interface as `JitStore`."""
+    """The jit store of `<remote>/<branch>:<jit_path>` plus its pending refs, as one `Tracker`."""
 
     def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
         self.git = git
@@ -59,10 +65,10 @@ class RemoteJitTracker(TrackerDefaults):
         self.location = f"{self.plumbing.remote_name}/{settings.branch}:{settings.jit_path}"
         self._own: dict[str, tuple[str, LockInfo]] = {}  # issue id → (sha, content) of the lock we hold
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
-        self._infos: dict[str, LockInfo] = {}  # issue id → what its lock says (locks read so far)
-        self._busy = threading.RLock()  # the scratch store: one branch transaction at a time
+        self._seen: dict[str, Issue] = {}  # the last snapshot's issues
+        self._items: list[tuple[str, str, str]] = []  # (verb, issue id, agent) the scratch store holds
+        self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
-        self._settling: set[str] = set()  # issues whose background claim record must stop
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
         self.lock_attempts = 0
         self.branch_attempts = 0
@@ -82,81 +88,63 @@ class RemoteJitTracker(TrackerDefaults):
         self.git.deadline = time.monotonic() + seconds
 
     def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
-        """The branch, plus claims whose lock exists but whose record has not landed (folded in when
-        `in_progress` issues are wanted in full, so `status` and `reap` see them as claims)."""
-        full_states = tuple(full_states)
+        """The view: the branch, pending results applied, claims the branch lacks folded in."""
         with self._busy:
-            tip, locks = self.plumbing.list_remote()
-            self.plumbing.sync_to(tip)
-            snapshot = self.store.snapshot(full_states)
-            unrecorded = {i: sha for i, sha in locks.items() if snapshot.states.get(i) == State.READY}
-            if unrecorded and State.IN_PROGRESS in full_states:
-                self.store.changed.clear()
-                folded = [i for i, info in self.read_locks(unrecorded).items() if self._fold_claim(i, info)]
-                if folded:
-                    snapshot = self.store.snapshot(full_states)
-                self.plumbing.discard_changes()
-        snapshot.locked = frozenset(locks)  # the lock is the claim: whatever its age, whoever's clock
-        self._leases = dict(locks)
+            listing = self._viewed()
+            snapshot = self.store.snapshot(tuple(full_states))
+            self.plumbing.discard_changes()
+        snapshot.locked = frozenset(listing.locks)  # the lock is the claim: whatever its age, whoever's clock
+        self._leases = dict(listing.locks)
+        self._seen = {issue.id: issue for issue in snapshot.issues}
         self._taken = set()
         return snapshot
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
-        """Take the issue's lock ref (the claim), then record it on the branch (retried in the background)."""
+        """Take the issue's lock ref (the claim); then one try at folding it into the branch."""
         if issue_id in self._taken:
             return None
-        with self._busy:
-            current = self.store.claimable(issue_id, filters)
-        if current is None:
-            return None
-        info = LockInfo.new(assignee, run, current.failed_attempts + 1, self.settings.heartbeat_seconds)
-        sha = self.plumbing.lock_commit(info.message(issue_id))
+        seen = self._seen.get(issue_id)
+        info = LockInfo.new(assignee, run, (seen.failed_attempts if seen else 0) + 1, self.settings.heartbeat_seconds)
+        sha = self.plumbing.note_commit(info.message(issue_id))
         if not self._take_lock(issue_id, sha):
             # Lost a race: others are claiming right now. One listing shows which of our next
             # candidates they hold already; finding that out by pushing costs a push for each.
-            self._taken = set(self.plumbing.list_remote()[1])
+            self._taken = set(self.plumbing.list_remote().locks)
             return None
         with self._lock_mutex:
             self._own[issue_id] = (sha, info)
         try:
             with self._busy:
-                # Another runner may have claimed, finished and unlocked it since our listing: a
-                # lock that can be created again says nothing about the issue. Look once more.
-                self.plumbing.sync_to(self.plumbing.list_remote(locks=False)[0])
-                if self.store.claimable(issue_id, filters) is None:
+                # Another runner may have claimed and settled it since our listing: a lock that can
+                # be created again says nothing about the issue. Look at the view once more.
+                listing = self._viewed(skip=issue_id)
+                current = self.store.claimable(issue_id, filters)
+                if current is None or current.failed_attempts + 1 != info.attempt:
+                    self.plumbing.discard_changes()
                     self._drop_lock(issue_id)
                     return None
-                # One synchronous try at the record: a branch that refuses us (protection,
-                # permissions) fails here, before the command runs. Anything else goes on below.
-                try:
-                    record = self._record_operation(issue_id, info)
-                    recorded = self._attempt(record, lambda _: "claim", issue_id, assignee)
+                claimed = self.store.claim(issue_id, assignee, run, Filters(issue_id=issue_id), now=info.at)
+                self._items.append(("claim", issue_id, assignee))
+                try:  # one try; a branch that refuses us for good fails here, before the command runs
+                    self._push_fold(listing)
                 except GitError as exc:
                     if not exc.transient:
                         raise
-                    recorded = _AGAIN
         except BaseException:
             self._drop_lock(issue_id)
             raise
-        if recorded is None:  # changed under us between the check and the record
-            self._drop_lock(issue_id)
-            return None
-        if recorded is _AGAIN:
-            threading.Thread(target=self._record_claim, args=(issue_id, info), name="record-claim", daemon=True).start()
-            raw, _ = transitions.claim(current.raw, assignee, run, info.at or transitions.format_timestamp())
-            return issue_from_raw(raw)
-        assert isinstance(recorded, Issue)
-        return recorded
+        finally:
+            with self._busy:
+                self.plumbing.discard_changes()
+        return claimed
 
     def complete(self, issue_id: str, assignee: str) -> Settlement:
-        return self._settle(issue_id, assignee, lambda store: store.complete(issue_id, assignee))
+        return self._settle(issue_id, assignee, COMPLETE)
 
     def release(
         self, issue_id: str, assignee: str, reason: str, max_attempts: int, *, seen: Liveness | None = None
     ) -> Settlement:
-        return self._settle(
-            issue_id, assignee, lambda store: store.release(issue_id, assignee, reason, max_attempts, seen=seen)
-        )
+        return self._settle(issue_id, assignee, RELEASE, reason=reason, max_attempts=max_attempts, seen=seen)
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Re-point our lock at a fresh commit (lease on its current value); False when it is not ours any more."""
@@ -165,37 +153,120 @@ class RemoteJitTracker(TrackerDefaults):
                 return False
             sha, info = self._own[issue_id]
             beat = info.next_beat()
-            new = self.plumbing.lock_commit(beat.message(issue_id))
+            new = self.plumbing.note_commit(beat.message(issue_id))
             ref = self._lock_ref(issue_id)
             try:
                 pushed = self.plumbing.push((new, ref), leases={ref: sha})
             except GitError:
                 pushed = False
-            if not pushed and self.plumbing.list_remote()[1].get(issue_id) == new:
+            if not pushed and self.plumbing.list_remote().locks.get(issue_id) == new:
                 pushed = True  # the answer was lost, the beat was not
             if pushed:
                 self._own[issue_id] = (new, beat)
             return pushed
 
     def unpark(self, issue_id: str) -> bool:
-        return self._transact(lambda store: store.unpark(issue_id), lambda _: "unpark", issue_id, "human")
+        def step(attempt: int) -> bool | object:
+            with self._busy:
+                try:
+                    listing = self._viewed()
+                    if not self.store.unpark(issue_id):
+                        return False
+                    self._items.append(("unpark", issue_id, "human"))
+                    return True if self._push_fold(listing) else _AGAIN
+                finally:
+                    self.plumbing.discard_changes()
+
+        return self._retrying(f"unparking {issue_id[:8]}", step)
 
     def issue_ids(self) -> list[str]:
         with self._busy:
-            self.plumbing.sync_to(self.plumbing.list_remote(locks=False)[0])
+            self.plumbing.sync_to(self.plumbing.list_remote(locks=False).tip)
             return self.store.issue_ids()
 
     def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
         """Of claims stale by their timestamps, those whose lock stayed unchanged for two announced
         heartbeat intervals while this process watched it (`liveness.watch`)."""
-        _, locks = self.plumbing.list_remote()
+        locks = self.plumbing.list_remote().locks
         infos = self.read_locks({c.issue.id: locks[c.issue.id] for c in claims if c.issue.id in locks})
         dead_ids = liveness.watch(self.plumbing, claims, locks, infos, older_than, self.notes)
         self._leases.update({i: locks[i] for i in dead_ids if i in locks})
         return [c for c in claims if c.issue.id in dead_ids]
 
+    def flush(self) -> None:
+        """Fold every pending result into the branch (an idle runner, a reaper)."""
+        self._fold(None, time.monotonic() + self.settings.push_budget)
+
     def close(self) -> None:
         self.plumbing.close()
+
+    # ------------------------------------------------------------------ the view
+    def _viewed(self, skip: str | None = None) -> Listing:
+        """List the remote and make the scratch store the view of it (callers commit or discard)."""
+        for _ in range(5):
+            listing = self.plumbing.list_remote()
+            try:
+                self._view(listing, skip)
+                return listing
+            except _Vanished:
+                self.plumbing.discard_changes()
+        raise GitError("the remote's pending refs kept changing while being read", transient=True)
+
+    def _view(self, listing: Listing, skip: str | None) -> None:
+        """Tip + pending results in order (issue, attempt) + claims whose lock the branch lacks
+        (except `skip`'s: the claim being checked)."""
+        self.plumbing.sync_to(listing.tip)
+        self.store.changed.clear()
+        self._items = []
+        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: _order(item[0])):
+            issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
+            result = parse_result(message)
+            settlement = result.apply(self.store, issue_id)
+            verb = _VERBS.get(settlement.outcome, str(settlement.outcome))
+            self._items.append((verb, issue_id, result.claim.agent or "?"))
+        ready = {i: sha for i, sha in listing.locks.items() if i != skip and self.store.state_of(i) == State.READY}
+        own = {i: self._own[i][1] for i in ready if i in self._own and self._own[i][0] == ready[i]}
+        others = {self._lock_ref(i): sha for i, sha in ready.items() if i not in own}
+        infos = {ref[len(self.settings.lock_prefix) :]: parse_lock(m) for ref, m in self._messages(others).items()}
+        for issue_id, info in {**infos, **own}.items():
+            if info.agent and info.at:  # a lock of an older kind without them only holds the issue
+                self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
+                self._items.append(("claim", issue_id, info.agent))
+
+    def _messages(self, refs: dict[str, str]) -> dict[str, str]:
+        messages = self.plumbing.messages(refs)
+        if messages is None:
+            raise _Vanished
+        return messages
+
+    def _push_fold(self, listing: Listing) -> bool:
+        """Commit the view (plus what the caller changed) and push it with the deletion of the
+        result refs it folded, each leased on its listed value; False when the race was lost."""
+        updates = [("", ref) for ref in listing.results]
+        if self.store.changed:  # else only results that change nothing (refused on replay) are cleared
+            commit = self.plumbing.commit(self._message())
+            updates.insert(0, (commit, f"refs/heads/{self.settings.branch}"))
+        if not updates:
+            return True
+        self.branch_attempts += 1
+        if not self.plumbing.push(*updates, leases=dict(listing.results)):
+            return False
+        if self.store.changed:
+            self.plumbing.tip = updates[0][0]
+            self.store.changed.clear()
+            self.commits.append(updates[0][0])
+        return True
+
+    def _message(self) -> str:
+        """`jit-dispatch: <verb> <short_id> (<agent>)` for one change; `fold N: …` for several."""
+        suffix = " [skip ci]" if self.settings.skip_ci else ""
+        if len(self._items) == 1:
+            verb, issue_id, agent = self._items[0]
+            return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
+        shown = ", ".join(f"{verb} {issue_id[:8]}" for verb, issue_id, _ in self._items[:6])
+        more = ", …" if len(self._items) > 6 else ""
+        body = "\n".join(f"{verb} {issue_id} ({agent})" for verb, issue_id, agent in self._items)
+        return f"jit-dispatch: fold {len(self._items)}: {shown}{more}{suffix}\n\n{body}\n"
 
     # ------------------------------------------------------------------ locks
     def _lock_ref(self, issue_id: str) -> str:
@@ -204,12 +275,10 @@ class RemoteJitTracker(TrackerDefaults):
     def read_locks(self, locks: dict[str, str]) -> dict[str, LockInfo]:
         """What each listed lock says; a lock deleted since the listing is left out."""
         for _ in range(3):
-            messages = self.plumbing.lock_messages(locks)
+            messages = self.plumbing.messages({self._lock_ref(i): sha for i, sha in locks.items()})
             if messages is not None:
-                infos = {i: parse_lock(m) for i, m in messages.items()}
-                self._infos.update(infos)
-                return infos
-            current = self.plumbing.list_remote()[1]  # one vanished (its runner settled): read the rest
+                return {ref[len(self.settings.lock_prefix) :]: parse_lock(m) for ref, m in messages.items()}
+            current = self.plumbing.list_remote().locks  # one vanished (its runner settled): read the rest
             locks = {i: sha for i, sha in locks.items() if current.get(i) == sha}
         return {}
 
@@ -221,7 +290,7 @@ class RemoteJitTracker(TrackerDefaults):
         def step(attempt: int) -> bool:
             self.lock_attempts += 1
             if attempt > 1:
-                held = self.plumbing.list_remote()[1].get(issue_id)
+                held = self.plumbing.list_remote().locks.get(issue_id)
                 if held is not None:
                     return held == sha
             return self.plumbing.push((sha, ref), leases={ref: ""})
@@ -240,120 +309,83 @@ class RemoteJitTracker(TrackerDefaults):
             except GitError as exc:
                 self.notes.append(f"lock {self._lock_ref(issue_id)} left behind: {exc}")
 
-    def _fold_claim(self, issue_id: str, info: LockInfo) -> bool:
-        """Write a claim its lock records into the scratch store (the issue is `ready` on the branch)."""
-        if info.agent is None or info.at is None:  # not a claim lock of this version: it only holds the issue
-            return False
-        claimed = self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
-        return claimed is not None
-
-    # ------------------------------------------------------------------ the record
-    def _record_operation(self, issue_id: str, info: LockInfo) -> Callable[[JitStore], Issue | None]:
-        assert info.agent is not None and info.at is not None
-        agent, run, at = info.agent, info.run or "", info.at
-
-        def record(store: JitStore) -> Issue | None:
-            if issue_id in self._settling:  # the settling commit carries the claim
-                return None
-            return store.claim(issue_id, agent, run, Filters(issue_id=issue_id), now=at)
-
-        return record
-
-    def _record_claim(self, issue_id: str, info: LockInfo) -> None:
-        try:
-            claimed = self._transact(self._record_operation(issue_id, info), lambda _: "claim", issue_id, info.agent)
-            if claimed is None and issue_id not in self._settling:
-                self.notes.append(f"{issue_id[:8]} changed on {self.location} before the claim was recorded")
-        except Exception as exc:  # the settling commit will carry the claim
-            self.notes.append(f"recording the claim of {issue_id[:8]} failed ({exc}); the settlement carries it")
-
-    def _settle(self, issue_id: str, agent: str, operation: Callable[[JitStore], Settlement]) -> Settlement:
-        """Apply `operation` on the tip and push it together with the deletion of the issue's lock,
-        leased on the lock's value: ours (a runner), or as last listed or watched (reap, a person)."""
-        self._settling.add(issue_id)
-        ref = self._lock_ref(issue_id)
-        landed: list[tuple[str, Settlement]] = []  # (our last event's id, settlement) of a push whose answer failed
+    # ------------------------------------------------------------------ settling
+    def _settle(self, issue_id: str, agent: str, op: str, **fields: Any) -> Settlement:
+        """Push the result ref with the deletion of the lock, leased on the lock's value: ours (a
+        runner), or as last listed or watched (reap, a person). Then fold until it is on the branch."""
+        deadline = time.monotonic() + self.settings.push_budget
+        lock_ref = self._lock_ref(issue_id)
+        sent: dict[str, Any] = {}  # the last result pushed: a lost answer is recognised by its sha
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
-                tip, locks = self.plumbing.list_remote()
-                self.plumbing.sync_to(tip)
-                if landed and self._has_event(landed[-1][0]):
-                    return landed[-1][1]
-                own = self._own.get(issue_id)
-                lease = own[0] if own else self._leases.get(issue_id)
-                if lease is not None and locks.get(issue_id) != lease:
-                    # Reaped, released or replaced meanwhile: the lock is the fencing token.
-                    self._own.pop(issue_id, None)
-                    return Settlement(Outcome.LOST)
-                info = own[1] if own else self._infos.get(issue_id)
-                self.store.changed.clear()
-                if info is not None and self.store.snapshot(()).states.get(issue_id) == State.READY:
-                    self._fold_claim(issue_id, info)  # its record never landed: this commit carries it
-                settlement = operation(self.store)
-                if settlement.outcome == Outcome.LOST:
+                listing = self._viewed()
+                try:
+                    if sent and listing.results.get(sent["ref"]) == sent["sha"]:
+                        self._own.pop(issue_id, None)
+                        return sent["settlement"]
+                    own = self._own.get(issue_id)
+                    lease = own[0] if own else self._leases.get(issue_id)
+                    if lease is not None and listing.locks.get(issue_id) != lease:
+                        self._own.pop(issue_id, None)  # reaped, released or replaced: the lock fences us out
+                        return Settlement(Outcome.LOST)
+                    result = ResultInfo.new(op, own[1] if own else self._claim_of(issue_id, agent), **fields)
+                    settlement = result.apply(self.store, issue_id)  # what the fold will do
+                finally:
                     self.plumbing.discard_changes()
+                if settlement.outcome == Outcome.LOST:
                     self._drop_lock(issue_id)
                     return settlement
-                commit = self.plumbing.commit(self._message(settlement.outcome, issue_id, agent))
-                self.branch_attempts += 1
-                updates = [(commit, self._branch_ref)]
-                leases = None
+                ref = f"{self.plumbing.results_prefix}{issue_id}/{result.claim.attempt or 0}"
+                sha = self.plumbing.note_commit(result.message(issue_id))
+                sent.update(ref=ref, sha=sha, settlement=settlement)
+                updates, leases = [(sha, ref)], {ref: ""}
                 if lease is not None:
-                    updates.append(("", ref))
-                    leases = {ref: lease}
-                landed.append((self._last_event_id(), settlement))
-                if not self._push_commit(commit, *updates, leases=leases):
-                    landed.clear()
+                    updates.append(("", lock_ref))
+                    leases[lock_ref] = lease
+                self.branch_attempts += 1
+                if not self.plumbing.push(*updates, leases=leases):
                     return _AGAIN
                 self._own.pop(issue_id, None)
                 return settlement
 
-        return self._retrying(f"settling {issue_id[:8]} on {self.location}", step)
+        settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        if settlement.outcome != Outcome.LOST:
+            self._fold(sent["ref"], deadline)
+        return settlement
 
-    def _transact(
-        self, operation: Callable[[JitStore], T], verb: Callable[[T], str], issue_id: str, agent: str | None
-    ) -> T:
-        """Apply `operation` to the branch tip and push it; on a lost race, replay on the new tip."""
+    def _claim_of(self, issue_id: str, agent: str) -> LockInfo:
+        """The claim a reaper or a person settles, as the view shows it."""
+        issue = next((i for i in self.store.snapshot((State.IN_PROGRESS,)).issues if i.id == issue_id), None)
+        context = issue.context if issue else {}
+        attempt = (issue.failed_attempts if issue else 0) + 1
+        return LockInfo(agent, context.get(CTX_RUN), attempt, None, context.get(CTX_CLAIMED_AT))
 
-        def step(attempt: int) -> T | object:
+    def _fold(self, ref: str | None, deadline: float) -> None:
+        """Fold until `ref` (else every pending result) is on the branch, by us or another runner."""
+
+        def step(attempt: int) -> bool | object:
             with self._busy:
-                self.plumbing.sync_to(self.plumbing.list_remote(locks=False)[0])
-                return self._attempt(operation, verb, issue_id, agent)
+                try:
+                    listing = self._viewed()
+                    if ref not in listing.results if ref else not listing.results:
+                        return True
+                    return True if self._push_fold(listing) else _AGAIN
+                finally:
+                    self.plumbing.discard_changes()
 
-        return self._retrying(f"writing {issue_id[:8]} to {self.location}", step)
-
-    def _attempt(
-        self, operation: Callable[[JitStore], T], verb: Callable[[T], str], issue_id: str, agent: str | None = None
-    ) -> T | object:
-        """One try on the current tip: the value when pushed or nothing to write; _AGAIN on a lost race."""
-        self.store.changed.clear()
-        value = operation(self.store)
-        if not self.store.changed:  # nothing to write: not ours, or no longer claimable
-            return value
-        commit = self.plumbing.commit(self._message(verb(value), issue_id, agent))
-        self.branch_attempts += 1
-        return value if self._push_commit(commit, (commit, self._branch_ref)) else _AGAIN
-
-    def _push_commit(self, commit: str, *updates: tuple[str, str], leases: dict[str, str] | None = None) -> bool:
-        """Push a commit built from the scratch store's changes; the scratch store follows what the remote took."""
         try:
-            pushed = self.plumbing.push(*updates, leases=leases)
-        except BaseException:
-            self.plumbing.discard_changes()
-            raise
-        if not pushed:
-            self.plumbing.discard_changes()
-            return False
-        self.plumbing.tip = commit
-        self.store.changed.clear()
-        self.commits.append(commit)
-        return True
+            self._retrying(f"folding {ref or 'pending results'}", step, deadline)
+        except TrackerError as exc:
+            if ref is None:
+                raise
+            raise TrackerError(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
+                               f"and the next run folds it ({exc})") from None  # fmt: skip
 
-    def _retrying(self, what: str, step: Callable[[int], T | object]) -> T:
+    def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
         """Run `step` until it returns a value: again after a lost race or a transient failure, with
         jittered backoff, within the push budget (shortened by `hurry`)."""
-        deadline = time.monotonic() + self.settings.push_budget
+        deadline = deadline or time.monotonic() + self.settings.push_budget
         why = "every try lost a race"
         for attempt in itertools.count(1):
             if attempt > 1:
@@ -373,21 +405,8 @@ class RemoteJitTracker(TrackerDefaults):
                 return value  # type: ignore[return-value]
         raise AssertionError("unreachable")
 
-    @property
-    def _branch_ref(self) -> str:
-        return f"refs/heads/{self.settings.branch}"
 
-    def _last_event_id(self) -> str:
-        lines = (self.store.root / "events.jsonl").read_bytes().splitlines()
-        return json.loads(lines[-1])["id"] if lines else ""
-
-    def _has_event(self, event_id: str) -> bool:
-        """Whether the synced tip's event log holds this event (a push whose answer was lost landed)."""
-        path = self.store.root / "events.jsonl"
-        return bool(event_id) and path.exists() and event_id.encode() in path.read_bytes()
-
-    def _message(self, verb: str, issue_id: str, agent: str | None = None) -> str:
-        """`jit-dispatch: <verb> <short_id> (<agent>)`, verbs claim/done/gated/release/park."""
-        verb = {"released": "release", "parked": "park"}.get(verb, verb)
-        suffix = " [skip ci]" if self.settings.skip_ci else ""
-        return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
+def _order(ref: str) -> tuple[str, int]:
+    """Results fold by issue, then attempt: a release and the next claim's result apply in order."""
+    head, _, attempt = ref.rpartition("/")
+    return head.rpartition("/")[2], int(attempt) if attempt.isdigit() else 0
