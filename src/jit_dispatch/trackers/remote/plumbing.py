@@ -67,6 +67,7 @@ class Plumbing:
         self.tip: str | None = None
         self.private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
         self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
+        self._messages: dict[str, str] = {}  # sha → message of lock and result commits read so far
 
     def close(self) -> None:
         self.git.run("update-ref", "-d", self.private_ref, check=False)
@@ -106,28 +107,45 @@ class Plumbing:
         return listing
 
     def messages(self, refs: dict[str, str]) -> dict[str, str] | None:
-        """Ref → the commit message it points at (one fetch); None when one vanished meanwhile."""
-        if not refs:
-            return {}
-        refspecs = [f"+{ref}:{self.private_ref}-ref-{n}" for n, ref in enumerate(refs)]
-        fetched = self.git.run(
-            "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *refspecs, check=False
-        )
-        for n in range(len(refs)):
-            self.git.run("update-ref", "-d", f"{self.private_ref}-ref-{n}", check=False)
-        if fetched.returncode != 0:
-            if b"couldn't find remote ref" not in fetched.stderr:
-                raise refused(f"git fetch failed: {last_line(fetched)}", fetched)
-            return None
-        batch = self.git.run("cat-file", "--batch", stdin="".join(f"{sha}\n" for sha in refs.values()).encode())
-        messages, data = {}, batch.stdout
-        for ref in refs:
+        """Ref → the message of the commit it points at; None when one vanished meanwhile. Such
+        commits never change: each is read once (a fetch only for those not here yet)."""
+        missing = [sha for sha in dict.fromkeys(refs.values()) if sha not in self._messages]
+        if missing:
+            found = self.batch(missing)
+            absent = [ref for ref, sha in refs.items() if sha in missing and found[missing.index(sha)] is None]
+            if absent:
+                fetched = self.git.run(
+                    "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *absent, check=False
+                )
+                if fetched.returncode != 0:
+                    if b"couldn't find remote ref" not in fetched.stderr:
+                        raise refused(f"git fetch failed: {last_line(fetched)}", fetched)
+                    return None
+                found = self.batch(missing)
+            for sha, body in zip(missing, found, strict=True):
+                if body is None:
+                    return None  # moved since the listing: the caller lists again
+                self._messages[sha] = body.partition(b"\n\n")[2].decode("utf-8", errors="replace")
+        return {ref: self._messages[sha] for ref, sha in refs.items()}
+
+    def batch_check(self, specs: list[str]) -> list[bytes | None]:
+        """The object ids of several specs in one `git cat-file --batch-check`; None for a missing one."""
+        lines = self.git.run("cat-file", "--batch-check=%(objectname)", stdin="".join(f"{s}\n" for s in specs).encode())
+        return [None if line.endswith(b" missing") else line for line in lines.stdout.splitlines()]
+
+    def batch(self, specs: list[str]) -> list[bytes | None]:
+        """The contents of several objects in one `git cat-file --batch`; None for a missing one."""
+        data = self.git.run("cat-file", "--batch", stdin="".join(f"{spec}\n" for spec in specs).encode()).stdout
+        contents: list[bytes | None] = []
+        for _ in specs:
             header, _, data = data.partition(b"\n")
-            parts = header.split()  # `<sha> commit <size>`, or `<sha> missing`
-            size = int(parts[2]) if len(parts) == 3 else 0
-            body, data = data[:size], data[size + 1 :]
-            messages[ref] = body.partition(b"\n\n")[2].decode("utf-8", errors="replace")
-        return messages
+            if header.endswith(b" missing") or not header:
+                contents.append(None)
+                continue
+            size = int(header.rsplit(b" ", 1)[1])  # `<sha> <type> <size>`
+            contents.append(data[:size])
+            data = data[size + 1 :]
+        return contents
 
     def note_commit(self, message: str) -> str:
         """An empty-tree commit carrying `message` (a lock or a result), written locally."""
@@ -138,13 +156,15 @@ class Plumbing:
         """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
         if tip == self.tip:
             return
-        if self.git.run("cat-file", "-e", f"{tip}^{{commit}}", check=False).returncode != 0:
+        path = self.settings.jit_path
+        have_tip, have_store = (b is not None for b in self.batch_check([f"{tip}^{{commit}}", f"{tip}:{path}"]))
+        if not have_tip:
             depth = ["--depth=1"] if self._shallow else []
             spec = f"+refs/heads/{self.settings.branch}:{self.private_ref}"
             self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, spec)
             tip = self.git.out("rev-parse", self.private_ref)
-        path = self.settings.jit_path
-        if self.git.run("cat-file", "-e", f"{tip}:{path}", check=False).returncode != 0:
+            have_store = self.batch_check([f"{tip}:{path}"])[0] is not None
+        if not have_store:
             raise TrackerError(f"{self.settings.remote}/{self.settings.branch} has no '{path}' directory")
         if self.tip is None:
             self._extract(self.git.run("archive", "--format=tar", f"{tip}:{path}").stdout)
@@ -171,26 +191,26 @@ class Plumbing:
         path = self.settings.jit_path
         listing = self.git.out("diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new, "--", path)
         fields = listing.split("\0")
-        changes = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
-        for status, name in changes:
-            self._restore(new, PurePosixPath(name).relative_to(path), deleted=status == "D")
+        changes = [PurePosixPath(fields[i + 1]).relative_to(path) for i in range(0, len(fields) - 1, 2)]
+        self._restore(new, changes)
 
-    def _restore(self, commit: str, relative: PurePosixPath, *, deleted: bool = False) -> None:
-        target = self.store.root / relative
-        if deleted:
-            target.unlink(missing_ok=True)
-            return
-        blob = self.git.run("cat-file", "blob", f"{commit}:{self.settings.jit_path}/{relative}").stdout
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob)
+    def _restore(self, commit: str, relatives: list[PurePosixPath]) -> None:
+        """Make these files of the scratch store what `commit` has (absent there: deleted)."""
+        blobs = self.batch([f"{commit}:{self.settings.jit_path}/{relative}" for relative in relatives])
+        for relative, blob in zip(relatives, blobs, strict=True):
+            target = self.store.root / relative
+            if blob is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(blob)
 
     def discard_changes(self) -> None:
-        """Undo what a losing attempt wrote, so the scratch store matches `self.tip` again."""
+        """Undo what the store wrote since the last commit or sync, so it matches `self.tip` again."""
         assert self.tip is not None
-        for changed in self.store.changed:
-            relative = PurePosixPath(changed.relative_to(self.store.root).as_posix())
-            exists = self.git.run("cat-file", "-e", f"{self.tip}:{self.settings.jit_path}/{relative}", check=False)
-            self._restore(self.tip, relative, deleted=exists.returncode != 0)
+        if self.store.changed:
+            root = self.store.root
+            self._restore(self.tip, [PurePosixPath(p.relative_to(root).as_posix()) for p in self.store.changed])
         self.store.changed.clear()
 
     def commit(self, message: str) -> str:
