@@ -124,7 +124,7 @@ def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_pat
     target = remote.ids[0]
     runner, admin = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "admin")
     started, go = tmp_path / "started", tmp_path / "go"
-    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "1s")
+    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "10m")
     try:
         wait_for(started.exists, 60, "the command to start")
         released = run_cli("release", target[:8], "taken back by hand", "--sync", "git", cwd=admin)
@@ -136,6 +136,31 @@ def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_pat
     assert (code, result["outcome"]) == (1, "lost"), (result, stderr)
     assert git(remote.bare, "rev-parse", "main").strip() == tip, "the late result wrote nothing"
     assert remote.issue(target)["state"] == "ready"
+    assert remote.refs() == [], "no jit-dispatch ref left"
+
+
+def test_a_runner_whose_claim_is_taken_away_stops_its_command_before_another_runs_it(tmp_path: Path) -> None:
+    """At most once at a time: the next heartbeat finds the lock gone and stops the command; only
+    then can another runner's command start (the log shows no overlap)."""
+    remote = make_remote(tmp_path, [NewIssue("taken back")])
+    target = remote.ids[0]
+    first, second, admin = (remote.clone(tmp_path / name) for name in ("first", "second", "admin"))
+    log = tmp_path / "runs.log"
+    endless = f'echo "start $JIT_ISSUE_ID" >> {log}; trap \'echo "end $JIT_ISSUE_ID" >> {log}; exit 1\' TERM; '
+    endless += "while :; do sleep 0.05; done"
+    proc = start(first, "first", endless, "--heartbeat", "1s")
+    try:
+        wait_for(lambda: log.exists(), 60, "the command to start")
+        released = run_cli("release", target[:8], "taken back by hand", "--sync", "git", cwd=admin)
+        assert released.returncode == 0, released.stderr
+        code, result, stderr = finish(proc, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (code, result["outcome"]) == (1, "lost"), (result, stderr)
+    code, result, stderr = finish(start(second, "second", logging_command(log)))
+    assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+    assert assert_never_overlapped(log) == Counter({target: 2})
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 

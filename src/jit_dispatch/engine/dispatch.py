@@ -171,24 +171,49 @@ def run_claimed(
         result.cancelled_by = cancel.signum
         reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)
+    heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
     try:
-        with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
-            run = _run(claimed, result.attempt, request, cancel, hooks, base_env)
+        with heartbeat:
+            run = _run(claimed, result.attempt, request, heartbeat.command_cancel, hooks, base_env)
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         return _settle(tracker, request, result, claimed, f"dispatcher error: {type(exc).__name__}: {exc}")
-    if run.cancelled_by is not None:
-        tracker.hurry(CANCEL_SETTLE_SECONDS)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
+    if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
+        return _settle(tracker, request, result, claimed, heartbeat.lost)
+    if run.cancelled_by is not None:
+        tracker.hurry(CANCEL_SETTLE_SECONDS)
     result.cancelled_by = run.cancelled_by
     return _settle(tracker, request, result, claimed, failure_reason(run, request.timeout))
 
 
-class Heartbeat:
-    """While the command runs, refresh `dispatch.heartbeat_at` every `interval` seconds."""
+class EitherCancel(CancelToken):
+    """What the command obeys: the run's cancellation, or its own (the claim was lost)."""
 
-    def __init__(self, tracker: Tracker, issue_id: str, agent: str, interval: float | None) -> None:
+    def __init__(self, run: CancelToken) -> None:
+        self.run = run
+        self.own: int | None = None
+
+    @property  # type: ignore[override]
+    def signum(self) -> int | None:
+        return self.run.signum if self.run.signum is not None else self.own
+
+    def cancel(self, signum: int) -> None:
+        if self.own is None:
+            self.own = signum
+
+
+class Heartbeat:
+    """While the command runs, show signs of life every `interval` seconds. When the claim is no
+    longer ours (taken away, or not renewed for 1.5 intervals: a reaper may soon judge us dead),
+    stop the command, so that an issue's command never runs twice at once."""
+
+    def __init__(
+        self, tracker: Tracker, issue_id: str, agent: str, interval: float | None, cancel: CancelToken
+    ) -> None:
         self.tracker, self.issue_id, self.agent, self.interval = tracker, issue_id, agent, interval
+        self.command_cancel = EitherCancel(cancel)
+        self.lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -204,16 +229,27 @@ class Heartbeat:
         # Short sleeps rather than `Event.wait(interval)`: a timed condition wait never returns under
         # libfaketime (how the clock-skew tests run a runner 20 minutes behind).
         assert self.interval is not None
-        due = time.monotonic() + self.interval
-        while not self._stop.is_set():
+        renewed = time.monotonic()
+        due = renewed + self.interval
+        while not self._stop.is_set() and self.lost is None:
             time.sleep(min(0.2, max(0.0, due - time.monotonic())))
             if time.monotonic() < due or self._stop.is_set():
                 continue
-            due = time.monotonic() + self.interval
+            due, started = time.monotonic() + self.interval, time.monotonic()
             try:
-                self.tracker.heartbeat(self.issue_id, self.agent)  # False (not ours yet/any more): try again
+                alive = self.tracker.heartbeat(self.issue_id, self.agent)
             except Exception:
-                continue
+                alive = None  # could not tell: try again next interval
+            if alive:
+                renewed = started
+            elif alive is False and not self._stop.is_set():
+                self._lose("the claim was taken away while the command ran; command stopped")
+            if time.monotonic() - renewed > 1.5 * self.interval and not self._stop.is_set():
+                self._lose(f"the claim could not be renewed for {time.monotonic() - renewed:.0f}s; command stopped")
+
+    def _lose(self, reason: str) -> None:
+        self.lost = reason
+        self.command_cancel.cancel(signal.SIGTERM)
 
 
 def _run(
