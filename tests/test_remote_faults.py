@@ -292,3 +292,40 @@ def test_remote_mode_over_git_daemon(tmp_path: Path, daemon: str) -> None:
     assert sorted(r["outcome"] for _, r, _ in results) == ["done"] * 3, results
     assert assert_never_overlapped(log) == Counter(remote.ids)
     assert remote.refs() == [], "no jit-dispatch ref left"
+
+
+# ---------------------------------------------------------------- pending results
+def test_results_pending_while_the_branch_refuses_are_folded_in_order_later(tmp_path: Path) -> None:
+    """The branch refuses every push for a while (transient): a failed attempt and the next, successful
+    one both stay pending as refs (their runners exit 3 when the push budget runs out, saying so); the
+    view shows them meanwhile; the first run after the fault folds both, in order."""
+    remote = make_remote(tmp_path, [NewIssue("flaky work")])
+    target = remote.ids[0]
+    refuse_branch = 'if [ "$ref" = refs/heads/main ]; then echo "busy, retry later" >&2; exit 1; fi'
+    install_hook(remote, f"while read -r old new ref; do\n  {refuse_branch}\ndone\nexit 0\n")
+    first, second, third = (remote.clone(tmp_path / name) for name in ("first", "second", "third"))
+    log = tmp_path / "runs.log"
+
+    code, result, stderr = finish(start(first, "first", f"{logging_command(log)}; exit 7", "--push-budget", "2s"))
+    assert code == 3 and "pending as refs/jit-dispatch/results/" in result["reason"], (result, stderr)
+    listing = run_cli("ready", "--sync", "git", "--json", cwd=third)
+    assert [i["issue_id"] for i in listing.json["dispatchable"]] == [target], "the view shows the release"
+    code, result, stderr = finish(start(second, "second", logging_command(log), "--push-budget", "2s"))
+    assert code == 3 and result["attempt"] == 2, (result, stderr)
+    assert remote.issue(target)["state"] == "ready" and remote.issue(target)["assignee"] is None, "nothing folded"
+    assert len(remote.refs("refs/jit-dispatch/results/")) == 2
+    status = run_cli("status", "--sync", "git", "--json", cwd=third)
+    assert status.returncode == 0 and status.json["counts"].get("done") == 1, status.stdout
+
+    install_hook(remote, "exit 0\n")
+    code, result, stderr = finish(start(third, "third", logging_command(log)))
+    assert (code, result["outcome"]) == (0, "idle"), (result, stderr)
+    raw = remote.issue(target)
+    assert (raw["state"], raw["assignee"], raw["context"]["dispatch.attempts"]) == ("done", "agent:second", "1")
+    kinds = [(e["type"], e.get("assignee")) for e in remote.events() if e["issue_id"] == target]
+    claims = [who for kind, who in kinds if kind == "issue_claimed"]
+    assert claims == ["agent:first", "agent:second"], kinds
+    types = [kind for kind, _ in kinds]
+    assert types.index("issue_released") < kinds.index(("issue_claimed", "agent:second")), kinds
+    assert assert_never_overlapped(log) == Counter({target: 2})
+    assert remote.refs() == [], "no jit-dispatch ref left"
