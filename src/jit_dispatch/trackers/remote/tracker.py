@@ -312,7 +312,7 @@ class RemoteJitTracker(TrackerDefaults):
     # ------------------------------------------------------------------ settling
     def _settle(self, issue_id: str, agent: str, op: str, **fields: Any) -> Settlement:
         """Push the result ref with the deletion of the lock, leased on the lock's value: ours (a
-        runner), or as last listed or watched (reap, a person). Then fold until it is on the branch."""
+        runner), as watched (reap), or as it is (a person). Then fold until it is on the branch."""
         deadline = time.monotonic() + self.settings.push_budget
         lock_ref = self._lock_ref(issue_id)
         sent: dict[str, Any] = {}  # the last result pushed: a lost answer is recognised by its sha
@@ -325,7 +325,9 @@ class RemoteJitTracker(TrackerDefaults):
                         self._own.pop(issue_id, None)
                         return sent["settlement"]
                     own = self._own.get(issue_id)
-                    lease = own[0] if own else self._leases.get(issue_id)
+                    # Ours; else as a reaper watched it die; else (a person's decision) as it is now.
+                    lease = own[0] if own else self._leases.get(issue_id) if fields.get("seen") else None
+                    lease = lease or listing.locks.get(issue_id)
                     if lease is not None and listing.locks.get(issue_id) != lease:
                         self._own.pop(issue_id, None)  # reaped, released or replaced: the lock fences us out
                         return Settlement(Outcome.LOST)
