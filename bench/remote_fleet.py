@@ -107,14 +107,17 @@ def run_wave(work: Path, code: Path, runners: int, latency: float) -> Wave:
         out = root / f"out-{i}.json"
         with out.open("wb") as sink:
             procs.append((subprocess.Popen(argv, cwd=clone, env=env, stdout=sink, stderr=subprocess.DEVNULL), out))
-    for proc, out in procs:
+    for index, (proc, out) in enumerate(procs):
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wave.cpu += usage.ru_utime + usage.ru_stime
         try:
-            outcome = json.loads(out.read_text())["outcome"]
+            reported = json.loads(out.read_text())
+            outcome = reported["outcome"]
         except (ValueError, KeyError):
-            outcome = f"exit {proc.returncode}, no json"
+            reported, outcome = {}, f"exit {proc.returncode}, no json"
+        if outcome != "done":
+            wave.problems.append(f"runner {index}: {outcome}: {reported.get('reason')}")
         wave.outcomes[outcome] = wave.outcomes.get(outcome, 0) + 1
     wave.wall = time.monotonic() - started
     if latency:

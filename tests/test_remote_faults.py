@@ -164,6 +164,37 @@ def test_a_runner_whose_claim_is_taken_away_stops_its_command_before_another_run
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 
+def test_a_claim_folded_by_another_runner_before_its_holder_looks_again_is_kept(tmp_path: Path) -> None:
+    """Found at 64 runners: runner A's lock lands; before A re-reads the view, runner B's fold carries
+    A's claim onto the branch. A must see its own claim there and run, not give the issue up."""
+    remote = make_remote(tmp_path, [NewIssue("A's", "high"), NewIssue("B's")])
+    first, second = remote.ids
+    room = tmp_path / "room"
+    room.mkdir()
+    hook = remote.bare / "hooks" / "post-receive"
+    hook.write_text(
+        "#!/usr/bin/env bash\nwhile read -r old new ref; do\n"
+        f'  if [ "$ref" = {LOCKS}{first} ] && [ "$old" = {"0" * 40} ]; then\n'
+        f"    touch {room}/held; for _ in $(seq 500); do [ -f {room}/go ] && break; sleep 0.02; done\n"
+        "  fi\ndone\n"
+    )
+    hook.chmod(0o755)
+    a_clone, b_clone = remote.clone(tmp_path / "a"), remote.clone(tmp_path / "b")
+    log = tmp_path / "runs.log"
+    proc = start(a_clone, "a", logging_command(log), "--issue", first)
+    try:
+        wait_for((room / "held").exists, 60, "A's lock to land")
+        code, result, stderr = finish(start(b_clone, "b", logging_command(log), "--issue", second))
+        assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+        assert remote.issue(first)["assignee"] == "agent:a", "B's fold carried A's claim"
+    finally:
+        (room / "go").touch()
+    code, result, stderr = finish(proc)
+    assert (code, result["outcome"], result["issue_id"]) == (0, "done", first), (result, stderr)
+    assert assert_never_overlapped(log) == Counter(remote.ids)
+    assert remote.refs() == [], "no jit-dispatch ref left"
+
+
 # ---------------------------------------------------------------- SIGKILL at each step
 HOLD = """while read -r old new ref; do
   if {{ [ "$ref" = refs/heads/main ] && git log -1 --format=%s "$new" | grep -q '^jit-dispatch: {verb} '; }} ||

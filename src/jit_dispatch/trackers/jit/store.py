@@ -160,14 +160,14 @@ class JitStore(TrackerDefaults):
         self._promotion_view = (states, backlog)
         return Snapshot(issues, states, self.gates(), ids, warnings)
 
-    def _read_issue(self, issue_id: str) -> Issue | None:
+    def read_issue(self, issue_id: str) -> Issue | None:
         try:
             return issue_from_raw(json.loads((self.issues_dir / f"{issue_id}.json").read_bytes()), issue_id)
         except (OSError, ValueError):
             return None
 
     def state_of(self, issue_id: str) -> str | None:
-        issue = self._read_issue(issue_id)
+        issue = self.read_issue(issue_id)
         return issue.state if issue else None
 
     def issue_file(self, issue_id: str) -> Path:
@@ -213,7 +213,7 @@ class JitStore(TrackerDefaults):
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
         """The issue as it is now, if it may be claimed now (its dependencies re-read too)."""
-        issue = self._read_issue(issue_id)
+        issue = self.read_issue(issue_id)
         if issue is None:
             return None
         dep_states = {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
@@ -237,7 +237,7 @@ class JitStore(TrackerDefaults):
 
     def complete(self, issue_id: str, assignee: str, *, now: str | None = None) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             raw, events, outcome = transitions.complete(current.raw, now or transitions.format_timestamp())
@@ -265,7 +265,7 @@ class JitStore(TrackerDefaults):
             if any(self.state_of(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
             with self._locked(candidate.id):
-                fresh = self._read_issue(candidate.id)
+                fresh = self.read_issue(candidate.id)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
                 dep_states = {d: s for d in fresh.dependencies if (s := self.state_of(d))}
@@ -288,7 +288,7 @@ class JitStore(TrackerDefaults):
         now: str | None = None,
     ) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
@@ -302,7 +302,7 @@ class JitStore(TrackerDefaults):
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return False
             self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
@@ -310,7 +310,7 @@ class JitStore(TrackerDefaults):
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             raw = transitions.unpark(current.raw, transitions.format_timestamp()) if current else None
             if raw is None:
                 return False

@@ -118,9 +118,11 @@ class RemoteJitTracker(TrackerDefaults):
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
                 listing = self._viewed(skip=issue_id)
+                folded = self.store.read_issue(issue_id)
+                if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
+                    return folded  # another runner's fold carried our claim already
                 current = self.store.claimable(issue_id, filters)
                 if current is None or current.failed_attempts + 1 != info.attempt:
-                    self.plumbing.discard_changes()
                     self._drop_lock(issue_id)
                     return None
                 claimed = self.store.claim(issue_id, assignee, run, Filters(issue_id=issue_id), now=info.at)
