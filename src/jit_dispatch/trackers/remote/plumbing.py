@@ -68,6 +68,7 @@ class Plumbing:
         self.private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
         self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
         self._messages: dict[str, str] = {}  # sha → message of lock and result commits read so far
+        self._empty_tree: str | None = None
 
     def close(self) -> None:
         self.git.run("update-ref", "-d", self.private_ref, check=False)
@@ -149,8 +150,9 @@ class Plumbing:
 
     def note_commit(self, message: str) -> str:
         """An empty-tree commit carrying `message` (a lock or a result), written locally."""
-        empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
-        return self.git.out("commit-tree", empty_tree, "-m", message, env=self.author_env())
+        if self._empty_tree is None:
+            self._empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
+        return self.git.out("commit-tree", self._empty_tree, "-m", message, env=self.author_env())
 
     def sync_to(self, tip: str) -> None:
         """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
