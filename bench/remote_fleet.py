@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Remote mode as a fleet: CPU per claim as runners grow, a big fan-out over a slow remote.
 
-    .venv/bin/python bench/remote_fleet.py                       # 1,8,24,64 runners + 64 with latency
-    .venv/bin/python bench/remote_fleet.py --runners 1,4 --latency-runners 4 --latency 0.3   # smoke
+    .venv/bin/python bench/remote_fleet.py                # solo floor, 8/24/64 runners, 64 with latency
+    .venv/bin/python bench/remote_fleet.py --solo-runs 2 --runners 4 --latency-runners 4   # smoke, ~20 s
 
 1. CPU seconds per claim at N runners started together (spread options, as the Action starts a
    matrix; one issue per runner, command `sleep 0.2`): the user+system CPU of every runner process
    and its git children (os.wait4), divided by the claims settled. The floor is N = 1 measured in
-   the same run; the target is a ratio ≤ 1.5 at 24 runners.
+   the same run (median of `--solo-runs` waves); the target is a ratio ≤ 1.5 at 24 runners.
 2. Wall time for `--latency-runners` runners (default 64) when every push waits `--latency`
    seconds (0.3) before the server sees it: a `remote.origin.receivepack` wrapper in each clone
    sleeps, then runs git-receive-pack. Also the p95 from a command's end (it writes a timestamp) to
@@ -146,9 +146,9 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def report(waves: list[Wave], slow: Wave | None, argv: list[str], code_note: str, took: float) -> str:
+def report(solo: list[Wave], waves: list[Wave], slow: Wave | None, argv: list[str], code_note: str, took: float) -> str:
     info = machine()
-    floor = waves[0].cpu_per_claim
+    floor = median([w.cpu_per_claim for w in solo])
     lines = [
         "# Remote mode as a fleet",
         "",
@@ -158,7 +158,11 @@ def report(waves: list[Wave], slow: Wave | None, argv: list[str], code_note: str
         f"load average {load_average()} at end",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; run took {took:.0f} s",
         "",
-        "| runners | claims | CPU s per claim | ratio to 1 runner | wall (s) | branch commits per settled issue |",
+        f"Solo floor: median of {len(solo)} one-runner waves, "
+        + ", ".join(f"{w.cpu_per_claim:.3f}" for w in solo)
+        + f" → **{floor:.3f} s** CPU per claim.",
+        "",
+        "| runners | claims | CPU s per claim | ratio to solo | wall (s) | branch commits per settled issue |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for w in waves:
@@ -178,14 +182,15 @@ def report(waves: list[Wave], slow: Wave | None, argv: list[str], code_note: str
             f"{slow.commits / max(slow.done, 1):.2f} branch commits per settled issue, CPU per claim "
             f"{slow.cpu_per_claim:.3f} s.",
         ]
-    problems = [p for w in [*waves, *([slow] if slow else [])] for p in w.problems]
+    problems = [p for w in [*solo, *waves, *([slow] if slow else [])] for p in w.problems]
     lines += ["", "Checks: " + ("all passed" if not problems else "; ".join(problems))]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runners", default="1,8,24,64", help="runner counts for the CPU table")
+    parser.add_argument("--runners", default="8,24,64", help="runner counts for the CPU table")
+    parser.add_argument("--solo-runs", type=int, default=5, help="one-runner waves for the floor")
     parser.add_argument("--latency-runners", type=int, default=64, help="runners of the slow-remote wave (0: skip)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds each push waits")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "remote-fleet.md")
@@ -195,6 +200,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="jit-fleet-", dir=scratch) as tmp:
         work = Path(tmp)
         code, code_note = snapshot_code(work, None)
+        print(f"solo floor ({args.solo_runs} waves) …", file=sys.stderr, flush=True)
+        solo = [run_wave(work, code, 1, 0.0) for _ in range(args.solo_runs)]
         waves = []
         for n in (int(x) for x in args.runners.split(",")):
             print(f"{n} runners …", file=sys.stderr, flush=True)
@@ -203,7 +210,7 @@ def main() -> None:
         if args.latency_runners:
             print(f"{args.latency_runners} runners, {args.latency:g} s per push …", file=sys.stderr, flush=True)
             slow = run_wave(work, code, args.latency_runners, args.latency)
-    text = report(waves, slow, sys.argv, code_note, time.monotonic() - started)
+    text = report(solo, waves, slow, sys.argv, code_note, time.monotonic() - started)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text, encoding="utf-8")
     print(text)
