@@ -117,6 +117,29 @@ def test_reap_with_a_tiny_threshold_never_releases_a_live_claim(tmp_path: Path) 
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 
+@pytest.mark.skipif(FAKETIME is None, reason="libfaketime not installed (apt-get install -y faketime)")
+def test_a_reaper_looping_with_a_tiny_threshold_during_a_fan_out_releases_nothing(tmp_path: Path) -> None:
+    """The runners' clocks are 20 minutes behind: every claim looks stale, so every reap watches them."""
+    remote = make_remote(tmp_path, [NewIssue(f"task {n}") for n in range(6)])
+    runners = [remote.clone(tmp_path / f"runner{i}") for i in range(5)]
+    reaper = remote.clone(tmp_path / "reaper")
+    log = tmp_path / "runs.log"
+    work = f'echo "start $JIT_ISSUE_ID" >> {log}; sleep 3; echo "end $JIT_ISSUE_ID" >> {log}'
+    env = clean_env(FAKETIME="-20m", LD_PRELOAD=_libfaketime())
+    procs = [start(clone, f"w{i}", work, "--heartbeat", "1s", env=env) for i, clone in enumerate(runners)]
+    outcomes: Counter = Counter()
+    deadline = time.monotonic() + 60
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        reaped = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=reaper)
+        assert reaped.returncode == 0, reaped.stderr
+        outcomes.update(r["outcome"].split()[0] for r in reaped.json["reaped"])
+    results = [finish(p) for p in procs]
+    assert [r["outcome"] for _, r, _ in results] == ["done"] * 5, results
+    assert set(outcomes) == {"skipped"}, outcomes
+    assert assert_never_overlapped(log) == Counter({r["issue_id"]: 1 for _, r, _ in results})
+    assert remote.refs() == [], "no jit-dispatch ref left"
+
+
 def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_path: Path) -> None:
     """A person releases the running issue (the lock goes with it); the runner's result then finds
     its lock gone: `lost`, and nothing it would have written reaches the branch."""
