@@ -165,6 +165,8 @@ def report(solo: list[Wave], waves: list[Wave], slow: Wave | None, argv: list[st
         "| runners | claims | CPU s per claim | ratio to solo | wall (s) | branch commits per settled issue |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
+    lines.append(f"| 1 (median of {len(solo)}) | 1 | {floor:.3f} | 1.00 | {median([w.wall for w in solo]):.1f} | "
+                 f"{median([w.commits / max(w.done, 1) for w in solo]):.2f} |")  # fmt: skip
     for w in waves:
         ratio = w.cpu_per_claim / floor if floor else float("nan")
         lines.append(f"| {w.runners} | {w.done} | {w.cpu_per_claim:.3f} | {ratio:.2f} | {w.wall:.1f} | "
