@@ -1,4 +1,4 @@
-"""A claim lock's commit: what the lock ref says about its holder (docs/architecture.md#remote-mode).
+"""A claim lock's commit: what the lock ref says about its holder (docs/remote-mode.md).
 
 The lock ref `refs/jit-dispatch/claims/<id>` is the claim: its commit (empty tree) names the
 agent, the run, the attempt, when it was claimed and the heartbeat interval the holder promises.

@@ -1,4 +1,4 @@
-"""Remote mode (docs/architecture.md#remote-mode): per-issue refs are the log, the state branch is a
+"""Remote mode (docs/remote-mode.md): per-issue refs are the log, the state branch is a
 folded view of it, and runners in separate clones agree whatever their clocks.
 
 * **The lock is the claim**: `refs/jit-dispatch/claims/<issue-id>`, created only if it does not
