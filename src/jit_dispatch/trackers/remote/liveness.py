@@ -20,6 +20,7 @@ from jit_dispatch.trackers.remote.locks import LockInfo
 from jit_dispatch.trackers.remote.plumbing import Plumbing
 
 WATCH_LIMIT_SECONDS = 600.0  # a lock announcing beats rarer than every 5 minutes is not watched
+MIN_INTERVAL_SECONDS = 1.0  # a lock announcing beats more often than this is watched as if it said 1 s
 
 
 def _age(stamp: str | None, fallback: float) -> float:
@@ -57,7 +58,7 @@ def watch(
         elif 2 * info.heartbeat > WATCH_LIMIT_SECONDS:
             notes.append(f"{issue_id[:8]}: heartbeat every {info.heartbeat:g}s is too rare to watch; not reaped")
         elif age > older_than:
-            watching[issue_id] = (sha, info.heartbeat, age)
+            watching[issue_id] = (sha, max(info.heartbeat, MIN_INTERVAL_SECONDS), age)
     if not watching:
         return dead
     start = time.monotonic()
