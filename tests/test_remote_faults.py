@@ -140,6 +140,27 @@ def test_a_reaper_looping_with_a_tiny_threshold_during_a_fan_out_releases_nothin
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 
+def test_refused_heartbeats_are_retried_and_do_not_stop_the_command(tmp_path: Path) -> None:
+    """A remote refusing 30% of heartbeat pushes: a refused beat is not a verdict; the runner retries
+    it soon and its command runs to the end."""
+    remote = make_remote(tmp_path, [NewIssue("long run on a flaky remote")])
+    refusals = tmp_path / "refusals"
+    install_hook(
+        remote,
+        f"""while read -r old new ref; do
+  if [ "${{ref#{LOCKS}}}" != "$ref" ] && [ "$old" != {"0" * 40} ] && [ "$new" != {"0" * 40} ]; then
+    if [ $((RANDOM % 10)) -lt 3 ]; then echo x >> {refusals}; echo "busy, try again" >&2; exit 1; fi
+  fi
+done
+exit 0
+""",
+    )
+    runner = remote.clone(tmp_path / "runner")
+    code, result, stderr = finish(start(runner, "w", "sleep 7", "--heartbeat", "1.5s"))
+    assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+    assert remote.refs() == [], "no jit-dispatch ref left"
+
+
 def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_path: Path) -> None:
     """A person releases the running issue (the lock goes with it); the runner's result then finds
     its lock gone: `lost`, and nothing it would have written reaches the branch."""

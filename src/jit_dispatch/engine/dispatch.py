@@ -239,7 +239,8 @@ class Heartbeat:
             try:
                 alive = self.tracker.heartbeat(self.issue_id, self.agent)
             except Exception:
-                alive = None  # could not tell: try again next interval
+                alive = None  # could not tell: try again soon, well before 1.5 intervals have passed
+                due = time.monotonic() + max(0.2, self.interval / 6)
             if alive:
                 renewed = started
             elif alive is False and not self._stop.is_set():

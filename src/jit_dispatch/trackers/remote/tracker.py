@@ -161,8 +161,11 @@ class RemoteJitTracker(TrackerDefaults):
                 pushed = self.plumbing.push((new, ref), leases={ref: sha})
             except GitError:
                 pushed = False
-            if not pushed and self.plumbing.list_remote().locks.get(issue_id) == new:
-                pushed = True  # the answer was lost, the beat was not
+            if not pushed:
+                current = self.plumbing.list_remote().locks.get(issue_id)
+                if current == sha:  # refused or failed, the lock still ours: not a verdict
+                    raise GitError(f"heartbeat of {issue_id[:8]} did not land", transient=True)
+                pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
             return pushed
