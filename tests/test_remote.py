@@ -565,8 +565,8 @@ def test_a_large_repository_costs_only_its_jit_directory(tmp_path: Path) -> None
     assert (code, result["outcome"]) == (0, "done"), (result["reason"], stderr)
     scratch = [Path(line).relative_to(runner_temp).parts[1:] for line in seen.read_text().split()]
     assert scratch and len(scratch) < 20, scratch
-    for parts in scratch:  # the store's scratch checkout, its temporary index, the command's issue file
-        assert parts[0] in ("jit", "index", "index.lock") or parts == (f"{remote.ids[0]}.json",), parts
+    for parts in scratch:  # the store's scratch checkout, fast-import's marks, the command's issue file
+        assert parts[0] in ("jit", "marks") or parts == (f"{remote.ids[0]}.json",), parts
     assert list(runner_temp.iterdir()) == [], "scratch directories removed"
     for rev in ("main~1", "main"):
         changed = git(remote.bare, "diff", "--name-only", f"{rev}~1", rev).split()

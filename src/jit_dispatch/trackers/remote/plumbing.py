@@ -13,6 +13,7 @@ import io
 import os
 import secrets
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -71,7 +72,8 @@ class Plumbing:
         self._empty_tree: str | None = None
 
     def close(self) -> None:
-        self.git.run("update-ref", "-d", self.private_ref, check=False)
+        for ref in (self.private_ref, f"{self.private_ref}-commit"):
+            self.git.run("update-ref", "-d", ref, check=False)
 
     def author_env(self) -> dict[str, str]:
         name, email = self.settings.author_name, self.settings.author_email
@@ -216,34 +218,26 @@ class Plumbing:
         self.store.changed.clear()
 
     def commit(self, message: str) -> str:
-        """A commit on `self.tip` whose tree differs only in the files the store changed."""
+        """A commit on `self.tip` whose tree differs only in the files the store changed: one
+        `git fast-import` (it reads only the paths it changes; the user's index is never used)."""
         assert self.tip is not None
-        path = self.settings.jit_path
-        index = {"GIT_INDEX_FILE": str(self.scratch / "index")}
-        (self.scratch / "index").unlink(missing_ok=True)
-        self.git.run("read-tree", f"--prefix={path}/", f"{self.tip}:{path}", env=index)
-        files = sorted(self.store.changed)
-        listing = "\n".join(str(f) for f in files).encode()
-        blobs = self.git.out("hash-object", "-w", "--stdin-paths", stdin=listing).split()
-        entries = "".join(
-            f"100644 {blob}\t{path}/{f.relative_to(self.store.root).as_posix()}\n"
-            for blob, f in zip(blobs, files, strict=True)
-        )
-        self.git.run("update-index", "--index-info", stdin=entries.encode(), env=index)
-        jit_tree = self.git.out("write-tree", f"--prefix={path}/", env=index)
-        root = self._graft(f"{self.tip}^{{tree}}", PurePosixPath(path).parts, jit_tree)
-        return self.git.out("commit-tree", root, "-p", self.tip, "-m", message, env=self.author_env())
-
-    def _graft(self, tree: str, parts: tuple[str, ...], subtree: str) -> str:
-        """`tree` with the directory at `parts` replaced by `subtree`; reads only that path's levels."""
-        entries = [e for e in self.git.out("ls-tree", "-z", tree).split("\0") if e]
-        name = parts[0]
-        kept = [e for e in entries if e.split("\t", 1)[1] != name]
-        child = subtree
-        if len(parts) > 1:
-            child = self._graft(f"{tree}:{name}" if ":" not in tree else f"{tree}/{name}", parts[1:], subtree)
-        kept.append(f"040000 tree {child}\t{name}")
-        return self.git.out("mktree", "-z", stdin=("\0".join(kept) + "\0").encode())
+        ident = f"{self.settings.author_name} <{self.settings.author_email}> {int(time.time())} +0000"
+        text = message.encode()
+        stream = [f"commit {self.private_ref}-commit\nmark :1\nauthor {ident}\ncommitter {ident}\n".encode()]
+        stream.append(f"data {len(text)}\n".encode() + text + f"\nfrom {self.tip}\n".encode())
+        for changed in sorted(self.store.changed):
+            name = _quote(f"{self.settings.jit_path}/{changed.relative_to(self.store.root).as_posix()}")
+            if changed.exists():
+                data = changed.read_bytes()
+                stream.append(f"M 100644 inline {name}\ndata {len(data)}\n".encode() + data + b"\n")
+            else:
+                stream.append(f"D {name}\n".encode())
+        marks = self.scratch / "marks"
+        self.git.run(
+            "fast-import", "--quiet", "--force", "--done", f"--export-marks={marks}",
+            stdin=b"".join(stream) + b"done\n",
+        )  # fmt: skip
+        return marks.read_text().split()[1]  # `:1 <sha>`
 
     def push(self, *updates: tuple[str, str], leases: dict[str, str] | None = None) -> bool:
         """Push `(sha, ref)` updates (sha "" deletes) in one atomic push, each ref in `leases` only if it
@@ -262,3 +256,11 @@ class Plumbing:
         if any(word in text for word in race_words):
             return False
         raise refused(f"push to '{self.remote_name}' failed: {last_line(proc)}", proc)
+
+
+def _quote(path: str) -> str:
+    """A path as fast-import reads it: C-style quoted when it holds anything unusual."""
+    if path.isascii() and path.isprintable() and not any(c in path for c in ' "\\'):
+        return path
+    escaped = path.encode().decode("latin-1").replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if " " <= c <= "~" else f"\\{ord(c):03o}" for c in escaped) + '"'
