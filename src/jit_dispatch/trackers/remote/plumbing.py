@@ -109,6 +109,22 @@ class Plumbing:
             raise TrackerError(f"branch '{self.settings.branch}' not found on remote '{self.remote_name}'")
         return listing
 
+    def prefetch(self, listing: Listing) -> None:
+        """One fetch for what a view of `listing` may read and this clone lacks: the branch tip,
+        pending results, locks. A ref that vanished meanwhile is left to the readers to notice."""
+        refs = {**listing.results, **{self.settings.lock_prefix + i: sha for i, sha in listing.locks.items()}}
+        unknown = [ref for ref, sha in refs.items() if sha not in self._messages]
+        new_tip = listing.tip != self.tip
+        present = self.batch_check(([f"{listing.tip}^{{commit}}"] if new_tip else []) + [refs[r] for r in unknown])
+        need_tip = new_tip and present.pop(0) is None
+        specs = [ref for ref, found in zip(unknown, present, strict=True) if found is None]
+        if need_tip:
+            specs.insert(0, f"+refs/heads/{self.settings.branch}:{self.private_ref}")
+        if specs:
+            depth = ["--depth=1"] if self._shallow and need_tip else []
+            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, *specs,
+                         check=False)  # fmt: skip
+
     def messages(self, refs: dict[str, str]) -> dict[str, str] | None:
         """Ref → the message of the commit it points at; None when one vanished meanwhile. Such
         commits never change: each is read once (a fetch only for those not here yet)."""

@@ -210,6 +210,7 @@ class RemoteJitTracker(TrackerDefaults):
         """List the remote and make the scratch store the view of it (callers commit or discard)."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
+            self.plumbing.prefetch(listing)
             try:
                 self._view(listing, skip)
                 return listing
