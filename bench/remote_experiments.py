@@ -237,7 +237,7 @@ def latency_table(rows: list[LatencyRow], issues: int, sleep: float) -> tuple[li
         "cost per run pulls it below 1, so a linear cost shows as ≤ 1; the local exponents between "
         "neighbouring N are noisier). "
         f"Wall and commits are per wave; each runner's command sleeps {sleep:g} s; "
-        "2 state commits per claim (claim, settle) is the expected count.",
+        "At most 2 state commits per claim (claim, result); a fold carries several claims and results.",
         "",
     ]
     return lines, verdict

@@ -179,8 +179,8 @@ class Wave:
         done = sum(r.outcome == "done" for r in self.runners)
         if self.done_remote != done:
             found.append(f"the remote has {self.done_remote} done issues, the runners reported {done}")
-        if self.commits != 2 * done:
-            found.append(f"{self.commits} state commits for {done} done issues (2 each expected)")
+        if done and not 1 <= self.commits <= 2 * done:  # a fold carries several claims and results
+            found.append(f"{self.commits} state commits for {done} done issues (at most 2 each expected)")
         return found
 
 

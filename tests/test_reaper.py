@@ -486,7 +486,7 @@ def test_reap_in_remote_mode_recovers_a_killed_runner_and_frees_its_issue(tmp_pa
     victim = remote.ids[0]
     workspace = remote.clone(tmp_path / "workspace")
     marker = tmp_path / "marker"
-    argv = ["once", "--agent", "r1", "--sync", "git", "--json",
+    argv = ["once", "--agent", "r1", "--sync", "git", "--json", "--heartbeat", "1s",
             "--command", f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker} && exec sleep 30"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "jit_dispatch", *argv], cwd=workspace, env=clean_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

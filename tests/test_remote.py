@@ -155,7 +155,7 @@ exit 0
     )
 
 
-def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 0) -> str:
+def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 0, message: str = "x") -> str:
     """A lock ref made by hand: an empty-tree commit `age_seconds` old, pushed to the issue's lock."""
     tree = (
         subprocess.run(
@@ -170,7 +170,11 @@ def push_lock(remote: Remote, admin: Path, issue_id: str, *, age_seconds: int = 
     stamp = f"@{int(time.time()) - age_seconds} +0000"
     env = {**os.environ, **GIT_IDENTITY, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
     sha = subprocess.run(
-        ["git", "-C", str(admin), "commit-tree", tree, "-m", "x"], env=env, capture_output=True, text=True, check=True
+        ["git", "-C", str(admin), "commit-tree", tree, "-m", message],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     git(admin, "push", "-q", str(remote.bare), f"{sha}:{LOCKS}{issue_id}")
     return sha
@@ -223,12 +227,14 @@ def test_concurrent_runners_each_claim_a_different_issue(tmp_path: Path, spread:
     for event in remote.events():
         if event["type"] == "issue_claimed":
             assert event["assignee"] == claimed[event["issue_id"]]
-    # One claim commit and one done commit per issue, each on top of the last: nothing merged or lost.
+    # Folds carry several claims and results each: at most a claim and a settle commit per issue,
+    # each on top of the last (nothing merged); every subject names what it carries.
     history = git(remote.bare, "log", "--format=%s", f"{main_before}..main").splitlines()
-    assert Counter(s.split()[1] for s in history) == Counter({"claim": RUNNERS, "done": RUNNERS})
+    assert 1 <= len(history) <= 2 * RUNNERS, history
+    assert {s.split()[1] for s in history} <= {"claim", "done", "fold"}, history
     assert git(remote.bare, "rev-list", "--merges", f"{main_before}..main") == ""
 
-    assert remote.refs(LOCKS) == [], "every lock is gone once its runner settled"
+    assert remote.refs() == [], "no lock or result ref left once every runner settled"
     for clone, head in runners:
         assert_clone_untouched(clone, head)
 
@@ -250,7 +256,7 @@ def test_runners_without_an_issue_end_idle(tmp_path: Path) -> None:
     assert done == set(remote.ids)
     assert claims_per_issue(remote) == Counter(remote.ids)
     assert_remote_store_valid(remote)
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     for clone, head in runners:
         assert_clone_untouched(clone, head)
 
@@ -279,7 +285,7 @@ def test_two_runners_forced_onto_one_issue_only_one_runs_it(tmp_path: Path) -> N
     assert claims_per_issue(remote) == Counter([target])
     assert remote.issue(target)["assignee"] == winner["agent"]
     assert remote.issue(remote.ids[1])["state"] == "ready", "--issue kept the loser off the other issue"
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     for clone, head in runners:
         assert_clone_untouched(clone, head)
 
@@ -296,7 +302,7 @@ def test_the_runner_that_loses_a_lock_takes_the_next_candidate(tmp_path: Path) -
     assert sorted(result["issue_id"] for _, result, _ in results) == sorted(remote.ids[:2])
     assert claims_per_issue(remote) == Counter(remote.ids[:2])
     assert remote.issue(remote.ids[2])["state"] == "ready"
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
 
 
 def test_a_fresh_lock_holds_its_issue_back(tmp_path: Path) -> None:
@@ -331,22 +337,37 @@ def test_a_fresh_lock_holds_its_issue_back(tmp_path: Path) -> None:
     assert_clone_untouched(clone, head)
 
 
-def test_an_orphaned_lock_is_replaced_and_the_issue_claimed(tmp_path: Path) -> None:
+def test_a_lock_from_an_older_version_holds_its_issue_until_reaped(tmp_path: Path) -> None:
+    """Migration: a lock written by the previous version (agent, run, time; no heartbeat) whose runner
+    died before recording its claim. No runner takes it over by its age any more; `reap` sees it as
+    a claim (timestamps are the only evidence such a lock gives) and releases it; then it runs."""
     remote = make_remote(tmp_path, [NewIssue("orphaned", "high"), NewIssue("other")])
     target = remote.ids[0]
     admin = remote.clone(tmp_path / "admin", shallow=False)
-    push_lock(remote, admin, target, age_seconds=3600)  # its runner died before recording the claim
+    message = f"jit-dispatch lock {target}\n\nagent: agent:old\nrun: host:1\nat: 2020-01-01T00:00:00.000000000Z\n"
+    push_lock(remote, admin, target, age_seconds=3600, message=message)
     clone, head = clones(remote, tmp_path, 1)[0]
 
     listing = run_cli("ready", "--sync", "git", "--all", "--json", cwd=clone).json
-    assert [i["issue_id"] for i in listing["dispatchable"]] == [target, remote.ids[1]]
-    assert listing["held"] == []
+    assert [i["issue_id"] for i in listing["dispatchable"]] == [remote.ids[1]]
+    assert listing["held"] == [], "the view shows the lock as what it is: a claim (in progress)"
+    board = run_cli("status", "--sync", "git", "--json", cwd=clone)
+    assert board.returncode == 0, board.stderr
+    assert target in board.stdout and "agent:old" in board.stdout
+
+    reaped = run_cli("reap", "--older-than", "10m", "--sync", "git", "--json", cwd=clone)
+    assert reaped.returncode == 0, reaped.stderr
+    assert [(r["issue_id"], r["outcome"]) for r in reaped.json["reaped"]] == [(target, "released")]
+    assert remote.refs() == [], "no jit-dispatch ref left"
+    raw = remote.issue(target)
+    assert (raw["state"], raw["assignee"], raw["context"]["dispatch.attempts"]) == ("ready", None, "1")
+    types = [e["type"] for e in remote.events() if e["issue_id"] == target]
+    assert types.count("issue_claimed") == 1 and types.index("issue_claimed") < types.index("issue_released"), types
 
     code, result, stderr = once(clone, "w", "true")
     assert (code, result["outcome"], result["issue_id"]) == (0, "done", target), (result["reason"], stderr)
-    assert remote.issue(target)["state"] == "done"
-    assert claims_per_issue(remote) == Counter([target])
-    assert remote.refs(LOCKS) == [], "the orphan was replaced by our lock, and ours dropped when settled"
+    assert claims_per_issue(remote) == Counter([target, target])
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert_clone_untouched(clone, head)
 
 
@@ -380,7 +401,7 @@ exit 0
     code, result, stderr = finish(slow)
 
     assert remote.issue(target)["assignee"] == "agent:fast"
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert not marker.exists(), f"the command ran again for a finished issue (outcome {result['outcome']})"
     assert (code, result["outcome"]) == (0, "idle"), (result, stderr)
 
@@ -411,7 +432,7 @@ def test_a_claim_taken_away_while_running_ends_lost_and_overwrites_nothing(tmp_p
     issue = remote.issue(target)
     assert (issue["state"], issue["assignee"]) == ("in_progress", "agent:someone-else")
     assert git(remote.bare, "rev-parse", "main").strip() == reassigned, "nothing written after the reassignment"
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert_clone_untouched(clone, head)
 
 
@@ -444,7 +465,7 @@ def test_sigterm_releases_the_issue_on_the_remote_within_7_seconds(tmp_path: Pat
     assert claims_per_issue(remote) == Counter([target])
     released_events = [e for e in remote.events() if e["type"] == "issue_released"]
     assert [(e["issue_id"], e["reason"]) for e in released_events] == [(target, "cancelled (SIGTERM)")]
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the command's group was stopped too
     assert_clone_untouched(clone, head)
@@ -487,7 +508,7 @@ def test_a_push_the_remote_refuses_is_a_tracker_error_and_nothing_runs(tmp_path:
     assert_one_line_error(result.returncode, result.stderr, "push", "origin", "permission denied")
     assert not marker.exists()
     assert git(remote.bare, "rev-parse", "main").strip() == main_before
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert_clone_untouched(clone, head)
 
 
@@ -526,7 +547,7 @@ def test_state_commits_name_the_operation_and_the_author(tmp_path: Path) -> None
         f"jit-dispatch: park {parked[:8]} (agent:bot) [skip ci]",
     ]
     assert "dispatch.parked_at" in remote.issue(parked)["context"]
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert_clone_untouched(clone, head)
 
 
@@ -544,8 +565,8 @@ def test_a_large_repository_costs_only_its_jit_directory(tmp_path: Path) -> None
     assert (code, result["outcome"]) == (0, "done"), (result["reason"], stderr)
     scratch = [Path(line).relative_to(runner_temp).parts[1:] for line in seen.read_text().split()]
     assert scratch and len(scratch) < 20, scratch
-    for parts in scratch:  # the store's scratch checkout, its temporary index, the command's issue file
-        assert parts[0] in ("jit", "index", "index.lock") or parts == (f"{remote.ids[0]}.json",), parts
+    for parts in scratch:  # the store's scratch checkout, fast-import's marks, the command's issue file
+        assert parts[0] in ("jit", "marks") or parts == (f"{remote.ids[0]}.json",), parts
     assert list(runner_temp.iterdir()) == [], "scratch directories removed"
     for rev in ("main~1", "main"):
         changed = git(remote.bare, "diff", "--name-only", f"{rev}~1", rev).split()
@@ -590,7 +611,7 @@ def test_a_store_in_a_subdirectory(tmp_path: Path) -> None:
     assert claims_per_issue_at(remote, "sub/.jit") == Counter(remote.ids)
     listing = run_cli("ready", "--sync", "git", "--jit-dir", "sub/.jit", cwd=clone)
     assert listing.returncode == 0 and listing.stdout == "", listing
-    assert remote.refs(LOCKS) == []
+    assert remote.refs() == [], "no jit-dispatch ref left"
     assert_clone_untouched(clone, head)
 
 
@@ -618,18 +639,21 @@ def test_a_protected_state_branch_fails_before_the_command_runs(tmp_path: Path) 
     assert remote.issue(remote.ids[0])["state"] == "ready"
 
 
-def test_a_lock_that_vanishes_between_listing_and_age_check_does_not_fail_the_run(tmp_path: Path) -> None:
-    """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before its age is read."""
+def test_a_lock_that_vanishes_between_listing_and_reading_does_not_fail_the_run(tmp_path: Path) -> None:
+    """Found at 32 runners: a lock listed by ls-remote is deleted (its runner settled) before it is read."""
     from jit_dispatch.trackers.remote.git import Git
     from jit_dispatch.trackers.remote.tracker import RemoteJitTracker, RemoteSettings
 
-    remote = make_remote(tmp_path, [NewIssue("listed with a lock")])
+    remote = make_remote(tmp_path, [NewIssue("listed with a lock"), NewIssue("still locked")])
+    admin = remote.clone(tmp_path / "admin", shallow=False)
+    kept = push_lock(remote, admin, remote.ids[1], message="jit-dispatch lock\n\nagent: agent:a\nheartbeat: 7\n")
     clone = remote.clone(tmp_path / "clone")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     tracker = RemoteJitTracker(Git(clone), RemoteSettings(branch="main"), scratch)
     try:
-        gone = {remote.ids[0]: "1" * 40}  # as listed a moment ago; no such ref on the remote now
-        assert tracker._live_locks(gone, {remote.ids[0]: "ready"}) == {remote.ids[0]}, "counted live, no error"
+        listed = {remote.ids[0]: "1" * 40, remote.ids[1]: kept}  # the first: no such ref on the remote now
+        infos = tracker.read_locks(listed)
+        assert list(infos) == [remote.ids[1]] and infos[remote.ids[1]].heartbeat == 7.0
     finally:
         tracker.close()

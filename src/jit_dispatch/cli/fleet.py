@@ -58,17 +58,22 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             for claim in stale_claims(snapshot.issues, datetime.now(UTC), older_than, agent_pattern)
             if matches_filters(claim.issue, filters)
         ]
+        dead = {c.issue.id for c in (stale if dry_run else tracker.confirm_dead(stale, older_than))}
         rows = []
         for claim in stale:
             reason = reap_reason(claim)
             outcome = "would release"
-            if not dry_run:
+            if claim.issue.id not in dead:
+                outcome = "skipped (alive: its heartbeat moved while watched)"
+            elif not dry_run:
                 seen = transitions.liveness(claim.issue.raw)
                 outcome = tracker.release(claim.issue.id, claim.agent, reason, max_attempts, seen=seen).outcome
                 outcome = "skipped (alive or settled meanwhile)" if outcome == Outcome.LOST else outcome
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
+        if not dry_run:
+            tracker.flush()  # remote mode: results others left pending go onto the branch too
     warn(repaired + snapshot.warnings, context)
     lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(str(r['reason']))}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")

@@ -113,7 +113,7 @@ def cli() -> None:
 @env_option(
     "--heartbeat",
     type=DurationType(),
-    help="Refresh dispatch.heartbeat_at this often while the command runs. Default 5m locally; off with --sync git.",
+    help="Show signs of life this often while the command runs. Default 5m; 1m with --sync git (the lock ref moves).",
 )
 @gate_options
 @config_option

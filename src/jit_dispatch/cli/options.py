@@ -158,6 +158,13 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Ref namespace of the per-issue claim locks (--sync git, --tracker github).",
         ),
         env_option(
+            "--push-budget",
+            type=DurationType(),
+            default="3m",
+            show_default=True,
+            help="Keep retrying refused or failed pushes this long (--sync git); cut short by cancellation.",
+        ),
+        env_option(
             "--tracker",
             type=click.Choice(["jit", "github"]),
             default="jit",

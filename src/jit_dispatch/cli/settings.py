@@ -30,6 +30,7 @@ STORE_KEYS = (
     "remote",
     "state_branch",
     "lock_prefix",
+    "push_budget",
     "tracker",
     "github_repo",
     "github_token",
@@ -56,6 +57,7 @@ CONFIGURABLE = (
     "checks",
 )
 DEFAULT_HEARTBEAT_SECONDS = 300.0
+REMOTE_HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,12 @@ def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
     return choice if choice.heartbeat else replace(choice, heartbeat=default_heartbeat(choice))
 
 
-def default_heartbeat(store: StoreChoice) -> float | None:
-    """Claims are refreshed every 5 minutes, except in remote mode, where each beat is a commit."""
-    return DEFAULT_HEARTBEAT_SECONDS if store.sync == "none" or store.tracker == "github" else None
+def default_heartbeat(store: StoreChoice) -> float:
+    """Claims are refreshed every 5 minutes; in remote mode every minute (a beat re-points the
+    runner's own lock ref, not the branch, and is what tells a reaper the runner is alive)."""
+    if store.sync == "git" and store.tracker == "jit":
+        return REMOTE_HEARTBEAT_SECONDS
+    return DEFAULT_HEARTBEAT_SECONDS
 
 
 def build_request(

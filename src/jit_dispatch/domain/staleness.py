@@ -101,9 +101,21 @@ class LockWatch:
         return now - seen[1]
 
 
-def lock_dead(unchanged_for: float, interval: float, age: float, older_than: float) -> bool:
-    """Dead only when watched unchanged for two announced heartbeat intervals and older than `older_than`.
+def lock_is_dead(*, unchanged_for: float | None, interval: float | None, age: float, older_than: float) -> bool:
+    """Whether a claim's holder is dead, judged without trusting any other machine's clock.
 
-    `interval` <= 0 (a holder that announced no heartbeat) can never be judged dead by watching.
+    `unchanged_for`: how long the reaper itself watched the claim's liveness token (a remote lock
+    ref's value, a heartbeat comment's id) stay the same, on its own monotonic clock; None when it
+    changed while watched or was not watched. `interval`: the heartbeat interval the holder
+    announced when it claimed; a live holder changes the token at least once per interval, so two
+    intervals unchanged means no heartbeat landed. `age`: how old the claim looks by timestamps
+    (another machine's clock): only a filter a person sets with `older_than`, never enough alone.
+
+    A claim that announced no interval (written by a version without heartbeats, or with them off)
+    gives no clock-free sign of life: its age is the only evidence, as before.
     """
-    return interval > 0 and unchanged_for >= 2 * interval and age > older_than
+    if age <= older_than:
+        return False
+    if interval is None:
+        return True
+    return unchanged_for is not None and unchanged_for >= 2 * interval

@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,8 @@ def dispatch_once(
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
+        if not request.dry_run:
+            _flush(tracker, result)
     elif request.dry_run:
         top = plan.dispatchable[0]
         result.outcome, result.issue, result.attempt = Outcome.DRY_RUN, top, top.failed_attempts + 1
@@ -166,6 +169,14 @@ def dispatch_once(
             result.reason = "cancelled before claiming" if cancel.cancelled else taken
     result.sync = tracker.stats()
     return result
+
+
+def _flush(tracker: Tracker, result: Result) -> None:
+    """An idle runner writes down what others left pending (best effort: the next run tries again)."""
+    try:
+        tracker.flush()
+    except TrackerError as exc:
+        result.warnings.append(f"could not fold pending results: {exc}")
 
 
 def claim_first(tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken) -> Issue | None:
@@ -200,6 +211,7 @@ def run_claimed(
     scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
     keep_gated = False
     reason: str | None
+    heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
     try:
         issue_file = scratch / f"{claimed.id}.json"
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -211,8 +223,10 @@ def run_claimed(
             base_env=base_env,
             history=lambda key: tracker.gate_history(claimed.id, key),
         )
-        with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
-            reason, keep_gated = _work(request, claimed, steps, setting, cancel, hooks, result)
+        with heartbeat:
+            reason, keep_gated = _work(request, claimed, steps, setting, heartbeat.command_cancel, hooks, result)
+        if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
+            reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
@@ -264,11 +278,33 @@ def _work(
     return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
 
 
-class Heartbeat:
-    """While the command runs, refresh `dispatch.heartbeat_at` every `interval` seconds."""
+class EitherCancel(CancelToken):
+    """What the command obeys: the run's cancellation, or its own (the claim was lost)."""
 
-    def __init__(self, tracker: Tracker, issue_id: str, agent: str, interval: float | None) -> None:
+    def __init__(self, run: CancelToken) -> None:
+        self.run = run
+        self.own: int | None = None
+
+    @property  # type: ignore[override]
+    def signum(self) -> int | None:
+        return self.run.signum if self.run.signum is not None else self.own
+
+    def cancel(self, signum: int) -> None:
+        if self.own is None:
+            self.own = signum
+
+
+class Heartbeat:
+    """While the command runs, show signs of life every `interval` seconds. When the claim is no
+    longer ours (taken away, or not renewed for 1.5 intervals: a reaper may soon judge us dead),
+    stop the command, so that an issue's command never runs twice at once."""
+
+    def __init__(
+        self, tracker: Tracker, issue_id: str, agent: str, interval: float | None, cancel: CancelToken
+    ) -> None:
         self.tracker, self.issue_id, self.agent, self.interval = tracker, issue_id, agent, interval
+        self.command_cancel = EitherCancel(cancel)
+        self.lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -281,12 +317,31 @@ class Heartbeat:
         self._stop.set()  # not joined: settling must not wait for a beat in flight
 
     def _beat(self) -> None:
+        # Short sleeps rather than `Event.wait(interval)`: a timed condition wait never returns under
+        # libfaketime (how the clock-skew tests run a runner 20 minutes behind).
         assert self.interval is not None
-        while not self._stop.wait(self.interval):
-            try:
-                self.tracker.heartbeat(self.issue_id, self.agent)  # False (not ours yet/any more): try again
-            except Exception:
+        renewed = time.monotonic()
+        due = renewed + self.interval
+        while not self._stop.is_set() and self.lost is None:
+            time.sleep(min(0.2, max(0.0, due - time.monotonic())))
+            if time.monotonic() < due or self._stop.is_set():
                 continue
+            due, started = time.monotonic() + self.interval, time.monotonic()
+            try:
+                alive = self.tracker.heartbeat(self.issue_id, self.agent)
+            except Exception:
+                alive = None  # could not tell: try again soon, well before 1.5 intervals have passed
+                due = time.monotonic() + max(0.2, self.interval / 6)
+            if alive:
+                renewed = started
+            elif alive is False and not self._stop.is_set():
+                self._lose("the claim was taken away while the command ran; command stopped")
+            if time.monotonic() - renewed > 1.5 * self.interval and not self._stop.is_set():
+                self._lose(f"the claim could not be renewed for {time.monotonic() - renewed:.0f}s; command stopped")
+
+    def _lose(self, reason: str) -> None:
+        self.lost = reason
+        self.command_cancel.cancel(signal.SIGTERM)
 
 
 def _run(

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, resolve_issue_id
+from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome
 
 
@@ -100,6 +101,13 @@ class Tracker(Protocol):
     def stats(self) -> dict[str, object]:
         """Backend figures for the report (remote mode: push attempts, commits)."""
 
+    def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
+        """Of claims stale by their timestamps, those whose holder is dead by the backend's own evidence
+        (remote mode: a lock watched unchanged for two heartbeat intervals); the rest are alive."""
+
+    def flush(self) -> None:
+        """Write down what others left pending (remote mode: fold pending results into the branch)."""
+
 
 class TrackerDefaults:
     """What most backends share: one location, prefix ids, nothing to keep, nothing to hurry."""
@@ -135,3 +143,10 @@ class TrackerDefaults:
 
     def stats(self) -> dict[str, object]:
         return {}
+
+    def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
+        """Timestamps are the only evidence (they come from this machine's clock, or jit's)."""
+        return list(claims)
+
+    def flush(self) -> None:
+        """Every write is complete when it returns."""

@@ -42,7 +42,8 @@ class StoreChoice:
     github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
     trusted_actors: tuple[str, ...] = ()
     pass_token: bool = False  # leave the token in the command's environment
-    heartbeat: float | None = None  # announced in GitHub claim locks (the reaper watches for two of them)
+    heartbeat: float | None = None  # announced in claim locks (GitHub, remote mode): the reaper watches for two
+    push_budget: float = 180.0  # remote mode: how long to keep retrying a refused or failed push
     read_only: bool = False  # ready/status: no need to prove `contents: write`
 
 
@@ -113,6 +114,8 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         remote=choice.remote,
         lock_prefix=choice.lock_prefix,
         skip_ci=choice.skip_ci,
+        heartbeat_seconds=choice.heartbeat,
+        push_budget=choice.push_budget,
         **(parse_author(choice.author) if choice.author else {}),
     )
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:

@@ -8,6 +8,7 @@ from typing import Any
 
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
@@ -91,6 +92,16 @@ class MultiTracker(TrackerDefaults):
 
     def location_of(self, issue_id: str) -> str:
         return self._store(issue_id).location_of(issue_id)
+
+    def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
+        dead: list[Claim] = []
+        for tracker in self.trackers:
+            dead += tracker.confirm_dead([c for c in claims if self._store(c.issue.id) is tracker], older_than)
+        return dead
+
+    def flush(self) -> None:
+        for tracker in self.trackers:
+            tracker.flush()
 
     def hurry(self, seconds: float) -> None:
         for tracker in self.trackers:

@@ -18,7 +18,7 @@ from typing import Any
 
 from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Filters
-from jit_dispatch.domain.staleness import LockWatch, lock_dead
+from jit_dispatch.domain.staleness import LockWatch, lock_is_dead
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -260,7 +260,7 @@ class RefLockedTracker(GitHubTracker):
             return None  # a claim that announced no heartbeat is never judged dead by watching
         while True:
             unchanged = self._watch.see(str(number), sha, time.monotonic())
-            if lock_dead(unchanged, record.heartbeat, math.inf, 0):
+            if lock_is_dead(unchanged_for=unchanged, interval=record.heartbeat, age=math.inf, older_than=0):
                 return sha
             time.sleep(max(0.05, min(record.heartbeat / 2, 2 * record.heartbeat - unchanged)))
             with self.api.doing(f"watch the lock of #{number}"):

@@ -19,6 +19,7 @@ from github import GithubException
 
 from jit_dispatch.domain.issue import PARKED_LABEL, Issue
 from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filters
+from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -391,6 +392,13 @@ class GitHubTracker:
 
     def stats(self) -> dict[str, object]:
         return {}  # nothing like remote mode's sync figures (those would show as a "Remote" row)
+
+    def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
+        """Timestamps are the only evidence here (the clock-free rule for GitHub is issue 14's)."""
+        return list(claims)
+
+    def flush(self) -> None:
+        """Every write is complete when it returns."""
 
     def close(self) -> None:
         self.api.close()

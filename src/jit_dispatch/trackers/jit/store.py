@@ -168,7 +168,7 @@ class JitStore(TrackerDefaults):
         except OSError:
             return None
 
-    def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
+    def read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
         """The issue as it is on disk; None when absent or unreadable as an issue.
 
         `strict` (the issue being written): an I/O error is a TrackerError, not "absent".
@@ -185,8 +185,8 @@ class JitStore(TrackerDefaults):
         except ValueError:
             return None
 
-    def _state_of(self, issue_id: str) -> str | None:
-        issue = self._read_issue(issue_id)
+    def state_of(self, issue_id: str) -> str | None:
+        issue = self.read_issue(issue_id)
         return issue.state if issue else None
 
     def issue_file(self, issue_id: str) -> Path:
@@ -235,10 +235,10 @@ class JitStore(TrackerDefaults):
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
         """The issue as it is now, if it may be claimed now (its dependencies re-read too)."""
-        issue = self._read_issue(issue_id)
+        issue = self.read_issue(issue_id)
         if issue is None:
             return None
-        dep_states = {dep: s for dep in issue.dependencies if (s := self._state_of(dep))}
+        dep_states = {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
         if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
             return None
         return issue
@@ -258,7 +258,7 @@ class JitStore(TrackerDefaults):
         issue_id = str(after["id"])
         try:
             with self._locked(issue_id):
-                current = self._read_issue(issue_id, strict=True)
+                current = self.read_issue(issue_id, strict=True)
                 if current is None or current.raw != ordered_issue(after):
                     return f"issue {issue_id[:8]} changed meanwhile and is left as it is"
                 self._write_issue(before)
@@ -266,23 +266,28 @@ class JitStore(TrackerDefaults):
             return f"issue {issue_id[:8]} could not be put back ({exc}) and stays {after['state']}"
         return f"issue {issue_id[:8]} was put back as it was ({before['state']})"
 
-    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+    def claim(
+        self, issue_id: str, assignee: str, run: str, filters: Filters, *, now: str | None = None
+    ) -> Issue | None:
+        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's)."""
         with self._locked(issue_id):
             issue = self.claimable(issue_id, filters)
             if issue is None:
                 return None
-            now = transitions.format_timestamp()
+            now = now or transitions.format_timestamp()
             raw, events = transitions.claim(issue.raw, assignee, run, now)
             self._write_issue(raw)
         self._log_or_undo(issue.raw, raw, events)
         return issue_from_raw(raw)
 
-    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+    def complete(
+        self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = (), now: str | None = None
+    ) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id, strict=True)
+            current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            now = transitions.format_timestamp()
+            now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
             raw, events, outcome = transitions.complete(judged, now)
             self._write_issue(raw)
@@ -325,7 +330,7 @@ class JitStore(TrackerDefaults):
                     unchanged = seen.get(dep) == fingerprint(os.stat(f"{directory}/{dep}.json"))
                 except (OSError, ValueError):
                     unchanged = False
-                current[dep] = states.get(dep) if unchanged else self._state_of(dep)
+                current[dep] = states.get(dep) if unchanged else self.state_of(dep)
             return current[dep]
 
         for candidate, dependencies in backlog:
@@ -333,10 +338,10 @@ class JitStore(TrackerDefaults):
             if any(state_now(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
             with self._locked(candidate):
-                fresh = self._read_issue(candidate, strict=True)
+                fresh = self.read_issue(candidate, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
-                dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
+                dep_states = {d: s for d in fresh.dependencies if (s := self.state_of(d))}
                 if blocking_dependencies(fresh, dep_states):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
@@ -353,14 +358,15 @@ class JitStore(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        now: str | None = None,
     ) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id, strict=True)
+            current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            now = transitions.format_timestamp()
+            now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
             raw, events, outcome = transitions.release(judged, reason, max_attempts, now)
             self._write_issue(raw)
@@ -402,7 +408,7 @@ class JitStore(TrackerDefaults):
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return False
             self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
@@ -410,7 +416,7 @@ class JitStore(TrackerDefaults):
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self.read_issue(issue_id)
             raw = transitions.unpark(current.raw, transitions.format_timestamp()) if current else None
             if raw is None:
                 return False
@@ -424,7 +430,7 @@ class JitStore(TrackerDefaults):
             with flock(self.root / ".index.lock"):
                 index_path = self.root / "index.json"
                 index = self._load_json(index_path)
-                states = {i: s for i in index["all_ids"] if (s := self._state_of(i))}
+                states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
                 for spec in specs:
                     raw = self._new_issue_raw(spec, states)
                     states[raw["id"]] = raw["state"]

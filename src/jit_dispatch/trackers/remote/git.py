@@ -17,8 +17,34 @@ DEFAULT_TIMEOUT_SECONDS = 60.0
 _GENERIC = ("fatal: Could not read from remote repository", "error: failed to push some refs")
 
 
+# Refusals no retry can fix: credentials, permissions, protection, a wrong URL. Anything else a
+# remote says (a hook declining, a 5xx, a reset connection, a timeout) may pass on the next try.
+_PERMANENT_WORDS = (
+    "permission",
+    "denied",
+    "protected",
+    "forbidden",
+    "not allowed",
+    "unauthorized",
+    "authentication",
+    "403",
+    "repository not found",
+    "does not appear to be a git repository",
+    "could not read username",
+    "read-only",
+)
+
+
 class GitError(TrackerError):
-    pass
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # worth another try within the push budget
+
+
+def refused(message: str, proc: subprocess.CompletedProcess[bytes]) -> GitError:
+    """A remote's refusal, classified: permanent when git or the server says why in those words."""
+    text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace").lower()
+    return GitError(message, transient=not any(word in text for word in _PERMANENT_WORDS))
 
 
 def redact(text: str) -> str:
@@ -59,7 +85,7 @@ class Git:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s") from None
+            raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s", transient=True) from None
         if check and proc.returncode != 0:
             raise GitError(f"git {args[0]} failed: {last_line(proc)}")
         return proc

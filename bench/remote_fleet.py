@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Remote mode as a fleet: CPU per claim as runners grow, a big fan-out over a slow remote.
+
+    .venv/bin/python bench/remote_fleet.py                # solo floor, 8/24/64 runners, 64 with latency
+    .venv/bin/python bench/remote_fleet.py --solo-runs 2 --runners 4 --latency-runners 4   # smoke, ~20 s
+
+1. CPU seconds per claim at N runners started together (spread options, as the Action starts a
+   matrix; one issue per runner, command `sleep 0.2`): the user+system CPU of every runner process
+   and its git children (os.wait4), divided by the claims settled. The floor is N = 1 measured in
+   the same run (median of `--solo-runs` waves); the target is a ratio ≤ 1.5 at 24 runners.
+2. Wall time for `--latency-runners` runners (default 64) when every push waits `--latency`
+   seconds (0.3) before the server sees it: a `remote.origin.receivepack` wrapper in each clone
+   sleeps, then runs git-receive-pack. Also the p95 from a command's end (it writes a timestamp) to
+   its result on the branch (a watcher reads the bare repository's branch every 50 ms).
+3. Branch commits per settled issue, for every wave.
+
+Every wave is checked: each issue's command ran once, every runner reported `done`, the branch
+shows every result, no ref under refs/jit-dispatch/ is left. Remotes and clones live in /dev/shm
+when it exists. A real remote adds a network round trip to each git call; runners here share 2
+cores, so wall times are an upper bound and CPU figures are what each runner pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common import ROOT, clean_env, git, load_average, machine, median, prepend_path, snapshot_code
+from remote_runner import build_remote, clones, done_on_remote, issue_specs, state_commits
+
+TARGET_RATIO = 1.5
+COMMAND = 'sleep 0.2; date +%s.%N > "$MARK_DIR/$JIT_ISSUE_SHORT_ID"'
+
+
+@dataclass
+class Wave:
+    runners: int
+    latency: float
+    cpu: float = 0.0
+    wall: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    done: int = 0
+    commits: int = 0
+    leftover_refs: int = 0
+    lags: list[float] = field(default_factory=list)  # command end → result on the branch (s)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_claim(self) -> float:
+        return self.cpu / max(self.done, 1)
+
+
+def slow_receive_pack(clone: Path, seconds: float) -> None:
+    wrapper = clone.parent / f"{clone.name}-receive-pack"
+    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec git-receive-pack "$@"\n')
+    wrapper.chmod(0o755)
+    git("-C", str(clone), "config", "remote.origin.receivepack", str(wrapper))
+
+
+def watch_branch(bare: Path, seen: dict[str, float], stop: threading.Event) -> None:
+    """When each issue first shows `done` on the branch (time.time())."""
+    while not stop.wait(0.05):
+        proc = subprocess.run(
+            ["git", "-C", str(bare), "grep", "-l", "-E", '^  "state": "done"', "main", "--", ".jit/issues"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        now = time.time()
+        for line in proc.stdout.splitlines():
+            seen.setdefault(Path(line).stem[:8], now)
+
+
+def run_wave(work: Path, code: Path, runners: int, latency: float) -> Wave:
+    wave = Wave(runners, latency)
+    root = Path(tempfile.mkdtemp(prefix=f"wave-{runners}-", dir=work))
+    bare = root / "remote.git"
+    build_remote(bare, issue_specs(runners, mixed=False))
+    checkouts = clones(bare, root, runners)
+    if latency:
+        for clone in checkouts:
+            slow_receive_pack(clone, latency)
+    marks = root / "marks"
+    marks.mkdir()
+    env = clean_env(root / "pycache")
+    prepend_path(env, "PYTHONPATH", str(code))
+    env["MARK_DIR"] = str(marks)
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_branch, args=(bare, seen, stop), daemon=True)
+    if latency:
+        watcher.start()
+    started = time.monotonic()
+    procs = []
+    for i, clone in enumerate(checkouts):
+        argv = [sys.executable, "-m", "jit_dispatch", "once", "--sync", "git", "--json", "--agent", f"r{i}",
+                "--command", COMMAND, "--spread-index", str(i), "--spread-total", str(runners)]  # fmt: skip
+        out = root / f"out-{i}.json"
+        with out.open("wb") as sink:
+            procs.append((subprocess.Popen(argv, cwd=clone, env=env, stdout=sink, stderr=subprocess.DEVNULL), out))
+    for index, (proc, out) in enumerate(procs):
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wave.cpu += usage.ru_utime + usage.ru_stime
+        try:
+            reported = json.loads(out.read_text())
+            outcome = reported["outcome"]
+        except (ValueError, KeyError):
+            reported, outcome = {}, f"exit {proc.returncode}, no json"
+        if outcome != "done":
+            wave.problems.append(f"runner {index}: {outcome}: {reported.get('reason')}")
+        wave.outcomes[outcome] = wave.outcomes.get(outcome, 0) + 1
+    wave.wall = time.monotonic() - started
+    if latency:
+        deadline = time.monotonic() + 30
+        while len(seen) < runners and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        watcher.join()
+        for mark in marks.iterdir():
+            if mark.name in seen:
+                wave.lags.append(max(0.0, seen[mark.name] - float(mark.read_text())))
+    wave.done = done_on_remote(bare)
+    wave.commits = state_commits(bare)
+    wave.leftover_refs = len(git("-C", str(bare), "for-each-ref", "refs/jit-dispatch/").split("\n")) - 1
+    if wave.outcomes != {"done": runners}:
+        wave.problems.append(f"{runners} runners: outcomes {wave.outcomes}")
+    if wave.done != runners or len(list(marks.iterdir())) != runners:
+        wave.problems.append(f"{runners} runners: {wave.done} done on the branch, {len(list(marks.iterdir()))} ran")
+    if wave.leftover_refs:
+        wave.problems.append(f"{runners} runners: {wave.leftover_refs} refs left under refs/jit-dispatch/")
+    return wave
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def report(solo: list[Wave], waves: list[Wave], slow: Wave | None, argv: list[str], code_note: str, took: float) -> str:
+    info = machine()
+    floor = median([w.cpu_per_claim for w in solo])
+    lines = [
+        "# Remote mode as a fleet",
+        "",
+        f"- command: `{' '.join(['python3', *argv])}`",
+        f"- code: {code_note}",
+        f"- machine: {info['platform']}, {info['nproc']} CPUs ({info['cpu']}), python {info['python']}; "
+        f"load average {load_average()} at end",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; run took {took:.0f} s",
+        "",
+        f"Solo floor: median of {len(solo)} one-runner waves, "
+        + ", ".join(f"{w.cpu_per_claim:.3f}" for w in solo)
+        + f" → **{floor:.3f} s** CPU per claim.",
+        "",
+        "| runners | claims | CPU s per claim | ratio to solo | wall (s) | branch commits per settled issue |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines.append(f"| 1 (median of {len(solo)}) | 1 | {floor:.3f} | 1.00 | {median([w.wall for w in solo]):.1f} | "
+                 f"{median([w.commits / max(w.done, 1) for w in solo]):.2f} |")  # fmt: skip
+    for w in waves:
+        ratio = w.cpu_per_claim / floor if floor else float("nan")
+        lines.append(f"| {w.runners} | {w.done} | {w.cpu_per_claim:.3f} | {ratio:.2f} | {w.wall:.1f} | "
+                     f"{w.commits / max(w.done, 1):.2f} |")  # fmt: skip
+    at24 = next((w for w in waves if w.runners == 24), None)
+    if at24 and floor:
+        verdict = "met" if at24.cpu_per_claim / floor <= TARGET_RATIO else "**not met**"
+        lines += ["", f"Target CPU per claim at 24 runners ≤ {TARGET_RATIO}× the solo floor: {verdict}."]
+    if slow is not None:
+        lines += [
+            "",
+            f"{slow.runners} runners, every push delayed {slow.latency:g} s: wall {slow.wall:.1f} s, "
+            f"{slow.done}/{slow.runners} settled, command end → result on the branch p95 {p95(slow.lags):.1f} s "
+            f"(median {median(slow.lags) if slow.lags else float('nan'):.1f} s), "
+            f"{slow.commits / max(slow.done, 1):.2f} branch commits per settled issue, CPU per claim "
+            f"{slow.cpu_per_claim:.3f} s.",
+        ]
+    problems = [p for w in [*solo, *waves, *([slow] if slow else [])] for p in w.problems]
+    lines += ["", "Checks: " + ("all passed" if not problems else "; ".join(problems))]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runners", default="8,24,64", help="runner counts for the CPU table")
+    parser.add_argument("--solo-runs", type=int, default=5, help="one-runner waves for the floor")
+    parser.add_argument("--latency-runners", type=int, default=64, help="runners of the slow-remote wave (0: skip)")
+    parser.add_argument("--latency", type=float, default=0.3, help="seconds each push waits")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "remote-fleet.md")
+    args = parser.parse_args()
+    started = time.monotonic()
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="jit-fleet-", dir=scratch) as tmp:
+        work = Path(tmp)
+        code, code_note = snapshot_code(work, None)
+        print(f"solo floor ({args.solo_runs} waves) …", file=sys.stderr, flush=True)
+        solo = [run_wave(work, code, 1, 0.0) for _ in range(args.solo_runs)]
+        waves = []
+        for n in (int(x) for x in args.runners.split(",")):
+            print(f"{n} runners …", file=sys.stderr, flush=True)
+            waves.append(run_wave(work, code, n, 0.0))
+        slow = None
+        if args.latency_runners:
+            print(f"{args.latency_runners} runners, {args.latency:g} s per push …", file=sys.stderr, flush=True)
+            slow = run_wave(work, code, args.latency_runners, args.latency)
+    text = report(solo, waves, slow, sys.argv, code_note, time.monotonic() - started)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Pending results: a settlement kept as a ref until a fold writes it to the branch (remote mode).
+
+`refs/jit-dispatch/results/<issue-id>/<attempt>` points at an empty-tree commit whose message
+holds the operation (complete, or release with its reason), the claim it settles (agent, run,
+attempt, claim time) and when it happened. It is created in one atomic push with the deletion of
+the claim lock (leased on the lock's value), so only the lock's holder — or a reaper that watched
+the lock die — can settle. Any runner folds pending results into `.jit/` in order (issue, attempt);
+applying one is replaying jit's own transitions with the recorded times.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jit_dispatch.domain import boundedjson, transitions
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement
+from jit_dispatch.trackers.jit.store import JitStore
+from jit_dispatch.trackers.remote.locks import LockInfo, one_line
+
+COMPLETE, RELEASE = "complete", "release"
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    op: str  # complete | release
+    claim: LockInfo  # the claim it settles (its agent is the assignee)
+    at: str  # when it was settled (the settling machine's clock: a record, never a judgement)
+    reason: str = ""
+    max_attempts: int = 0
+    seen: Liveness | None = None  # a reaper's: release only a claim still showing these signs of life
+    gate_runs: tuple[GateRecord, ...] = ()  # jit's run records of this attempt's gates, folded with it
+
+    @classmethod
+    def new(cls, op: str, claim: LockInfo, **fields: object) -> ResultInfo:
+        return cls(op, claim, transitions.format_timestamp(), **fields)  # type: ignore[arg-type]
+
+    def message(self, issue_id: str) -> str:
+        fields = {
+            "op": self.op,
+            "agent": self.claim.agent,
+            "run": self.claim.run,
+            "attempt": self.claim.attempt,
+            "claimed-at": self.claim.at,
+            "settled-at": self.at,
+            "reason": self.reason or None,
+            "max-attempts": self.max_attempts or None,
+            "seen-claimed-at": self.seen[0] if self.seen else None,
+            "seen-heartbeat-at": self.seen[1] if self.seen else None,
+            "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
+        }
+        body = "".join(f"{key}: {one_line(str(value))}\n" for key, value in fields.items() if value is not None)
+        return f"jit-dispatch result {issue_id}\n\n{body}"
+
+    def apply(self, store: JitStore, issue_id: str) -> Settlement:
+        """Replay the claim (when the branch never got it) and the settlement on `store`."""
+        agent = self.claim.agent or ""
+        if store.state_of(issue_id) == State.READY and self.claim.at:
+            store.claim(issue_id, agent, self.claim.run or "", Filters(issue_id=issue_id), now=self.claim.at)
+        if self.op == COMPLETE:
+            return store.complete(issue_id, agent, now=self.at, gate_runs=self.gate_runs)
+        if self.op == RELEASE:
+            return store.release(
+                issue_id, agent, self.reason, self.max_attempts, seen=self.seen, now=self.at, gate_runs=self.gate_runs
+            )
+        return Settlement(Outcome.LOST)
+
+
+def parse_result(message: str) -> ResultInfo:
+    fields: dict[str, str] = {}
+    for line in message.splitlines()[1:]:
+        key, sep, value = line.partition(": ")
+        if sep:
+            fields.setdefault(key, value.strip())
+    attempt = fields.get("attempt", "")
+    claim = LockInfo(
+        agent=fields.get("agent"),
+        run=fields.get("run"),
+        attempt=int(attempt) if attempt.isdigit() else None,
+        at=fields.get("claimed-at"),
+    )
+    seen = None
+    if "seen-claimed-at" in fields or "seen-heartbeat-at" in fields:
+        seen = (fields.get("seen-claimed-at"), fields.get("seen-heartbeat-at"))
+    max_attempts = fields.get("max-attempts", "")
+    return ResultInfo(
+        op=fields.get("op", ""),
+        claim=claim,
+        at=fields.get("settled-at") or transitions.format_timestamp(),
+        reason=fields.get("reason", ""),
+        max_attempts=int(max_attempts) if max_attempts.isdigit() else 0,
+        seen=seen,
+        gate_runs=_gate_runs(fields.get("gate-runs", "")),
+    )
+
+
+def _gate_runs(text: str) -> tuple[GateRecord, ...]:
+    """The run records a result carries (one JSON line); an unreadable field carries none."""
+    if not text:
+        return ()
+    try:
+        records: Any = boundedjson.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(records, list):
+        return ()
+    return tuple(r for r in records if isinstance(r, dict) and isinstance(r.get("run_id"), str))
