@@ -218,3 +218,9 @@ def test_text_log_lines_carry_no_control_characters() -> None:
     assert out.getvalue() == (
         "webhook github issues labeled 200 issue changed → wake\nerror   cycle failed (store): TrackerError: bad line\n"
     )
+
+
+@pytest.mark.parametrize("to", [["ready"], {"state": "ready"}, 3, None])
+def test_a_signed_state_change_with_an_odd_to_is_ignored_not_a_crash(to: object) -> None:
+    reply = jit(Receiver(SECRET, None), jit_event("issue_state_changed", **{"from": "backlog", "to": to}))
+    assert (reply.status, reply.wake, reply.action) == (202, False, None)

@@ -126,9 +126,10 @@ class Receiver:
         if delivery and not self.deliveries.first_time("jit:" + delivery):
             return Reply(200, "duplicate delivery ignored", kind=kind, delivery=delivery)
         to = event.get("to") if kind == "issue_state_changed" else None
+        to = to if isinstance(to, str) else None  # a signed list or object is no state (and unhashable)
         if kind in JIT_WAKING or to in JIT_WAKING_STATES:
             return Reply(200, "jit event", True, kind, to, delivery)
-        return Reply(202, "event ignored", False, kind, to if isinstance(to, str) else None, delivery)
+        return Reply(202, "event ignored", False, kind, to, delivery)
 
 
 def _github_payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
