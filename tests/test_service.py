@@ -506,3 +506,79 @@ def test_the_service_demo_runs(tmp_path: Path) -> None:
     assert out.count("200 ok") == 2 and "401 {" in out and '200 {"status": "issue changed", "wake": true}' in out
     assert 'jit_dispatch_settled_total{agent="demo-pool",outcome="done"} 5.0' in out
     assert "(exit 143 after SIGTERM)" in out
+
+
+# --------------------------------------------------------------------------- slow and many clients
+class IdlePool:
+    """The PoolView of a pool that is alive and ready and ignores wake-ups."""
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def wake(self, reason: str) -> None:
+        pass
+
+    def emit(self, event: str, **fields: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    from jit_dispatch.service import http as service_http
+    from jit_dispatch.service.metrics import PoolMetrics
+    from jit_dispatch.service.webhooks import Receiver
+
+    monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(service_http, "MAX_CONNECTIONS", 4, raising=False)
+    app = service_http.App(IdlePool(), PoolMetrics(), Receiver(SECRET.encode(), "main"))
+    running = service_http.Server(("127.0.0.1", 0), app).start()
+    yield running
+    running.close()
+
+
+def slow_post(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    return sock
+
+
+def test_a_client_trickling_its_body_is_cut_off_at_the_request_deadline(server) -> None:
+    sock = slow_post(server.server_address[1])
+    try:
+        deadline = time.monotonic() + 8 * 1.0  # eight deadlines of trickling, a byte every 0.1 s
+        answer: bytes | None = None  # what the server sent: b"" once it closed the connection
+        for _ in range(ROUNDS):
+            if time.monotonic() > deadline:
+                break
+            try:
+                sock.sendall(b" ")
+                sock.settimeout(0.1)
+                answer = sock.recv(4096)
+                break  # the server answered or closed the connection
+            except TimeoutError:
+                continue
+            except OSError:
+                answer = b"reset"
+                break
+        assert answer is not None, "the connection was still held open"
+    finally:
+        sock.close()
+
+
+def test_connections_beyond_the_cap_are_refused_at_once(server, monkeypatch) -> None:
+    from jit_dispatch.service import http as service_http
+
+    monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 60.0, raising=False)  # held until they close
+    port = server.server_address[1]
+    held = [slow_post(port) for _ in range(4)]
+    try:
+        client = Client("127.0.0.1", port)
+        status = wait_for(lambda: client.get("/healthz")[0] == 503 or None, "a refusal beyond the cap")
+        assert status
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: Client("127.0.0.1", port).get("/healthz") == (200, b"ok\n"), "serving again once they left")

@@ -2,11 +2,14 @@
 
 Routes: GET /healthz, /readyz, /metrics; POST /webhook/github, /webhook/jit (only with a secret).
 Bodies must declare their length and stay under MAX_BODY; a connection idle for
-REQUEST_TIMEOUT is dropped, so a slow client cannot pin a thread.
+REQUEST_TIMEOUT is dropped, and any connection still open REQUEST_DEADLINE after it was accepted is
+cut, so a client trickling bytes cannot pin a thread; beyond MAX_CONNECTIONS at once, a new one gets
+503 straight away, so a flood cannot grow the threads without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -21,6 +24,9 @@ from jit_dispatch.service.webhooks import Receiver, Reply
 
 MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigger is refused (413)
 REQUEST_TIMEOUT = 10.0
+REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
+MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
@@ -136,8 +142,33 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection while there are slots; beyond them, 503 and close at once."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        cut = threading.Timer(REQUEST_DEADLINE, _cut, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
@@ -159,3 +190,9 @@ class Server(ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def _cut(connection: socket.socket) -> None:
+    """Past the deadline: whatever the handler waits for on this connection ends now."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
