@@ -471,3 +471,24 @@ def test_bad_gate_options_are_usage_errors(tmp_path: Path) -> None:
         result = once(root, "true", *args)
         assert result.returncode == 2 and word in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("where", ["gates.json", "issue"])
+def test_a_registry_or_issue_nested_too_deep_is_one_line_not_a_traceback(tmp_path: Path, where: str) -> None:
+    gates = [gate("newest", "g", "postcheck", "true")]
+    root, (issue_id,) = gated_repo(tmp_path, "newest", gates, NewIssue("w", gates_required=("g",)))
+    deep = "[" * 100_000 + "]" * 100_000
+    if where == "gates.json":
+        (root / "gates.json").write_text('{"gates": {"g": ' + deep + "}}")
+    else:
+        path = root / "issues" / f"{issue_id}.json"
+        path.write_text(path.read_text().rstrip().removesuffix("}") + ', "x_deep": ' + deep + "}")
+    result = run_cli("once", "--agent", "w1", "--command", "true", "--jit-dir", str(root))
+    assert "Traceback" not in result.stderr, result.stderr[-300:]
+    if where == "gates.json":
+        assert result.returncode == 3
+        assert result.stderr.splitlines() == [f"jit-dispatch: error: {root / 'gates.json'}: cannot be read as JSON "
+                                              "(nested too deep)"]  # fmt: skip
+    else:  # a corrupt issue file is skipped with a warning, as a truncated one is
+        assert result.returncode == 0 and "x_deep" not in result.stderr
+        assert f"{issue_id}.json" in result.stderr

@@ -102,6 +102,8 @@ class JitStore(TrackerDefaults):
             raise TrackerError(f"{path}: missing") from None
         except (OSError, ValueError) as exc:
             raise TrackerError(f"{path}: cannot be read as JSON ({exc})") from None
+        except RecursionError:
+            raise TrackerError(f"{path}: cannot be read as JSON (nested too deep)") from None
 
     def issue_ids(self) -> list[str]:
         """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order."""
@@ -155,7 +157,7 @@ class JitStore(TrackerDefaults):
                 continue
             try:
                 issue = issue_from_raw(json.loads(data), issue_id)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, IssueFormatError
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, IssueFormatError, depth
                 warnings.append(f"{path}: {exc}; skipped (left untouched)")
                 continue
             states[issue_id] = issue.state
@@ -169,7 +171,7 @@ class JitStore(TrackerDefaults):
     def _read_issue(self, issue_id: str) -> Issue | None:
         try:
             return issue_from_raw(json.loads((self.issues_dir / f"{issue_id}.json").read_bytes()), issue_id)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     def _state_of(self, issue_id: str) -> str | None:
@@ -326,7 +328,7 @@ class JitStore(TrackerDefaults):
         for path in (self.root / GATE_RUNS).glob("*/result.json"):
             try:
                 record = json.loads(path.read_bytes())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if isinstance(record, dict) and record.get("issue_id") == issue_id and record.get("gate_key") == gate_key:
                 runs.append(record)
