@@ -114,6 +114,23 @@ def test_the_delivery_memory_is_bounded() -> None:
     assert deliveries.first_time("a"), "the oldest id was forgotten"
 
 
+def test_the_delivery_memory_is_bounded_in_bytes_too() -> None:
+    """The delivery header is not signed: one captured body replayed under huge ids must not pile up."""
+    import tracemalloc
+
+    deliveries = Deliveries(size=64)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(64):
+            assert deliveries.first_time(f"{n:05d}" + "x" * 60_000)  # http.server takes header lines to 64 KiB
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 200_000, f"{kept} bytes kept for 64 ids"
+    assert not deliveries.first_time("00063" + "x" * 60_000)
+
+
 def jit(receiver: Receiver, event: dict, delivery: str | None = None):
     body = json.dumps(event).encode()
     headers = {"X-Hub-Signature-256": sign(SECRET, body)}

@@ -58,18 +58,22 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 class Deliveries:
-    """The last delivery ids seen, so a redelivered webhook is acknowledged but not acted on twice."""
+    """The last delivery ids seen, so a redelivered webhook is acknowledged but not acted on twice.
+
+    Kept as digests: the id header is not signed, so a replayed body may come with ids of any length.
+    """
 
     def __init__(self, size: int = REMEMBERED_DELIVERIES) -> None:
         self.size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def first_time(self, delivery: str) -> bool:
+        key = hashlib.sha256(delivery.encode("utf-8", "surrogatepass")).digest()
         with self._lock:
-            if delivery in self._seen:
+            if key in self._seen:
                 return False
-            self._seen[delivery] = None
+            self._seen[key] = None
             if len(self._seen) > self.size:
                 self._seen.popitem(last=False)
             return True
