@@ -473,7 +473,7 @@ def test_bad_gate_options_are_usage_errors(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("where", ["gates.json", "issue"])
+@pytest.mark.parametrize("where", [pytest.param("gates.json", marks=REJECTED_BY_JIT), "issue"])
 def test_a_registry_or_issue_nested_too_deep_is_one_line_not_a_traceback(tmp_path: Path, where: str) -> None:
     gates = [gate("newest", "g", "postcheck", "true")]
     root, (issue_id,) = gated_repo(tmp_path, "newest", gates, NewIssue("w", gates_required=("g",)))
