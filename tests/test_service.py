@@ -582,3 +582,20 @@ def test_connections_beyond_the_cap_are_refused_at_once(server, monkeypatch) -> 
         for sock in held:
             sock.close()
     wait_for(lambda: Client("127.0.0.1", port).get("/healthz") == (200, b"ok\n"), "serving again once they left")
+
+
+def test_the_queue_figures_leave_out_the_issues_claimed_in_the_cycle(tmp_path: Path, new_store) -> None:
+    from jit_dispatch.engine.dispatch import Request
+    from jit_dispatch.engine.pool import Pool, Slot
+    from jit_dispatch.process.child import CancelToken
+
+    store, _ = new_store(
+        NewIssue("waiting since January", "critical", created_at="2026-01-01T00:00:00Z"),
+        NewIssue("just arrived", "low"),
+    )
+    pool = Pool(store, [Slot("w", 1, Request("agent:w", "true"))], cancel=CancelToken(), poll_interval=1,
+                log_dir=tmp_path, base_env=clean_env(), sinks=[])  # fmt: skip
+    claimed, queue = pool.fill()
+    pool._wait_for_runs()
+    assert claimed == 1 and queue["ready_issues"] == 1
+    assert queue["oldest_ready_age_seconds"] < 3600, "the January issue was claimed: the one left just arrived"
