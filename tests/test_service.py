@@ -568,20 +568,48 @@ def test_a_client_trickling_its_body_is_cut_off_at_the_request_deadline(server) 
         sock.close()
 
 
-def test_connections_beyond_the_cap_are_refused_at_once(server, monkeypatch) -> None:
+def test_connections_beyond_the_cap_wait_for_a_free_slot(server, monkeypatch) -> None:
     from jit_dispatch.service import http as service_http
 
     monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 60.0, raising=False)  # held until they close
     port = server.server_address[1]
     held = [slow_post(port) for _ in range(4)]
     try:
-        client = Client("127.0.0.1", port)
-        status = wait_for(lambda: client.get("/healthz")[0] == 503 or None, "a refusal beyond the cap")
-        assert status
+        waiting = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        waiting.request("GET", "/healthz")
+        with pytest.raises(TimeoutError):  # four connections hold every slot: no thread for a fifth
+            waiting.getresponse()
+        held.pop().close()  # a slot frees: the waiting request is served on its own connection
+        waiting.sock.settimeout(WAIT)
+        response = waiting.getresponse()
+        assert (response.status, response.read()) == (200, b"ok\n")
+        waiting.close()
     finally:
         for sock in held:
             sock.close()
-    wait_for(lambda: Client("127.0.0.1", port).get("/healthz") == (200, b"ok\n"), "serving again once they left")
+
+
+def test_a_burst_of_signed_webhooks_is_answered_in_full(server) -> None:
+    import threading
+
+    port, statuses = server.server_address[1], []
+
+    def post(n: int) -> None:
+        body = json.dumps({"type": "issue_completed", "id": f"burst-{n}"}).encode()
+        try:
+            status, _, _ = Client("127.0.0.1", port).request(
+                "POST", "/webhook/jit", body, {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+            )
+        except OSError as exc:  # a reset: the burst overflowed the listen backlog
+            status = type(exc).__name__
+        statuses.append(status)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(150)]  # 150 at once, 4 slots
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert sorted(statuses, key=str) == [200] * 150
 
 
 def test_the_queue_figures_leave_out_the_issues_claimed_in_the_cycle(tmp_path: Path, new_store) -> None:

@@ -3,8 +3,8 @@
 Routes: GET /healthz, /readyz, /metrics; POST /webhook/github, /webhook/jit (only with a secret).
 Bodies must declare their length and stay under MAX_BODY; a connection idle for
 REQUEST_TIMEOUT is dropped, and any connection still open REQUEST_DEADLINE after it was accepted is
-cut, so a client trickling bytes cannot pin a thread; beyond MAX_CONNECTIONS at once, a new one gets
-503 straight away, so a flood cannot grow the threads without bound.
+cut, so a client trickling bytes cannot pin a thread; beyond MAX_CONNECTIONS at once, new ones wait
+in the listen backlog, so a flood cannot grow the threads without bound.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigg
 REQUEST_TIMEOUT = 10.0
 REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
 MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
-BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
@@ -138,22 +137,23 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the listen backlog: a burst waits there for a slot (socketserver's 5 resets it)
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closing = False
         super().__init__(address, Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http")
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per connection while there are slots; beyond them, 503 and close at once."""
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.setblocking(False)
-                request.send(BUSY)
-            self.shutdown_request(request)
-            return
+        """A thread per connection, at most MAX_CONNECTIONS: beyond them the accept loop waits for a free
+        slot (new connections queue in the kernel's backlog, delayed rather than refused)."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._closing:
+                self.shutdown_request(request)
+                return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -188,6 +188,7 @@ class Server(ThreadingHTTPServer):
         return self
 
     def close(self) -> None:
+        self._closing = True  # an accept loop waiting for a slot gives up
         self.shutdown()
         self.server_close()
 
