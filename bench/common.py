@@ -14,6 +14,7 @@ import io
 import math
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -201,6 +202,7 @@ def table_row(*cells: object) -> str:
 class Run:
     seconds: float
     stdout: str
+    cpu_seconds: float = 0.0  # user + system time of the process and the children it waited for
 
 
 def run_timed(
@@ -210,9 +212,13 @@ def run_timed(
     ok_codes: tuple[int, ...] = (0,),
 ) -> Run:
     """Run `argv` to its end, timed as a whole process; BenchError on an unexpected exit code or output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(list(argv), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    run = Run(time.perf_counter() - started, proc.stdout)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    run = Run(seconds, proc.stdout, cpu)
     problem = f"exit code {proc.returncode}" if proc.returncode not in ok_codes else (expect(run) if expect else None)
     if problem:
         shown = " ".join(argv)

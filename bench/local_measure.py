@@ -121,25 +121,33 @@ class ScaleRow:
     runs: int
     dispatch: list[float]
     floor: list[float]
+    dispatch_cpu: list[float]  # user + system seconds: far less sensitive than wall time to other load
+    floor_cpu: list[float]
 
 
 def bench_scale(fixture: Fixture, work: Path, runs: int, cmd: list[str], python: str, env: dict) -> ScaleRow:
-    copy = WorkingCopy(fixture.root, work / f"scale-{fixture.size}" / ".jit")
+    copy = WorkingCopy(fixture.root, work / f"scale-{fixture.size}-{fixture.shape}" / ".jit")
     store = str(copy.root)
     check = done_check(fixture.target)
+    cpu_d: list[float] = []
+    cpu_f: list[float] = []
 
     def dispatch() -> float:
         run = run_timed([*cmd, "once", "--agent", "bench", "--command", "true", "--jit-dir", store], env, check)
         if copy.restore() < 2:
             raise BenchError("the dispatch changed fewer files than a claim and a completion write")
+        cpu_d.append(run.cpu_seconds)
         return run.seconds
 
     def floor() -> float:
-        return run_timed([python, "-c", FLOOR_CODE, store], env).seconds
+        run = run_timed([python, "-c", FLOOR_CODE, store], env)
+        cpu_f.append(run.cpu_seconds)
+        return run.seconds
 
-    times_d, times_f = alternate(dispatch, floor, runs, label=f"{fixture.size} issues: dispatch / floor")
+    label = f"{fixture.size} {fixture.shape} issues: dispatch / floor"
+    times_d, times_f = alternate(dispatch, floor, runs, label=label)
     shutil.rmtree(copy.root.parent)
-    return ScaleRow(fixture.size, fixture.stats, runs, times_d, times_f)
+    return ScaleRow(fixture.size, fixture.stats, runs, times_d, times_f, cpu_d[1:], cpu_f[1:])  # no warm-up
 
 
 @dataclass

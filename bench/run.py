@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py --quick                # smoke run, seconds → bench/results/quick.md
     .venv/bin/python bench/run.py --sizes 1000,10000 --runs 9 --profile 10000
     .venv/bin/python bench/run.py --rev HEAD~3             # the package as committed at a revision
+    .venv/bin/python bench/run.py --shapes steady --sizes 10000,50000   # only the steady-state stores
 
 What it measures (every figure is a median of alternating runs, after one warm-up of each side):
 
@@ -15,8 +16,10 @@ What it measures (every figure is a median of alternating runs, after one warm-u
    completes the top issue (outcome `done`, which also promotes the backlog issues it unblocks),
    against the floor: `python -c` that json-parses every issue file listed in index.json, same
    interpreter.
-   Stores are cached under bench/results/stores/ (keyed by size and generator version); each
-   measured dispatch runs on a working copy that is put back to the cached bytes afterwards.
+   Two store shapes (bench/stores.py): `real`, the real stores' state mix (mostly done), and
+   `steady`, a third ready or backlog (backlog only while a dependency is unresolved).
+   Stores are cached under bench/results/stores/ (keyed by size, shape and generator version);
+   each measured dispatch runs on a working copy that is put back to the cached bytes afterwards.
 2. Overhead on the real 175-issue store: `once --command 'sleep 0.5'` minus `bash -c 'sleep 0.5'`.
 3. Peak RSS (`os.wait4` ru_maxrss: the dispatcher and its children) while the command prints
    200 MB, against the same run with a tiny output.
@@ -64,7 +67,7 @@ from local_measure import (
     interpreter_of,
     profile_dispatch,
 )
-from stores import cached_store
+from stores import SHAPES, cached_store
 
 DEFAULT_SIZES = (1000, 10000, 50000)
 SEED_STORE = ROOT / "tests" / "fixtures" / "seed-era" / ".jit"  # derived from a real jit store
@@ -101,7 +104,9 @@ def render(
         f"- python: {python_version} ({python}); bytecode {bytecode}",
         f"- dispatcher: `{' '.join(cmd)}`",
         f"- command: `{' '.join(argv)}` ({elapsed:.0f} s in all)",
-        "- whole-process wall time, warm page cache; medians of alternating runs after one warm-up each",
+        "- whole-process wall time, warm page cache; medians of alternating runs after one warm-up each;"
+        " the CPU ratio compares user + system time (of the process and its children), which other"
+        " work on the machine disturbs far less than wall time",
         "",
         "## Dispatch vs floor",
         "",
@@ -121,20 +126,23 @@ def render(
                 "dispatch min (s)",
                 "floor min (s)",
                 "dispatch − floor (s)",
+                "CPU ratio (user+sys medians)",
             ],
-            "rllrrrrrrr",
+            "rllrrrrrrrr",
         ),
     ]
     for row in scale:
         s = row.stats
         states = ", ".join(f"{k} {v}" for k, v in s["states"].items())
         store = (
-            f"{s['file_bytes_total'] / 1e6:.1f} MB, median {s['file_bytes_median']} B, mean {s['file_bytes_mean']} B"
+            f"{s.get('shape', 'real')}: {s['file_bytes_total'] / 1e6:.1f} MB,"
+            f" median {s['file_bytes_median']} B, mean {s['file_bytes_mean']} B"
         )
         d, f = median(row.dispatch), median(row.floor)
         lines.append(
             f"| {row.size} | {store} | {states} | {row.runs} | {d:.3f} | {f:.3f} | {d / f:.2f}x"
-            f" | {min(row.dispatch):.3f} | {min(row.floor):.3f} | {d - f:+.3f} |"
+            f" | {min(row.dispatch):.3f} | {min(row.floor):.3f} | {d - f:+.3f}"
+            f" | {median(row.dispatch_cpu) / median(row.floor_cpu):.2f}x |"
         )
     if startup:
         d, f = median(startup[0]), median(startup[1])
@@ -186,6 +194,9 @@ def render(
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", help="comma-separated store sizes (default 1000,10000,50000; --quick: 1000)")
+    parser.add_argument(
+        "--shapes", default="real,steady", help=f"comma-separated store shapes, of {', '.join(SHAPES)} (default both)"
+    )
     parser.add_argument("--runs", type=int, help="runs per side (default 15, 7 from 50k issues; --quick: 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few runs, 20 MB of output; writes quick.md")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results", help="cache and report dir")
@@ -215,6 +226,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--sizes: not a comma-separated list of integers: {args.sizes!r}")
     if any(s < 20 for s in args.sizes):
         parser.error("--sizes: each store needs at least 20 issues")
+    args.shapes = args.shapes.split(",")
+    if not args.shapes or any(shape not in SHAPES for shape in args.shapes):
+        parser.error(f"--shapes: each of {', '.join(SHAPES)}")
     if args.runs is not None and args.runs < 1:
         parser.error("--runs: at least 1")
     return args
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.runs
         return 3 if args.quick else 7 if size >= 50000 else 15
 
-    fixtures = [cached_store(results, size) for size in args.sizes]
+    fixtures = [cached_store(results, size, shape) for size in args.sizes for shape in args.shapes]
     work = Path(tempfile.mkdtemp(prefix="jit-dispatch-bench-"))
     try:
         code = f"the installed package of {args.dispatcher}"
@@ -249,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"the measured processes import {imported}, not the snapshot of the code")
         scale = []
         for fixture in fixtures:
-            print(f"{fixture.size} issues ({fixture.stats['file_bytes_total'] / 1e6:.1f} MB):", flush=True)
+            megabytes = fixture.stats["file_bytes_total"] / 1e6
+            print(f"{fixture.size} issues, {fixture.shape} ({megabytes:.1f} MB):", flush=True)
             scale.append(bench_scale(fixture, work, runs_for(fixture.size), cmd, python, env))
         small = runs_for(min(args.sizes))
         print("startup:", flush=True)
@@ -269,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile is not None:
             size = args.profile or max(args.sizes)
             print(f"profiling one dispatch on {size} issues:", flush=True)
-            profile = profile_dispatch(cached_store(results, size), work, python, env, results)
+            profile = profile_dispatch(cached_store(results, size, args.shapes[-1]), work, python, env, results)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

@@ -1,9 +1,13 @@
 """Synthetic jit stores for bench/run.py, shaped like the real data (jit-format.md §12).
 
 ~2 KB per issue, 3-5 labels, 2-4 gates with their status, documents, a third with 1-3
-dependencies, mostly `done` with a few percent `ready`/`backlog`; written in jit's exact bytes
-(`dumps_pretty(ordered_issue(...))`). Stores are cached under the results dir (keyed by size and
-generator version).
+dependencies; written in jit's exact bytes (`dumps_pretty(ordered_issue(...))`). Two shapes:
+
+* `real`: the state mix of the real stores, mostly `done` with a few percent `ready`/`backlog`;
+* `steady`: a store in steady state with much work queued, about a third `ready` or `backlog`;
+  as jit leaves it, an issue is `backlog` only while one of its dependencies is unresolved.
+
+Stores are cached under the results dir (keyed by size, shape and generator version).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ GENERATOR_VERSION = 1  # bump whenever the fixture's shape changes: it is part o
 
 # Shapes and proportions from jit-format.md §12 (the seed-era and newest real stores).
 STATE_WEIGHTS = {"done": 885, "rejected": 30, "ready": 35, "backlog": 30, "gated": 10, "in_progress": 10}
+SHAPES = {
+    "real": STATE_WEIGHTS,
+    "steady": {"done": 600, "rejected": 20, "ready": 180, "backlog": 150, "gated": 25, "in_progress": 25},
+}
 PRIORITY_WEIGHTS = {"high": 55, "normal": 33, "low": 6, "critical": 6}
 GATE_ORDER = ("tdd-reminder", "tests", "clippy", "fmt", "code-review")  # the add order seen in real files
 GATE_REGISTRY = {
@@ -141,7 +149,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _timestamp(ns: int, rng: random.Random, plus_zero: float = 0.0) -> str:
-    """jit's RFC 3339 styles: `Z` with 9 fraction digits, sometimes `+00:00` (jit-format §3.3)."""
+    """jit's RFC 3339 styles: `Z` with 9 fraction digits, sometimes `+00:00` (docs/jit-format.md#timestamps)."""
     seconds, fraction = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{fraction:09d}" + ("+00:00" if rng.random() < plus_zero else "Z")
@@ -223,10 +231,14 @@ def _gates_status(rng: random.Random, gates: list[str], state: str, ns: int) -> 
     return status
 
 
-def generate_issues(size: int, rng: random.Random) -> list[dict]:
-    """Issues in creation order; dependencies point at earlier issues only (no cycles, none dangling)."""
+def generate_issues(size: int, rng: random.Random, weights: dict[str, int] = STATE_WEIGHTS) -> list[dict]:
+    """Issues in creation order; dependencies point at earlier issues only (no cycles, none dangling).
+
+    A `backlog` issue waits on an earlier unresolved one (without one it is `ready`); other
+    issues depend only on resolved ones, so the store is as jit leaves it.
+    """
     ids = [_uuid(rng) for _ in range(size)]
-    states = rng.choices(list(STATE_WEIGHTS), weights=list(STATE_WEIGHTS.values()), k=size)
+    states = rng.choices(list(weights), weights=list(weights.values()), k=size)
     priorities = rng.choices(list(PRIORITY_WEIGHTS), weights=list(PRIORITY_WEIGHTS.values()), k=size)
     resolved: list[int] = []  # indexes of earlier done/rejected issues
     unresolved: list[int] = []
@@ -338,15 +350,16 @@ def pick_target(issues: list[dict]) -> tuple[str, list[str]]:
 class Fixture:
     root: Path  # the .jit directory
     size: int
+    shape: str
     target: str  # the issue `once` claims
     stats: dict = field(default_factory=dict)
 
 
-def build_store(root: Path, size: int) -> dict:
+def build_store(root: Path, size: int, shape: str = "real") -> dict:
     """Write a synthetic store at `root` (a `.jit` path); returns its description."""
     started = time.perf_counter()
-    rng = random.Random(f"jit-dispatch-bench-{size}")
-    issues = generate_issues(size, rng)
+    rng = random.Random(f"jit-dispatch-bench-{size}" if shape == "real" else f"jit-dispatch-bench-{shape}-{size}")
+    issues = generate_issues(size, rng, SHAPES[shape])
     target, promoted = pick_target(issues)
     JitStore.init(root)  # layout as `jit init` makes it; the files below replace its empty ones
     sizes = []
@@ -368,6 +381,7 @@ def build_store(root: Path, size: int) -> dict:
     return {
         "generator_version": GENERATOR_VERSION,
         "size": size,
+        "shape": shape,
         "target": target,
         "promoted": promoted,
         "states": dict(states.most_common()),
@@ -379,16 +393,17 @@ def build_store(root: Path, size: int) -> dict:
     }
 
 
-def cached_store(results: Path, size: int) -> Fixture:
-    """The store of `size` issues from the cache, built on first use."""
-    home = results / "stores" / f"{size}-v{GENERATOR_VERSION}"
+def cached_store(results: Path, size: int, shape: str = "real") -> Fixture:
+    """The store of `size` issues of `shape` from the cache, built on first use."""
+    key = f"{size}-v{GENERATOR_VERSION}" if shape == "real" else f"{size}-{shape}-v{GENERATOR_VERSION}"
+    home = results / "stores" / key
     meta_path = home / "bench-store.json"
     if not meta_path.is_file():
         home.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{size}-building-", dir=home.parent))
-        print(f"building a {size}-issue store in {home} …", flush=True)
+        print(f"building a {size}-issue {shape} store in {home} …", flush=True)
         try:
-            meta = build_store(building / ".jit", size)
+            meta = build_store(building / ".jit", size, shape)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -399,4 +414,4 @@ def cached_store(results: Path, size: int) -> Fixture:
             shutil.rmtree(home, ignore_errors=True)
             building.rename(home)
     meta = json.loads(meta_path.read_text())
-    return Fixture(home / ".jit", size, meta["target"], meta)
+    return Fixture(home / ".jit", size, shape, meta["target"], meta)

@@ -1,22 +1,30 @@
-"""A stateful stand-in for GitHub's REST API at the `requests` level (`responses` callbacks).
+"""A stateful stand-in for GitHub's REST API: `responses` callbacks in-process, or a loopback
+HTTP server (`github_server.py`) for real `jit-dispatch` processes.
 
-Payloads follow the shapes GitHub documents for issues, comments and labels (trimmed of fields
-nobody reads, never of fields the dispatcher reads): `Link` header pagination, pull requests in
-the issues list, `author_association`, `state_reason`, `issue_dependencies_summary`.
+List endpoints can lag (`lag` seconds): issue and ref lists show the state as it was then, to
+every reader; comment lists too, except that a reader (a token) sees its own comments at once.
+Single-resource reads are current. Payloads follow the shapes GitHub documents for issues,
+comments and labels (trimmed of fields nobody reads, never of fields the dispatcher reads):
+`Link` header pagination, pull requests in the issues list, `author_association`,
+`state_reason`, `issue_dependencies_summary`.
 PyGithub talks to `https://api.github.com:443/...` (it spells out the port), so routes match
 with and without it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import responses
+
+from github_git import GitDatabase
 
 API = "https://api.github.com"
 REPO = "octo-org/widgets"
@@ -46,10 +54,12 @@ class Fault:
     headers: dict[str, str]
     times: int
     apply_first: bool  # do the work, then answer with the error (a POST that landed)
+    token: str | None = None  # only requests with this token
+    delay: float = 0.0  # stall this long first (the loopback server only)
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(GitDatabase):
     repo: str = REPO
     page_size: int = 2  # small pages, so every listing paginates via `Link`
     actor: dict[str, Any] = field(default_factory=lambda: dict(BOT))
@@ -62,6 +72,17 @@ class FakeGitHub:
     hooks: list[tuple[str, re.Pattern[str], Callable[[], None]]] = field(default_factory=list)
     next_comment_id: int = 2_000_000_000
     clock: int = 0
+    base: str = API  # where `Link` headers point
+    refs: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contents_write: bool = True
+    user_endpoint: bool = True  # False: an installation token (GET /user is 403)
+    actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # token → who it comments as
+    lag: float = 0.0
+    log: list[tuple[float, dict[int, Any], dict[int, Any], dict[str, str]]] = field(default_factory=list)
+    written_by: dict[int, str] = field(default_factory=dict)  # comment id → token
+    deleted_by: dict[int, str] = field(default_factory=dict)
+    reader: str = ""  # the token of the request being handled
 
     # ------------------------------------------------------------------ building state
     def now(self) -> str:
@@ -135,6 +156,7 @@ class FakeGitHub:
             self._label(number, label)
         if blocked_by:
             self.blocked_by[number] = list(blocked_by)
+        self.snap()
         return raw
 
     def _label(self, number: int, name: str) -> None:
@@ -161,7 +183,7 @@ class FakeGitHub:
             "issue_url": f"{API}/repos/{self.repo}/issues/{number}",
             "id": self.next_comment_id,
             "node_id": f"IC_{self.next_comment_id}",
-            "user": author or self.actor,
+            "user": author or self.actors.get(self.reader, self.actor),
             "created_at": self.now(),
             "updated_at": self.now(),
             "author_association": association,
@@ -171,6 +193,8 @@ class FakeGitHub:
         }
         self.comments[number].append(comment)
         self.issues[number]["comments"] = len(self.comments[number])
+        self.written_by[comment["id"]] = self.reader
+        self.snap()
         return comment
 
     # ------------------------------------------------------------------ inspecting
@@ -193,9 +217,47 @@ class FakeGitHub:
         headers: dict[str, str] | None = None,
         times: int = 1,
         apply_first: bool = False,
+        token: str | None = None,
+        delay: float = 0.0,
     ) -> None:
         body = {"message": message, "documentation_url": "https://docs.github.com/rest"}
-        self.faults.append(Fault(method, re.compile(pattern), status, body, headers or {}, times, apply_first))
+        fault = Fault(method, re.compile(pattern), status, body, headers or {}, times, apply_first, token, delay)
+        self.faults.append(fault)
+
+    def stall(self, method: str, pattern: str, seconds: float, token: str | None = None) -> None:
+        """The next matching request waits `seconds` before GitHub handles it (loopback server only)."""
+        self.fail(method, pattern, 0, "", token=token, delay=seconds)
+
+    # ------------------------------------------------------------------ lagging lists
+    def snap(self) -> None:
+        """Remember the state after a write: lagging list endpoints serve it later."""
+        if self.lag > 0:
+            self.log.append(
+                (time.monotonic(), copy.deepcopy(self.issues), copy.deepcopy(self.comments), dict(self.refs))
+            )
+            cut = time.monotonic() - self.lag - 1
+            while len(self.log) > 2 and self.log[1][0] < cut:
+                self.log.pop(0)
+
+    def _seen(self) -> tuple[dict[int, Any], dict[int, Any], dict[str, str]]:
+        """The state a list endpoint shows now: `lag` seconds old (the oldest known when younger)."""
+        if self.lag <= 0 or not self.log:
+            return self.issues, self.comments, self.refs
+        cut = time.monotonic() - self.lag
+        old = [entry for entry in self.log if entry[0] <= cut]
+        _, issues, comments, refs = old[-1] if old else self.log[0]
+        return issues, comments, refs
+
+    def _listed_comments(self, number: int) -> list[dict[str, Any]]:
+        _, comments, _ = self._seen()
+        shown = {c["id"]: c for c in comments.get(number, [])}
+        for comment in self.comments.get(number, []):  # a reader's own comments: at once
+            if self.written_by.get(comment["id"]) == self.reader:
+                shown[comment["id"]] = comment
+        for cid, token in self.deleted_by.items():
+            if token == self.reader:
+                shown.pop(cid, None)
+        return [shown[cid] for cid in sorted(shown)]
 
     def before(self, method: str, pattern: str, action: Callable[[], None]) -> None:
         """Run `action` once, just before the first matching request is handled."""
@@ -205,25 +267,43 @@ class FakeGitHub:
     def install(self, mock: responses.RequestsMock) -> None:
         route = re.compile(r"https://api\.github\.com(?::443)?/.*")
         for method in ("GET", "POST", "PATCH", "DELETE"):
-            mock.add_callback(method, route, callback=self._handle)
+            mock.add_callback(method, route, callback=self._callback)
 
-    def _handle(self, request: Any) -> tuple[int, dict[str, str], str]:
-        url = urllib.parse.urlsplit(request.url)
-        path, query = url.path, dict(urllib.parse.parse_qsl(url.query))
-        method = request.method
+    def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
+        token = str(request.headers.get("Authorization", "")).split(" ")[-1]
+        body = request.body.decode() if isinstance(request.body, bytes) else request.body
+        return self.handle(request.method, request.url, body, token)
+
+    def fault_for(self, method: str, path: str, token: str) -> Fault | None:
+        for fault in self.faults:
+            matches = fault.times > 0 and fault.method == method and fault.pattern.fullmatch(path)
+            if matches and (fault.token is None or fault.token == token):
+                fault.times -= 1
+                return fault
+        return None
+
+    def handle(
+        self, method: str, url: str, body_text: str | None, token: str, fault: Fault | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        """One request; `fault` when the caller (the server) already took it."""
+        split = urllib.parse.urlsplit(url)
+        path, query = split.path, dict(urllib.parse.parse_qsl(split.query))
+        self.reader = token
         self.requests.append((method, path))
         for hook in list(self.hooks):
             if hook[0] == method and hook[1].fullmatch(path):
                 self.hooks.remove(hook)
                 hook[2]()
-        body = json.loads(request.body) if request.body else None
-        for fault in self.faults:
-            if fault.times > 0 and fault.method == method and fault.pattern.fullmatch(path):
-                fault.times -= 1
-                if fault.apply_first:
-                    self._route(method, path, query, body)
-                return fault.status, {"Content-Type": "application/json", **fault.headers}, json.dumps(fault.body)
+        body = json.loads(body_text) if body_text else None
+        fault = fault or self.fault_for(method, path, token)
+        if fault is not None and fault.status:
+            if fault.apply_first:
+                self._route(method, path, query, body)
+                self.snap()
+            return fault.status, {"Content-Type": "application/json", **fault.headers}, json.dumps(fault.body)
         status, payload, headers = self._route(method, path, query, body)
+        if method != "GET" and status < 400:
+            self.snap()
         if status == 204:
             return status, headers, ""
         return status, {"Content-Type": "application/json; charset=utf-8", **headers}, json.dumps(payload)
@@ -236,7 +316,7 @@ class FakeGitHub:
         for rel, number in (("next", page + 1), ("last", last)):
             if page < last:
                 params = urllib.parse.urlencode({**query, "page": number})
-                links.append(f'<{API}{url_path}?{params}>; rel="{rel}"')
+                links.append(f'<{self.base}{url_path}?{params}>; rel="{rel}"')
         return 200, chunk, ({"Link": ", ".join(links)} if links else {})
 
     def _refresh(self) -> None:
@@ -252,14 +332,30 @@ class FakeGitHub:
         self._refresh()
         prefix = f"/repos/{self.repo}"
         not_found = (404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, {})
+        if path == "/user" and method == "GET":
+            if not self.user_endpoint:
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            return 200, self.actors.get(self.reader, self.actor), {}
         if not path.startswith(prefix):
             return not_found
         rest = path[len(prefix) :]
+        if rest == "" and method == "GET":
+            permissions = {"admin": False, "maintain": False, "push": self.contents_write, "triage": True, "pull": True}
+            return 200, {"full_name": self.repo, "permissions": permissions}, {}
+        if m := re.fullmatch(r"/git/matching-refs/(.+)", rest):
+            _, _, refs = self._seen()
+            wanted = "refs/" + m.group(1)
+            return self._page(
+                path, query, [self.ref_payload(r, sha) for r, sha in sorted(refs.items()) if r.startswith(wanted)]
+            )
+        if (answer := self.git_route(method, rest, body)) is not None:
+            return answer
         if method == "GET" and rest == "/issues":
+            issues, _, _ = self._seen()
             wanted = [w for w in query.get("labels", "").split(",") if w]
             items = [
                 raw
-                for _, raw in sorted(self.issues.items(), key=lambda kv: -kv[0])  # GitHub's default: newest first
+                for _, raw in sorted(issues.items(), key=lambda kv: -kv[0])  # GitHub's default: newest first
                 if (query.get("state", "open") in ("all", raw["state"]))
                 and all(any(lbl["name"].casefold() == w.casefold() for lbl in raw["labels"]) for w in wanted)
             ]
@@ -280,7 +376,7 @@ class FakeGitHub:
             number = int(m.group(1))
             if method == "POST":
                 return 201, self.add_comment(number, body["body"]), {}
-            return self._page(path, query, list(self.comments[number]))
+            return self._page(path, query, self._listed_comments(number))
         if m := re.fullmatch(r"/issues/comments/(\d+)", rest):
             cid = int(m.group(1))
             for thread in self.comments.values():
@@ -288,6 +384,7 @@ class FakeGitHub:
                     if comment["id"] == cid:
                         if method == "DELETE":
                             thread.remove(comment)
+                            self.deleted_by[cid] = self.reader
                             return 204, "", {}
                         if method == "PATCH":
                             comment["body"] = body["body"]

@@ -12,6 +12,7 @@ from jit_dispatch.trackers.github import rules
 
 SETTINGS = rules.GitHubSettings("octo-org/widgets")
 BOT = {"login": "github-actions[bot]", "type": "Bot"}
+ME = frozenset({"github-actions[bot]"})  # the dispatcher's own login
 
 
 def comment(cid: int, body: str, user: dict[str, Any] | None = None, association: str = "NONE") -> dict[str, Any]:
@@ -89,40 +90,44 @@ def test_marker_round_trip_and_no_breakout() -> None:
     hostile = "agent:x-->\n<img src=x>&"
     body = rules.render_marker("claim", {"nonce": "n1", "agent": hostile, "run": "r"})
     assert "\n" not in body and body.count("-->") == 1 and "<img" not in body
-    parsed = rules.parse_marker(comment(5, body + "\nvisible text"))
+    parsed = rules.parse_marker(comment(5, body + "\nvisible text"), ME)
     assert parsed is not None and parsed.kind == "claim" and parsed.agent == hostile and parsed.comment_id == 5
 
 
 def test_markers_count_only_from_trusted_authors_and_only_on_the_first_line() -> None:
     body = rules.render_marker("release", {"nonce": "n1", "reason": "exit code 1"})
     stranger = {"login": "mallory", "type": "User"}
-    assert rules.parse_marker(comment(1, body, stranger, "NONE")) is None
-    assert rules.parse_marker(comment(1, body, stranger, "CONTRIBUTOR")) is None
-    assert rules.parse_marker(comment(1, body, stranger, "COLLABORATOR")) is not None
-    assert rules.parse_marker(comment(1, body, stranger, "OWNER")) is not None
-    assert rules.parse_marker(comment(1, body)) is not None  # a GitHub App (the Actions bot)
-    assert rules.parse_marker(comment(1, "> quoting:\n" + body)) is None
-    assert rules.parse_marker(comment(1, "<!-- jit-dispatch:claim {not json} -->")) is None
-    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:claim {"agent": "a"} -->')) is None  # no nonce
-    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:steal {"nonce": "a"} -->')) is None
+    assert rules.parse_marker(comment(1, body, stranger, "NONE"), ME) is None
+    assert rules.parse_marker(comment(1, body, stranger, "CONTRIBUTOR"), ME) is None
+    assert rules.parse_marker(comment(1, body, stranger, "COLLABORATOR"), ME) is not None
+    assert rules.parse_marker(comment(1, body, stranger, "OWNER"), ME) is not None
+    assert rules.parse_marker(comment(1, body), ME) is not None  # the dispatcher's own identity (the Actions bot)
+    other_app = {"login": "other-app[bot]", "type": "Bot"}
+    assert rules.parse_marker(comment(1, body, other_app, "NONE"), ME) is None  # another installed app
+    assert rules.parse_marker(comment(1, body, other_app, "MEMBER"), ME) is None  # bots need --trusted-actor
+    assert rules.parse_marker(comment(1, body, other_app, "NONE"), ME | {"other-app[bot]"}) is not None
+    assert rules.parse_marker(comment(1, "> quoting:\n" + body), ME) is None
+    assert rules.parse_marker(comment(1, "<!-- jit-dispatch:claim {not json} -->"), ME) is None
+    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:claim {"agent": "a"} -->'), ME) is None  # no nonce
+    assert rules.parse_marker(comment(1, '<!-- jit-dispatch:steal {"nonce": "a"} -->'), ME) is None
 
 
 def test_lowest_live_claim_wins() -> None:
-    markers = rules.parse_markers([claim(30, "late"), claim(20, "early"), claim(25, "middle")])
+    markers = rules.parse_markers([claim(30, "late"), claim(20, "early"), claim(25, "middle")], ME)
     assert rules.winning_claim(markers).nonce == "early"
     # a release (or done) marker of the same nonce ends a claim; the next lowest wins
-    markers = rules.parse_markers([claim(20, "early"), claim(30, "late"), marker(40, "release", "early")])
+    markers = rules.parse_markers([claim(20, "early"), claim(30, "late"), marker(40, "release", "early")], ME)
     assert rules.winning_claim(markers).nonce == "late"
-    markers = rules.parse_markers([claim(20, "a"), marker(21, "done", "a")])
+    markers = rules.parse_markers([claim(20, "a"), marker(21, "done", "a")], ME)
     assert rules.winning_claim(markers) is None
     # a release marker older than the claim does not end it
-    markers = rules.parse_markers([marker(10, "release", "a"), claim(20, "a")])
+    markers = rules.parse_markers([marker(10, "release", "a"), claim(20, "a")], ME)
     assert rules.winning_claim(markers).nonce == "a"
 
 
 def test_a_claim_superseding_an_abandoned_one_wins() -> None:
     """Someone removed `dispatch:claimed` and another runner claimed: the old claim is dead."""
-    markers = rules.parse_markers([claim(20, "old"), claim(30, "new", supersedes=("old",))])
+    markers = rules.parse_markers([claim(20, "old"), claim(30, "new", supersedes=("old",))], ME)
     assert [c.nonce for c in rules.live_claims(markers)] == ["new"]
     assert rules.winning_claim(markers).nonce == "new"
 
@@ -134,18 +139,21 @@ def test_attempts_count_failure_markers_since_the_last_reset() -> None:
             marker(2, "release", "a", reason="exit code 1"),
             claim(3, "b"),
             marker(4, "release", "b", reason="timed out after 5s"),
-        ]
+        ],
+        ME,
     )
     assert rules.failed_attempts(markers) == 2
+    twice = rules.parse_markers([marker(5, "release", "b", reason="timed out after 5s")], ME)  # a repaired settle
+    assert rules.failed_attempts([*markers, *twice]) == 2
     context = rules.marker_context(markers)
     assert context["dispatch.attempts"] == "2" and context["dispatch.last_reason"] == "timed out after 5s"
     assert "dispatch.claimed_at" not in context
-    assert rules.failed_attempts([*markers, *rules.parse_markers([marker(5, "reset", "u")])]) == 0
+    assert rules.failed_attempts([*markers, *rules.parse_markers([marker(5, "reset", "u")], ME)]) == 0
 
 
 def test_context_of_a_live_claim() -> None:
     data = {"nonce": "n", "agent": "agent:a", "run": "https://run", "at": "2025-06-01T12:00:00Z", "beat": "B"}
-    markers = rules.parse_markers([comment(9, rules.render_marker("claim", data))])
+    markers = rules.parse_markers([comment(9, rules.render_marker("claim", data))], ME)
     context = rules.marker_context(markers)
     assert context["dispatch.claimed_at"] == "2025-06-01T12:00:00Z"
     assert context["dispatch.run"] == "https://run"

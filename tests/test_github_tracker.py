@@ -27,8 +27,9 @@ from jit_dispatch.domain.selection import Filters, plan
 from jit_dispatch.engine.dispatch import Request, dispatch_once
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.report.summary import summary_markdown
+from jit_dispatch.trackers.github import api as github_api
 from jit_dispatch.trackers.github import rules
-from jit_dispatch.trackers.github import tracker as github_tracker
 from jit_dispatch.trackers.github.tracker import GitHubTracker
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
@@ -46,7 +47,7 @@ def fake() -> Iterator[FakeGitHub]:
 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(github_tracker, "THROTTLE", False)
+    monkeypatch.setattr(github_api, "THROTTLE", False)
 
 
 def tracker(**settings: Any) -> GitHubTracker:
@@ -80,8 +81,12 @@ def dispatch(t: GitHubTracker, command: str = "echo working on {issue_id}", hook
     return dispatch_once(t, request, CancelToken(), hooks or Hooks(), base_env=clean_env())
 
 
+def render(result: Any) -> str:
+    return summary_markdown(result, 3)
+
+
 def markers(fake: FakeGitHub, number: int) -> list[rules.Marker]:
-    return rules.parse_markers(fake.comments[number])
+    return rules.parse_markers(fake.comments[number], frozenset({"github-actions[bot]"}))
 
 
 # ---------------------------------------------------------------------------- selection
@@ -170,7 +175,7 @@ def test_done_closes_the_issue_with_the_summary_as_comment(fake: FakeGitHub) -> 
     assert "dispatch:claimed" not in fake.labels(1)
     kinds = [m.kind for m in markers(fake, 1)]
     assert kinds == ["claim", "done"]
-    assert t.record_result(result, 3) is None
+    assert t.record_result(result, render) is None
     done = fake.bodies(1)[-1]
     assert done.startswith("<!-- jit-dispatch:done ") and "✅ **jit-dispatch**: done by" in done
     heading = next(line for line in done.splitlines() if line.startswith("### "))
@@ -209,7 +214,7 @@ def test_result_comment_stays_under_githubs_limit(fake: FakeGitHub) -> None:
     t = tracker()
     result = dispatch(t, "python3 -c \"import sys; [print('`' * 300 + str(i)) for i in range(3000)]\"; exit 3")
     assert result.outcome == "released"
-    assert t.record_result(result, 3) is None
+    assert t.record_result(result, render) is None
     body = fake.bodies(1)[-1]
     assert len(body) < rules.COMMENT_LIMIT and body.startswith("<!-- jit-dispatch:release ")
 
@@ -396,12 +401,23 @@ def test_a_claim_refused_half_way_leaves_no_trace(fake: FakeGitHub) -> None:
     assert fake.labels(1) == ["dispatch"] and fake.comments[1] == []
 
 
-def test_a_token_whose_comments_are_not_trusted_fails_clearly(fake: FakeGitHub) -> None:
+def test_markers_count_from_our_own_identity_people_with_write_access_and_trusted_actors(fake: FakeGitHub) -> None:
+    """Another installed app's bot cannot park or settle an issue; a person with write access can."""
     fake.add_issue(1)
-    fake.actor = user("drive-by", uid=4242)  # a token of someone without write access
-    with pytest.raises(TrackerError, match=r"comments of drive-by \(NONE\) do not count as claim markers"):
-        tracker().claim("#1", "agent:a", "r", Filters())
-    assert fake.comments[1] == [] and fake.labels(1) == ["dispatch"]
+    other = user("other-app[bot]", "Bot", 99)
+    for n in range(3):  # would park it, were they trusted
+        fake.add_comment(1, rules.render_marker("release", {"nonce": f"o{n}", "reason": "forged"}), other, "NONE")
+    result = dispatch(tracker(), "exit 0")
+    assert result.outcome == "done" and result.attempt == 1
+    fake.add_issue(2)
+    fake.add_comment(
+        2, rules.render_marker("release", {"nonce": "p", "reason": "by hand"}), user("maintainer"), "MEMBER"
+    )
+    fake.add_comment(2, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
+    assert dispatch(tracker(), "exit 0").attempt == 2  # the member's release counts, the app's does not
+    fake.add_issue(3)
+    fake.add_comment(3, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
+    assert dispatch(tracker(trusted_actors=("Other-App[bot]",)), "exit 0").attempt == 2
 
 
 def test_retry_sleeps_never_outlast_the_deadline() -> None:
@@ -409,8 +425,8 @@ def test_retry_sleeps_never_outlast_the_deadline() -> None:
         def __init__(self) -> None:
             self.headers = {"Retry-After": "60"}
 
-    budget = github_tracker.Budget()
-    retry = github_tracker.BoundedRetry(budget, total=2)
+    budget = github_api.Budget()
+    retry = github_api.BoundedRetry(budget, total=2)
     budget.deadline = time.monotonic() + 0.2
     assert not budget.allows(60) and not budget.allows(0.5) and budget.allows(0)
     started = time.monotonic()
@@ -442,8 +458,14 @@ def actions_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
 
 
 def run_main(*args: str) -> int:
-    with pytest.raises(SystemExit) as ended:
-        main(list(args))
+    """The CLI in-process; the environment as it was before (a process's changes to it end with it)."""
+    saved = dict(os.environ)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return int(ended.value.code or 0)
 
 
@@ -472,7 +494,8 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     fake: FakeGitHub, actions_env: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
     fake.add_issue(1)
-    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", 'echo "leak: $GITHUB_TOKEN"; exit 4')
+    command = 'echo "leak: $GITHUB_TOKEN"; exit 4'
+    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", command, "--pass-token")
     out, err = capfd.readouterr()
     assert code == 1
     assert "leak: " + TOKEN in out  # the live log: hidden by the runner, which `::add-mask::` told
@@ -487,7 +510,9 @@ def test_a_check_echoing_the_token_does_not_put_it_in_the_summary_outputs_or_com
 ) -> None:
     fake.add_issue(1)
     check = 'echo "check leak: $GITHUB_TOKEN"; exit 5'
-    code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", "true", "--check", check)
+    code = run_main(
+        "once", "--tracker", "github", "--agent", "ci", "--command", "true", "--check", check, "--pass-token"
+    )
     capfd.readouterr()
     assert code == 1
     for text in (actions_env["summary"].read_text(), actions_env["output"].read_text(), *fake.bodies(1)):
@@ -609,3 +634,27 @@ def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_t
     assert env["JIT_DISPATCH_GITHUB_TOKEN"] == "${{ inputs.github-token }}"
     unset = 'if [ "$JIT_DISPATCH_TRACKER" != github ]; then unset JIT_DISPATCH_GITHUB_TOKEN; fi'
     assert unset in steps["dispatch"]["run"]
+
+
+def test_a_comment_claim_winner_re_checks_the_issue(fake: FakeGitHub) -> None:
+    """`--github-lock comments`: an issue closed while the claim was being posted is given back whole."""
+    fake.add_issue(1)
+
+    def close() -> None:
+        fake.issues[1]["state"] = "closed"
+
+    fake.before("POST", COMMENTS, close)
+    assert tracker().claim("#1", "agent:a", "r", Filters()) is None
+    assert fake.comments[1] == [] and "dispatch:claimed" not in fake.labels(1)
+
+
+def test_a_comment_settle_left_half_done_is_finished_by_repair(fake: FakeGitHub) -> None:
+    """`--github-lock comments`: the done marker is the durable result; a failed close is a warning."""
+    fake.add_issue(1)
+    fake.fail("PATCH", r"/repos/octo-org/widgets/issues/1", 403, "Resource not accessible by integration")
+    result = dispatch(tracker(), "exit 0")
+    assert result.outcome == "done" and any("finishes it" in w for w in result.warnings)
+    assert fake.issues[1]["state"] == "open" and "dispatch:claimed" in fake.labels(1)
+    assert tracker().repair() == ["finished the done settle of #1 left half-done"]
+    assert fake.issues[1]["state"] == "closed" and "dispatch:claimed" not in fake.labels(1)
+    assert [m.kind for m in markers(fake, 1)] == ["claim", "done"] and tracker().repair() == []

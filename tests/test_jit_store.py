@@ -6,11 +6,15 @@ import fcntl
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import clean_env, read_events, read_issue, run_cli
 from jit_dispatch.domain.issue import issue_from_raw
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.jit.files import ISSUE_FIELDS
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 
@@ -147,20 +151,33 @@ def test_both_timestamp_styles_are_read(seed_store: Path) -> None:
     assert len(snapshot.issues) == 175 and snapshot.warnings == []
 
 
-def test_a_store_that_refuses_the_settle_is_reported_as_error(new_store) -> None:
-    """The command ran; the release could not be written (lock held past the timeout)."""
+def test_a_store_that_refuses_the_settle_is_reported_as_error(new_store, tmp_path: Path) -> None:
+    """The command ran; the release could not be written (a lock held past the timeout by another process)."""
     store, (issue_id,) = new_store(NewIssue("settle blocked"))
-    hold_lock = (
-        "setsid sh -c 'exec 9>.index.lock; flock -x 9; touch held; sleep 3' >/dev/null 2>&1 </dev/null &"
-        " while [ ! -e held ]; do sleep 0.05; done; exit 5"
-    )
-    result = run_cli(
-        "once", "--agent", "w1", "--command", hold_lock, "--jit-dir", str(store.root), "--workdir", str(store.root),
-        "--json", env=clean_env(JIT_LOCK_TIMEOUT="0.5"),
+    ran, held = tmp_path / "ran", tmp_path / "held"
+    command = f"touch {ran}; while [ ! -e {held} ]; do sleep 0.05; done; exit 5"
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--command", command, "--json"]
+    proc = subprocess.Popen(
+        [*argv, "--jit-dir", str(store.root)],
+        env=clean_env(JIT_LOCK_TIMEOUT="0.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert result.returncode == 3, result.stderr
-    assert result.json["outcome"] == "error"
-    assert "exit code 5, but settling failed" in result.json["reason"] and "stays claimed" in result.json["reason"]
+    fd = os.open(store.root / ".index.lock", os.O_RDWR)
+    try:
+        deadline = time.monotonic() + 20
+        while not ran.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.02)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another jit process saving, for longer than the lock timeout
+        held.touch()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stderr
+    assert json.loads(stdout)["outcome"] == "error"
+    reason = json.loads(stdout)["reason"]
+    assert "exit code 5, but settling failed" in reason and "stays claimed" in reason
     assert read_issue(store.root, issue_id)["assignee"] == "agent:w1"
 
 
@@ -183,3 +200,13 @@ def test_a_dependent_is_promoted_when_its_last_dependency_finished_during_the_ru
     assert read_issue(store.root, b)["state"] == "done"
     assert read_issue(store.root, x)["state"] == "ready"
     assert result.json["promoted"] == [x]
+
+
+def test_a_full_snapshot_parses_done_issues_too(new_store) -> None:
+    """The scan skips the parse of resolved issues only when they were not asked for."""
+    store, (a, b) = new_store(NewIssue("A"), NewIssue("B"))
+    assert store.claim(a, "agent:w1", "test", Filters()) is not None
+    assert store.complete(a, "agent:w1").outcome == "done"
+    full = store.snapshot(full_states=tuple(State))
+    assert sorted(i.id for i in full.issues) == sorted([a, b])
+    assert [i.id for i in store.snapshot().issues] == [b]

@@ -1,4 +1,4 @@
-"""Errors that end a run, each with its documented exit code (design §3.5)."""
+"""Errors that end a run, each with its documented exit code (docs/architecture.md#exit-codes)."""
 
 
 class DispatchError(Exception):

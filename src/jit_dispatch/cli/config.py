@@ -154,6 +154,8 @@ def load_config(path: Path) -> DispatchConfig:
         raise UsageError(f"{path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise UsageError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     try:
         return DispatchConfig.model_validate(raw)
     except ValidationError as exc:
@@ -162,4 +164,4 @@ def load_config(path: Path) -> DispatchConfig:
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {_location(first, raw)}: {message}{more}") from None
+        raise UsageError(f"{path}: {_location(dict(first), raw)}: {message}{more}") from None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jit_dispatch.cli.options import DurationType, config_option, env_option, store_options
+from jit_dispatch.cli.options import DurationType, ParamType, config_option, env_option, store_options
 from jit_dispatch.cli.settings import Scope, agent_settings, build_request, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
@@ -49,8 +49,9 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
     context = GitHubContext.from_environ()
-    with open_tracker(store_choice(options), context) as tracker:
+    with open_tracker(store_choice(options, read_only=dry_run), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
+        repaired = [] if dry_run else tracker.repair()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
@@ -68,8 +69,8 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             rows.append({"issue_id": claim.issue.id, "short_id": claim.issue.short_id, "title": claim.issue.title,
                          "agent": claim.agent, "age_seconds": round(claim.claimed_age), "reason": reason,
                          "outcome": outcome})  # fmt: skip
-    warn(snapshot.warnings, context)
-    lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(r['reason'])}" for r in rows]
+    warn(repaired + snapshot.warnings, context)
+    lines = [f"{r['short_id']}  {r['outcome']:<9}  {summary.plain(str(r['reason']))}" for r in rows]
     lines.append(f"jit-dispatch: {len(rows)} stale claim(s) {'found' if dry_run else 'reaped'}")
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
 
@@ -116,21 +117,23 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
 @store_options
 @env_option("--stale-after", type=DurationType(), default="2h", show_default=True, help="Flag claims silent this long.")
 @env_option("--summary/--no-summary", "write_summary", default=None, help="Write the dashboard to the step summary.")
-def status(stale_after: float, write_summary: bool | None, **options: Any) -> None:
+@env_option("--repair", is_flag=True, help="First finish settles an interrupted run left half-done (GitHub).")
+def status(stale_after: float, write_summary: bool | None, repair: bool, **options: Any) -> None:
     """Counts by state; what is dispatchable, held, blocked, running (stale flagged) and parked."""
     from jit_dispatch.report.status import SETTLE_EVENTS, build_status, status_json, status_markdown, status_text
     from jit_dispatch.trackers.jit.events import EVENTS_FILE, local_stores, read_events
 
     context = GitHubContext.from_environ()
     markdown = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
-    with open_tracker(store_choice(options), context) as tracker:
+    with open_tracker(store_choice(options, read_only=not repair), context) as tracker:
+        repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
         # The dashboard's trend of settles per hour, from each local store's event log.
         stores = local_stores(tracker) if markdown else []
         events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
     board = build_status(snapshot, location, datetime.now(UTC), stale_after, events if markdown else None)
-    warn(snapshot.warnings, context)
+    warn(repaired + snapshot.warnings, context)
     if context.summary_file and markdown:
         actions.append_summary(context.summary_file, status_markdown(board))
     emit(status_json(board), [status_text(board)], options["as_json"])
@@ -162,7 +165,7 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-class ListenType(click.ParamType):
+class ListenType(ParamType):
     """`HOST:PORT` (`PORT` alone: loopback)."""
 
     name = "host:port"

@@ -6,6 +6,7 @@ Errors end in one line on stderr and a documented exit code (README, "Exit codes
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping
@@ -49,7 +50,8 @@ class LazyGroup(click.Group):
         if cmd_name in self.LAZY:
             from jit_dispatch.cli import fleet as fleet_cli
 
-            return getattr(fleet_cli, self.LAZY[cmd_name])
+            command: click.Command = getattr(fleet_cli, self.LAZY[cmd_name])
+            return command
         return super().get_command(ctx, cmd_name)
 
 
@@ -135,10 +137,12 @@ def once(**options: Any) -> None:
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,
             allow_workflow_commands=settings.allow_workflow_commands,
+            secret=(settings.store.github_token or "") if settings.store.tracker == "github" else "",
         )
         result = dispatch_once(tracker, request, cancel, hooks)
         max_attempts = settings.run.max_attempts
-        if note := tracker.record_result(result, max_attempts):
+        render = functools.partial(summary.summary_markdown, max_attempts=max_attempts)
+        if note := tracker.record_result(result, render):
             result.warnings.append(note)  # GitHub: the summary goes into the settle comment
     warn(result.warnings, context)
     publish(result, context, max_attempts=max_attempts, as_json=settings.as_json, hooks=hooks)
@@ -151,7 +155,7 @@ def once(**options: Any) -> None:
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     """List dispatchable issues in dispatch order."""
     context = GitHubContext.from_environ()
-    with open_tracker(store_choice(options), context) as tracker:
+    with open_tracker(store_choice(options, read_only=True), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
         snapshot = tracker.snapshot()
     result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
@@ -174,7 +178,7 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
 
 
 def _issue_line(issue: Issue, gates: Mapping[str, Gate]) -> str:
-    line = f"{issue.short_id}  {issue.priority:<8}  {summary.plain(issue.title)}"
+    line = f"{issue.short_id}  {issue.priority:<8}  {summary.title_line(issue.title)}"
     needed = gate_rules.needed(issue, gates) if gates else []
     return line + (f"  [gates: {summary.plain(gate_rules.needed_text(needed))}]" if needed else "")
 

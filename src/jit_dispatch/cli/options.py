@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,11 +13,16 @@ from jit_dispatch.domain.issue import LABEL_PATTERN, LOCK_PREFIX, parse_duration
 from jit_dispatch.domain.values import Priority
 from jit_dispatch.trackers.github.rules import DEFAULT_READY_LABEL, parse_priority_labels
 
+if TYPE_CHECKING:  # click's types are generic for type checkers (value, input); at run time plain classes
+    ParamType = click.ParamType[Any, Any]
+else:
+    ParamType = click.ParamType
+
 # A plain GitHub label (`bug`, `good-first-issue`) for --tracker github; jit labels are namespaced.
 _PLAIN_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
 
 
-class LabelType(click.ParamType):
+class LabelType(ParamType):
     """A jit label or `ns:*` (or a plain GitHub label); from the environment, a comma- or whitespace-separated list."""
 
     name = "label"
@@ -31,7 +36,7 @@ class LabelType(click.ParamType):
         return str(value)
 
 
-class PriorityLabelsType(click.ParamType):
+class PriorityLabelsType(ParamType):
     """`critical=P0,high=P1,normal=P2,low=P3`: which GitHub label means which priority."""
 
     name = "mapping"
@@ -45,7 +50,7 @@ class PriorityLabelsType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class DurationType(click.ParamType):
+class DurationType(ParamType):
     """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
 
     name = "duration"
@@ -57,7 +62,7 @@ class DurationType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class CheckType(click.ParamType):
+class CheckType(ParamType):
     """A `--check` command; from the environment (the Action's `checks` input), one per line."""
 
     name = "command"
@@ -150,7 +155,7 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--lock-prefix",
             default=LOCK_PREFIX,
             show_default=True,
-            help="Ref namespace of the per-issue claim locks (--sync git).",
+            help="Ref namespace of the per-issue claim locks (--sync git, --tracker github).",
         ),
         env_option(
             "--tracker",
@@ -193,6 +198,26 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Only open issues with this label are dispatched.",
         ),
         env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
+        env_option(
+            "--github-lock",
+            type=click.Choice(["refs", "comments"]),
+            default="refs",
+            show_default=True,
+            help="refs: a git ref per claim, arbitrated by GitHub (needs `contents: write`). comments: markers "
+            "only, safe only where lists are read-after-write consistent.",
+        ),
+        env_option(
+            "--trusted-actor",
+            "trusted_actors",
+            multiple=True,
+            help="Another login whose markers count (repeatable), e.g. a second app's bot. Default: only the "
+            "token's own identity and people with write access.",
+        ),
+        env_option(
+            "--pass-token",
+            is_flag=True,
+            help="Leave the token in the command's environment (default: removed from it, and from the live log).",
+        ),
         env_option(
             "--priority-labels",
             type=PriorityLabelsType(),

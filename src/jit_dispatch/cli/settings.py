@@ -8,7 +8,7 @@ agent's table in dispatch.toml, the top level of dispatch.toml, the built-in def
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ STORE_KEYS = (
     "github_ready_label",
     "include_assigned",
     "priority_labels",
+    "github_lock",
+    "trusted_actors",
+    "pass_token",
 )
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
@@ -112,8 +115,9 @@ class OnceSettings:
 
 
 def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
-    """The `store_options` a command received, as a StoreChoice."""
-    return StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+    """The `store_options` a command received, as a StoreChoice (the heartbeat a GitHub lock announces filled in)."""
+    choice = StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+    return choice if choice.heartbeat else replace(choice, heartbeat=default_heartbeat(choice))
 
 
 def default_heartbeat(store: StoreChoice) -> float | None:
@@ -185,7 +189,13 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
         raise UsageError(_spread_error(ctx, values["spread_index"], values["spread_total"]))
     return OnceSettings(
         run=agent_settings(values["agent"], values),
-        store=store_choice(values, author=values["commit_author"], skip_ci=values["skip_ci"]),
+        store=store_choice(
+            values,
+            author=values["commit_author"],
+            skip_ci=values["skip_ci"],
+            heartbeat=values["heartbeat"],
+            read_only=values["dry_run"],
+        ),
         heartbeat=values["heartbeat"],
         dry_run=values["dry_run"],
         fail_on_command_failure=values["fail_on_command_failure"],

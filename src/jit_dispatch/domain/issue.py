@@ -19,7 +19,7 @@ from jit_dispatch.domain.values import Priority, State
 PARKED_LABEL = "dispatch:parked"
 LOCK_PREFIX = "refs/jit-dispatch/claims/"  # remote mode: one lock ref per claimed issue under this
 
-# Keys of `context` owned by the dispatcher (design §3.2).
+# Keys of `context` owned by the dispatcher (docs/jit-format.md#context).
 CTX_CLAIMED_AT = "dispatch.claimed_at"
 CTX_RUN = "dispatch.run"
 CTX_ATTEMPTS = "dispatch.attempts"
@@ -31,7 +31,7 @@ CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 CTX_PARKED_AT = "dispatch.parked_at"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
-# jit's label format (O/labels.rs), plus `ns:*` for "any value in the namespace" in filters.
+# jit's label format (docs/jit-format.md#labels), plus `ns:*` for "any value in the namespace" in filters.
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]*:(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -101,36 +101,58 @@ def parse_timestamp(value: str) -> datetime:
     return parsed
 
 
+# Parsing runs for every ready issue on every dispatch: the checks below stay in C where they can
+# (`map(str.__instancecheck__, …)`, a dict lookup instead of calling the enum).
+_is_str = str.__instancecheck__
+_MEMBERS: dict[type, dict[str, Any]] = {kind: {m.value: m for m in kind} for kind in (State, Priority)}
+
+
 def _require(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in raw:
-        raise IssueFormatError(f"missing field '{key}'")
-    value = raw[key]
+    value = raw.get(key, _require)
     if not isinstance(value, kind):
-        raise IssueFormatError(f"field '{key}' has the wrong type")
+        raise IssueFormatError(f"missing field '{key}'" if value is _require else f"field '{key}' has the wrong type")
     return value
 
 
 def _enum(raw: Mapping[str, Any], key: str, kind: type[E]) -> E:
     value = _require(raw, key, str)
-    try:
-        return kind(value)
-    except ValueError:
-        raise IssueFormatError(f"field '{key}' has unknown value {value!r}") from None
+    member = _MEMBERS[kind].get(value)
+    if member is None:
+        raise IssueFormatError(f"field '{key}' has unknown value {value!r}")
+    return member  # type: ignore[no-any-return]  # the table maps each enum's values to its members
 
 
 def _str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     values = _require(raw, key, list)
-    if not all(isinstance(v, str) for v in values):
+    if not all(map(_is_str, values)):
         raise IssueFormatError(f"field '{key}' must be a list of strings")
     return tuple(values)
 
 
-def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
-    """Validate like jit's serde reader does: a missing required key makes the issue unreadable."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def may_hold_surrogate(data: bytes) -> bool:
+    """Whether a JSON document could parse to a lone surrogate (a cheap test on its bytes).
+
+    Only a `\\ud800`-`\\udfff` escape can yield one, or the UTF-8 form of one, which starts with
+    0xED (json.loads decodes bytes with "surrogatepass"); jit writes no escapes but for control
+    characters, so the regex rarely runs. A false alarm (Hangul) only costs the full check.
+    """
+    return b"\xed" in data or (b"\\u" in data and _SURROGATE_ESCAPE.search(data) is not None)
+
+
+def issue_from_raw(raw: Any, expected_id: str | None = None, *, check_text: bool = True) -> Issue:
+    """Validate like jit's serde reader does: a missing required key makes the issue unreadable.
+
+    `check_text=False` skips the lone-surrogate check, for a caller that parsed the bytes itself
+    and found that they cannot hold one (`may_hold_surrogate`; the check re-encodes the whole issue).
+    """
     if not isinstance(raw, dict):
         raise IssueFormatError("not a JSON object")
     try:  # jit's reader rejects lone surrogates (`\udc80`), and no UTF-8 file can hold one
-        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+        if check_text:
+            json.dumps(raw, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise IssueFormatError("holds a lone surrogate escape, which is not text") from None
     issue_id = _require(raw, "id", str)
@@ -151,7 +173,7 @@ def issue_from_raw(raw: Any, expected_id: str | None = None) -> Issue:
         if gate_state["status"] == "passed":
             passed.add(key)
     context = _require(raw, "context", dict)
-    if not all(isinstance(v, str) for v in context.values()):
+    if not all(map(_is_str, context.values())):
         raise IssueFormatError("field 'context' must map strings to strings")
     _require(raw, "documents", list)
     created_raw = _require(raw, "created_at", str)

@@ -1,4 +1,4 @@
-"""Which issues may be dispatched, and in which order (design §3.1). Pure: no I/O."""
+"""Which issues may be dispatched, and in which order (docs/architecture.md#select). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def label_matches(pattern: str, labels: Iterable[str]) -> bool:
 
 
 def blocking_dependencies(issue: Issue, states: Mapping[str, str]) -> list[str]:
-    """Dependencies that block: missing from the store, or not done/rejected (jit §7.1)."""
+    """Dependencies that block: missing from the store, or not done/rejected (docs/jit-format.md#readiness)."""
     return [dep for dep in issue.dependencies if states.get(dep) not in RESOLVED_STATES]
 
 
@@ -51,7 +51,7 @@ def is_available(issue: Issue, states: Mapping[str, str]) -> bool:
 
 
 def unpassed_manual_prechecks(issue: Issue, gates: Mapping[str, Gate]) -> list[str]:
-    """Manual precheck gates jit would refuse the claim for (jit-format §7.3 step 4)."""
+    """Manual precheck gates jit would refuse the claim for (docs/jit-format.md#gates)."""
     return [
         key
         for key in issue.gates_required
@@ -154,7 +154,7 @@ def spread(candidates: list[Issue], index: int, total: int) -> list[Issue]:
 
 
 def resolve_issue_id(given: str, ids: Iterable[str]) -> str:
-    """A full id or a unique prefix of at least 4 characters (jit §7.8, case-insensitive)."""
+    """A full id or a unique prefix of at least 4 characters (docs/jit-format.md#ids, case-insensitive)."""
     wanted = given.strip().lower().replace("-", "")
     if len(wanted) < 4:
         raise ValueError(f"issue id prefix {given!r} is shorter than 4 characters")

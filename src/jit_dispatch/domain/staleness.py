@@ -77,3 +77,33 @@ def reap_reason(claim: Claim) -> str:
     if claim.silent_for < claim.claimed_age - 1:
         reason += f", last heartbeat {format_age(claim.silent_for)} ago"
     return reason + ")"
+
+
+# ---------------------------------------------------------------------------- lock refs, clock-free
+# A lock (remote mode's lock ref, the GitHub claim ref) is re-pointed by every heartbeat. Whether
+# its holder is dead is judged on the reaper's own monotonic clock, never by comparing clocks of
+# two machines: the reaper must itself have watched the lock stay unchanged for two of the
+# heartbeat intervals its holder announced. `--older-than` is a second, independent floor.
+
+
+class LockWatch:
+    """What a reaper has seen of each lock: the version it saw and when (its monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, float]] = {}
+
+    def see(self, key: str, version: str, now: float) -> float:
+        """Record a sighting; how long (seconds) the lock has been seen unchanged."""
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != version:
+            self._seen[key] = (version, now)
+            return 0.0
+        return now - seen[1]
+
+
+def lock_dead(unchanged_for: float, interval: float, age: float, older_than: float) -> bool:
+    """Dead only when watched unchanged for two announced heartbeat intervals and older than `older_than`.
+
+    `interval` <= 0 (a holder that announced no heartbeat) can never be judged dead by watching.
+    """
+    return interval > 0 and unchanged_for >= 2 * interval and age > older_than

@@ -1,7 +1,7 @@
-"""State changes of a jit issue as pure functions over its raw JSON (design §3.2, §3.4).
+"""State changes of a jit issue as pure functions over its raw JSON (docs/architecture.md#claim, #settle).
 
 Each returns the new raw issue and the events jit itself would log for the same change
-(jit-format.md §6.1, §6.3); the store applies them under jit's locks.
+(docs/jit-format.md#events, #transitions); the store applies them under jit's locks.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def format_timestamp(ns: int | None = None) -> str:
 
 
 def make_event(kind: str, issue_id: str, now: str, **fields: Any) -> Event:
-    """`type` first, then id, issue_id, timestamp, then the type's own fields (jit §6)."""
+    """`type` first, then id, issue_id, timestamp, then the type's own fields (docs/jit-format.md#events)."""
     return {"type": kind, "id": str(uuid.uuid4()), "issue_id": issue_id, "timestamp": now, **fields}
 
 

@@ -1,4 +1,4 @@
-"""The one algorithm: select → claim → run → settle (design §3). Reporting is the caller's.
+"""The one algorithm: select → claim → run → settle (docs/architecture.md#one-run). Reporting is the caller's.
 
 Everything tracker-specific sits behind `Tracker`; everything about the child process behind
 `runner.run_command`; the caller passes `Hooks` to show the command's output live.
@@ -99,7 +99,7 @@ class Steps:
 
 
 def exit_code_for(result: Result, fail_on_command_failure: bool = True) -> int:
-    """The contract of design §3.5."""
+    """The contract of docs/architecture.md#exit-codes."""
     if result.cancelled_by is not None:
         return 128 + result.cancelled_by
     if result.outcome == Outcome.ERROR:
@@ -134,12 +134,15 @@ def dispatch_once(
     hooks: Hooks,
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
-    """Select, claim, run and settle one issue."""
+    """Select, claim, run and settle one issue (first finishing any settle an earlier run left half-done)."""
+    repaired = [] if request.dry_run else tracker.repair()
     snapshot = tracker.snapshot()
     plan = selection.plan(
         snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
     )
-    result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
+    result = Result(
+        Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
+    )
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -192,11 +195,11 @@ def run_claimed(
     if cancel.signum is not None:  # cancelled between claim and start: give it straight back
         tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
-        reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
-        return _settle(tracker, request, result, claimed, reason)
+        return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
     steps = Steps.plan(claimed, registry or {}, request)
     scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
     keep_gated = False
+    reason: str | None
     try:
         issue_file = scratch / f"{claimed.id}.json"
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -219,6 +222,12 @@ def run_claimed(
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
 
 
+def _cancelled(cancel: CancelToken, when: str = "") -> str:
+    """The reason of a cancelled run: `cancelled (SIGTERM)`, and when it came if before the command."""
+    name = signal.Signals(cancel.signum).name if cancel.signum is not None else "signal"
+    return f"cancelled ({name}) {when}".rstrip()
+
+
 def _work(
     request: Request,
     issue: Issue,
@@ -232,7 +241,7 @@ def _work(
     result.gates.extend(run_steps(steps.pre, issue, setting, cancel, hooks))
     if cancel.signum is not None:
         result.cancelled_by = cancel.signum
-        return f"cancelled ({signal.Signals(cancel.signum).name}) before the command started", False
+        return _cancelled(cancel, "before the command started"), False
     if failed := gate_rules.first_failure(result.gates):
         result.failed_gate = failed.step.key
         return failed.reason, False
@@ -244,9 +253,9 @@ def _work(
         return reason, False
     post = run_steps(steps.post, issue, setting, cancel, hooks)
     result.gates.extend(post)
-    if cancel.signum is not None:
+    if cancel.cancelled:  # a signal may have come while the postchecks ran
         result.cancelled_by = cancel.signum
-        return f"cancelled ({signal.Signals(cancel.signum).name})", False
+        return _cancelled(cancel), False
     failed = gate_rules.first_failure(post)
     if failed is None:
         return None, False
@@ -317,9 +326,15 @@ def _settle(
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)
     except TrackerError as exc:  # the run happened; report it even though the store refused
         result.outcome = Outcome.ERROR
-        result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; {issue.short_id} stays claimed"
+        result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; " + _give_back(
+            tracker, request, issue, retry=reason is None, cause=str(exc)
+        )
         return result
     result.outcome, result.promoted = settlement.outcome, settlement.promoted
+    result.warnings.extend(settlement.warnings)
+    if settlement.error is not None:  # settled, but a later write to the store failed
+        result.outcome, result.reason = Outcome.ERROR, settlement.error
+        return result
     if settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
@@ -327,3 +342,16 @@ def _settle(
     else:
         result.reason = reason
     return result
+
+
+def _give_back(tracker: Tracker, request: Request, issue: Issue, *, retry: bool, cause: str) -> str:
+    """After a failed `done`, release the claim if the store lets us; say what state it is left in."""
+    if retry:
+        try:
+            settled = tracker.release(issue.id, request.agent, f"settling failed: {cause}", request.max_attempts)
+        except TrackerError:
+            pass
+        else:
+            if settled.outcome != Outcome.LOST:
+                return f"{issue.short_id} was {settled.outcome} instead"
+    return f"{issue.short_id} stays claimed"

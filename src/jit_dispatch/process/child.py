@@ -1,13 +1,13 @@
-"""Run the configured command as a child process group (design §3.3).
+"""Run the configured command as a child process group (docs/architecture.md#run).
 
 Output is copied to the log as it arrives and only a bounded tail is kept, so memory stays flat
 whatever the command prints. A timeout or a cancellation stops the whole group: SIGTERM, a
-grace period, then SIGKILL. Nothing of the group outlives the run.
+grace period, then SIGKILL, to every process of the run (`process/tree.py`: `setsid` ones too).
+Nothing the command started outlives the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import selectors
@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from jit_dispatch.process.tree import TOKEN_VARIABLE, become_subreaper, kill_run, signal_run
 
 POLL_SECONDS = 0.05
 EXIT_POLL_SECONDS = 0.002  # without a pidfd: how often to look for the exit once output has closed
@@ -74,6 +76,7 @@ class RunResult:
     timed_out: bool = False
     cancelled_by: int | None = None
     not_found: str | None = None
+    start_error: str | None = None  # why the command could not be started at all (e.g. E2BIG)
 
 
 _NOT_FOUND = re.compile(r"(?:^|: )([^\n:]+): command not found\s*$", re.MULTILINE)
@@ -83,11 +86,6 @@ def missing_command(tail: str, fallback: str) -> str:
     """The name bash reported as not found (the last such line), or `fallback`."""
     found = _NOT_FOUND.findall(tail)
     return found[-1].strip() if found else fallback
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
 
 
 def _watch_exit(selector: selectors.BaseSelector, pid: int) -> int | None:
@@ -120,12 +118,14 @@ def run_command(
     tail: OutputTail | None = None,
 ) -> RunResult:
     tail = tail or OutputTail()
+    become_subreaper()
+    token = os.urandom(8).hex()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env=dict(env),
+            env={**env, TOKEN_VARIABLE: token},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -134,9 +134,10 @@ def run_command(
         )
     except FileNotFoundError:
         return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
-    except (OSError, ValueError) as exc:  # not executable, exec format error, a NUL in the command
-        message = f"cannot start {argv[0]}: {exc}"
-        return RunResult(126, time.monotonic() - started, message, len(message))
+    except (OSError, ValueError) as exc:  # not executable, exec format error, E2BIG, a NUL in the command
+        cause = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        message = f"cannot start {argv[0]}: {cause}"
+        return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -161,30 +162,30 @@ def run_command(
             now = time.monotonic()
             if cancel.signum is not None and cancelled_by is None:
                 cancelled_by = cancel.signum
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_run(proc.pid, token, signal.SIGTERM)
                 grace_end = now + CANCEL_GRACE_SECONDS
                 kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
             if deadline is not None and now >= deadline and kill_at is None:
                 timed_out = True
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_run(proc.pid, token, signal.SIGTERM)
                 kill_at = now + TIMEOUT_GRACE_SECONDS
             if kill_at is not None and now >= kill_at:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_run(proc.pid, token, signal.SIGKILL)
             if exited_at is None and _has_exited(proc.pid):
                 exited_at = now
                 if exit_watch is not None:
                     selector.unregister(exit_watch)
             if exited_at is not None and now - exited_at > DRAIN_SECONDS:
                 if stragglers_killed_at is None:
-                    _signal_group(proc.pid, signal.SIGKILL)  # background children still hold the pipe
+                    signal_run(proc.pid, token, signal.SIGKILL)  # background children still hold the pipe
                     stragglers_killed_at = now
                 elif now - stragglers_killed_at > DRAIN_SECONDS:
-                    break  # a process that left the group (setsid) holds the pipe: stop reading it
+                    break  # a process we cannot see holds the pipe: stop reading it
     finally:
         selector.close()
         if exit_watch is not None:
             os.close(exit_watch)
-        _signal_group(proc.pid, signal.SIGKILL)  # leave no orphan behind, whatever happened
+        kill_run(proc.pid, token)  # leave nothing behind, whatever happened
         proc.stdout.close()
         returncode = proc.wait()
     exit_code = 128 - returncode if returncode < 0 else returncode

@@ -87,6 +87,21 @@ def expand_command(template: str) -> str:
     return _PLACEHOLDER.sub(reference, template)
 
 
+# The kernel refuses to start a program with any one environment string over MAX_ARG_STRLEN
+# (128 KiB). Issue text is cut well below that; the whole issue is always in $JIT_ISSUE_FILE.
+ENV_VALUE_MAX_BYTES = 32 * 1024
+TRUNCATED_NOTE = " [… truncated; the full value is in $JIT_ISSUE_FILE]"
+
+
+def capped(value: str, limit: int = ENV_VALUE_MAX_BYTES) -> str:
+    """`value` when it fits in `limit` UTF-8 bytes; else its head (whole characters) and a note."""
+    data = value.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return value
+    head = data[: limit - len(TRUNCATED_NOTE.encode())].decode("utf-8", "ignore")
+    return head + TRUNCATED_NOTE
+
+
 def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int, issue_file: Path) -> dict[str, str]:
     env = dict(base)
     values = dict(
@@ -99,7 +114,7 @@ def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int,
         JIT_AGENT_ID=agent,
         JIT_DISPATCH_ATTEMPT=str(attempt),
     )
-    env.update({name: value.replace("\0", "") for name, value in values.items()})  # no NUL in an environment
+    env.update({name: capped(value.replace("\0", "")) for name, value in values.items()})  # no NUL in an environment
     return env
 
 
@@ -109,11 +124,13 @@ def shell_argv(shell: str, command: str) -> list[str]:
 
 
 def failure_reason(run: RunResult, timeout: float | None) -> str | None:
-    """None on success; otherwise the cause in plain words with its figure (design §3.4)."""
+    """None on success; otherwise the cause in plain words with its figure (docs/architecture.md#settle)."""
     if run.cancelled_by is not None:
         return f"cancelled ({signal.Signals(run.cancelled_by).name})"
     if run.timed_out:
         return f"timed out after {timeout:g}s"
+    if run.start_error is not None:
+        return f"command could not start: {run.start_error}"
     if run.not_found is not None:
         return f"command not found: {run.not_found}"
     if run.exit_code >= 128 and run.exit_code - 128 in signal.valid_signals():

@@ -1,7 +1,7 @@
 """GitHub Actions I/O: step outputs, the step summary and workflow commands in the log.
 
-Facts this relies on are in `actions-notes.md` (heredoc outputs with a random delimiter,
-`::stop-commands::`, the 1 MiB summary limit).
+Facts this relies on are in docs/github-actions.md: heredoc outputs with a random delimiter
+(#outputs), `::stop-commands::` (#workflow-commands), the 1 MiB summary limit (#summary).
 """
 
 from __future__ import annotations

@@ -18,22 +18,39 @@ from jit_dispatch.report import actions, summary
 class ConsoleHooks:
     """Shows the command's output live; in Actions inside a log group, workflow commands fenced."""
 
-    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool) -> None:
+    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool, secret: str = "") -> None:
+        """`secret` (the tracker's token) is cut out of the live output; in Actions the runner masks it."""
         self.sink = sink
         self.in_actions = in_actions
         self.fence_output = in_actions and not allow_workflow_commands
         self._stop_token: str | None = None
+        self._secret = secret.strip().encode() if len(secret.strip()) >= 8 and not in_actions else b""
+        self._pending = b""  # the end of the output so far that may be the start of the secret
 
     def say(self, text: str) -> None:
         """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
         actions.print_line(self.sink, actions.fenced(text) if self.in_actions else text)
 
     def command_starting(self, issue: Issue, attempt: int) -> None:
-        title = summary.plain(issue.title)
+        title = summary.title_line(issue.title)
         self.say(f"jit-dispatch: claimed {issue.short_id} ({issue.priority}, attempt {attempt}): {title}")
         self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
     def output(self, chunk: bytes) -> None:
+        if self._secret:
+            chunk = self._scrub(chunk)
+        self._write(chunk)
+
+    def _scrub(self, chunk: bytes) -> bytes:
+        """The secret replaced by `***`, also when it arrives split across chunks."""
+        data = (self._pending + chunk).replace(self._secret, b"***")
+        keep = next(
+            (n for n in range(min(len(self._secret) - 1, len(data)), 0, -1) if self._secret.startswith(data[-n:])), 0
+        )
+        self._pending = data[len(data) - keep :]
+        return data[: len(data) - keep]
+
+    def _write(self, chunk: bytes) -> None:
         try:
             self.sink.flush()
             self.sink.buffer.write(chunk)
@@ -52,6 +69,9 @@ class ConsoleHooks:
             actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
 
     def _end_output(self, tail: str) -> None:
+        if self._pending:  # held back in case it began the secret: it did not
+            self._write(self._pending)
+            self._pending = b""
         if tail and not tail.endswith("\n"):
             actions.print_line(self.sink, "")
         if self._stop_token:
@@ -79,6 +99,8 @@ def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_jso
         actions.append_summary(context.summary_file, summary.summary_markdown(result, max_attempts))
     if context.output_file:
         actions.write_outputs(context.output_file, summary.step_outputs(result))
+    if not hooks.in_actions and result.outcome == Outcome.ERROR:  # exit 3: the one line that says why
+        actions.print_line(sys.stderr, f"jit-dispatch: error: {summary.plain(result.reason or result.outcome)}")
     if hooks.in_actions and result.outcome.failed:
         level = "warning" if result.outcome == Outcome.RELEASED else "error"
         where = f"{result.issue.short_id}: " if result.issue else ""

@@ -13,7 +13,7 @@ from jit_dispatch.domain.issue import Gate, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
-from jit_dispatch.report.summary import issue_json, md_text, plain
+from jit_dispatch.report.summary import issue_json, md_text, plain, title_line
 from jit_dispatch.trackers.base import Snapshot
 
 
@@ -151,7 +151,7 @@ def status_text(status: Status) -> str:
 
     def head(entry: dict[str, Any]) -> str:
         gates = f"  [gates: {plain(needed_text(entry['gates_needed']))}]" if entry.get("gates_needed") else ""
-        return f"{entry['short_id']}  {entry['priority']:<8}  {plain(entry['title'])}{gates}"
+        return f"{entry['short_id']}  {entry['priority']:<8}  {title_line(entry['title'])}{gates}"
 
     section("Dispatchable, in order", [head(e) for e in data["dispatchable"]])
     section("Ready but held back", [f"{head(e)}  [{plain(e['reason'])}]" for e in data["held"]])
@@ -164,10 +164,10 @@ def status_text(status: Status) -> str:
 def _claim_line(claim: Claim, stale_after: float) -> str:
     issue = claim.issue
     if "dispatch.claimed_at" not in issue.context:
-        return f"{issue.short_id}  {plain(claim.agent)}  (claimed outside the dispatcher)  {plain(issue.title)}"
+        return f"{issue.short_id}  {plain(claim.agent)}  (claimed outside the dispatcher)  {title_line(issue.title)}"
     flag = "  STALE" if claim.silent_for > stale_after else ""
     age = format_age(claim.claimed_age)
-    return f"{issue.short_id}  {plain(claim.agent)}  claimed {age} ago{flag}  {plain(issue.title)}"
+    return f"{issue.short_id}  {plain(claim.agent)}  claimed {age} ago{flag}  {title_line(issue.title)}"
 
 
 def status_markdown(status: Status) -> str:

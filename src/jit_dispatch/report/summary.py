@@ -1,5 +1,5 @@
 """What a run tells people: the Markdown step summary, the terminal lines, the JSON object and
-the step outputs (design §3.5). Pure rendering; writing them out is `actions.py`'s job.
+the step outputs (docs/architecture.md#report). Pure rendering; writing them out is `actions.py`'s job.
 
 Issue titles, labels and command output are untrusted. In Markdown they are HTML-escaped and
 stripped of Markdown syntax (or fenced with a fence longer than any backtick run they contain);
@@ -42,6 +42,14 @@ _LINE_START_SPECIAL = re.compile(r"^([#+\-=>]|\d+[.)])")
 def plain(text: str) -> str:
     """Text safe for a terminal line: no escape sequences, controls or bidi overrides."""
     return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
+
+
+TITLE_LOG_CHARS = 200  # a log line shows at most this much of a title: the rest is in the issue
+
+
+def title_line(title: str) -> str:
+    """A title as one terminal line, cut to `TITLE_LOG_CHARS` (a title may be megabytes long)."""
+    return _one_line(title, TITLE_LOG_CHARS)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -224,7 +232,7 @@ def summary_text(result: Result, max_attempts: int) -> str:
         parts.append(f"exit code {result.exit_code}")
     if result.duration_seconds is not None:
         parts.append(f"{result.duration_seconds:.2f}s")
-    lines = [f"{head} {issue.short_id} {plain(issue.title)}", "  " + " · ".join(parts)]
+    lines = [f"{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
     for run in result.gates:
@@ -261,8 +269,13 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
+def _commits(result: Result) -> list[object]:
+    commits = result.sync.get("commits")
+    return commits if isinstance(commits, list) else []
+
+
 def step_outputs(result: Result) -> dict[str, str]:
-    """The Action's outputs (design §3.5); every value a string, empty when not applicable."""
+    """The Action's outputs (docs/architecture.md#report); every value a string, empty when not applicable."""
     data = result_json(result)
     claimed = result.issue is not None and result.outcome.claimed
 
@@ -280,7 +293,7 @@ def step_outputs(result: Result) -> dict[str, str]:
         "attempt": text(data["attempt"]),
         "reason": text(data["reason"]),
         "sync-attempts": text(result.sync.get("sync_attempts")),
-        "commits": " ".join(str(c) for c in result.sync.get("commits", [])),
+        "commits": " ".join(str(c) for c in _commits(result)),
         "gates": json.dumps(data["gates"], ensure_ascii=False),
         "failed-gate": text(data["failed_gate"]),
     }

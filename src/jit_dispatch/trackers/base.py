@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,8 @@ class Settlement:
     outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
+    error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
+    warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
 
 
 class Tracker(Protocol):
@@ -50,8 +52,12 @@ class Tracker(Protocol):
     def resolve_issue_id(self, given: str) -> str:
         """A full id or a unique prefix (GitHub: `12`, `#12`, the URL); ValueError when none or several."""
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
-        """Keep the finished run's report in the tracker (GitHub: the settle comment); a warning or None."""
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
+        """Keep the finished run's report, Markdown by `render(result)`, in the tracker (GitHub: the
+        settle comment); a warning or None. The caller renders: trackers do not import the report."""
+
+    def repair(self) -> list[str]:
+        """Finish settles a runner recorded but did not complete (GitHub); what was done, as notes."""
 
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Take the issue if it is still dispatchable; None when someone else was faster."""
@@ -109,7 +115,11 @@ class TrackerDefaults:
     def resolve_issue_id(self, given: str) -> str:
         return resolve_issue_id(given, self.issue_ids())
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
+    def repair(self) -> list[str]:
+        """Nothing is ever left half-settled here."""
+        return []
+
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
         """The result lives in the step summary and the events already."""
         return None
 

@@ -39,6 +39,14 @@ class StoreChoice:
     github_ready_label: str = "dispatch"
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] | None = None
+    github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
+    trusted_actors: tuple[str, ...] = ()
+    pass_token: bool = False  # leave the token in the command's environment
+    heartbeat: float | None = None  # announced in GitHub claim locks (the reaper watches for two of them)
+    read_only: bool = False  # ready/status: no need to prove `contents: write`
+
+
+ACTIONS_BOT = "github-actions[bot]"  # who the workflow's GITHUB_TOKEN comments as
 
 
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -118,6 +126,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
 @contextmanager
 def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracker]:
     """GitHub Issues; PyGithub is imported here, never on the jit path."""
+    from jit_dispatch.trackers.github.records import check_lock_prefix
     from jit_dispatch.trackers.github.rules import DEFAULT_PRIORITY_LABELS, GitHubSettings, check_repo
 
     if not choice.github_token:
@@ -125,22 +134,46 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
     if context.in_actions:  # the runner hides it from the log from here on
         for line in choice.github_token.splitlines():
             print(f"::add-mask::{line}", file=sys.stderr, flush=True)
-    # The Action's token is the dispatcher's, not the command's (which works on untrusted issue text).
-    os.environ.pop("JIT_DISPATCH_GITHUB_TOKEN", None)
+    token = choice.github_token.strip()
+    if not choice.pass_token and len(token) >= 8:  # the dispatcher's, not the command's (untrusted issue text)
+        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
+            del os.environ[key]
     try:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
         raise UsageError(f"--github-repo: {exc} (default: $GITHUB_REPOSITORY)") from None
+    prefix = choice.lock_prefix or LOCK_PREFIX
     try:
+        if choice.github_lock == "refs":
+            check_lock_prefix(prefix)
+    except ValueError as exc:
+        raise UsageError(f"--lock-prefix: {exc}") from None
+    try:
+        from jit_dispatch.trackers.github.reflock import RefLockedTracker
         from jit_dispatch.trackers.github.tracker import GitHubTracker
     except ImportError as exc:
         if exc.name not in ("github", "requests", "urllib3"):
             raise
         raise UsageError("--tracker github needs PyGithub: pip install 'jit-dispatch[github]'") from None
     settings = GitHubSettings(
-        repo, choice.github_ready_label, choice.include_assigned, choice.priority_labels or DEFAULT_PRIORITY_LABELS
+        repo,
+        choice.github_ready_label,
+        choice.include_assigned,
+        choice.priority_labels or DEFAULT_PRIORITY_LABELS,
+        choice.github_lock,
+        prefix,
+        tuple(choice.trusted_actors),
     )
-    tracker = GitHubTracker(settings, choice.github_token, choice.github_api_url or "https://api.github.com")
+    api_url = choice.github_api_url or "https://api.github.com"
+    identity = ACTIONS_BOT if context.in_actions else None  # when GET /user cannot say (an installation token)
+    tracker: GitHubTracker
+    if choice.github_lock == "comments":
+        tracker = GitHubTracker(settings, choice.github_token, api_url, identity=identity)
+    else:
+        heartbeat = choice.heartbeat or 0.0
+        tracker = RefLockedTracker(
+            settings, choice.github_token, api_url, identity=identity, heartbeat=heartbeat, check=not choice.read_only
+        )
     try:
         yield tracker
     finally:

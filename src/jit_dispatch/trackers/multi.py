@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,11 @@ class MultiTracker(TrackerDefaults):
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
-        return self._store(result.issue.id).record_result(result, max_attempts) if result.issue else None
+    def repair(self) -> list[str]:
+        return [note for tracker in self.trackers for note in tracker.repair()]
+
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
+        return self._store(result.issue.id).record_result(result, render) if result.issue else None
 
     def location_of(self, issue_id: str) -> str:
         return self._store(issue_id).location_of(issue_id)

@@ -11,9 +11,13 @@ GitHub has no compare-and-set on issues, so the claim is a protocol over labels 
   live (someone removed the label to take the issue back) lists that claim's nonce in its own.
   It reads the comments *before* it reads the labels, so it can only supersede claims whose
   label was removed after they were posted — never a claim racing it.
-* Markers count only in comments by a trusted author: a GitHub App (the Actions bot) or someone
-  with write access (OWNER, MEMBER, COLLABORATOR). Anyone can comment on a public issue; a
-  stranger's fake marker is ignored.
+* Markers count only in comments by a trusted author: the identity the dispatcher runs as (the
+  token's login, or the Actions bot), a `--trusted-actor` login, or a person with write access
+  (OWNER, MEMBER, COLLABORATOR: manual take-backs). Anyone can comment on a public issue, and any
+  installed app can comment as a bot: their markers are ignored.
+
+With `--github-lock refs` (the default) the claim itself is a git ref (see `records`): the
+comments stay the record people read, and the attempt count.
 
 Issue ids are `#<number>` (`short_id` is the same). Order is priority, then creation time, then
 number: `created_at` carries the number in its microseconds (GitHub's timestamps are whole
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from jit_dispatch.domain import boundedjson
 from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
@@ -60,6 +65,9 @@ class GitHubSettings:
     ready_label: str = DEFAULT_READY_LABEL
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] = DEFAULT_PRIORITY_LABELS  # (priority, label)
+    lock: str = "refs"  # refs: a git ref per claim (needs contents: write); comments: markers only
+    lock_prefix: str = "refs/jit-dispatch/claims/"
+    trusted_actors: tuple[str, ...] = ()  # logins whose markers count besides the dispatcher's own
 
     @property
     def location(self) -> str:
@@ -93,11 +101,11 @@ def parse_priority_labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> str:
+def priority_of(labels: Iterable[str], mapping: Iterable[tuple[str, str]]) -> Priority:
     """The most urgent priority whose label the issue carries (case-insensitive); none: normal."""
     present = {label.casefold() for label in labels}
     found = [p for p, label in mapping if label.casefold() in present]
-    return min(found, key=PRIORITY_RANK.__getitem__) if found else Priority.NORMAL
+    return Priority(min(found, key=PRIORITY_RANK.__getitem__)) if found else Priority.NORMAL
 
 
 def issue_id(number: int) -> str:
@@ -152,22 +160,24 @@ def render_marker(kind: str, data: Mapping[str, Any]) -> str:
     return f"<!-- jit-dispatch:{kind} {text} -->"
 
 
-def is_trusted(comment: Mapping[str, Any]) -> bool:
-    """A GitHub App (the Actions bot, the dispatcher's own token) or someone with write access."""
+def is_trusted(comment: Mapping[str, Any], logins: frozenset[str]) -> bool:
+    """One of `logins` (casefolded: the dispatcher's own, `--trusted-actor`), or a person with write access."""
     user = comment.get("user") or {}
-    return user.get("type") == "Bot" or comment.get("author_association") in TRUSTED_ASSOCIATIONS
+    if str(user.get("login", "")).casefold() in logins:
+        return True
+    return user.get("type") != "Bot" and comment.get("author_association") in TRUSTED_ASSOCIATIONS
 
 
-def parse_marker(comment: Mapping[str, Any]) -> Marker | None:
+def parse_marker(comment: Mapping[str, Any], logins: frozenset[str]) -> Marker | None:
     """The marker on the first line of a trusted comment, or None."""
     body = comment.get("body")
-    if not isinstance(body, str) or not is_trusted(comment):
+    if not isinstance(body, str) or not is_trusted(comment, logins):
         return None
     match = _MARKER.match(body)
     if match is None:
         return None
     try:
-        data = json.loads(match.group(2))
+        data = boundedjson.loads(match.group(2))
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("nonce"), str) or not data["nonce"]:
@@ -175,8 +185,8 @@ def parse_marker(comment: Mapping[str, Any]) -> Marker | None:
     return Marker(match.group(1), int(comment["id"]), data)
 
 
-def parse_markers(comments: Iterable[Mapping[str, Any]]) -> list[Marker]:
-    markers = [m for c in comments if (m := parse_marker(c)) is not None]
+def parse_markers(comments: Iterable[Mapping[str, Any]], logins: frozenset[str]) -> list[Marker]:
+    markers = [m for c in comments if (m := parse_marker(c, logins)) is not None]
     return sorted(markers, key=lambda m: m.comment_id)
 
 
@@ -204,14 +214,16 @@ def find_marker(markers: Iterable[Marker], kind: str, nonce: str) -> Marker | No
 
 
 def failed_attempts(markers: Iterable[Marker]) -> int:
-    """Failure markers since the last reset (`unpark`): the attempts the issue has used up."""
-    count = 0
+    """Failure markers since the last reset (`unpark`): the attempts the issue has used up.
+
+    One per claim nonce: a settle finished twice (its runner and a repair) posts no extra attempt."""
+    nonces: set[str] = set()
     for marker in sorted(markers, key=lambda m: m.comment_id):
         if marker.kind == "reset":
-            count = 0
+            nonces.clear()
         elif marker.kind == "release":
-            count += 1
-    return count
+            nonces.add(marker.nonce)
+    return len(nonces)
 
 
 def marker_context(markers: list[Marker]) -> dict[str, str]:
@@ -254,7 +266,7 @@ def human_assignees(raw: Mapping[str, Any]) -> list[str]:
     return [str(p.get("login", "")) for p in people if isinstance(p, dict) and p.get("type", "User") != "Bot"]
 
 
-def state_of(raw: Mapping[str, Any], ready_label: str) -> str:
+def state_of(raw: Mapping[str, Any], ready_label: str) -> State:
     """A jit state for a GitHub issue, so selection, status and reap work unchanged.
 
     closed → `done` (completed) or `rejected` (not planned, duplicate); open with
@@ -379,7 +391,7 @@ def rate_limited(status: int, message: str, headers: Mapping[str, str]) -> bool:
 
 def retry_wait(status: int | None, message: str, headers: Mapping[str, str], tries: int) -> float | None:
     """How long to wait before trying a write again (`status` None: no answer), or None: do not."""
-    backoff = 0.5 * 2 ** (tries - 1)
+    backoff = 0.5 * 2.0 ** (tries - 1)
     if status is None or status >= 500:
         return backoff
     if rate_limited(status, message, headers):

@@ -1,32 +1,21 @@
-"""GitHub Issues behind the tracker interface, over PyGithub. The protocol is in `github_logic`.
+"""GitHub Issues behind the tracker interface: the claim and settle protocol (rules in `rules`).
 
 Imported only for `--tracker github` (PyGithub costs startup time the jit path must not pay).
-
-Requests go through PyGithub's `Requester` (auth, GitHub Enterprise base URLs, error types) and
-`PaginatedList` (`Link` header pagination) with plain dicts as items: PyGithub's own objects
-fetch every list item again when their `raw_data` is read.
-
-Retries are bounded twice: PyGithub's `GithubRetry` with a small total, each wait capped and,
-after `hurry`, never past the deadline (a cancelled run has seconds left); and POSTs are not
-retried by it at all, since a retried comment POST could post twice. The tracker retries its
-own writes, and before it posts a comment again it looks for the marker nonce of the first try.
+HTTP, retries and error messages are `api.Api`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import requests
-from github import Auth, Github, GithubException
-from github.GithubRetry import GithubRetry
-from github.PaginatedList import PaginatedList
-from urllib3.exceptions import MaxRetryError, ResponseError
+from github import GithubException
 
 from jit_dispatch.domain.issue import PARKED_LABEL, Issue
 from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filters
@@ -35,69 +24,12 @@ from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
-
-RETRIES = 2  # per request, by PyGithub's retry; writes: by `_write`
-MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
-TIMEOUT = 10  # seconds per HTTP request; after `hurry`, less
-THROTTLE = True  # PyGithub's pacing (0.25 s between requests, 1 s between writes); tests turn it off
-
-
-class Budget:
-    """How long retries may still wait: each wait capped, and after `hurry` a hard deadline."""
-
-    def __init__(self, max_wait: float = MAX_WAIT) -> None:
-        self.max_wait = max_wait
-        self.deadline: float | None = None
-        self.retries = 0
-
-    def allows(self, wait: float) -> bool:
-        if wait > self.max_wait:
-            return False
-        return self.deadline is None or time.monotonic() + wait < self.deadline
-
-    def clamp(self, wait: float) -> float:
-        left = self.max_wait if self.deadline is None else min(self.max_wait, self.deadline - time.monotonic())
-        return max(0.0, min(wait, left))
-
-
-class BoundedRetry(GithubRetry):
-    """`GithubRetry` that gives up rather than wait past its budget; never retries a POST."""
-
-    def __init__(self, budget: Budget | None = None, **kwargs: Any) -> None:
-        self.budget = budget or Budget()
-        kwargs.setdefault("allowed_methods", frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"}))
-        super().__init__(**kwargs)
-
-    def new(self, **kw: Any) -> BoundedRetry:
-        kw["budget"] = self.budget
-        return super().new(**kw)  # type: ignore[no-any-return]
-
-    def _wait(self, response: Any) -> float:
-        after = self.get_retry_after(response) if response is not None else None
-        return after if after is not None else self.get_backoff_time()
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        wait = retry._wait(response)
-        if not self.budget.allows(wait):  # hand the last response (or error) to the caller now
-            raise MaxRetryError(_pool, url, error or ResponseError(f"retry would wait {wait:g}s"))
-        self.budget.retries += 1
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        time.sleep(self.budget.clamp(self._wait(response)))
-
-
-class _Raw(dict):  # type: ignore[type-arg]
-    """A list item as the plain JSON object GitHub sent (PaginatedList's item class)."""
-
-    def __init__(self, _requester: Any, _headers: Any, attributes: dict[str, Any], *_: Any, **__: Any) -> None:
-        super().__init__(attributes)
+from jit_dispatch.trackers.github.api import FAILURES, Api
 
 
 @dataclass
 class _Held:
-    """A claim this process won: its nonce and the comment carrying it."""
+    """A claim this process won: its nonce and the comment carrying it (refs mode: and its lock)."""
 
     nonce: str
     comment_id: int
@@ -105,6 +37,10 @@ class _Held:
     run: str
     settled_comment: int | None = None
     settled_head: str = ""  # marker line and headline of the settle comment
+    lock: str = ""  # refs mode: the commit our lock ref points at
+    record: Any = None  # refs mode: the LockRecord of that commit
+    settling: bool = False  # no heartbeat may move the lock once the settle began
+    mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
 class GitHubTracker:
@@ -116,91 +52,44 @@ class GitHubTracker:
         *,
         throttle: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        identity: str | None = None,
     ) -> None:
+        """`identity`: whose markers count when GET /user cannot say (an Actions or App token)."""
         self.settings = settings
         self.location = settings.location
-        self.api_url = api_url.rstrip("/")
-        self._token = token
-        self._sleep = sleep
-        self._throttle = THROTTLE if throttle is None else throttle
-        self.budget = Budget()
+        self.api = Api(settings.repo, token, api_url, throttle=throttle, sleep=sleep)
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
         self._deps_api = True  # False once the server says it has no issue dependencies
-        self._connect(TIMEOUT)
+        self._identity = identity
+        self._trusted: set[str] | None = None
 
     def __repr__(self) -> str:  # never the token
-        return f"GitHubTracker({self.location!r}, api={self.api_url!r})"
-
-    def _connect(self, timeout: int) -> None:
-        self._github = Github(
-            auth=Auth.Token(self._token),
-            base_url=self.api_url,
-            timeout=timeout,
-            per_page=100,
-            retry=BoundedRetry(self.budget, total=RETRIES, backoff_factor=0.5, raise_on_status=False),
-            seconds_between_requests=0.25 if self._throttle else None,
-            seconds_between_writes=1.0 if self._throttle else None,
-        )
-        self._requester = self._github.requester
-
-    # ------------------------------------------------------------------ plumbing
-    @property
-    def _repo_path(self) -> str:
-        return f"/repos/{self.settings.repo}"
-
-    def _request(self, verb: str, path: str, **kwargs: Any) -> Any:
-        return self._requester.requestJsonAndCheck(verb, self._repo_path + path, **kwargs)[1]
-
-    def _list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return list(PaginatedList(_Raw, self._requester, self._repo_path + path, {"per_page": 100, **(params or {})}))
-
-    @contextlib.contextmanager
-    def _api(self, doing: str) -> Iterator[None]:
-        """GitHub's failures as one-line TrackerErrors (exit 3) that name the fix, never the token."""
-        try:
-            yield
-        except GithubException as exc:
-            raise TrackerError(self._scrub(self._explain(doing, exc))) from None
-        except requests.RequestException as exc:
-            raise TrackerError(self._scrub(f"{doing}: cannot reach {self.api_url} ({type(exc).__name__})")) from None
-
-    def _explain(self, doing: str, exc: GithubException) -> str:
-        return rules.explain(doing, exc.status, *_parts(exc), self.settings.repo)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if len(self._token) >= 8 else text
-
-    def _write(self, fn: Callable[[], Any], recheck: Callable[[], Any] | None = None) -> Any:
-        """A write, retried on a 5xx, a short rate limit or a lost connection, within the budget.
-
-        `recheck` runs before a retry and returns the result if the first try took effect after all.
-        """
-        tries = 0
-        while True:
-            try:
-                return fn()
-            except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
-                tries += 1
-                status = exc.status if isinstance(exc, GithubException) else None
-                wait = rules.retry_wait(status, *_parts(exc), tries)
-                if wait is None or tries > RETRIES or not self.budget.allows(wait):
-                    raise
-            self.budget.retries += 1
-            self._sleep(wait)
-            if recheck is not None and (found := recheck()) is not None:
-                return found
+        return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
 
     # ------------------------------------------------------------------ reads
     def _comments(self, number: int) -> list[dict[str, Any]]:
-        return self._list(f"/issues/{number}/comments")
+        return self.api.list(f"/issues/{number}/comments")
 
     def _markers(self, number: int) -> list[rules.Marker]:
-        return rules.parse_markers(self._comments(number))
+        return rules.parse_markers(self._comments(number), self.trusted())
+
+    def trusted(self) -> frozenset[str]:
+        """Logins whose markers count (casefolded): the token's own, else `identity`; `--trusted-actor`s."""
+        if self._trusted is None:
+            self._trusted = {login.casefold() for login in self.settings.trusted_actors}
+            try:
+                me = self.api.request("GET", "/user", absolute=True)
+                login = me.get("login") if isinstance(me, dict) else None
+            except GithubException:  # an installation token has no user: /user answers 403
+                login = self._identity
+            if login:
+                self._trusted.add(str(login).casefold())
+        return frozenset(self._trusted)
 
     def _get(self, number: int) -> dict[str, Any]:
-        data = self._request("GET", f"/issues/{number}")
+        data = self.api.request("GET", f"/issues/{number}")
         return data if isinstance(data, dict) else {}
 
     def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,7 +98,7 @@ class GitHubTracker:
         if count == 0 or (count is None and not self._deps_api):
             return []
         try:
-            return self._list(f"/issues/{raw['number']}/dependencies/blocked_by")
+            return self.api.list(f"/issues/{raw['number']}/dependencies/blocked_by")
         except GithubException as exc:
             if exc.status in (404, 410):  # no dependency data on this server (older GHES)
                 self._deps_api = count is not None
@@ -235,12 +124,12 @@ class GitHubTracker:
         attempt count is read when it is claimed.
         """
         wanted = frozenset(full_states)
-        with self._api(f"list issues of {self.settings.repo}"):
+        with self.api.doing(f"list issues of {self.settings.repo}"):
             raws = {
-                r["number"]: r for r in self._list("/issues", {"state": "open", "labels": self.settings.ready_label})
+                r["number"]: r for r in self.api.list("/issues", {"state": "open", "labels": self.settings.ready_label})
             }
             if State.IN_PROGRESS in wanted:
-                for r in self._list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                for r in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                     raws.setdefault(r["number"], r)
             for raw in self._extra.values():
                 raws.setdefault(raw["number"], raw)
@@ -257,7 +146,11 @@ class GitHubTracker:
                 deps = self._dependencies(raw, states) if state == State.READY else ()
                 issues.append(rules.to_issue(raw, self.settings, markers, deps))
         self._listed = [i for i in states if i.startswith("#")]
-        return Snapshot(issues, states, {}, list(self._listed))
+        return Snapshot(issues, states, {}, list(self._listed), locked=self._locked())
+
+    def _locked(self) -> frozenset[str]:
+        """Issues under another runner's lock (refs mode); comments mode knows none."""
+        return frozenset()
 
     def issue_ids(self) -> list[str]:
         if not self._listed:
@@ -268,7 +161,7 @@ class GitHubTracker:
         """`#12`, `12` or the issue's URL; the issue must exist and not be a pull request."""
         number = rules.parse_issue_ref(given)
         try:
-            with self._api(f"read issue #{number}"):
+            with self.api.doing(f"read issue #{number}"):
                 raw = self._get(number)
         except TrackerError as exc:
             if "(404)" in str(exc):
@@ -285,15 +178,12 @@ class GitHubTracker:
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Label, post a claim comment, re-read: ours only if it is the lowest live claim."""
         number = self._number(issue_id)
-        with self._api(f"claim {issue_id}"):
-            before = rules.live_claims(self._markers(number))  # read before the labels: see github_logic
-            raw = self._get(number)
-            if rules.is_pull_request(raw) or raw.get("state") != "open":
+        with self.api.doing(f"claim {issue_id}"):
+            before = rules.live_claims(self._markers(number))  # read before the labels: see `rules`
+            found = self._dispatchable(number, filters)
+            if found is None:
                 return None
-            states: dict[str, str] = {}
-            current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
-            if dispatch_reason(current, states, {}) is not None or not matches_filters(current, filters):
-                return None
+            raw, current = found
             nonce = secrets.token_hex(8)
             marker = rules.render_marker(
                 "claim",
@@ -308,12 +198,7 @@ class GitHubTracker:
             self._add_label(number, rules.CLAIMED_LABEL)
             try:
                 posted = self._post_comment(number, marker + "\n" + rules.claim_text(assignee, run), "claim", nonce)
-                comments = self._comments(number)
-                mine = next((c for c in comments if c.get("id") == posted), None)
-                if mine is not None and not rules.is_trusted(mine):
-                    self._abandon(number, nonce, posted)
-                    raise TrackerError(_untrusted(mine))
-                markers = rules.parse_markers(comments)
+                markers = self._markers(number)
                 winner = rules.winning_claim(markers)
                 if winner is None:  # our comment is not visible yet: give the claim up whole
                     self._abandon(number, nonce, posted)
@@ -321,18 +206,33 @@ class GitHubTracker:
                 if winner.nonce != nonce:
                     self._delete_comment(posted)  # we lost the race: the winner keeps the label
                     return None
-                # Ours. Label again: a late settle of an earlier holder may have just removed it.
+                now = self._get(number)  # ours: re-check that nobody closed or parked it meanwhile
+                if now.get("state") != "open" or rules.parked_label_present(now):
+                    self._abandon(number, nonce, posted)
+                    return None
+                # Label again: a late settle of an earlier holder may have just removed it.
                 self._add_label(number, rules.CLAIMED_LABEL)
-            except (GithubException, requests.RequestException):
+            except FAILURES:
                 self._abandon(number, nonce)
                 raise
         self._held[issue_id] = _Held(nonce, posted, assignee, run)
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
         return rules.to_issue(claimed, self.settings, markers, current.dependencies)
 
+    def _dispatchable(self, number: int, filters: Filters) -> tuple[dict[str, Any], Issue] | None:
+        """The issue as GitHub has it now, if it is still dispatchable; else None."""
+        raw = self._get(number)
+        if rules.is_pull_request(raw) or raw.get("state") != "open":
+            return None
+        states: dict[str, str] = {}
+        current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
+        if dispatch_reason(current, states, {}) is not None or not matches_filters(current, filters):
+            return None
+        return raw, current
+
     def _abandon(self, number: int, nonce: str, posted: int | None = None) -> None:
         """A claim that failed half-way: delete our comment, unlabel if nobody else holds a claim. Best effort."""
-        with contextlib.suppress(GithubException, requests.RequestException):
+        with contextlib.suppress(*FAILURES):
             if posted is not None:
                 self._delete_comment(posted)
             markers = self._markers(number)
@@ -359,20 +259,13 @@ class GitHubTracker:
     def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
         number = self._number(issue_id)
-        with self._api(f"settle {issue_id}"):
+        with self.api.doing(f"settle {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
-            data = {"nonce": claim.nonce, "agent": assignee, "at": format_timestamp(), "run": claim.data.get("run")}
-            marker = rules.render_marker("done", data)
-            text = rules.done_text(assignee, attempts + 1)
-            self._remember(
-                issue_id, self._post_comment(number, marker + "\n" + text, "done", claim.nonce), marker, text
-            )
-            if self._get(number).get("state") == "open":  # closed meanwhile (e.g. not planned): a person's call
-                self._write(lambda: self._request("PATCH", f"/issues/{number}", input=_CLOSE))
-            self._remove_label(number, rules.CLAIMED_LABEL)
-        return Settlement(Outcome.DONE, attempts)
+            data = {"nonce": claim.nonce, "agent": assignee, "run": claim.data.get("run"), "attempt": attempts + 1}
+            self._remember(issue_id, *self._settle_comment(number, "done", data))
+        return Settlement(Outcome.DONE, attempts, warnings=self._finish_labels(issue_id, "done", False))
 
     def release(
         self,
@@ -387,28 +280,75 @@ class GitHubTracker:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
         number = self._number(issue_id)
-        with self._api(f"release {issue_id}"):
+        with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
             attempts += 1
             parked = attempts >= max_attempts
-            data = {
-                "nonce": claim.nonce,
-                "agent": claim.agent,
-                "at": format_timestamp(),
-                "reason": reason,
-                "attempt": attempts,
-                "parked": parked,
-            }
-            marker = rules.render_marker("release", data)
-            text = rules.release_text(claim.agent, reason, attempts, max_attempts, parked)
-            posted = self._post_comment(number, marker + "\n" + text, "release", claim.nonce)
-            self._remember(issue_id, posted, marker, text)
-            if parked:
-                self._add_label(number, PARKED_LABEL)
-            self._remove_label(number, rules.CLAIMED_LABEL)
-        return Settlement(Outcome.PARKED if parked else Outcome.RELEASED, attempts)
+            data = {"nonce": claim.nonce, "agent": claim.agent, "reason": reason, "attempt": attempts, "parked": parked}
+            self._remember(issue_id, *self._settle_comment(number, "release", data, max_attempts))
+        warnings = self._finish_labels(issue_id, "release", parked)
+        return Settlement(Outcome.PARKED if parked else Outcome.RELEASED, attempts, warnings=warnings)
+
+    # ------------------------------------------------------------------ settles that always finish
+    def _settle_comment(
+        self, number: int, kind: str, data: dict[str, Any], max_attempts: int = 0
+    ) -> tuple[int, str, str]:
+        """The durable result: the settle marker comment, posted once (found by nonce when already there)."""
+        if kind == "done":
+            text = rules.done_text(str(data["agent"]), int(data["attempt"]))
+        else:
+            limit = max_attempts or int(data["attempt"])
+            text = rules.release_text(
+                str(data["agent"]), str(data["reason"]), int(data["attempt"]), limit, bool(data["parked"])
+            )
+        found = rules.find_marker(self._markers(number), kind, str(data["nonce"]))
+        marker = rules.render_marker(kind, found.data if found else {**data, "at": format_timestamp()})
+        if found is not None:
+            return found.comment_id, marker, text
+        return self._post_comment(number, marker + "\n" + text, kind, str(data["nonce"])), marker, text
+
+    def _finish_labels(self, issue_id: str, kind: str, parked: bool) -> tuple[str, ...]:
+        """After the result is durable: close (done) or park, unlabel. A failure here is a warning,
+        never `stays claimed`: the next `once`, `reap` or `status --repair` finishes it."""
+        number = self._number(issue_id)
+        try:
+            with self.api.doing(f"finish the settle of {issue_id}"), self.api.persistent():
+                self._close_and_unlabel(number, kind, parked)
+        except TrackerError as exc:
+            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+        return ()
+
+    def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
+        if kind == "done" and self._get(number).get("state") == "open":  # closed meanwhile: a person's call
+            self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
+        if parked:
+            self._add_label(number, PARKED_LABEL)
+        self._remove_label(number, rules.CLAIMED_LABEL)
+
+    def repair(self) -> list[str]:
+        """Finish settles whose result is recorded but whose issue was left open or labelled claimed."""
+        notes: list[str] = []
+        with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
+            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                markers = self._markers(raw["number"])
+                settles = [m for m in markers if m.kind in ("done", "release")]
+                if rules.live_claims(markers) or not settles:
+                    continue  # running, or claimed by a person: the reaper's business
+                last = settles[-1]
+                notes.append(f"finished the {last.kind} settle of #{raw['number']} left half-done")
+                notes += self.finish_step(raw["number"], last.kind, bool(last.data.get("parked")))
+        return notes
+
+    def finish_step(self, number: int, kind: str, parked: bool) -> list[str]:
+        """Close or park and unlabel; a refusal is a note, so one stuck issue never stops a run."""
+        try:
+            with self.api.doing(f"finish the settle of #{number}"):
+                self._close_and_unlabel(number, kind, parked)
+        except TrackerError as exc:
+            return [str(exc)]
+        return []
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
@@ -416,19 +356,21 @@ class GitHubTracker:
         if held is None:
             return False
         number = self._number(issue_id)
-        with self._api(f"heartbeat {issue_id}"):
+        with self.api.doing(f"heartbeat {issue_id}"):
             claim = self._ours(issue_id, assignee, self._markers(number))
             if claim is None:
                 return False
             marker = rules.render_marker("claim", {**claim.data, "beat": format_timestamp()})
             body = marker + "\n" + rules.claim_text(held.agent, held.run)
-            self._write(lambda: self._request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
+            self.api.write(
+                lambda: self.api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body})
+            )
         return True
 
     def unpark(self, issue_id: str) -> bool:
         """Remove `dispatch:parked`; a reset marker starts the attempt count over."""
         number = self._number(issue_id)
-        with self._api(f"unpark {issue_id}"):
+        with self.api.doing(f"unpark {issue_id}"):
             if not rules.parked_label_present(self._get(number)):
                 return False
             nonce = secrets.token_hex(8)
@@ -445,17 +387,13 @@ class GitHubTracker:
         return []
 
     def hurry(self, seconds: float) -> None:
-        """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""
-        self.budget.deadline = time.monotonic() + seconds
-        self._throttle = False
-        self._connect(max(1, int(seconds / 2)))
+        self.api.hurry(seconds)
 
     def stats(self) -> dict[str, object]:
         return {}  # nothing like remote mode's sync figures (those would show as a "Remote" row)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._github.close()
+        self.api.close()
 
     # ------------------------------------------------------------------ the result comment
     def _remember(self, issue_id: str, comment_id: int, marker: str, text: str) -> None:
@@ -463,32 +401,34 @@ class GitHubTracker:
         if held is not None:
             held.settled_comment, held.settled_head = comment_id, f"{marker}\n{text}"
 
-    def record_result(self, result: Any, max_attempts: int) -> str | None:
-        """Put the run's Markdown summary in the settle comment. Returns a warning, or None.
+    def record_result(self, result: Any, render: Callable[[Any], str]) -> str | None:
+        """Put the run's Markdown summary (`render(result)`) in the settle comment. A warning, or None.
 
         First the token is cut out of what the command printed (it may echo its environment):
         the comment, the step summary and the JSON are all rendered from this result.
         """
-        from jit_dispatch.report.summary import TAIL_CHARS, summary_markdown
-
-        result.output_tail = self._scrub(result.output_tail)
-        result.reason = self._scrub(result.reason) if result.reason else result.reason
-        result.gates = [replace(run, output=self._scrub(run.output)) for run in result.gates]  # `--check` output
+        result.output_tail = self.api.scrub(result.output_tail)
+        result.reason = self.api.scrub(result.reason) if result.reason else result.reason
+        result.gates = [replace(run, output=self.api.scrub(run.output)) for run in result.gates]  # `--check` output
         issue = result.issue
         held = self._held.get(issue.id) if issue is not None else None
         if held is None or held.settled_comment is None:
             return None
-        body, tail = "", TAIL_CHARS
+        body, tail = "", len(result.output_tail)
         for _ in range(8):  # shrink the output tail until the comment fits
-            shown = replace(result, output_tail=result.output_tail[-tail:]) if tail < TAIL_CHARS else result
-            body = rules.fit_comment(held.settled_head, summary_markdown(shown, max_attempts))
+            shown = (
+                replace(result, output_tail=result.output_tail[-tail:]) if tail < len(result.output_tail) else result
+            )
+            body = rules.fit_comment(held.settled_head, render(shown))
             if not body.endswith(rules.FIT_NOTE):
                 break
             tail //= 2
-        comment_id, body = held.settled_comment, self._scrub(body)
+        comment_id, body = held.settled_comment, self.api.scrub(body)
         try:
-            with self._api(f"write the result comment on {issue.id}"):
-                self._write(lambda: self._request("PATCH", f"/issues/comments/{comment_id}", input={"body": body}))
+            with self.api.doing(f"write the result comment on {issue.id}"):
+                self.api.write(
+                    lambda: self.api.request("PATCH", f"/issues/comments/{comment_id}", input={"body": body})
+                )
         except TrackerError as exc:
             return str(exc)
         return None
@@ -501,43 +441,38 @@ class GitHubTracker:
             found = rules.find_marker(self._markers(number), kind, nonce)
             return found.comment_id if found else None
 
-        data = self._write(lambda: self._request("POST", f"/issues/{number}/comments", input={"body": body}), landed)
-        return int(data["id"]) if isinstance(data, dict) else int(data)
+        data = self.api.write(
+            lambda: self.api.request("POST", f"/issues/{number}/comments", input={"body": body}), landed
+        )
+        if isinstance(data, dict):
+            self._learn((data.get("user") or {}).get("login"))
+            return int(data["id"])
+        return int(data)
+
+    def _learn(self, login: str | None) -> None:
+        """Our own comments come back with our login: an App token outside Actions learns itself here."""
+        if login:
+            self.trusted()
+            assert self._trusted is not None
+            self._trusted.add(login.casefold())
 
     def _delete_comment(self, comment_id: int) -> None:
         try:
-            self._write(lambda: self._request("DELETE", f"/issues/comments/{comment_id}"))
+            self.api.write(lambda: self.api.request("DELETE", f"/issues/comments/{comment_id}"))
         except GithubException as exc:
             if exc.status != 404:
                 raise
 
     def _add_label(self, number: int, label: str) -> None:
-        self._write(lambda: self._request("POST", f"/issues/{number}/labels", input={"labels": [label]}))
+        self.api.write(lambda: self.api.request("POST", f"/issues/{number}/labels", input={"labels": [label]}))
 
     def _remove_label(self, number: int, label: str) -> None:
         quoted = urllib.parse.quote(label, safe="")
         try:
-            self._write(lambda: self._request("DELETE", f"/issues/{number}/labels/{quoted}"))
+            self.api.write(lambda: self.api.request("DELETE", f"/issues/{number}/labels/{quoted}"))
         except GithubException as exc:
             if exc.status != 404:  # not there: nothing to remove
                 raise
 
 
 _CLOSE = {"state": "closed", "state_reason": "completed"}
-
-
-def _untrusted(comment: dict[str, Any]) -> str:
-    login = (comment.get("user") or {}).get("login", "?")
-    association = comment.get("author_association", "NONE")
-    return (
-        f"comments of {login} ({association}) do not count as claim markers: use the workflow's GITHUB_TOKEN, "
-        "a GitHub App's token, or a token of someone with write access"
-    )
-
-
-def _parts(exc: Exception) -> tuple[str, dict[str, str]]:
-    """GitHub's message and the response headers (lower-cased) of a failed request."""
-    if not isinstance(exc, GithubException):
-        return "", {}
-    data = exc.data if isinstance(exc.data, dict) else {}
-    return str(data.get("message") or ""), {k.lower(): str(v) for k, v in (exc.headers or {}).items()}

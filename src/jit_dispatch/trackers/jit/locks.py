@@ -1,4 +1,4 @@
-"""jit's advisory locks: `flock(2)` on separate `*.lock` files, 10 ms polling (jit-format §5.1)."""
+"""jit's advisory locks: `flock(2)` on separate `*.lock` files, 10 ms polling (docs/jit-format.md#locks)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from jit_dispatch.trackers.jit.files import store_error
 
 POLL_SECONDS = 0.010
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -32,7 +34,10 @@ def lock_timeout_from_env() -> float:
 def flock(path: Path, *, exclusive: bool = True, timeout: float | None = None) -> Iterator[None]:
     """Hold a flock on `path` (created if absent, never truncated or deleted)."""
     limit = lock_timeout_from_env() if timeout is None else timeout
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # a symlink planted in place of a lock file is refused, never followed
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise store_error(path, "open the lock file", exc) from None
     try:
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         deadline = time.monotonic() + limit

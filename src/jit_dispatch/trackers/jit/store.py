@@ -1,4 +1,4 @@
-"""The jit tracker, read and written natively in `.jit/` (jit-format.md §2-§6, §13).
+"""The jit tracker, read and written natively in `.jit/` (docs/jit-format.md: #layout to #locks).
 
 Writes follow jit's protocol: `.index.lock` then `issues/<id>.lock` (flock, exclusive), re-read
 inside the locks, temp file + rename, then events appended under `.events.lock`. Reads take no
@@ -7,8 +7,8 @@ lock: every writer renames whole files into place, so a reader never sees a torn
 
 from __future__ import annotations
 
-import json
-import re
+import gc
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,30 +17,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
-from jit_dispatch.domain import transitions
 from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
-from jit_dispatch.trackers.jit.files import append_lines, atomic_write, dumps_event, dumps_pretty, ordered_issue
+from jit_dispatch.trackers.jit.files import (
+    Fingerprint,
+    append_lines,
+    atomic_write,
+    dumps_event,
+    dumps_pretty,
+    fingerprint,
+    ordered_issue,
+    read_regular,
+    store_error,
+)
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
+from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
-# In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
-# never occurs inside a JSON string, so this finds the issue's own state without parsing.
-_STATES = frozenset(State)
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
-_STATE_LINE = re.compile(rb'\n  "state": "([a-z_]{1,16})"')
-
-
-def _quick_state(data: bytes) -> str | None:
-    """The state of a well-formed pretty file, or None when the file needs a full parse."""
-    match = _STATE_LINE.search(data)
-    if match is None or not data.rstrip().endswith(b"\n}"):  # only the top-level brace sits at column 0
-        return None
-    state = match.group(1).decode()
-    return state if state in _STATES else None
 
 
 def _gate(key: str, entry: dict[str, Any]) -> Gate:
@@ -71,7 +69,13 @@ class JitStore(TrackerDefaults):
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
-        self._promotion_view: tuple[dict[str, str], list[Issue]] | None = None  # from the last snapshot
+        # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
+        # of each unresolved issue's file, so promotion re-reads only files changed since.
+        self._promotion_view: tuple[dict[str, str], list[Waiting], dict[str, Fingerprint]] | None = None
+        self._index_warnings: list[str] = []
+        # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
+        # the issues, advanced by our own appends; None once anyone else appended (see promotion).
+        self._events_mark: int | None = None
         self._deadline: float | None = None  # set by `hurry` after a cancellation
 
     # ----------------------------------------------------------------- opening
@@ -97,23 +101,30 @@ class JitStore(TrackerDefaults):
     # ----------------------------------------------------------------- reading
     def _load_json(self, path: Path) -> Any:
         try:
-            return json.loads(path.read_bytes())
+            data = read_regular(path)
         except FileNotFoundError:
             raise TrackerError(f"{path}: missing") from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+        try:
+            return boundedjson.loads(data)
+        except ValueError as exc:  # invalid JSON or UTF-8, or nested deeper than jit reads
             raise TrackerError(f"{path}: cannot be read as JSON ({exc})") from None
-        except RecursionError:
-            raise TrackerError(f"{path}: cannot be read as JSON (nested too deep)") from None
 
     def issue_ids(self) -> list[str]:
-        """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order."""
+        """jit's enumeration: `all_ids` minus `deleted_ids`, in creation order; ids not shaped like one skipped."""
         path = self.root / "index.json"
         index = self._load_json(path)
         all_ids = index.get("all_ids") if isinstance(index, dict) else None
         if not isinstance(all_ids, list) or not all(isinstance(i, str) for i in all_ids):
             raise TrackerError(f"{path}: field 'all_ids' must be a list of issue ids")
-        deleted = set(index.get("deleted_ids") or ())
-        return [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        deleted = index.get("deleted_ids") or ()
+        deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
+        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        bad = check_ids(ids)
+        self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
+        skip = set(bad)
+        return [i for i in ids if i not in skip] if skip else ids
 
     def gates(self) -> dict[str, Gate]:
         if self._gates is None:
@@ -132,46 +143,46 @@ class JitStore(TrackerDefaults):
         """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned.
 
         This is the hot path (one file read per issue): plain string paths, no parse of the
-        files a regex can classify. Backlog issues are parsed as well and kept for the
-        promotions after a `done`, so settling needs no second scan.
+        files whose state a substring search finds. Each backlog issue's dependencies are kept
+        (read the same way unless backlog issues are wanted in full) for the promotions after a
+        `done`, so settling needs no second scan.
         """
-        requested = frozenset(full_states)
-        wanted = requested | {"backlog"}
         ids = self.issue_ids()
-        states: dict[str, str] = {}
-        issues: list[Issue] = []
-        backlog: list[Issue] = []
-        warnings: list[str] = []
-        directory = str(self.issues_dir)
-        for issue_id in ids:
-            path = f"{directory}/{issue_id}.json"
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError as exc:
-                warnings.append(f"{path}: listed in index.json but unreadable ({exc.strerror}); skipped")
-                continue
-            state = _quick_state(data)
-            if state is not None and state not in wanted:
-                states[issue_id] = state
-                continue
-            try:
-                issue = issue_from_raw(json.loads(data), issue_id)
-            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, IssueFormatError, depth
-                warnings.append(f"{path}: {exc}; skipped (left untouched)")
-                continue
-            states[issue_id] = issue.state
-            if issue.state in requested:
-                issues.append(issue)
-            if issue.state == "backlog":
-                backlog.append(issue)
-        self._promotion_view = (states, backlog)
-        return Snapshot(issues, states, self.gates(), ids, warnings)
-
-    def _read_issue(self, issue_id: str) -> Issue | None:
+        found = Scan(warnings=list(self._index_warnings))
+        self._events_mark = self._events_length()
+        collecting = gc.isenabled()
+        gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
-            return issue_from_raw(json.loads((self.issues_dir / f"{issue_id}.json").read_bytes()), issue_id)
-        except (OSError, ValueError, RecursionError):
+            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found)
+        finally:
+            if collecting:
+                gc.enable()
+        if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
+            raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
+        self._promotion_view = (found.states, found.backlog, found.seen)
+        return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+
+    def _events_length(self) -> int | None:
+        try:
+            return os.stat(self.root / "events.jsonl").st_size
+        except OSError:
+            return None
+
+    def _read_issue(self, issue_id: str, *, strict: bool = False) -> Issue | None:
+        """The issue as it is on disk; None when absent or unreadable as an issue.
+
+        `strict` (the issue being written): an I/O error is a TrackerError, not "absent".
+        """
+        path = self.issues_dir / f"{issue_id}.json"
+        try:
+            return parse_issue(read_regular(path), issue_id)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if strict:
+                raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+            return None
+        except ValueError:
             return None
 
     def _state_of(self, issue_id: str) -> str | None:
@@ -186,6 +197,8 @@ class JitStore(TrackerDefaults):
     def _locked(self, issue_id: str) -> Iterator[None]:
         """`.index.lock` then `issues/<id>.lock`, both exclusive: jit's order for a save."""
         timeout = self._lock_timeout()
+        if self.issues_dir.is_symlink():  # `.jit` itself may be a link; nothing inside it is followed
+            raise TrackerError(f"{self.issues_dir}: is a symbolic link; the dispatcher never writes through one")
         try:
             with (
                 flock(self.root / ".index.lock", timeout=timeout),
@@ -214,7 +227,8 @@ class JitStore(TrackerDefaults):
             return
         try:
             with flock(self.root / ".events.lock", timeout=self._lock_timeout()):
-                append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+                start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+            self._events_mark = end if start == self._events_mark else None
             self.changed.add(self.root / "events.jsonl")
         except LockTimeout as exc:
             raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
@@ -229,6 +243,29 @@ class JitStore(TrackerDefaults):
             return None
         return issue
 
+    def _log_or_undo(self, before: dict[str, Any], after: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Append the events of a save just made; when they cannot be, put the issue back as it was.
+
+        The issue and its events then stay consistent, and a claim whose events failed is undone
+        rather than left behind with no runner. The TrackerError says which happened.
+        """
+        try:
+            self._append_events(events)
+        except TrackerError as exc:
+            raise TrackerError(f"{exc}; {self._put_back(before, after)}") from None
+
+    def _put_back(self, before: dict[str, Any], after: dict[str, Any]) -> str:
+        issue_id = str(after["id"])
+        try:
+            with self._locked(issue_id):
+                current = self._read_issue(issue_id, strict=True)
+                if current is None or current.raw != ordered_issue(after):
+                    return f"issue {issue_id[:8]} changed meanwhile and is left as it is"
+                self._write_issue(before)
+        except TrackerError as exc:
+            return f"issue {issue_id[:8]} could not be put back ({exc}) and stays {after['state']}"
+        return f"issue {issue_id[:8]} was put back as it was ({before['state']})"
+
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         with self._locked(issue_id):
             issue = self.claimable(issue_id, filters)
@@ -237,42 +274,66 @@ class JitStore(TrackerDefaults):
             now = transitions.format_timestamp()
             raw, events = transitions.claim(issue.raw, assignee, run, now)
             self._write_issue(raw)
-        self._append_events(events)
+        self._log_or_undo(issue.raw, raw, events)
         return issue_from_raw(raw)
 
     def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self._read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             now = transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
             raw, events, outcome = transitions.complete(judged, now)
             self._write_issue(raw)
-        self._append_events(gate_events + events)
-        promoted = self._promote_unblocked(issue_id) if outcome == Outcome.DONE else ()
-        return Settlement(outcome, current.failed_attempts, promoted)
+        self._log_or_undo(current.raw, raw, gate_events + events)
+        promoted: list[str] = []
+        if outcome == Outcome.DONE:
+            try:
+                self._promote_unblocked(issue_id, promoted)
+            except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
+                error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
+                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted))
 
-    def _promote_unblocked(self, completed: str) -> tuple[str, ...]:
-        """After a `done`, every backlog issue with all dependencies resolved becomes ready (jit §7.5).
+    def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
+        """After a `done`, every backlog issue with all dependencies resolved becomes ready.
 
-        Candidates come from the last snapshot; each is re-read with its dependencies under
-        jit's locks before it is promoted.
+        As jit promotes (docs/jit-format.md#promotion).
+
+        Candidates come from the last snapshot. The snapshot predates the command, so a
+        dependency that looked blocking may have finished meanwhile (another runner). Every state
+        change appends to events.jsonl (jit's writers and ours): when nobody else appended since
+        the snapshot, the snapshot's states stand; otherwise a blocking dependency's file is
+        re-read when its fingerprint changed. A candidate left with no blocker is re-read with its
+        dependencies under jit's locks before it is promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
         assert self._promotion_view is not None
-        states, backlog = self._promotion_view
+        states, backlog, seen = self._promotion_view
         states = {**states, completed: State.DONE}
-        promoted: list[str] = []
-        for candidate in backlog:
-            # The snapshot predates the command: a dependency may have finished meanwhile (another
-            # runner), so what looked blocking is read again before the candidate is passed over.
-            blockers = blocking_dependencies(candidate, states)
-            if any(self._state_of(dep) not in RESOLVED_STATES for dep in blockers):
+        current: dict[str, str | None] = {completed: State.DONE}
+        directory = str(self.issues_dir)
+        quiet = self._events_mark is not None and self._events_length() == self._events_mark
+
+        def state_now(dep: str) -> str | None:
+            if quiet:
+                return states.get(dep)
+            if dep not in current:
+                try:
+                    unchanged = seen.get(dep) == fingerprint(os.stat(f"{directory}/{dep}.json"))
+                except (OSError, ValueError):
+                    unchanged = False
+                current[dep] = states.get(dep) if unchanged else self._state_of(dep)
+            return current[dep]
+
+        for candidate, dependencies in backlog:
+            blockers = (dep for dep in dependencies if states.get(dep) not in RESOLVED_STATES)
+            if any(state_now(dep) not in RESOLVED_STATES for dep in blockers):
                 continue
-            with self._locked(candidate.id):
-                fresh = self._read_issue(candidate.id)
+            with self._locked(candidate):
+                fresh = self._read_issue(candidate, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
                 dep_states = {d: s for d in fresh.dependencies if (s := self._state_of(d))}
@@ -280,9 +341,8 @@ class JitStore(TrackerDefaults):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
-            self._append_events(events)
-            promoted.append(candidate.id)
-        return tuple(promoted)
+            self._log_or_undo(fresh.raw, raw, events)
+            promoted.append(candidate)
 
     def release(
         self,
@@ -295,7 +355,7 @@ class JitStore(TrackerDefaults):
         gate_runs: Sequence[GateRecord] = (),
     ) -> Settlement:
         with self._locked(issue_id):
-            current = self._read_issue(issue_id)
+            current = self._read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
@@ -304,16 +364,22 @@ class JitStore(TrackerDefaults):
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
             raw, events, outcome = transitions.release(judged, reason, max_attempts, now)
             self._write_issue(raw)
-        self._append_events(gate_events + events)
+        self._log_or_undo(current.raw, raw, gate_events + events)
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """As jit's `check_gate`: each run's `result.json` (temp + rename), then `gates_status` and events."""
+        runs_dir = self.root / GATE_RUNS
+        if records and runs_dir.is_symlink():
+            raise TrackerError(f"{runs_dir}: is a symbolic link; the dispatcher never writes through one")
         for record in records:
-            path = self.root / GATE_RUNS / record["run_id"] / "result.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = runs_dir / record["run_id"] / "result.json"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise store_error(path.parent, "create", exc) from None
             atomic_write(path, dumps_pretty(dict(record)))
             self.changed.add(path)
         return gate_rules.apply_records(raw, records, now)
@@ -327,8 +393,8 @@ class JitStore(TrackerDefaults):
         runs = []
         for path in (self.root / GATE_RUNS).glob("*/result.json"):
             try:
-                record = json.loads(path.read_bytes())
-            except (OSError, ValueError, RecursionError):
+                record = boundedjson.loads(path.read_bytes())
+            except (OSError, ValueError):
                 continue
             if isinstance(record, dict) and record.get("issue_id") == issue_id and record.get("gate_key") == gate_key:
                 runs.append(record)
@@ -380,7 +446,7 @@ class JitStore(TrackerDefaults):
     def _new_issue_raw(spec: NewIssue, states: dict[str, str]) -> dict[str, Any]:
         now = spec.created_at or transitions.format_timestamp()
         blocked = any(states.get(dep) not in RESOLVED_STATES for dep in spec.dependencies)
-        raw = {
+        raw: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "title": spec.title,
             "description": spec.description,

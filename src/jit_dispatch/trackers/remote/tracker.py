@@ -1,4 +1,4 @@
-"""Remote mode (design §3.7): the git remote is the lock, so runners in separate clones agree.
+"""Remote mode (docs/architecture.md#remote-mode): the git remote is the lock, so runners in separate clones agree.
 
 Two kinds of remote writes, for two jobs:
 

@@ -1,0 +1,278 @@
+"""GitHub Issues with a claim the server arbitrates: one git ref per claimed issue (`--github-lock refs`).
+
+Creating the ref is the claim (422 when it exists), so no list endpoint's lag can let two runners
+win. The winner re-reads the issue, then labels it and posts the claim comment people read. Every
+later move of the ref is a fast-forward from the commit its writer saw: heartbeats, the settle (the
+result is on the ref before anything else is written), and a reaper's release. See `records`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.staleness import LockWatch, lock_dead
+from jit_dispatch.domain.transitions import format_timestamp
+from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github.api import FAILURES
+from jit_dispatch.trackers.github.locks import ClaimRefs
+from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
+from jit_dispatch.trackers.github.tracker import GitHubTracker, _Held
+
+
+class RefLockedTracker(GitHubTracker):
+    def __init__(self, *args: Any, heartbeat: float = 0.0, check: bool = True, **kwargs: Any) -> None:
+        """`heartbeat`: the interval announced in each claim; `check`: fail now without `contents: write`."""
+        super().__init__(*args, **kwargs)
+        self.refs = ClaimRefs(self.api, self.settings.lock_prefix)
+        self.heartbeat_seconds = heartbeat or 0.0
+        self._watch = LockWatch()
+        self._locks: dict[int, str] = {}  # the last listing of lock refs
+        if check:
+            self.refs.check_access()
+
+    def _locked(self) -> frozenset[str]:
+        return frozenset(rules.issue_id(n) for n in self._locks)
+
+    # ------------------------------------------------------------------ claim
+    def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
+        """Create the lock ref (the compare-and-set), re-read the issue, then label and comment."""
+        number = self._number(issue_id)
+        with self.api.doing(f"claim {issue_id}"):
+            if self._dispatchable(number, filters) is None:
+                return None
+            markers = self._markers(number)
+            nonce = secrets.token_hex(8)
+            record = LockRecord(CLAIM, number, nonce, assignee, run, rules.failed_attempts(markers) + 1)
+            record = replace(record, heartbeat=self.heartbeat_seconds)
+            sha = self.refs.commit(record)
+            if not self.refs.create(number, sha):
+                return None  # another runner holds it
+            labelled = False
+            try:
+                found = self._dispatchable(number, filters)  # re-check after winning: closed, taken back, parked?
+                if found is None:
+                    self._give_back(number, sha, nonce, labelled)
+                    return None
+                raw, current = found
+                self._add_label(number, rules.CLAIMED_LABEL)
+                labelled = True
+                data = {
+                    "nonce": nonce,
+                    "agent": assignee,
+                    "run": run,
+                    "at": format_timestamp(),
+                    "attempt": record.attempt,
+                }
+                text = rules.render_marker("claim", data) + "\n" + rules.claim_text(assignee, run)
+                posted = self._post_comment(number, text, "claim", nonce)
+            except FAILURES:
+                self._give_back(number, sha, nonce, labelled)
+                raise
+        self._held[issue_id] = _Held(nonce, posted, assignee, run, lock=sha, record=record)
+        claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
+        return rules.to_issue(
+            claimed, self.settings, [*markers, rules.Marker("claim", posted, data)], current.dependencies
+        )
+
+    def _give_back(self, number: int, sha: str, nonce: str, labelled: bool) -> None:
+        """A claim that failed half-way or was no longer wanted: comment, label, then the lock. Best effort."""
+        with contextlib.suppress(*FAILURES):
+            if (mine := rules.find_marker(self._markers(number), "claim", nonce)) is not None:
+                self._delete_comment(mine.comment_id)
+            if labelled:
+                self._remove_label(number, rules.CLAIMED_LABEL)
+            self.refs.delete(number, sha)
+
+    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
+        held = self._held.get(issue_id)
+        if held is None:
+            return False
+        with held.mutex:
+            if held.settling:
+                return False
+            record = held.record.beaten()
+            with self.api.doing(f"heartbeat {issue_id}"):
+                sha = self.refs.commit(record, held.lock)
+                if not self.refs.move(self._number(issue_id), sha):
+                    return False
+            held.lock, held.record = sha, record
+        with contextlib.suppress(TrackerError):  # the claim comment's `beat` is for people (status)
+            super().heartbeat(issue_id, assignee)
+        return True
+
+    # ------------------------------------------------------------------ settle
+    def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
+        """No gate registry on GitHub Issues: `gate_runs` is always empty."""
+        if issue_id not in self._held:
+            return super().complete(issue_id, assignee)
+        return self._settle_held(issue_id, DONE, "", 0)
+
+    def release(
+        self,
+        issue_id: str,
+        assignee: str,
+        reason: str,
+        max_attempts: int,
+        *,
+        seen: Liveness | None = None,
+        gate_runs: Sequence[GateRecord] = (),
+    ) -> Settlement:
+        """The runner's own release; or a person's (`release`) or the reaper's (`seen`), fenced on the lock."""
+        if issue_id in self._held:
+            return self._settle_held(issue_id, RELEASE, reason, max_attempts)
+        number = self._number(issue_id)
+        with self.api.doing(f"release {issue_id}"):
+            sha = self.refs.get(number)
+            record = self.refs.record(sha) if sha else None
+        if sha is None or record is None:
+            return super().release(issue_id, assignee, reason, max_attempts)  # no lock: a claim by comment only
+        if record.kind != CLAIM:
+            return self._settled(record, self._finish(number, record, sha))
+        if seen is not None and (sha := self._watch_until_dead(number, sha, record)) is None:
+            return Settlement(Outcome.LOST, record.attempt - 1)
+        if seen is not None and rules.find_marker(self._markers(number), "claim", record.nonce) is None:
+            return self._free(number, sha, record)
+        return self._fence(number, sha, record.settled(RELEASE, reason, record.attempt >= max_attempts, max_attempts))
+
+    def _free(self, number: int, seen: str, record: LockRecord) -> Settlement:
+        """A dead lock whose claim comment was never posted: its command never ran, so no attempt is
+        counted — the lock (fenced first) and the label are simply given back."""
+        with self.api.doing(f"free the lock of #{number}"):
+            sha = self.refs.commit(record.settled(RELEASE, "the claim never started"), seen)
+            if not self.refs.move(number, sha):
+                return Settlement(Outcome.LOST, record.attempt - 1)
+            self._remove_label(number, rules.CLAIMED_LABEL)
+            self.refs.delete(number, sha)
+        return Settlement(Outcome.RELEASED, record.attempt - 1)
+
+    def _settle_held(self, issue_id: str, kind: str, reason: str, max_attempts: int) -> Settlement:
+        held = self._held[issue_id]
+        with held.mutex:  # a heartbeat in flight lands first; none starts after
+            held.settling = True
+            parked = kind == RELEASE and held.record.attempt >= max_attempts
+            settlement = self._fence(
+                self._number(issue_id), held.lock, held.record.settled(kind, reason, parked, max_attempts)
+            )
+        return settlement
+
+    def _fence(self, number: int, seen: str, record: LockRecord) -> Settlement:
+        """Write the result onto the lock (only if it still points at `seen`), then finish the settle."""
+        with self.api.doing(f"settle #{number}"), self.api.persistent():
+            sha = self.refs.commit(record, seen)
+            if not self.refs.move(number, sha):
+                return Settlement(Outcome.LOST, record.attempt - 1)
+        return self._settled(record, self._finish(number, record, sha))
+
+    @staticmethod
+    def _settled(record: LockRecord, warnings: tuple[str, ...]) -> Settlement:
+        if record.kind == DONE:
+            return Settlement(Outcome.DONE, record.attempt - 1, warnings=warnings)
+        outcome = Outcome.PARKED if record.parked else Outcome.RELEASED
+        return Settlement(outcome, record.attempt, warnings=warnings)
+
+    def _finish(self, number: int, record: LockRecord, sha: str) -> tuple[str, ...]:
+        """Everything of a settle after its result is on the lock; idempotent, so anyone may finish it."""
+        data: dict[str, Any] = {
+            "nonce": record.nonce,
+            "agent": record.agent,
+            "run": record.run,
+            "attempt": record.attempt,
+        }
+        if record.kind == RELEASE:
+            data |= {"reason": record.reason, "parked": record.parked}
+        try:
+            with self.api.doing(f"finish the settle of #{number}"), self.api.persistent():
+                self._remember(
+                    rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
+                )
+                self._close_and_unlabel(number, record.kind, record.parked)
+                self.refs.delete(number, sha)
+        except TrackerError as exc:
+            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+        return ()
+
+    # ------------------------------------------------------------------ repair and reap
+    def repair(self) -> list[str]:
+        """Finish settles recorded on a lock; drop `dispatch:claimed` that no lock and no claim backs."""
+        notes: list[str] = []
+        with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
+            self._locks = self.refs.list()
+            for number, sha in sorted(self._locks.items()):
+                record = self.refs.record(sha)
+                if record is not None and record.kind != CLAIM:
+                    notes += [f"finished the {record.kind} settle of #{number} left half-done"]
+                    notes += self._finish(number, record, sha)
+            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                number = raw["number"]
+                if number in self._locks or self.refs.get(number) is not None:
+                    continue
+                markers = self._markers(number)
+                if rules.live_claims(markers):
+                    continue  # a claim by comment only: the reaper's, by its timestamps
+                settles = [m for m in markers if m.kind in (DONE, RELEASE)]
+                last = settles[-1] if settles else None
+                notes.append(f"removed {rules.CLAIMED_LABEL} from #{number}: no lock and no live claim")
+                notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
+        return notes
+
+    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+        """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
+        snapshot = super().snapshot(full_states)
+        if State.IN_PROGRESS not in full_states:
+            return snapshot
+        with self.api.doing(f"read the claim locks of {self.settings.repo}"):
+            self._locks = self.refs.list()
+            claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
+            for number, sha in sorted(self._locks.items()):
+                self._watch.see(str(number), sha, time.monotonic())  # the reaper's first sighting
+                record = self.refs.record(sha)
+                if record is not None and record.kind != CLAIM:
+                    unfinished = f"#{number}: its {record.kind} settle is unfinished"
+                    snapshot.warnings.append(unfinished + "; the next once, reap or status --repair finishes it")
+                if record is None or record.kind != CLAIM:
+                    continue
+                beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
+                if (index := claimed.get(rules.issue_id(number))) is not None:
+                    snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
+                    continue
+                issue = rules.to_issue(self._get(number), self.settings)
+                issue = replace(issue, state=State.IN_PROGRESS, assignee=record.agent)
+                snapshot.issues.append(_beaten(issue, beat))
+                snapshot.states[issue.id] = State.IN_PROGRESS
+        return snapshot
+
+    def _watch_until_dead(self, number: int, sha: str, record: LockRecord) -> str | None:
+        """The clock-free rule: the lock is dead once this process has seen it unchanged for two of its
+        announced heartbeat intervals (domain/staleness.py). None: it moved (alive, or settled)."""
+        if record.heartbeat <= 0:
+            return None  # a claim that announced no heartbeat is never judged dead by watching
+        while True:
+            unchanged = self._watch.see(str(number), sha, time.monotonic())
+            if lock_dead(unchanged, record.heartbeat, math.inf, 0):
+                return sha
+            time.sleep(max(0.05, min(record.heartbeat / 2, 2 * record.heartbeat - unchanged)))
+            with self.api.doing(f"watch the lock of #{number}"):
+                if self.refs.get(number) != sha:
+                    return None
+
+
+def _beaten(issue: Issue, beat: str) -> Issue:
+    """The lock's last move as the heartbeat; a claim time ahead of it came from a runner's fast clock."""
+    claimed = issue.context.get(CTX_CLAIMED_AT) or beat
+    try:
+        claimed = min(claimed, beat, key=parse_timestamp)
+    except ValueError:
+        claimed = beat
+    return replace(issue, context={**issue.context, CTX_CLAIMED_AT: claimed, CTX_HEARTBEAT_AT: beat})
