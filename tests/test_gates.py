@@ -381,6 +381,38 @@ def test_sigterm_during_a_checker_stops_it_and_releases_the_issue(tmp_path: Path
             proc.wait()
 
 
+def test_sigterm_during_a_checker_in_actions_resumes_workflow_commands_and_closes_its_group(tmp_path: Path) -> None:
+    root, _ = gated_repo(
+        tmp_path, "newest", [gate("newest", "slow", "postcheck", "echo started > marker; sleep 300", timeout=600)],
+        NewIssue("w", gates_required=("slow",)),
+    )  # fmt: skip
+    repo = root.parent
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--command", "true", "--jit-dir", str(root)]
+    env = clean_env(GITHUB_ACTIONS="true")
+    proc = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_file(repo / "marker", proc)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stopped: str | None = None  # the runner ignores every workflow command until `::TOKEN::`
+    depth = 0
+    for line in stdout.splitlines():
+        if stopped is not None:
+            stopped = None if line == f"::{stopped}::" else stopped
+        elif line.startswith("::stop-commands::"):
+            stopped = line.removeprefix("::stop-commands::")
+        else:
+            depth += (line.startswith("::group::")) - (line == "::endgroup::")
+    assert stopped is None, "workflow commands are still stopped: the release annotation would be swallowed"
+    assert depth == 0, "a log group was left open"
+    assert "jit-dispatch: gate 'slow' cancelled (SIGTERM)" in stdout
+    assert stderr.startswith("::warning title=jit-dispatch released::")
+
+
 @pytest.mark.slow
 def test_a_checker_printing_200_mb_leaves_memory_flat(tmp_path: Path) -> None:
     from test_runner_process import _peak_rss_kib
@@ -488,3 +520,24 @@ def test_a_gate_runs_link_is_never_written_through(tmp_path: Path, era: str) -> 
     raw = read_issue(root, issue_id)
     assert raw["state"] == "ready" and raw["assignee"] is None, "the refused done was given back, not left claimed"
     (root / "gate-runs").unlink()  # the real-jit check after the test reads a store without the planted link
+
+
+@pytest.mark.parametrize("where", [pytest.param("gates.json", marks=REJECTED_BY_JIT), "issue"])
+def test_a_registry_or_issue_nested_too_deep_is_one_line_not_a_traceback(tmp_path: Path, where: str) -> None:
+    gates = [gate("newest", "g", "postcheck", "true")]
+    root, (issue_id,) = gated_repo(tmp_path, "newest", gates, NewIssue("w", gates_required=("g",)))
+    deep = "[" * 100_000 + "]" * 100_000
+    if where == "gates.json":
+        (root / "gates.json").write_text('{"gates": {"g": ' + deep + "}}")
+    else:
+        path = root / "issues" / f"{issue_id}.json"
+        path.write_text(path.read_text().rstrip().removesuffix("}") + ', "x_deep": ' + deep + "}")
+    result = run_cli("once", "--agent", "w1", "--command", "true", "--jit-dir", str(root))
+    assert "Traceback" not in result.stderr, result.stderr[-300:]
+    if where == "gates.json":
+        assert result.returncode == 3
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"jit-dispatch: error: {root / 'gates.json'}: cannot be read as JSON (nested")
+    else:  # a corrupt issue file is skipped with a warning, as a truncated one is
+        assert result.returncode == 0 and "x_deep" not in result.stderr
+        assert f"{issue_id}.json" in result.stderr

@@ -50,8 +50,9 @@ def assert_real_jit_reads(binary: Path, root: Path) -> None:
         assert shown.returncode == 0, f"{binary.name} issue show {issue_id}: {shown.stderr}"
         data = json.loads(shown.stdout)
         if "gates" in data:  # the newest jit: gates with their last run, read from gate-runs/
-            ran = {r["gate_key"] for r in runs if r["issue_id"] == issue_id}
-            assert {g["key"] for g in data["gates"] if g["last_run_at"] is not None} == ran, data["gates"]
+            last = {r["gate_key"]: r["exit_code"] for r in runs if r["issue_id"] == issue_id}  # runs: oldest first
+            shown_runs = {g["key"]: g["exit_code"] for g in data["gates"] if g["last_run_at"] is not None}
+            assert shown_runs == last, data["gates"]
 
 
 @pytest.mark.parametrize("era", ["seed", "newest"])

@@ -506,3 +506,124 @@ def test_the_service_demo_runs(tmp_path: Path) -> None:
     assert out.count("200 ok") == 2 and "401 {" in out and '200 {"status": "issue changed", "wake": true}' in out
     assert 'jit_dispatch_settled_total{agent="demo-pool",outcome="done"} 5.0' in out
     assert "(exit 143 after SIGTERM)" in out
+
+
+# --------------------------------------------------------------------------- slow and many clients
+class IdlePool:
+    """The PoolView of a pool that is alive and ready and ignores wake-ups."""
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def wake(self, reason: str) -> None:
+        pass
+
+    def emit(self, event: str, **fields: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    from jit_dispatch.service import http as service_http
+    from jit_dispatch.service.metrics import PoolMetrics
+    from jit_dispatch.service.webhooks import Receiver
+
+    monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(service_http, "MAX_CONNECTIONS", 4, raising=False)
+    app = service_http.App(IdlePool(), PoolMetrics(), Receiver(SECRET.encode(), "main"))
+    running = service_http.Server(("127.0.0.1", 0), app).start()
+    yield running
+    running.close()
+
+
+def slow_post(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    return sock
+
+
+def test_a_client_trickling_its_body_is_cut_off_at_the_request_deadline(server) -> None:
+    sock = slow_post(server.server_address[1])
+    try:
+        deadline = time.monotonic() + 8 * 1.0  # eight deadlines of trickling, a byte every 0.1 s
+        answer: bytes | None = None  # what the server sent: b"" once it closed the connection
+        for _ in range(ROUNDS):
+            if time.monotonic() > deadline:
+                break
+            try:
+                sock.sendall(b" ")
+                sock.settimeout(0.1)
+                answer = sock.recv(4096)
+                break  # the server answered or closed the connection
+            except TimeoutError:
+                continue
+            except OSError:
+                answer = b"reset"
+                break
+        assert answer is not None, "the connection was still held open"
+    finally:
+        sock.close()
+
+
+def test_connections_beyond_the_cap_wait_for_a_free_slot(server, monkeypatch) -> None:
+    from jit_dispatch.service import http as service_http
+
+    monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 60.0, raising=False)  # held until they close
+    port = server.server_address[1]
+    held = [slow_post(port) for _ in range(4)]
+    try:
+        waiting = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        waiting.request("GET", "/healthz")
+        with pytest.raises(TimeoutError):  # four connections hold every slot: no thread for a fifth
+            waiting.getresponse()
+        held.pop().close()  # a slot frees: the waiting request is served on its own connection
+        waiting.sock.settimeout(WAIT)
+        response = waiting.getresponse()
+        assert (response.status, response.read()) == (200, b"ok\n")
+        waiting.close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_burst_of_signed_webhooks_is_answered_in_full(server) -> None:
+    import threading
+
+    port, statuses = server.server_address[1], []
+
+    def post(n: int) -> None:
+        body = json.dumps({"type": "issue_completed", "id": f"burst-{n}"}).encode()
+        try:
+            status, _, _ = Client("127.0.0.1", port).request(
+                "POST", "/webhook/jit", body, {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+            )
+        except OSError as exc:  # a reset: the burst overflowed the listen backlog
+            status = type(exc).__name__
+        statuses.append(status)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(150)]  # 150 at once, 4 slots
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert sorted(statuses, key=str) == [200] * 150
+
+
+def test_the_queue_figures_leave_out_the_issues_claimed_in_the_cycle(tmp_path: Path, new_store) -> None:
+    from jit_dispatch.engine.dispatch import Request
+    from jit_dispatch.engine.pool import Pool, Slot
+    from jit_dispatch.process.child import CancelToken
+
+    store, _ = new_store(
+        NewIssue("waiting since January", "critical", created_at="2026-01-01T00:00:00Z"),
+        NewIssue("just arrived", "low"),
+    )
+    pool = Pool(store, [Slot("w", 1, Request("agent:w", "true"))], cancel=CancelToken(), poll_interval=1,
+                log_dir=tmp_path, base_env=clean_env(), sinks=[])  # fmt: skip
+    claimed, queue = pool.fill()
+    pool._wait_for_runs()
+    assert claimed == 1 and queue["ready_issues"] == 1
+    assert queue["oldest_ready_age_seconds"] < 3600, "the January issue was claimed: the one left just arrived"

@@ -114,6 +114,23 @@ def test_the_delivery_memory_is_bounded() -> None:
     assert deliveries.first_time("a"), "the oldest id was forgotten"
 
 
+def test_the_delivery_memory_is_bounded_in_bytes_too() -> None:
+    """The delivery header is not signed: one captured body replayed under huge ids must not pile up."""
+    import tracemalloc
+
+    deliveries = Deliveries(size=64)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(64):
+            assert deliveries.first_time(f"{n:05d}" + "x" * 60_000)  # http.server takes header lines to 64 KiB
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 200_000, f"{kept} bytes kept for 64 ids"
+    assert not deliveries.first_time("00063" + "x" * 60_000)
+
+
 def jit(receiver: Receiver, event: dict, delivery: str | None = None):
     body = json.dumps(event).encode()
     headers = {"X-Hub-Signature-256": sign(SECRET, body)}
@@ -218,3 +235,42 @@ def test_text_log_lines_carry_no_control_characters() -> None:
     assert out.getvalue() == (
         "webhook github issues labeled 200 issue changed → wake\nerror   cycle failed (store): TrackerError: bad line\n"
     )
+
+
+@pytest.mark.parametrize("to", [["ready"], {"state": "ready"}, 3, None])
+def test_a_signed_state_change_with_an_odd_to_is_ignored_not_a_crash(to: object) -> None:
+    reply = jit(Receiver(SECRET, None), jit_event("issue_state_changed", **{"from": "backlog", "to": to}))
+    assert (reply.status, reply.wake, reply.action) == (202, False, None)
+
+
+def test_an_event_line_nested_too_deep_is_skipped_and_the_watcher_goes_on(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from jit_dispatch.trackers.jit.events import read_events
+
+    log = tmp_path / "events.jsonl"
+    log.write_text("")
+    (tmp_path / "index.json").write_text("{}")
+    seen: list[dict] = []
+    got = threading.Event()
+
+    def changed(events: list[dict]) -> None:
+        seen.extend(events)
+        if any(e.get("gate_key") == "after" for e in events):
+            got.set()
+
+    watcher = StoreWatcher([tmp_path], changed, interval=0.01).start()
+    try:
+        with log.open("a") as handle:  # e.g. written by a gate that edits .jit/
+            handle.write('{"type": "gate_failed", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+        deadline = time.monotonic() + 30
+        while watcher._thread.is_alive() and not watcher.tails[0].offset and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with log.open("a") as handle:
+            handle.write(json.dumps(jit_event("gate_failed", 1, gate_key="after")) + "\n")
+        assert got.wait(30), "the watcher stopped at the deep line"
+    finally:
+        watcher.stop()
+    assert [e.get("gate_key") for e in seen] == ["after"]
+    assert [e["gate_key"] for e in read_events(log, ["gate_failed"])] == ["after"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -90,7 +91,9 @@ def _run_one(
     finally:
         for path in context:
             path.unlink(missing_ok=True)
-    if run.cancelled_by is not None:
+    if run.cancelled_by is not None:  # no verdict to record, but the log's group and fence still close
+        why = f"cancelled ({signal.Signals(run.cancelled_by).name})"
+        hooks.gate_finished(_finish(step, started_at, started, rules.ERROR, None, head, run.tail, message=why))
         return None
     status, exit_code = rules.judge(run.exit_code, timed_out=run.timed_out)
     message = f"timed out after {step.timeout:g}s" if run.timed_out else None

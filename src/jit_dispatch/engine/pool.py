@@ -197,7 +197,6 @@ class Pool:
         """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
         snapshot = self.tracker.snapshot()
         overall = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, Filters(), snapshot.locked)
-        queue = queue_figures(overall.dispatchable, datetime.now(UTC))
         taken: set[str] = set()
         claimed_now = 0
         for slot in self.slots:
@@ -220,8 +219,8 @@ class Pool:
                 candidates = [issue for issue in candidates if issue.id != claimed.id]
                 self._start(slot, claimed, snapshot.gates)
                 claimed_now += 1
-        queue["ready_issues"] = max(0, queue["ready_issues"] - claimed_now)
-        return claimed_now, queue
+        left = [issue for issue in overall.dispatchable if issue.id not in taken]  # the queue after this cycle
+        return claimed_now, queue_figures(left, datetime.now(UTC))
 
     def _start(self, slot: Slot, issue: Issue, registry: Mapping[str, Gate]) -> None:
         thread = threading.Thread(

@@ -2,11 +2,14 @@
 
 Routes: GET /healthz, /readyz, /metrics; POST /webhook/github, /webhook/jit (only with a secret).
 Bodies must declare their length and stay under MAX_BODY; a connection idle for
-REQUEST_TIMEOUT is dropped, so a slow client cannot pin a thread.
+REQUEST_TIMEOUT is dropped, and any connection still open REQUEST_DEADLINE after it was accepted is
+cut, so a client trickling bytes cannot pin a thread; beyond MAX_CONNECTIONS at once, new ones wait
+in the listen backlog, so a flood cannot grow the threads without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -21,6 +24,8 @@ from jit_dispatch.service.webhooks import Receiver, Reply
 
 MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigger is refused (413)
 REQUEST_TIMEOUT = 10.0
+REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
+MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
@@ -132,12 +137,38 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the listen backlog: a burst waits there for a slot (socketserver's 5 resets it)
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closing = False
         super().__init__(address, Handler)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, at most MAX_CONNECTIONS: beyond them the accept loop waits for a free
+        slot (new connections queue in the kernel's backlog, delayed rather than refused)."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._closing:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        cut = threading.Timer(REQUEST_DEADLINE, _cut, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
@@ -157,5 +188,12 @@ class Server(ThreadingHTTPServer):
         return self
 
     def close(self) -> None:
+        self._closing = True  # an accept loop waiting for a slot gives up
         self.shutdown()
         self.server_close()
+
+
+def _cut(connection: socket.socket) -> None:
+    """Past the deadline: whatever the handler waits for on this connection ends now."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)

@@ -55,7 +55,7 @@ class EventTail:
         for line in complete.splitlines():
             try:
                 event = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
                 continue
             if isinstance(event, dict):
                 events.append(event)

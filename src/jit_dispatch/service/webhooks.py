@@ -58,18 +58,22 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 class Deliveries:
-    """The last delivery ids seen, so a redelivered webhook is acknowledged but not acted on twice."""
+    """The last delivery ids seen, so a redelivered webhook is acknowledged but not acted on twice.
+
+    Kept as digests: the id header is not signed, so a replayed body may come with ids of any length.
+    """
 
     def __init__(self, size: int = REMEMBERED_DELIVERIES) -> None:
         self.size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def first_time(self, delivery: str) -> bool:
+        key = hashlib.sha256(delivery.encode("utf-8", "surrogatepass")).digest()
         with self._lock:
-            if delivery in self._seen:
+            if key in self._seen:
                 return False
-            self._seen[delivery] = None
+            self._seen[key] = None
             if len(self._seen) > self.size:
                 self._seen.popitem(last=False)
             return True
@@ -126,9 +130,10 @@ class Receiver:
         if delivery and not self.deliveries.first_time("jit:" + delivery):
             return Reply(200, "duplicate delivery ignored", kind=kind, delivery=delivery)
         to = event.get("to") if kind == "issue_state_changed" else None
+        to = to if isinstance(to, str) else None  # a signed list or object is no state (and unhashable)
         if kind in JIT_WAKING or to in JIT_WAKING_STATES:
             return Reply(200, "jit event", True, kind, to, delivery)
-        return Reply(202, "event ignored", False, kind, to if isinstance(to, str) else None, delivery)
+        return Reply(202, "event ignored", False, kind, to, delivery)
 
 
 def _github_payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ def read_events(path: Path, types: Iterable[str]) -> Iterator[dict[str, Any]]:
                 continue  # most lines: no JSON parsing at all
             try:
                 event = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
                 continue
             if isinstance(event, dict):
                 yield event
