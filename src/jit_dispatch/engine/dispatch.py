@@ -282,16 +282,12 @@ class EitherCancel(CancelToken):
     """What the command obeys: the run's cancellation, or its own (the claim was lost)."""
 
     def __init__(self, run: CancelToken) -> None:
+        super().__init__()
         self.run = run
-        self.own: int | None = None
 
-    @property  # type: ignore[override]
+    @property
     def signum(self) -> int | None:
-        return self.run.signum if self.run.signum is not None else self.own
-
-    def cancel(self, signum: int) -> None:
-        if self.own is None:
-            self.own = signum
+        return self.run.signum if self.run.signum is not None else self._signum
 
 
 class Heartbeat:

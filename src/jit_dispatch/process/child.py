@@ -32,11 +32,16 @@ class CancelToken:
     """Set by a signal handler; polled by the runner and the dispatcher."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self._signum: int | None = None
+
+    @property
+    def signum(self) -> int | None:
+        """The first signal received, or None."""
+        return self._signum
 
     def cancel(self, signum: int) -> None:
-        if self.signum is None:
-            self.signum = signum
+        if self._signum is None:
+            self._signum = signum
 
     @property
     def cancelled(self) -> bool:

@@ -346,7 +346,8 @@ class RemoteJitTracker(TrackerDefaults):
                 try:
                     if sent and listing.results.get(sent["ref"]) == sent["sha"]:
                         self._own.pop(issue_id, None)
-                        return sent["settlement"]
+                        done: Settlement = sent["settlement"]
+                        return done
                     own = self._own.get(issue_id)
                     # Ours; else as a reaper watched it die; else (a person's decision) as it is now.
                     lease = own[0] if own else self._leases.get(issue_id) if fields.get("seen") else None
@@ -374,7 +375,7 @@ class RemoteJitTracker(TrackerDefaults):
                 self._own.pop(issue_id, None)
                 return settlement
 
-        settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         if settlement.outcome != Outcome.LOST:
             self._fold(sent["ref"], deadline)
         return settlement
