@@ -11,8 +11,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.gates import Setting, run_steps
+from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
@@ -276,68 +275,6 @@ def _work(
     result.failed_gate = failed.step.key
     only_gates_failed = all(run.passed or run.step.kind == GATE for run in post)
     return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
-
-
-class EitherCancel(CancelToken):
-    """What the command obeys: the run's cancellation, or its own (the claim was lost)."""
-
-    def __init__(self, run: CancelToken) -> None:
-        super().__init__()
-        self.run = run
-
-    @property
-    def signum(self) -> int | None:
-        return self.run.signum if self.run.signum is not None else self._signum
-
-
-class Heartbeat:
-    """While the command runs, show signs of life every `interval` seconds. When the claim is no
-    longer ours (taken away, or not renewed for 1.5 intervals: a reaper may soon judge us dead),
-    stop the command, so that an issue's command never runs twice at once."""
-
-    def __init__(
-        self, tracker: Tracker, issue_id: str, agent: str, interval: float | None, cancel: CancelToken
-    ) -> None:
-        self.tracker, self.issue_id, self.agent, self.interval = tracker, issue_id, agent, interval
-        self.command_cancel = EitherCancel(cancel)
-        self.lost: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        if self.interval:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()  # not joined: settling must not wait for a beat in flight
-
-    def _beat(self) -> None:
-        # Short sleeps rather than `Event.wait(interval)`: a timed condition wait never returns under
-        # libfaketime (how the clock-skew tests run a runner 20 minutes behind).
-        assert self.interval is not None
-        renewed = time.monotonic()
-        due = renewed + self.interval
-        while not self._stop.is_set() and self.lost is None:
-            time.sleep(min(0.2, max(0.0, due - time.monotonic())))
-            if time.monotonic() < due or self._stop.is_set():
-                continue
-            due, started = time.monotonic() + self.interval, time.monotonic()
-            try:
-                alive = self.tracker.heartbeat(self.issue_id, self.agent)
-            except Exception:
-                alive = None  # could not tell: try again soon, well before 1.5 intervals have passed
-                due = time.monotonic() + max(0.2, self.interval / 6)
-            if alive:
-                renewed = started
-            elif alive is False and not self._stop.is_set():
-                self._lose("the claim was taken away while the command ran; command stopped")
-            if time.monotonic() - renewed > 1.5 * self.interval and not self._stop.is_set():
-                self._lose(f"the claim could not be renewed for {time.monotonic() - renewed:.0f}s; command stopped")
-
-    def _lose(self, reason: str) -> None:
-        self.lost = reason
-        self.command_cancel.cancel(signal.SIGTERM)
 
 
 def _run(
