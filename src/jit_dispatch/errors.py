@@ -15,3 +15,8 @@ class TrackerError(DispatchError):
     """The tracker cannot be read or written (missing/corrupt store, lock timeout): exit 3."""
 
     exit_code = 3
+
+
+class SettlementPending(TrackerError):
+    """The settlement is recorded, but not yet where people read it (remote mode: a result ref not
+    yet folded into the branch). Nothing to give back: a later run finishes it. Exit 3."""

@@ -383,6 +383,7 @@ def test_results_pending_while_the_branch_refuses_are_folded_in_order_later(tmp_
 
     code, result, stderr = finish(start(first, "first", f"{logging_command(log)}; exit 7", "--push-budget", "2s"))
     assert code == 3 and "pending as refs/jit-dispatch/results/" in result["reason"], (result, stderr)
+    assert "stays claimed" not in result["reason"] and "instead" not in result["reason"], "nothing to give back"
     listing = run_cli("ready", "--sync", "git", "--json", cwd=third)
     assert [i["issue_id"] for i in listing.json["dispatchable"]] == [target], "the view shows the release"
     code, result, stderr = finish(start(second, "second", logging_command(log), "--push-budget", "2s"))

@@ -24,7 +24,7 @@ from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.gates import Setting, run_steps
 from jit_dispatch.engine.heartbeat import Heartbeat
-from jit_dispatch.errors import TrackerError
+from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
@@ -312,6 +312,9 @@ def _settle(
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
         else:
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)
+    except SettlementPending as exc:  # recorded; only its way to the branch is left to a later run
+        result.outcome, result.reason = Outcome.ERROR, f"{reason or 'command succeeded'}; {exc}"
+        return result
     except TrackerError as exc:  # the run happened; report it even though the store refused
         result.outcome = Outcome.ERROR
         result.reason = f"{reason or 'command succeeded'}, but settling failed: {exc}; " + _give_back(

@@ -36,7 +36,7 @@ from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.errors import TrackerError
+from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
@@ -405,7 +405,7 @@ class RemoteJitTracker(TrackerDefaults):
         except TrackerError as exc:
             if ref is None:
                 raise
-            raise TrackerError(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
+            raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
                                f"and the next run folds it ({exc})") from None  # fmt: skip
 
     def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
