@@ -394,7 +394,8 @@ class GitHubTracker:
         return {}  # nothing like remote mode's sync figures (those would show as a "Remote" row)
 
     def confirm_dead(self, claims: Sequence[Claim], older_than: float) -> list[Claim]:
-        """Timestamps are the only evidence here (the clock-free rule for GitHub is issue 14's)."""
+        """Nothing more to confirm here: a ref lock is watched when it is released (reflock), and for
+        the comment protocol timestamps are the only evidence."""
         return list(claims)
 
     def flush(self) -> None:

@@ -1,9 +1,9 @@
 """Git plumbing of remote mode: list the remote, mirror a tip's `.jit/` into a scratch store,
-commit the scratch store's changes on a temporary index, and push with leases.
+commit the scratch store's changes with `git fast-import`, and push with leases.
 
 The user's working tree, index, HEAD and branches are never touched: `.jit/` is materialised in
-a scratch directory from the fetched tip (via `git archive`), commits are built with plumbing on
-a temporary index holding only `.jit/`, and the fetched tip sits under a private ref that is
+a scratch directory from the fetched tip (via `git archive`), commits are built by `git fast-import`
+from the changed paths only, and the fetched tip sits under a private ref that is
 deleted on close. Cost follows the size of `.jit/`, not of the repository.
 """
 
