@@ -30,6 +30,7 @@ from jit_dispatch.process.invocation import command_env, expand_command, failure
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
+HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,28 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
+def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
+    """The plan with the held issues the report lists and the first `candidates` read in full.
+
+    Ready issues may be leads (`snapshot(leads=True)`): one whose file is unreadable as an issue
+    is dropped here with a warning, as a full snapshot would have skipped it; the others are
+    read when `claim_first` reaches them. Held issues past those listed are only counted.
+    """
+    held: list[Held] = []
+    for entry in plan.held:
+        if len(held) >= HELD_IN_FULL:
+            held.append(entry)
+        elif (issue := snapshot.full(entry.issue)) is not None:
+            held.append(Held(issue, entry.reason))
+    dispatchable: list[Issue] = []
+    for candidate in plan.dispatchable:
+        if len(dispatchable) >= candidates:
+            dispatchable.append(candidate)
+        elif (issue := snapshot.full(candidate)) is not None:
+            dispatchable.append(issue)
+    return selection.Plan(dispatchable, held)
+
+
 def dispatch_once(
     tracker: Tracker,
     request: Request,
@@ -135,10 +158,11 @@ def dispatch_once(
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
     """Select, claim, run and settle one issue."""
-    snapshot = tracker.snapshot()
+    snapshot = tracker.snapshot(leads=True)
     plan = selection.plan(
         snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
     )
+    plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
     result.command = request.command
     if not plan.dispatchable:
@@ -154,7 +178,7 @@ def dispatch_once(
             result.reason += "; would run " + ", ".join(step.label for step in result.planned)
     else:
         candidates = selection.spread(plan.dispatchable, request.spread_index, request.spread_total)
-        claimed = claim_first(tracker, request, candidates, cancel)
+        claimed = claim_first(tracker, request, candidates, cancel, snapshot)
         if claimed is not None:
             run_claimed(tracker, request, claimed, cancel, hooks, base_env or os.environ, result, snapshot.gates)
         else:
@@ -165,11 +189,15 @@ def dispatch_once(
     return result
 
 
-def claim_first(tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken) -> Issue | None:
-    """Claim the first candidate nobody else took in the meantime."""
+def claim_first(
+    tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken, snapshot: Snapshot | None = None
+) -> Issue | None:
+    """Claim the first candidate nobody else took in the meantime (a lead of `snapshot` read in full first)."""
     for candidate in candidates:
         if cancel.cancelled:
             return None
+        if snapshot is not None and snapshot.full(candidate) is None:
+            continue
         claimed = tracker.claim(candidate.id, request.agent, request.run_ref, request.filters)
         if claimed is not None:
             return claimed

@@ -17,11 +17,11 @@ from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Result
+from jit_dispatch.engine.dispatch import HELD_IN_FULL, Result
 
 TAIL_LINES = 60
 TAIL_CHARS = 16 * 1024
-HELD_ROWS = 20
+HELD_ROWS = HELD_IN_FULL  # the held issues the dispatch read in full (with `once`, the rest are leads)
 ICONS = {
     Outcome.DONE: "✅",
     Outcome.GATED: "🚦",

@@ -139,13 +139,14 @@ class JitStore(TrackerDefaults):
             self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
         return self._gates
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned.
 
         This is the hot path (one file read per issue): plain string paths, no parse of the
         files whose state a substring search finds. Each backlog issue's dependencies are kept
         (read the same way unless backlog issues are wanted in full) for the promotions after a
-        `done`, so settling needs no second scan.
+        `done`, so settling needs no second scan. `leads`: ready issues in jit's layout are read only
+        as far as selection needs (trackers/jit/leads.py); `Snapshot.full` reads the ones it takes.
         """
         ids = self.issue_ids()
         found = Scan(warnings=list(self._index_warnings))
@@ -153,7 +154,7 @@ class JitStore(TrackerDefaults):
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
-            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found)
+            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found, leads)
         finally:
             if collecting:
                 gc.enable()

@@ -108,11 +108,11 @@ class RemoteJitTracker(TrackerDefaults):
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         with self._busy:  # a claim may be being recorded in the background
             tip, locks = self._list_remote()
             self._sync_to(tip)
-            snapshot = self.store.snapshot(full_states)
+            snapshot = self.store.snapshot(full_states, leads=leads)
         snapshot.locked = frozenset(self._live_locks(locks, snapshot.states))
         self._taken = set()
         return snapshot

@@ -1,0 +1,182 @@
+"""A ready issue read only as far as selection needs, from jit's own bytes (docs/hardening.md#hot-path).
+
+`once` orders every ready issue but claims one: parsing and validating them all costs more than
+the rest of the dispatch. `lead_of` reads the fields selection needs (priority, created_at,
+assignee, dependencies, labels, gates, context) with one regular expression over the part of the
+file from its state line to its end, in the exact layout jit writes. The expression tokenizes
+that part completely (every string, every bracket), so when it matches, the fields it captures
+are the last, and so the effective, top-level members of a valid file; anything else — keys
+reordered, compact JSON, escapes in a captured value, an unknown field — gives None and the
+caller parses the file in full. A lead whose file turns out invalid is dropped when selection
+reaches it (`Lead.parse`, the same checks as `issue_from_raw`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_PARKED_AT, PARKED_LABEL, Issue, parse_timestamp
+from jit_dispatch.domain.values import Priority, State
+
+_PLAIN = rb'"[^"\\\x00-\x1f]*"'  # a string with no escape: its bytes are its text
+_ANY = rb'"[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*"'  # any string token
+_SCALAR = rb"(?:" + _ANY + rb"|null|true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\[\])"
+
+
+def _list(item: bytes, indent: int) -> bytes:
+    """A pretty-printed array of `item`s whose closing bracket sits at `indent` (`item` once: less to compile)."""
+    return _members_of(rb"\[", item, rb"\]", indent)
+
+
+def _object(key: bytes, value: bytes, indent: int) -> bytes:
+    """A pretty-printed object of `key: value` members whose closing brace sits at `indent`."""
+    return _members_of(rb"\{", key + b": " + value, rb"\}", indent)
+
+
+def _members_of(opening: bytes, member: bytes, closing: bytes, indent: int) -> bytes:
+    inner, outer = b"\n" + b" " * (indent + 2), b"\n" + b" " * indent
+    return (
+        rb"(?:"
+        + opening
+        + closing
+        + rb"|"
+        + opening
+        + rb"(?:"
+        + inner
+        + member
+        + rb"(?:,(?="
+        + inner
+        + rb")|(?="
+        + outer
+        + closing
+        + rb")))+"
+        + outer
+        + closing
+        + rb")"
+    )
+
+
+_PLAIN_LIST = _list(_PLAIN, 2)
+_DOCUMENT_VALUE = rb"(?:" + _SCALAR + rb"|" + _list(_object(_ANY, _SCALAR, 8), 6) + rb")"  # `assets`: a list
+_TAIL = re.compile(
+    rb'\n  "state": "ready",'
+    rb'\n  "priority": "(?P<priority>[a-z]+)",'
+    rb'\n  "assignee": (?P<assignee>null|' + _PLAIN + rb"),"
+    rb'\n  "dependencies": (?P<dependencies>' + _PLAIN_LIST + rb"),"
+    rb'\n  "gates_required": (?P<gates_required>' + _PLAIN_LIST + rb"),"
+    rb'\n  "gates_status": (?P<gates_status>'
+    + _object(_PLAIN, _object(_PLAIN, rb"(?:null|" + _PLAIN + rb")", 4), 2)
+    + rb"),"
+    rb'\n  "context": (?P<context>' + _object(_PLAIN, _PLAIN, 2) + rb"),"
+    rb'\n  "documents": ' + _list(_object(_ANY, _DOCUMENT_VALUE, 4), 2) + rb","
+    rb'\n  "labels": (?P<labels>' + _PLAIN_LIST + rb"),"
+    rb'\n  "created_at": (?P<created_at>' + _PLAIN + rb"),"
+    rb'\n  "updated_at": ' + _ANY + rb"\n\}\n?"
+)
+_STRINGS = re.compile(_PLAIN)
+_MEMBER = re.compile(rb"(" + _PLAIN + rb"): (" + _PLAIN + rb"|null)")
+_PAIR = re.compile(rb"(" + _PLAIN + rb"): (" + _PLAIN + rb")")
+_GATE = re.compile(rb"\n    (" + _PLAIN + rb"): \{(.*?)\n    \}", re.DOTALL)
+_FRACTION = re.compile(r"\.(\d+)")
+_PRIORITIES = {p.value.encode(): p for p in Priority}
+
+
+def _strings(text: bytes) -> tuple[str, ...]:
+    return tuple(s[1:-1].decode() for s in _STRINGS.findall(text))
+
+
+def _members(text: bytes) -> dict[str, str | None]:
+    """An object of plain members as JSON reads it (a repeated key: the last one wins)."""
+    return {k[1:-1].decode(): None if v == b"null" else v[1:-1].decode() for k, v in _MEMBER.findall(text)}
+
+
+def _pairs(text: bytes) -> dict[str, str]:
+    """An object of plain strings as JSON reads it (a repeated key: the last one wins)."""
+    return {k[1:-1].decode(): v[1:-1].decode() for k, v in _PAIR.findall(text)}
+
+
+def _passed(text: bytes) -> frozenset[str]:
+    """The gates of `gates_status` whose status is `passed` (a repeated key: the last one wins)."""
+    if text == b"{}":
+        return frozenset()
+    gates = {key: _members(body) for key, body in _GATE.findall(text)}
+    return frozenset(key[1:-1].decode() for key, members in gates.items() if members.get("status") == "passed")
+
+
+@dataclass(slots=True)
+class Lead:
+    """What selection reads of a ready issue (the attributes of `Issue` it uses); `parse()` gives the issue."""
+
+    id: str
+    priority: Priority
+    assignee: str | None
+    dependencies: tuple[str, ...]
+    labels: tuple[str, ...]
+    gates_required: tuple[str, ...]
+    gates_passed: frozenset[str]
+    context: Mapping[str, str]
+    created_at: datetime
+    created_ns: int
+    path: str
+    data: bytes
+    state: State = State.READY
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def parked(self) -> bool:
+        return CTX_PARKED_AT in self.context or PARKED_LABEL in self.labels
+
+    @property
+    def failed_attempts(self) -> int:
+        try:
+            return max(0, int(self.context.get(CTX_ATTEMPTS, "0")))
+        except ValueError:
+            return 0
+
+    def parse(self) -> Issue:
+        """The issue in full, checked like every other (ValueError for a file jit could not read)."""
+        from jit_dispatch.trackers.jit.scan import parse_issue
+
+        return parse_issue(self.data, self.id)
+
+
+def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
+    """The lead of a ready issue whose state line starts at `at`, or None: parse the file in full.
+
+    The file must start with its own id, as jit writes it (a mismatch is caught by `Lead.parse`).
+    """
+    if not data.startswith(b'{\n  "id": "%s",\n' % issue_id.encode()):
+        return None
+    match = _TAIL.fullmatch(data, at)
+    if match is None:
+        return None
+    priority = _PRIORITIES.get(match["priority"])
+    if priority is None:
+        return None
+    assignee = match["assignee"]
+    try:
+        created_raw = match["created_at"][1:-1].decode()
+        created_at = parse_timestamp(created_raw)
+        fraction = _FRACTION.search(created_raw)
+        return Lead(
+            id=issue_id,
+            priority=priority,
+            assignee=None if assignee == b"null" else assignee[1:-1].decode(),
+            dependencies=_strings(match["dependencies"]),
+            labels=_strings(match["labels"]),
+            gates_required=_strings(match["gates_required"]),
+            gates_passed=_passed(match["gates_status"]),
+            context=_pairs(match["context"]),
+            created_at=created_at,
+            created_ns=int(fraction.group(1).ljust(9, "0")[6:9]) if fraction else 0,
+            path=path,
+            data=data,
+        )
+    except ValueError:  # not UTF-8, not a timestamp: the full parse says what is wrong
+        return None
