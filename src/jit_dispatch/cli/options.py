@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 from jit_dispatch.domain.issue import LABEL_PATTERN, LOCK_PREFIX, parse_duration
-from jit_dispatch.domain.values import Priority
-from jit_dispatch.trackers.github.rules import DEFAULT_READY_LABEL, parse_priority_labels
+from jit_dispatch.domain.values import DEFAULT_READY_LABEL, Priority
 
 # A plain GitHub label (`bug`, `good-first-issue`) for --tracker github; jit labels are namespaced.
 _PLAIN_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
@@ -39,6 +38,8 @@ class PriorityLabelsType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
+        from jit_dispatch.trackers.github.rules import parse_priority_labels  # GitHub only: off the `once` path
+
         try:
             return parse_priority_labels(str(value))
         except ValueError as exc:

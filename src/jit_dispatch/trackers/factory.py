@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -17,9 +16,9 @@ from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.multi import MultiTracker
-from jit_dispatch.trackers.remote.git import Git, GitError
 
 if TYPE_CHECKING:
+    from jit_dispatch.trackers.remote.git import Git
     from jit_dispatch.trackers.remote.tracker import RemoteJitTracker
 
 
@@ -84,10 +83,10 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
 @contextmanager
 def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> Iterator[RemoteJitTracker]:
     """The store at `root`, as the state branch of its repository's remote has it."""
-    from jit_dispatch.trackers.remote.tracker import (  # not imported on the local hot path
-        RemoteJitTracker,
-        RemoteSettings,
-    )
+    import tempfile
+
+    from jit_dispatch.trackers.remote.git import Git, GitError  # not imported on the local hot path
+    from jit_dispatch.trackers.remote.tracker import RemoteJitTracker, RemoteSettings
 
     anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
     git = Git(anchor)

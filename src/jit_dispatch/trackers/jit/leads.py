@@ -85,7 +85,10 @@ _PRIORITIES = {p.value.encode(): p for p in Priority}
 
 
 def _strings(text: bytes) -> tuple[str, ...]:
-    return tuple(s[1:-1].decode() for s in _STRINGS.findall(text))
+    """A matched `_list(_PLAIN, 2)`: its items hold no quote, so splitting at the separators is exact."""
+    if text == b"[]":
+        return ()
+    return tuple(text[7:-5].decode().split('",\n    "'))
 
 
 def _members(text: bytes) -> dict[str, str | None]:
@@ -95,6 +98,8 @@ def _members(text: bytes) -> dict[str, str | None]:
 
 def _pairs(text: bytes) -> dict[str, str]:
     """An object of plain strings as JSON reads it (a repeated key: the last one wins)."""
+    if text == b"{}":
+        return {}
     return {k[1:-1].decode(): v[1:-1].decode() for k, v in _PAIR.findall(text)}
 
 

@@ -26,6 +26,7 @@ _STATE_NAMES = {state.value.encode(): state.value for state in State}
 _DEPENDENCIES_KEY = b'\n  "dependencies": '
 _UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
 _ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
+_IDS = re.compile(_UUID[1:-1].decode())
 
 
 def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
@@ -34,7 +35,7 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
     match = _ID_LIST.match(data, start + len(_DEPENDENCIES_KEY)) if start >= 0 else None
     if match is None:
         return None
-    return tuple(dep[1:-1].decode() for dep in re.findall(_UUID, match.group()))
+    return tuple(_IDS.findall(match.group().decode()))
 
 
 # jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
