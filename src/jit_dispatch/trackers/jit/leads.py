@@ -161,27 +161,25 @@ def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
     match = _TAIL.fullmatch(data, at)
     if match is None:
         return None
-    priority = _PRIORITIES.get(match["priority"])
-    if priority is None:
+    priority, assignee, dependencies, gates_required, gates_status, context, labels, created = match.groups()
+    if (priority := _PRIORITIES.get(priority)) is None:
         return None
-    assignee = match["assignee"]
     try:
-        created_raw = match["created_at"][1:-1].decode()
-        created_at = parse_timestamp(created_raw)
+        created_raw = created[1:-1].decode()
         fraction = _FRACTION.search(created_raw)
         return Lead(
-            id=issue_id,
-            priority=priority,
-            assignee=None if assignee == b"null" else assignee[1:-1].decode(),
-            dependencies=_strings(match["dependencies"]),
-            labels=_strings(match["labels"]),
-            gates_required=_strings(match["gates_required"]),
-            gates_passed=_passed(match["gates_status"]),
-            context=_pairs(match["context"]),
-            created_at=created_at,
-            created_ns=int(fraction.group(1).ljust(9, "0")[6:9]) if fraction else 0,
-            path=path,
-            data=data,
+            issue_id,
+            priority,
+            None if assignee == b"null" else assignee[1:-1].decode(),
+            _strings(dependencies),
+            _strings(labels),
+            _strings(gates_required),
+            _passed(gates_status),
+            _pairs(context),
+            parse_timestamp(created_raw),
+            int(fraction.group(1).ljust(9, "0")[6:9]) if fraction else 0,
+            path,
+            data,
         )
     except ValueError:  # not UTF-8, not a timestamp: the full parse says what is wrong
         return None
