@@ -12,6 +12,8 @@ from jit_dispatch.domain.values import PRIORITY_RANK, RESOLVED_STATES, State
 
 @dataclass(frozen=True)
 class Filters:
+    """What a runner may take: labels it needs and refuses, a lowest priority, or one issue."""
+
     labels: tuple[str, ...] = ()
     exclude_labels: tuple[str, ...] = ()
     min_priority: str | None = None
@@ -28,6 +30,8 @@ class Held:
 
 @dataclass(frozen=True)
 class Plan:
+    """The available issues matching the filters: dispatchable and held, each in dispatch order."""
+
     dispatchable: list[Issue] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
 

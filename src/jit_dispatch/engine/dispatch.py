@@ -35,6 +35,8 @@ HELD_IN_FULL = 20  # held issues the report lists (title and all); the others ar
 
 @dataclass(frozen=True)
 class Request:
+    """One dispatch as asked for: who runs what, with which limits and filters."""
+
     agent: str  # the assignee, `type:identifier`
     command: str
     filters: Filters = field(default_factory=Filters)
@@ -55,6 +57,8 @@ class Request:
 
 @dataclass
 class Result:
+    """What one dispatch did, for the reports and the exit code."""
+
     outcome: Outcome
     agent: str
     store: str

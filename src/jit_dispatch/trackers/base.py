@@ -59,6 +59,8 @@ Liveness = tuple[str | None, str | None]
 
 @dataclass(frozen=True)
 class Settlement:
+    """How a claim was settled, and what that changed besides."""
+
     outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StoreChoice:
+    """Which tracker to open and how (the store options of the command line)."""
+
     jit_dir: tuple[Path, ...] = ()  # several: multi-repo dispatch
     sync: str = "none"
     remote: str = "origin"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_PARKED_AT, PARKED_LABEL, Issue, parse_timestamp
@@ -111,23 +110,56 @@ def _passed(text: bytes) -> frozenset[str]:
     return frozenset(key[1:-1].decode() for key, members in gates.items() if members.get("status") == "passed")
 
 
-@dataclass(slots=True)
 class Lead:
-    """What selection reads of a ready issue (the attributes of `Issue` it uses); `parse()` gives the issue."""
+    """What selection reads of a ready issue (the attributes of `Issue` it uses); `parse()` gives the issue.
 
-    id: str
-    priority: Priority
-    assignee: str | None
-    dependencies: tuple[str, ...]
-    labels: tuple[str, ...]
-    gates_required: tuple[str, ...]
-    gates_passed: frozenset[str]
-    context: Mapping[str, str]
-    created_at: datetime
-    created_ns: int
-    path: str
-    data: bytes
-    state: State = State.READY
+    A plain class with slots, not a dataclass: `once` builds thousands, and a dataclass costs
+    about a millisecond of start-up to create.
+    """
+
+    __slots__ = (
+        "assignee",
+        "context",
+        "created_at",
+        "created_ns",
+        "data",
+        "dependencies",
+        "gates_passed",
+        "gates_required",
+        "id",
+        "labels",
+        "path",
+        "priority",
+    )
+    state = State.READY
+
+    def __init__(
+        self,
+        id: str,
+        priority: Priority,
+        assignee: str | None,
+        dependencies: tuple[str, ...],
+        labels: tuple[str, ...],
+        gates_required: tuple[str, ...],
+        gates_passed: frozenset[str],
+        context: Mapping[str, str],
+        created_at: datetime,
+        created_ns: int,
+        path: str,
+        data: bytes,
+    ) -> None:
+        self.id = id
+        self.priority = priority
+        self.assignee = assignee
+        self.dependencies = dependencies
+        self.labels = labels
+        self.gates_required = gates_required
+        self.gates_passed = gates_passed
+        self.context = context
+        self.created_at = created_at
+        self.created_ns = created_ns
+        self.path = path
+        self.data = data
 
     @property
     def short_id(self) -> str:
