@@ -90,9 +90,9 @@ def not_ready_reason(issue: Issue, states: Mapping[str, str]) -> str:
 def matches_filters(issue: Issue, filters: Filters) -> bool:
     if filters.issue_id is not None and issue.id != filters.issue_id:
         return False
-    if not all(label_matches(p, issue.labels) for p in filters.labels):
+    if filters.labels and not all(label_matches(p, issue.labels) for p in filters.labels):
         return False
-    if any(label_matches(p, issue.labels) for p in filters.exclude_labels):
+    if filters.exclude_labels and any(label_matches(p, issue.labels) for p in filters.exclude_labels):
         return False
     return not (
         filters.min_priority is not None and PRIORITY_RANK[issue.priority] > PRIORITY_RANK[filters.min_priority]

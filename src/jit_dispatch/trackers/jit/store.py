@@ -116,11 +116,11 @@ class JitStore(TrackerDefaults):
         path = self.root / "index.json"
         index = self._load_json(path)
         all_ids = index.get("all_ids") if isinstance(index, dict) else None
-        if not isinstance(all_ids, list) or not all(isinstance(i, str) for i in all_ids):
+        if not isinstance(all_ids, list) or not all(map(str.__instancecheck__, all_ids)):
             raise TrackerError(f"{path}: field 'all_ids' must be a list of issue ids")
         deleted = index.get("deleted_ids") or ()
         deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
-        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted] if deleted else list(dict.fromkeys(all_ids))
         bad = check_ids(ids)
         self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
         skip = set(bad)
@@ -327,9 +327,10 @@ class JitStore(TrackerDefaults):
                 current[dep] = states.get(dep) if unchanged else self._state_of(dep)
             return current[dep]
 
+        resolved = RESOLVED_STATES
         for candidate, dependencies in backlog:
-            blockers = (dep for dep in dependencies if states.get(dep) not in RESOLVED_STATES)
-            if any(state_now(dep) not in RESOLVED_STATES for dep in blockers):
+            blockers = [dep for dep in dependencies if states.get(dep) not in resolved]
+            if blockers and (quiet or any(state_now(dep) not in resolved for dep in blockers)):  # quiet: as seen
                 continue
             with self._locked(candidate):
                 fresh = self._read_issue(candidate, strict=True)
