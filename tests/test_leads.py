@@ -246,3 +246,13 @@ def test_status_and_ready_all_still_warn_about_a_corrupt_issue_once_never_reache
         result = run_cli(*args, "--jit-dir", str(store.root))
         assert result.returncode == 0, result.stderr
         assert str(store.issue_file(first)) in result.stderr, args
+
+
+def test_a_lead_whose_file_went_away_is_dropped_with_a_warning(new_store: StoreFactory) -> None:
+    store, first, second, _ = _ready_store(new_store)
+    snapshot = store.snapshot(leads=True)
+    lead = next(issue for issue in snapshot.issues if issue.id == first)
+    store.issue_file(first).unlink()
+    assert snapshot.full(lead) is None
+    assert [i.id for i in snapshot.issues] == [second] and first not in snapshot.states
+    assert len(snapshot.warnings) == 1 and "cannot be read" in snapshot.warnings[0]

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_PARKED_AT, PARKED_LABEL, Issue, parse_timestamp
 from jit_dispatch.domain.values import Priority, State
+from jit_dispatch.trackers.jit.files import read_regular
 
 _PLAIN = rb'"[^"\\\x00-\x1f]*"'  # a string with no escape: its bytes are its text
 _ANY = rb'"[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*"'  # any string token
@@ -122,7 +123,6 @@ class Lead:
         "context",
         "created_at",
         "created_ns",
-        "data",
         "dependencies",
         "gates_passed",
         "gates_required",
@@ -146,7 +146,6 @@ class Lead:
         created_at: datetime,
         created_ns: int,
         path: str,
-        data: bytes,
     ) -> None:
         self.id = id
         self.priority = priority
@@ -159,7 +158,6 @@ class Lead:
         self.created_at = created_at
         self.created_ns = created_ns
         self.path = path
-        self.data = data
 
     @property
     def short_id(self) -> str:
@@ -177,10 +175,18 @@ class Lead:
             return 0
 
     def parse(self) -> Issue:
-        """The issue in full, checked like every other (ValueError for a file jit could not read)."""
+        """The issue in full, read again and checked like every other (ValueError: unreadable as one).
+
+        Read again rather than kept: the few leads read in full do not justify keeping the bytes
+        of every ready issue. A file changed since is read as it is now, as a claim reads it.
+        """
         from jit_dispatch.trackers.jit.scan import parse_issue
 
-        return parse_issue(self.data, self.id)
+        try:
+            data = read_regular(self.path)
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+        return parse_issue(data, self.id)
 
 
 def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
@@ -211,7 +217,6 @@ def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
             parse_timestamp(created_raw),
             int(fraction.group(1).ljust(9, "0")[6:9]) if fraction else 0,
             path,
-            data,
         )
     except ValueError:  # not UTF-8, not a timestamp: the full parse says what is wrong
         return None

@@ -42,7 +42,7 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
 # anything else (`../x`, a NUL, a separator) is never used to build a path.
 _ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _ID_SHAPE = re.compile(_ID)
-_ID_LINES = re.compile(rf"(?:{_ID}\n)*")  # every id checked in one pass over "id\nid\n…"
+_ID_LINES = re.compile(rf"(?:{_ID}\n)*+")  # every id in one pass over "id\nid\n…" (possessive: no backtrack stack)
 
 
 def parse_issue(data: bytes, issue_id: str) -> Issue:
