@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_PARKED_AT, PARKED_LABEL, Issue, parse_timestamp
 from jit_dispatch.domain.values import Priority, State
@@ -82,6 +83,7 @@ _PAIR = re.compile(rb"(" + _PLAIN + rb"): (" + _PLAIN + rb")")
 _GATE = re.compile(rb"\n    (" + _PLAIN + rb"): \{(.*?)\n    \}", re.DOTALL)
 _FRACTION = re.compile(r"\.(\d+)")
 _PRIORITIES = {p.value.encode(): p for p in Priority}
+_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})  # most ready issues: one shared, read-only
 
 
 def _strings(text: bytes) -> tuple[str, ...]:
@@ -96,10 +98,10 @@ def _members(text: bytes) -> dict[str, str | None]:
     return {k[1:-1].decode(): None if v == b"null" else v[1:-1].decode() for k, v in _MEMBER.findall(text)}
 
 
-def _pairs(text: bytes) -> dict[str, str]:
+def _pairs(text: bytes) -> Mapping[str, str]:
     """An object of plain strings as JSON reads it (a repeated key: the last one wins)."""
     if text == b"{}":
-        return {}
+        return _NO_CONTEXT
     return {k[1:-1].decode(): v[1:-1].decode() for k, v in _PAIR.findall(text)}
 
 
@@ -189,10 +191,11 @@ class Lead:
         return parse_issue(data, self.id)
 
 
-def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
+def lead_of(data: bytes, at: int, issue_id: str, path: str, lists: dict[bytes, tuple[str, ...]]) -> Lead | None:
     """The lead of a ready issue whose state line starts at `at`, or None: parse the file in full.
 
     The file must start with its own id, as jit writes it (a mismatch is caught by `Lead.parse`).
+    `lists`: the label and gate lists read so far in this scan, shared (a store repeats a few).
     """
     if not data.startswith(b'{\n  "id": "%s",\n' % issue_id.encode()):
         return None
@@ -210,8 +213,8 @@ def lead_of(data: bytes, at: int, issue_id: str, path: str) -> Lead | None:
             priority,
             None if assignee == b"null" else assignee[1:-1].decode(),
             _strings(dependencies),
-            _strings(labels),
-            _strings(gates_required),
+            lists.get(labels) or lists.setdefault(labels, _strings(labels)),
+            lists.get(gates_required) or lists.setdefault(gates_required, _strings(gates_required)),
             _passed(gates_status),
             _pairs(context),
             parse_timestamp(created_raw),

@@ -84,6 +84,7 @@ def scan_issues(
     """
     backlog_in_full = State.BACKLOG in requested
     leads = leads and State.READY in requested
+    lists: dict[bytes, tuple[str, ...]] = {}  # label and gate lists of leads, shared
     resolved = frozenset(str(state) for state in RESOLVED_STATES)
     unwanted = resolved - requested  # resolved issues not asked for: their state is all we keep
     open_, read, close, fstat = os.open, os.read, os.close, os.fstat
@@ -115,7 +116,7 @@ def scan_issues(
         if state in unwanted:
             states[issue_id] = state
             continue
-        if leads and state == "ready" and (lead := lead_of(data, line, issue_id, path)) is not None:
+        if leads and state == "ready" and (lead := lead_of(data, line, issue_id, path, lists)) is not None:
             found.issues.append(cast(Issue, lead))  # stands in for the issue until `Snapshot.full` reads it
             states[issue_id] = state
             continue
