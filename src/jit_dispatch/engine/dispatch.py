@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,10 +225,10 @@ def run_claimed(
         reason = f"cancelled ({signal.Signals(cancel.signum).name}) before the command started"
         return _settle(tracker, request, result, claimed, reason)
     steps = Steps.plan(claimed, registry or {}, request)
-    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
+    scratch = _scratch_dir(request.scratch_dir)
+    issue_file = scratch / f"{claimed.id}.json"
     keep_gated = False
     try:
-        issue_file = scratch / f"{claimed.id}.json"
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
         setting = Setting(
             root=tracker.checker_root(claimed.id),
@@ -245,10 +243,37 @@ def run_claimed(
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch, issue_file)
     if result.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
+
+
+def _scratch_dir(parent: str | None) -> Path:
+    """A fresh directory of our own (mode 0700) for the issue file, as `tempfile.mkdtemp` makes one.
+
+    Made here so that `once` does not import tempfile, and with it shutil, random and the
+    compression modules, for one call. `parent`: $RUNNER_TEMP in Actions, else $TMPDIR or /tmp.
+    """
+    base = Path(parent or os.environ.get("TMPDIR") or "/tmp")
+    while True:
+        path = base / f"jit-dispatch-{os.urandom(6).hex()}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
+def _remove_scratch(scratch: Path, issue_file: Path) -> None:
+    """The scratch directory and the issue file; whatever the command left there too."""
+    try:
+        issue_file.unlink(missing_ok=True)
+        scratch.rmdir()
+    except OSError:  # not empty (or not ours to remove): the thorough way
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _work(

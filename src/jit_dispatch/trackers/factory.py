@@ -15,7 +15,6 @@ from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.jit.store import JitStore
-from jit_dispatch.trackers.multi import MultiTracker
 
 if TYPE_CHECKING:
     from jit_dispatch.trackers.remote.git import Git
@@ -79,7 +78,12 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
             else stack.enter_context(_remote_tracker(choice, root, context))
             for root in jit_roots(choice.jit_dir)
         ]
-        yield trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
+        if len(trackers) == 1:
+            yield trackers[0]
+            return
+        from jit_dispatch.trackers.multi import MultiTracker  # several stores: not the common case
+
+        yield MultiTracker(trackers)
 
 
 @contextmanager
