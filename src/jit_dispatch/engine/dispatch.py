@@ -6,6 +6,7 @@ Everything tracker-specific sits behind `Tracker`; everything about the child pr
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -160,11 +161,18 @@ def dispatch_once(
     base_env: Mapping[str, str] | None = None,
 ) -> Result:
     """Select, claim, run and settle one issue."""
-    snapshot = tracker.snapshot(leads=True)
-    plan = selection.plan(
-        snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
-    )
-    plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
+    collecting = gc.isenabled()
+    gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
+    try:
+        snapshot = tracker.snapshot(leads=True)
+        plan = selection.plan(
+            snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
+        )
+        plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
+    finally:
+        if collecting:
+            gc.freeze()  # and no later pass (nor the one at exit) walks them again; they are freed as usual
+            gc.enable()
     result = Result(Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=snapshot.warnings)
     result.command = request.command
     if not plan.dispatchable:
