@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
@@ -22,11 +22,13 @@ from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.gates import Setting, run_steps
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
+
+if TYPE_CHECKING:
+    from jit_dispatch.engine.gates import Setting
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
@@ -238,16 +240,21 @@ def run_claimed(
     keep_gated = False
     try:
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
-        setting = Setting(
-            root=tracker.checker_root(claimed.id),
-            workdir=request.workdir,
-            shell=request.shell,
-            command_env=command_env(base_env, claimed, request.agent, result.attempt, issue_file),
-            base_env=base_env,
-            history=lambda key: tracker.gate_history(claimed.id, key),
-        )
+        env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
+        setting = None
+        if steps.pre or steps.post:  # the gate machinery is imported only for gates and checks
+            from jit_dispatch.engine.gates import Setting
+
+            setting = Setting(
+                root=tracker.checker_root(claimed.id),
+                workdir=request.workdir,
+                shell=request.shell,
+                command_env=env,
+                base_env=base_env,
+                history=lambda key: tracker.gate_history(claimed.id, key),
+            )
         with Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds):
-            reason, keep_gated = _work(request, claimed, steps, setting, cancel, hooks, result)
+            reason, keep_gated = _work(request, claimed, steps, setting, env, cancel, hooks, result)
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
@@ -284,30 +291,41 @@ def _remove_scratch(scratch: Path, issue_file: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _run_steps(
+    steps: list[Step], issue: Issue, setting: Setting | None, cancel: CancelToken, hooks: Hooks
+) -> list[GateRun]:
+    if not steps or setting is None:
+        return []
+    from jit_dispatch.engine.gates import run_steps
+
+    return run_steps(steps, issue, setting, cancel, hooks)
+
+
 def _work(
     request: Request,
     issue: Issue,
     steps: Steps,
-    setting: Setting,
+    setting: Setting | None,
+    env: Mapping[str, str],
     cancel: CancelToken,
     hooks: Hooks,
     result: Result,
 ) -> tuple[str | None, bool]:
-    """(why it failed or None, whether a failure still settles as `gated`)."""
-    result.gates.extend(run_steps(steps.pre, issue, setting, cancel, hooks))
+    """(why it failed or None, whether a failure still settles as `gated`). `setting`: None when no step runs."""
+    result.gates.extend(_run_steps(steps.pre, issue, setting, cancel, hooks))
     if cancel.signum is not None:
         result.cancelled_by = cancel.signum
         return f"cancelled ({signal.Signals(cancel.signum).name}) before the command started", False
     if failed := gate_rules.first_failure(result.gates):
         result.failed_gate = failed.step.key
         return failed.reason, False
-    run = _run(issue, result.attempt or 1, request, setting.command_env, cancel, hooks)
+    run = _run(issue, result.attempt or 1, request, env, cancel, hooks)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
     result.cancelled_by = run.cancelled_by
     if (reason := failure_reason(run, request.timeout)) is not None:
         return reason, False
-    post = run_steps(steps.post, issue, setting, cancel, hooks)
+    post = _run_steps(steps.post, issue, setting, cancel, hooks)
     result.gates.extend(post)
     if cancel.signum is not None:
         result.cancelled_by = cancel.signum
