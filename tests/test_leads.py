@@ -8,13 +8,15 @@ constructed odd files, then end to end: a corrupt candidate is skipped with a wa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import run_cli
+from conftest import clean_env, run_cli
 from jit_dispatch.domain.selection import Filters, plan
 from jit_dispatch.trackers.jit.files import dumps_pretty
 from jit_dispatch.trackers.jit.leads import Lead
@@ -256,3 +258,42 @@ def test_a_lead_whose_file_went_away_is_dropped_with_a_warning(new_store: StoreF
     assert snapshot.full(lead) is None
     assert [i.id for i in snapshot.issues] == [second] and first not in snapshot.states
     assert len(snapshot.warnings) == 1 and "cannot be read" in snapshot.warnings[0]
+
+
+def test_a_plain_once_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
+    """Start-up is most of a dispatch on a small store: the modules kept off the plain path stay off it."""
+    store = JitStore.init(tmp_path / ".jit")
+    store.create_issues([NewIssue("one")])
+    off_path = [
+        "tempfile",
+        "shutil",
+        "html",
+        "jit_dispatch.engine.gates",
+        "jit_dispatch.trackers.multi",
+        "jit_dispatch.trackers.remote.git",
+        "jit_dispatch.trackers.github.rules",
+    ]
+    script = (
+        "import json, sys\n"
+        "from jit_dispatch.cli import main\n"
+        "try:\n"
+        "    main(['once', '--agent', 'ci', '--command', 'true', '--gates', 'skip'])\n"
+        "except SystemExit as exc:\n"
+        f"    print(exc.code, json.dumps([m for m in {off_path!r} if m in sys.modules]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.splitlines()[-1] == "0 []", (proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("name", ["seed_store", "latest_store"])
+def test_once_claims_what_the_full_parse_ranks_first(name: str, request: pytest.FixtureRequest) -> None:
+    root: Path = request.getfixturevalue(name)
+    full = JitStore.open(root).snapshot()
+    first = plan(full.issues, full.states, full.gates, Filters(), run_gates=False).dispatchable[0]
+    result = run_cli(
+        "once", "--agent", "w1", "--command", "true", "--gates", "skip", "--dry-run", "--jit-dir", str(root)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"dry-run {first.short_id}" in result.stdout
