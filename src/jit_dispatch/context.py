@@ -15,6 +15,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class GitHubContext:
+    """The `GITHUB_*` and `RUNNER_*` variables the dispatcher reads (neutral defaults elsewhere)."""
+
     in_actions: bool = False
     output_file: Path | None = None  # $GITHUB_OUTPUT: step outputs
     summary_file: Path | None = None  # $GITHUB_STEP_SUMMARY: the run's Markdown summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jit_dispatch.domain.staleness import lock_is_dead
+from jit_dispatch.trackers.remote.git import is_permanent
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.results import RELEASE, ResultInfo, parse_result
 
@@ -56,3 +57,14 @@ def test_a_result_round_trips() -> None:
     assert (parsed.claim.agent, parsed.claim.run, parsed.claim.attempt, parsed.claim.at) == (
         "agent:w1", "host:1", 2, claim.at,
     )  # fmt: skip
+
+
+def test_a_refusal_is_permanent_only_when_git_or_the_server_says_so_in_words() -> None:
+    """Object ids and uuids are hex: one holding "403" is no HTTP 403 (a flaky test found this)."""
+    sha = "ab403cd" + "0" * 33
+    ref = "refs/jit-dispatch/results/5a403f1e-1111-4403-8403-000000000403/1"
+    transient = f"To file:///remote\n!\t{sha}:{ref}\t[remote rejected] (pre-receive hook declined)\nremote: busy\n"
+    assert not is_permanent(transient)
+    assert is_permanent("remote: Permission to org/repo.git denied to bot.\nfatal: unable to access: 403")
+    assert is_permanent("error: GH006: Protected branch update failed for refs/heads/main.")
+    assert not is_permanent("remote: flaky: server busy, try again later")

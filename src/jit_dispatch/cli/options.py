@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jit_dispatch.domain.issue import LABEL_PATTERN, LOCK_PREFIX, parse_duration
-from jit_dispatch.domain.values import Priority
-from jit_dispatch.trackers.github.rules import DEFAULT_READY_LABEL, parse_priority_labels
+from jit_dispatch.domain.values import DEFAULT_READY_LABEL, Priority
 
 if TYPE_CHECKING:  # click's types are generic for type checkers (value, input); at run time plain classes
     ParamType = click.ParamType[Any, Any]
@@ -44,6 +43,8 @@ class PriorityLabelsType(ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
+        from jit_dispatch.trackers.github.rules import parse_priority_labels  # GitHub only: off the `once` path
+
         try:
             return parse_priority_labels(str(value))
         except ValueError as exc:

@@ -12,6 +12,8 @@ from jit_dispatch.domain.values import PRIORITY_RANK, RESOLVED_STATES, State
 
 @dataclass(frozen=True)
 class Filters:
+    """What a runner may take: labels it needs and refuses, a lowest priority, or one issue."""
+
     labels: tuple[str, ...] = ()
     exclude_labels: tuple[str, ...] = ()
     min_priority: str | None = None
@@ -28,6 +30,8 @@ class Held:
 
 @dataclass(frozen=True)
 class Plan:
+    """The available issues matching the filters: dispatchable and held, each in dispatch order."""
+
     dispatchable: list[Issue] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
 
@@ -86,9 +90,9 @@ def not_ready_reason(issue: Issue, states: Mapping[str, str]) -> str:
 def matches_filters(issue: Issue, filters: Filters) -> bool:
     if filters.issue_id is not None and issue.id != filters.issue_id:
         return False
-    if not all(label_matches(p, issue.labels) for p in filters.labels):
+    if filters.labels and not all(label_matches(p, issue.labels) for p in filters.labels):
         return False
-    if any(label_matches(p, issue.labels) for p in filters.exclude_labels):
+    if filters.exclude_labels and any(label_matches(p, issue.labels) for p in filters.exclude_labels):
         return False
     return not (
         filters.min_priority is not None and PRIORITY_RANK[issue.priority] > PRIORITY_RANK[filters.min_priority]

@@ -43,6 +43,8 @@ class Priority(StrEnum):
 
 PRIORITY_RANK: dict[str, int] = {priority: rank for rank, priority in enumerate(Priority)}
 
+DEFAULT_READY_LABEL = "dispatch"  # GitHub Issues: the label that makes an issue ready (here: the CLI default)
+
 
 class Outcome(StrEnum):
     """How one run ended: the `outcome` of the summary, `--json` and the Action's outputs."""

@@ -6,15 +6,14 @@ Everything tracker-specific sits behind `Tracker`; everything about the child pr
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
@@ -22,18 +21,23 @@ from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.gates import Setting, run_steps
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
+if TYPE_CHECKING:
+    from jit_dispatch.engine.gates import Setting
+
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
+HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
 
 
 @dataclass(frozen=True)
 class Request:
+    """One dispatch as asked for: who runs what, with which limits and filters."""
+
     agent: str  # the assignee, `type:identifier`
     command: str
     filters: Filters = field(default_factory=Filters)
@@ -54,6 +58,8 @@ class Request:
 
 @dataclass
 class Result:
+    """What one dispatch did, for the reports and the exit code."""
+
     outcome: Outcome
     agent: str
     store: str
@@ -127,6 +133,28 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
+def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
+    """The plan with the held issues the report lists and the first `candidates` read in full.
+
+    Ready issues may be leads (`snapshot(leads=True)`): one whose file is unreadable as an issue
+    is dropped here with a warning, as a full snapshot would have skipped it; the others are
+    read when `claim_first` reaches them. Held issues past those listed are only counted.
+    """
+    held: list[Held] = []
+    for entry in plan.held:
+        if len(held) >= HELD_IN_FULL:
+            held.append(entry)
+        elif (issue := snapshot.full(entry.issue)) is not None:
+            held.append(Held(issue, entry.reason))
+    dispatchable: list[Issue] = []
+    for candidate in plan.dispatchable:
+        if len(dispatchable) >= candidates:
+            dispatchable.append(candidate)
+        elif (issue := snapshot.full(candidate)) is not None:
+            dispatchable.append(issue)
+    return selection.Plan(dispatchable, held)
+
+
 def dispatch_once(
     tracker: Tracker,
     request: Request,
@@ -136,10 +164,18 @@ def dispatch_once(
 ) -> Result:
     """Select, claim, run and settle one issue (first finishing any settle an earlier run left half-done)."""
     repaired = [] if request.dry_run else tracker.repair()
-    snapshot = tracker.snapshot()
-    plan = selection.plan(
-        snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
-    )
+    collecting = gc.isenabled()
+    gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
+    try:
+        snapshot = tracker.snapshot(leads=True)
+        plan = selection.plan(
+            snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
+        )
+        plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
+    finally:
+        if collecting:
+            gc.freeze()  # and no later pass (nor the one at exit) walks them again; they are freed as usual
+            gc.enable()
     result = Result(
         Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
     )
@@ -159,7 +195,7 @@ def dispatch_once(
             result.reason += "; would run " + ", ".join(step.label for step in result.planned)
     else:
         candidates = selection.spread(plan.dispatchable, request.spread_index, request.spread_total)
-        claimed = claim_first(tracker, request, candidates, cancel)
+        claimed = claim_first(tracker, request, candidates, cancel, snapshot)
         if claimed is not None:
             run_claimed(tracker, request, claimed, cancel, hooks, base_env or os.environ, result, snapshot.gates)
         else:
@@ -178,11 +214,15 @@ def _flush(tracker: Tracker, result: Result) -> None:
         result.warnings.append(f"could not fold pending results: {exc}")
 
 
-def claim_first(tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken) -> Issue | None:
-    """Claim the first candidate nobody else took in the meantime."""
+def claim_first(
+    tracker: Tracker, request: Request, candidates: list[Issue], cancel: CancelToken, snapshot: Snapshot | None = None
+) -> Issue | None:
+    """Claim the first candidate nobody else took in the meantime (a lead of `snapshot` read in full first)."""
     for candidate in candidates:
         if cancel.cancelled:
             return None
+        if snapshot is not None and snapshot.full(candidate) is None:
+            continue
         claimed = tracker.claim(candidate.id, request.agent, request.run_ref, request.filters)
         if claimed is not None:
             return claimed
@@ -207,29 +247,34 @@ def run_claimed(
         result.cancelled_by = cancel.signum
         return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
     steps = Steps.plan(claimed, registry or {}, request)
-    scratch = Path(tempfile.mkdtemp(prefix="jit-dispatch-", dir=request.scratch_dir))
+    scratch = _scratch_dir(request.scratch_dir)
+    issue_file = scratch / f"{claimed.id}.json"
     keep_gated = False
     reason: str | None
     heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
     try:
-        issue_file = scratch / f"{claimed.id}.json"
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
-        setting = Setting(
-            root=tracker.checker_root(claimed.id),
-            workdir=request.workdir,
-            shell=request.shell,
-            command_env=command_env(base_env, claimed, request.agent, result.attempt, issue_file),
-            base_env=base_env,
-            history=lambda key: tracker.gate_history(claimed.id, key),
-        )
+        env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
+        setting = None
+        if steps.pre or steps.post:  # the gate machinery is imported only for gates and checks
+            from jit_dispatch.engine.gates import Setting
+
+            setting = Setting(
+                root=tracker.checker_root(claimed.id),
+                workdir=request.workdir,
+                shell=request.shell,
+                command_env=env,
+                base_env=base_env,
+                history=lambda key: tracker.gate_history(claimed.id, key),
+            )
         with heartbeat:
-            reason, keep_gated = _work(request, claimed, steps, setting, heartbeat.command_cancel, hooks, result)
+            reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch, issue_file)
     if result.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
@@ -241,30 +286,68 @@ def _cancelled(cancel: CancelToken, when: str = "") -> str:
     return f"cancelled ({name}) {when}".rstrip()
 
 
+def _scratch_dir(parent: str | None) -> Path:
+    """A fresh directory of our own (mode 0700) for the issue file, as `tempfile.mkdtemp` makes one.
+
+    Made here so that `once` does not import tempfile, and with it shutil, random and the
+    compression modules, for one call. `parent`: $RUNNER_TEMP in Actions, else $TMPDIR or /tmp.
+    """
+    base = Path(parent or os.environ.get("TMPDIR") or "/tmp")
+    while True:
+        path = base / f"jit-dispatch-{os.urandom(6).hex()}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
+def _remove_scratch(scratch: Path, issue_file: Path) -> None:
+    """The scratch directory and the issue file; whatever the command left there too."""
+    try:
+        issue_file.unlink(missing_ok=True)
+        scratch.rmdir()
+    except OSError:  # not empty (or not ours to remove): the thorough way
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_steps(
+    steps: list[Step], issue: Issue, setting: Setting | None, cancel: CancelToken, hooks: Hooks
+) -> list[GateRun]:
+    if not steps or setting is None:
+        return []
+    from jit_dispatch.engine.gates import run_steps
+
+    return run_steps(steps, issue, setting, cancel, hooks)
+
+
 def _work(
     request: Request,
     issue: Issue,
     steps: Steps,
-    setting: Setting,
+    setting: Setting | None,
+    env: Mapping[str, str],
     cancel: CancelToken,
     hooks: Hooks,
     result: Result,
 ) -> tuple[str | None, bool]:
-    """(why it failed or None, whether a failure still settles as `gated`)."""
-    result.gates.extend(run_steps(steps.pre, issue, setting, cancel, hooks))
+    """(why it failed or None, whether a failure still settles as `gated`). `setting`: None when no step runs."""
+    result.gates.extend(_run_steps(steps.pre, issue, setting, cancel, hooks))
     if cancel.signum is not None:
         result.cancelled_by = cancel.signum
         return _cancelled(cancel, "before the command started"), False
     if failed := gate_rules.first_failure(result.gates):
         result.failed_gate = failed.step.key
         return failed.reason, False
-    run = _run(issue, result.attempt or 1, request, setting.command_env, cancel, hooks)
+    run = _run(issue, result.attempt or 1, request, env, cancel, hooks)
     result.exit_code, result.duration_seconds = run.exit_code, round(run.duration_seconds, 3)
     result.output_tail, result.output_bytes = run.tail, run.output_bytes
     result.cancelled_by = run.cancelled_by
     if (reason := failure_reason(run, request.timeout)) is not None:
         return reason, False
-    post = run_steps(steps.post, issue, setting, cancel, hooks)
+    post = _run_steps(steps.post, issue, setting, cancel, hooks)
     result.gates.extend(post)
     if cancel.cancelled:  # a signal may have come while the postchecks ran
         result.cancelled_by = cancel.signum

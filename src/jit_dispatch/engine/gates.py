@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -153,6 +152,8 @@ def _gate_place(step: Step, issue: Issue, setting: Setting, written: list[Path])
     env.update(JIT_ISSUE_ID=issue.id, JIT_GATE_KEY=step.key, JIT_STAGE=step.stage)
     if step.pass_context:
         data = json.dumps(_context(step, issue, setting), indent=2, ensure_ascii=False).encode("utf-8")
+        import tempfile  # only for gates that want a context file: off the plain `once` path
+
         handle, name = tempfile.mkstemp(prefix="jit-gate-context-", suffix=".json", dir=os.environ.get("RUNNER_TEMP"))
         written.append(Path(name))
         with os.fdopen(handle, "wb") as file:

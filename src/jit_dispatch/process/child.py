@@ -74,6 +74,8 @@ class OutputTail:
 
 @dataclass(frozen=True)
 class RunResult:
+    """How the command ended, and the tail of what it printed."""
+
     exit_code: int  # shell convention: 128+N when killed by signal N, 127 when not found
     duration_seconds: float
     tail: str

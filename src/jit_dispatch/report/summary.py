@@ -8,7 +8,6 @@ in a terminal they are stripped of control characters.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from typing import Any
@@ -17,11 +16,11 @@ from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Result
+from jit_dispatch.engine.dispatch import HELD_IN_FULL, Result
 
 TAIL_LINES = 60
 TAIL_CHARS = 16 * 1024
-HELD_ROWS = 20
+HELD_ROWS = HELD_IN_FULL  # the held issues the dispatch read in full (with `once`, the rest are leads)
 ICONS = {
     Outcome.DONE: "✅",
     Outcome.GATED: "🚦",
@@ -57,6 +56,10 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+# html.escape(quote=True), and `@` so that no mention pings anyone; a table: `html` imports its entities.
+_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;"})
+
+
 def _longest_backtick_run(text: str) -> int:
     return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
@@ -68,7 +71,7 @@ def issue_json(issue: Issue) -> dict[str, Any]:
 
 def md_text(text: str, limit: int = 300) -> str:
     """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
-    escaped = html.escape(_one_line(text, limit), quote=True).replace("@", "&#64;")
+    escaped = _one_line(text, limit).translate(_HTML_ESCAPES)
     return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, resolve_issue_id
@@ -13,16 +13,42 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome
 
 
+class Lead(Protocol):
+    """A ready issue read only as far as selection needs (`snapshot(leads=True)`); `parse()` reads it in full."""
+
+    id: str
+    path: str
+
+    def parse(self) -> Issue:
+        """The issue in full; ValueError for a file that cannot be read as one."""
+
+
 @dataclass
 class Snapshot:
-    """What selection needs: every ready issue in full, and the state of every issue."""
+    """What selection needs: every ready issue (in full, or as a `Lead`), and the state of every issue."""
 
-    issues: list[Issue]
+    issues: list[Issue]  # with `snapshot(leads=True)`, ready issues may be leads until `full()` reads them
     states: dict[str, str]
     gates: dict[str, Gate]
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
+
+    def full(self, issue: Issue) -> Issue | None:
+        """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.
+
+        Dropped as a full snapshot would have it: gone from `issues` and `states`, its file untouched.
+        """
+        lead = cast("Lead | Issue", issue)  # a lead stands in for the issue until read here
+        if isinstance(lead, Issue):
+            return lead
+        try:
+            return lead.parse()
+        except ValueError as exc:  # invalid JSON/UTF-8, too deep, IssueFormatError
+            self.warnings.append(f"{lead.path}: {exc}; skipped (left untouched)")
+            self.issues = [i for i in self.issues if i is not issue]
+            self.states.pop(lead.id, None)
+            return None
 
 
 # A gate run record as jit writes it to `gate-runs/<run_id>/result.json` (domain.gates.run_record).
@@ -34,6 +60,8 @@ Liveness = tuple[str | None, str | None]
 
 @dataclass(frozen=True)
 class Settlement:
+    """How a claim was settled, and what that changed besides."""
+
     outcome: Outcome  # done | gated | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
@@ -44,8 +72,10 @@ class Settlement:
 class Tracker(Protocol):
     location: str
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
-        """Every issue's state; issues in `full_states` in full (selection needs only `ready`)."""
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
+        """Every issue's state; issues in `full_states` in full (selection needs only `ready`).
+
+        `leads`: ready issues may come as leads, read in full only by `Snapshot.full` (a jit store)."""
 
     def issue_ids(self) -> list[str]:
         """Every issue id, for resolving `--issue` prefixes."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -16,15 +15,16 @@ from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.jit.store import JitStore
-from jit_dispatch.trackers.multi import MultiTracker
-from jit_dispatch.trackers.remote.git import Git, GitError
 
 if TYPE_CHECKING:
+    from jit_dispatch.trackers.remote.git import Git
     from jit_dispatch.trackers.remote.tracker import RemoteJitTracker
 
 
 @dataclass(frozen=True)
 class StoreChoice:
+    """Which tracker to open and how (the store options of the command line)."""
+
     jit_dir: tuple[Path, ...] = ()  # several: multi-repo dispatch
     sync: str = "none"
     remote: str = "origin"
@@ -87,16 +87,21 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
             else stack.enter_context(_remote_tracker(choice, root, context))
             for root in jit_roots(choice.jit_dir)
         ]
-        yield trackers[0] if len(trackers) == 1 else MultiTracker(trackers)
+        if len(trackers) == 1:
+            yield trackers[0]
+            return
+        from jit_dispatch.trackers.multi import MultiTracker  # several stores: not the common case
+
+        yield MultiTracker(trackers)
 
 
 @contextmanager
 def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> Iterator[RemoteJitTracker]:
     """The store at `root`, as the state branch of its repository's remote has it."""
-    from jit_dispatch.trackers.remote.tracker import (  # not imported on the local hot path
-        RemoteJitTracker,
-        RemoteSettings,
-    )
+    import tempfile
+
+    from jit_dispatch.trackers.remote.git import Git, GitError  # not imported on the local hot path
+    from jit_dispatch.trackers.remote.tracker import RemoteJitTracker, RemoteSettings
 
     anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
     git = Git(anchor)

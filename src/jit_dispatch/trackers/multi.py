@@ -24,12 +24,12 @@ class MultiTracker(TrackerDefaults):
         self.location = ", ".join(t.location for t in self.trackers)
         self._owner: dict[str, Tracker] = {}
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         wanted = tuple(full_states)
         merged = Snapshot(issues=[], states={}, gates={}, all_ids=[])
         locked: set[str] = set()
         for tracker in self.trackers:
-            part = tracker.snapshot(wanted)
+            part = tracker.snapshot(wanted, leads=leads)
             merged.issues.extend(part.issues)
             merged.states.update(part.states)
             for key, gate in part.gates.items():

@@ -227,9 +227,9 @@ class RefLockedTracker(GitHubTracker):
                 notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
-        snapshot = super().snapshot(full_states)
+        snapshot = super().snapshot(full_states, leads=leads)
         if State.IN_PROGRESS not in full_states:
             return snapshot
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):

@@ -44,10 +44,9 @@ from jit_dispatch.domain.issue import (
     Issue,
     parse_timestamp,
 )
-from jit_dispatch.domain.values import PRIORITY_RANK, Priority, State
+from jit_dispatch.domain.values import DEFAULT_READY_LABEL, PRIORITY_RANK, Priority, State
 
 CLAIMED_LABEL = "dispatch:claimed"
-DEFAULT_READY_LABEL = "dispatch"
 DEFAULT_PRIORITY_LABELS: tuple[tuple[str, str], ...] = tuple((p, f"priority:{p}") for p in PRIORITY_RANK)
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment
 TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})

@@ -118,7 +118,7 @@ class GitHubTracker:
         return rules.parse_issue_ref(issue_id)
 
     # ------------------------------------------------------------------ interface
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """Open issues with the ready label (and `dispatch:claimed` when claims are wanted in full).
 
         Comments are read only for claimed issues wanted in full (status, reap): a ready issue's

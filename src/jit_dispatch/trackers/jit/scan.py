@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from jit_dispatch.domain import boundedjson
 from jit_dispatch.domain.issue import Issue, issue_from_raw, may_hold_surrogate
 from jit_dispatch.domain.values import RESOLVED_STATES, State
 from jit_dispatch.trackers.jit.files import HEAD_BYTES, READ_FLAGS, Fingerprint, fingerprint, read_open
+from jit_dispatch.trackers.jit.leads import lead_of
 
 # In a pretty-printed issue only top-level keys sit at a two-space indent, and a raw newline
 # never occurs inside a JSON string, so these find the issue's own fields without parsing (when
@@ -24,6 +26,7 @@ _STATE_NAMES = {state.value.encode(): state.value for state in State}
 _DEPENDENCIES_KEY = b'\n  "dependencies": '
 _UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
 _ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
+_IDS = re.compile(_UUID[1:-1].decode())
 
 
 def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
@@ -32,14 +35,14 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
     match = _ID_LIST.match(data, start + len(_DEPENDENCIES_KEY)) if start >= 0 else None
     if match is None:
         return None
-    return tuple(dep[1:-1].decode() for dep in re.findall(_UUID, match.group()))
+    return tuple(_IDS.findall(match.group().decode()))
 
 
 # jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
 # anything else (`../x`, a NUL, a separator) is never used to build a path.
 _ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _ID_SHAPE = re.compile(_ID)
-_ID_LINES = re.compile(rf"(?:{_ID}\n)*")  # every id checked in one pass over "id\nid\n…"
+_ID_LINES = re.compile(rf"(?:{_ID}\n)*+")  # every id in one pass over "id\nid\n…" (possessive: no backtrack stack)
 
 
 def parse_issue(data: bytes, issue_id: str) -> Issue:
@@ -63,20 +66,25 @@ class Scan:
     """What one pass over the issue files found."""
 
     states: dict[str, str] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)  # those of the requested states, in full
+    issues: list[Issue] = field(default_factory=list)  # those of the requested states (ready: maybe leads)
     backlog: list[Waiting] = field(default_factory=list)
     seen: dict[str, Fingerprint] = field(default_factory=dict)  # unresolved issues' files, as read
     warnings: list[str] = field(default_factory=list)
 
 
-def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found: Scan) -> dict[str, str]:
+def scan_issues(
+    ids: list[str], directory: str, requested: frozenset[str], found: Scan, leads: bool = False
+) -> dict[str, str]:
     """Read every issue into `found`; returns the files that could not be read, id → cause.
 
     A file is opened, read in one read(), classified by a substring search for its state
     line (`_STATE_KEY`) and closed; only an unresolved issue's file is also fstat'ed, and only
     the states in `requested` (and backlog issues jit's way of writing cannot tell) parsed.
+    `leads`: a ready issue in jit's layout is read only as far as selection needs (`lead_of`).
     """
     backlog_in_full = State.BACKLOG in requested
+    leads = leads and State.READY in requested
+    lists: dict[bytes, tuple[str, ...]] = {}  # label and gate lists of leads, shared
     resolved = frozenset(str(state) for state in RESOLVED_STATES)
     unwanted = resolved - requested  # resolved issues not asked for: their state is all we keep
     open_, read, close, fstat = os.open, os.read, os.close, os.fstat
@@ -91,9 +99,9 @@ def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found
                 data = read(fd, HEAD_BYTES)
                 if not 0 < len(data) < HEAD_BYTES:  # empty, large, or not a regular file
                     data = read_open(fd, data)
-                at = data.find(key)
-                if at >= 0 and (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):
-                    at += key_length
+                line = data.find(key)
+                if line >= 0 and (data.endswith(b"\n}") or data.rstrip().endswith(b"\n}")):
+                    at = line + key_length
                     state = names.get(data[at : data.find(b'"', at)])
                 else:
                     state = None
@@ -106,6 +114,10 @@ def scan_issues(ids: list[str], directory: str, requested: frozenset[str], found
             unreadable[issue_id] = exc.strerror or str(exc)
             continue
         if state in unwanted:
+            states[issue_id] = state
+            continue
+        if leads and state == "ready" and (lead := lead_of(data, line, issue_id, path, lists)) is not None:
+            found.issues.append(cast(Issue, lead))  # stands in for the issue until `Snapshot.full` reads it
             states[issue_id] = state
             continue
         waiting = quick_dependencies(data) if state == "backlog" and not backlog_in_full else None

@@ -116,11 +116,11 @@ class JitStore(TrackerDefaults):
         path = self.root / "index.json"
         index = self._load_json(path)
         all_ids = index.get("all_ids") if isinstance(index, dict) else None
-        if not isinstance(all_ids, list) or not all(isinstance(i, str) for i in all_ids):
+        if not isinstance(all_ids, list) or not all(map(str.__instancecheck__, all_ids)):
             raise TrackerError(f"{path}: field 'all_ids' must be a list of issue ids")
         deleted = index.get("deleted_ids") or ()
         deleted = set(deleted) if isinstance(deleted, list) and all(isinstance(i, str) for i in deleted) else set()
-        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted]
+        ids = [i for i in dict.fromkeys(all_ids) if i not in deleted] if deleted else list(dict.fromkeys(all_ids))
         bad = check_ids(ids)
         self._index_warnings = [f"{path}: {i[:80]!r} is not an issue id (jit's ids are UUIDs); skipped" for i in bad]
         skip = set(bad)
@@ -139,13 +139,14 @@ class JitStore(TrackerDefaults):
             self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
         return self._gates
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """Every issue's state; issues in `full_states` parsed in full. Corrupt files: warned.
 
         This is the hot path (one file read per issue): plain string paths, no parse of the
         files whose state a substring search finds. Each backlog issue's dependencies are kept
         (read the same way unless backlog issues are wanted in full) for the promotions after a
-        `done`, so settling needs no second scan.
+        `done`, so settling needs no second scan. `leads`: ready issues in jit's layout are read only
+        as far as selection needs (trackers/jit/leads.py); `Snapshot.full` reads the ones it takes.
         """
         ids = self.issue_ids()
         found = Scan(warnings=list(self._index_warnings))
@@ -153,7 +154,7 @@ class JitStore(TrackerDefaults):
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
-            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found)
+            unreadable = scan_issues(ids, str(self.issues_dir), frozenset(full_states), found, leads)
         finally:
             if collecting:
                 gc.enable()
@@ -333,9 +334,10 @@ class JitStore(TrackerDefaults):
                 current[dep] = states.get(dep) if unchanged else self.state_of(dep)
             return current[dep]
 
+        resolved = RESOLVED_STATES
         for candidate, dependencies in backlog:
-            blockers = (dep for dep in dependencies if states.get(dep) not in RESOLVED_STATES)
-            if any(state_now(dep) not in RESOLVED_STATES for dep in blockers):
+            blockers = [dep for dep in dependencies if states.get(dep) not in resolved]
+            if blockers and (quiet or any(state_now(dep) not in resolved for dep in blockers)):  # quiet: as seen
                 continue
             with self._locked(candidate):
                 fresh = self.read_issue(candidate, strict=True)

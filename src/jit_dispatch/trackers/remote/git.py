@@ -41,10 +41,19 @@ class GitError(TrackerError):
         self.transient = transient  # worth another try within the push budget
 
 
+_PERMANENT = re.compile(r"\b(?:" + "|".join(re.escape(word) for word in _PERMANENT_WORDS) + r")\b")
+# Object ids and the uuids in our ref names are hex: "…a403f…" says nothing about permissions.
+_HEX_TOKEN = re.compile(r"\b[0-9a-f]{7,64}\b|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def refused(message: str, proc: subprocess.CompletedProcess[bytes]) -> GitError:
     """A remote's refusal, classified: permanent when git or the server says why in those words."""
-    text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace").lower()
-    return GitError(message, transient=not any(word in text for word in _PERMANENT_WORDS))
+    return GitError(message, transient=not is_permanent((proc.stdout + proc.stderr).decode("utf-8", errors="replace")))
+
+
+def is_permanent(output: str) -> bool:
+    """Whether what git printed names a refusal no retry can fix (whole words, object ids left out)."""
+    return _PERMANENT.search(_HEX_TOKEN.sub(" ", output.lower())) is not None
 
 
 def redact(text: str) -> str:

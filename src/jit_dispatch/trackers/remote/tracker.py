@@ -87,8 +87,9 @@ class RemoteJitTracker(TrackerDefaults):
     def hurry(self, seconds: float) -> None:
         self.git.deadline = time.monotonic() + seconds
 
-    def snapshot(self, full_states: Iterable[str] = ("ready",)) -> Snapshot:
-        """The view: the branch, pending results applied, claims the branch lacks folded in."""
+    def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
+        """The view: the branch, pending results applied, claims the branch lacks folded in. Issues
+        come in full (`leads` is for the local store's hot path)."""
         with self._busy:
             listing = self._viewed()
             snapshot = self.store.snapshot(tuple(full_states))
