@@ -43,23 +43,13 @@ class IssueFormatError(ValueError):
     """An issue file jit itself could not read; it is skipped, never rewritten."""
 
 
-@dataclass(frozen=True)
-class Issue:
-    """The fields dispatch decisions need; `raw` keeps the file's full JSON for writing back."""
+class IssueFacts:
+    """What follows from an issue's id, labels and context: shared by `Issue` and the hot path's leads."""
 
+    __slots__ = ()
     id: str
-    title: str
-    state: State
-    priority: Priority
-    assignee: str | None
-    dependencies: tuple[str, ...]
     labels: tuple[str, ...]
-    gates_required: tuple[str, ...]
-    gates_passed: frozenset[str]
     context: Mapping[str, str]
-    created_at: datetime
-    raw: dict[str, Any] = field(compare=False, repr=False)
-    created_ns: int = 0  # nanoseconds below `created_at`'s microsecond (jit writes 9 digits)
 
     @property
     def short_id(self) -> str:
@@ -75,6 +65,25 @@ class Issue:
             return max(0, int(self.context.get(CTX_ATTEMPTS, "0")))
         except ValueError:
             return 0
+
+
+@dataclass(frozen=True)
+class Issue(IssueFacts):
+    """The fields dispatch decisions need; `raw` keeps the file's full JSON for writing back."""
+
+    id: str
+    title: str
+    state: State
+    priority: Priority
+    assignee: str | None
+    dependencies: tuple[str, ...]
+    labels: tuple[str, ...]
+    gates_required: tuple[str, ...]
+    gates_passed: frozenset[str]
+    context: Mapping[str, str]
+    created_at: datetime
+    raw: dict[str, Any] = field(compare=False, repr=False)
+    created_ns: int = 0  # nanoseconds below `created_at`'s microsecond (jit writes 9 digits)
 
 
 @dataclass(frozen=True)

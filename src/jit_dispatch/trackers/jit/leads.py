@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 
-from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_PARKED_AT, PARKED_LABEL, Issue, parse_timestamp
+from jit_dispatch.domain.issue import Issue, IssueFacts, parse_timestamp
 from jit_dispatch.domain.values import Priority, State
 from jit_dispatch.trackers.jit.files import read_regular
 
@@ -113,7 +113,7 @@ def _passed(text: bytes) -> frozenset[str]:
     return frozenset(key[1:-1].decode() for key, members in gates.items() if members.get("status") == "passed")
 
 
-class Lead:
+class Lead(IssueFacts):
     """What selection reads of a ready issue (the attributes of `Issue` it uses); `parse()` gives the issue.
 
     A plain class with slots, not a dataclass: `once` builds thousands, and a dataclass costs
@@ -160,21 +160,6 @@ class Lead:
         self.created_at = created_at
         self.created_ns = created_ns
         self.path = path
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:8]
-
-    @property
-    def parked(self) -> bool:
-        return CTX_PARKED_AT in self.context or PARKED_LABEL in self.labels
-
-    @property
-    def failed_attempts(self) -> int:
-        try:
-            return max(0, int(self.context.get(CTX_ATTEMPTS, "0")))
-        except ValueError:
-            return 0
 
     def parse(self) -> Issue:
         """The issue in full, read again and checked like every other (ValueError: unreadable as one).
