@@ -102,6 +102,11 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="A command that must pass after a successful command, for any tracker (repeatable).",
         ),
     ]
+    return _stacked(func, decorators)
+
+
+def _stacked(func: Callable[..., Any], decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """`func` under `decorators`, applied as if written above it in this order (so --help lists them so)."""
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
@@ -173,10 +178,7 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="jit: the .jit/ store. github: GitHub Issues of --github-repo (see the --github-* options).",
         ),
     ]
-    func = github_options(func)  # listed right after --tracker in --help
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+    return _stacked(github_options(func), decorators)  # the GitHub options listed right after --tracker in --help
 
 
 def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -233,9 +235,7 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "Default: priority:critical|high|normal|low. Unlabelled: normal.",
         ),
     ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+    return _stacked(func, decorators)
 
 
 config_option = env_option(
