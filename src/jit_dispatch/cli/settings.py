@@ -72,7 +72,7 @@ class Scope:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Scope:
         labels, excluded = tuple(options["labels"]), tuple(options["exclude_labels"])
-        return cls(labels, excluded, options["min_priority"], options["issue"])
+        return cls(labels, excluded, options["min_priority"], options.get("issue"))  # no --issue in dispatch.toml
 
     def filters(self, tracker: Tracker) -> Filters:
         """The scope as selection filters; `--issue` resolved against the tracker (a prefix, `#12`)."""
@@ -169,11 +169,10 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
         raise UsageError(f"--agent: {exc}") from None
     if not (values["command"] or "").strip():
         raise UsageError("--command: missing (pass --command, or give the agent a command in dispatch.toml)")
-    scope = Scope(tuple(values["labels"]), tuple(values["exclude_labels"]), values["min_priority"], values.get("issue"))
     return AgentSettings(
         agent=agent,
         command=values["command"],
-        scope=scope,
+        scope=Scope.from_options(values),
         timeout=values["timeout"],
         max_attempts=values["max_attempts"],
         shell=values["shell"],
