@@ -129,7 +129,6 @@ def once(**options: Any) -> None:
             settings.run.scope.filters(tracker),
             settings.store,
             context,
-            heartbeat=settings.heartbeat,
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )

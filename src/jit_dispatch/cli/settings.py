@@ -106,8 +106,7 @@ class OnceSettings:
     """Everything `once` was told, after the precedence chain."""
 
     run: AgentSettings
-    store: StoreChoice
-    heartbeat: float | None
+    store: StoreChoice  # its heartbeat: --heartbeat, else the default for the store
     dry_run: bool
     fail_on_command_failure: bool
     allow_workflow_commands: bool
@@ -136,7 +135,6 @@ def build_request(
     store: StoreChoice,
     context: GitHubContext,
     *,
-    heartbeat: float | None = None,
     dry_run: bool = False,
     spread: tuple[int, int] = (0, 1),
 ) -> Request:
@@ -153,7 +151,7 @@ def build_request(
         run_ref=context.run_reference(),
         spread_index=spread[0],
         spread_total=spread[1],
-        heartbeat_seconds=heartbeat or default_heartbeat(store),
+        heartbeat_seconds=store.heartbeat or default_heartbeat(store),
         scratch_dir=context.runner_temp,
         gates=run.gates,
         on_gate_failure=run.on_gate_failure,
@@ -200,7 +198,6 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
             heartbeat=values["heartbeat"],
             read_only=values["dry_run"],
         ),
-        heartbeat=values["heartbeat"],
         dry_run=values["dry_run"],
         fail_on_command_failure=values["fail_on_command_failure"],
         allow_workflow_commands=values["allow_workflow_commands"],
