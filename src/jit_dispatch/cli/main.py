@@ -21,8 +21,7 @@ from jit_dispatch.cli.settings import Scope, build_request, once_settings, store
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
-from jit_dispatch.domain.selection import plan
-from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for
+from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for, plan_for
 from jit_dispatch.errors import DispatchError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
@@ -157,7 +156,7 @@ def ready(show_all: bool, as_json: bool, **options: Any) -> None:
     with open_tracker(store_choice(options, read_only=True), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
         snapshot = tracker.snapshot()
-    result = plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked)
+    result = plan_for(snapshot, filters)
     warn(snapshot.warnings, context)
     held = result.held if show_all else []
     gates = snapshot.gates

@@ -133,6 +133,11 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
+def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True) -> selection.Plan:
+    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason."""
+    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates)
+
+
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
     """The plan with the held issues the report lists and the first `candidates` read in full.
 
@@ -168,9 +173,7 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        plan = selection.plan(
-            snapshot.issues, snapshot.states, snapshot.gates, request.filters, snapshot.locked, request.gates == "run"
-        )
+        plan = plan_for(snapshot, request.filters, request.gates == "run")
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
         if collecting:

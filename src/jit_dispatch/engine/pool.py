@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Request, Result, claim_first, run_claimed
+from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Tracker
@@ -196,20 +195,13 @@ class Pool:
     def fill(self) -> tuple[int, dict[str, Any]]:
         """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
         snapshot = self.tracker.snapshot()
-        overall = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, Filters(), snapshot.locked)
+        overall = plan_for(snapshot, Filters())
         taken: set[str] = set()
         claimed_now = 0
         for slot in self.slots:
             if slot.free <= 0 or self.cancel.cancelled:
                 continue
-            plan = selection.plan(
-                snapshot.issues,
-                snapshot.states,
-                snapshot.gates,
-                slot.request.filters,
-                snapshot.locked,
-                slot.request.gates == "run",
-            )
+            plan = plan_for(snapshot, slot.request.filters, slot.request.gates == "run")
             candidates = [issue for issue in plan.dispatchable if issue.id not in taken]
             while slot.free > 0 and candidates and not self.cancel.cancelled:
                 claimed = claim_first(self.tracker, slot.request, candidates, self.cancel)
