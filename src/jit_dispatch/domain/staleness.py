@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
+from jit_dispatch.domain.values import State
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def dispatcher_claims(issues: Iterable[Issue], now: datetime) -> list[Claim]:
     claims = []
     for issue in issues:
         claimed_at = _timestamp(issue, CTX_CLAIMED_AT)
-        if issue.state != "in_progress" or claimed_at is None:
+        if issue.state != State.IN_PROGRESS or claimed_at is None:
             continue
         heartbeat = _timestamp(issue, CTX_HEARTBEAT_AT)
         alive = max(claimed_at, heartbeat) if heartbeat else claimed_at
