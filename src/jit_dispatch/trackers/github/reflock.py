@@ -221,8 +221,7 @@ class RefLockedTracker(GitHubTracker):
                 markers = self._markers(number)
                 if rules.live_claims(markers):
                     continue  # a claim by comment only: the reaper's, by its timestamps
-                settles = [m for m in markers if m.kind in (DONE, RELEASE)]
-                last = settles[-1] if settles else None
+                last = rules.last_settle(markers)
                 notes.append(f"removed {rules.CLAIMED_LABEL} from #{number}: no lock and no live claim")
                 notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes

@@ -334,10 +334,9 @@ class GitHubTracker:
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
             for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                 markers = self._markers(raw["number"])
-                settles = [m for m in markers if m.kind in ("done", "release")]
-                if rules.live_claims(markers) or not settles:
+                last = rules.last_settle(markers)
+                if rules.live_claims(markers) or last is None:
                     continue  # running, or claimed by a person: the reaper's business
-                last = settles[-1]
                 notes.append(f"finished the {last.kind} settle of #{raw['number']} left half-done")
                 notes += self.finish_step(raw["number"], last.kind, bool(last.data.get("parked")))
         return notes
