@@ -27,7 +27,7 @@ from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
 from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
-from jit_dispatch.trackers.github.tracker import GitHubTracker, _Held
+from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held
 
 
 class RefLockedTracker(GitHubTracker):
@@ -200,7 +200,7 @@ class RefLockedTracker(GitHubTracker):
                 self._close_and_unlabel(number, record.kind, record.parked)
                 self.refs.delete(number, sha)
         except TrackerError as exc:
-            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+            return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
     # ------------------------------------------------------------------ repair and reap
@@ -239,7 +239,7 @@ class RefLockedTracker(GitHubTracker):
                 record = self.refs.record(sha)
                 if record is not None and record.kind != CLAIM:
                     unfinished = f"#{number}: its {record.kind} settle is unfinished"
-                    snapshot.warnings.append(unfinished + "; the next once, reap or status --repair finishes it")
+                    snapshot.warnings.append(f"{unfinished}; {FINISHED_LATER}")
                 if record is None or record.kind != CLAIM:
                     continue
                 beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's

@@ -27,6 +27,8 @@ from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapsho
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 
+FINISHED_LATER = "the next once, reap or status --repair finishes it"  # a settle left half-done
+
 
 @dataclass
 class _Held:
@@ -318,7 +320,7 @@ class GitHubTracker:
             with self.api.doing(f"finish the settle of {issue_id}"), self.api.persistent():
                 self._close_and_unlabel(number, kind, parked)
         except TrackerError as exc:
-            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+            return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
     def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
