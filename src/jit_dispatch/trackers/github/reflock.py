@@ -27,7 +27,7 @@ from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
 from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
-from jit_dispatch.trackers.github.tracker import GitHubTracker, _Held
+from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held
 
 
 class RefLockedTracker(GitHubTracker):
@@ -200,7 +200,7 @@ class RefLockedTracker(GitHubTracker):
                 self._close_and_unlabel(number, record.kind, record.parked)
                 self.refs.delete(number, sha)
         except TrackerError as exc:
-            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+            return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
     # ------------------------------------------------------------------ repair and reap
@@ -221,8 +221,7 @@ class RefLockedTracker(GitHubTracker):
                 markers = self._markers(number)
                 if rules.live_claims(markers):
                     continue  # a claim by comment only: the reaper's, by its timestamps
-                settles = [m for m in markers if m.kind in (DONE, RELEASE)]
-                last = settles[-1] if settles else None
+                last = rules.last_settle(markers)
                 notes.append(f"removed {rules.CLAIMED_LABEL} from #{number}: no lock and no live claim")
                 notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes
@@ -240,7 +239,7 @@ class RefLockedTracker(GitHubTracker):
                 record = self.refs.record(sha)
                 if record is not None and record.kind != CLAIM:
                     unfinished = f"#{number}: its {record.kind} settle is unfinished"
-                    snapshot.warnings.append(unfinished + "; the next once, reap or status --repair finishes it")
+                    snapshot.warnings.append(f"{unfinished}; {FINISHED_LATER}")
                 if record is None or record.kind != CLAIM:
                     continue
                 beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's

@@ -212,6 +212,12 @@ def find_marker(markers: Iterable[Marker], kind: str, nonce: str) -> Marker | No
     return next((m for m in markers if m.kind == kind and m.nonce == nonce), None)
 
 
+def last_settle(markers: Iterable[Marker]) -> Marker | None:
+    """The latest done or release marker (markers come in comment order), if any."""
+    settles = [m for m in markers if m.kind in ("done", "release")]
+    return settles[-1] if settles else None
+
+
 def failed_attempts(markers: Iterable[Marker]) -> int:
     """Failure markers since the last reset (`unpark`): the attempts the issue has used up.
 

@@ -27,6 +27,8 @@ from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapsho
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 
+FINISHED_LATER = "the next once, reap or status --repair finishes it"  # a settle left half-done
+
 
 @dataclass
 class _Held:
@@ -318,7 +320,7 @@ class GitHubTracker:
             with self.api.doing(f"finish the settle of {issue_id}"), self.api.persistent():
                 self._close_and_unlabel(number, kind, parked)
         except TrackerError as exc:
-            return (f"{exc}; the result is recorded, and the next once, reap or status --repair finishes it",)
+            return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
     def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
@@ -334,10 +336,9 @@ class GitHubTracker:
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
             for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                 markers = self._markers(raw["number"])
-                settles = [m for m in markers if m.kind in ("done", "release")]
-                if rules.live_claims(markers) or not settles:
+                last = rules.last_settle(markers)
+                if rules.live_claims(markers) or last is None:
                     continue  # running, or claimed by a person: the reaper's business
-                last = settles[-1]
                 notes.append(f"finished the {last.kind} settle of #{raw['number']} left half-done")
                 notes += self.finish_step(raw["number"], last.kind, bool(last.data.get("parked")))
         return notes

@@ -9,6 +9,7 @@ from a dead one by watching the ref's value change, without reading anyone's clo
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from jit_dispatch.domain import transitions
@@ -18,6 +19,26 @@ _KEYS = ("agent", "run", "attempt", "heartbeat", "at", "beat", "beat-at", "nonce
 
 def one_line(value: str) -> str:
     return " ".join(value.split())
+
+
+def render_note(headline: str, fields: Mapping[str, object]) -> str:
+    """A lock's or a result's commit message: the headline, then one `key: value` line per field set."""
+    body = "".join(f"{key}: {one_line(str(value))}\n" for key, value in fields.items() if value is not None)
+    return f"{headline}\n\n{body}"
+
+
+def note_fields(message: str) -> list[tuple[str, str]]:
+    """The `key: value` lines after the headline, in order; any other line is ignored."""
+    pairs = []
+    for line in message.splitlines()[1:]:
+        key, sep, value = line.partition(": ")
+        if sep:
+            pairs.append((key, value.strip()))
+    return pairs
+
+
+def int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -54,30 +75,21 @@ class LockInfo:
             "beat-at": self.beat_at,
             "nonce": secrets.token_hex(6),
         }
-        body = "".join(f"{key}: {one_line(str(value))}\n" for key, value in fields.items() if value is not None)
-        return f"jit-dispatch lock {issue_id}\n\n{body}"
+        return render_note(f"jit-dispatch lock {issue_id}", fields)
 
 
 def parse_lock(message: str) -> LockInfo:
     """Whatever the commit says; unknown or malformed lines are ignored (a lock from any version)."""
-    fields: dict[str, str] = {}
-    for line in message.splitlines()[1:]:
-        key, sep, value = line.partition(": ")
-        if sep and key in _KEYS:
-            fields[key] = value.strip()
+    fields = {key: value for key, value in note_fields(message) if key in _KEYS}
     return LockInfo(
         agent=fields.get("agent") or None,
         run=fields.get("run"),
-        attempt=_int(fields.get("attempt")),
+        attempt=int_or_none(fields.get("attempt")),
         heartbeat=_interval(fields.get("heartbeat")),
         at=fields.get("at"),
-        beat=_int(fields.get("beat")) or 0,
+        beat=int_or_none(fields.get("beat")) or 0,
         beat_at=fields.get("beat-at"),
     )
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
 
 
 def _interval(text: str | None) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import subprocess
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -118,12 +119,17 @@ class Plumbing:
         present = self.batch_check(([f"{listing.tip}^{{commit}}"] if new_tip else []) + [refs[r] for r in unknown])
         need_tip = new_tip and present.pop(0) is None
         specs = [ref for ref, found in zip(unknown, present, strict=True) if found is None]
-        if need_tip:
-            specs.insert(0, f"+refs/heads/{self.settings.branch}:{self.private_ref}")
-        if specs:
-            depth = ["--depth=1"] if self._shallow and need_tip else []
-            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, *specs,
-                         check=False)  # fmt: skip
+        if need_tip or specs:
+            self._fetch(*specs, tip=need_tip, check=False)
+
+    def _fetch(self, *specs: str, tip: bool = False, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """`git fetch` of `specs`; with `tip`, first the branch tip into the private ref (one commit
+        deep in a shallow clone)."""
+        if tip:
+            specs = (f"+refs/heads/{self.settings.branch}:{self.private_ref}", *specs)
+        depth = ["--depth=1"] if self._shallow and tip else []
+        args = ("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, *specs)
+        return self.git.run(*args, check=check)
 
     def messages(self, refs: dict[str, str]) -> dict[str, str] | None:
         """Ref → the message of the commit it points at; None when one vanished meanwhile. Such
@@ -133,9 +139,7 @@ class Plumbing:
             found = self.batch(missing)
             absent = [ref for ref, sha in refs.items() if sha in missing and found[missing.index(sha)] is None]
             if absent:
-                fetched = self.git.run(
-                    "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", self.settings.remote, *absent, check=False
-                )
+                fetched = self._fetch(*absent, check=False)
                 if fetched.returncode != 0:
                     if b"couldn't find remote ref" not in fetched.stderr:
                         raise refused(f"git fetch failed: {last_line(fetched)}", fetched)
@@ -179,9 +183,7 @@ class Plumbing:
         path = self.settings.jit_path
         have_tip, have_store = (b is not None for b in self.batch_check([f"{tip}^{{commit}}", f"{tip}:{path}"]))
         if not have_tip:
-            depth = ["--depth=1"] if self._shallow else []
-            spec = f"+refs/heads/{self.settings.branch}:{self.private_ref}"
-            self.git.run("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", *depth, self.settings.remote, spec)
+            self._fetch(tip=True)
             tip = self.git.out("rev-parse", self.private_ref)
             have_store = self.batch_check([f"{tip}:{path}"])[0] is not None
         if not have_store:

@@ -19,7 +19,7 @@ from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement
 from jit_dispatch.trackers.jit.store import JitStore
-from jit_dispatch.trackers.remote.locks import LockInfo, one_line
+from jit_dispatch.trackers.remote.locks import LockInfo, int_or_none, note_fields, render_note
 
 COMPLETE, RELEASE = "complete", "release"
 
@@ -52,8 +52,7 @@ class ResultInfo:
             "seen-heartbeat-at": self.seen[1] if self.seen else None,
             "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
         }
-        body = "".join(f"{key}: {one_line(str(value))}\n" for key, value in fields.items() if value is not None)
-        return f"jit-dispatch result {issue_id}\n\n{body}"
+        return render_note(f"jit-dispatch result {issue_id}", fields)
 
     def apply(self, store: JitStore, issue_id: str) -> Settlement:
         """Replay the claim (when the branch never got it) and the settlement on `store`."""
@@ -70,28 +69,22 @@ class ResultInfo:
 
 
 def parse_result(message: str) -> ResultInfo:
-    fields: dict[str, str] = {}
-    for line in message.splitlines()[1:]:
-        key, sep, value = line.partition(": ")
-        if sep:
-            fields.setdefault(key, value.strip())
-    attempt = fields.get("attempt", "")
+    fields = dict(reversed(note_fields(message)))  # the first of a repeated key counts
     claim = LockInfo(
         agent=fields.get("agent"),
         run=fields.get("run"),
-        attempt=int(attempt) if attempt.isdigit() else None,
+        attempt=int_or_none(fields.get("attempt")),
         at=fields.get("claimed-at"),
     )
     seen = None
     if "seen-claimed-at" in fields or "seen-heartbeat-at" in fields:
         seen = (fields.get("seen-claimed-at"), fields.get("seen-heartbeat-at"))
-    max_attempts = fields.get("max-attempts", "")
     return ResultInfo(
         op=fields.get("op", ""),
         claim=claim,
         at=fields.get("settled-at") or transitions.format_timestamp(),
         reason=fields.get("reason", ""),
-        max_attempts=int(max_attempts) if max_attempts.isdigit() else 0,
+        max_attempts=int_or_none(fields.get("max-attempts")) or 0,
         seen=seen,
         gate_runs=_gate_runs(fields.get("gate-runs", "")),
     )

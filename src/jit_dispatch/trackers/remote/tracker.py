@@ -189,18 +189,13 @@ class RemoteJitTracker(TrackerDefaults):
             return pushed
 
     def unpark(self, issue_id: str) -> bool:
-        def step(attempt: int) -> bool | object:
-            with self._busy:
-                try:
-                    listing = self._viewed()
-                    if not self.store.unpark(issue_id):
-                        return False
-                    self._items.append(("unpark", issue_id, "human"))
-                    return True if self._push_fold(listing) else _AGAIN
-                finally:
-                    self.plumbing.discard_changes()
+        def change(listing: Listing) -> bool | None:
+            if not self.store.unpark(issue_id):
+                return False
+            self._items.append(("unpark", issue_id, "human"))
+            return None
 
-        return self._retrying(f"unparking {issue_id[:8]}", step)
+        return self._folding(f"unparking {issue_id[:8]}", change)
 
     def issue_ids(self) -> list[str]:
         with self._busy:
@@ -391,23 +386,32 @@ class RemoteJitTracker(TrackerDefaults):
     def _fold(self, ref: str | None, deadline: float) -> None:
         """Fold until `ref` (else every pending result) is on the branch, by us or another runner."""
 
-        def step(attempt: int) -> bool | object:
-            with self._busy:
-                try:
-                    listing = self._viewed()
-                    if ref not in listing.results if ref else not listing.results:
-                        return True
-                    return True if self._push_fold(listing) else _AGAIN
-                finally:
-                    self.plumbing.discard_changes()
+        def change(listing: Listing) -> bool | None:
+            return True if (ref not in listing.results if ref else not listing.results) else None
 
         try:
-            self._retrying(f"folding {ref or 'pending results'}", step, deadline)
+            self._folding(f"folding {ref or 'pending results'}", change, deadline)
         except TrackerError as exc:
             if ref is None:
                 raise
             raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
                                f"and the next run folds it ({exc})") from None  # fmt: skip
+
+    def _folding(self, what: str, change: Callable[[Listing], bool | None], deadline: float | None = None) -> bool:
+        """View the remote, let `change` edit the store (or return the answer: nothing to fold), then
+        push the fold; again after a lost race (`_retrying`)."""
+
+        def step(attempt: int) -> bool | object:
+            with self._busy:
+                try:
+                    listing = self._viewed()
+                    if (answer := change(listing)) is not None:
+                        return answer
+                    return True if self._push_fold(listing) else _AGAIN
+                finally:
+                    self.plumbing.discard_changes()
+
+        return self._retrying(what, step, deadline)
 
     def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
         """Run `step` until it returns a value: again after a lost race or a transient failure, with
