@@ -259,11 +259,14 @@ def test_every_input_and_output_is_documented_in_the_readme() -> None:
 
 
 def test_third_party_actions_are_pinned_to_commits() -> None:
+    checked = 0
     for path in [PROJECT_ROOT / "action.yml", *sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))]:
         for ref in re.findall(r"uses:\s*([^\s#]+)", path.read_text()):
             if ref.startswith("./"):
                 continue
+            checked += 1
             assert re.search(r"@[0-9a-f]{40}$", ref), f"{path.name}: {ref} is not pinned to a commit"
+    assert checked, "no third-party `uses:` found: the pattern no longer matches"
 
 
 def test_no_step_changes_the_callers_environment() -> None:

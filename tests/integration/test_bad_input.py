@@ -123,6 +123,7 @@ def test_corrupt_issue_files_are_skipped_with_a_warning_and_never_rewritten(
         if result.json["outcome"] == "idle":
             break
     assert outcomes == [("done", good_high), ("done", good_low), ("idle", None)]
+    assert corrupt, "the test needs corrupt files to watch"
     for path, data in corrupt.items():
         assert path.read_bytes() == data, f"{path.name} was rewritten"
     assert not list((root / "issues").glob("*.tmp"))

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import responses
 
-from github_fake import BOT, REPO, FakeGitHub
+from github_fake import BOT, REPO, FakeGitHub, serving, without_pacing
 from helpers import clean_env, run_cli
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import LockWatch, lock_is_dead
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.github import api as github_api
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.records import (
     CLAIM,
@@ -33,15 +31,13 @@ ME = frozenset({BOT["login"]})
 
 @pytest.fixture
 def fake() -> Iterator[FakeGitHub]:
-    server = FakeGitHub()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        server.install(mock)
+    with serving() as server:
         yield server
 
 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(github_api, "THROTTLE", False)
+    without_pacing(monkeypatch)
 
 
 def tracker(sleeps: list[float] | None = None, **kw: Any) -> RefLockedTracker:

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import responses
 
-from github_fake import REPO, FakeGitHub, user
+from github_fake import REPO, FakeGitHub, serving, user, without_pacing
 from helpers import PROJECT_ROOT, clean_env, parse_outputs
 from jit_dispatch.cli.main import main
 from jit_dispatch.domain.selection import Filters, plan
@@ -39,15 +38,13 @@ COMMENTS = r"/repos/octo-org/widgets/issues/\d+/comments"
 
 @pytest.fixture
 def fake() -> Iterator[FakeGitHub]:
-    server = FakeGitHub()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        server.install(mock)
+    with serving() as server:
         yield server
 
 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(github_api, "THROTTLE", False)
+    without_pacing(monkeypatch)
 
 
 def tracker(**settings: Any) -> GitHubTracker:

@@ -226,6 +226,8 @@ def test_start_polls_until_every_issue_is_done(pool_store, tmp_path: Path) -> No
     assert len({issue for _, _, issue, _ in entries}) == 20
     assert max_concurrency(entries)["agent:any"] >= 2, "the pool runs commands concurrently"
     # Every db issue ran on db-1 or any, every web issue on web.
+    web_starts = [agent for kind, agent, issue, _ in entries if kind == "START" and "component:web" in labels[issue]]
+    assert web_starts, "no web issue ran: the routing rule went unchecked"
     for kind, agent, issue, _ in entries:
         if kind == "START" and "component:web" in labels[issue]:
             assert agent == "agent:web"

@@ -25,7 +25,7 @@ import pytest
 
 from helpers import GIT_IDENTITY, Remote, clean_env, git, make_remote, run_cli
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
-from remote_runs import LOCKS, assert_remote_store_valid, finish, install_hook, start, wait_for
+from remote_runs import LOCKS, assert_remote_store_valid, finish, held_command, install_hook, start, wait_for
 
 EMPTY_TREE_INPUT = b""
 ZERO = "0" * 40
@@ -333,8 +333,8 @@ def test_a_claim_taken_away_while_running_ends_lost_and_overwrites_nothing(tmp_p
     remote = make_remote(tmp_path, [NewIssue("reassigned")])
     target = remote.ids[0]
     clone, head = clones(remote, tmp_path, 1)[0]
-    started, go = tmp_path / "started", tmp_path / "go"
-    proc = start(clone, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done")
+    command, started, go = held_command(tmp_path)
+    proc = start(clone, "w", command)
     try:
         wait_for(started.exists, 30, "the command to start")
         wait_for(lambda: remote.issue(target)["assignee"] == "agent:w", 30, "the claim to be recorded")

@@ -21,7 +21,7 @@ import pytest
 
 from helpers import Remote, clean_env, git, make_remote, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
-from remote_runs import LOCKS, assert_remote_store_valid, finish, install_hook, start, wait_for
+from remote_runs import LOCKS, assert_remote_store_valid, finish, held_command, install_hook, start, wait_for
 
 FAKETIME = shutil.which("faketime")
 
@@ -100,8 +100,8 @@ def test_reap_with_a_tiny_threshold_never_releases_a_live_claim(tmp_path: Path) 
     remote = make_remote(tmp_path, [NewIssue("long run")])
     target = remote.ids[0]
     runner, reaper = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "reaper")
-    started, go = tmp_path / "started", tmp_path / "go"
-    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "1s")
+    command, started, go = held_command(tmp_path)
+    proc = start(runner, "w", command, "--heartbeat", "1s")
     try:
         wait_for(started.exists, 60, "the command to start")
         wait_for(lambda: remote.issue(target)["state"] == "in_progress", 60, "the claim on the branch")
@@ -141,15 +141,17 @@ def test_a_reaper_looping_with_a_tiny_threshold_during_a_fan_out_releases_nothin
 
 
 def test_refused_heartbeats_are_retried_and_do_not_stop_the_command(tmp_path: Path) -> None:
-    """A remote refusing 30% of heartbeat pushes: a refused beat is not a verdict; the runner retries
-    it soon and its command runs to the end."""
+    """A remote refusing the first heartbeat push and 30% of the rest: a refused beat is not a
+    verdict; the runner retries it soon and its command runs to the end."""
     remote = make_remote(tmp_path, [NewIssue("long run on a flaky remote")])
     refusals = tmp_path / "refusals"
     install_hook(
         remote,
         f"""while read -r old new ref; do
   if [ "${{ref#{LOCKS}}}" != "$ref" ] && [ "$old" != {"0" * 40} ] && [ "$new" != {"0" * 40} ]; then
-    if [ $((RANDOM % 10)) -lt 3 ]; then echo x >> {refusals}; echo "busy, try again" >&2; exit 1; fi
+    if [ ! -f {refusals} ] || [ $((RANDOM % 10)) -lt 3 ]; then
+      echo x >> {refusals}; echo "busy, try again" >&2; exit 1
+    fi
   fi
 done
 exit 0
@@ -158,6 +160,7 @@ exit 0
     runner = remote.clone(tmp_path / "runner")
     code, result, stderr = finish(start(runner, "w", "sleep 7", "--heartbeat", "1.5s"))
     assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+    assert refusals.exists(), "no heartbeat was refused: the retry went untested"
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 
@@ -167,8 +170,8 @@ def test_a_late_result_of_a_runner_whose_claim_was_taken_back_is_refused(tmp_pat
     remote = make_remote(tmp_path, [NewIssue("taken back")])
     target = remote.ids[0]
     runner, admin = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "admin")
-    started, go = tmp_path / "started", tmp_path / "go"
-    proc = start(runner, "w", f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", "--heartbeat", "10m")
+    command, started, go = held_command(tmp_path)
+    proc = start(runner, "w", command, "--heartbeat", "10m")
     try:
         wait_for(started.exists, 60, "the command to start")
         released = run_cli("release", target[:8], "taken back by hand", "--sync", "git", cwd=admin)

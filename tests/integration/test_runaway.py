@@ -64,6 +64,15 @@ def survivors(pids: Path, name: str) -> list[int]:
     return left
 
 
+def start_once(created: JitStore, cwd: Path, command: str, *extra: str) -> subprocess.Popen[str]:
+    """`jit-dispatch once` as a real process running `command` on `created`."""
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", *extra]
+    return subprocess.Popen(
+        [*argv, "--command", command, "--jit-dir", str(created.root)],
+        cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def store(new_store) -> tuple[JitStore, str]:
     created, (issue_id,) = new_store(NewIssue("refuses to die"))
@@ -73,12 +82,7 @@ def store(new_store) -> tuple[JitStore, str]:
 def test_no_descendant_survives_a_timeout(store: tuple[JitStore, str], tmp_path: Path) -> None:
     created, issue_id = store
     pids, ready, name = tmp_path / "pids", tmp_path / "ready", f"runaway-{uuid.uuid4().hex[:8]}"
-    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--timeout", "1"]
-    command = runaway_command(pids, ready, name)
-    proc = subprocess.Popen(
-        [*argv, "--command", command, "--jit-dir", str(created.root)],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_once(created, tmp_path, runaway_command(pids, ready, name), "--timeout", "1")
     try:
         wait_for(ready, proc)
         _, stderr = proc.communicate(timeout=30)
@@ -96,12 +100,7 @@ def test_no_descendant_survives_a_timeout(store: tuple[JitStore, str], tmp_path:
 def test_no_descendant_survives_a_cancel(store: tuple[JitStore, str], tmp_path: Path, signum: int) -> None:
     created, issue_id = store
     pids, ready, name = tmp_path / "pids", tmp_path / "ready", f"runaway-{uuid.uuid4().hex[:8]}"
-    argv = [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1"]
-    command = runaway_command(pids, ready, name)
-    proc = subprocess.Popen(
-        [*argv, "--command", command, "--jit-dir", str(created.root)],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_once(created, tmp_path, runaway_command(pids, ready, name))
     try:
         wait_for(ready, proc)
         sent = time.monotonic()

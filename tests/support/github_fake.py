@@ -18,10 +18,12 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import responses
 
 from github_git import GitDatabase
@@ -411,3 +413,19 @@ class FakeGitHub(GitDatabase):
             blockers = [self.issues[n] for n in self.blocked_by.get(int(m.group(1)), [])]
             return self._page(path, query, blockers)
         return not_found
+
+
+@contextmanager
+def serving(server: FakeGitHub | None = None) -> Iterator[FakeGitHub]:
+    """The fake answering this process's `requests` (`responses`) for the block's duration."""
+    server = server if server is not None else FakeGitHub()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        server.install(mock)
+        yield server
+
+
+def without_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No client-side throttling between GitHub calls (imported here, lazily, to keep this module light)."""
+    from jit_dispatch.trackers.github import api as github_api
+
+    monkeypatch.setattr(github_api, "THROTTLE", False)

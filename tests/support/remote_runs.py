@@ -35,6 +35,12 @@ def once_argv(agent: str, command: str, *extra: str) -> list[str]:
     ]
 
 
+def held_command(tmp_path: Path) -> tuple[str, Path, Path]:
+    """(command, started, go): a command that creates `started`, then runs until `go` exists."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    return f"touch {started}; while [ ! -f {go} ]; do sleep 0.05; done", started, go
+
+
 def start(clone: Path, agent: str, command: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         once_argv(agent, command, *extra),
