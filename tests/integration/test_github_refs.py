@@ -244,3 +244,29 @@ def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
     fake.requests.clear()
     idle = dispatch_once(tracker(), Request(agent="agent:a", command="true", run_ref="r"), CancelToken(), Quiet())
     assert idle.outcome == "idle" and len(fake.requests) == 5
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_lock_creation_that_landed_behind_an_error_is_recognised_not_retried_blindly(
+    fake: FakeGitHub, status: int
+) -> None:
+    """POST git/refs lands, but the answer is an error: the retry reads the ref first, finds its own
+    commit there, and claims once (a blind retry would get 422 and give its own claim away)."""
+    fake.add_issue(1)
+    fake.fail("POST", rf"/repos/{REPO}/git/refs", status, "Bad Gateway", apply_first=True)
+    claimed = tracker().claim("#1", "agent:a", "r", Filters())
+    assert claimed is not None and claimed.state == "in_progress"
+    assert fake.count("POST", rf"/repos/{REPO}/git/refs") == 1, "no second create once the first had landed"
+    assert record(fake).agent == "agent:a" and kinds(fake) == ["claim"]
+    assert tracker().claim("#1", "agent:b", "r", Filters()) is None, "and the lock holds"
+
+
+def test_a_lock_creation_lost_behind_an_error_to_another_runner_is_not_taken_for_ours(fake: FakeGitHub) -> None:
+    """The first POST fails without landing and meanwhile another runner creates the lock: the retry
+    sees a lock that is not its commit and gives up, rather than running the issue twice."""
+    fake.add_issue(1)
+    assert tracker().claim("#1", "agent:b", "r", Filters()) is not None
+    fake.issues[1]["labels"] = [lb for lb in fake.issues[1]["labels"] if lb["name"] != "dispatch:claimed"]  # a lag
+    fake.fail("POST", rf"/repos/{REPO}/git/refs", 502, "Bad Gateway")
+    assert tracker().claim("#1", "agent:a", "r", Filters()) is None
+    assert record(fake).agent == "agent:b" and kinds(fake) == ["claim"]
