@@ -190,6 +190,10 @@ class JitStore(TrackerDefaults):
         issue = self.read_issue(issue_id)
         return issue.state if issue else None
 
+    def _dependency_states(self, issue: Issue) -> dict[str, str]:
+        """The states of the issue's dependencies as they are on disk now (absent ones left out)."""
+        return {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
+
     def issue_file(self, issue_id: str) -> Path:
         return self.issues_dir / f"{issue_id}.json"
 
@@ -239,8 +243,7 @@ class JitStore(TrackerDefaults):
         issue = self.read_issue(issue_id)
         if issue is None:
             return None
-        dep_states = {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
-        if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
+        if dispatch_reason(issue, self._dependency_states(issue), self.gates()) or not matches_filters(issue, filters):
             return None
         return issue
 
@@ -343,8 +346,7 @@ class JitStore(TrackerDefaults):
                 fresh = self.read_issue(candidate, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
-                dep_states = {d: s for d in fresh.dependencies if (s := self.state_of(d))}
-                if blocking_dependencies(fresh, dep_states):
+                if blocking_dependencies(fresh, self._dependency_states(fresh)):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
