@@ -49,6 +49,15 @@ def _gate(key: str, entry: dict[str, Any]) -> Gate:
     return Gate(key, str(entry.get("stage", "")), str(entry.get("mode", "")), priority, entry)
 
 
+@contextmanager
+def _lock_timeout_as_error(hint: str = "") -> Iterator[None]:
+    """A jit lock not acquired in time, as the one-line TrackerError a command reports (exit 3)."""
+    try:
+        yield
+    except LockTimeout as exc:
+        raise TrackerError(f"{exc.path}: lock timeout ({exc}){hint}") from None
+
+
 @dataclass(frozen=True)
 class NewIssue:
     """An issue to create (demo, tests, benchmarks): what `jit issue create` + `dep add` make."""
@@ -204,14 +213,12 @@ class JitStore(TrackerDefaults):
         timeout = self._lock_timeout()
         if self.issues_dir.is_symlink():  # `.jit` itself may be a link; nothing inside it is followed
             raise TrackerError(f"{self.issues_dir}: is a symbolic link; the dispatcher never writes through one")
-        try:
-            with (
-                flock(self.root / ".index.lock", timeout=timeout),
-                flock(self.issues_dir / f"{issue_id}.lock", timeout=timeout),
-            ):
-                yield
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc}); is another jit process stuck?") from None
+        with (
+            _lock_timeout_as_error("; is another jit process stuck?"),
+            flock(self.root / ".index.lock", timeout=timeout),
+            flock(self.issues_dir / f"{issue_id}.lock", timeout=timeout),
+        ):
+            yield
 
     def hurry(self, seconds: float) -> None:
         """After a cancellation, jit's locks are waited for only as long as the runner still gives us."""
@@ -230,13 +237,10 @@ class JitStore(TrackerDefaults):
     def _append_events(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        try:
-            with flock(self.root / ".events.lock", timeout=self._lock_timeout()):
-                start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
-            self._events_mark = end if start == self._events_mark else None
-            self.changed.add(self.root / "events.jsonl")
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+        with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
+            start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+        self._events_mark = end if start == self._events_mark else None
+        self.changed.add(self.root / "events.jsonl")
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
         """The issue as it is now, if it may be claimed now (its dependencies re-read too)."""
@@ -430,25 +434,22 @@ class JitStore(TrackerDefaults):
     def create_issues(self, specs: Iterable[NewIssue]) -> list[str]:
         """Create issues as `jit issue create` does (+ `dep add`: unresolved deps → backlog)."""
         created: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        try:
-            with flock(self.root / ".index.lock"):
-                index_path = self.root / "index.json"
-                index = self._load_json(index_path)
-                states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
-                for spec in specs:
-                    raw = self._new_issue_raw(spec, states)
-                    states[raw["id"]] = raw["state"]
-                    with flock(self.issues_dir / f"{raw['id']}.lock"):
-                        self._write_issue(raw)
-                    event = transitions.make_event(
-                        "issue_created", raw["id"], raw["created_at"], title=raw["title"], priority=raw["priority"]
-                    )
-                    created.append((raw, event))
-                index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
-                atomic_write(index_path, dumps_pretty(index))
-                self.changed.add(index_path)
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+        with _lock_timeout_as_error(), flock(self.root / ".index.lock"):
+            index_path = self.root / "index.json"
+            index = self._load_json(index_path)
+            states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
+            for spec in specs:
+                raw = self._new_issue_raw(spec, states)
+                states[raw["id"]] = raw["state"]
+                with flock(self.issues_dir / f"{raw['id']}.lock"):
+                    self._write_issue(raw)
+                event = transitions.make_event(
+                    "issue_created", raw["id"], raw["created_at"], title=raw["title"], priority=raw["priority"]
+                )
+                created.append((raw, event))
+            index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
+            atomic_write(index_path, dumps_pretty(index))
+            self.changed.add(index_path)
         self._append_events([event for _, event in created])
         return [raw["id"] for raw, _ in created]
 
