@@ -183,7 +183,7 @@ class JitStore(TrackerDefaults):
 
         `strict` (the issue being written): an I/O error is a TrackerError, not "absent".
         """
-        path = self.issues_dir / f"{issue_id}.json"
+        path = self.issue_file(issue_id)
         try:
             return parse_issue(read_regular(path), issue_id)
         except FileNotFoundError:
