@@ -11,7 +11,7 @@ import gc
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,15 +291,10 @@ class JitStore(TrackerDefaults):
     def complete(
         self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = (), now: str | None = None
     ) -> Settlement:
-        with self._locked(issue_id):
-            current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            now = now or transitions.format_timestamp()
-            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            raw, events, outcome = transitions.complete(judged, now)
-            self._write_issue(raw)
-        self._log_or_undo(current.raw, raw, gate_events + events)
+        settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
+        if isinstance(settled, Settlement):
+            return settled
+        current, _, outcome = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
@@ -368,6 +363,30 @@ class JitStore(TrackerDefaults):
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
     ) -> Settlement:
+        def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
+            return transitions.release(judged, reason, max_attempts, at)
+
+        settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
+        if isinstance(settled, Settlement):
+            return settled
+        _, raw, outcome = settled
+        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+
+    def _settle(
+        self,
+        issue_id: str,
+        assignee: str,
+        gate_runs: Sequence[GateRecord],
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+        *,
+        seen: Liveness | None = None,
+    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+        """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
+
+        Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
+        claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        """
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
@@ -376,10 +395,10 @@ class JitStore(TrackerDefaults):
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
             now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            raw, events, outcome = transitions.release(judged, reason, max_attempts, now)
+            raw, events, outcome = change(judged, now)
             self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
-        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+        return current, raw, outcome
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
