@@ -82,9 +82,8 @@ class ConsoleHooks:
 
     def gate_starting(self, step: Step) -> None:
         """Each checker's output in its own log group, `gate KEY` (`check CMD`), fenced like the command's."""
-        name = summary.plain(step.key)
         self.say(f"jit-dispatch: running {summary.plain(step.label)}")
-        self._start_output(f"{step.kind} {name}" if self.in_actions else "")
+        self._start_output(f"{step.kind} {summary.plain(step.key)}")
 
     def gate_finished(self, run: GateRun) -> None:
         self._end_output(run.output)

@@ -80,12 +80,13 @@ def build_status(
     counts: dict[str, int] = dict.fromkeys(State, 0)
     for state in snapshot.states.values():
         counts[state] += 1
+    ordered = sorted(snapshot.issues, key=selection.dispatch_order)
     blocked = [
         (issue, deps)
-        for issue in sorted(snapshot.issues, key=selection.dispatch_order)
+        for issue in ordered
         if issue.state not in TERMINAL_STATES and (deps := selection.blocking_dependencies(issue, snapshot.states))
     ]
-    parked = [i for i in sorted(snapshot.issues, key=selection.dispatch_order) if i.parked]
+    parked = [i for i in ordered if i.parked]
     claims = dispatcher_claims(snapshot.issues, now)
     claims += [
         Claim(i, i.assignee or "nobody", 0.0, 0.0)

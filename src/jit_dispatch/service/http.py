@@ -61,13 +61,13 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path in ("/healthz", "/readyz"):
             ok, why = app.pool.alive() if path == "/healthz" else app.pool.ready()
-            self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+            self._text(200 if ok else 503, (why + "\n").encode())
         elif path == "/metrics":
             self._send(200, app.metrics.render(), CONTENT_TYPE)
         elif path.startswith("/webhook/"):
-            self._send(405, b"POST only\n", "text/plain; charset=utf-8", allow="POST")
+            self._text(405, b"POST only\n", allow="POST")
         else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            self._text(404, b"not found\n")
 
     def do_POST(self) -> None:
         app = self.server.app
@@ -78,9 +78,9 @@ class Handler(BaseHTTPRequestHandler):
         if path not in routes:
             self.close_connection = True  # its body is not read
             if path in GET_ROUTES:
-                self._send(405, b"GET only\n", "text/plain; charset=utf-8", allow="GET")
+                self._text(405, b"GET only\n", allow="GET")
             else:
-                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                self._text(404, b"not found\n")
             return
         body = self._body()
         if body is None:
@@ -120,7 +120,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: int, message: bytes) -> None:
         self.close_connection = True  # the unread body must not be parsed as the next request
-        self._send(status, message, "text/plain; charset=utf-8")
+        self._text(status, message)
+
+    def _text(self, status: int, message: bytes, **headers: str) -> None:
+        self._send(status, message, "text/plain; charset=utf-8", **headers)
 
     def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
         self.send_response(status)

@@ -9,11 +9,12 @@ mounts, the bind-mounted volumes of containers.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jit_dispatch.trackers.jit.files import loads_event
 
 WATCH_INTERVAL = 0.25  # seconds between two stat() rounds
 WATCHED = ("events.jsonl", "index.json")
@@ -51,15 +52,7 @@ class EventTail:
             chunk = handle.read(sig[1] - self.offset)
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being appended is read next time
         self.offset += len(complete)
-        events = []
-        for line in complete.splitlines():
-            try:
-                event = json.loads(line)
-            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
+        return [event for line in complete.splitlines() if (event := loads_event(line)) is not None]
 
 
 class StoreWatcher:

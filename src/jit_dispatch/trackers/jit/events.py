@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.jit.files import loads_event
 from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.multi import MultiTracker
 
@@ -36,9 +36,5 @@ def read_events(path: Path, types: Iterable[str]) -> Iterator[dict[str, Any]]:
         for line in handle:
             if not any(needle in line for needle in needles):
                 continue  # most lines: no JSON parsing at all
-            try:
-                event = json.loads(line)
-            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-                continue
-            if isinstance(event, dict):
+            if (event := loads_event(line)) is not None:
                 yield event

@@ -51,6 +51,15 @@ def dumps_event(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
+def loads_event(line: bytes) -> dict[str, Any] | None:
+    """One line of events.jsonl as an event; None for a line that is not a JSON object."""
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def store_error(path: Path | str, doing: str, exc: OSError) -> TrackerError:
     """One line naming the file and the cause (docs/jit-format.md#atomic-writes): exit 3."""
     if exc.errno == errno.ELOOP:

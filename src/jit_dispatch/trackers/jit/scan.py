@@ -23,10 +23,13 @@ from jit_dispatch.trackers.jit.leads import lead_of
 # the file also ends in a brace at column 0, which only the top-level object's can be).
 _STATE_KEY = b'\n  "state": "'
 _STATE_NAMES = {state.value.encode(): state.value for state in State}
+# jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
+# anything else (`../x`, a NUL, a separator) is never used to build a path.
+_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ID_SHAPE = re.compile(_ID)
 _DEPENDENCIES_KEY = b'\n  "dependencies": '
-_UUID = rb'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"'
+_UUID = b'"' + _ID.encode() + b'"'
 _ID_LIST = re.compile(rb"\[(?:\s*" + _UUID + rb"\s*,)*(?:\s*" + _UUID + rb")?\s*\]")
-_IDS = re.compile(_UUID[1:-1].decode())
 
 
 def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
@@ -35,13 +38,9 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
     match = _ID_LIST.match(data, start + len(_DEPENDENCIES_KEY)) if start >= 0 else None
     if match is None:
         return None
-    return tuple(_IDS.findall(match.group().decode()))
+    return tuple(_ID_SHAPE.findall(match.group().decode()))
 
 
-# jit's ids are lowercase hyphenated UUIDs (docs/jit-format.md#index): an id is a file name, so
-# anything else (`../x`, a NUL, a separator) is never used to build a path.
-_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_ID_SHAPE = re.compile(_ID)
 _ID_LINES = re.compile(rf"(?:{_ID}\n)*+")  # every id in one pass over "id\nid\n…" (possessive: no backtrack stack)
 
 

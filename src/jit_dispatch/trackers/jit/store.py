@@ -11,7 +11,7 @@ import gc
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,15 @@ def _gate(key: str, entry: dict[str, Any]) -> Gate:
     if not isinstance(priority, int) or isinstance(priority, bool):
         priority = 100
     return Gate(key, str(entry.get("stage", "")), str(entry.get("mode", "")), priority, entry)
+
+
+@contextmanager
+def _lock_timeout_as_error(hint: str = "") -> Iterator[None]:
+    """A jit lock not acquired in time, as the one-line TrackerError a command reports (exit 3)."""
+    try:
+        yield
+    except LockTimeout as exc:
+        raise TrackerError(f"{exc.path}: lock timeout ({exc}){hint}") from None
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ class JitStore(TrackerDefaults):
 
         `strict` (the issue being written): an I/O error is a TrackerError, not "absent".
         """
-        path = self.issues_dir / f"{issue_id}.json"
+        path = self.issue_file(issue_id)
         try:
             return parse_issue(read_regular(path), issue_id)
         except FileNotFoundError:
@@ -190,6 +199,10 @@ class JitStore(TrackerDefaults):
         issue = self.read_issue(issue_id)
         return issue.state if issue else None
 
+    def _dependency_states(self, issue: Issue) -> dict[str, str]:
+        """The states of the issue's dependencies as they are on disk now (absent ones left out)."""
+        return {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
+
     def issue_file(self, issue_id: str) -> Path:
         return self.issues_dir / f"{issue_id}.json"
 
@@ -200,14 +213,12 @@ class JitStore(TrackerDefaults):
         timeout = self._lock_timeout()
         if self.issues_dir.is_symlink():  # `.jit` itself may be a link; nothing inside it is followed
             raise TrackerError(f"{self.issues_dir}: is a symbolic link; the dispatcher never writes through one")
-        try:
-            with (
-                flock(self.root / ".index.lock", timeout=timeout),
-                flock(self.issues_dir / f"{issue_id}.lock", timeout=timeout),
-            ):
-                yield
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc}); is another jit process stuck?") from None
+        with (
+            _lock_timeout_as_error("; is another jit process stuck?"),
+            flock(self.root / ".index.lock", timeout=timeout),
+            flock(self.issues_dir / f"{issue_id}.lock", timeout=timeout),
+        ):
+            yield
 
     def hurry(self, seconds: float) -> None:
         """After a cancellation, jit's locks are waited for only as long as the runner still gives us."""
@@ -226,21 +237,17 @@ class JitStore(TrackerDefaults):
     def _append_events(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        try:
-            with flock(self.root / ".events.lock", timeout=self._lock_timeout()):
-                start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
-            self._events_mark = end if start == self._events_mark else None
-            self.changed.add(self.root / "events.jsonl")
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+        with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
+            start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+        self._events_mark = end if start == self._events_mark else None
+        self.changed.add(self.root / "events.jsonl")
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
         """The issue as it is now, if it may be claimed now (its dependencies re-read too)."""
         issue = self.read_issue(issue_id)
         if issue is None:
             return None
-        dep_states = {dep: s for dep in issue.dependencies if (s := self.state_of(dep))}
-        if dispatch_reason(issue, dep_states, self.gates()) or not matches_filters(issue, filters):
+        if dispatch_reason(issue, self._dependency_states(issue), self.gates()) or not matches_filters(issue, filters):
             return None
         return issue
 
@@ -284,15 +291,10 @@ class JitStore(TrackerDefaults):
     def complete(
         self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = (), now: str | None = None
     ) -> Settlement:
-        with self._locked(issue_id):
-            current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            now = now or transitions.format_timestamp()
-            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            raw, events, outcome = transitions.complete(judged, now)
-            self._write_issue(raw)
-        self._log_or_undo(current.raw, raw, gate_events + events)
+        settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
+        if isinstance(settled, Settlement):
+            return settled
+        current, _, outcome = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
@@ -343,8 +345,7 @@ class JitStore(TrackerDefaults):
                 fresh = self.read_issue(candidate, strict=True)
                 if fresh is None or fresh.state != State.BACKLOG:
                     continue
-                dep_states = {d: s for d in fresh.dependencies if (s := self.state_of(d))}
-                if blocking_dependencies(fresh, dep_states):
+                if blocking_dependencies(fresh, self._dependency_states(fresh)):
                     continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
@@ -362,6 +363,30 @@ class JitStore(TrackerDefaults):
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
     ) -> Settlement:
+        def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
+            return transitions.release(judged, reason, max_attempts, at)
+
+        settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
+        if isinstance(settled, Settlement):
+            return settled
+        _, raw, outcome = settled
+        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+
+    def _settle(
+        self,
+        issue_id: str,
+        assignee: str,
+        gate_runs: Sequence[GateRecord],
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+        *,
+        seen: Liveness | None = None,
+    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+        """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
+
+        Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
+        claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        """
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
@@ -370,10 +395,10 @@ class JitStore(TrackerDefaults):
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
             now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            raw, events, outcome = transitions.release(judged, reason, max_attempts, now)
+            raw, events, outcome = change(judged, now)
             self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
-        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+        return current, raw, outcome
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
@@ -428,25 +453,22 @@ class JitStore(TrackerDefaults):
     def create_issues(self, specs: Iterable[NewIssue]) -> list[str]:
         """Create issues as `jit issue create` does (+ `dep add`: unresolved deps → backlog)."""
         created: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        try:
-            with flock(self.root / ".index.lock"):
-                index_path = self.root / "index.json"
-                index = self._load_json(index_path)
-                states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
-                for spec in specs:
-                    raw = self._new_issue_raw(spec, states)
-                    states[raw["id"]] = raw["state"]
-                    with flock(self.issues_dir / f"{raw['id']}.lock"):
-                        self._write_issue(raw)
-                    event = transitions.make_event(
-                        "issue_created", raw["id"], raw["created_at"], title=raw["title"], priority=raw["priority"]
-                    )
-                    created.append((raw, event))
-                index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
-                atomic_write(index_path, dumps_pretty(index))
-                self.changed.add(index_path)
-        except LockTimeout as exc:
-            raise TrackerError(f"{exc.path}: lock timeout ({exc})") from None
+        with _lock_timeout_as_error(), flock(self.root / ".index.lock"):
+            index_path = self.root / "index.json"
+            index = self._load_json(index_path)
+            states = {i: s for i in index["all_ids"] if (s := self.state_of(i))}
+            for spec in specs:
+                raw = self._new_issue_raw(spec, states)
+                states[raw["id"]] = raw["state"]
+                with flock(self.issues_dir / f"{raw['id']}.lock"):
+                    self._write_issue(raw)
+                event = transitions.make_event(
+                    "issue_created", raw["id"], raw["created_at"], title=raw["title"], priority=raw["priority"]
+                )
+                created.append((raw, event))
+            index["all_ids"] = [*index["all_ids"], *(raw["id"] for raw, _ in created)]
+            atomic_write(index_path, dumps_pretty(index))
+            self.changed.add(index_path)
         self._append_events([event for _, event in created])
         return [raw["id"] for raw, _ in created]
 
