@@ -147,7 +147,7 @@ MISTAKES = {
     "bad-duration": (AGENT + 'timeout = "5 parsecs"\n', "agents[0] (id 'a1').timeout", "is not a duration"),
     "zero-duration": ('timeout = "0s"\n' + AGENT, "timeout", "greater than zero"),
     "boolean-duration": ("timeout = true\n" + AGENT, "timeout", "duration"),
-    "bad-priority": (AGENT + 'min_priority = "urgent"\n', "agents[0] (id 'a1').min_priority", "'critical'"),
+    "bad-priority": (AGENT + 'min_priority = "urgent"\n', "agents[0] (id 'a1').min_priority", "critical, high"),
     "bad-label": (AGENT + 'labels = ["Component DB"]\n', "agents[0] (id 'a1').labels", "is not a jit label"),
     "bad-exclude-label": ('exclude_labels = ["nocolon"]\n' + AGENT, "exclude_labels", "is not a jit label"),
     "bad-agent-id": ('[[agents]]\nid = "two words"\ncommand = "true"\n', "id 'two words').id", "not a valid agent id"),
@@ -398,3 +398,52 @@ def test_once_without_a_config_does_not_import_pydantic(tmp_path: Path, new_stor
     write(configured / "dispatch.toml", "max_attempts = 2\n")
     assert probe_once(store.root, configured) == {"code": 0, "pydantic": True}
     assert read_issue(store.root, second)["state"] == "done"
+
+
+# --------------------------------------------------------------------------- priorities, any case
+@pytest.mark.parametrize("spelling", ["high", "HIGH", "High"])
+def test_min_priority_flag_accepts_the_documented_names_in_any_case(tmp_path: Path, labelled, spelling) -> None:
+    root, ids = labelled
+    data = once_json(root, "--agent", "w", "--command", "true", "--min-priority", spelling, cwd=tmp_path)
+    assert (data["issue_id"], data["outcome"]) == (ids["db"], "done")
+    data = once_json(root, "--agent", "w", "--command", "true", "--min-priority", spelling, cwd=tmp_path)
+    assert data["outcome"] == "idle", "only the high issue was in scope"
+
+
+@pytest.mark.parametrize("spelling", ["critical", "CRITICAL"])
+def test_min_priority_from_the_environment_as_the_action_passes_it(tmp_path: Path, labelled, spelling) -> None:
+    root, _ = labelled
+    env = clean_env(JIT_DISPATCH_MIN_PRIORITY=spelling)
+    result = run_cli("once", "--jit-dir", str(root), "--json", "--agent", "w", "--command", "true",
+                     cwd=tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.json["outcome"] == "idle", "no critical issue: nothing is taken"
+    env = clean_env(JIT_DISPATCH_MIN_PRIORITY="Normal")
+    result = run_cli("ready", "--jit-dir", str(root), "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert [i["priority"] for i in result.json["dispatchable"]] == ["high", "normal"]
+
+
+def test_min_priority_in_dispatch_toml_in_any_case(tmp_path: Path, labelled) -> None:
+    root, ids = labelled
+    write(tmp_path / "dispatch.toml", '[[agents]]\nid = "w"\ncommand = "true"\nmin_priority = "HIGH"\n')
+    data = once_json(root, cwd=tmp_path)
+    assert (data["issue_id"], data["outcome"]) == (ids["db"], "done")
+    assert once_json(root, cwd=tmp_path)["outcome"] == "idle"
+
+
+@pytest.mark.parametrize("where", ["flag", "env", "toml"])
+def test_an_unknown_priority_is_one_line_naming_the_choices(tmp_path: Path, labelled, where) -> None:
+    root, _ = labelled
+    args = ["once", "--jit-dir", str(root), "--agent", "w", "--command", "true"]
+    env = clean_env()
+    if where == "flag":
+        args += ["--min-priority", "urgent"]
+    elif where == "env":
+        env["JIT_DISPATCH_MIN_PRIORITY"] = "urgent"
+    else:
+        write(tmp_path / "dispatch.toml", 'min_priority = "urgent"\n')
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "'urgent'" in result.stderr and "critical, high, normal, low" in result.stderr

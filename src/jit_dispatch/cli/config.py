@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from jit_dispatch.domain.issue import LABEL_PATTERN, assignee_for, parse_duration
+from jit_dispatch.domain.values import Priority as PriorityName
 from jit_dispatch.errors import UsageError
 
 DEFAULT_PATH = Path("dispatch.toml")
@@ -32,8 +33,13 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _priority(value: object) -> object:
+    """Any case, as on the command line; a non-string is left for pydantic to refuse."""
+    return PriorityName.parse(value).value if isinstance(value, str) else value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Priority = Literal["critical", "high", "normal", "low"]
+Priority = Annotated[Literal["critical", "high", "normal", "low"], BeforeValidator(_priority)]
 
 
 def _check_labels(labels: list[str]) -> list[str]:

@@ -61,7 +61,9 @@ def cli() -> None:
 
 
 @cli.command()
-@env_option("--agent", help="Runner agent id: NAME or TYPE:NAME (assignee becomes agent:NAME).")
+@env_option(
+    "--agent", help="Runner agent id: NAME (the assignee becomes agent:NAME) or TYPE:NAME (the assignee as given)."
+)
 @env_option(
     "--command",
     help="Shell command to run. {issue_id} {short_id} {title} {priority} {agent} {issue_file} "

@@ -51,6 +51,18 @@ class PriorityLabelsType(ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class PriorityType(ParamType):
+    """critical, high, normal or low, in any case (click.Choice over the enum compares member names)."""
+
+    name = "[critical|high|normal|low]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Priority:
+        try:
+            return Priority.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class DurationType(ParamType):
     """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
 
@@ -143,9 +155,7 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=LabelType(),
             help="Skip issues with this label (repeatable).",
         ),
-        env_option(
-            "--min-priority", type=click.Choice(tuple(Priority)), help="Only issues of this priority or higher."
-        ),
+        env_option("--min-priority", type=PriorityType(), help="Only issues of this priority or higher."),
         env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
         env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         env_option(
@@ -192,7 +202,8 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env_option(
             "--github-token",
             envvar=["JIT_DISPATCH_GITHUB_TOKEN", "GITHUB_TOKEN"],
-            help="Token with `issues: write`. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
+            help="Token with `issues: write`, and `contents: write` for --github-lock refs (the default); `contents: "
+            "read` with comments. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
         ),
         env_option(
             "--github-api-url",
