@@ -82,6 +82,7 @@ def test_config_check_prints_the_effective_config_with_defaults(tmp_path: Path) 
         "poll_interval_secs": 5.0,
         "listen": None,
         "repos": [],
+        "store": {},
         "agents": [
             {**BUILTIN, "id": "copilot-1", "type": "copilot", "max_concurrent": 2,
              "command": "gh copilot work {issue_id}"},
@@ -447,3 +448,10 @@ def test_an_unknown_priority_is_one_line_naming_the_choices(tmp_path: Path, labe
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "'urgent'" in result.stderr and "critical, high, normal, low" in result.stderr
+
+
+def test_config_check_shows_the_store_keys_the_file_sets(tmp_path: Path) -> None:
+    write(tmp_path / "dispatch.toml", 'sync = "git"\nstate_branch = "jit-state"\npush_budget = "2m"\n' + SEED_CONFIG)
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.json["store"] == {"sync": "git", "state_branch": "jit-state", "push_budget": 120.0}

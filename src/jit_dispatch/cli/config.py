@@ -99,7 +99,36 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-class DispatchConfig(RunSettings):
+class StoreSettings(BaseModel):
+    """Where the store is and how state is shared: the store options of every command, at the top
+    level only (one store for the whole file). A flag or `JIT_DISPATCH_*` variable beats them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sync: Literal["none", "git"] | None = None
+    remote: str | None = None
+    state_branch: str | None = None
+    lock_prefix: str | None = None
+    push_budget: Duration | None = None
+    commit_author: str | None = None
+    skip_ci: bool | None = None
+    heartbeat: Duration | None = None
+    tracker: Literal["jit", "github"] | None = None
+    github_repo: str | None = None
+    github_api_url: str | None = None
+    github_ready_label: str | None = None
+    include_assigned: bool | None = None
+    priority_labels: str | None = None
+    github_lock: Literal["refs", "comments"] | None = None
+    trusted_actors: list[str] | None = None
+    pass_token: bool | None = None
+
+    def store_values(self) -> dict[str, Any]:
+        """The keys the file sets (the CLI's option names)."""
+        return {key: value for key in StoreSettings.model_fields if (value := getattr(self, key)) is not None}
+
+
+class DispatchConfig(RunSettings, StoreSettings):
     poll_interval_secs: float = Field(default=30, gt=0)
     repos: list[Path] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jit_dispatch.cli.options import DurationType, ParamType, config_option, env_option, store_options
-from jit_dispatch.cli.settings import Scope, agent_settings, build_request, store_choice
+from jit_dispatch.cli.settings import (
+    Scope,
+    agent_settings,
+    build_request,
+    fleet_store_choice,
+    store_choice,
+    with_file_defaults,
+)
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.selection import matches_filters
@@ -49,7 +56,7 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
     context = GitHubContext.from_environ()
-    with open_tracker(store_choice(options, read_only=dry_run), context) as tracker:
+    with open_tracker(fleet_store_choice(options, read_only=dry_run), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
         repaired = [] if dry_run else tracker.repair()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
@@ -87,7 +94,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
 @click.option("--park", is_flag=True, help="Also park it (dispatch.parked_at), so no runner takes it.")
 def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
     """Give an in-progress issue back (a person's decision), with a reason."""
-    with open_tracker(store_choice(options), GitHubContext.from_environ()) as tracker:
+    with open_tracker(fleet_store_choice(options), GitHubContext.from_environ()) as tracker:
         issue_id = _resolve(tracker, issue_ref)
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         current = next((i for i in snapshot.issues if i.id == issue_id), None)
@@ -104,7 +111,7 @@ def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
 @click.argument("issue_ref", metavar="ID")
 def unpark(issue_ref: str, **options: Any) -> None:
     """Let runners take a parked issue again (its attempt count starts over)."""
-    with open_tracker(store_choice(options), GitHubContext.from_environ()) as tracker:
+    with open_tracker(fleet_store_choice(options), GitHubContext.from_environ()) as tracker:
         issue_id = _resolve(tracker, issue_ref)
         if not tracker.unpark(issue_id):
             raise UsageError(f"ID: issue {issue_id[:8]} is not parked")
@@ -130,7 +137,7 @@ def status(stale_after: float, write_summary: bool | None, repair: bool, **optio
 
     context = GitHubContext.from_environ()
     markdown = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
-    with open_tracker(store_choice(options, read_only=not repair), context) as tracker:
+    with open_tracker(fleet_store_choice(options, read_only=not repair), context) as tracker:
         repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
@@ -160,6 +167,7 @@ def config_check(config: Path | None) -> None:
         "poll_interval_secs": loaded.poll_interval_secs,
         "listen": loaded.listen,
         "repos": [str(r) for r in loaded.repos],
+        "store": loaded.store_values(),  # the store keys the file sets (flags and variables beat them)
         "agents": [{**loaded.effective(agent), "workdir": _str(loaded.effective(agent)["workdir"])}
                    for agent in loaded.agents],
     }  # fmt: skip
@@ -187,7 +195,6 @@ class ListenType(ParamType):
 
 
 @click.command()
-@config_option
 @store_options
 @click.option("--once", "single_cycle", is_flag=True, help="One fill cycle; wait for its commands; exit.")
 @env_option("--log-dir", type=click.Path(path_type=Path, file_okay=False), help="Command logs (default: a temp dir).")
@@ -204,7 +211,6 @@ class ListenType(ParamType):
     help="json: one JSON object per event (claim, settle, cycle, webhook), for log collectors.",
 )
 def start(
-    config: Path | None,
     single_cycle: bool,
     log_dir: Path | None,
     listen: tuple[str, int] | None,
@@ -216,11 +222,11 @@ def start(
     from jit_dispatch.engine.pool import Pool, Slot
     from jit_dispatch.service.logs import EventLog
 
-    loaded = load_config(config or DEFAULT_PATH)
+    config = options["config"] or DEFAULT_PATH
+    loaded = load_config(config)
     if not loaded.agents:
-        raise UsageError(f"{config or DEFAULT_PATH}: agents: define at least one [[agents]] table")
-    if not options["jit_dir"] and loaded.repos:
-        options["jit_dir"] = tuple(loaded.repos)
+        raise UsageError(f"{config}: agents: define at least one [[agents]] table")
+    options = with_file_defaults({**options, "config": config})
     if listen is None and loaded.listen:
         listen = parse_listen(loaded.listen)
     # The pool's secret, not the commands': they work on untrusted issue text.

@@ -132,6 +132,13 @@ def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Cal
     return click.option(*decls, **kwargs)
 
 
+config_option = env_option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="dispatch.toml: agents and store defaults (default: ./dispatch.toml when present).",
+)
+
+
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Where the store is, which issues are in scope, how state is shared: `once` and `ready`."""
     decorators = [
@@ -180,6 +187,12 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Keep retrying refused or failed pushes this long (--sync git); cut short by cancellation.",
         ),
+        env_option(
+            "--commit-author",
+            help="Author of state commits, 'Name <email>' (--sync git). Default: in Actions github-actions[bot], "
+            "elsewhere your git config user.name and user.email.",
+        ),
+        config_option,
         env_option(
             "--tracker",
             type=click.Choice(["jit", "github"]),
@@ -247,10 +260,3 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
     ]
     return _stacked(func, decorators)
-
-
-config_option = env_option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="dispatch.toml (default: ./dispatch.toml when present).",
-)
