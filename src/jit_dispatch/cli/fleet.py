@@ -128,27 +128,51 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
 @click.command()
 @store_options
 @env_option("--stale-after", type=DurationType(), default="2h", show_default=True, help="Flag claims silent this long.")
-@env_option("--summary/--no-summary", "write_summary", default=None, help="Write the dashboard to the step summary.")
+@env_option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    help="What to print on stdout: text (default), json (as --json), markdown (the step summary's "
+    "dashboard), html (one self-contained page with the settles-per-hour chart).",
+)
+@env_option(
+    "--summary/--no-summary",
+    "write_summary",
+    default=None,
+    help="Also append the Markdown dashboard to $GITHUB_STEP_SUMMARY. Default: on in Actions.",
+)
 @env_option("--repair", is_flag=True, help="First finish settles an interrupted run left half-done (GitHub).")
-def status(stale_after: float, write_summary: bool | None, repair: bool, **options: Any) -> None:
-    """Counts by state; what is dispatchable, held, blocked, running (stale flagged) and parked."""
+def status(stale_after: float, output_format: str | None, write_summary: bool | None, repair: bool,
+           **options: Any) -> None:  # fmt: skip
+    """Counts by state; what is dispatchable, held, blocked, running (stale flagged), parked,
+    released and gated, with why: attempts, last reason, when, the run, the failed gates."""
     from jit_dispatch.report.status import SETTLE_EVENTS, build_status, status_json, status_markdown, status_text
     from jit_dispatch.trackers.jit.events import EVENTS_FILE, local_stores, read_events
 
     context = GitHubContext.from_environ()
-    markdown = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
+    fmt = output_format or ("json" if options["as_json"] else "text")
+    summary_sink = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
+    trend = summary_sink or fmt in ("markdown", "html")
     with open_tracker(fleet_store_choice(options, read_only=not repair), context) as tracker:
         repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
         # The dashboard's trend of settles per hour, from each local store's event log.
-        stores = local_stores(tracker) if markdown else []
+        stores = local_stores(tracker) if trend else []
         events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
-    board = build_status(snapshot, location, datetime.now(UTC), stale_after, events if markdown else None)
+    now = datetime.now(UTC)
+    board = build_status(snapshot, location, now, stale_after, events if trend else None)
     warn(repaired + snapshot.warnings, context)
-    if context.summary_file and markdown:
+    if context.summary_file and summary_sink:
         actions.append_summary(context.summary_file, status_markdown(board))
-    emit(status_json(board), [status_text(board)], options["as_json"])
+    if fmt == "html":
+        from jit_dispatch.report.status_html import status_html
+
+        actions.print_line(sys.stdout, status_html(board, now))
+    elif fmt == "markdown":
+        actions.print_line(sys.stdout, status_markdown(board))
+    else:
+        emit(status_json(board), [status_text(board)], fmt == "json")
 
 
 @click.group("config")
