@@ -411,6 +411,7 @@ def test_reap_in_remote_mode_recovers_a_killed_runner_and_frees_its_issue(tmp_pa
         result = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=workspace)
         assert result.returncode == 0, result.stderr
         assert [(r["issue_id"], r["outcome"]) for r in result.json["reaped"]] == [(victim, "released")]
+        assert "reap: 1 claim(s) silent for over 1s; watching their locks" in result.stderr, "not silent meanwhile"
         raw = remote.issue(victim)
         assert (raw["state"], raw["assignee"], raw["context"]["dispatch.attempts"]) == ("ready", None, "1")
     finally:

@@ -24,7 +24,7 @@ from jit_dispatch.cli.settings import (
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.selection import matches_filters
-from jit_dispatch.domain.staleness import reap_reason, stale_claims
+from jit_dispatch.domain.staleness import format_age, reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
@@ -56,7 +56,8 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
     context = GitHubContext.from_environ()
-    with open_tracker(fleet_store_choice(options, read_only=dry_run), context) as tracker:
+    store = fleet_store_choice(options, read_only=dry_run)
+    with open_tracker(store, context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
         repaired = [] if dry_run else tracker.repair()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
@@ -65,6 +66,13 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             for claim in stale_claims(snapshot.issues, datetime.now(UTC), older_than, agent_pattern)
             if matches_filters(claim.issue, filters)
         ]
+        if stale and not dry_run and (store.sync == "git" or store.tracker == "github"):
+            # Lock refs are watched before a claim is judged dead: minutes, not a hang.
+            actions.print_line(
+                sys.stderr,
+                f"jit-dispatch: reap: {len(stale)} claim(s) silent for over {format_age(older_than)}; watching "
+                "their locks for two announced heartbeat intervals before releasing",
+            )
         dead = {c.issue.id for c in (stale if dry_run else tracker.confirm_dead(stale, older_than))}
         rows = []
         for claim in stale:
