@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -158,7 +159,7 @@ MISTAKES = {
     "empty-command": ('[[agents]]\nid = "a1"\ncommand = ""\n', "agents[0] (id 'a1').command", "at least 1"),
     "second-agent": (AGENT + '[[agents]]\nid = "a2"\ncommand = "true"\nmax_concurrent = -1\n',
                      "agents[1] (id 'a2').max_concurrent", "greater than or equal to 1"),
-    "invalid-toml": (AGENT + "max_concurrent = \n", "not valid TOML", "line 4"),
+    "invalid-toml": (AGENT + "max_concurrent = \n", "mine.toml:4: not valid TOML", "column"),
 }  # fmt: skip
 
 
@@ -199,7 +200,7 @@ def test_each_mistake_exits_2_with_one_line_naming_file_and_key(
     code, out, err = config_check(capsys, "--config", str(path))
     assert (code, out) == (2, "")
     line = assert_one_error_line(err, key, reason)
-    assert line.startswith(f"jit-dispatch: error: {path}: "), line
+    assert re.match(rf"jit-dispatch: error: {re.escape(str(path))}(:\d+)?: ", line), line
     with pytest.raises(UsageError) as caught:  # the same through the loader, for `start` and `once`
         load_config(path)
     assert caught.value.exit_code == 2 and line == f"jit-dispatch: error: {caught.value}"
@@ -455,3 +456,45 @@ def test_config_check_shows_the_store_keys_the_file_sets(tmp_path: Path) -> None
     result = run_cli("config", "check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.json["store"] == {"sync": "git", "state_branch": "jit-state", "push_budget": 120.0}
+
+
+# --------------------------------------------------------------------------- all mistakes at once
+def test_every_mistake_at_once_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "dispatch.toml",
+        """\
+        poll_interval_secs = 5
+        max_concurent = 3
+
+        [[agents]]
+        id = "a1"
+        command = "true"
+
+        [[agents]]
+        id = "a2"
+        command = "true"
+        max_concurent = 2
+        timeout = "soon"
+        flavour = "vanilla"
+        """,
+    )
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"jit-dispatch: error: {path.name}:2: max_concurent: unknown key "
+        "(did you mean max_concurrent? it is set per agent, in an [[agents]] table)",
+        f"jit-dispatch: error: {path.name}:11: agents[1] (id 'a2').max_concurent: unknown key "
+        "(did you mean max_concurrent?)",
+        f"jit-dispatch: error: {path.name}:12: agents[1] (id 'a2').timeout: 'soon' is not a duration "
+        "(e.g. 600, 90s, 10m, 2h, 2d)",
+        f"jit-dispatch: error: {path.name}:13: agents[1] (id 'a2').flavour: unknown key",
+    ], result.stderr
+
+
+def test_a_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    write(tmp_path / "dispatch.toml", 'poll_interval_secs = 5\n\n[[agents]\nid = "a1"\n')
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jit-dispatch: error: dispatch.toml:3: not valid TOML: "), line

@@ -8,6 +8,8 @@ then the top-level defaults, then the built-in defaults.
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -180,23 +182,75 @@ def _location(error: dict[str, Any], raw: dict[str, Any]) -> str:
 
 
 def load_config(path: Path) -> DispatchConfig:
-    """Parse and validate; any mistake is one UsageError naming the file, key and reason."""
+    """Parse and validate; every mistake at once, one line each naming the file, line, key and
+    reason (a UsageError of one line per mistake)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+        message = str(exc)
+        if at := _TOML_AT.search(message):  # "… (at line 3, column 5)": the line first, as compilers do
+            message = f"{message[: at.start()].rstrip()} (column {at.group(2)})"
+            raise UsageError(f"{path}:{at.group(1)}: not valid TOML: {message}") from None
+        raise UsageError(f"{path}: not valid TOML: {message}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise UsageError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     try:
         return DispatchConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {_location(dict(first), raw)}: {message}{more}") from None
+        lines = KeyLines(text)
+        found = sorted((lines.find(e["loc"]) or 0, _error_line(path, dict(e), raw, lines)) for e in exc.errors())
+        raise UsageError("\n".join(line for _, line in found)) from None
+
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _error_line(path: Path, error: dict[str, Any], raw: dict[str, Any], lines: KeyLines) -> str:
+    """`dispatch.toml:7: agents[1] (id "x").max_concurent: unknown key (did you mean max_concurrent?)`."""
+    message = error["msg"].removeprefix("Value error, ")
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        in_agent = len(loc) >= 2 and loc[0] == "agents"
+        known = [*AgentConfig.model_fields, *([] if in_agent else DispatchConfig.model_fields)]
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        message = "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+        if close and not in_agent and close[0] not in DispatchConfig.model_fields:
+            message = f"unknown key (did you mean {close[0]}? it is set per agent, in an [[agents]] table)"
+    line = lines.find(loc)
+    return f"{path}{f':{line}' if line else ''}: {_location(error, raw)}: {message}"
+
+
+class KeyLines:
+    """Where a key is written in the file (tomllib keeps no positions): `key = …` lines at the top
+    level, in `[table]`s and in the Nth `[[array]]` table. Dotted keys and inline tables: unknown."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.keys: dict[tuple[Any, ...], int] = {}
+        table: tuple[Any, ...] = ()
+        counts: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := self._HEADER.match(line):
+                name = header.group(2)
+                if header.group(1) == "[[":
+                    counts[name] = counts.get(name, -1) + 1
+                    table = (name, counts[name])
+                else:
+                    table = (name,)
+                self.keys.setdefault(table, number)
+            elif key := self._KEY.match(line):
+                self.keys.setdefault((*table, key.group(1)), number)
+
+    def find(self, loc: tuple[Any, ...]) -> int | None:
+        """The line of `loc`, else of its nearest enclosing table that has one."""
+        for end in range(len(loc), 0, -1):
+            if (line := self.keys.get(tuple(loc[:end]))) is not None:
+                return line
+        return None

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jit_dispatch.cli.options import DurationType, ParamType, config_option, env_option, store_options
+from jit_dispatch.cli.help import GroupedCommand
+from jit_dispatch.cli.options import (
+    DurationType,
+    ParamType,
+    config_option,
+    env_option,
+    scope_options,
+    store_options,
+)
 from jit_dispatch.cli.settings import (
     Scope,
     agent_settings,
@@ -47,7 +55,8 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
             actions.print_line(sys.stdout, line)
 
 
-@click.command()
+@click.command(cls=GroupedCommand)
+@scope_options
 @store_options
 @env_option("--older-than", type=DurationType(), required=True, help="Release claims silent this long (90m, 6h, 2d).")
 @env_option("--agent-pattern", help="Only claims whose agent matches this glob (e.g. 'ci-*').")
@@ -95,7 +104,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
     emit({"reaped": rows, "dry_run": dry_run}, lines, options["as_json"])
 
 
-@click.command()
+@click.command(cls=GroupedCommand)
 @store_options
 @click.argument("issue_ref", metavar="ID")
 @click.argument("reason")
@@ -114,7 +123,7 @@ def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
     emit(row, [f"jit-dispatch: {settlement.outcome} {issue_id[:8]} ({summary.plain(reason)})"], options["as_json"])
 
 
-@click.command()
+@click.command(cls=GroupedCommand)
 @store_options
 @click.argument("issue_ref", metavar="ID")
 def unpark(issue_ref: str, **options: Any) -> None:
@@ -133,7 +142,7 @@ def _resolve(tracker: Tracker, issue_ref: str) -> str:
         raise UsageError(f"ID: {exc}") from None
 
 
-@click.command()
+@click.command(cls=GroupedCommand)
 @store_options
 @env_option("--stale-after", type=DurationType(), default="2h", show_default=True, help="Flag claims silent this long.")
 @env_option(
@@ -188,7 +197,7 @@ def config_group() -> None:
     """The dispatch.toml configuration."""
 
 
-@config_group.command("check")
+@config_group.command("check", cls=GroupedCommand)
 @config_option
 def config_check(config: Path | None) -> None:
     """Validate the configuration and print it with every default filled in."""
@@ -226,7 +235,7 @@ class ListenType(ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@click.command()
+@click.command(cls=GroupedCommand)
 @store_options
 @click.option("--once", "single_cycle", is_flag=True, help="One fill cycle; wait for its commands; exit.")
 @env_option("--log-dir", type=click.Path(path_type=Path, file_okay=False), help="Command logs (default: a temp dir).")

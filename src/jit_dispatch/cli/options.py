@@ -139,15 +139,9 @@ config_option = env_option(
 )
 
 
-def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the store is, which issues are in scope, how state is shared: `once` and `ready`."""
+def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Which issues a command looks at: `once`, `ready`, `reap`."""
     decorators = [
-        env_option(
-            "--jit-dir",
-            multiple=True,
-            type=click.Path(path_type=Path, file_okay=False),
-            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
-        ),
         env_option(
             "--label",
             "labels",
@@ -164,6 +158,19 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         env_option("--min-priority", type=PriorityType(), help="Only issues of this priority or higher."),
         env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
+    ]
+    return _stacked(func, decorators)
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the store is and how state is shared: every command that opens a tracker."""
+    decorators = [
+        env_option(
+            "--jit-dir",
+            multiple=True,
+            type=click.Path(path_type=Path, file_okay=False),
+            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
+        ),
         env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         env_option(
             "--sync",
