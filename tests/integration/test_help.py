@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from helpers import run_cli
+from helpers import clean_env, run_cli
 
 COMMANDS = [["once"], ["ready"], ["status"], ["reap"], ["release"], ["unpark"], ["start"], ["config", "check"]]
 SCOPE = ("--label", "--exclude-label", "--min-priority", "--issue")
@@ -44,3 +44,13 @@ def test_options_are_grouped() -> None:
                             "GitHub Issues (--tracker github)"], sections  # fmt: skip
     which = text.split("Which issues:\n")[1].split("\n\n")[0]
     assert "--min-priority" in which and "--github-repo" not in which
+
+
+def test_shell_completion_as_documented() -> None:
+    """docs/configuration.md#shell-completion: the variable click reads, commands and choices."""
+    env = clean_env(_JIT_DISPATCH_COMPLETE="bash_complete", COMP_WORDS="jit-dispatch sta", COMP_CWORD="1")
+    assert run_cli(env=env).stdout.split() == ["plain,start", "plain,status"]
+    env.update(COMP_WORDS="jit-dispatch status --format ", COMP_CWORD="3")
+    assert run_cli(env=env).stdout.split() == ["plain,text", "plain,json", "plain,markdown", "plain,html"]
+    script = run_cli(env=clean_env(_JIT_DISPATCH_COMPLETE="bash_source")).stdout
+    assert "complete -o nosort -F _jit_dispatch_completion jit-dispatch" in script

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from jit_dispatch.domain.issue import LABEL_PATTERN, assignee_for, parse_duration
 from jit_dispatch.domain.values import Priority as PriorityName
@@ -40,8 +40,25 @@ def _priority(value: object) -> object:
     return PriorityName.parse(value).value if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Priority = Annotated[Literal["critical", "high", "normal", "low"], BeforeValidator(_priority)]
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# What editors validate (the JSON Schema) says what the parsers accept: durations as numbers or
+# `10m`-style strings, priorities in any case.
+DURATION_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[smhd]?$"}],
+    "description": "Seconds, or a number with s/m/h/d: 600, 90s, 10m, 2h, 2d.",
+}
+PRIORITY_SCHEMA = {
+    "type": "string",
+    "pattern": "^(" + "|".join(_any_case(p) for p in PriorityName) + ")$",
+    "description": "critical, high, normal or low (any case).",
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+Priority = Annotated[
+    Literal["critical", "high", "normal", "low"], BeforeValidator(_priority), WithJsonSchema(PRIORITY_SCHEMA)
+]
 
 
 def _check_labels(labels: list[str]) -> list[str]:

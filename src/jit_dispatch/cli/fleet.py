@@ -215,6 +215,14 @@ def config_check(config: Path | None) -> None:
     actions.print_line(sys.stdout, json.dumps(effective, indent=2, ensure_ascii=False))
 
 
+@config_group.command("schema", cls=GroupedCommand)
+def config_schema() -> None:
+    """Print the JSON Schema of dispatch.toml (editors validate the file with it)."""
+    from jit_dispatch.cli.schema import schema_text
+
+    sys.stdout.write(schema_text())
+
+
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
