@@ -9,7 +9,8 @@ import pytest
 
 from helpers import clean_env, run_cli
 
-COMMANDS = [["once"], ["ready"], ["status"], ["reap"], ["release"], ["unpark"], ["start"], ["config", "check"]]
+COMMANDS = [["once"], ["ready"], ["status"], ["reap"], ["release"], ["unpark"], ["start"], ["doctor"],
+            ["config", "check"]]  # fmt: skip
 SCOPE = ("--label", "--exclude-label", "--min-priority", "--issue")
 
 

@@ -192,6 +192,27 @@ def status(stale_after: float, output_format: str | None, write_summary: bool | 
         emit(status_json(board), [status_text(board)], fmt == "json")
 
 
+@click.command(cls=GroupedCommand)
+@store_options
+def doctor(**options: Any) -> None:
+    """Check a repository before its first run: dispatch.toml, the store, the gate registry, the
+    remote, pushes to the state branch and lock refs, the token's scopes, the commands' programs."""
+    from jit_dispatch.cli.doctor import run_checks
+
+    context = GitHubContext.from_environ()
+    checks = run_checks(options, context)
+    failed = [c for c in checks if c.ok is False]
+    verdict = f"jit-dispatch doctor: {len(failed)} thing(s) to fix" if failed else "jit-dispatch doctor: all good"
+    if context.summary_file:
+        rows = [f"- {'✅' if c.ok else '⏭️' if c.ok is None else '❌'} {summary.md_text(c.name)}: "
+                f"{summary.md_text(c.detail)}" + (f" — **fix:** {summary.md_text(c.fix)}" if c.fix else "")
+                for c in checks]  # fmt: skip
+        actions.append_summary(context.summary_file, "\n".join(["### 🩺 jit-dispatch doctor", "", *rows, ""]) + "\n")
+    payload = {"ok": not failed, "checks": [c.as_json() for c in checks]}
+    emit(payload, [c.line() for c in checks] + [verdict], options["as_json"])
+    sys.exit(1 if failed else 0)
+
+
 @click.group("config")
 def config_group() -> None:
     """The dispatch.toml configuration."""

@@ -71,6 +71,10 @@ EPILOGS = {
         "Exit codes:\n  0  stopped cleanly\n  1  a command failed (--once)\n"
         f"{_COMMON_CODES}\n  130/143  stopped by SIGINT/SIGTERM (unfinished issues released)"
     ),
+    "doctor": (
+        "Examples:\n  jit-dispatch doctor --sync git\n  jit-dispatch doctor --tracker github --github-repo org/repo\n\n"
+        f"Exit codes:\n  0  all good\n  1  something to fix (each failed line names its fix)\n{_COMMON_CODES}"
+    ),
     "check": (
         "Examples:\n  jit-dispatch config check\n  jit-dispatch config check --config fleet/dispatch.toml\n\n"
         "Exit codes:\n  0  valid (the effective configuration printed)\n  2  invalid: every mistake, one line each"

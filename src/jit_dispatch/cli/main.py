@@ -43,6 +43,7 @@ class LazyGroup(click.Group):
         "config": "config_group",
         "start": "start",
         "watch": "start",
+        "doctor": "doctor",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
