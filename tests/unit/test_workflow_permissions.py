@@ -74,4 +74,4 @@ def test_the_tables_defaults_are_action_ymls() -> None:
 
 def test_docs_show_the_table() -> None:
     page = (PROJECT_ROOT / "docs" / "permissions.md").read_text(encoding="utf-8")
-    assert permissions.table_markdown() in page, "regenerate: python -m tools.gen_docs (docs/permissions.md)"
+    assert permissions.table_markdown() in page, "regenerate: make docs-gen"
