@@ -109,16 +109,27 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
 @click.argument("issue_ref", metavar="ID")
 @click.argument("reason")
 @click.option("--park", is_flag=True, help="Also park it (dispatch.parked_at), so no runner takes it.")
-def release(issue_ref: str, reason: str, park: bool, **options: Any) -> None:
-    """Give an in-progress issue back (a person's decision), with a reason."""
-    with open_tracker(fleet_store_choice(options), GitHubContext.from_environ()) as tracker:
+@click.option(
+    "--attempt/--no-attempt",
+    "count_attempt",
+    default=None,
+    help="Count the release as a failed attempt, as a runner's failure. Default --no-attempt: a person's "
+    "decision is not a failed attempt (--tracker github: every release counts).",
+)
+def release(issue_ref: str, reason: str, park: bool, count_attempt: bool | None, **options: Any) -> None:
+    """Give an in-progress issue back (a person's decision), with a reason; the runner that held it
+    stops at its next heartbeat and reports the reason."""
+    store = fleet_store_choice(options)
+    counted = count_attempt if count_attempt is not None else store.tracker == "github"
+    with open_tracker(store, GitHubContext.from_environ()) as tracker:
         issue_id = _resolve(tracker, issue_ref)
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         current = next((i for i in snapshot.issues if i.id == issue_id), None)
         if current is None or current.assignee is None:
             state = snapshot.states.get(issue_id, "unreadable")
             raise UsageError(f"ID: issue {issue_id[:8]} is not claimed (state {state})")
-        settlement = tracker.release(issue_id, current.assignee, reason, 0 if park else sys.maxsize)
+        limit = 0 if park else sys.maxsize
+        settlement = tracker.release(issue_id, current.assignee, reason, limit, count_attempt=counted)
     row = {"issue_id": issue_id, "outcome": settlement.outcome, "attempts": settlement.failed_attempts}
     emit(row, [f"jit-dispatch: {settlement.outcome} {issue_id[:8]} ({summary.plain(reason)})"], options["as_json"])
 
@@ -164,7 +175,8 @@ def status(stale_after: float, output_format: str | None, write_summary: bool | 
     """Counts by state; what is dispatchable, held, blocked, running (stale flagged), parked,
     released and gated, with why: attempts, last reason, when, the run, the failed gates."""
     from jit_dispatch.report.status import SETTLE_EVENTS, build_status, status_json, status_markdown, status_text
-    from jit_dispatch.trackers.jit.events import EVENTS_FILE, local_stores, read_events
+    from jit_dispatch.trackers.jit.events import EVENTS_FILE, local_stores
+    from jit_dispatch.trackers.jit.files import read_events
 
     context = GitHubContext.from_environ()
     fmt = output_format or ("json" if options["as_json"] else "text")

@@ -153,10 +153,10 @@ class RemoteJitTracker(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
-        return self._settle(
-            issue_id, assignee, RELEASE, reason=reason, max_attempts=max_attempts, seen=seen, gate_runs=tuple(gate_runs)
-        )
+        fields = {"reason": reason, "max_attempts": max_attempts, "seen": seen, "counted": count_attempt}
+        return self._settle(issue_id, assignee, RELEASE, gate_runs=tuple(gate_runs), **fields)
 
     def checker_root(self, issue_id: str) -> Path | None:
         """The checkout being run: gates judge the work there, while the record goes to the branch."""
