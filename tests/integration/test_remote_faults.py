@@ -213,6 +213,7 @@ def test_a_runner_whose_claim_is_taken_away_stops_its_command_before_another_run
         if proc.poll() is None:
             proc.kill()
     assert (code, result["outcome"]) == (1, "lost"), (result, stderr)
+    assert "taken away while the command ran: taken back by hand" in result["reason"], "the person's reason"
     assert remote.issue(target)["context"]["dispatch.attempts"] == "0", "a person's release is no failed attempt"
     code, result, stderr = finish(start(second, "second", logging_command(log)))
     assert (code, result["outcome"]) == (0, "done"), (result, stderr)

@@ -374,7 +374,7 @@ class JitStore(TrackerDefaults):
         _, raw, outcome = settled
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
 
-    def _taken_because(self, issue_id: str, assignee: str) -> str | None:
+    def taken_because(self, issue_id: str, assignee: str) -> str | None:
         """Why our claim was taken away: the reason of the release of it logged after our newest
         claim (a person's `release`, a reap). None when nobody released it (jit reassigned it)."""
         reason: str | None = None
@@ -402,7 +402,7 @@ class JitStore(TrackerDefaults):
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
-                why = self._taken_because(issue_id, assignee)
+                why = self.taken_because(issue_id, assignee)
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile

@@ -350,7 +350,8 @@ class RemoteJitTracker(TrackerDefaults):
                     lease = lease or listing.locks.get(issue_id)
                     if lease is not None and listing.locks.get(issue_id) != lease:
                         self._own.pop(issue_id, None)  # reaped, released or replaced: the lock fences us out
-                        return Settlement(Outcome.LOST)
+                        # The view holds the release that took it (folded, or pending): its reason.
+                        return Settlement(Outcome.LOST, taken_because=self.store.taken_because(issue_id, agent))
                     result = ResultInfo.new(op, own[1] if own else self._claim_of(issue_id, agent), **fields)
                     settlement = result.apply(self.store, issue_id)  # what the fold will do
                 finally:
