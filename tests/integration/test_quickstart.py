@@ -1,70 +1,107 @@
-"""docs/quickstart.md works as written: its shell blocks, run in order by bash with the real jit
-(`JIT_DISPATCH_JIT_BIN`) and this jit-dispatch on PATH, take a fresh repository to a first `done`
-with the agent script template; the template keeps hostile issue text inert."""
+"""The README's quickstart, followed literally: its shell lines with the real (newest) jit, the
+agent script template from examples/agent-script/, the workflow's `command:` run as a runner
+would (remote mode, a shallow clone of a bare remote), and a first dispatch that ends `done`."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from helpers import PROJECT_ROOT, clean_env, read_issue, run_cli
-from jit_dispatch.trackers.jit.store import JitStore, NewIssue
-from real_jit import assert_real_jit_reads, jit_binary
+import pytest
+import yaml
 
-QUICKSTART = (PROJECT_ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+from helpers import PROJECT_ROOT, clean_env, git, run_cli
+from real_jit import jit_binary
+
+README = PROJECT_ROOT / "README.md"
 TEMPLATE = PROJECT_ROOT / "examples" / "agent-script" / "work-on-issue.sh"
+CRON_WORKER = PROJECT_ROOT / "examples" / "workflows" / "cron-worker.yml"
 
 
-def block(marker: str) -> str:
-    found = re.search(rf"<!-- quickstart: {marker} -->\n```sh\n(.*?)```", QUICKSTART, re.S)
-    assert found, marker
-    return found.group(1)
+def readme_block(after_heading: str, language: str) -> str:
+    """The first fenced block of `language` under the README heading that starts with `after_heading`."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(after_heading) :]
+    match = re.search(rf"```{language}\n(.*?)```", section, flags=re.S)
+    assert match, f"README: no ```{language} block under {after_heading!r}"
+    return match.group(1)
 
 
-def test_the_quickstart_reaches_a_first_done(tmp_path: Path) -> None:
-    binary = jit_binary("newest")
+def test_the_readme_workflow_is_the_cron_worker_example() -> None:
+    shown = yaml.safe_load(readme_block("### 3. The workflow", "yaml"))
+    assert shown == yaml.safe_load(CRON_WORKER.read_text(encoding="utf-8"))
+    step = next(s for s in shown["jobs"]["work"]["steps"] if s.get("id") == "dispatch")
+    assert step["uses"] == "org/jit-dispatch@v1"
+
+
+def test_a_first_dispatch_from_the_quickstart_alone(tmp_path: Path) -> None:
     tools = tmp_path / "bin"
     tools.mkdir()
-    (tools / "jit").symlink_to(binary)
-    (tools / "jit-dispatch").symlink_to(Path(sys.executable).parent / "jit-dispatch")
-    env = clean_env(PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
-    store = subprocess.run(["bash", "-euo", "pipefail", "-c", block("store")], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert store.returncode == 0, store.stderr
-    project = tmp_path / "my-project"
-    (project / "scripts").mkdir()
-    shutil.copy(TEMPLATE, project / "scripts" / "work-on-issue.sh")  # step 2: the copy the text asks for
-    local = subprocess.run(["bash", "-euo", "pipefail", "-c", block("local")], cwd=project, env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert local.returncode == 0, local.stdout + local.stderr
-    assert re.search(r"^jit-dispatch: done [0-9a-f]{8} Add a greeting$", local.stdout, re.M), local.stdout
-    assert "done 1" in local.stdout, "status counts it"
-    [issue] = [p.stem for p in (project / ".jit" / "issues").glob("*.json")]
-    assert read_issue(project / ".jit", issue)["state"] == "done"
-    assert_real_jit_reads(binary, project / ".jit")
+    (tools / "jit").symlink_to(jit_binary("newest"))
+    env = clean_env(PATH=f"{tools}:{clean_env()['PATH']}", GIT_AUTHOR_NAME="p", GIT_AUTHOR_EMAIL="p@example.com",
+                    GIT_COMMITTER_NAME="p", GIT_COMMITTER_EMAIL="p@example.com")  # fmt: skip
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(bare), str(repo)], check=True, capture_output=True)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+
+    # Step 1, line by line as a person would type it.
+    store_lines = readme_block("### 1. A jit store", "sh")
+    done = subprocess.run(["bash", "-euc", store_lines], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ready = run_cli("ready", "--all", cwd=repo)
+    assert ready.returncode == 0, ready.stderr
+    titles = [line.split(None, 2)[2] for line in ready.stdout.splitlines()]
+    assert titles == ["Add a --verbose flag", "Fix the typo in the help text"]
+
+    # Step 2: the template, tried with --dry-run, then committed and pushed.
+    (repo / "scripts").mkdir()
+    shutil.copy(TEMPLATE, repo / "scripts" / "work-on-issue.sh")
+    dry = run_cli("once", "--agent", "laptop", "--command", "./scripts/work-on-issue.sh", "--dry-run", cwd=repo)
+    assert dry.returncode == 0, dry.stderr
+    assert "would claim" in dry.stdout
+    git(repo, "add", "-A")
+    assert not [p for p in git(repo, "diff", "--cached", "--name-only").split() if p.endswith(".lock")]
+    git(repo, "commit", "-q", "-m", "jit store and agent script")
+    git(repo, "push", "-q", "origin", "HEAD:main")
+
+    # Step 3: what the Action runs, in a runner's shallow clone.
+    step = yaml.safe_load(readme_block("### 3. The workflow", "yaml"))["jobs"]["work"]["steps"][1]["with"]
+    runner = tmp_path / "runner"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{bare}", str(runner)], check=True)
+    run = run_cli("once", "--agent", step["agent"], "--command", step["command"], "--sync", "git",
+                  "--timeout", step["timeout"], "--json", cwd=runner, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.json["outcome"] == "done"
+    assert run.json["title"] == "Add a --verbose flag"
+    assert "Title: Add a --verbose flag" in run.stderr  # the template printed the issue it worked on
+    subjects = git(bare, "log", "--format=%s", "main").splitlines()
+    assert subjects[0].startswith("jit-dispatch: done ") and subjects[0].endswith("(agent:cron-worker) [skip ci]")
 
 
-def test_the_template_keeps_hostile_text_inert_and_reports_failures(tmp_path: Path) -> None:
-    store = JitStore.init(tmp_path / ".jit")
-    [issue] = store.create_issues([NewIssue("$(touch pwned) `touch pwned2`; echo x > pwned3", "high")])
-    script = tmp_path / "work.sh"
-    shutil.copy(TEMPLATE, script)
-    result = run_cli("once", "--agent", "w", "--command", "./work.sh {issue_id}", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.json["outcome"] == "done"
-    assert not list(tmp_path.glob("pwned*")), "the title was data, never code"
-    # The next attempt sees why the previous one failed.
-    [second] = store.create_issues([NewIssue("second", "high")])
-    text = script.read_text().replace('echo "done: $JIT_ISSUE_SHORT_ID"', 'echo "tests failed"; exit 4')
-    script.write_text(text)
-    failed = run_cli("once", "--agent", "w", "--command", "./work.sh {issue_id}", "--json", cwd=tmp_path)
-    assert failed.json["outcome"] == "released" and failed.json["reason"].startswith("exit code 4")
-    script.write_text(TEMPLATE.read_text())
-    retry = run_cli("once", "--agent", "w", "--command", "./work.sh {issue_id}", cwd=tmp_path, env=clean_env())
-    assert "the previous attempt failed: exit code 4" in retry.stdout
-    assert read_issue(store.root, issue)["state"] == "done"
-    assert read_issue(store.root, second)["state"] == "done"
+def test_the_template_treats_issue_text_as_data(tmp_path: Path) -> None:
+    """A hostile title and body reach the agent's prompt verbatim and run nothing."""
+    canary = tmp_path / "pwned"
+    issue = tmp_path / "issue.json"
+    issue.write_text(f'{{"title": "t", "body": "$(touch {canary}) `touch {canary}`"}}', encoding="utf-8")
+    hostile = f'$(touch {canary}); `touch {canary}` "; touch {canary}; #'
+    env = clean_env(JIT_ISSUE_ID="#12", JIT_ISSUE_SHORT_ID="#12", JIT_ISSUE_TITLE=hostile, JIT_ISSUE_PRIORITY="low",
+                    JIT_DISPATCH_ATTEMPT="1", JIT_ISSUE_FILE=str(issue))  # fmt: skip
+    done = subprocess.run([str(TEMPLATE)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert f"Title: {hostile}" in done.stdout
+    assert not canary.exists()
+
+
+def test_the_template_refuses_to_run_outside_jit_dispatch(tmp_path: Path) -> None:
+    done = subprocess.run([str(TEMPLATE)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "JIT_ISSUE_ID" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["make demo", "make test"])
+def test_the_readme_shows_how_to_try_and_test(name: str) -> None:
+    assert name in README.read_text(encoding="utf-8")
