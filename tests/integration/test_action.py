@@ -295,6 +295,22 @@ def test_action_in_remote_mode_records_on_the_remote(tmp_path: Path, runner_temp
 
 
 @pytest.mark.slow
+def test_action_doctor_checks_instead_of_dispatching(workspace: tuple[Path, list[str]], runner_temp: Path) -> None:
+    root, (first, _) = workspace
+    inputs = {"agent": "ci-5", "command": "true", "sync": "none", "doctor": "true"}
+    run = CompositeRun(root, runner_temp, inputs)
+    run.run()
+    assert run.exit_code == 0, run.log
+    assert "jit-dispatch doctor: all good" in run.log
+    assert "### 🩺 jit-dispatch doctor" in run.summary.read_text()
+    assert read_issue(root / ".jit", first)["state"] == "ready", "nothing was dispatched"
+    (root / ".jit" / "gates.json").write_text('{"gates": 7}')
+    run = CompositeRun(root, runner_temp, inputs)
+    run.run()
+    assert run.exit_code == 1 and "[FAIL] gate registry" in run.log, run.log
+
+
+@pytest.mark.slow
 def test_action_reaps_stale_claims_first_and_writes_the_status_dashboard(
     workspace: tuple[Path, list[str]], runner_temp: Path
 ) -> None:
