@@ -133,9 +133,12 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
-def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True) -> selection.Plan:
-    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason."""
-    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates)
+def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True, agent: str | None = None) -> selection.Plan:
+    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason.
+
+    `agent`: the runner's own jit leases do not hold an issue back (every lease does without one)."""
+    leased = snapshot.leased(agent)
+    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, leased)
 
 
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
@@ -173,7 +176,7 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        plan = plan_for(snapshot, request.filters, request.gates == "run")
+        plan = plan_for(snapshot, request.filters, request.gates == "run", request.agent)
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
         if collecting:
@@ -249,6 +252,8 @@ def run_claimed(
         tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
         return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
+    if (taker := tracker.taken_by(claimed.id, request.agent)) is not None:  # e.g. `jit claim acquire` meanwhile
+        return _settle(tracker, request, result, claimed, f"the claim was taken before the command started ({taker})")
     steps = Steps.plan(claimed, registry or {}, request)
     scratch = _scratch_dir(request.scratch_dir)
     issue_file = scratch / f"{claimed.id}.json"
@@ -412,7 +417,9 @@ def _settle(
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result
-    if settlement.outcome == Outcome.LOST:
+    if settlement.outcome == Outcome.LOST and reason is not None and reason.startswith("the claim was taken"):
+        result.reason = f"{reason}; nothing written"  # the heartbeat or the check before the command saw who
+    elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"

@@ -33,6 +33,11 @@ class Snapshot:
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
+    leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
+
+    def leased(self, agent: str | None = None) -> dict[str, str]:
+        """Issues under a jit lease of an agent other than `agent`, with the reason they are held."""
+        return {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.
@@ -119,6 +124,9 @@ class Tracker(Protocol):
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
 
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who holds our claim now, in words (another agent's jit lease, another assignee); None: ours."""
+
     def unpark(self, issue_id: str) -> bool:
         """Lift the parking (a person's decision); False when it was not parked."""
 
@@ -166,6 +174,10 @@ class TrackerDefaults:
 
     def checker_root(self, issue_id: str) -> Path | None:
         """No gate registry: only `--check` commands run."""
+        return None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No leases here: a claim taken away shows at the heartbeat and the settle."""
         return None
 
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:

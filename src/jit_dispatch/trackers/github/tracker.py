@@ -352,6 +352,10 @@ class GitHubTracker:
             return [str(exc)]
         return []
 
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No jit leases on GitHub: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
         held = self._held.get(issue_id)

@@ -35,6 +35,7 @@ from jit_dispatch.trackers.jit.files import (
     read_regular,
     store_error,
 )
+from jit_dispatch.trackers.jit.leases import DEFAULT_TTL_SECONDS, Leases
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
@@ -86,6 +87,8 @@ class JitStore(TrackerDefaults):
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
         self._deadline: float | None = None  # set by `hurry` after a cancellation
+        self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
+        self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -170,7 +173,26 @@ class JitStore(TrackerDefaults):
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
         self._promotion_view = (found.states, found.backlog, found.seen)
-        return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        if (leases := self.leases()) is not None:
+            snapshot.leases = {i: (h.agent, h.words()) for i, h in leases.holders().items()}
+        return snapshot
+
+    def leases(self) -> Leases | None:
+        """jit's leases when the store sits in a git worktree (docs/jit-format.md#leases); else None."""
+        if self._leases is False:
+            self._leases = Leases.of_store(self.root, self.lease_ttl)
+        return self._leases if isinstance(self._leases, Leases) else None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who took our claim: another agent's lease, or another assignee; None while it is ours."""
+        leases = self.leases()
+        if leases is not None and (holder := leases.holder(issue_id)) is not None and holder.agent != assignee:
+            return holder.words()
+        current = self.read_issue(issue_id)
+        if current is not None and current.assignee not in (None, assignee):
+            return f"assigned to {current.assignee}"
+        return None
 
     def _events_length(self) -> int | None:
         try:
@@ -277,15 +299,28 @@ class JitStore(TrackerDefaults):
     def claim(
         self, issue_id: str, assignee: str, run: str, filters: Filters, *, now: str | None = None
     ) -> Issue | None:
-        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's)."""
-        with self._locked(issue_id):
-            issue = self.claimable(issue_id, filters)
-            if issue is None:
-                return None
-            now = now or transitions.format_timestamp()
-            raw, events = transitions.claim(issue.raw, assignee, run, now)
-            self._write_issue(raw)
-        self._log_or_undo(issue.raw, raw, events)
+        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's).
+
+        The jit lease comes first (docs/jit-format.md#leases): `jit claim acquire` checks only
+        leases, so whoever holds the lease holds the issue; one of another agent refuses the claim.
+        """
+        leases = self.leases()
+        if leases is not None and leases.acquire(issue_id, assignee) is not None:
+            return None
+        claimed = False
+        try:
+            with self._locked(issue_id):
+                issue = self.claimable(issue_id, filters)
+                if issue is None:
+                    return None
+                now = now or transitions.format_timestamp()
+                raw, events = transitions.claim(issue.raw, assignee, run, now)
+                self._write_issue(raw)
+            self._log_or_undo(issue.raw, raw, events)
+            claimed = True
+        finally:
+            if leases is not None and not claimed:
+                leases.release(issue_id, assignee)
         return issue_from_raw(raw)
 
     def complete(
@@ -387,17 +422,24 @@ class JitStore(TrackerDefaults):
         Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
         claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
+        leases = self.leases()
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
+            if leases is not None and (holder := leases.holder(issue_id)) is not None and holder.agent != assignee:
+                return Settlement(Outcome.LOST, current.failed_attempts)  # another agent's lease: theirs now
             now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
             raw, events, outcome = change(judged, now)
             self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
+        if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
+            leases.release(
+                issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
+            )
         return current, raw, outcome
 
     def _record_gate_runs(
@@ -434,12 +476,14 @@ class JitStore(TrackerDefaults):
         return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        """Refresh the claim and renew its lease; False once another agent holds either."""
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):
                 return False
             self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
-        return True
+        leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
+        return leases is None or leases.renew(issue_id, assignee) is None
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):

@@ -1,0 +1,221 @@
+"""jit-dispatch beside the newest jit's leases (docs/jit-format.md#leases), against the real binary.
+
+Each claim holds a lease in `.git/jit/` as `jit claim acquire` writes it, so an agent run under
+`enforce_leases = "strict"` may update, link, gate-pass and create; a lease of another agent holds
+an issue back; a lease taken over during a run stops it as a lost claim, without an attempt counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from helpers import clean_env, read_issue, run_cli
+from processes import wait_for_file
+from real_jit import jit, jit_binary
+
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
+
+
+def jit_as(binary: Path, repo: Path, agent: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real jit acting as `agent` (JIT_AGENT_ID), as another agent beside the dispatcher would."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("JIT_")}, "JIT_AGENT_ID": agent}
+    return subprocess.run([str(binary), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+
+
+def strict_repo(tmp_path: Path, binary: Path, count: int = 1) -> tuple[Path, list[str]]:
+    """A git repository whose store the real jit made, leases enforced (`[worktree]`); `count` tasks under an epic."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"], check=True, env={**os.environ, **GIT}
+    )
+    assert jit(binary, repo, "init").returncode == 0
+    with (repo / ".jit" / "config.toml").open("a") as config:
+        config.write('\n[worktree]\nenforce_leases = "strict"\n')
+    ids = []
+    for n in range(count):
+        made = jit(binary, repo, "issue", "create", "--title", f"task {n}", "--label", "type:task", "--json")
+        assert made.returncode == 0, made.stderr
+        ids.append(json.loads(made.stdout)["id"])
+    if count > 1:  # jit validate rejects issues outside the dependency graph
+        epic = json.loads(
+            jit(binary, repo, "issue", "create", "--title", "epic", "--label", "type:epic", "--json").stdout
+        )
+        assert jit_as(binary, repo, "agent:setup", "claim", "acquire", epic["id"]).returncode == 0
+        for issue_id in ids:
+            assert jit_as(binary, repo, "agent:setup", "dep", "add", epic["id"], issue_id).returncode == 0
+        assert jit_as(binary, repo, "agent:setup", "claim", "release", epic["id"]).returncode == 0
+    return repo / ".jit", ids
+
+
+def claims_log(repo: Path) -> list[dict]:
+    path = repo / ".git" / "jit" / "claims.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_agent_under_strict_leases_does_its_seven_jit_calls(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (issue_id,) = strict_repo(tmp_path, binary)
+    repo = root.parent
+    assert jit(binary, repo, "gate", "define", "review", "--title", "Review", "--description", "r",
+               "--stage", "postcheck", "--mode", "manual").returncode == 0  # fmt: skip
+    seen = tmp_path / "seen.txt"
+    script = tmp_path / "agent.sh"
+    script.write_text(
+        "set -e\n"
+        'J="$JIT_BIN"\n'
+        '$J claim list > "$SEEN"; $J claim status --issue "$JIT_ISSUE_ID" >> "$SEEN"; $J worktree list >> "$SEEN"\n'
+        '$J issue update "$JIT_ISSUE_ID" --label component:cli\n'
+        '$J issue update "$JIT_ISSUE_ID" --description "worked on it"\n'
+        "ID_OF='import json,sys; print(json.load(sys.stdin)[\"id\"])'\n"
+        'SUB=$($J issue create --title sub --label type:task --json | python3 -c "$ID_OF")\n'
+
+        '$J dep add "$JIT_ISSUE_ID" "$SUB"\n'
+        '$J gate add "$JIT_ISSUE_ID" review\n'
+        '$J gate pass "$JIT_ISSUE_ID" review\n'
+        '$J issue show "$JIT_ISSUE_ID" --json > /dev/null\n'
+    )  # fmt: skip
+    result = run_cli(
+        "once", "--agent", "ci-worker", "--command", f"bash {script}", "--json", "--jit-dir", str(root),
+        cwd=repo, env=clean_env(JIT_BIN=str(binary), SEEN=str(seen)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.json["outcome"] == "done", result.json
+    during = seen.read_text()
+    assert during.count("agent:ci-worker") >= 2 and issue_id in during, during  # claim list and claim status
+    assert "wt:" in during and " 1\n" in during, during  # worktree list counts our claim
+    issue = read_issue(root, issue_id)
+    assert "component:cli" in issue["labels"] and issue["gates_status"]["review"]["status"] == "passed"
+    assert len(issue["dependencies"]) == 1
+    ops = [(e["op"], e.get("agent_id")) for e in claims_log(repo)]
+    assert ops[-2:] == [("acquire", "agent:ci-worker"), ("release", None)], ops
+    assert json.loads((repo / ".git/jit/claims.index.json").read_text())["leases"] == []
+    listed = jit(binary, repo, "claim", "list")
+    assert listed.returncode == 0 and "No active leases" in listed.stdout, listed.stdout
+    validate = jit(binary, repo, "validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_the_lease_is_written_as_jit_claim_acquire_writes_it(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (ours, theirs) = strict_repo(tmp_path, binary, count=2)
+    repo = root.parent
+    assert jit_as(binary, repo, "agent:other", "claim", "acquire", theirs).returncode == 0
+    copy = tmp_path / "index.json"
+    result = run_cli("once", "--agent", "w1", "--command", f"cp .git/jit/claims.index.json {copy}", "--json",
+                     "--issue", ours, "--jit-dir", str(root), cwd=repo)  # fmt: skip
+    assert result.json["outcome"] == "done", result.json
+    index = json.loads(copy.read_text())
+    leases = {lease["agent_id"]: lease for lease in index["leases"]}
+    jits, mine = leases["agent:other"], leases["agent:w1"]
+    assert list(mine) == list(jits) and mine["issue_id"] == ours
+    assert (mine["worktree_id"], mine["branch"], mine["ttl_secs"]) == (jits["worktree_id"], "main", 600)  # 2 × 5 min
+    assert list(index) == [
+        "schema_version",
+        "generated_at",
+        "last_seq",
+        "stale_threshold_secs",
+        "leases",
+        "sequence_gaps",
+    ]
+    log = claims_log(repo)
+    by_jit = next(e for e in log if e.get("agent_id") == "agent:other")
+    by_us = next(e for e in log if e.get("agent_id") == "agent:w1")
+    assert list(by_us) == list(by_jit) and [e["seq"] for e in log] == list(range(1, len(log) + 1))
+    assert not (repo / ".git/jit/locks/claims.lock.meta").exists()
+    assert jit(binary, repo, "claim", "list").returncode == 0 and jit(binary, repo, "validate").returncode == 0
+
+
+def test_a_lease_of_another_agent_holds_the_issue(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (issue_id,) = strict_repo(tmp_path, binary)
+    repo = root.parent
+    assert jit_as(binary, repo, "agent:other", "claim", "acquire", issue_id).returncode == 0
+    assert jit_as(binary, repo, "agent:other", "issue", "unassign", issue_id).returncode == 0  # the lease alone
+    ready = run_cli("ready", "--all", "--json", "--jit-dir", str(root), cwd=repo)
+    assert ready.returncode == 0, ready.stderr
+    (held,) = ready.json["held"]
+    assert held["reason"].startswith("leased by agent:other until 20"), held
+    once = run_cli("once", "--agent", "w1", "--command", "true", "--json", "--jit-dir", str(root), cwd=repo)
+    assert once.json["outcome"] == "idle" and "held back" in once.json["reason"], once.json
+    only = ("--issue", issue_id, "--jit-dir", str(root))
+    forced = run_cli("once", "--agent", "w1", "--command", "true", "--json", *only, cwd=repo)
+    assert "leased by agent:other" in forced.json["reason"], forced.json
+    assert read_issue(root, issue_id)["state"] == "ready"
+
+
+def test_a_lease_taken_over_during_the_run_stops_it_within_a_heartbeat(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (issue_id,) = strict_repo(tmp_path, binary)
+    repo = root.parent
+    started = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--heartbeat", "1s", "--json",
+         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
+        cwd=repo, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_file(started, proc, timeout=30)
+        refused = jit_as(binary, repo, "agent:other", "claim", "acquire", issue_id)
+        assert refused.returncode != 0 and "already claimed by agent:w1" in refused.stderr, refused.stderr
+        assert jit_as(binary, repo, "human:admin", "claim", "release", issue_id).returncode == 0
+        assert jit_as(binary, repo, "agent:other", "claim", "acquire", issue_id).returncode == 0
+        taken = time.monotonic()
+        out, _ = proc.communicate(timeout=30)
+        stopped_after = time.monotonic() - taken
+    finally:
+        proc.kill()
+    result = json.loads(out)
+    assert result["outcome"] == "lost", result
+    assert "leased by agent:other" in result["reason"] and "command stopped" in result["reason"], result["reason"]
+    assert stopped_after < 20, stopped_after  # one 1 s heartbeat, not the command's 60 s
+    issue = read_issue(root, issue_id)
+    assert issue["assignee"] == "agent:other" and issue["context"].get("dispatch.attempts", "0") == "0", issue
+    assert jit(binary, repo, "validate").returncode == 0
+
+
+def _race(binary: Path, root: Path, issue_id: str, delay: float) -> tuple[bool, str]:
+    once = subprocess.Popen(
+        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--json", "--issue", issue_id,
+         "--command", "sleep 1", "--jit-dir", str(root)],
+        cwd=root.parent, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    acquired = jit_as(binary, root.parent, "agent:other", "claim", "acquire", issue_id).returncode == 0
+    out, _ = once.communicate(timeout=120)
+    return acquired, json.loads(out)["outcome"]
+
+
+def test_thirty_races_of_claim_acquire_against_once_leave_one_holder(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, ids = strict_repo(tmp_path, binary, count=30)
+    rng = random.Random(20)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        races = list(pool.map(lambda i: _race(binary, root, i, rng.uniform(0.0, 0.5)), ids))
+    for issue_id, (acquired, outcome) in zip(ids, races, strict=True):
+        issue = read_issue(root, issue_id)
+        assert outcome in ("done", "idle"), (outcome, issue)  # never lost: the lease decides before the command
+        assert acquired != (outcome == "done"), (acquired, outcome)  # exactly one holder
+        if outcome == "done":
+            assert issue["state"] == "done" and issue["assignee"] == "agent:w1", issue
+        else:
+            assert issue["state"] == "ready" and issue["assignee"] == "agent:other", issue
+            assert not any(key.startswith("dispatch.") for key in issue["context"]), issue
+    validate = jit(binary, root.parent, "validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+@pytest.fixture(autouse=True)
+def _quiet_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in GIT.items():
+        monkeypatch.setenv(key, value)
