@@ -8,7 +8,6 @@ an issue back; a lease taken over during a run stops it as a lost claim, without
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -16,46 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from helpers import clean_env, read_issue, run_cli
+from lease_stores import jit_as, strict_repo
 from processes import wait_for_file
 from real_jit import jit, jit_binary
-
-GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
-
-
-def jit_as(binary: Path, repo: Path, agent: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real jit acting as `agent` (JIT_AGENT_ID), as another agent beside the dispatcher would."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("JIT_")}, "JIT_AGENT_ID": agent}
-    return subprocess.run([str(binary), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
-
-
-def strict_repo(tmp_path: Path, binary: Path, count: int = 1) -> tuple[Path, list[str]]:
-    """A git repository whose store the real jit made, leases enforced (`[worktree]`); `count` tasks under an epic."""
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(
-        ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"], check=True, env={**os.environ, **GIT}
-    )
-    assert jit(binary, repo, "init").returncode == 0
-    with (repo / ".jit" / "config.toml").open("a") as config:
-        config.write('\n[worktree]\nenforce_leases = "strict"\n')
-    ids = []
-    for n in range(count):
-        made = jit(binary, repo, "issue", "create", "--title", f"task {n}", "--label", "type:task", "--json")
-        assert made.returncode == 0, made.stderr
-        ids.append(json.loads(made.stdout)["id"])
-    if count > 1:  # jit validate rejects issues outside the dependency graph
-        epic = json.loads(
-            jit(binary, repo, "issue", "create", "--title", "epic", "--label", "type:epic", "--json").stdout
-        )
-        assert jit_as(binary, repo, "agent:setup", "claim", "acquire", epic["id"]).returncode == 0
-        for issue_id in ids:
-            assert jit_as(binary, repo, "agent:setup", "dep", "add", epic["id"], issue_id).returncode == 0
-        assert jit_as(binary, repo, "agent:setup", "claim", "release", epic["id"]).returncode == 0
-    return repo / ".jit", ids
 
 
 def claims_log(repo: Path) -> list[dict]:
@@ -213,9 +176,3 @@ def test_thirty_races_of_claim_acquire_against_once_leave_one_holder(tmp_path: P
             assert not any(key.startswith("dispatch.") for key in issue["context"]), issue
     validate = jit(binary, root.parent, "validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
-
-
-@pytest.fixture(autouse=True)
-def _quiet_git(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in GIT.items():
-        monkeypatch.setenv(key, value)

@@ -111,6 +111,34 @@ def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
     return new, events
 
 
+_SETTLED_BY_AGENT = {State.DONE: Outcome.DONE, State.GATED: Outcome.GATED, State.REJECTED: Outcome.REJECTED}
+
+
+def agent_outcome(raw: Raw, assignee: str, holds_lease: bool) -> Outcome | None:
+    """What the command made of its own claimed issue with jit itself; None when not its doing.
+
+    Finished (`done`, `gated`, `rejected`) still under our assignee, or under our lease; released
+    (`ready`/`backlog`, no assignee) only with our lease as evidence that nobody else did it.
+    """
+    state, holder = raw.get("state"), raw.get("assignee")
+    if state in _SETTLED_BY_AGENT and (holder == assignee or (holder is None and holds_lease)):
+        return _SETTLED_BY_AGENT[State(state)]
+    if state in (State.READY, State.BACKLOG) and holder is None and holds_lease:
+        return Outcome.RELEASED
+    return None
+
+
+def after_agent(raw: Raw, outcome: Outcome, reason: str, now: str) -> tuple[Raw, list[Event], Outcome]:
+    """Our settle on top of the agent's: `gated` with every gate now passed goes on to `done` (as
+    jit's `gate pass` moves it); a release counts the attempt (never parks: the agent chose it)."""
+    if outcome == Outcome.GATED and required_gates_passed(raw):
+        return complete(raw, now)
+    if outcome == Outcome.RELEASED:
+        new, events, _ = release(raw, reason, 2**31, now)
+        return new, events, Outcome.RELEASED
+    return raw, [], outcome
+
+
 def liveness(raw: Raw) -> tuple[str | None, str | None]:
     """The claim's signs of life: (dispatch.claimed_at, dispatch.heartbeat_at)."""
     context = raw.get("context", {})

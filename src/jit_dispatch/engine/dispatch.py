@@ -20,7 +20,7 @@ from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
-from jit_dispatch.domain.values import Outcome
+from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
@@ -276,7 +276,8 @@ def run_claimed(
                 history=lambda key: tracker.gate_history(claimed.id, key),
             )
         with heartbeat:
-            reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
+            cancel_command = heartbeat.command_cancel
+            reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
@@ -332,6 +333,7 @@ def _run_steps(
 
 
 def _work(
+    tracker: Tracker,
     request: Request,
     issue: Issue,
     steps: Steps,
@@ -355,7 +357,7 @@ def _work(
     result.cancelled_by = run.cancelled_by
     if (reason := failure_reason(run, request.timeout)) is not None:
         return reason, False
-    post = _run_steps(steps.post, issue, setting, cancel, hooks)
+    post = _run_steps(_still_to_check(steps.post, tracker.issue_now(issue.id)), issue, setting, cancel, hooks)
     result.gates.extend(post)
     if cancel.cancelled:  # a signal may have come while the postchecks ran
         result.cancelled_by = cancel.signum
@@ -366,6 +368,16 @@ def _work(
     result.failed_gate = failed.step.key
     only_gates_failed = all(run.passed or run.step.kind == GATE for run in post)
     return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
+
+
+def _still_to_check(post: list[Step], now: Issue | None) -> list[Step]:
+    """The postchecks left after the command: all of them, unless it settled its issue with jit itself.
+    Then only for a `done`/`gated` issue, and of its gates only those not passed yet."""
+    if now is None or now.state == State.IN_PROGRESS:
+        return post
+    if now.state not in (State.DONE, State.GATED):
+        return []
+    return [step for step in post if step.kind != GATE or step.key not in now.gates_passed]
 
 
 def _run(
@@ -417,7 +429,9 @@ def _settle(
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result
-    if settlement.outcome == Outcome.LOST and reason is not None and reason.startswith("the claim was taken"):
+    if settlement.by_agent:  # the command settled its issue with jit; ours only completed it
+        result.reason = f"{settlement.outcome} by the agent" + (f"; {reason}" if reason else "")
+    elif settlement.outcome == Outcome.LOST and reason is not None and reason.startswith("the claim was taken"):
         result.reason = f"{reason}; nothing written"  # the heartbeat or the check before the command saw who
     elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"

@@ -67,11 +67,12 @@ Liveness = tuple[str | None, str | None]
 class Settlement:
     """How a claim was settled, and what that changed besides."""
 
-    outcome: Outcome  # done | gated | released | parked | lost
+    outcome: Outcome  # done | gated | rejected | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
     warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
+    by_agent: bool = False  # the command settled its issue with jit itself; ours only completed it
 
 
 class Tracker(Protocol):
@@ -127,6 +128,9 @@ class Tracker(Protocol):
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         """Who holds our claim now, in words (another agent's jit lease, another assignee); None: ours."""
 
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now, where the command may have changed it with jit; None: not known here."""
+
     def unpark(self, issue_id: str) -> bool:
         """Lift the parking (a person's decision); False when it was not parked."""
 
@@ -178,6 +182,10 @@ class TrackerDefaults:
 
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         """No leases here: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The command's own jit calls do not reach this store (remote mode: they go to its clone)."""
         return None
 
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:

@@ -85,6 +85,9 @@ class MultiTracker(TrackerDefaults):
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         return self._store(issue_id).taken_by(issue_id, assignee)
 
+    def issue_now(self, issue_id: str) -> Issue | None:
+        return self._store(issue_id).issue_now(issue_id)
+
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)
 

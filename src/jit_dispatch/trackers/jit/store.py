@@ -329,15 +329,15 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
         if isinstance(settled, Settlement):
             return settled
-        current, _, outcome = settled
+        current, _, outcome, by_agent = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
                 self._promote_unblocked(issue_id, promoted)
             except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
                 error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
-                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error)
-        return Settlement(outcome, current.failed_attempts, tuple(promoted))
+                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error, by_agent=by_agent)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted), by_agent=by_agent)
 
     def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
         """After a `done`, every backlog issue with all dependencies resolved becomes ready.
@@ -404,8 +404,8 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
         if isinstance(settled, Settlement):
             return settled
-        _, raw, outcome = settled
-        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+        _, raw, outcome, by_agent = settled
+        return Settlement(outcome, issue_from_raw(raw).failed_attempts, by_agent=by_agent)
 
     def _settle(
         self,
@@ -416,31 +416,44 @@ class JitStore(TrackerDefaults):
         change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
         *,
         seen: Liveness | None = None,
-    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+    ) -> tuple[Issue, dict[str, Any], Outcome, bool] | Settlement:
         """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
 
-        Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
+        Returns the issue as it was, as it is now, the outcome and whether the command settled it
+        itself with jit (docs/jit-format.md#agents-that-settle); or a `lost` Settlement when the
         claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
         leases = self.leases()
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
+            holder = leases.holder(issue_id) if leases is not None else None
+            if current is None or (holder is not None and holder.agent != assignee):
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)  # theirs now
+            by_agent = None
+            if not transitions.still_ours(current.raw, assignee):
+                by_agent = None if seen else transitions.agent_outcome(current.raw, assignee, holder is not None)
+                if by_agent is None:
+                    return Settlement(Outcome.LOST, current.failed_attempts)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            if leases is not None and (holder := leases.holder(issue_id)) is not None and holder.agent != assignee:
-                return Settlement(Outcome.LOST, current.failed_attempts)  # another agent's lease: theirs now
             now = now or transitions.format_timestamp()
             judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            raw, events, outcome = change(judged, now)
-            self._write_issue(raw)
+            if by_agent is None:
+                raw, events, outcome = change(judged, now)
+            else:
+                raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
+            if raw != current.raw:
+                self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
         if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
             leases.release(
                 issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
             )
-        return current, raw, outcome
+        return current, raw, outcome, by_agent is not None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now: the command may have changed it with jit."""
+        return self.read_issue(issue_id)
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
@@ -476,13 +489,23 @@ class JitStore(TrackerDefaults):
         return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        """Refresh the claim and renew its lease; False once another agent holds either."""
+        """Refresh the claim and renew its lease; False once another agent holds either.
+
+        An issue the command itself settled with jit is still its run: only the lease is renewed.
+        """
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
-            if current is None or not transitions.still_ours(current.raw, assignee):
+            if current is None:
                 return False
-            self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
+            ours = transitions.still_ours(current.raw, assignee)
+            if ours:
+                self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
         leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
+        if not ours:
+            holder = leases.holder(issue_id) if leases is not None else None
+            mine = holder is not None and holder.agent == assignee
+            if transitions.agent_outcome(current.raw, assignee, mine) is None:
+                return False
         return leases is None or leases.renew(issue_id, assignee) is None
 
     def unpark(self, issue_id: str) -> bool:
