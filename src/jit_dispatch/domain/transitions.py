@@ -139,6 +139,19 @@ def after_agent(raw: Raw, outcome: Outcome, reason: str, now: str) -> tuple[Raw,
     return raw, [], outcome
 
 
+def blocked(raw: Raw, target: str, found: list[tuple[str | None, str]], now: str) -> tuple[Raw, list[Event], Outcome]:
+    """jit's enforced graph rules refuse `target`: a `transition_blocked` event per rule, as jit logs
+    them, and the issue `gated` with the rules named in `dispatch.last_reason` (docs/jit-format.md#graph-rules)."""
+    new = deepcopy(raw)
+    events = [make_event("transition_blocked", new["id"], now, target=target, rule=name) for name, _ in found if name]
+    reason = "; ".join(f"rule '{name}' blocks {target}: {text}" if name else text for name, text in found)
+    new.setdefault("context", {})[CTX_LAST_REASON] = reason
+    if new["state"] != State.GATED:
+        events.append(_state_change(new, State.GATED, now))
+    new["updated_at"] = now
+    return new, events, Outcome.GATED
+
+
 def liveness(raw: Raw) -> tuple[str | None, str | None]:
     """The claim's signs of life: (dispatch.claimed_at, dispatch.heartbeat_at)."""
     context = raw.get("context", {})

@@ -438,7 +438,7 @@ def _settle(
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
     else:
-        result.reason = reason
+        result.reason = reason or settlement.reason
     return result
 
 

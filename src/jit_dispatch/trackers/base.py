@@ -34,10 +34,12 @@ class Snapshot:
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
     leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
+    rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
 
     def leased(self, agent: str | None = None) -> dict[str, str]:
         """Issues under a jit lease of an agent other than `agent`, with the reason they are held."""
-        return {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
+        held = {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
+        return {**self.rule_holds, **held}
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.
@@ -73,6 +75,7 @@ class Settlement:
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
     warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
     by_agent: bool = False  # the command settled its issue with jit itself; ours only completed it
+    reason: str | None = None  # the store's words for the outcome (a `done` jit's graph rules refuse)
 
 
 class Tracker(Protocol):

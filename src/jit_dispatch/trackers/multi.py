@@ -38,6 +38,7 @@ class MultiTracker(TrackerDefaults):
             merged.warnings.extend(part.warnings)
             locked |= part.locked
             merged.leases.update(part.leases)
+            merged.rule_holds.update(part.rule_holds)
             self._owner.update(dict.fromkeys(part.all_ids, tracker))
         merged.locked = frozenset(locked)
         return merged

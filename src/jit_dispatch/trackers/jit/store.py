@@ -19,7 +19,7 @@ from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.issue import CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -37,6 +37,7 @@ from jit_dispatch.trackers.jit.files import (
 )
 from jit_dispatch.trackers.jit.leases import DEFAULT_TTL_SECONDS, Leases
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
+from jit_dispatch.trackers.jit.rules import StoreRules
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
@@ -89,6 +90,7 @@ class JitStore(TrackerDefaults):
         self._deadline: float | None = None  # set by `hurry` after a cancellation
         self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
         self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
+        self.rules = StoreRules(root)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -176,6 +178,8 @@ class JitStore(TrackerDefaults):
         snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
         if (leases := self.leases()) is not None:
             snapshot.leases = {i: (h.agent, h.words()) for i, h in leases.holders().items()}
+        if self.rules.enforced():
+            snapshot.rule_holds = self.rules.holds(snapshot)
         return snapshot
 
     def leases(self) -> Leases | None:
@@ -271,6 +275,8 @@ class JitStore(TrackerDefaults):
             return None
         if dispatch_reason(issue, self._dependency_states(issue), self.gates()) or not matches_filters(issue, filters):
             return None
+        if self.rules.enforced() and self.rules.blockers(issue.raw, State.IN_PROGRESS):
+            return None  # jit would refuse this claim (held with the rule named in the plan)
         return issue
 
     def _log_or_undo(self, before: dict[str, Any], after: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -329,7 +335,7 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
         if isinstance(settled, Settlement):
             return settled
-        current, _, outcome, by_agent = settled
+        current, _, outcome, by_agent, note = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
@@ -337,7 +343,7 @@ class JitStore(TrackerDefaults):
             except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
                 error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
                 return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error, by_agent=by_agent)
-        return Settlement(outcome, current.failed_attempts, tuple(promoted), by_agent=by_agent)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted), by_agent=by_agent, reason=note)
 
     def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
         """After a `done`, every backlog issue with all dependencies resolved becomes ready.
@@ -404,8 +410,8 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
         if isinstance(settled, Settlement):
             return settled
-        _, raw, outcome, by_agent = settled
-        return Settlement(outcome, issue_from_raw(raw).failed_attempts, by_agent=by_agent)
+        _, raw, outcome, by_agent, note = settled
+        return Settlement(outcome, issue_from_raw(raw).failed_attempts, by_agent=by_agent, reason=note)
 
     def _settle(
         self,
@@ -416,12 +422,13 @@ class JitStore(TrackerDefaults):
         change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
         *,
         seen: Liveness | None = None,
-    ) -> tuple[Issue, dict[str, Any], Outcome, bool] | Settlement:
+    ) -> tuple[Issue, dict[str, Any], Outcome, bool, str | None] | Settlement:
         """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
 
-        Returns the issue as it was, as it is now, the outcome and whether the command settled it
-        itself with jit (docs/jit-format.md#agents-that-settle); or a `lost` Settlement when the
-        claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        Returns the issue as it was, as it is now, the outcome, whether the command settled it
+        itself with jit (docs/jit-format.md#agents-that-settle) and why a `done` became `gated`
+        (docs/jit-format.md#graph-rules); or a `lost` Settlement when the claim is no longer ours,
+        or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
         leases = self.leases()
         with self._locked(issue_id):
@@ -442,6 +449,11 @@ class JitStore(TrackerDefaults):
                 raw, events, outcome = change(judged, now)
             else:
                 raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
+            note = None
+            refusing = outcome == Outcome.DONE and judged["state"] != State.DONE
+            if refusing and (found := self.rules.blockers(judged, "done")):
+                raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
+                note = raw["context"][CTX_LAST_REASON]
             if raw != current.raw:
                 self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
@@ -449,7 +461,7 @@ class JitStore(TrackerDefaults):
             leases.release(
                 issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
             )
-        return current, raw, outcome, by_agent is not None
+        return current, raw, outcome, by_agent is not None, note
 
     def issue_now(self, issue_id: str) -> Issue | None:
         """The issue as stored now: the command may have changed it with jit."""
