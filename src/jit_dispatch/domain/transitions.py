@@ -6,6 +6,7 @@ Each returns the new raw issue and the events jit itself would log for the same 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from copy import deepcopy
@@ -33,6 +34,45 @@ def format_timestamp(ns: int | None = None) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{fraction:09d}Z"
+
+
+def chrono_time(ns: int) -> str:
+    """chrono's serde form of a `DateTime<Utc>`: RFC 3339, `Z`, 0/3/6/9 fraction digits (AutoSi)."""
+    return chrono(ns, "T", "Z")
+
+
+def chrono_display(ns: int) -> str:
+    """chrono's `Display` of a `DateTime<Utc>` (`2026-12-07 15:12:42.663028663 UTC`), as jit's messages show it."""
+    return chrono(ns, " ", " UTC")
+
+
+def chrono(ns: int, sep: str, zone: str) -> str:
+    """chrono's AutoSi rendering: 0, 3, 6 or 9 fraction digits, whichever shows the value exactly."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+    if nanos == 0:
+        fraction = ""
+    elif nanos % 1_000_000 == 0:
+        fraction = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1_000 == 0:
+        fraction = f".{nanos // 1_000:06d}"
+    else:
+        fraction = f".{nanos:09d}"
+    return stamp + fraction + zone
+
+
+def timestamp_ns(value: object) -> int | None:
+    """A stored timestamp as nanoseconds since the epoch (all 9 fraction digits kept); None if absent or bad."""
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"(.{19})(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value)
+    if match is None:
+        return None
+    try:
+        whole = datetime.fromisoformat(match.group(1) + match.group(3))
+    except ValueError:
+        return None
+    return int(whole.timestamp()) * 1_000_000_000 + int((match.group(2) or "0").ljust(9, "0"))
 
 
 def make_event(kind: str, issue_id: str, now: str, **fields: Any) -> Event:

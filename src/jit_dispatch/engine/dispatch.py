@@ -274,6 +274,7 @@ def run_claimed(
                 command_env=env,
                 base_env=base_env,
                 history=lambda key: tracker.gate_history(claimed.id, key),
+                lookup=tracker.issue_now,
             )
         with heartbeat:
             cancel_command = heartbeat.command_cancel
@@ -409,7 +410,7 @@ def _settle(
     The gate runs travel with the settlement, so they are recorded in the same transaction.
     """
     settlement: Settlement
-    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE]
+    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE and run.recorded]
     try:
         if reason is None or keep_gated:
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)

@@ -21,10 +21,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jit_dispatch.domain.transitions import chrono, chrono_display, chrono_time, timestamp_ns
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.jit.files import append_lines, atomic_write, dumps_event, dumps_pretty, store_error
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock
@@ -40,44 +40,6 @@ def lease_ttl(heartbeat: float | None) -> int:
     if not heartbeat:
         return DEFAULT_TTL_SECONDS
     return max(1, int(-(-2 * heartbeat // 1)))
-
-
-def chrono_time(ns: int) -> str:
-    """chrono's serde form of a `DateTime<Utc>`: RFC 3339, `Z`, 0/3/6/9 fraction digits (AutoSi)."""
-    return _chrono(ns, "T", "Z")
-
-
-def chrono_display(ns: int) -> str:
-    """chrono's `Display` of a `DateTime<Utc>` (`2026-12-07 15:12:42.663028663 UTC`), as jit's messages show it."""
-    return _chrono(ns, " ", " UTC")
-
-
-def _chrono(ns: int, sep: str, zone: str) -> str:
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
-    if nanos == 0:
-        fraction = ""
-    elif nanos % 1_000_000 == 0:
-        fraction = f".{nanos // 1_000_000:03d}"
-    elif nanos % 1_000 == 0:
-        fraction = f".{nanos // 1_000:06d}"
-    else:
-        fraction = f".{nanos:09d}"
-    return stamp + fraction + zone
-
-
-def _ns(value: object) -> int | None:
-    """A stored timestamp as nanoseconds since the epoch (all 9 fraction digits kept); None if absent or bad."""
-    if not isinstance(value, str):
-        return None
-    match = re.fullmatch(r"(.{19})(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value)
-    if match is None:
-        return None
-    try:
-        whole = datetime.fromisoformat(match.group(1) + match.group(3))
-    except ValueError:
-        return None
-    return int(whole.timestamp()) * 1_000_000_000 + int((match.group(2) or "0").ljust(9, "0"))
 
 
 @dataclass(frozen=True)
@@ -277,7 +239,7 @@ class Leases:
     def _evict_expired(self, index: dict[str, Any]) -> None:
         now = time.time_ns()
         for lease in [lease for lease in _leases(index) if _expired(lease, now)]:
-            at = _ns(lease.get("expires_at")) or now
+            at = timestamp_ns(lease.get("expires_at")) or now
             self._evict(index, lease, f"Lease expired at {chrono_display(at)}", op="auto-evict")
 
     def _evict(self, index: dict[str, Any], lease: dict[str, Any], reason: str, op: str = "force-evict") -> None:
@@ -315,7 +277,7 @@ class Leases:
             raise TrackerError(f"{path}: cannot be read as jit's worktree identity ({exc})") from None
         root = str(self.paths.worktree_root)
         now = time.time_ns()
-        rfc3339 = _chrono(now, "T", "+00:00")  # chrono's `to_rfc3339()`, what jit hashes
+        rfc3339 = chrono(now, "T", "+00:00")  # chrono's `to_rfc3339()`, what jit hashes
         worktree_id = "wt:" + hashlib.sha256(root.encode() + rfc3339.encode()).hexdigest()[:8]
         branch = self._branch() or "HEAD"
         identity = {"schema_version": 1, "worktree_id": worktree_id, "branch": branch, "root": root}
@@ -345,7 +307,7 @@ def _leases(index: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _expired(lease: dict[str, Any], now: int) -> bool:
     """jit's `Lease::is_expired`: a finite lease past `expires_at`."""
-    expires = _ns(lease.get("expires_at"))
+    expires = timestamp_ns(lease.get("expires_at"))
     return bool(lease.get("ttl_secs")) and expires is not None and now > expires
 
 
