@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from helpers import clean_env, read_issue, run_cli
+from jit_dispatch.domain.selection import Filters
+from jit_dispatch.trackers.jit.store import JitStore
 from lease_stores import jit_as, strict_repo
 from processes import wait_for_file
 from real_jit import jit, jit_binary
@@ -176,3 +178,24 @@ def test_thirty_races_of_claim_acquire_against_once_leave_one_holder(tmp_path: P
             assert not any(key.startswith("dispatch.") for key in issue["context"]), issue
     validate = jit(binary, root.parent, "validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_the_reaper_force_evicts_a_dead_runners_lease_as_jit_claim_release_does(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (issue_id,) = strict_repo(tmp_path, binary)
+    repo = root.parent
+    store = JitStore.open(root)
+    assert store.claim(issue_id, "agent:gone", "vm:1", Filters()) is not None  # a runner that then died
+    path = root / "issues" / f"{issue_id}.json"
+    issue = json.loads(path.read_text())
+    issue["context"]["dispatch.claimed_at"] = "2020-01-01T00:00:00.000000000Z"
+    path.write_text(json.dumps(issue, indent=2))
+    listed = jit(binary, repo, "claim", "list")
+    assert "agent:gone" in listed.stdout, listed.stdout
+    reaped = run_cli("reap", "--older-than", "1h", "--json", "--jit-dir", str(root), cwd=repo)
+    assert [r["outcome"] for r in reaped.json["reaped"]] == ["released"], reaped.stdout + reaped.stderr
+    last = claims_log(repo)[-1]
+    assert (last["op"], last["reason"]) == ("force-evict", "reaped by jit-dispatch: agent:gone stopped"), last
+    assert "No active leases" in jit(binary, repo, "claim", "list").stdout
+    assert read_issue(root, issue_id)["state"] == "ready"
+    assert jit(binary, repo, "validate").returncode == 0
