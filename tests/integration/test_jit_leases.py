@@ -111,6 +111,8 @@ def test_a_lease_of_another_agent_holds_the_issue(tmp_path: Path) -> None:
     assert ready.returncode == 0, ready.stderr
     (held,) = ready.json["held"]
     assert held["reason"].startswith("leased by agent:other until 20"), held
+    status = run_cli("status", "--json", "--jit-dir", str(root), cwd=repo)
+    assert [h["reason"] for h in status.json["held"]] == [held["reason"]], status.stdout
     once = run_cli("once", "--agent", "w1", "--command", "true", "--json", "--jit-dir", str(root), cwd=repo)
     assert once.json["outcome"] == "idle" and "held back" in once.json["reason"], once.json
     only = ("--issue", issue_id, "--jit-dir", str(root))
