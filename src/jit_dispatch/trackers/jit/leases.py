@@ -150,28 +150,43 @@ class Leases:
             self._write_index(index)
         return None
 
-    def renew(self, issue_id: str, agent: str) -> Holder | None:
-        """Extend our lease by the TTL (`jit claim renew`); re-acquired if it lapsed. The other agent's when taken."""
+    def renew(self, issue_id: str, agent: str) -> str | None:
+        """Extend our lease by the TTL (`jit claim renew`); why not, when it is no longer ours: another
+        agent's lease, or ours evicted (`jit claim release`, expiry) — never silently re-taken."""
         with self._locked(agent):
             index = self._load_index()
             self._evict_expired(index)
             lease = next((entry for entry in _leases(index) if entry["issue_id"] == issue_id), None)
-            if lease is not None and lease.get("agent_id") != agent:
+            if lease is None or lease.get("agent_id") != agent:
                 self._write_index(index)
-                return _holder(lease)
-            if lease is not None:
-                expires = chrono_time(time.time_ns() + self.ttl * 1_000_000_000) if lease.get("ttl_secs") else None
-                renewal = {
-                    "lease_id": lease["lease_id"],
-                    "new_expires_at": expires,
-                    "new_last_beat": lease["last_beat"],
-                }
-                self._append({"op": "renew", **renewal})
-                lease["expires_at"] = expires
-                self._write_index(index)
-                return None
+                return _holder(lease).words() if lease is not None else self.gone(issue_id, agent)
+            expires = chrono_time(time.time_ns() + self.ttl * 1_000_000_000) if lease.get("ttl_secs") else None
+            renewal = {"lease_id": lease["lease_id"], "new_expires_at": expires, "new_last_beat": lease["last_beat"]}
+            self._append({"op": "renew", **renewal})
+            lease["expires_at"] = expires
             self._write_index(index)
-        return self.acquire(issue_id, agent)
+        return None
+
+    def gone(self, issue_id: str, agent: str) -> str:
+        """How `agent`'s last lease on the issue ended, from the log (jit's eviction reason names who)."""
+        leases: set[str] = set()
+        ended = "its jit lease is gone"
+        try:
+            lines = self.log_path.read_bytes().splitlines()
+        except OSError:
+            return ended
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("op") == "acquire" and entry.get("issue_id") == issue_id and entry.get("agent_id") == agent:
+                leases.add(str(entry.get("lease_id")))
+            elif entry.get("op") in ("force-evict", "auto-evict") and entry.get("lease_id") in leases:
+                ended = f"its jit lease was evicted: {entry.get('reason')}"
+        return ended
 
     def release(self, issue_id: str, agent: str, *, force_reason: str | None = None) -> None:
         """Our lease on the issue released (`release`); with `force_reason` (a reaper) any lease evicted."""

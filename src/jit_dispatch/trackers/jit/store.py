@@ -191,8 +191,12 @@ class JitStore(TrackerDefaults):
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         """Who took our claim: another agent's lease, or another assignee; None while it is ours."""
         leases = self.leases()
-        if leases is not None and (holder := leases.holder(issue_id)) is not None and holder.agent != assignee:
-            return holder.words()
+        if leases is not None:
+            holder = leases.holder(issue_id)
+            if holder is None:
+                return leases.gone(issue_id, assignee)
+            if holder.agent != assignee:
+                return holder.words()
         current = self.read_issue(issue_id)
         if current is not None and current.assignee not in (None, assignee):
             return f"assigned to {current.assignee}"
