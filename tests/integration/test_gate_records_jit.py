@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from gate_stores import gate, gate_runs, gated_repo
 from helpers import clean_env, read_issue, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
@@ -27,14 +29,14 @@ COMPARED = (
 )
 
 
-def _twins(tmp_path: Path, checker: str, **extra: object) -> tuple[Path, Path, str, str]:
-    """A newest-era store with two issues needing gate `g`: one for jit's `gate check`, one for us."""
+def _twins(tmp_path: Path, checker: str, stage: str = "postcheck", **extra: object) -> tuple[Path, Path, str, str]:
+    """A newest-era store with two issues needing gate `g`: one for jit's `gate pass`, one for us."""
     binary = jit_binary("newest")
 
     def jit_init(repo: Path) -> None:
         assert jit(binary, repo, "init").returncode == 0
 
-    gates = [gate("newest", "g", "postcheck", checker, **extra)]  # type: ignore[arg-type]
+    gates = [gate("newest", "g", stage, checker, **extra)]  # type: ignore[arg-type]
     specs = (NewIssue("jits", gates_required=("g",)), NewIssue("ours", gates_required=("g",)))
     root, (theirs, ours) = gated_repo(tmp_path, "newest", gates, *specs, before_store=jit_init)
     return binary, root, theirs, ours
@@ -67,8 +69,9 @@ def test_a_checker_killed_by_a_signal_is_an_error_without_exit_code(tmp_path: Pa
     assert result["reason"] == "gate 'g' failed (killed by SIGKILL)", result
 
 
-def test_stdout_and_stderr_are_kept_apart(tmp_path: Path) -> None:
-    binary, root, theirs, ours = _twins(tmp_path, "echo found a bug; echo banner >&2; exit 1")
+@pytest.mark.parametrize("stage", ["postcheck", "precheck"])
+def test_stdout_and_stderr_are_kept_apart(tmp_path: Path, stage: str) -> None:
+    binary, root, theirs, ours = _twins(tmp_path, "echo found a bug; echo banner >&2; exit 1", stage=stage)
     jits, _, _ = _compare(binary, root, theirs, ours)
     assert (jits["stdout"], jits["stderr"]) == ("found a bug\n", "banner\n")
     shown = jit(binary, root.parent, "gate", "check", ours, "g", "--stderr")  # jit shows our record like its own
