@@ -438,34 +438,54 @@ class JitStore(TrackerDefaults):
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             holder = leases.holder(issue_id) if leases is not None else None
-            if current is None or (holder is not None and holder.agent != assignee):
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)  # theirs now
+            mine = holder is not None and holder.agent == assignee
             by_agent = None
-            if not transitions.still_ours(current.raw, assignee):
-                by_agent = None if seen else transitions.agent_outcome(current.raw, assignee, holder is not None)
-                if by_agent is None:
-                    return Settlement(Outcome.LOST, current.failed_attempts)
-            if seen is not None and transitions.liveness(current.raw) != seen:
-                return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            now = now or transitions.format_timestamp()
-            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
-            if by_agent is None:
-                raw, events, outcome = change(judged, now)
-            else:
-                raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
-            note = None
-            refusing = outcome == Outcome.DONE and judged["state"] != State.DONE
-            if refusing and (found := self.rules.blockers(judged, "done")):
-                raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
-                note = raw["context"][CTX_LAST_REASON]
-            if raw != current.raw:
-                self._write_issue(raw)
-        self._log_or_undo(current.raw, raw, gate_events + events)
+            if current is not None and not transitions.still_ours(current.raw, assignee) and seen is None:
+                by_agent = transitions.agent_outcome(current.raw, assignee, mine)
+            lost = (
+                current is None
+                or (holder is not None and not mine)  # another agent's lease: theirs now
+                or (not transitions.still_ours(current.raw, assignee) and by_agent is None)
+                or (seen is not None and transitions.liveness(current.raw) != seen)  # it showed a sign of life
+            )
+            if not lost:
+                assert current is not None
+                raw, events, outcome, note = self._settled(current.raw, gate_runs, now, change, by_agent)
+        if lost:
+            if mine and seen is None and leases is not None:  # our lease outlived the claim: let it go
+                leases.release(issue_id, assignee)
+            return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
+        assert current is not None
+        self._log_or_undo(current.raw, raw, events)
         if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
             leases.release(
                 issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
             )
         return current, raw, outcome, by_agent is not None, note
+
+    def _settled(
+        self,
+        before: dict[str, Any],
+        gate_runs: Sequence[GateRecord],
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+        by_agent: Outcome | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome, str | None]:
+        """Under the locks: gate runs recorded, `change` (or the agent's own settle) applied, a `done`
+        jit's rules refuse turned `gated`, the issue saved if it changed; its events, for logging."""
+        now = now or transitions.format_timestamp()
+        judged, gate_events = self._record_gate_runs(before, gate_runs, now)
+        if by_agent is None:
+            raw, events, outcome = change(judged, now)
+        else:
+            raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
+        note = None
+        if outcome == Outcome.DONE and judged["state"] != State.DONE and (found := self.rules.blockers(judged, "done")):
+            raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
+            note = raw["context"][CTX_LAST_REASON]
+        if raw != before:
+            self._write_issue(raw)
+        return raw, gate_events + events, outcome, note
 
     def issue_now(self, issue_id: str) -> Issue | None:
         """The issue as stored now: the command may have changed it with jit."""
