@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -226,3 +227,26 @@ def test_a_lease_released_by_a_person_during_the_run_stops_it_naming_who(tmp_pat
     assert result["outcome"] == "released"  # still assigned to us, so given back; nobody else holds it
     assert "No active leases" in jit(binary, repo, "claim", "list").stdout  # not silently re-taken
     assert jit(binary, repo, "validate").returncode == 0
+
+
+def test_a_cancelled_run_gives_its_lease_back(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    root, (issue_id,) = strict_repo(tmp_path, binary)
+    repo = root.parent
+    started = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--json",
+         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
+        cwd=repo, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_file(started, proc, timeout=30)
+        assert "agent:w1" in jit(binary, repo, "claim", "list").stdout
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, json.loads(out)["outcome"]) == (143, "released")
+    assert claims_log(repo)[-1]["op"] == "release"
+    assert "No active leases" in jit(binary, repo, "claim", "list").stdout
+    assert read_issue(root, issue_id)["state"] == "ready"

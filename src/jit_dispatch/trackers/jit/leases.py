@@ -18,7 +18,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,15 +96,20 @@ def _real(path: Path) -> Path:
 class Leases:
     """The leases of one repository, read and written under `locks/claims.lock` as jit does."""
 
-    def __init__(self, paths: Paths, local_jit: Path, ttl: int = DEFAULT_TTL_SECONDS) -> None:
+    def __init__(
+        self, paths: Paths, local_jit: Path, ttl: int = DEFAULT_TTL_SECONDS, wait: Callable[[], float] | None = None
+    ) -> None:
         self.paths, self.local_jit, self.ttl = paths, local_jit, ttl
+        self.wait = wait or (lambda: LOCK_SECONDS)  # how long to wait for claims.lock (less once cancelled)
         self.index_path = paths.shared / "claims.index.json"
         self.log_path = paths.shared / "claims.jsonl"
 
     @classmethod
-    def of_store(cls, store_root: Path, ttl: int = DEFAULT_TTL_SECONDS) -> Leases | None:
+    def of_store(
+        cls, store_root: Path, ttl: int = DEFAULT_TTL_SECONDS, wait: Callable[[], float] | None = None
+    ) -> Leases | None:
         paths = find_paths(store_root)
-        return cls(paths, store_root, ttl) if paths is not None else None
+        return cls(paths, store_root, ttl, wait) if paths is not None else None
 
     # ------------------------------------------------------------------ reading
     def holders(self) -> dict[str, Holder]:
@@ -215,7 +220,7 @@ class Leases:
             raise store_error(locks, "create", exc) from None
         lock = locks / "claims.lock"
         try:
-            with flock(lock, timeout=LOCK_SECONDS):
+            with flock(lock, timeout=min(LOCK_SECONDS, self.wait())):
                 meta = locks / "claims.lock.meta"
                 now = chrono_time(time.time_ns())
                 data = {"pid": os.getpid(), "agent_id": agent, "created_at": now, "last_updated": now}

@@ -185,7 +185,7 @@ class JitStore(TrackerDefaults):
     def leases(self) -> Leases | None:
         """jit's leases when the store sits in a git worktree (docs/jit-format.md#leases); else None."""
         if self._leases is False:
-            self._leases = Leases.of_store(self.root, self.lease_ttl)
+            self._leases = Leases.of_store(self.root, self.lease_ttl, self._lock_timeout)
         return self._leases if isinstance(self._leases, Leases) else None
 
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
