@@ -29,6 +29,18 @@ def claims_log(repo: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _running(root: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    """`once` as w1 whose command has started (and sleeps a minute)."""
+    started = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--json", *extra,
+         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
+        cwd=root.parent, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for_file(started, proc, timeout=30)
+    return proc
+
+
 def test_an_agent_under_strict_leases_does_its_seven_jit_calls(tmp_path: Path) -> None:
     binary = jit_binary("newest")
     root, (issue_id,) = strict_repo(tmp_path, binary)
@@ -126,14 +138,8 @@ def test_a_lease_taken_over_during_the_run_stops_it_within_a_heartbeat(tmp_path:
     binary = jit_binary("newest")
     root, (issue_id,) = strict_repo(tmp_path, binary)
     repo = root.parent
-    started = tmp_path / "started"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--heartbeat", "1s", "--json",
-         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
-        cwd=repo, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _running(root, tmp_path, "--heartbeat", "1s")
     try:
-        wait_for_file(started, proc, timeout=30)
         refused = jit_as(binary, repo, "agent:other", "claim", "acquire", issue_id)
         assert refused.returncode != 0 and "already claimed by agent:w1" in refused.stderr, refused.stderr
         assert jit_as(binary, repo, "human:admin", "claim", "release", issue_id).returncode == 0
@@ -210,14 +216,8 @@ def test_a_lease_released_by_a_person_during_the_run_stops_it_naming_who(tmp_pat
     binary = jit_binary("newest")
     root, (issue_id,) = strict_repo(tmp_path, binary)
     repo = root.parent
-    started = tmp_path / "started"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--heartbeat", "1s", "--json",
-         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
-        cwd=repo, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _running(root, tmp_path, "--heartbeat", "1s")
     try:
-        wait_for_file(started, proc, timeout=30)
         assert jit_as(binary, repo, "human:admin", "claim", "release", issue_id).returncode == 0
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -233,14 +233,8 @@ def test_a_cancelled_run_gives_its_lease_back(tmp_path: Path) -> None:
     binary = jit_binary("newest")
     root, (issue_id,) = strict_repo(tmp_path, binary)
     repo = root.parent
-    started = tmp_path / "started"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jit_dispatch", "once", "--agent", "w1", "--json",
-         "--command", f"echo go > {started}; sleep 60", "--jit-dir", str(root)],
-        cwd=repo, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _running(root, tmp_path)
     try:
-        wait_for_file(started, proc, timeout=30)
         assert "agent:w1" in jit(binary, repo, "claim", "list").stdout
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
