@@ -19,6 +19,8 @@ COMPARED = (
     "schema_version",
     "gate_key",
     "stage",
+    "commit",
+    "branch",
     "status",
     "exit_code",
     "stdout",
