@@ -276,13 +276,7 @@ class Leases:
         except OSError as exc:
             raise store_error(self.log_path, "read", exc) from None
         entry = {"schema_version": 1, "seq": seq, "timestamp": chrono_time(time.time_ns()), **operation}
-        append_lines(self.log_path, [dumps_event(entry)])
-        with contextlib.suppress(OSError):  # jit fsyncs each append; durability, not correctness
-            fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        append_lines(self.log_path, [dumps_event(entry)])  # no fsync: as the issue files (docs/jit-format.md#leases)
 
     def _worktree_id(self) -> str:
         """The worktree's id from `.jit/worktree.json`, created as jit creates it when absent."""
