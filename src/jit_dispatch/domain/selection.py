@@ -118,16 +118,16 @@ def plan(
     filters: Filters,
     locked: Iterable[str] = (),
     run_gates: bool = True,
-    leased: Mapping[str, str] | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
     """Split the available issues matching the filters into dispatchable and held, in order.
 
     `locked`: issues another runner holds a remote claim lock for (remote mode). `run_gates`: an
     issue whose required gates cannot be run as jit would (undefined, broken checker) is held.
-    `leased`: issues under another agent's jit lease, with the words (`leased by agent:x until …`).
+    `refused`: issues jit would refuse (another agent's jit lease, an enforced rule), with the words.
     """
     taken = frozenset(locked)
-    leased = leased or {}
+    refused = refused or {}
     dispatchable: list[Issue] = []
     held: list[Held] = []
     for issue in sorted(issues, key=dispatch_order):
@@ -136,7 +136,7 @@ def plan(
         if issue.id in taken:
             reason: str | None = "being claimed by another runner (remote lock)"
         else:
-            reason = leased.get(issue.id) or hold_reason(issue, gates)
+            reason = refused.get(issue.id) or hold_reason(issue, gates)
         if reason is None and run_gates and issue.gates_required and (broken := gate_problems(issue, gates)):
             reason = broken[0]
         if reason is None:

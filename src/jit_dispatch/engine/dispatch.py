@@ -137,8 +137,8 @@ def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True, agent
     """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason.
 
     `agent`: the runner's own jit leases do not hold an issue back (every lease does without one)."""
-    leased = snapshot.leased(agent)
-    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, leased)
+    holds = snapshot.holds(agent)
+    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, holds)
 
 
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:

@@ -36,8 +36,9 @@ class Snapshot:
     leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
     rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
 
-    def leased(self, agent: str | None = None) -> dict[str, str]:
-        """Issues under a jit lease of an agent other than `agent`, with the reason they are held."""
+    def holds(self, agent: str | None = None) -> dict[str, str]:
+        """What jit would refuse `agent` (any agent, without one): issues under another agent's jit
+        lease, and claims jit's enforced rules refuse; each with the reason it is held."""
         held = {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
         return {**self.rule_holds, **held}
 
