@@ -210,7 +210,7 @@ def test_a_checker_is_stopped_as_a_group_at_its_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
     assert result.json["reason"] == "gate 'slow' timed out after 1s", result.stderr
     (run,) = gate_runs(root)
-    assert (run["status"], run["exit_code"], run["message"]) == ("error", None, "timed out after 1s")
+    assert (run["status"], run["exit_code"], run["message"]) == ("error", None, None)  # jit's record: no message
     assert not alive(int((root.parent / "bgpid").read_text()))
 
 
@@ -325,8 +325,7 @@ def test_a_working_dir_escaping_through_a_symlink_releases_the_issue(tmp_path: P
     result = once(root, "true")
     assert result.json["reason"] == "gate 'g' failed (working_dir 'link' resolves outside the repository)"
     assert not (outside / "escaped").exists()
-    (run,) = gate_runs(root)
-    assert (run["status"], run["exit_code"]) == ("error", None)
+    assert gate_runs(root) == []  # it never ran: jit fails such a check without a run record
     assert read_issue(root, issue_id)["state"] == "ready"
 
 

@@ -6,6 +6,7 @@ Each returns the new raw issue and the events jit itself would log for the same 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from copy import deepcopy
@@ -33,6 +34,45 @@ def format_timestamp(ns: int | None = None) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{fraction:09d}Z"
+
+
+def chrono_time(ns: int) -> str:
+    """chrono's serde form of a `DateTime<Utc>`: RFC 3339, `Z`, 0/3/6/9 fraction digits (AutoSi)."""
+    return chrono(ns, "T", "Z")
+
+
+def chrono_display(ns: int) -> str:
+    """chrono's `Display` of a `DateTime<Utc>` (`2026-12-07 15:12:42.663028663 UTC`), as jit's messages show it."""
+    return chrono(ns, " ", " UTC")
+
+
+def chrono(ns: int, sep: str, zone: str) -> str:
+    """chrono's AutoSi rendering: 0, 3, 6 or 9 fraction digits, whichever shows the value exactly."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+    if nanos == 0:
+        fraction = ""
+    elif nanos % 1_000_000 == 0:
+        fraction = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1_000 == 0:
+        fraction = f".{nanos // 1_000:06d}"
+    else:
+        fraction = f".{nanos:09d}"
+    return stamp + fraction + zone
+
+
+def timestamp_ns(value: object) -> int | None:
+    """A stored timestamp as nanoseconds since the epoch (all 9 fraction digits kept); None if absent or bad."""
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"(.{19})(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value)
+    if match is None:
+        return None
+    try:
+        whole = datetime.fromisoformat(match.group(1) + match.group(3))
+    except ValueError:
+        return None
+    return int(whole.timestamp()) * 1_000_000_000 + int((match.group(2) or "0").ljust(9, "0"))
 
 
 def make_event(kind: str, issue_id: str, now: str, **fields: Any) -> Event:
@@ -114,6 +154,47 @@ def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:
     events = [_state_change(new, State.READY, now)]
     new["updated_at"] = now
     return new, events
+
+
+_SETTLED_BY_AGENT = {State.DONE: Outcome.DONE, State.GATED: Outcome.GATED, State.REJECTED: Outcome.REJECTED}
+
+
+def agent_outcome(raw: Raw, assignee: str, holds_lease: bool) -> Outcome | None:
+    """What the command made of its own claimed issue with jit itself; None when not its doing.
+
+    Finished (`done`, `gated`, `rejected`) still under our assignee, or under our lease; released
+    (`ready`/`backlog`, no assignee) only with our lease as evidence that nobody else did it.
+    """
+    state, holder = raw.get("state"), raw.get("assignee")
+    if state in _SETTLED_BY_AGENT and (holder == assignee or (holder is None and holds_lease)):
+        return _SETTLED_BY_AGENT[State(state)]
+    if state in (State.READY, State.BACKLOG) and holder is None and holds_lease:
+        return Outcome.RELEASED
+    return None
+
+
+def after_agent(raw: Raw, outcome: Outcome, reason: str, now: str) -> tuple[Raw, list[Event], Outcome]:
+    """Our settle on top of the agent's: `gated` with every gate now passed goes on to `done` (as
+    jit's `gate pass` moves it); a release counts the attempt (never parks: the agent chose it)."""
+    if outcome == Outcome.GATED and required_gates_passed(raw):
+        return complete(raw, now)
+    if outcome == Outcome.RELEASED:
+        new, events, _ = release(raw, reason, 2**31, now)
+        return new, events, Outcome.RELEASED
+    return raw, [], outcome
+
+
+def blocked(raw: Raw, target: str, found: list[tuple[str | None, str]], now: str) -> tuple[Raw, list[Event], Outcome]:
+    """jit's enforced graph rules refuse `target`: a `transition_blocked` event per rule, as jit logs
+    them, and the issue `gated` with the rules named in `dispatch.last_reason` (docs/jit-format.md#graph-rules)."""
+    new = deepcopy(raw)
+    events = [make_event("transition_blocked", new["id"], now, target=target, rule=name) for name, _ in found if name]
+    reason = "; ".join(f"rule '{name}' blocks {target}: {text}" if name else text for name, text in found)
+    new.setdefault("context", {})[CTX_LAST_REASON] = reason
+    if new["state"] != State.GATED:
+        events.append(_state_change(new, State.GATED, now))
+    new["updated_at"] = now
+    return new, events, Outcome.GATED
 
 
 def liveness(raw: Raw) -> tuple[str | None, str | None]:

@@ -60,6 +60,7 @@ class Outcome(StrEnum):
 
     DONE = "done"
     GATED = "gated"
+    REJECTED = "rejected"  # only ever by the agent itself, with jit (docs/jit-format.md#agents-that-settle)
     RELEASED = "released"
     PARKED = "parked"
     LOST = "lost"

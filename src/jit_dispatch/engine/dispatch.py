@@ -20,7 +20,7 @@ from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
-from jit_dispatch.domain.values import Outcome
+from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
@@ -133,9 +133,12 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
-def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True) -> selection.Plan:
-    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason."""
-    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates)
+def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True, agent: str | None = None) -> selection.Plan:
+    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason.
+
+    `agent`: the runner's own jit leases do not hold an issue back (every lease does without one)."""
+    holds = snapshot.holds(agent)
+    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, holds)
 
 
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
@@ -173,7 +176,7 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        plan = plan_for(snapshot, request.filters, request.gates == "run")
+        plan = plan_for(snapshot, request.filters, request.gates == "run", request.agent)
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
         if collecting:
@@ -249,6 +252,8 @@ def run_claimed(
         tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
         return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
+    if (taker := tracker.taken_by(claimed.id, request.agent)) is not None:  # e.g. `jit claim acquire` meanwhile
+        return _settle(tracker, request, result, claimed, f"the claim was taken before the command started ({taker})")
     steps = Steps.plan(claimed, registry or {}, request)
     scratch = _scratch_dir(request.scratch_dir)
     issue_file = scratch / f"{claimed.id}.json"
@@ -269,9 +274,11 @@ def run_claimed(
                 command_env=env,
                 base_env=base_env,
                 history=lambda key: tracker.gate_history(claimed.id, key),
+                lookup=tracker.issue_now,
             )
         with heartbeat:
-            reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
+            cancel_command = heartbeat.command_cancel
+            reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
@@ -327,6 +334,7 @@ def _run_steps(
 
 
 def _work(
+    tracker: Tracker,
     request: Request,
     issue: Issue,
     steps: Steps,
@@ -350,7 +358,7 @@ def _work(
     result.cancelled_by = run.cancelled_by
     if (reason := failure_reason(run, request.timeout)) is not None:
         return reason, False
-    post = _run_steps(steps.post, issue, setting, cancel, hooks)
+    post = _run_steps(_still_to_check(steps.post, tracker.issue_now(issue.id)), issue, setting, cancel, hooks)
     result.gates.extend(post)
     if cancel.cancelled:  # a signal may have come while the postchecks ran
         result.cancelled_by = cancel.signum
@@ -361,6 +369,16 @@ def _work(
     result.failed_gate = failed.step.key
     only_gates_failed = all(run.passed or run.step.kind == GATE for run in post)
     return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
+
+
+def _still_to_check(post: list[Step], now: Issue | None) -> list[Step]:
+    """The postchecks left after the command: all of them, unless it settled its issue with jit itself.
+    Then only for a `done`/`gated` issue, and of its gates only those not passed yet."""
+    if now is None or now.state == State.IN_PROGRESS:
+        return post
+    if now.state not in (State.DONE, State.GATED):
+        return []
+    return [step for step in post if step.kind != GATE or step.key not in now.gates_passed]
 
 
 def _run(
@@ -392,7 +410,7 @@ def _settle(
     The gate runs travel with the settlement, so they are recorded in the same transaction.
     """
     settlement: Settlement
-    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE]
+    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE and run.recorded]
     try:
         if reason is None or keep_gated:
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
@@ -412,14 +430,18 @@ def _settle(
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result
-    if settlement.outcome == Outcome.LOST and settlement.taken_because:
+    if settlement.by_agent:  # the command settled its issue with jit; ours only completed it
+        result.reason = f"{settlement.outcome} by the agent" + (f"; {reason}" if reason else "")
+    elif settlement.outcome == Outcome.LOST and settlement.taken_because:
         result.reason = f"the claim was taken away while the command ran: {settlement.taken_because}; nothing written"
+    elif settlement.outcome == Outcome.LOST and reason is not None and reason.startswith("the claim was taken"):
+        result.reason = f"{reason}; nothing written"  # the heartbeat or the check before the command saw who
     elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
     else:
-        result.reason = reason
+        result.reason = reason or settlement.reason
     return result
 
 

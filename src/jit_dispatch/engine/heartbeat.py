@@ -69,9 +69,16 @@ class Heartbeat:
             if alive:
                 renewed = started
             elif alive is False and not self._stop.is_set():
-                self._lose("the claim was taken away while the command ran; command stopped")
+                self._lose(f"the claim was taken away while the command ran{self._by_whom()}; command stopped")
             if time.monotonic() - renewed > 1.5 * self.interval and not self._stop.is_set():
                 self._lose(f"the claim could not be renewed for {time.monotonic() - renewed:.0f}s; command stopped")
+
+    def _by_whom(self) -> str:
+        try:
+            taker = self.tracker.taken_by(self.issue_id, self.agent)
+        except Exception:  # the words are a courtesy: the command stops all the same
+            taker = None
+        return f" ({taker})" if taker else ""
 
     def _lose(self, reason: str) -> None:
         self.lost = reason

@@ -201,7 +201,7 @@ class Pool:
         for slot in self.slots:
             if slot.free <= 0 or self.cancel.cancelled:
                 continue
-            plan = plan_for(snapshot, slot.request.filters, slot.request.gates == "run")
+            plan = plan_for(snapshot, slot.request.filters, slot.request.gates == "run", slot.request.agent)
             candidates = [issue for issue in plan.dispatchable if issue.id not in taken]
             while slot.free > 0 and candidates and not self.cancel.cancelled:
                 claimed = claim_first(self.tracker, slot.request, candidates, self.cancel)

@@ -84,6 +84,9 @@ class RunResult:
     cancelled_by: int | None = None
     not_found: str | None = None
     start_error: str | None = None  # why the command could not be started at all (e.g. E2BIG)
+    killed_by: int | None = None  # the signal that ended it (then `exit_code` is 128+N by convention)
+    stderr: str = ""  # with `stderr_tail`: the tail of stderr, kept apart from `tail` (stdout)
+    stderr_bytes: int = 0
 
 
 _NOT_FOUND = re.compile(r"(?:^|: )([^\n:]+): command not found\s*$", re.MULTILINE)
@@ -123,7 +126,11 @@ def run_command(
     cancel: CancelToken,
     write_output: Callable[[bytes], None],
     tail: OutputTail | None = None,
+    stderr_tail: OutputTail | None = None,
+    timeout_grace: float = TIMEOUT_GRACE_SECONDS,
 ) -> RunResult:
+    """`stderr_tail`: keep stderr apart (both still go to `write_output`), as jit's gate executor
+    does. `timeout_grace`: seconds between SIGTERM and SIGKILL at the timeout; 0 kills at once (jit's)."""
     tail = tail or OutputTail()
     become_subreaper()
     token = os.urandom(8).hex()
@@ -135,7 +142,7 @@ def run_command(
             env={**env, TOKEN_VARIABLE: token},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if stderr_tail is None else subprocess.PIPE,
             start_new_session=True,  # own process group: we can stop the whole tree
             bufsize=0,
         )
@@ -146,10 +153,13 @@ def run_command(
         message = f"cannot start {argv[0]}: {cause}"
         return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    os.set_blocking(fd, False)
+    tails = {proc.stdout.fileno(): tail}
+    if proc.stderr is not None and stderr_tail is not None:
+        tails[proc.stderr.fileno()] = stderr_tail
     selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
+    for fd in tails:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
     exit_watch = _watch_exit(selector, proc.pid)  # wakes the loop the moment the command exits
 
     deadline = started + timeout if timeout else None
@@ -163,9 +173,10 @@ def run_command(
         while not (eof and exited_at is not None):
             wait = POLL_SECONDS if exit_watch is not None or not eof else EXIT_POLL_SECONDS
             for key, _ in selector.select(wait):
-                if key.fd == fd and not _copy_available(fd, write_output, tail):
-                    eof = True  # output closed (`exec >log`); the command itself may still run
-                    selector.unregister(fd)
+                if key.fd in tails and not _copy_available(key.fd, write_output, tails[key.fd]):
+                    del tails[key.fd]  # output closed (`exec >log`); the command itself may still run
+                    selector.unregister(key.fd)
+                    eof = not tails
             now = time.monotonic()
             if cancel.signum is not None and cancelled_by is None:
                 cancelled_by = cancel.signum
@@ -174,8 +185,8 @@ def run_command(
                 kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
             if deadline is not None and now >= deadline and kill_at is None:
                 timed_out = True
-                signal_run(proc.pid, token, signal.SIGTERM)
-                kill_at = now + TIMEOUT_GRACE_SECONDS
+                signal_run(proc.pid, token, signal.SIGTERM if timeout_grace > 0 else signal.SIGKILL)
+                kill_at = now + timeout_grace
             if kill_at is not None and now >= kill_at:
                 signal_run(proc.pid, token, signal.SIGKILL)
             if exited_at is None and _has_exited(proc.pid):
@@ -194,6 +205,8 @@ def run_command(
             os.close(exit_watch)
         kill_run(proc.pid, token)  # leave nothing behind, whatever happened
         proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
         returncode = proc.wait()
     exit_code = 128 - returncode if returncode < 0 else returncode
     text = tail.text()
@@ -207,6 +220,9 @@ def run_command(
         timed_out=timed_out,
         cancelled_by=cancelled_by,
         not_found=not_found,
+        killed_by=-returncode if returncode < 0 else None,
+        stderr=stderr_tail.text() if stderr_tail is not None else "",
+        stderr_bytes=stderr_tail.total_bytes if stderr_tail is not None else 0,
     )
 
 

@@ -24,6 +24,7 @@ HELD_ROWS = HELD_IN_FULL  # the held issues the dispatch read in full (with `onc
 ICONS = {
     Outcome.DONE: "✅",
     Outcome.GATED: "🚦",
+    Outcome.REJECTED: "🚫",
     Outcome.RELEASED: "↩️",
     Outcome.PARKED: "🅿️",
     Outcome.LOST: "⚠️",
@@ -189,8 +190,9 @@ def _gates_table(result: Result) -> list[str]:
         return []
     lines = ["", "| Gate | Kind | Stage | Result | Duration | Exit code |", "|---|---|---|---|---|---|", *rows]
     failed = next((r for r in result.gates if not r.passed and r.step.key == result.failed_gate), None)
-    if failed is not None and failed.output_bytes:
-        lines += _tail_block(f"{failed.step.label} output", failed.output, failed.output_bytes)
+    if failed is not None and failed.output_bytes + failed.stderr_bytes:
+        shown, size = failed.output + failed.stderr, failed.output_bytes + failed.stderr_bytes
+        lines += _tail_block(f"{failed.step.label} output", shown, size)
     return lines
 
 

@@ -33,6 +33,14 @@ class Snapshot:
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
+    leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
+    rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
+
+    def holds(self, agent: str | None = None) -> dict[str, str]:
+        """What jit would refuse `agent` (any agent, without one): issues under another agent's jit
+        lease, and claims jit's enforced rules refuse; each with the reason it is held."""
+        held = {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
+        return {**self.rule_holds, **held}
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.
@@ -62,12 +70,14 @@ Liveness = tuple[str | None, str | None]
 class Settlement:
     """How a claim was settled, and what that changed besides."""
 
-    outcome: Outcome  # done | gated | released | parked | lost
+    outcome: Outcome  # done | gated | rejected | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
     warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
     taken_because: str | None = None  # lost: the reason of whoever released the claim (a person, a reaper), if known
+    by_agent: bool = False  # the command settled its issue with jit itself; ours only completed it
+    reason: str | None = None  # the store's words for the outcome (a `done` jit's graph rules refuse)
 
 
 class Tracker(Protocol):
@@ -122,6 +132,12 @@ class Tracker(Protocol):
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
 
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who holds our claim now, in words (another agent's jit lease, another assignee); None: ours."""
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now, where the command may have changed it with jit; None: not known here."""
+
     def unpark(self, issue_id: str) -> bool:
         """Lift the parking (a person's decision); False when it was not parked."""
 
@@ -169,6 +185,14 @@ class TrackerDefaults:
 
     def checker_root(self, issue_id: str) -> Path | None:
         """No gate registry: only `--check` commands run."""
+        return None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No leases here: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The command's own jit calls do not reach this store (remote mode: they go to its clone)."""
         return None
 
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:

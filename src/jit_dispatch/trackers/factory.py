@@ -14,6 +14,7 @@ from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.jit.leases import lease_ttl
 from jit_dispatch.trackers.jit.store import JitStore
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
         return
     with ExitStack() as stack:
         trackers = [
-            JitStore.open(root)
+            _local_store(root, choice)
             if choice.sync == "none"
             else stack.enter_context(_remote_tracker(choice, root, context))
             for root in jit_roots(choice.jit_dir)
@@ -120,6 +121,13 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
         from jit_dispatch.trackers.multi import MultiTracker  # several stores: not the common case
 
         yield MultiTracker(trackers)
+
+
+def _local_store(root: Path, choice: StoreChoice) -> JitStore:
+    """The store, its jit leases lasting two heartbeat intervals (docs/jit-format.md#leases)."""
+    store = JitStore.open(root)
+    store.lease_ttl = lease_ttl(choice.heartbeat)
+    return store
 
 
 @contextmanager

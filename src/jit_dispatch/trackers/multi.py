@@ -37,6 +37,8 @@ class MultiTracker(TrackerDefaults):
             merged.all_ids.extend(part.all_ids)
             merged.warnings.extend(part.warnings)
             locked |= part.locked
+            merged.leases.update(part.leases)
+            merged.rule_holds.update(part.rule_holds)
             self._owner.update(dict.fromkeys(part.all_ids, tracker))
         merged.locked = frozenset(locked)
         return merged
@@ -83,6 +85,12 @@ class MultiTracker(TrackerDefaults):
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         return self._store(issue_id).heartbeat(issue_id, assignee)
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        return self._store(issue_id).taken_by(issue_id, assignee)
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        return self._store(issue_id).issue_now(issue_id)
 
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)

@@ -360,6 +360,14 @@ class GitHubTracker:
             return [str(exc)]
         return []
 
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No jit leases on GitHub: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The command does not settle a GitHub issue with jit."""
+        return None
+
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
         held = self._held.get(issue_id)

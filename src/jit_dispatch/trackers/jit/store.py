@@ -19,7 +19,7 @@ from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.issue import CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -36,7 +36,9 @@ from jit_dispatch.trackers.jit.files import (
     read_regular,
     store_error,
 )
+from jit_dispatch.trackers.jit.leases import DEFAULT_TTL_SECONDS, Leases
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
+from jit_dispatch.trackers.jit.rules import StoreRules
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
@@ -87,6 +89,9 @@ class JitStore(TrackerDefaults):
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
         self._deadline: float | None = None  # set by `hurry` after a cancellation
+        self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
+        self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
+        self.rules = StoreRules(root)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -171,7 +176,32 @@ class JitStore(TrackerDefaults):
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
         self._promotion_view = (found.states, found.backlog, found.seen)
-        return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        if (leases := self.leases()) is not None:
+            snapshot.leases = {i: (h.agent, h.words()) for i, h in leases.holders().items()}
+        if self.rules.enforced():
+            snapshot.rule_holds = self.rules.holds(snapshot)
+        return snapshot
+
+    def leases(self) -> Leases | None:
+        """jit's leases when the store sits in a git worktree (docs/jit-format.md#leases); else None."""
+        if self._leases is False:
+            self._leases = Leases.of_store(self.root, self.lease_ttl, self._lock_timeout)
+        return self._leases if isinstance(self._leases, Leases) else None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who took our claim: another agent's lease, or another assignee; None while it is ours."""
+        leases = self.leases()
+        if leases is not None:
+            holder = leases.holder(issue_id)
+            if holder is None:
+                return leases.gone(issue_id, assignee)
+            if holder.agent != assignee:
+                return holder.words()
+        current = self.read_issue(issue_id)
+        if current is not None and current.assignee not in (None, assignee):
+            return f"assigned to {current.assignee}"
+        return None
 
     def _events_length(self) -> int | None:
         try:
@@ -250,6 +280,8 @@ class JitStore(TrackerDefaults):
             return None
         if dispatch_reason(issue, self._dependency_states(issue), self.gates()) or not matches_filters(issue, filters):
             return None
+        if self.rules.enforced() and self.rules.blockers(issue.raw, State.IN_PROGRESS):
+            return None  # jit would refuse this claim (held with the rule named in the plan)
         return issue
 
     def _log_or_undo(self, before: dict[str, Any], after: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -278,15 +310,28 @@ class JitStore(TrackerDefaults):
     def claim(
         self, issue_id: str, assignee: str, run: str, filters: Filters, *, now: str | None = None
     ) -> Issue | None:
-        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's)."""
-        with self._locked(issue_id):
-            issue = self.claimable(issue_id, filters)
-            if issue is None:
-                return None
-            now = now or transitions.format_timestamp()
-            raw, events = transitions.claim(issue.raw, assignee, run, now)
-            self._write_issue(raw)
-        self._log_or_undo(issue.raw, raw, events)
+        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's).
+
+        The jit lease comes first (docs/jit-format.md#leases): `jit claim acquire` checks only
+        leases, so whoever holds the lease holds the issue; one of another agent refuses the claim.
+        """
+        leases = self.leases()
+        if leases is not None and leases.acquire(issue_id, assignee) is not None:
+            return None
+        claimed = False
+        try:
+            with self._locked(issue_id):
+                issue = self.claimable(issue_id, filters)
+                if issue is None:
+                    return None
+                now = now or transitions.format_timestamp()
+                raw, events = transitions.claim(issue.raw, assignee, run, now)
+                self._write_issue(raw)
+            self._log_or_undo(issue.raw, raw, events)
+            claimed = True
+        finally:
+            if leases is not None and not claimed:
+                leases.release(issue_id, assignee)
         return issue_from_raw(raw)
 
     def complete(
@@ -295,15 +340,15 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
         if isinstance(settled, Settlement):
             return settled
-        current, _, outcome = settled
+        current, _, outcome, by_agent, note = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
                 self._promote_unblocked(issue_id, promoted)
             except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
                 error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
-                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error)
-        return Settlement(outcome, current.failed_attempts, tuple(promoted))
+                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error, by_agent=by_agent)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted), by_agent=by_agent, reason=note)
 
     def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
         """After a `done`, every backlog issue with all dependencies resolved becomes ready.
@@ -371,8 +416,8 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
         if isinstance(settled, Settlement):
             return settled
-        _, raw, outcome = settled
-        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+        _, raw, outcome, by_agent, note = settled
+        return Settlement(outcome, issue_from_raw(raw).failed_attempts, by_agent=by_agent, reason=note)
 
     def taken_because(self, issue_id: str, assignee: str) -> str | None:
         """Why our claim was taken away: the reason of the release of it logged after our newest
@@ -393,25 +438,71 @@ class JitStore(TrackerDefaults):
         change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
         *,
         seen: Liveness | None = None,
-    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+    ) -> tuple[Issue, dict[str, Any], Outcome, bool, str | None] | Settlement:
         """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
 
-        Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
-        claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        Returns the issue as it was, as it is now, the outcome, whether the command settled it
+        itself with jit (docs/jit-format.md#agents-that-settle) and why a `done` became `gated`
+        (docs/jit-format.md#graph-rules); or a `lost` Settlement when the claim is no longer ours,
+        or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
+        leases = self.leases()
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
-                why = self.taken_because(issue_id, assignee)
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
-            if seen is not None and transitions.liveness(current.raw) != seen:
-                return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            now = now or transitions.format_timestamp()
-            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
+            holder = leases.holder(issue_id) if leases is not None else None
+            mine = holder is not None and holder.agent == assignee
+            by_agent = None
+            if current is not None and not transitions.still_ours(current.raw, assignee) and seen is None:
+                by_agent = transitions.agent_outcome(current.raw, assignee, mine)
+            lost = (
+                current is None
+                or (holder is not None and not mine)  # another agent's lease: theirs now
+                or (not transitions.still_ours(current.raw, assignee) and by_agent is None)
+                or (seen is not None and transitions.liveness(current.raw) != seen)  # it showed a sign of life
+            )
+            if not lost:
+                assert current is not None
+                raw, events, outcome, note = self._settled(current.raw, gate_runs, now, change, by_agent)
+        if lost:
+            if mine and seen is None and leases is not None:  # our lease outlived the claim: let it go
+                leases.release(issue_id, assignee)
+            why = self.taken_because(issue_id, assignee) if seen is None else None
+            return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
+        assert current is not None
+        self._log_or_undo(current.raw, raw, events)
+        if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
+            leases.release(
+                issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
+            )
+        return current, raw, outcome, by_agent is not None, note
+
+    def _settled(
+        self,
+        before: dict[str, Any],
+        gate_runs: Sequence[GateRecord],
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+        by_agent: Outcome | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome, str | None]:
+        """Under the locks: gate runs recorded, `change` (or the agent's own settle) applied, a `done`
+        jit's rules refuse turned `gated`, the issue saved if it changed; its events, for logging."""
+        now = now or transitions.format_timestamp()
+        judged, gate_events = self._record_gate_runs(before, gate_runs, now)
+        if by_agent is None:
             raw, events, outcome = change(judged, now)
+        else:
+            raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
+        note = None
+        if outcome == Outcome.DONE and judged["state"] != State.DONE and (found := self.rules.blockers(judged, "done")):
+            raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
+            note = raw["context"][CTX_LAST_REASON]
+        if raw != before:
             self._write_issue(raw)
-        self._log_or_undo(current.raw, raw, gate_events + events)
-        return current, raw, outcome
+        return raw, gate_events + events, outcome, note
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now: the command may have changed it with jit."""
+        return self.read_issue(issue_id)
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
@@ -447,12 +538,24 @@ class JitStore(TrackerDefaults):
         return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
+        """Refresh the claim and renew its lease; False once another agent holds either.
+
+        An issue the command itself settled with jit is still its run: only the lease is renewed.
+        """
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
-            if current is None or not transitions.still_ours(current.raw, assignee):
+            if current is None:
                 return False
-            self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
-        return True
+            ours = transitions.still_ours(current.raw, assignee)
+            if ours:
+                self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
+        leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
+        if not ours:
+            holder = leases.holder(issue_id) if leases is not None else None
+            mine = holder is not None and holder.agent == assignee
+            if transitions.agent_outcome(current.raw, assignee, mine) is None:
+                return False
+        return leases is None or leases.renew(issue_id, assignee) is None
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):
