@@ -12,22 +12,25 @@ sinks — the log, and the metrics when the pool listens (jit_dispatch/service).
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from jit_dispatch.domain.gates import GateRun, Step
-from jit_dispatch.domain.issue import Gate, Issue
+from jit_dispatch.domain.issue import CTX_RUN, Gate, Issue
 from jit_dispatch.domain.selection import Filters
-from jit_dispatch.domain.values import Outcome
+from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
-from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.base import Snapshot, Tracker
 
 STATUS_EVERY_SECONDS = 60.0
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
@@ -41,24 +44,53 @@ class Sink(Protocol):
 
 
 @dataclass
+class Run:
+    """One claim being worked on: its own token (`dispatch.run`) and its own way to be stopped."""
+
+    issue: Issue
+    token: str
+    cancel: EitherCancel
+    thread: threading.Thread | None = None
+    exited: bool = False  # the command has ended: nothing left to stop
+    stopped: str | None = None  # why the pool stopped it (the claim was taken back)
+
+
+@dataclass
 class Slot:
     """One agent of the pool and what it is running now."""
 
     agent_id: str
     capacity: int
     request: Request
-    running: dict[str, threading.Thread] = field(default_factory=dict)  # issue id → its run
+    running: dict[str, Run] = field(default_factory=dict)  # run token → the run (never keyed by issue)
 
     @property
     def free(self) -> int:
         return self.capacity - len(self.running)
 
 
+def claim_gone(issue: Issue | None, state: str | None, assignee: str, token: str) -> str | None:
+    """Why the store no longer shows this run's claim as its own, or None (unknown counts as ours)."""
+    if state is None:
+        return None  # unreadable or gone for a moment: the settle's own check decides
+    if state != State.IN_PROGRESS:
+        return f"the store shows the issue {state} (a write from before the claim took it back)"
+    if issue is None:
+        return None
+    if issue.assignee != assignee:
+        return f"the issue was reassigned to {issue.assignee}"
+    run = issue.raw.get("context", {}).get(CTX_RUN) if isinstance(issue.raw.get("context"), dict) else None
+    if run is not None and run != token:
+        return "the issue was claimed again by another run"
+    return None
+
+
 class LogHooks:
     """A claim's output (gates and command) goes to one log file; the pool prints one line per event."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, run: Run | None = None) -> None:
         self.path = path
+        self.run = run
         self._handle: BinaryIO | None = None
 
     def _open(self, header: str) -> None:
@@ -80,6 +112,8 @@ class LogHooks:
             self._handle.write(chunk)
 
     def command_finished(self, run: RunResult) -> None:
+        if self.run is not None:
+            self.run.exited = True
         self._close()
 
     def gate_starting(self, step: Step) -> None:
@@ -193,10 +227,18 @@ class Pool:
         return reason
 
     def fill(self) -> tuple[int, dict[str, Any]]:
-        """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
-        snapshot = self.tracker.snapshot()
+        """Claim the next issue each free slot may take; returns how many were claimed and the queue.
+
+        An issue this pool runs is never a candidate, whatever the store says of it (a stale write
+        may show it `ready`); the runs whose claim the store no longer shows are stopped first.
+        """
+        with self._lock:
+            runs = [(slot, run) for slot in self.slots for run in slot.running.values()]
+        states = (State.READY, State.IN_PROGRESS) if runs else (State.READY,)
+        snapshot = self.tracker.snapshot(full_states=states)
+        self._check_claims(snapshot, runs)
         overall = plan_for(snapshot, Filters())
-        taken: set[str] = set()
+        taken = {run.issue.id for _, run in runs}
         claimed_now = 0
         for slot in self.slots:
             if slot.free <= 0 or self.cancel.cancelled:
@@ -204,24 +246,44 @@ class Pool:
             plan = plan_for(snapshot, slot.request.filters, slot.request.gates == "run")
             candidates = [issue for issue in plan.dispatchable if issue.id not in taken]
             while slot.free > 0 and candidates and not self.cancel.cancelled:
-                claimed = claim_first(self.tracker, slot.request, candidates, self.cancel)
+                request = replace(slot.request, run_ref=f"{slot.request.run_ref}#{os.urandom(6).hex()}")
+                claimed = claim_first(self.tracker, request, candidates, self.cancel)
                 if claimed is None:
                     break
                 taken.add(claimed.id)
                 candidates = [issue for issue in candidates if issue.id != claimed.id]
-                self._start(slot, claimed, snapshot.gates)
+                self._start(slot, request, claimed, snapshot.gates)
                 claimed_now += 1
         left = [issue for issue in overall.dispatchable if issue.id not in taken]  # the queue after this cycle
         return claimed_now, queue_figures(left, datetime.now(UTC))
 
-    def _start(self, slot: Slot, issue: Issue, registry: Mapping[str, Gate]) -> None:
-        thread = threading.Thread(
-            target=self._run_one, args=(slot, issue, registry), name=f"run-{issue.short_id}", daemon=True
+    def _check_claims(self, snapshot: Snapshot, runs: list[tuple[Slot, Run]]) -> None:
+        """Stop each run whose claim the store no longer shows as its own (docs/service.md#one-issue-one-run).
+
+        jit's `issue update` reads an issue before it locks it, so a write of it can put back the
+        issue as it was before our claim: `ready`, unassigned. The command is then stopped (not the
+        claim re-asserted) and its settle finds the claim lost and writes nothing; the issue is
+        claimed afresh once the run has ended, never while it runs.
+        """
+        issues = {issue.id: issue for issue in snapshot.issues}
+        for slot, run in runs:
+            if run.exited or run.stopped:
+                continue
+            why = claim_gone(issues.get(run.issue.id), snapshot.states.get(run.issue.id), slot.request.agent, run.token)
+            if why is not None:
+                run.stopped = why
+                run.cancel.cancel(signal.SIGTERM)
+                self.emit("claim_lost", **self._issue_fields(slot, run.issue), reason=why)
+
+    def _start(self, slot: Slot, request: Request, issue: Issue, registry: Mapping[str, Gate]) -> None:
+        run = Run(issue, request.run_ref, EitherCancel(self.cancel))
+        run.thread = threading.Thread(
+            target=self._run_one, args=(slot, request, run, registry), name=f"run-{issue.short_id}", daemon=True
         )
         with self._lock:
-            slot.running[issue.id] = thread
+            slot.running[run.token] = run
         self.emit("claim", **self._issue_fields(slot, issue))
-        thread.start()
+        run.thread.start()
 
     def _issue_fields(self, slot: Slot, issue: Issue) -> dict[str, Any]:
         return {
@@ -235,17 +297,22 @@ class Pool:
             "capacity": slot.capacity,
         }
 
-    def _run_one(self, slot: Slot, issue: Issue, registry: Mapping[str, Gate]) -> None:
-        hooks = LogHooks(self.log_dir / f"{issue.short_id}-attempt{issue.failed_attempts + 1}.log")
-        result = Result(Outcome.ERROR, slot.request.agent, self.tracker.location)
-        result.command = slot.request.command
+    def _run_one(self, slot: Slot, request: Request, run: Run, registry: Mapping[str, Gate]) -> None:
+        issue = run.issue
+        hooks = LogHooks(self.log_dir / f"{issue.short_id}-attempt{issue.failed_attempts + 1}.log", run)
+        result = Result(Outcome.ERROR, request.agent, self.tracker.location)
+        result.command = request.command
         try:
-            run_claimed(self.tracker, slot.request, issue, self.cancel, hooks, self.base_env, result, registry)
+            run_claimed(self.tracker, request, issue, run.cancel, hooks, self.base_env, result, registry)
         except Exception as exc:  # a tracker failure must not take the pool down
             result.outcome, result.reason = Outcome.ERROR, str(exc)
         finally:
+            if run.stopped is not None and self.cancel.signum is None:  # we stopped it: not a cancellation
+                result.cancelled_by = None
+                if result.outcome == Outcome.LOST:
+                    result.reason = f"{run.stopped}; command stopped"
             with self._lock:
-                slot.running.pop(issue.id, None)
+                slot.running.pop(run.token, None)
                 self.results.append(result)
             self.wake("settle")
         self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
@@ -262,7 +329,7 @@ class Pool:
     def _wait_for_runs(self) -> None:
         while True:
             with self._lock:
-                threads = [t for slot in self.slots for t in slot.running.values()]
+                threads = [run.thread for slot in self.slots for run in slot.running.values() if run.thread]
             if not threads:
                 return
             for thread in threads:

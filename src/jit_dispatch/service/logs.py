@@ -47,6 +47,7 @@ TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "watch": lambda f: f"jit-dispatch: watching {', '.join(f['paths'])} for changes",
     "claim": _claim,
     "settle": _settle,
+    "claim_lost": lambda f: f"stop    {f['short_id']} ({f['assignee']}): {plain(f['reason'])}",
     "status": _status,
     "cycle": _cycle,
     "webhook": _webhook,

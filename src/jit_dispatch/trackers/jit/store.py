@@ -86,6 +86,9 @@ class JitStore(TrackerDefaults):
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
         self._deadline: float | None = None  # set by `hurry` after a cancellation
+        # issue id → the `dispatch.run` of the claim this store made and has not settled yet: every
+        # later check compares it, not only the assignee (docs/service.md#one-issue-one-run).
+        self._runs: dict[str, str] = {}
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -286,6 +289,7 @@ class JitStore(TrackerDefaults):
             raw, events = transitions.claim(issue.raw, assignee, run, now)
             self._write_issue(raw)
         self._log_or_undo(issue.raw, raw, events)
+        self._runs[issue_id] = run
         return issue_from_raw(raw)
 
     def complete(
@@ -387,9 +391,11 @@ class JitStore(TrackerDefaults):
         Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
         claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
+        run = None if seen is not None else self._runs.get(issue_id)  # the reaper judges others' claims
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
+            if current is None or not transitions.still_ours(current.raw, assignee, run):
+                self._runs.pop(issue_id, None)
                 return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
@@ -398,6 +404,7 @@ class JitStore(TrackerDefaults):
             raw, events, outcome = change(judged, now)
             self._write_issue(raw)
         self._log_or_undo(current.raw, raw, gate_events + events)
+        self._runs.pop(issue_id, None)
         return current, raw, outcome
 
     def _record_gate_runs(
@@ -436,7 +443,7 @@ class JitStore(TrackerDefaults):
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
-            if current is None or not transitions.still_ours(current.raw, assignee):
+            if current is None or not transitions.still_ours(current.raw, assignee, self._runs.get(issue_id)):
                 return False
             self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
         return True

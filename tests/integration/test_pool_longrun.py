@@ -1,0 +1,189 @@
+"""The pool as a service that runs for months (issue 19): each finding reproduced with a real pool
+process on a real store, the real jit binary where jit is involved, and real signals sent at
+chosen moments.
+
+Commands append `START <issue> <time>`, then `END …` (finished) or `STOP …` (stopped by a
+signal) to a shared log, so a test can replay which runs of one issue overlapped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import clean_env, read_issue
+from jit_dispatch.domain import transitions
+from jit_dispatch.trackers.jit.files import atomic_write, dumps_event
+from jit_dispatch.trackers.jit.store import JitStore, NewIssue
+from real_jit import jit_binary
+
+WAIT = 30.0  # seconds any single wait may take on a loaded machine
+
+
+def traced(log: Path, seconds: float) -> str:
+    """A command that logs its start, its end, and a stop by signal (its group gets the signal)."""
+    return (
+        f'echo "START {{issue_id}} $EPOCHREALTIME" >> {log}; '
+        f"trap 'echo \"STOP {{issue_id}} $EPOCHREALTIME\" >> {log}; exit 143' TERM; "
+        f'sleep {seconds} & wait $!; echo "END {{issue_id}} $EPOCHREALTIME" >> {log}'
+    )
+
+
+def config(path: Path, command: str, *, capacity: int = 2, poll: float = 600, extra: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        poll_interval_secs = {poll}
+        max_attempts = 3
+        {extra}
+        [[agents]]
+        id = "w"
+        max_concurrent = {capacity}
+        command = {json.dumps(command)}
+        """))  # fmt: skip
+    return path
+
+
+def spawn(cwd: Path, root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+    out = cwd / f"pool-{time.monotonic_ns()}.jsonl"
+    with out.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jit_dispatch", "start", "--log-format", "json", "--jit-dir", str(root), *args],
+            cwd=cwd, env=env or clean_env(), stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, out
+
+
+def events_of(out: Path, kind: str) -> list[dict]:
+    lines = out.read_text().splitlines()
+    return [e for line in lines if line.startswith("{") and (e := json.loads(line))["event"] == kind]
+
+
+def wait_for(predicate: Callable[[], object], what: str, proc: subprocess.Popen | None = None) -> object:
+    deadline = time.monotonic() + WAIT
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the pool exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def lines(log: Path, kind: str) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith(kind)] if log.exists() else []
+
+
+def overlaps(log: Path) -> list[str]:
+    """Runs of one issue that were alive at the same time (a run ends at its END or STOP line)."""
+    per_issue: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for line in log.read_text().splitlines():
+        kind, issue, at = line.split()
+        per_issue[issue].append((float(at.replace(",", ".")), kind))
+    found = []
+    for issue, marks in per_issue.items():
+        alive = 0
+        for _, kind in sorted(marks, key=lambda m: (m[0], m[1] == "START")):
+            alive += 1 if kind == "START" else -1
+            if alive > 1:
+                found.append(issue)
+    return found
+
+
+def write_stale_copy(root: Path, issue_id: str, before: bytes) -> None:
+    """What jit's `issue update` does when it read the issue before our claim: the old file back, and its event."""
+    atomic_write(root / "issues" / f"{issue_id}.json", before.decode())
+    event = transitions.make_event("issue_updated", issue_id, transitions.format_timestamp(), fields=["labels"])
+    with (root / "events.jsonl").open("ab") as handle:
+        handle.write((dumps_event(event) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- 1. one issue, one run
+def test_a_stale_copy_written_back_never_makes_the_pool_run_the_issue_twice(new_store, tmp_path: Path) -> None:
+    store, (issue_id,) = new_store(NewIssue("long one"))
+    root = store.root
+    log = tmp_path / "runs.log"
+    before = (root / "issues" / f"{issue_id}.json").read_bytes()
+    proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", traced(log, 3))))
+    try:
+        wait_for(lambda: lines(log, "START"), "the command to start", proc)
+        write_stale_copy(root, issue_id, before)
+        wait_for(lambda: read_issue(root, issue_id)["state"] == "done", "the issue to be done", proc)
+    finally:
+        stop(proc)
+    assert overlaps(log) == [], log.read_text()
+    assert len(lines(log, "START")) == 2, log.read_text()  # stopped, then claimed afresh once it had ended
+    lost = events_of(out, "claim_lost")
+    assert len(lost) == 1 and "took it back" in lost[0]["reason"], lost
+    settles = [(e["outcome"], e["reason"]) for e in events_of(out, "settle")]
+    assert settles[0][0] == "lost" and settles[0][1].endswith("command stopped"), settles
+    assert settles[1][0] == "done", settles
+
+
+def test_a_real_jit_label_edit_that_read_before_the_claim_never_runs_the_issue_twice(new_store, tmp_path: Path) -> None:
+    """jit reads the issue, then waits for `.index.lock` (held here); it is stopped while the pool
+    claims and starts the command, then continued: it writes back its copy from before the claim."""
+    binary = jit_binary("newest")
+    store, (issue_id,) = new_store(NewIssue("long one"))
+    root = store.root
+    log = tmp_path / "runs.log"
+    with (root / ".index.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("JIT_")}, "JIT_LOCK_TIMEOUT": "120"}
+        editor = subprocess.Popen(
+            [str(binary), "issue", "update", issue_id, "--label", "component:db"],
+            cwd=root.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        time.sleep(1.0)  # it has read the issue and is retrying the lock
+        editor.send_signal(signal.SIGSTOP)
+    proc, _ = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", traced(log, 3))))
+    try:
+        try:
+            wait_for(lambda: lines(log, "START"), "the command to start", proc)
+        finally:
+            editor.send_signal(signal.SIGCONT)
+        output, _ = editor.communicate(timeout=60)
+        assert editor.returncode == 0, output
+        wait_for(lambda: read_issue(root, issue_id)["state"] == "done", "the issue to be done", proc)
+    finally:
+        stop(proc)
+    assert overlaps(log) == [], log.read_text()
+    assert len(lines(log, "START")) == 2, log.read_text()
+    assert "component:db" in read_issue(root, issue_id)["labels"], "the person's edit is kept"
+    validate = subprocess.run([str(binary), "validate"], cwd=root.parent, env=env, capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_settle_compares_the_run_token_not_only_the_assignee(new_store) -> None:
+    """Two runs of one agent share the assignee: the first one's settle must not complete the second's claim."""
+    store, (issue_id,) = new_store(NewIssue("one"))
+    from jit_dispatch.domain.selection import Filters
+
+    first = JitStore.open(store.root)
+    assert first.claim(issue_id, "agent:w", "host:1#a", Filters()) is not None
+    before_claim = json.loads((store.root / "issues" / f"{issue_id}.json").read_text())
+    before_claim.update(state="ready", assignee=None)
+    atomic_write(store.root / "issues" / f"{issue_id}.json", json.dumps(before_claim, indent=2))
+    second = JitStore.open(store.root)
+    assert second.claim(issue_id, "agent:w", "host:2#b", Filters()) is not None
+    assert first.heartbeat(issue_id, "agent:w") is False
+    assert first.complete(issue_id, "agent:w").outcome == "lost"
+    assert read_issue(store.root, issue_id)["state"] == "in_progress"
+    assert second.complete(issue_id, "agent:w").outcome == "done"
