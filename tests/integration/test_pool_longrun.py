@@ -187,3 +187,25 @@ def test_a_settle_compares_the_run_token_not_only_the_assignee(new_store) -> Non
     assert first.complete(issue_id, "agent:w").outcome == "lost"
     assert read_issue(store.root, issue_id)["state"] == "in_progress"
     assert second.complete(issue_id, "agent:w").outcome == "done"
+
+
+# --------------------------------------------------------------------------- 2. a finished command's outcome is final
+def test_a_signal_after_the_commands_exited_does_not_turn_them_into_cancellations(new_store, tmp_path: Path) -> None:
+    """Each command exits 0 but leaves a background child holding its output: the signal lands in the drain."""
+    store, ids = new_store(*(NewIssue(f"quick {n}") for n in range(4)))
+    root = store.root
+    log = tmp_path / "runs.log"
+    command = (
+        f'echo "START {{issue_id}} $EPOCHREALTIME" >> {log}; sleep 0.5; (sleep 8 &); '
+        f'echo "END {{issue_id}} $EPOCHREALTIME" >> {log}'
+    )
+    proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", command, capacity=4)))
+    try:
+        wait_for(lambda: len(lines(log, "END")) == 4, "the four commands to exit", proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        stop(proc)
+    settles = {e["issue_id"]: (e["outcome"], e["reason"]) for e in events_of(out, "settle")}
+    assert settles == {issue_id: ("done", None) for issue_id in ids}, settles
+    assert [read_issue(root, i)["state"] for i in ids] == ["done"] * 4

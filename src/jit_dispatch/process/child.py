@@ -167,7 +167,7 @@ def run_command(
                     eof = True  # output closed (`exec >log`); the command itself may still run
                     selector.unregister(fd)
             now = time.monotonic()
-            if cancel.signum is not None and cancelled_by is None:
+            if cancel.signum is not None and cancelled_by is None and exited_at is None:  # exited: its result stands
                 cancelled_by = cancel.signum
                 signal_run(proc.pid, token, signal.SIGTERM)
                 grace_end = now + CANCEL_GRACE_SECONDS
