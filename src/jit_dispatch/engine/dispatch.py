@@ -278,7 +278,7 @@ def run_claimed(
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
         _remove_scratch(scratch, issue_file)
-    if cancel.signum is not None:  # cancelled, or a signal came after the command ended: settle in budget
+    if cancel.cancelled:  # cancelled, or a signal came after the command ended: settle in budget
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
 
