@@ -12,13 +12,17 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from helpers import clean_env, read_issue
 from jit_dispatch.domain import transitions
@@ -209,3 +213,85 @@ def test_a_signal_after_the_commands_exited_does_not_turn_them_into_cancellation
     settles = {e["issue_id"]: (e["outcome"], e["reason"]) for e in events_of(out, "settle")}
     assert settles == {issue_id: ("done", None) for issue_id in ids}, settles
     assert [read_issue(root, i)["state"] for i in ids] == ["done"] * 4
+
+
+# --------------------------------------------------------------------------- 6. flat memory
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.slow
+def test_the_pool_keeps_flat_memory_over_hundreds_of_runs_with_large_outputs(new_store, tmp_path: Path) -> None:
+    """Every run prints 40 KB (its 32 KiB tail used to be kept for ever): RSS after warm-up stays flat."""
+    total, warm = 500, 100
+    store, _ = new_store(*(NewIssue(f"chatty {n}") for n in range(total)))
+    root = store.root
+    command = 'head -c 40000 /dev/zero | tr "\\0" x'
+    proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", command, capacity=4)))
+    try:
+
+        def settled(n: int) -> bool:
+            return out.read_text().count('"event": "settle"') >= n
+
+        wait_for(lambda: settled(warm), f"{warm} runs", proc)
+        after_warm_up = rss_kib(proc.pid)
+        deadline = time.monotonic() + 300
+        while not settled(total) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert settled(total), "the pool did not get through the runs"
+        at_end = rss_kib(proc.pid)
+    finally:
+        stop(proc)
+    assert at_end - after_warm_up < 10 * 1024, f"RSS grew from {after_warm_up} to {at_end} KiB"
+
+
+SECRET = "s3cr3t-for-tests"
+
+
+def listening(cwd: Path, root: Path, command: str = "true", *args: str) -> tuple[subprocess.Popen, Path, int]:
+    """A pool serving on a loopback port (webhooks on); returns it, its log and the port."""
+    path = config(cwd / "dispatch.toml", command)
+    env = clean_env(JIT_DISPATCH_WEBHOOK_SECRET=SECRET)
+    proc, out = spawn(cwd, root, "--config", str(path), "--listen", "127.0.0.1:0", *args, env=env)
+    try:
+        url = wait_for(lambda: events_of(out, "listen"), "the server to listen", proc)[0]["url"]  # type: ignore[index]
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, out, int(url.rsplit(":", 1)[1])
+
+
+def test_unsigned_webhook_bodies_are_never_buffered(new_store, tmp_path: Path) -> None:
+    """A request without a signature is refused before its body is read; 5 MiB bodies with a wrong
+    signature from 32 clients at once do not raise the pool's memory by their size."""
+    store, _ = new_store()
+    proc, _, port = listening(tmp_path, store.root)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 401"), "answered before any of the body was sent"
+        before = rss_kib(proc.pid)
+        body = b"x" * (5 * 1024 * 1024 - 1)
+        head = (
+            b"POST /webhook/github HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=00\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+
+        def post() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                sock.sendall(head)
+                sock.sendall(body[: len(body) - 1])
+                time.sleep(1.0)  # every body is in the pool at once, but for its last byte
+                sock.sendall(body[-1:])
+                return sock.recv(100)
+
+        with ThreadPoolExecutor(32) as workers:
+            answers = list(workers.map(lambda _: post(), range(32)))
+        grown = rss_kib(proc.pid) - before
+    finally:
+        stop(proc)
+    assert all(a.startswith(b"HTTP/1.1 401") for a in answers), answers[:3]
+    assert grown < 32 * 1024, f"RSS grew by {grown} KiB for 32 wrongly signed 5 MiB bodies"

@@ -541,7 +541,9 @@ def server(monkeypatch):
 
 def slow_post(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    sock.sendall(
+        b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-Hub-Signature-256: sha256=0\r\n\r\n"
+    )  # a signature (wrong, but only known at the end): an unsigned body is refused before it is read
     return sock
 
 

@@ -27,7 +27,6 @@ from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.factory import open_tracker
 
 if TYPE_CHECKING:  # imported for real only by `start`
-    from jit_dispatch.engine.dispatch import Result
     from jit_dispatch.engine.pool import Pool
     from jit_dispatch.service.metrics import PoolMetrics
 
@@ -245,13 +244,12 @@ def start(
         pool = Pool(tracker, slots, cancel=cancel, poll_interval=loaded.poll_interval_secs, log_dir=logs,
                     base_env=os.environ, sinks=[log] if metrics is None else [log, metrics])  # fmt: skip
         pool.emit("logs", log_dir=str(logs))
-        results = _run_pool(pool, tracker, options, context, single_cycle, listen, metrics, secret)
-    failed = [r for r in results if r.outcome.failed]
-    sys.exit(128 + cancel.signum if cancel.signum else (1 if failed else 0))
+        _run_pool(pool, tracker, options, context, single_cycle, listen, metrics, secret)
+    sys.exit(128 + cancel.signum if cancel.signum else (1 if pool.failed else 0))
 
 
 def _run_pool(pool: Pool, tracker: Tracker, options: dict[str, Any], context: GitHubContext, single_cycle: bool,
-              listen: tuple[str, int] | None, metrics: PoolMetrics | None, secret: str) -> list[Result]:  # fmt: skip
+              listen: tuple[str, int] | None, metrics: PoolMetrics | None, secret: str) -> None:  # fmt: skip
     """The pool, with the store watched (local stores; not for one cycle) and the endpoint when listening."""
     from jit_dispatch.service.app import running_service
     from jit_dispatch.trackers.jit.events import local_stores
@@ -260,7 +258,7 @@ def _run_pool(pool: Pool, tracker: Tracker, options: dict[str, Any], context: Gi
     roots = [store.root for store in local_stores(tracker)] if local and not single_cycle else []
     branch = _state_branch(options, context) if listen is not None else None
     with running_service(pool, listen=listen, metrics=metrics, secret=secret, state_branch=branch, watch_roots=roots):
-        return pool.run(once=single_cycle)
+        pool.run(once=single_cycle)
 
 
 def _state_branch(options: dict[str, Any], context: GitHubContext) -> str | None:

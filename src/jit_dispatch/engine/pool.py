@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Snapshot, Tracker
 
 STATUS_EVERY_SECONDS = 60.0
+RECENT_RESULTS = 50  # results kept in memory (the rest are counted, logged and in the store)
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
 STALL_SECONDS = 300.0  # /healthz fails when the loop has not come round for this long (or 3 polls)
 
@@ -142,9 +144,12 @@ class Pool:
         self.log_dir = log_dir
         self.base_env = base_env
         self.sinks = list(sinks)
-        self.results: list[Result] = []
+        # Counters and the last RECENT_RESULTS results, never every result: a pool runs for months.
+        self.recent: deque[Result] = deque(maxlen=RECENT_RESULTS)
+        self.settled = 0
+        self.failed = 0
         self.stall_after = max(STALL_SECONDS, 3 * poll_interval)
-        self._lock = threading.Lock()  # guards `running`, `results` and the sinks
+        self._lock = threading.Lock()  # guards `running`, the results and the sinks
         self._wake = threading.Event()
         self._wake_reason = "poll"
         self._last_status = 0.0
@@ -177,7 +182,7 @@ class Pool:
         return self._ready
 
     # ------------------------------------------------------------------ the loop
-    def run(self, *, once: bool = False) -> list[Result]:
+    def run(self, *, once: bool = False) -> None:
         """Fill free slots every poll interval (or when woken) until cancelled; `once`: one cycle."""
         agents = [{"agent": s.agent_id, "assignee": s.request.agent, "capacity": s.capacity} for s in self.slots]
         self.emit("start", store=self.tracker.location, agents=agents, poll_interval_secs=self.poll_interval)
@@ -192,7 +197,6 @@ class Pool:
             self._wait_for_runs()
         finally:
             self._stopped = True
-        return self.results
 
     def cycle(self, trigger: str, *, strict: bool = False) -> int:
         """One fill cycle, reported; a failure (store unreadable, remote unreachable) is counted and
@@ -313,7 +317,9 @@ class Pool:
                     result.reason = f"{run.stopped}; command stopped"
             with self._lock:
                 slot.running.pop(run.token, None)
-                self.results.append(result)
+                self.recent.append(result)
+                self.settled += 1
+                self.failed += result.outcome.failed
             self.wake("settle")
         self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
                   duration_seconds=result.duration_seconds, reason=result.reason)  # fmt: skip
@@ -324,7 +330,7 @@ class Pool:
             return
         self._last_status = now
         agents = [{"agent": s.agent_id, "busy": s.capacity - s.free, "capacity": s.capacity} for s in self.slots]
-        self.emit("status", agents=agents, settled=len(self.results))
+        self.emit("status", agents=agents, settled=self.settled)
 
     def _wait_for_runs(self) -> None:
         while True:

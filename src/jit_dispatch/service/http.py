@@ -10,9 +10,12 @@ in the listen backlog, so a flood cannot grow the threads without bound.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +23,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from jit_dispatch.service.metrics import CONTENT_TYPE, PoolMetrics
-from jit_dispatch.service.webhooks import Receiver, Reply
+from jit_dispatch.service.webhooks import SIGNATURE_HEADER, Receiver, Reply, signature_matches
 
 MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigger is refused (413)
+BUFFERED = 64 * 1024  # body bytes held in memory before the signature is checked; the rest is spooled
+CHUNK = 64 * 1024
 REQUEST_TIMEOUT = 10.0
 REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
 MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
+UNSIGNED = Reply(401, "missing or wrong signature")  # the receiver's own answer to the same
 
 
 class PoolView(Protocol):
@@ -82,10 +88,11 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._text(404, b"not found\n")
             return
-        body = self._body()
+        assert app.receiver is not None  # there are routes
+        body = self._body(app.receiver.secret)
         if body is None:
             return
-        reply = routes[path](self.headers, body)
+        reply = body if isinstance(body, Reply) else routes[path](self.headers, body)
         if reply.wake:
             app.pool.wake("webhook")
         app.pool.emit(
@@ -95,8 +102,13 @@ class Handler(BaseHTTPRequestHandler):
         payload = json.dumps({"status": reply.message, "wake": reply.wake}).encode() + b"\n"
         self._send(reply.status, payload, "application/json")
 
-    def _body(self) -> bytes | None:
-        """The request body, or None after answering 411/413/400 for one that may not be read."""
+    def _body(self, secret: bytes) -> bytes | Reply | None:
+        """The request body once its signature is right; a 401 Reply when it is not; None after
+        answering 411/413/400.
+
+        The body is hashed as it arrives and spooled to a temporary file past BUFFERED bytes, so an
+        unsigned or wrongly signed body never sits in memory, whatever its declared length.
+        """
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self._refuse(411, b"send Content-Length, not chunked\n")
             return None
@@ -108,15 +120,27 @@ class Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:
             self._refuse(413, f"body larger than {MAX_BODY} bytes\n".encode())
             return None
-        try:
-            body = self.rfile.read(length)
-        except (TimeoutError, OSError):
-            self.close_connection = True
-            return None
-        if len(body) != length:
-            self._refuse(400, b"body shorter than Content-Length\n")
-            return None
-        return body
+        if not self.headers.get(SIGNATURE_HEADER):
+            self.close_connection = True  # refused before a byte of the body is read
+            return UNSIGNED
+        digest = hmac.new(secret, digestmod=hashlib.sha256)
+        with tempfile.SpooledTemporaryFile(max_size=BUFFERED) as spool:
+            left = length
+            try:
+                while left and (chunk := self.rfile.read(min(left, CHUNK))):
+                    digest.update(chunk)
+                    spool.write(chunk)
+                    left -= len(chunk)
+            except (TimeoutError, OSError):
+                self.close_connection = True
+                return None
+            if left:
+                self._refuse(400, b"body shorter than Content-Length\n")
+                return None
+            if not signature_matches(digest, self.headers.get(SIGNATURE_HEADER)):
+                return UNSIGNED
+            spool.seek(0)
+            return spool.read()
 
     def _refuse(self, status: int, message: bytes) -> None:
         self.close_connection = True  # the unread body must not be parsed as the next request
