@@ -295,3 +295,30 @@ def test_unsigned_webhook_bodies_are_never_buffered(new_store, tmp_path: Path) -
         stop(proc)
     assert all(a.startswith(b"HTTP/1.1 401") for a in answers), answers[:3]
     assert grown < 32 * 1024, f"RSS grew by {grown} KiB for 32 wrongly signed 5 MiB bodies"
+
+
+# --------------------------------------------------------------------------- 4. the registry, read per cycle
+def test_gate_changes_apply_to_the_next_claim_without_a_restart(tmp_path: Path) -> None:
+    """A gate defined after start releases the issue it held; a gate turned into a manual precheck holds
+    the next issue that requires it (each was decided by the registry read at start)."""
+    from gate_stores import gate, gated_repo
+
+    root, (waiting,) = gated_repo(
+        tmp_path,
+        "newest",
+        [gate("newest", "lint", "postcheck", "true")],
+        NewIssue("needs review", gates_required=("review",)),
+    )
+    proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", "true")))
+    try:
+        wait_for(lambda: events_of(out, "cycle"), "the first cycle", proc)
+        registry = {"review": gate("newest", "review", "precheck", "true"), "lint": gate("newest", "lint", "precheck")}
+        atomic_write(root / "gates.json", json.dumps({"gates": registry}, indent=2))
+        wait_for(lambda: read_issue(root, waiting)["state"] == "done", "the issue a new gate let through", proc)
+        (manual,) = JitStore.open(root).create_issues([NewIssue("needs lint", gates_required=("lint",))])
+        wait_for(lambda: len(events_of(out, "cycle")) >= 4, "cycles after the new issue", proc)
+        time.sleep(1.0)
+    finally:
+        stop(proc)
+    assert read_issue(root, manual)["state"] == "ready", "held by its manual precheck, not run"
+    assert manual not in {e["issue_id"] for e in events_of(out, "claim")}

@@ -77,6 +77,7 @@ class JitStore(TrackerDefaults):
         self.location = str(root)
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
+        self._gates_seen: tuple[int, int, int] | None = None  # gates.json's (inode, size, mtime) when read
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
         # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
         # of each unresolved issue's file, so promotion re-reads only files changed since.
@@ -139,16 +140,27 @@ class JitStore(TrackerDefaults):
         return [i for i in ids if i not in skip] if skip else ids
 
     def gates(self) -> dict[str, Gate]:
-        if self._gates is None:
-            path = self.root / "gates.json"
-            if not path.exists():
-                self._gates = {}
-                return self._gates
-            registry = self._load_json(path)
-            gates = registry.get("gates") if isinstance(registry, dict) else None
-            if not isinstance(gates, dict):
-                raise TrackerError(f"{path}: field 'gates' must be an object")
-            self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        """The gate registry, read again whenever gates.json changed (one `stat()` when it did not),
+        so a long-running pool applies a gate defined or changed meanwhile to its next claim."""
+        path = self.root / "gates.json"
+        try:
+            st = os.stat(path)
+            signature: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+        if self._gates is not None and signature == self._gates_seen:
+            return self._gates
+        if signature is None:
+            self._gates, self._gates_seen = {}, None
+            return self._gates
+        registry = self._load_json(path)
+        gates = registry.get("gates") if isinstance(registry, dict) else None
+        if not isinstance(gates, dict):
+            raise TrackerError(f"{path}: field 'gates' must be an object")
+        self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        self._gates_seen = signature
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
