@@ -322,3 +322,31 @@ def test_gate_changes_apply_to_the_next_claim_without_a_restart(tmp_path: Path) 
         stop(proc)
     assert read_issue(root, manual)["state"] == "ready", "held by its manual precheck, not run"
     assert manual not in {e["issue_id"] for e in events_of(out, "claim")}
+
+
+# --------------------------------------------------------------------------- 5. promotion that never misses
+def test_two_dependencies_finishing_together_always_promote_their_dependent(new_store, tmp_path: Path) -> None:
+    """On a 3,000-issue store, the pool runs two dependencies at once; when both finish together, their
+    dependent must become ready (it used to stay backlog: each settle trusted the other's append)."""
+    store, (held,) = new_store(NewIssue("held elsewhere"))
+    root = store.root
+    from jit_dispatch.domain.selection import Filters
+
+    assert store.claim(held, "agent:elsewhere", "elsewhere", Filters()) is not None
+    store.create_issues(NewIssue(f"filler {n}", dependencies=(held,)) for n in range(3000))  # all backlog
+    proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", "sleep 0.3")))
+    try:
+        for round_ in range(3):
+            first, second = JitStore.open(root).create_issues([NewIssue(f"dep a{round_}"), NewIssue(f"dep b{round_}")])
+            (dependent,) = JitStore.open(root).create_issues(
+                [NewIssue(f"after {round_}", dependencies=(first, second))]
+            )
+            assert read_issue(root, dependent)["state"] == "backlog"
+
+            def done(dependent: str = dependent) -> bool:
+                return read_issue(root, dependent)["state"] == "done"
+
+            wait_for(done, f"round {round_}'s dependent done", proc)
+    finally:
+        stop(proc)
+    assert [e for e in events_of(out, "settle") if e["outcome"] != "done"] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -86,6 +87,10 @@ class JitStore(TrackerDefaults):
         # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
+        # Threads whose appends advanced the mark since the snapshot: the pool's run threads share
+        # this store, so one settle's promotion may trust the mark only for its own appends.
+        self._appenders: set[int] = set()
+        self._view_lock = threading.Lock()  # the view, the mark and the appenders change together
         self._deadline: float | None = None  # set by `hurry` after a cancellation
         # issue id → the `dispatch.run` of the claim this store made and has not settled yet: every
         # later check compares it, not only the assignee (docs/service.md#one-issue-one-run).
@@ -174,7 +179,7 @@ class JitStore(TrackerDefaults):
         """
         ids = self.issue_ids()
         found = Scan(warnings=list(self._index_warnings))
-        self._events_mark = self._events_length()
+        mark = self._events_length()  # before the issues are read: a later append shows as a longer file
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
@@ -184,7 +189,9 @@ class JitStore(TrackerDefaults):
                 gc.enable()
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
-        self._promotion_view = (found.states, found.backlog, found.seen)
+        with self._view_lock:  # a promotion meanwhile must not pair this mark with the previous view
+            self._promotion_view = (found.states, found.backlog, found.seen)
+            self._events_mark, self._appenders = mark, set()
         return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
 
     def _events_length(self) -> int | None:
@@ -254,7 +261,9 @@ class JitStore(TrackerDefaults):
             return
         with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
             start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
-        self._events_mark = end if start == self._events_mark else None
+        with self._view_lock:
+            self._appenders.add(threading.get_ident())
+            self._events_mark = end if start == self._events_mark else None
         self.changed.add(self.root / "events.jsonl")
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
@@ -326,20 +335,25 @@ class JitStore(TrackerDefaults):
         As jit promotes (docs/jit-format.md#promotion).
 
         Candidates come from the last snapshot. The snapshot predates the command, so a
-        dependency that looked blocking may have finished meanwhile (another runner). Every state
-        change appends to events.jsonl (jit's writers and ours): when nobody else appended since
-        the snapshot, the snapshot's states stand; otherwise a blocking dependency's file is
-        re-read when its fingerprint changed. A candidate left with no blocker is re-read with its
-        dependencies under jit's locks before it is promoted (into `promoted`).
+        dependency that looked blocking may have finished meanwhile (another runner, or another
+        run thread of this pool). Every state change appends to events.jsonl (jit's writers and
+        ours): when only this thread appended since the snapshot, the snapshot's states stand;
+        otherwise a blocking dependency's file is re-read when its fingerprint changed. A candidate
+        left with no blocker is re-read with its dependencies under jit's locks before it is
+        promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
-        assert self._promotion_view is not None
-        states, backlog, seen = self._promotion_view
+        with self._view_lock:
+            view, mark, appenders = self._promotion_view, self._events_mark, set(self._appenders)
+        assert view is not None
+        states, backlog, seen = view
         states = {**states, completed: State.DONE}
         current: dict[str, str | None] = {completed: State.DONE}
         directory = str(self.issues_dir)
-        quiet = self._events_mark is not None and self._events_length() == self._events_mark
+        # Only our own appends since the snapshot: its states stand. Another thread's settle (the
+        # pool's run threads share this store) is another writer, as is any other process.
+        quiet = mark is not None and self._events_length() == mark and appenders <= {threading.get_ident()}
 
         def state_now(dep: str) -> str | None:
             if quiet:
