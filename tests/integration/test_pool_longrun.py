@@ -350,3 +350,46 @@ def test_two_dependencies_finishing_together_always_promote_their_dependent(new_
     finally:
         stop(proc)
     assert [e for e in events_of(out, "settle") if e["outcome"] != "done"] == []
+
+
+# --------------------------------------------------------------------------- 7. settles that fail are retried
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_settle_that_fails_is_retried_until_it_lands_and_readyz_says_so(new_store, tmp_path: Path) -> None:
+    """jit's index lock is held for 6 s while two commands finish (lock timeout 1 s): both settles fail,
+    are retried with backoff, and land once the lock is free; meanwhile /readyz is 503 and the failures
+    are counted in jit_dispatch_cycle_errors_total."""
+    store, ids = new_store(NewIssue("one"), NewIssue("two"))
+    root = store.root
+    log = tmp_path / "runs.log"
+    path = config(tmp_path / "dispatch.toml", traced(log, 1))
+    env = clean_env(JIT_DISPATCH_WEBHOOK_SECRET=SECRET, JIT_LOCK_TIMEOUT="1")
+    proc, out = spawn(tmp_path, root, "--config", str(path), "--listen", "127.0.0.1:0", env=env)
+    try:
+        url = wait_for(lambda: events_of(out, "listen"), "the server to listen", proc)[0]["url"]  # type: ignore[index]
+        port = int(url.rsplit(":", 1)[1])
+        wait_for(lambda: len(lines(log, "START")) == 2, "both commands to start", proc)
+        with (root / ".index.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            wait_for(lambda: len(events_of(out, "settle_retry")) >= 2, "the settles to fail", proc)
+            status, body = http_get(port, "/readyz")
+            assert status == 503 and "settle" in body, body
+            time.sleep(3)
+        wait_for(lambda: all(read_issue(root, i)["state"] == "done" for i in ids), "both issues done", proc)
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, "ready again", proc)
+        metrics = http_get(port, "/metrics")[1]
+    finally:
+        stop(proc)
+    errors = [line for line in metrics.splitlines() if line.startswith("jit_dispatch_cycle_errors_total")]
+    assert errors and float(errors[0].split()[-1]) >= 2, errors
+    assert {e["outcome"] for e in events_of(out, "settle")} == {"done"}

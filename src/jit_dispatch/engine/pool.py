@@ -17,25 +17,27 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import CTX_RUN, Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, Result, claim_first, plan_for, run_claimed
 from jit_dispatch.engine.heartbeat import EitherCancel
+from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
-from jit_dispatch.trackers.base import Snapshot, Tracker
+from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 STATUS_EVERY_SECONDS = 60.0
 RECENT_RESULTS = 50  # results kept in memory (the rest are counted, logged and in the store)
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
+SETTLE_RETRY_SECONDS = (1.0, 60.0)  # a failed settle is retried after 1 s, doubling up to 60 s
 STALL_SECONDS = 300.0  # /healthz fails when the loop has not come round for this long (or 3 polls)
 
 
@@ -69,6 +71,34 @@ class Slot:
     @property
     def free(self) -> int:
         return self.capacity - len(self.running)
+
+
+class SettleKeeper:
+    """The tracker as one run sees it: the first settle that fails (a lock held too long, a disk
+    error) is kept, so the pool can retry it after `run_claimed` has reported the failure."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self.failed: tuple[Callable[[], Settlement], str | None, str] | None = None  # call, its reason, error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
+
+    def complete(self, issue_id: str, assignee: str, **kw: Any) -> Settlement:
+        return self._keep(lambda: self._tracker.complete(issue_id, assignee, **kw), None)
+
+    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int, **kw: Any) -> Settlement:
+        return self._keep(lambda: self._tracker.release(issue_id, assignee, reason, max_attempts, **kw), reason)
+
+    def _keep(self, call: Callable[[], Settlement], reason: str | None) -> Settlement:
+        try:
+            return call()
+        except SettlementPending:
+            raise  # recorded already; a later run finishes it
+        except TrackerError as exc:
+            if self.failed is None:
+                self.failed = (call, reason, str(exc))
+            raise
 
 
 def claim_gone(issue: Issue | None, state: str | None, assignee: str, token: str) -> str | None:
@@ -156,6 +186,7 @@ class Pool:
         self._tick = time.monotonic()  # the loop's last sign of life
         self._stopped = False
         self._ready: tuple[bool, str] = (False, "no cycle yet")
+        self._pending: dict[str, str] = {}  # run token → the settle being retried, for /readyz
 
     # ------------------------------------------------------------------ what the service asks
     def emit(self, event: str, **fields: Any) -> None:
@@ -179,6 +210,10 @@ class Pool:
     def ready(self) -> tuple[bool, str]:
         if self.cancel.cancelled or self._stopped:
             return False, "stopping"
+        with self._lock:
+            pending = list(self._pending.values())
+        if pending:
+            return False, "; ".join(pending)
         return self._ready
 
     # ------------------------------------------------------------------ the loop
@@ -306,11 +341,16 @@ class Pool:
         hooks = LogHooks(self.log_dir / f"{issue.short_id}-attempt{issue.failed_attempts + 1}.log", run)
         result = Result(Outcome.ERROR, request.agent, self.tracker.location)
         result.command = request.command
+        tracker = SettleKeeper(self.tracker)
         try:
-            run_claimed(self.tracker, request, issue, run.cancel, hooks, self.base_env, result, registry)
+            run_claimed(cast(Tracker, tracker), request, issue, run.cancel, hooks, self.base_env, result, registry)
+            if tracker.failed is not None:
+                self._retry_settle(slot, run, tracker.failed, result)
         except Exception as exc:  # a tracker failure must not take the pool down
             result.outcome, result.reason = Outcome.ERROR, str(exc)
         finally:
+            with self._lock:
+                self._pending.pop(run.token, None)
             if run.stopped is not None and self.cancel.signum is None:  # we stopped it: not a cancellation
                 result.cancelled_by = None
                 if result.outcome == Outcome.LOST:
@@ -323,6 +363,40 @@ class Pool:
             self.wake("settle")
         self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
                   duration_seconds=result.duration_seconds, reason=result.reason)  # fmt: skip
+
+    def _retry_settle(
+        self, slot: Slot, run: Run, failed: tuple[Callable[[], Settlement], str | None, str], result: Result
+    ) -> None:
+        """Retry a failed settle with backoff until it lands or finds the claim lost; the run keeps its
+        slot meanwhile, so its issue is not claimed again. A stopping pool tries within the cancel budget."""
+        call, reason, error = failed
+        delay, retries = SETTLE_RETRY_SECONDS[0], 0
+        while True:
+            with self._lock:
+                self._pending[run.token] = f"the settle of {run.issue.short_id} failed ({error}); retrying"
+            self.emit("settle_retry", **self._issue_fields(slot, run.issue), error=error, retry_in_seconds=delay)
+            until = time.monotonic() + delay
+            while time.monotonic() < until and not self.cancel.cancelled:
+                time.sleep(CANCEL_CHECK_SECONDS)
+            if self.cancel.cancelled:
+                self.tracker.hurry(CANCEL_SETTLE_SECONDS)
+            retries += 1
+            try:
+                settlement = call()
+            except SettlementPending as exc:
+                result.reason = f"{reason or 'command succeeded'}; {exc}"
+                return
+            except TrackerError as exc:
+                if self.cancel.cancelled:
+                    return  # the claim stays for `reap`; the next pool's settle is not ours to make
+                error, delay = str(exc), min(2 * delay, SETTLE_RETRY_SECONDS[1])
+                continue
+            result.outcome, result.promoted = settlement.outcome, settlement.promoted
+            result.reason = settlement.error or reason
+            if settlement.outcome == Outcome.LOST:
+                result.reason = "the claim was lost while the settle was retried; nothing written"
+            result.warnings.append(f"settled after {retries} retr{'y' if retries == 1 else 'ies'}")
+            return
 
     def _status_line(self) -> None:
         now = time.monotonic()

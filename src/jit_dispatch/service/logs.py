@@ -47,6 +47,9 @@ TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "watch": lambda f: f"jit-dispatch: watching {', '.join(f['paths'])} for changes",
     "claim": _claim,
     "settle": _settle,
+    "settle_retry": lambda f: (
+        f"error   settle {f['short_id']} failed: {plain(f['error'])}; retry in {f['retry_in_seconds']:g}s"
+    ),
     "claim_lost": lambda f: f"stop    {f['short_id']} ({f['assignee']}): {plain(f['reason'])}",
     "status": _status,
     "cycle": _cycle,
