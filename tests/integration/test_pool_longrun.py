@@ -8,6 +8,7 @@ signal) to a shared log, so a test can replay which runs of one issue overlapped
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 
 from helpers import clean_env, read_issue
 from jit_dispatch.domain import transitions
+from jit_dispatch.process import runlock
 from jit_dispatch.trackers.jit.files import atomic_write, dumps_event
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 from real_jit import jit_binary
@@ -393,3 +395,102 @@ def test_a_settle_that_fails_is_retried_until_it_lands_and_readyz_says_so(new_st
     errors = [line for line in metrics.splitlines() if line.startswith("jit_dispatch_cycle_errors_total")]
     assert errors and float(errors[0].split()[-1]) >= 2, errors
     assert {e["outcome"] for e in events_of(out, "settle")} == {"done"}
+
+
+# --------------------------------------------------------------------------- 3. no command outlives its dispatcher
+ORPHAN_COMMAND = 'sleep 30 & echo "$$ $!" >> {pids}; wait'  # the shell (the leader) and its child
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def read_pids(path: Path) -> list[tuple[int, int]]:
+    return (
+        [(int(a), int(b)) for a, b in (line.split() for line in path.read_text().splitlines())] if path.exists() else []
+    )
+
+
+def until_gone(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + 5
+    while (left := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def reap_rows(root: Path, env: dict[str, str]) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "jit_dispatch", "reap", "--jit-dir", str(root), "--older-than", "1s", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["reaped"]
+
+
+def kill_all(pairs: list[tuple[int, int]]) -> None:
+    for pid in {p for pair in pairs for p in pair}:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sigkilled_pool_takes_its_commands_with_it_and_reap_spares_the_living(new_store, tmp_path: Path) -> None:
+    """SIGKILL the pool while two commands (timeout 5 s) run: each command's leader dies with it
+    (PR_SET_PDEATHSIG); a child the leader left holds the run lock, so `reap` does not release its
+    issue; the next pool sweeps those children, and only then does `reap` release the issues."""
+    store, ids = new_store(NewIssue("one"), NewIssue("two"))
+    root = store.root
+    pids = tmp_path / "pids"
+    env = clean_env(JIT_DISPATCH_RUN_DIR=str(tmp_path / "runs"))
+    path = config(tmp_path / "dispatch.toml", ORPHAN_COMMAND.format(pids=pids), extra='timeout = "5s"')
+    proc, _ = spawn(tmp_path, root, "--config", str(path), env=env)
+    pairs: list[tuple[int, int]] = []
+    try:
+        wait_for(lambda: len(read_pids(pids)) == 2, "both commands to run", proc)
+        pairs = read_pids(pids)
+        proc.kill()
+        proc.wait()
+        assert until_gone([leader for leader, _ in pairs]) == [], "a command's leader outlived the pool"
+        time.sleep(1.2)  # the claims are now older than reap's 1 s
+        rows = reap_rows(root, env)
+        assert [row["outcome"] for row in rows] == ["skipped (alive: its command still runs on this machine)"] * 2
+        assert [read_issue(root, i)["state"] for i in ids] == ["in_progress"] * 2
+        again, out = spawn(tmp_path, root, "--config", str(path), "--once", env=env)
+        again.wait(timeout=60)
+        assert until_gone([child for _, child in pairs]) == [], "the next pool did not sweep the orphans"
+        assert sorted(e["issue_id"] for e in events_of(out, "sweep")) == sorted(ids)
+        assert {row["outcome"] for row in reap_rows(root, env)} == {"released"}
+    finally:
+        stop(proc)
+        kill_all(pairs)
+
+
+def test_a_sigkilled_once_takes_its_command_with_it(new_store, tmp_path: Path, monkeypatch) -> None:
+    store, (issue_id,) = new_store(NewIssue("one"))
+    root = store.root
+    pids = tmp_path / "pids"
+    env = clean_env(JIT_DISPATCH_RUN_DIR=str(tmp_path / "runs"))
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--jit-dir", str(root), "--agent", "w",
+            "--timeout", "5s", "--command", ORPHAN_COMMAND.format(pids=pids)]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pairs: list[tuple[int, int]] = []
+    try:
+        wait_for(lambda: read_pids(pids), "the command to run", proc)
+        pairs = read_pids(pids)
+        proc.kill()
+        proc.wait()
+        assert until_gone([pairs[0][0]]) == [], "the command's leader outlived `once`"
+        time.sleep(1.2)
+        assert [row["outcome"] for row in reap_rows(root, env)] == [
+            "skipped (alive: its command still runs on this machine)"
+        ]
+        assert read_issue(root, issue_id)["state"] == "in_progress"
+        monkeypatch.setenv("JIT_DISPATCH_RUN_DIR", str(tmp_path / "runs"))
+        assert runlock.sweep() == [(issue_id, [pairs[0][1]])], "the orphan found by its lock and killed"
+        assert until_gone([pairs[0][1]]) == []
+    finally:
+        stop(proc)
+        kill_all(pairs)

@@ -20,6 +20,7 @@ from jit_dispatch.domain.selection import matches_filters
 from jit_dispatch.domain.staleness import reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
+from jit_dispatch.process import runlock
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
 from jit_dispatch.report.console import warn
@@ -62,7 +63,9 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
         for claim in stale:
             reason = reap_reason(claim)
             outcome = "would release"
-            if claim.issue.id not in dead:
+            if runlock.alive(claim.issue.id):  # its command's processes still hold the run lock here
+                outcome = "skipped (alive: its command still runs on this machine)"
+            elif claim.issue.id not in dead:
                 outcome = "skipped (alive: its heartbeat moved while watched)"
             elif not dry_run:
                 seen = transitions.liveness(claim.issue.raw)

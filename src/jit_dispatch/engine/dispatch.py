@@ -379,6 +379,7 @@ def _run(
         timeout=request.timeout,
         cancel=cancel,
         write_output=hooks.output,
+        run_lock=issue.id,
     )
     hooks.command_finished(run)
     return run

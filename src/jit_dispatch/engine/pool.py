@@ -30,6 +30,7 @@ from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, Result, claim_first, plan_for, run_claimed
 from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.errors import SettlementPending, TrackerError
+from jit_dispatch.process import runlock
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
@@ -221,6 +222,8 @@ class Pool:
         """Fill free slots every poll interval (or when woken) until cancelled; `once`: one cycle."""
         agents = [{"agent": s.agent_id, "assignee": s.request.agent, "capacity": s.capacity} for s in self.slots]
         self.emit("start", store=self.tracker.location, agents=agents, poll_interval_secs=self.poll_interval)
+        for issue_id, pids in runlock.sweep():  # commands a killed dispatcher left running on this machine
+            self.emit("sweep", issue_id=issue_id, short_id=issue_id[:8], killed=pids)
         trigger = "start"
         try:
             while not self.cancel.cancelled:

@@ -50,6 +50,9 @@ TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "settle_retry": lambda f: (
         f"error   settle {f['short_id']} failed: {plain(f['error'])}; retry in {f['retry_in_seconds']:g}s"
     ),
+    "sweep": lambda f: (
+        f"sweep   {f['short_id']}: killed {len(f['killed'])} process(es) a killed dispatcher left running"
+    ),
     "claim_lost": lambda f: f"stop    {f['short_id']} ({f['assignee']}): {plain(f['reason'])}",
     "status": _status,
     "cycle": _cycle,
