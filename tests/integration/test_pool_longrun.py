@@ -494,3 +494,64 @@ def test_a_sigkilled_once_takes_its_command_with_it(new_store, tmp_path: Path, m
     finally:
         stop(proc)
         kill_all(pairs)
+
+
+# --------------------------------------------------------------------------- 8. probes that cannot be starved
+def test_probes_on_the_probe_listener_are_answered_while_slow_clients_hold_the_webhook_port(
+    new_store, tmp_path: Path
+) -> None:
+    """100 clients that never finish their headers hold the webhook port; every probe on the
+    `--probe-listen` port is answered, and that port takes no webhook. (Figures: bench/probe_starvation.py.)"""
+    store, _ = new_store()
+    proc, out, port = listening(tmp_path, store.root, "true", "--probe-listen", "127.0.0.1:0")
+    slow: list[socket.socket] = []
+    try:
+        probe_port = int(events_of(out, "listen")[0]["probe_url"].rsplit(":", 1)[1])
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"POST /webhook/github HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            slow.append(sock)
+        for path in ("/healthz", "/readyz", "/metrics") * 5:
+            status, _ = http_get(probe_port, path)
+            assert status == 200, path
+        status, _ = http_get(probe_port, "/webhook/github")
+        assert status == 404, "the probe listener serves no webhook"
+    finally:
+        for sock in slow:
+            sock.close()
+        stop(proc)
+
+
+def test_a_connection_that_does_not_finish_its_headers_is_cut_at_the_header_deadline(monkeypatch) -> None:
+    from jit_dispatch.service import http as service_http
+    from jit_dispatch.service.metrics import PoolMetrics
+    from jit_dispatch.service.webhooks import Receiver
+
+    monkeypatch.setattr(service_http, "HEADER_DEADLINE", 0.5)
+    monkeypatch.setattr(service_http, "REQUEST_DEADLINE", 60.0)
+
+    class Idle:
+        def alive(self) -> tuple[bool, str]:
+            return True, "ok"
+
+        ready = alive
+
+        def wake(self, reason: str) -> None:
+            pass
+
+        def emit(self, event: str, **fields: object) -> None:
+            pass
+
+    app = service_http.App(Idle(), PoolMetrics(), Receiver(SECRET.encode(), None))
+    server = service_http.Server(("127.0.0.1", 0), app).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=20) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            with contextlib.suppress(OSError):
+                while sock.recv(100):
+                    pass
+            waited = time.monotonic() - started
+    finally:
+        server.close()
+    assert waited < 30, f"the connection stayed open {waited:.1f}s (the request deadline is 60 s)"

@@ -217,7 +217,8 @@ def test_every_route_and_the_signature_rules(tmp_path: Path, new_store, pools) -
 LOG_KEYS = {
     "logs": {"log_dir"},
     "watch": {"paths"},
-    "listen": {"url", "webhooks"},
+    "listen": {"url", "webhooks", "probe_url"},
+    "sweep": {"issue_id", "short_id", "killed"},
     "start": {"store", "agents", "poll_interval_secs"},
     "cycle": {"trigger", "claimed", "ready_issues", "oldest_ready_age_seconds", "duration_seconds", "error"},
     "status": {"agents", "settled"},
@@ -225,6 +226,8 @@ LOG_KEYS = {
     "webhook": {"source", "kind", "action", "delivery", "status", "wake", "message"},
 }
 LOG_KEYS["settle"] = LOG_KEYS["claim"] | {"outcome", "exit_code", "duration_seconds", "reason"}
+LOG_KEYS["claim_lost"] = LOG_KEYS["claim"] | {"reason"}
+LOG_KEYS["settle_retry"] = LOG_KEYS["claim"] | {"error", "retry_in_seconds"}
 
 
 def assert_stable_log_keys(events: list[dict]) -> None:

@@ -29,6 +29,7 @@ MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigg
 BUFFERED = 64 * 1024  # body bytes held in memory before the signature is checked; the rest is spooled
 CHUNK = 64 * 1024
 REQUEST_TIMEOUT = 10.0
+HEADER_DEADLINE = 5.0  # seconds a new connection has to send its request line and headers
 REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
 MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
@@ -62,6 +63,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr: the pool logs webhooks itself, probes would drown everything."""
 
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        self.server.headers_read(self.request)
+        return parsed
+
     def do_GET(self) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
@@ -70,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
             self._text(200 if ok else 503, (why + "\n").encode())
         elif path == "/metrics":
             self._send(200, app.metrics.render(), CONTENT_TYPE)
-        elif path.startswith("/webhook/"):
+        elif path.startswith("/webhook/") and self.server.webhooks:
             self._text(405, b"POST only\n", allow="POST")
         else:
             self._text(404, b"not found\n")
@@ -79,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         routes: dict[str, Callable[[Any, bytes], Reply]] = {}
-        if app.receiver is not None:
+        if app.receiver is not None and self.server.webhooks:
             routes = {"/webhook/github": app.receiver.github, "/webhook/jit": app.receiver.jit}
         if path not in routes:
             self.close_connection = True  # its body is not read
@@ -166,9 +172,11 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # the listen backlog: a burst waits there for a slot (socketserver's 5 resets it)
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App, *, webhooks: bool = True) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
+        self.webhooks = webhooks  # False: the probe listener (probes and metrics only)
+        self._headed: dict[int, threading.Event] = {}  # connection → its request headers have arrived
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._closing = False
         super().__init__(address, Handler)
@@ -188,14 +196,26 @@ class Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        cut = threading.Timer(REQUEST_DEADLINE, _cut, (request,))
-        cut.daemon = True
-        cut.start()
+        headed = self._headed[id(request)] = threading.Event()
+        cuts = [
+            threading.Timer(HEADER_DEADLINE, _cut, (request, headed)),
+            threading.Timer(REQUEST_DEADLINE, _cut, (request,)),
+        ]
+        for cut in cuts:
+            cut.daemon = True
+            cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
-            cut.cancel()
+            for cut in cuts:
+                cut.cancel()
+            self._headed.pop(id(request), None)
             self._slots.release()
+
+    def headers_read(self, request: Any) -> None:
+        """The request line and headers of the connection's first request are in: its header deadline is met."""
+        if (headed := self._headed.get(id(request))) is not None:
+            headed.set()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
@@ -220,7 +240,10 @@ class Server(ThreadingHTTPServer):
         self.server_close()
 
 
-def _cut(connection: socket.socket) -> None:
-    """Past the deadline: whatever the handler waits for on this connection ends now."""
+def _cut(connection: socket.socket, unless: threading.Event | None = None) -> None:
+    """Past the deadline (unless `unless` is set by then): whatever the handler waits for on this
+    connection ends now."""
+    if unless is not None and unless.is_set():
+        return
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)

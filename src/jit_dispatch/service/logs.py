@@ -43,7 +43,10 @@ def _webhook(f: Mapping[str, Any]) -> str:
 TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "start": lambda f: f"jit-dispatch: pool of {len(f['agents'])} agent(s) on {f['store']}",
     "logs": lambda f: f"jit-dispatch: command logs in {f['log_dir']}",
-    "listen": lambda f: f"jit-dispatch: listening on {f['url']} (webhooks {'on' if f['webhooks'] else 'off'})",
+    "listen": lambda f: (
+        f"jit-dispatch: listening on {f['url']} (webhooks {'on' if f['webhooks'] else 'off'})"
+        + (f", probes and metrics also on {f['probe_url']}" if f.get("probe_url") else "")
+    ),
     "watch": lambda f: f"jit-dispatch: watching {', '.join(f['paths'])} for changes",
     "claim": _claim,
     "settle": _settle,
