@@ -555,3 +555,51 @@ def test_a_connection_that_does_not_finish_its_headers_is_cut_at_the_header_dead
     finally:
         server.close()
     assert waited < 30, f"the connection stayed open {waited:.1f}s (the request deadline is 60 s)"
+
+
+# --------------------------------------------------------------------------- 9. smaller findings
+def test_a_corrupt_issue_file_is_warned_about_once_in_the_pool_log(new_store, tmp_path: Path) -> None:
+    store, (broken, _) = new_store(NewIssue("broken"), NewIssue("fine"))
+    root = store.root
+    (root / "issues" / f"{broken}.json").write_text("{ not json")
+    proc, out, _ = listening(tmp_path, root, "true")
+    try:
+        for n in range(4):  # more cycles: the store changes
+            JitStore.open(root).create_issues([NewIssue(f"more {n}")])
+            wait_for(lambda n=n: len(events_of(out, "settle")) >= n + 2, f"run {n}", proc)
+    finally:
+        stop(proc)
+    warnings = [e for e in events_of(out, "warning") if broken in e["warning"]]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["level"] == "warning" and warnings[0]["message"].startswith("warning ")
+
+
+def signed_jit_hook(port: int, n: int) -> int:
+    import http.client
+
+    from jit_dispatch.service.webhooks import sign
+
+    body = json.dumps({"type": "issue_completed", "id": f"burst-{n}"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/webhook/jit", body, {"X-Hub-Signature-256": sign(SECRET.encode(), body)})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_burst_of_webhooks_costs_a_few_cycles_not_one_each(new_store, tmp_path: Path) -> None:
+    store, _ = new_store()
+    proc, out, port = listening(tmp_path, store.root, "true")
+    try:
+        wait_for(lambda: events_of(out, "cycle"), "the first cycle", proc)
+        with ThreadPoolExecutor(4) as workers:
+            statuses = list(workers.map(lambda n: signed_jit_hook(port, n), range(300)))
+        time.sleep(1.5)  # the last coalesced cycle
+    finally:
+        stop(proc)
+    assert statuses == [200] * 300
+    woken = [c for c in events_of(out, "cycle") if c["trigger"] == "webhook"]
+    assert 1 <= len(woken) <= 30, f"{len(woken)} cycles for 300 webhooks"

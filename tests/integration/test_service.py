@@ -223,7 +223,8 @@ LOG_KEYS = {
     "cycle": {"trigger", "claimed", "ready_issues", "oldest_ready_age_seconds", "duration_seconds", "error"},
     "status": {"agents", "settled"},
     "claim": {"agent", "assignee", "issue_id", "short_id", "priority", "attempt", "busy", "capacity"},
-    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "message"},
+    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "reply"},
+    "warning": {"warning"},
 }
 LOG_KEYS["settle"] = LOG_KEYS["claim"] | {"outcome", "exit_code", "duration_seconds", "reason"}
 LOG_KEYS["claim_lost"] = LOG_KEYS["claim"] | {"reason"}
@@ -232,7 +233,8 @@ LOG_KEYS["settle_retry"] = LOG_KEYS["claim"] | {"error", "retry_in_seconds"}
 
 def assert_stable_log_keys(events: list[dict]) -> None:
     for event in events:
-        assert set(event) == {"ts", "event"} | LOG_KEYS[event["event"]], event
+        assert set(event) == {"ts", "level", "message", "event"} | LOG_KEYS[event["event"]], event
+        assert event["level"] in ("info", "warning", "error") and isinstance(event["message"], str)
         assert event["ts"].endswith("Z")
 
 

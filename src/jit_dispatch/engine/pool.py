@@ -38,6 +38,7 @@ from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 STATUS_EVERY_SECONDS = 60.0
 RECENT_RESULTS = 50  # results kept in memory (the rest are counted, logged and in the store)
 CANCEL_CHECK_SECONDS = 0.1  # how soon an idle pool notices a signal
+COALESCE_SECONDS = 0.5  # webhook-started cycles come at most this often
 SETTLE_RETRY_SECONDS = (1.0, 60.0)  # a failed settle is retried after 1 s, doubling up to 60 s
 STALL_SECONDS = 300.0  # /healthz fails when the loop has not come round for this long (or 3 polls)
 
@@ -185,8 +186,10 @@ class Pool:
         self._wake_reason = "poll"
         self._last_status = 0.0
         self._tick = time.monotonic()  # the loop's last sign of life
+        self._cycle_started = 0.0
         self._stopped = False
         self._ready: tuple[bool, str] = (False, "no cycle yet")
+        self._warned: set[str] = set()  # the last snapshot's warnings (a corrupt file, an odd id)
         self._pending: dict[str, str] = {}  # run token → the settle being retried, for /readyz
 
     # ------------------------------------------------------------------ what the service asks
@@ -239,7 +242,7 @@ class Pool:
     def cycle(self, trigger: str, *, strict: bool = False) -> int:
         """One fill cycle, reported; a failure (store unreadable, remote unreachable) is counted and
         the pool carries on at the next poll, unless `strict` (`start --once`), where it propagates."""
-        started = self._tick = time.monotonic()
+        started = self._tick = self._cycle_started = time.monotonic()
         try:
             claimed, queue = self.fill()
         except Exception as exc:
@@ -265,6 +268,12 @@ class Pool:
             if self._wake.wait(min(left, CANCEL_CHECK_SECONDS)):
                 reason = self._wake_reason
                 break
+        # A burst of webhooks costs one cycle per COALESCE_SECONDS, not one per request: the wakes
+        # that come meanwhile are absorbed by the cycle that follows.
+        hold = self._cycle_started + COALESCE_SECONDS if reason == "webhook" else 0.0
+        while not self.cancel.cancelled and (left := hold - time.monotonic()) > 0:
+            self._tick = time.monotonic()
+            time.sleep(min(left, CANCEL_CHECK_SECONDS))
         self._wake.clear()
         return reason
 
@@ -278,6 +287,9 @@ class Pool:
             runs = [(slot, run) for slot in self.slots for run in slot.running.values()]
         states = (State.READY, State.IN_PROGRESS) if runs else (State.READY,)
         snapshot = self.tracker.snapshot(full_states=states)
+        for warning in set(snapshot.warnings) - self._warned:  # a corrupt file: said once while it stays so
+            self.emit("warning", warning=warning)
+        self._warned = set(snapshot.warnings)
         self._check_claims(snapshot, runs)
         overall = plan_for(snapshot, Filters())
         taken = {run.issue.id for _, run in runs}

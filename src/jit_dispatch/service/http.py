@@ -103,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
             app.pool.wake("webhook")
         app.pool.emit(
             "webhook", source=path.rsplit("/", 1)[1], kind=reply.kind, action=reply.action,
-            delivery=reply.delivery, status=reply.status, wake=reply.wake, message=reply.message,
+            delivery=reply.delivery, status=reply.status, wake=reply.wake, reply=reply.message,
         )  # fmt: skip
         payload = json.dumps({"status": reply.message, "wake": reply.wake}).encode() + b"\n"
         self._send(reply.status, payload, "application/json")
