@@ -201,9 +201,9 @@ def test_a_signal_after_the_commands_exited_does_not_turn_them_into_cancellation
     store, ids = new_store(*(NewIssue(f"quick {n}") for n in range(4)))
     root = store.root
     log = tmp_path / "runs.log"
-    command = (
-        f'echo "START {{issue_id}} $EPOCHREALTIME" >> {log}; sleep 0.5; (sleep 8 &); '
-        f'echo "END {{issue_id}} $EPOCHREALTIME" >> {log}'
+    command = (  # END is written by the child 0.3 s after the leader exited 0, while the drain waits
+        f'echo "START {{issue_id}} $EPOCHREALTIME" >> {log}; sleep 0.5; '
+        f'(sleep 0.3; echo "END {{issue_id}} $EPOCHREALTIME" >> {log}; sleep 8) & exit 0'
     )
     proc, out = spawn(tmp_path, root, "--config", str(config(tmp_path / "dispatch.toml", command, capacity=4)))
     try:

@@ -21,17 +21,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, Protocol, cast
 
-from jit_dispatch.domain.gates import GateRun, Step
-from jit_dispatch.domain.issue import CTX_RUN, Gate, Issue
+from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, Result, claim_first, plan_for, run_claimed
 from jit_dispatch.engine.heartbeat import EitherCancel
+from jit_dispatch.engine.runs import LogHooks, Run, SettleKeeper, claim_gone
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process import runlock
-from jit_dispatch.process.child import CancelToken, RunResult
+from jit_dispatch.process.child import CancelToken
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
@@ -50,18 +50,6 @@ class Sink(Protocol):
 
 
 @dataclass
-class Run:
-    """One claim being worked on: its own token (`dispatch.run`) and its own way to be stopped."""
-
-    issue: Issue
-    token: str
-    cancel: EitherCancel
-    thread: threading.Thread | None = None
-    exited: bool = False  # the command has ended: nothing left to stop
-    stopped: str | None = None  # why the pool stopped it (the claim was taken back)
-
-
-@dataclass
 class Slot:
     """One agent of the pool and what it is running now."""
 
@@ -73,88 +61,6 @@ class Slot:
     @property
     def free(self) -> int:
         return self.capacity - len(self.running)
-
-
-class SettleKeeper:
-    """The tracker as one run sees it: the first settle that fails (a lock held too long, a disk
-    error) is kept, so the pool can retry it after `run_claimed` has reported the failure."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
-        self.failed: tuple[Callable[[], Settlement], str | None, str] | None = None  # call, its reason, error
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tracker, name)
-
-    def complete(self, issue_id: str, assignee: str, **kw: Any) -> Settlement:
-        return self._keep(lambda: self._tracker.complete(issue_id, assignee, **kw), None)
-
-    def release(self, issue_id: str, assignee: str, reason: str, max_attempts: int, **kw: Any) -> Settlement:
-        return self._keep(lambda: self._tracker.release(issue_id, assignee, reason, max_attempts, **kw), reason)
-
-    def _keep(self, call: Callable[[], Settlement], reason: str | None) -> Settlement:
-        try:
-            return call()
-        except SettlementPending:
-            raise  # recorded already; a later run finishes it
-        except TrackerError as exc:
-            if self.failed is None:
-                self.failed = (call, reason, str(exc))
-            raise
-
-
-def claim_gone(issue: Issue | None, state: str | None, assignee: str, token: str) -> str | None:
-    """Why the store no longer shows this run's claim as its own, or None (unknown counts as ours)."""
-    if state is None:
-        return None  # unreadable or gone for a moment: the settle's own check decides
-    if state != State.IN_PROGRESS:
-        return f"the store shows the issue {state} (a write from before the claim took it back)"
-    if issue is None:
-        return None
-    if issue.assignee != assignee:
-        return f"the issue was reassigned to {issue.assignee}"
-    run = issue.raw.get("context", {}).get(CTX_RUN) if isinstance(issue.raw.get("context"), dict) else None
-    if run is not None and run != token:
-        return "the issue was claimed again by another run"
-    return None
-
-
-class LogHooks:
-    """A claim's output (gates and command) goes to one log file; the pool prints one line per event."""
-
-    def __init__(self, path: Path, run: Run | None = None) -> None:
-        self.path = path
-        self.run = run
-        self._handle: BinaryIO | None = None
-
-    def _open(self, header: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("ab")
-        self._handle.write(header.encode("utf-8", errors="replace"))
-
-    def _close(self, footer: str = "") -> None:
-        if self._handle is not None:
-            self._handle.write(footer.encode("utf-8", errors="replace"))
-            self._handle.close()
-            self._handle = None
-
-    def command_starting(self, issue: Issue, attempt: int) -> None:
-        self._open("")
-
-    def output(self, chunk: bytes) -> None:
-        if self._handle is not None:
-            self._handle.write(chunk)
-
-    def command_finished(self, run: RunResult) -> None:
-        if self.run is not None:
-            self.run.exited = True
-        self._close()
-
-    def gate_starting(self, step: Step) -> None:
-        self._open(f"\n--- jit-dispatch: {step.label} ({step.stage})\n")
-
-    def gate_finished(self, run: GateRun) -> None:
-        self._close(f"\n--- jit-dispatch: {run.step.label}: {run.status}\n")
 
 
 class Pool:
