@@ -262,7 +262,7 @@ class Pool:
         hooks = LogHooks(self.log_dir / f"{issue.short_id}-attempt{issue.failed_attempts + 1}.log", run)
         result = Result(Outcome.ERROR, request.agent, self.tracker.location)
         result.command = request.command
-        tracker = SettleKeeper(self.tracker)
+        tracker = SettleKeeper(self.tracker, self.cancel)
         try:
             run_claimed(cast(Tracker, tracker), request, issue, run.cancel, hooks, self.base_env, result, registry)
             if tracker.failed is not None:

@@ -17,7 +17,7 @@ from jit_dispatch.domain.issue import CTX_RUN, Issue
 from jit_dispatch.domain.values import State
 from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.errors import SettlementPending, TrackerError
-from jit_dispatch.process.child import RunResult
+from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.trackers.base import Settlement, Tracker
 
 
@@ -35,14 +35,22 @@ class Run:
 
 class SettleKeeper:
     """The tracker as one run sees it: the first settle that fails (a lock held too long, a disk
-    error) is kept, so the pool can retry it after `run_claimed` has reported the failure."""
+    error) is kept, so the pool can retry it after `run_claimed` has reported the failure; `hurry`
+    passes only while the pool itself stops."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, pool_cancel: CancelToken) -> None:
         self._tracker = tracker
+        self._pool_cancel = pool_cancel
         self.failed: tuple[Callable[[], Settlement], str | None, str] | None = None  # call, its reason, error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tracker, name)
+
+    def hurry(self, seconds: float) -> None:
+        """Only when the pool stops: a run the pool stopped itself must not shorten the lock waits of
+        the store every other run and the next claims share."""
+        if self._pool_cancel.cancelled:
+            self._tracker.hurry(seconds)
 
     def complete(self, issue_id: str, assignee: str, **kw: Any) -> Settlement:
         return self._keep(lambda: self._tracker.complete(issue_id, assignee, **kw), None)

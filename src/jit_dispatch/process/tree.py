@@ -7,6 +7,10 @@ its command's environment; a process re-parented to the dispatcher belongs to th
 it carries (the agent pool runs several commands at once). A run's processes are then: the
 leader's descendants, and the token-carrying children of the dispatcher with their descendants.
 
+When the dispatcher itself dies (SIGKILL, OOM), the leader is killed by the kernel
+(`bind_to_parent`: `PR_SET_PDEATHSIG`); the rest of the run is found later by its run lock
+(process/runlock.py).
+
 Limits: Linux only (elsewhere only the process group is stopped); a process that re-executes
 itself with an empty environment *after* being orphaned cannot be attributed to its run.
 """
