@@ -20,10 +20,12 @@ import json
 import os
 import signal
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 RUN_DIR_VARIABLE = "JIT_DISPATCH_RUN_DIR"
+FRESH_SECONDS = 5.0  # an unheld lock file younger than this may be one `hold` is about to lock
 LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -85,7 +87,7 @@ def hold(issue_id: str, token: str) -> RunLock | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: only a sweep's momentary look can hold it
         owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "issue_id": issue_id}
         os.write(fd, json.dumps(owner).encode())
     except OSError:
@@ -152,7 +154,8 @@ def sweep() -> list[tuple[str, list[int]]]:
     for path in sorted(directory.glob("*.lock")):
         if not _held(path):
             with contextlib.suppress(OSError):
-                path.unlink()
+                if time.time() - path.stat().st_mtime > FRESH_SECONDS:  # not one being created now
+                    path.unlink()
             continue
         try:
             owner = json.loads(path.read_bytes())
