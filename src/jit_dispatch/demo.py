@@ -1,4 +1,5 @@
-"""`make demo`: a throw-away git repository with a small `.jit/`, one real dispatch, its summary.
+"""`make demo`: a throw-away git repository with a small `.jit/`, two real dispatches of one issue
+(the first fails its gate and is released, the second is done), the second one's summary.
 
 Everything runs for real: the store is written by this package, `jit-dispatch once` runs as a
 separate process, and the step summary is the Markdown an Actions run would get.

@@ -482,10 +482,10 @@ def test_the_pool_runs_gates_and_config_checks_and_logs_them(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ('gates = "sometimes"\n', "dispatch.toml: gates: Input should be 'run' or 'skip'"),
-        ('on_gate_failure = "ignore"\n', "dispatch.toml: on_gate_failure: Input should be 'release' or 'gated'"),
-        ('checks = [""]\n', "dispatch.toml: checks[0]: String should have at least 1 character"),
-        ('checks = "make test"\n', "dispatch.toml: checks: Input should be a valid list"),
+        ('gates = "sometimes"\n', "dispatch.toml:1: gates: Input should be 'run' or 'skip'"),
+        ('on_gate_failure = "ignore"\n', "dispatch.toml:1: on_gate_failure: Input should be 'release' or 'gated'"),
+        ('checks = [""]\n', "dispatch.toml:1: checks[0]: String should have at least 1 character"),
+        ('checks = "make test"\n', "dispatch.toml:1: checks: Input should be a valid list"),
     ],
 )
 def test_bad_gate_settings_are_one_line_naming_the_key(tmp_path: Path, config: str, message: str) -> None:

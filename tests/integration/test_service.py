@@ -420,7 +420,7 @@ def test_listen_mistakes_are_one_clear_line(tmp_path: Path, new_store) -> None:
     pool_config(tmp_path / "dispatch.toml", "true", extra='listen = "localhost:http"')
     result = run()
     assert result.returncode == 2
-    assert "dispatch.toml: listen:" in result.stderr and result.stderr.count("\n") == 1
+    assert "dispatch.toml:3: listen:" in result.stderr and result.stderr.count("\n") == 1
     pool_config(tmp_path / "dispatch.toml", "true", extra='listen = "127.0.0.1:0"')  # the key, when valid, is used
     result = run("--once")
     assert result.returncode == 0 and "jit-dispatch: listening on http://127.0.0.1:" in result.stdout, result.stderr

@@ -247,7 +247,7 @@ def test_an_event_line_nested_too_deep_is_skipped_and_the_watcher_goes_on(tmp_pa
     import threading
     import time
 
-    from jit_dispatch.trackers.jit.events import read_events
+    from jit_dispatch.trackers.jit.files import read_events
 
     log = tmp_path / "events.jsonl"
     log.write_text("")

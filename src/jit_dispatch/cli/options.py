@@ -51,6 +51,18 @@ class PriorityLabelsType(ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class PriorityType(ParamType):
+    """critical, high, normal or low, in any case (click.Choice over the enum compares member names)."""
+
+    name = "[critical|high|normal|low]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Priority:
+        try:
+            return Priority.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class DurationType(ParamType):
     """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
 
@@ -78,7 +90,7 @@ class CheckType(ParamType):
 
 
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """jit's quality gates and `--check` commands (README, "Quality gates")."""
+    """jit's quality gates and `--check` commands (docs/gates.md)."""
     decorators = [
         env_option(
             "--gates",
@@ -120,15 +132,16 @@ def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Cal
     return click.option(*decls, **kwargs)
 
 
-def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the store is, which issues are in scope, how state is shared: `once` and `ready`."""
+config_option = env_option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="dispatch.toml: agents and store defaults (default: ./dispatch.toml when present).",
+)
+
+
+def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Which issues a command looks at: `once`, `ready`, `reap`."""
     decorators = [
-        env_option(
-            "--jit-dir",
-            multiple=True,
-            type=click.Path(path_type=Path, file_okay=False),
-            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
-        ),
         env_option(
             "--label",
             "labels",
@@ -143,10 +156,21 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=LabelType(),
             help="Skip issues with this label (repeatable).",
         ),
-        env_option(
-            "--min-priority", type=click.Choice(tuple(Priority)), help="Only issues of this priority or higher."
-        ),
+        env_option("--min-priority", type=PriorityType(), help="Only issues of this priority or higher."),
         env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
+    ]
+    return _stacked(func, decorators)
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the store is and how state is shared: every command that opens a tracker."""
+    decorators = [
+        env_option(
+            "--jit-dir",
+            multiple=True,
+            type=click.Path(path_type=Path, file_okay=False),
+            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
+        ),
         env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         env_option(
             "--sync",
@@ -171,6 +195,12 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Keep retrying refused or failed pushes this long (--sync git); cut short by cancellation.",
         ),
         env_option(
+            "--commit-author",
+            help="Author of state commits, 'Name <email>' (--sync git). Default: in Actions github-actions[bot], "
+            "elsewhere your git config user.name and user.email.",
+        ),
+        config_option,
+        env_option(
             "--tracker",
             type=click.Choice(["jit", "github"]),
             default="jit",
@@ -192,7 +222,8 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env_option(
             "--github-token",
             envvar=["JIT_DISPATCH_GITHUB_TOKEN", "GITHUB_TOKEN"],
-            help="Token with `issues: write`. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
+            help="Token with `issues: write`, and `contents: write` for --github-lock refs (the default); `contents: "
+            "read` with comments. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
         ),
         env_option(
             "--github-api-url",
@@ -236,10 +267,3 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
     ]
     return _stacked(func, decorators)
-
-
-config_option = env_option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="dispatch.toml (default: ./dispatch.toml when present).",
-)

@@ -7,10 +7,11 @@ agent's table in dispatch.toml, the top level of dispatch.toml, the built-in def
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -21,7 +22,10 @@ from jit_dispatch.domain.selection import Filters
 from jit_dispatch.engine.dispatch import Request
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import StoreChoice
+from jit_dispatch.trackers.factory import StoreChoice, jit_roots, remote_mode_evidence
+
+if TYPE_CHECKING:
+    from jit_dispatch.cli.config import DispatchConfig
 
 # The options of `store_options` that choose the tracker, and those that narrow the issues.
 STORE_KEYS = (
@@ -116,9 +120,69 @@ class OnceSettings:
 
 
 def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
-    """The `store_options` a command received, as a StoreChoice (the heartbeat a GitHub lock announces filled in)."""
-    choice = StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+    """The `store_options` a command received, dispatch.toml's store keys under them, as a
+    StoreChoice (the heartbeat a GitHub lock announces filled in)."""
+    values = with_file_defaults(options)
+    extra.setdefault("author", values.get("commit_author"))
+    choice = StoreChoice(**{key: values[key] for key in STORE_KEYS}, **extra)
     return choice if choice.heartbeat else replace(choice, heartbeat=default_heartbeat(choice))
+
+
+def fleet_store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
+    """`store_choice` for the day-2 commands a person runs (reap, release, unpark, status): outside
+    Actions, a store whose history shows remote-mode state commits is never silently changed (or
+    reported) as the working copy has it: without an explicit --sync (flag, variable or
+    dispatch.toml), one line says which flag to add."""
+    choice = store_choice(options, **extra)
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx is not None and ctx.get_parameter_source("sync") not in (ParameterSource.DEFAULT, None)
+    if choice.tracker != "jit" or choice.sync != "none" or chosen or GitHubContext.from_environ().in_actions:
+        return choice
+    for root in jit_roots(choice.jit_dir):
+        if evidence := remote_mode_evidence(root):
+            raise UsageError(
+                f"--sync: {root} is shared through the remote (remote-mode state commit {evidence.split()[0]}): "
+                "add --sync git to act on the state branch (or --sync none for this working copy only)"
+            )
+    return choice
+
+
+@functools.cache
+def _load(path: Path) -> DispatchConfig:
+    from jit_dispatch.cli.config import load_config
+
+    return load_config(path)
+
+
+def file_config(options: dict[str, Any]) -> DispatchConfig | None:
+    """dispatch.toml of `--config`, else ./dispatch.toml when present, else None (pydantic not imported)."""
+    path = options.get("config")
+    if path is None:
+        path = Path("dispatch.toml")
+        if not path.is_file():
+            return None
+    return _load(Path(path))
+
+
+def with_file_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with dispatch.toml's store keys filled in where neither a flag nor a variable set
+    them, each converted by its option's own type (so the file accepts what the flag accepts)."""
+    ctx = click.get_current_context(silent=True)
+    loaded = file_config(options) if ctx is not None else None
+    if loaded is None or ctx is None:
+        return options
+    values = dict(options)
+    params = {param.name: param for param in ctx.command.params}
+    file_values: dict[str, Any] = {"jit_dir": loaded.repos} if loaded.repos else {}
+    for key, raw in {**file_values, **loaded.store_values()}.items():
+        param = params.get(key)
+        if param is None or ctx.get_parameter_source(key) not in (ParameterSource.DEFAULT, None):
+            continue
+        try:
+            values[key] = param.type_cast_value(ctx, raw)
+        except click.BadParameter as exc:
+            raise UsageError(f"{options.get('config') or 'dispatch.toml'}: {key}: {exc.message}") from None
+    return values
 
 
 def default_heartbeat(store: StoreChoice) -> float:
@@ -183,7 +247,7 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
 
 def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
     """`once`'s options through the precedence chain, checked."""
-    values = dict(options)
+    values = with_file_defaults(options)
     _apply_config(ctx, values)
     if not values["agent"]:
         raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
@@ -193,7 +257,6 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
         run=agent_settings(values["agent"], values),
         store=store_choice(
             values,
-            author=values["commit_author"],
             skip_ci=values["skip_ci"],
             heartbeat=values["heartbeat"],
             read_only=values["dry_run"],
@@ -220,12 +283,11 @@ def _spread_error(ctx: click.Context, index: int, total: int) -> str:
 
 def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
     """Fill what neither a flag nor the environment set from dispatch.toml (agent table, then top level)."""
-    path = values.pop("config")
-    if path is None and not Path("dispatch.toml").is_file():
+    loaded = file_config(values)
+    if loaded is None:
         return  # no config: pydantic is not even imported
-    from jit_dispatch.cli.config import DEFAULT_PATH, RunSettings, load_config
+    from jit_dispatch.cli.config import RunSettings
 
-    loaded = load_config(path or DEFAULT_PATH)
     agent_id = values["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
     entry = loaded.agent(agent_id) if agent_id else None
     configured = loaded.effective(entry) if entry else {key: getattr(loaded, key) for key in RunSettings.model_fields}
@@ -235,5 +297,3 @@ def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
         if value not in (None, []) and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
             values[key] = tuple(value) if isinstance(value, list) else value
     values["agent"] = agent_id
-    if not values["jit_dir"] and loaded.repos:
-        values["jit_dir"] = tuple(loaded.repos)

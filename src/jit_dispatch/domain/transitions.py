@@ -78,15 +78,20 @@ def complete(raw: Raw, now: str) -> tuple[Raw, list[Event], Outcome]:
     return new, events, outcome
 
 
-def release(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], Outcome]:
-    """Failure: clear the assignee, back to ready, count the attempt; park at the limit (`dispatch.parked_at`)."""
+def release(
+    raw: Raw, reason: str, max_attempts: int, now: str, *, count_attempt: bool = True
+) -> tuple[Raw, list[Event], Outcome]:
+    """Failure: clear the assignee, back to ready, count the attempt; park at the limit (`dispatch.parked_at`).
+
+    `count_attempt=False`: a person's release (`release --no-attempt`), not a failed attempt; the
+    count stays, and only a limit already reached (`--park`: 0) parks."""
     new = deepcopy(raw)
     previous = new.get("assignee") or ""
     context = new.setdefault("context", {})
     try:
-        attempts = int(context.get(CTX_ATTEMPTS, "0")) + 1
+        attempts = max(0, int(context.get(CTX_ATTEMPTS, "0"))) + (1 if count_attempt else 0)
     except ValueError:
-        attempts = 1
+        attempts = 1 if count_attempt else 0
     context[CTX_ATTEMPTS] = str(attempts)
     context[CTX_LAST_REASON] = reason
     outcome = Outcome.RELEASED

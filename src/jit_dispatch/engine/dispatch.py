@@ -413,7 +413,9 @@ def _settle(
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result
-    if settlement.outcome == Outcome.LOST:
+    if settlement.outcome == Outcome.LOST and settlement.taken_because:
+        result.reason = f"the claim was taken away while the command ran: {settlement.taken_because}; nothing written"
+    elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"

@@ -2,7 +2,7 @@
 
 Every JSON line is one object with `ts` (UTC, RFC 3339), `level`, `message` (the text line, or the
 event's name when the text format prints none), `event`, then the event's fields, always the same
-keys for the same event (null when unknown) — README "Running the pool as a service".
+keys for the same event (null when unknown) — docs/service.md#json-logs.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ class Settlement:
     promoted: tuple[str, ...] = ()
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
     warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
+    taken_because: str | None = None  # lost: the reason of whoever released the claim (a person, a reaper), if known
 
 
 class Tracker(Protocol):
@@ -106,9 +107,11 @@ class Tracker(Protocol):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """Give the claim back with a reason; parks at `max_attempts`. With `seen` (the reaper), only if
-        the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins."""
+        the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins.
+        `count_attempt=False`: a person's release, which is not a failed attempt."""
 
     def checker_root(self, issue_id: str) -> Path | None:
         """The repository root gate checkers run in (jit: the store's parent); None without a registry."""

@@ -65,6 +65,33 @@ def current_branch(git: Git, context: GitHubContext) -> str:
     return branch
 
 
+def person_author(git: Git, context: GitHubContext) -> str | None:
+    """Outside Actions, the person running the command (`git config user.name/email`) authors its
+    commits; in Actions (or without both set) the bot default stays."""
+    if context.in_actions:
+        return None
+    name = git.run("config", "user.name", check=False).stdout.decode("utf-8", errors="replace").strip()
+    email = git.run("config", "user.email", check=False).stdout.decode("utf-8", errors="replace").strip()
+    return f"{name} <{email}>" if name and email and "<" not in name and ">" not in email else None
+
+
+def remote_mode_evidence(root: Path) -> str | None:
+    """The newest state commit a remote-mode runner made to this store (`jit-dispatch: …`), as
+    `sha subject`, in the checked-out history: evidence that the store is shared through the
+    remote, so acting on the working copy alone would be silently wrong. None: no such commit."""
+    from jit_dispatch.trackers.remote.git import Git, GitError
+
+    anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
+    try:
+        proc = Git(anchor, timeout=10).run(
+            "log", "-1", "--format=%h %s", "--grep=^jit-dispatch: ", "HEAD", "--", str(root.absolute()), check=False
+        )
+    except GitError:
+        return None
+    line = proc.stdout.decode("utf-8", errors="replace").strip() if proc.returncode == 0 else ""
+    return line or None
+
+
 def parse_author(author: str) -> dict[str, str]:
     """`Name <email>` → the RemoteSettings fields."""
     name, _, rest = author.partition("<")
@@ -113,6 +140,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         jit_path = root.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
         raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
+    author = choice.author or person_author(git, context)
     settings = RemoteSettings(
         branch=choice.state_branch or current_branch(git, context),
         jit_path=jit_path,
@@ -121,7 +149,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         skip_ci=choice.skip_ci,
         heartbeat_seconds=choice.heartbeat,
         push_budget=choice.push_budget,
-        **(parse_author(choice.author) if choice.author else {}),
+        **(parse_author(author) if author else {}),
     )
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))

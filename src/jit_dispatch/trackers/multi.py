@@ -69,8 +69,11 @@ class MultiTracker(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
-        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs)
+        return self._store(issue_id).release(
+            issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs, count_attempt=count_attempt
+        )
 
     def checker_root(self, issue_id: str) -> Path | None:
         return self._store(issue_id).checker_root(issue_id)

@@ -27,7 +27,7 @@ from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
 from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
-from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held
+from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held, refuse_uncounted
 
 
 class RefLockedTracker(GitHubTracker):
@@ -128,8 +128,10 @@ class RefLockedTracker(GitHubTracker):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """The runner's own release; or a person's (`release`) or the reaper's (`seen`), fenced on the lock."""
+        refuse_uncounted(count_attempt)
         if issue_id in self._held:
             return self._settle_held(issue_id, RELEASE, reason, max_attempts)
         number = self._number(issue_id)

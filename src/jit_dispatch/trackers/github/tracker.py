@@ -22,7 +22,7 @@ from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filt
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.errors import TrackerError
+from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
@@ -44,6 +44,12 @@ class _Held:
     record: Any = None  # refs mode: the LockRecord of that commit
     settling: bool = False  # no heartbeat may move the lock once the settle began
     mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
+
+
+def refuse_uncounted(count_attempt: bool) -> None:
+    """GitHub's markers and lock records count every release: an uncounted one is refused, not faked."""
+    if not count_attempt:
+        raise UsageError("--no-attempt: not supported with --tracker github; pass --attempt (the release counts)")
 
 
 class GitHubTracker:
@@ -279,9 +285,11 @@ class GitHubTracker:
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
+        refuse_uncounted(count_attempt)
         number = self._number(issue_id)
         with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)

@@ -33,6 +33,7 @@ from jit_dispatch.trackers.jit.files import (
     dumps_pretty,
     fingerprint,
     ordered_issue,
+    read_events,
     read_regular,
     store_error,
 )
@@ -392,15 +393,26 @@ class JitStore(TrackerDefaults):
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
+        count_attempt: bool = True,
     ) -> Settlement:
         def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
-            return transitions.release(judged, reason, max_attempts, at)
+            return transitions.release(judged, reason, max_attempts, at, count_attempt=count_attempt)
 
         settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
         if isinstance(settled, Settlement):
             return settled
         _, raw, outcome = settled
         return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+
+    def taken_because(self, issue_id: str, assignee: str) -> str | None:
+        """Why our claim was taken away: the reason of the release of it logged after our newest
+        claim (a person's `release`, a reap). None when nobody released it (jit reassigned it)."""
+        reason: str | None = None
+        for event in read_events(self.root / "events.jsonl", ("issue_claimed", "issue_released")):
+            if event.get("issue_id") != issue_id or event.get("assignee") != assignee:
+                continue
+            reason = str(event.get("reason") or "") or None if event.get("type") == "issue_released" else None
+        return reason
 
     def _settle(
         self,
@@ -422,7 +434,8 @@ class JitStore(TrackerDefaults):
             current = self.read_issue(issue_id, strict=True)
             if current is None or not transitions.still_ours(current.raw, assignee, run):
                 self._runs.pop(issue_id, None)
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
+                why = self.taken_because(issue_id, assignee)
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
             if seen is not None and transitions.liveness(current.raw) != seen:
                 return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
             now = now or transitions.format_timestamp()

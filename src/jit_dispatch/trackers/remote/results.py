@@ -33,6 +33,7 @@ class ResultInfo:
     max_attempts: int = 0
     seen: Liveness | None = None  # a reaper's: release only a claim still showing these signs of life
     gate_runs: tuple[GateRecord, ...] = ()  # jit's run records of this attempt's gates, folded with it
+    counted: bool = True  # False: a person's release (`release --no-attempt`), not a failed attempt
 
     @classmethod
     def new(cls, op: str, claim: LockInfo, **fields: object) -> ResultInfo:
@@ -51,6 +52,7 @@ class ResultInfo:
             "seen-claimed-at": self.seen[0] if self.seen else None,
             "seen-heartbeat-at": self.seen[1] if self.seen else None,
             "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
+            "attempt-counted": None if self.counted else "no",
         }
         return render_note(f"jit-dispatch result {issue_id}", fields)
 
@@ -63,7 +65,14 @@ class ResultInfo:
             return store.complete(issue_id, agent, now=self.at, gate_runs=self.gate_runs)
         if self.op == RELEASE:
             return store.release(
-                issue_id, agent, self.reason, self.max_attempts, seen=self.seen, now=self.at, gate_runs=self.gate_runs
+                issue_id,
+                agent,
+                self.reason,
+                self.max_attempts,
+                seen=self.seen,
+                now=self.at,
+                gate_runs=self.gate_runs,
+                count_attempt=self.counted,
             )
         return Settlement(Outcome.LOST)
 
@@ -87,6 +96,7 @@ def parse_result(message: str) -> ResultInfo:
         max_attempts=int_or_none(fields.get("max-attempts")) or 0,
         seen=seen,
         gate_runs=_gate_runs(fields.get("gate-runs", "")),
+        counted=fields.get("attempt-counted") != "no",
     )
 
 

@@ -153,10 +153,10 @@ class RemoteJitTracker(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
-        return self._settle(
-            issue_id, assignee, RELEASE, reason=reason, max_attempts=max_attempts, seen=seen, gate_runs=tuple(gate_runs)
-        )
+        fields = {"reason": reason, "max_attempts": max_attempts, "seen": seen, "counted": count_attempt}
+        return self._settle(issue_id, assignee, RELEASE, gate_runs=tuple(gate_runs), **fields)
 
     def checker_root(self, issue_id: str) -> Path | None:
         """The checkout being run: gates judge the work there, while the record goes to the branch."""
@@ -350,7 +350,8 @@ class RemoteJitTracker(TrackerDefaults):
                     lease = lease or listing.locks.get(issue_id)
                     if lease is not None and listing.locks.get(issue_id) != lease:
                         self._own.pop(issue_id, None)  # reaped, released or replaced: the lock fences us out
-                        return Settlement(Outcome.LOST)
+                        # The view holds the release that took it (folded, or pending): its reason.
+                        return Settlement(Outcome.LOST, taken_because=self.store.taken_because(issue_id, agent))
                     result = ResultInfo.new(op, own[1] if own else self._claim_of(issue_id, agent), **fields)
                     settlement = result.apply(self.store, issue_id)  # what the fold will do
                 finally:
