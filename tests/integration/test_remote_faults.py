@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Remote, clean_env, git, make_remote, run_cli
+from jit_dispatch.process import runlock
 from jit_dispatch.trackers.jit.store import NewIssue
 from remote_runs import (
     LOCKS,
@@ -61,6 +62,8 @@ def assert_never_overlapped(log: Path) -> Counter:
         if what == "start":
             assert issue_id not in running, f"{issue_id[:8]} ran twice at once"
             running.add(issue_id)
+        elif what == "killed":  # died with its SIGKILLed runner (the test saw its run lock freed)
+            running.discard(issue_id)
         else:
             running.discard(issue_id)
             ended[issue_id] += 1
@@ -287,6 +290,12 @@ def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_p
             wait_for(lambda: log.exists(), 60, "the command to start")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        if (
+            point == "during-command"
+        ):  # the command dies with its runner (docs/service.md#no-command-outlives-its-dispatcher)
+            wait_for(lambda: not runlock.alive(target), 10, "the killed runner's command to end")
+            with log.open("a") as handle:
+                handle.write(f"killed {target}\n")
     finally:
         (room / "go").touch()
         if proc.poll() is None:

@@ -217,19 +217,24 @@ def test_every_route_and_the_signature_rules(tmp_path: Path, new_store, pools) -
 LOG_KEYS = {
     "logs": {"log_dir"},
     "watch": {"paths"},
-    "listen": {"url", "webhooks"},
+    "listen": {"url", "webhooks", "probe_url"},
+    "sweep": {"issue_id", "short_id", "killed"},
     "start": {"store", "agents", "poll_interval_secs"},
     "cycle": {"trigger", "claimed", "ready_issues", "oldest_ready_age_seconds", "duration_seconds", "error"},
     "status": {"agents", "settled"},
     "claim": {"agent", "assignee", "issue_id", "short_id", "priority", "attempt", "busy", "capacity"},
-    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "message"},
+    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "reply"},
+    "warning": {"warning"},
 }
 LOG_KEYS["settle"] = LOG_KEYS["claim"] | {"outcome", "exit_code", "duration_seconds", "reason"}
+LOG_KEYS["claim_lost"] = LOG_KEYS["claim"] | {"reason"}
+LOG_KEYS["settle_retry"] = LOG_KEYS["claim"] | {"error", "retry_in_seconds"}
 
 
 def assert_stable_log_keys(events: list[dict]) -> None:
     for event in events:
-        assert set(event) == {"ts", "event"} | LOG_KEYS[event["event"]], event
+        assert set(event) == {"ts", "level", "message", "event"} | LOG_KEYS[event["event"]], event
+        assert event["level"] in ("info", "warning", "error") and isinstance(event["message"], str)
         assert event["ts"].endswith("Z")
 
 
@@ -541,7 +546,9 @@ def server(monkeypatch):
 
 def slow_post(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    sock.sendall(
+        b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-Hub-Signature-256: sha256=0\r\n\r\n"
+    )  # a signature (wrong, but only known at the end): an unsigned body is refused before it is read
     return sock
 
 

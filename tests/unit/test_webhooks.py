@@ -229,7 +229,7 @@ def test_text_log_lines_carry_no_control_characters() -> None:
     out = io.StringIO()
     log = EventLog(out)
     log.emit("webhook", {"source": "github", "kind": "issues\x1b[2J", "action": "la\rbeled", "delivery": "d",
-                         "status": 200, "wake": True, "message": "issue changed"})  # fmt: skip
+                         "status": 200, "wake": True, "reply": "issue changed"})  # fmt: skip
     log.emit("cycle", {"trigger": "store", "error": "TrackerError: bad\nline", "claimed": 0})
     log.emit("cycle", {"trigger": "poll", "error": None, "claimed": 0})  # a good cycle: nothing in text
     assert out.getvalue() == (

@@ -35,6 +35,7 @@ from jit_dispatch.domain.selection import matches_filters
 from jit_dispatch.domain.staleness import format_age, reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
+from jit_dispatch.process import runlock
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
 from jit_dispatch.report.console import warn
@@ -42,7 +43,6 @@ from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.factory import open_tracker
 
 if TYPE_CHECKING:  # imported for real only by `start`
-    from jit_dispatch.engine.dispatch import Result
     from jit_dispatch.engine.pool import Pool
     from jit_dispatch.service.metrics import PoolMetrics
 
@@ -87,7 +87,9 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
         for claim in stale:
             reason = reap_reason(claim)
             outcome = "would release"
-            if claim.issue.id not in dead:
+            if runlock.alive(claim.issue.id):  # its command's processes still hold the run lock here
+                outcome = "skipped (alive: its command still runs on this machine)"
+            elif claim.issue.id not in dead:
                 outcome = "skipped (alive: its heartbeat moved while watched)"
             elif not dry_run:
                 seen = transitions.liveness(claim.issue.raw)
@@ -286,6 +288,12 @@ class ListenType(ParamType):
     help="Serve /healthz, /readyz, /metrics and the webhooks on HOST:PORT (PORT alone: 127.0.0.1). Default: off.",
 )
 @env_option(
+    "--probe-listen",
+    type=ListenType(),
+    help="Also serve /healthz, /readyz and /metrics (never webhooks) on HOST:PORT, a listener slow "
+    "webhook clients cannot crowd out: point the probes here. Needs --listen.",
+)
+@env_option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -296,6 +304,7 @@ def start(
     single_cycle: bool,
     log_dir: Path | None,
     listen: tuple[str, int] | None,
+    probe_listen: tuple[str, int] | None,
     log_format: str,
     **options: Any,
 ) -> None:
@@ -311,6 +320,8 @@ def start(
     options = with_file_defaults({**options, "config": config})
     if listen is None and loaded.listen:
         listen = parse_listen(loaded.listen)
+    if probe_listen is not None and listen is None:
+        raise UsageError("--probe-listen: needs --listen (or `listen` in the configuration)")
     # The pool's secret, not the commands': they work on untrusted issue text.
     secret = os.environ.pop("JIT_DISPATCH_WEBHOOK_SECRET", "")
     cancel = CancelToken()
@@ -333,22 +344,23 @@ def start(
         pool = Pool(tracker, slots, cancel=cancel, poll_interval=loaded.poll_interval_secs, log_dir=logs,
                     base_env=os.environ, sinks=[log] if metrics is None else [log, metrics])  # fmt: skip
         pool.emit("logs", log_dir=str(logs))
-        results = _run_pool(pool, tracker, options, context, single_cycle, listen, metrics, secret)
-    failed = [r for r in results if r.outcome.failed]
-    sys.exit(128 + cancel.signum if cancel.signum else (1 if failed else 0))
+        _run_pool(pool, tracker, options, context, single_cycle, (listen, probe_listen), metrics, secret)
+    sys.exit(128 + cancel.signum if cancel.signum else (1 if pool.failed else 0))
 
 
 def _run_pool(pool: Pool, tracker: Tracker, options: dict[str, Any], context: GitHubContext, single_cycle: bool,
-              listen: tuple[str, int] | None, metrics: PoolMetrics | None, secret: str) -> list[Result]:  # fmt: skip
+              listen: tuple[tuple[str, int] | None, tuple[str, int] | None], metrics: PoolMetrics | None,
+              secret: str) -> None:  # fmt: skip
     """The pool, with the store watched (local stores; not for one cycle) and the endpoint when listening."""
     from jit_dispatch.service.app import running_service
     from jit_dispatch.trackers.jit.events import local_stores
 
     local = options["tracker"] == "jit" and options["sync"] == "none"
     roots = [store.root for store in local_stores(tracker)] if local and not single_cycle else []
-    branch = _state_branch(options, context) if listen is not None else None
-    with running_service(pool, listen=listen, metrics=metrics, secret=secret, state_branch=branch, watch_roots=roots):
-        return pool.run(once=single_cycle)
+    branch = _state_branch(options, context) if listen[0] is not None else None
+    with running_service(pool, listen=listen[0], probe_listen=listen[1], metrics=metrics, secret=secret,
+                         state_branch=branch, watch_roots=roots):  # fmt: skip
+        pool.run(once=single_cycle)
 
 
 def _state_branch(options: dict[str, Any], context: GitHubContext) -> str | None:

@@ -203,9 +203,15 @@ def liveness(raw: Raw) -> tuple[str | None, str | None]:
     return context.get(CTX_CLAIMED_AT), context.get(CTX_HEARTBEAT_AT)
 
 
-def still_ours(raw: Raw, assignee: str) -> bool:
-    """At settle time: the claim is still this runner's (not reaped or reassigned)."""
-    return raw.get("state") == State.IN_PROGRESS and raw.get("assignee") == assignee
+def still_ours(raw: Raw, assignee: str, run: str | None = None) -> bool:
+    """At settle time: the claim is still this runner's (not reaped or reassigned).
+
+    `run`: the claim's own `dispatch.run`, when known. Two runs of one agent share the assignee
+    (a pool, two pools of one configuration), so only the run token tells a claim from the next.
+    """
+    if raw.get("state") != State.IN_PROGRESS or raw.get("assignee") != assignee:
+        return False
+    return run is None or (raw.get("context") or {}).get(CTX_RUN) == run
 
 
 def heartbeat(raw: Raw, now: str) -> Raw:

@@ -285,7 +285,7 @@ def run_claimed(
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
         _remove_scratch(scratch, issue_file)
-    if result.cancelled_by is not None:
+    if cancel.cancelled:  # cancelled, or a signal came after the command ended: settle in budget
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
 
@@ -360,7 +360,7 @@ def _work(
         return reason, False
     post = _run_steps(_still_to_check(steps.post, tracker.issue_now(issue.id)), issue, setting, cancel, hooks)
     result.gates.extend(post)
-    if cancel.cancelled:  # a signal may have come while the postchecks ran
+    if cancel.cancelled and len(post) < len(steps.post):  # a signal cut the postchecks short
         result.cancelled_by = cancel.signum
         return _cancelled(cancel), False
     failed = gate_rules.first_failure(post)
@@ -397,6 +397,7 @@ def _run(
         timeout=request.timeout,
         cancel=cancel,
         write_output=hooks.output,
+        run_lock=issue.id,
     )
     hooks.command_finished(run)
     return run

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jit_dispatch.process.tree import TOKEN_VARIABLE, become_subreaper, kill_run, signal_run
+from jit_dispatch.process import runlock
+from jit_dispatch.process.tree import TOKEN_VARIABLE, bind_to_parent, kill_run, signal_run
 
 POLL_SECONDS = 0.05
 EXIT_POLL_SECONDS = 0.002  # without a pidfd: how often to look for the exit once output has closed
@@ -128,12 +129,39 @@ def run_command(
     tail: OutputTail | None = None,
     stderr_tail: OutputTail | None = None,
     timeout_grace: float = TIMEOUT_GRACE_SECONDS,
+    run_lock: str | None = None,
 ) -> RunResult:
-    """`stderr_tail`: keep stderr apart (both still go to `write_output`), as jit's gate executor
-    does. `timeout_grace`: seconds between SIGTERM and SIGKILL at the timeout; 0 kills at once (jit's)."""
-    tail = tail or OutputTail()
-    become_subreaper()
+    """Run `argv` to its end, a timeout or a cancellation.
+
+    `stderr_tail`: keep stderr apart (both still go to `write_output`), as jit's gate executor does.
+    `timeout_grace`: seconds between SIGTERM and SIGKILL at the timeout; 0 kills at once (jit's).
+    `run_lock`: the issue id whose run lock the command's processes hold (process/runlock.py), so
+    its life is visible after the dispatcher's.
+    """
     token = os.urandom(8).hex()
+    lock = runlock.hold(run_lock, token) if run_lock else None  # held by the command's processes too
+    try:
+        return _run(
+            argv, cwd, env, timeout, cancel, write_output, tail or OutputTail(), stderr_tail, timeout_grace, token, lock
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    argv: Sequence[str],
+    cwd: Path | None,
+    env: Mapping[str, str],
+    timeout: float | None,
+    cancel: CancelToken,
+    write_output: Callable[[bytes], None],
+    tail: OutputTail,
+    stderr_tail: OutputTail | None,
+    timeout_grace: float,
+    token: str,
+    lock: runlock.RunLock | None,
+) -> RunResult:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -144,11 +172,13 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if stderr_tail is None else subprocess.PIPE,
             start_new_session=True,  # own process group: we can stop the whole tree
+            preexec_fn=bind_to_parent(),  # SIGKILLed by the kernel if the dispatcher dies
+            pass_fds=(lock.fd,) if lock else (),
             bufsize=0,
         )
     except FileNotFoundError:
         return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
-    except (OSError, ValueError) as exc:  # not executable, exec format error, E2BIG, a NUL in the command
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not executable, E2BIG, a NUL in it
         cause = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
         message = f"cannot start {argv[0]}: {cause}"
         return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
@@ -178,7 +208,7 @@ def run_command(
                     selector.unregister(key.fd)
                     eof = not tails
             now = time.monotonic()
-            if cancel.signum is not None and cancelled_by is None:
+            if cancel.signum is not None and cancelled_by is None and exited_at is None:  # exited: its result stands
                 cancelled_by = cancel.signum
                 signal_run(proc.pid, token, signal.SIGTERM)
                 grace_end = now + CANCEL_GRACE_SECONDS

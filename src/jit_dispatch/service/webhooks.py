@@ -46,9 +46,14 @@ class Reply:
 
 
 def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+    return signature_matches(hmac.new(secret, body, hashlib.sha256), header)
+
+
+def signature_matches(digest: hmac.HMAC, header: str | None) -> bool:
+    """`header` is `sha256=` and the HMAC's hex digest (compared in constant time, as bytes)."""
     if not header:
         return False
-    expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    expected = b"sha256=" + digest.hexdigest().encode()
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
 
 

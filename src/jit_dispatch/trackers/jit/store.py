@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -80,6 +81,7 @@ class JitStore(TrackerDefaults):
         self.location = str(root)
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
+        self._gates_seen: tuple[int, int, int] | None = None  # gates.json's (inode, size, mtime) when read
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
         # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
         # of each unresolved issue's file, so promotion re-reads only files changed since.
@@ -88,10 +90,17 @@ class JitStore(TrackerDefaults):
         # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
+        # Threads whose appends advanced the mark since the snapshot: the pool's run threads share
+        # this store, so one settle's promotion may trust the mark only for its own appends.
+        self._appenders: set[int] = set()
+        self._view_lock = threading.Lock()  # the view, the mark and the appenders change together
         self._deadline: float | None = None  # set by `hurry` after a cancellation
         self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
         self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
         self.rules = StoreRules(root)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
+        # issue id → the `dispatch.run` of the claim this store made and has not settled yet: every
+        # later check compares it, not only the assignee (docs/service.md#one-issue-one-run).
+        self._runs: dict[str, str] = {}
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -142,16 +151,27 @@ class JitStore(TrackerDefaults):
         return [i for i in ids if i not in skip] if skip else ids
 
     def gates(self) -> dict[str, Gate]:
-        if self._gates is None:
-            path = self.root / "gates.json"
-            if not path.exists():
-                self._gates = {}
-                return self._gates
-            registry = self._load_json(path)
-            gates = registry.get("gates") if isinstance(registry, dict) else None
-            if not isinstance(gates, dict):
-                raise TrackerError(f"{path}: field 'gates' must be an object")
-            self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        """The gate registry, read again whenever gates.json changed (one `stat()` when it did not),
+        so a long-running pool applies a gate defined or changed meanwhile to its next claim."""
+        path = self.root / "gates.json"
+        try:
+            st = os.stat(path)
+            signature: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+        if self._gates is not None and signature == self._gates_seen:
+            return self._gates
+        if signature is None:
+            self._gates, self._gates_seen = {}, None
+            return self._gates
+        registry = self._load_json(path)
+        gates = registry.get("gates") if isinstance(registry, dict) else None
+        if not isinstance(gates, dict):
+            raise TrackerError(f"{path}: field 'gates' must be an object")
+        self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        self._gates_seen = signature
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
@@ -165,7 +185,7 @@ class JitStore(TrackerDefaults):
         """
         ids = self.issue_ids()
         found = Scan(warnings=list(self._index_warnings))
-        self._events_mark = self._events_length()
+        mark = self._events_length()  # before the issues are read: a later append shows as a longer file
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
@@ -175,7 +195,9 @@ class JitStore(TrackerDefaults):
                 gc.enable()
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
-        self._promotion_view = (found.states, found.backlog, found.seen)
+        with self._view_lock:  # a promotion meanwhile must not pair this mark with the previous view
+            self._promotion_view = (found.states, found.backlog, found.seen)
+            self._events_mark, self._appenders = mark, set()
         snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
         if (leases := self.leases()) is not None:
             snapshot.leases = {i: (h.agent, h.words()) for i, h in leases.holders().items()}
@@ -270,7 +292,9 @@ class JitStore(TrackerDefaults):
             return
         with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
             start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
-        self._events_mark = end if start == self._events_mark else None
+        with self._view_lock:
+            self._appenders.add(threading.get_ident())
+            self._events_mark = end if start == self._events_mark else None
         self.changed.add(self.root / "events.jsonl")
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
@@ -328,6 +352,7 @@ class JitStore(TrackerDefaults):
                 raw, events = transitions.claim(issue.raw, assignee, run, now)
                 self._write_issue(raw)
             self._log_or_undo(issue.raw, raw, events)
+            self._runs[issue_id] = run
             claimed = True
         finally:
             if leases is not None and not claimed:
@@ -356,20 +381,25 @@ class JitStore(TrackerDefaults):
         As jit promotes (docs/jit-format.md#promotion).
 
         Candidates come from the last snapshot. The snapshot predates the command, so a
-        dependency that looked blocking may have finished meanwhile (another runner). Every state
-        change appends to events.jsonl (jit's writers and ours): when nobody else appended since
-        the snapshot, the snapshot's states stand; otherwise a blocking dependency's file is
-        re-read when its fingerprint changed. A candidate left with no blocker is re-read with its
-        dependencies under jit's locks before it is promoted (into `promoted`).
+        dependency that looked blocking may have finished meanwhile (another runner, or another
+        run thread of this pool). Every state change appends to events.jsonl (jit's writers and
+        ours): when only this thread appended since the snapshot, the snapshot's states stand;
+        otherwise a blocking dependency's file is re-read when its fingerprint changed. A candidate
+        left with no blocker is re-read with its dependencies under jit's locks before it is
+        promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
-        assert self._promotion_view is not None
-        states, backlog, seen = self._promotion_view
+        with self._view_lock:
+            view, mark, appenders = self._promotion_view, self._events_mark, set(self._appenders)
+        assert view is not None
+        states, backlog, seen = view
         states = {**states, completed: State.DONE}
         current: dict[str, str | None] = {completed: State.DONE}
         directory = str(self.issues_dir)
-        quiet = self._events_mark is not None and self._events_length() == self._events_mark
+        # Only our own appends since the snapshot: its states stand. Another thread's settle (the
+        # pool's run threads share this store) is another writer, as is any other process.
+        quiet = mark is not None and self._events_length() == mark and appenders <= {threading.get_ident()}
 
         def state_now(dep: str) -> str | None:
             if quiet:
@@ -446,30 +476,34 @@ class JitStore(TrackerDefaults):
         (docs/jit-format.md#graph-rules); or a `lost` Settlement when the claim is no longer ours,
         or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
+        run = None if seen is not None else self._runs.get(issue_id)  # the reaper judges others' claims
         leases = self.leases()
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
             holder = leases.holder(issue_id) if leases is not None else None
             mine = holder is not None and holder.agent == assignee
             by_agent = None
-            if current is not None and not transitions.still_ours(current.raw, assignee) and seen is None:
+            if current is not None and not transitions.still_ours(current.raw, assignee, run) and seen is None:
                 by_agent = transitions.agent_outcome(current.raw, assignee, mine)
             lost = (
                 current is None
                 or (holder is not None and not mine)  # another agent's lease: theirs now
-                or (not transitions.still_ours(current.raw, assignee) and by_agent is None)
+                or (not transitions.still_ours(current.raw, assignee, run) and by_agent is None)
                 or (seen is not None and transitions.liveness(current.raw) != seen)  # it showed a sign of life
             )
             if not lost:
                 assert current is not None
                 raw, events, outcome, note = self._settled(current.raw, gate_runs, now, change, by_agent)
         if lost:
+            if seen is None:
+                self._runs.pop(issue_id, None)
             if mine and seen is None and leases is not None:  # our lease outlived the claim: let it go
                 leases.release(issue_id, assignee)
             why = self.taken_because(issue_id, assignee) if seen is None else None
             return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
         assert current is not None
         self._log_or_undo(current.raw, raw, events)
+        self._runs.pop(issue_id, None)
         if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
             leases.release(
                 issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
@@ -546,7 +580,7 @@ class JitStore(TrackerDefaults):
             current = self.read_issue(issue_id)
             if current is None:
                 return False
-            ours = transitions.still_ours(current.raw, assignee)
+            ours = transitions.still_ours(current.raw, assignee, self._runs.get(issue_id))
             if ours:
                 self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
         leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
