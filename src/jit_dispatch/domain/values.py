@@ -51,6 +51,7 @@ class Outcome(StrEnum):
 
     DONE = "done"
     GATED = "gated"
+    IN_REVIEW = "in-review"  # delivered, waiting for the merge (docs/delivery.md): not a failure
     RELEASED = "released"
     PARKED = "parked"
     LOST = "lost"

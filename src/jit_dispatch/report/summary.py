@@ -24,6 +24,7 @@ HELD_ROWS = HELD_IN_FULL  # the held issues the dispatch read in full (with `onc
 ICONS = {
     Outcome.DONE: "✅",
     Outcome.GATED: "🚦",
+    Outcome.IN_REVIEW: "👀",
     Outcome.RELEASED: "↩️",
     Outcome.PARKED: "🅿️",
     Outcome.LOST: "⚠️",

@@ -23,7 +23,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import GateRecord, Liveness, NoDelivery, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 
@@ -46,7 +46,7 @@ class _Held:
     mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
-class GitHubTracker:
+class GitHubTracker(NoDelivery):
     def __init__(
         self,
         settings: rules.GitHubSettings,
