@@ -211,3 +211,32 @@ def test_a_bad_template_in_dispatch_toml_names_the_key(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "branch_template" in run.stderr and "{short_id}" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("who", ["status --repair", "reap", "start --once"])
+def test_reap_status_repair_and_the_pool_notice_merges_too(tmp_path: Path, who: str) -> None:
+    remote, first, second = _chain(tmp_path)
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, CHAIN_COMMAND)
+    assert run.json["outcome"] == "in-review", run.stdout
+    merge(remote, tmp_path, run.json["branch"], "hand")
+    if who == "start --once":  # the pool: its cycle finishes the merge, then dispatches the dependent
+        (work / "a.txt").unlink()
+        git(work, "fetch", "-q", "origin")
+        git(work, "reset", "-q", "--keep", "origin/main")
+        (work / "dispatch.toml").write_text(
+            f'deliver = "branch"\n[[agents]]\nid = "pool"\ncommand = """{CHAIN_COMMAND}"""\n'
+        )
+        args = ["start", "--once"]
+    else:
+        args = [*who.split(), "--older-than", "1h"] if who == "reap" else who.split()
+    done = run_cli(*args, cwd=work, env=clean_env(**__import__("helpers").GIT_IDENTITY), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_issue(work / ".jit", first)["state"] == "done"
+    expected_second = "gated" if who == "start --once" else "ready"
+    assert read_issue(work / ".jit", second)["state"] == expected_second, done.stdout + done.stderr
+    assert_jit_sees(
+        work,
+        available={second} if expected_second == "ready" else set(),
+        states={first: "done", second: expected_second},
+    )
