@@ -16,7 +16,14 @@ from typing import Any, ClassVar
 import click
 
 from jit_dispatch import __version__
-from jit_dispatch.cli.options import DurationType, config_option, env_option, gate_options, store_options
+from jit_dispatch.cli.options import (
+    DurationType,
+    config_option,
+    delivery_options,
+    env_option,
+    gate_options,
+    store_options,
+)
 from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import gates as gate_rules
@@ -106,7 +113,8 @@ def cli() -> None:
     help="How many runners started together (an Indexed Job: its completions).",
 )
 @env_option(
-    "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
+    "--commit-author",
+    help="Author of state commits (--sync git) and delivered commits, 'Name <email>'. Default github-actions[bot].",
 )
 @env_option("--skip-ci/--no-skip-ci", default=True, show_default=True, help="End state commit messages with [skip ci].")
 @env_option(
@@ -115,6 +123,7 @@ def cli() -> None:
     help="Show signs of life this often while the command runs. Default 5m; 1m with --sync git (the lock ref moves).",
 )
 @gate_options
+@delivery_options
 @config_option
 def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""

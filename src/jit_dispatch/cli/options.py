@@ -105,6 +105,35 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _stacked(func, decorators)
 
 
+def delivery_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the command's work goes (docs/delivery.md)."""
+    decorators = [
+        env_option(
+            "--deliver",
+            type=click.Choice(["none", "branch", "pull-request"]),
+            help="none (default): the work stays in the workspace. branch: commit it to a work branch and push "
+            "it. pull-request: and open a pull request.",
+        ),
+        env_option(
+            "--branch-template",
+            help="The work branch's name; placeholders as in --command plus {slug}. Default: jit/{short_id}-{slug}.",
+        ),
+        env_option("--base", help="The branch the work must reach. Default: the branch the run started on."),
+        env_option("--allow-empty-delivery", is_flag=True, help="Deliver even when the command changed nothing."),
+        env_option(
+            "--done-on",
+            type=click.Choice(["success", "merge"]),
+            help="When a delivered issue is done: when the command succeeds, or (default) when its work is merged.",
+        ),
+        env_option(
+            "--max-review-rounds",
+            type=click.IntRange(min=1),
+            help="Park the issue after this many rounds of requested changes. Default 3.",
+        ),
+    ]
+    return _stacked(func, decorators)
+
+
 def _stacked(func: Callable[..., Any], decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
     """`func` under `decorators`, applied as if written above it in this order (so --help lists them so)."""
     for decorator in reversed(decorators):

@@ -10,18 +10,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, check_branch_template
 from jit_dispatch.domain.issue import assignee_for
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.engine.dispatch import Request
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import StoreChoice
+from jit_dispatch.trackers.factory import StoreChoice, jit_roots
+
+if TYPE_CHECKING:
+    from jit_dispatch.engine.deliver import DeliverySettings
 
 # The options of `store_options` that choose the tracker, and those that narrow the issues.
 STORE_KEYS = (
@@ -42,6 +46,8 @@ STORE_KEYS = (
     "trusted_actors",
     "pass_token",
 )
+# The delivery options (docs/delivery.md), settable per agent or at the top level of dispatch.toml too.
+DELIVERY_KEYS = ("deliver", "branch_template", "base", "allow_empty_delivery", "done_on", "max_review_rounds")
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
     "command",
@@ -55,6 +61,7 @@ CONFIGURABLE = (
     "gates",
     "on_gate_failure",
     "checks",
+    *DELIVERY_KEYS,
 )
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 REMOTE_HEARTBEAT_SECONDS = 60.0
@@ -99,6 +106,7 @@ class AgentSettings:
     gates: str = "run"  # run jit's auto gates, or "skip" them (leave them to jit)
     on_gate_failure: str = "release"  # or "gated", as jit does
     checks: tuple[str, ...] = ()  # `--check` commands, for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request`; remote and store filled in later
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,14 @@ def build_request(
         gates=run.gates,
         on_gate_failure=run.on_gate_failure,
         checks=run.checks,
+        delivery=run.delivery
+        and replace(
+            run.delivery,
+            remote=store.remote,
+            jit_dir=jit_roots(store.jit_dir)[0],
+            push_budget=store.push_budget,
+            author=store.author or run.delivery.author,
+        ),
     )
 
 
@@ -178,6 +194,27 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
         gates=values["gates"],
         on_gate_failure=values["on_gate_failure"],
         checks=tuple(values["checks"]),
+        delivery=delivery_settings(values),
+    )
+
+
+def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
+    """`--deliver` and its options (None with `none`); a bad branch template is a UsageError."""
+    mode = values.get("deliver") or "none"
+    if mode == "none":
+        return None
+    template = values.get("branch_template") or DEFAULT_BRANCH_TEMPLATE
+    if (problem := check_branch_template(template)) is not None:
+        raise UsageError(f"--branch-template: {template!r}: {problem}")
+    from jit_dispatch.engine.deliver import DeliverySettings  # git plumbing: only when delivering
+
+    return DeliverySettings(
+        mode=mode,
+        branch_template=template,
+        base=values.get("base"),
+        allow_empty=bool(values.get("allow_empty_delivery")),
+        done_on=values.get("done_on") or "merge",
+        max_review_rounds=values.get("max_review_rounds") or 3,
     )
 
 

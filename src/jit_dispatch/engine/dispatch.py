@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
@@ -28,6 +29,7 @@ from jit_dispatch.process.invocation import command_env, expand_command, failure
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 if TYPE_CHECKING:
+    from jit_dispatch.engine.deliver import Delivering, DeliverySettings
     from jit_dispatch.engine.gates import Setting
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
@@ -54,6 +56,7 @@ class Request:
     gates: str = "run"  # run jit's auto gates ("skip": leave them to jit, as before)
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request` (docs/delivery.md)
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Result:
     gates: list[GateRun] = field(default_factory=list)  # gate and check runs, in the order they ran
     planned: list[Step] = field(default_factory=list)  # dry run: what would run
     failed_gate: str | None = None  # the key (or check command) that decided a failure
+    delivery: Delivery | None = None  # where the work went (`--deliver`)
 
 
 class Hooks(Protocol):
@@ -173,6 +177,9 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
+        if not request.dry_run and (noticed := _notice_merges(tracker, request)):
+            repaired += noticed
+            snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
         plan = plan_for(snapshot, request.filters, request.gates == "run")
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
@@ -207,6 +214,14 @@ def dispatch_once(
             result.reason = "cancelled before claiming" if cancel.cancelled else taken
     result.sync = tracker.stats()
     return result
+
+
+def _notice_merges(tracker: Tracker, request: Request) -> list[str]:
+    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges); notes for the report."""
+    from jit_dispatch.engine.merges import notice_merges
+
+    remote = request.delivery.remote if request.delivery else "origin"
+    return notice_merges(tracker, request.workdir, remote).notes
 
 
 def _flush(tracker: Tracker, result: Result) -> None:
@@ -255,9 +270,16 @@ def run_claimed(
     keep_gated = False
     reason: str | None
     heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
+    delivering: Delivering | None = None
     try:
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
         env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
+        if request.delivery is not None:
+            from jit_dispatch.engine.deliver import Delivering
+
+            delivering = Delivering(request.delivery, claimed, request.workdir)
+            if (refused := delivering.prepare(tracker, env, scratch)) is not None:
+                return _settle(tracker, request, result, claimed, refused)
         setting = None
         if steps.pre or steps.post:  # the gate machinery is imported only for gates and checks
             from jit_dispatch.engine.gates import Setting
@@ -272,6 +294,9 @@ def run_claimed(
             )
         with heartbeat:
             reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
+            if reason is None and delivering is not None:
+                reason = delivering.deliver(tracker, request.agent, result.attempt)
+                result.delivery = delivering.delivery
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
@@ -280,7 +305,7 @@ def run_claimed(
         _remove_scratch(scratch, issue_file)
     if result.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
-    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
+    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated, delivering=delivering)
 
 
 def _cancelled(cancel: CancelToken, when: str = "") -> str:
@@ -385,7 +410,14 @@ def _run(
 
 
 def _settle(
-    tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None, *, keep_gated: bool = False
+    tracker: Tracker,
+    request: Request,
+    result: Result,
+    issue: Issue,
+    reason: str | None,
+    *,
+    keep_gated: bool = False,
+    delivering: Delivering | None = None,
 ) -> Result:
     """Success completes the issue; any failure releases it (parking at the attempt limit).
 
@@ -394,7 +426,9 @@ def _settle(
     settlement: Settlement
     records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE]
     try:
-        if reason is None or keep_gated:
+        if reason is None and delivering is not None and delivering.delivery and delivering.hold:
+            settlement = tracker.hold_for_merge(issue.id, request.agent, delivering.delivery, gate_runs=records)
+        elif reason is None or keep_gated:
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
         else:
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)

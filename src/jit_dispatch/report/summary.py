@@ -144,6 +144,10 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
     ]
     if result.promoted:
         lines.append(_row("Unblocked", ", ".join(f"`{i[:8]}`" for i in result.promoted)))
+    if (delivery := result.delivery) is not None:
+        lines.append(_row("Branch", md_code_span(delivery.branch, 200) + f" → {md_code_span(delivery.base, 200)}"))
+        if delivery.pull_request:
+            lines.append(_row("Pull request", md_text(delivery.pull_request, 300)))
     if result.sync:
         lines.append(_row("Remote", _sync_text(result.sync)))
     if result.output_bytes:
@@ -239,6 +243,8 @@ def summary_text(result: Result, max_attempts: int) -> str:
     lines = [f"{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
+    if result.delivery is not None:
+        lines.append(f"  delivered: {plain(result.delivery.branch)} → {plain(result.delivery.base)}")
     for run in result.gates:
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
         lines.append(f"  {plain(run.step.label)}: {run.status} ({run.duration_ms / 1000:.2f}s{code})")
@@ -264,6 +270,9 @@ def result_json(result: Result) -> dict[str, Any]:
         "gates": [gate_json(run) for run in result.gates]
         or [{"key": s.key, "kind": s.kind, "stage": s.stage, "result": "would run"} for s in result.planned],
         "failed_gate": result.failed_gate,
+        "branch": result.delivery.branch if result.delivery else None,
+        "pull_request_url": result.delivery.pull_request if result.delivery else None,
+        "pull_request_number": result.delivery.pull_number if result.delivery else None,
         "warnings": result.warnings,
         **(
             {"sync_attempts": result.sync.get("sync_attempts"), "commits": result.sync.get("commits")}
@@ -300,4 +309,7 @@ def step_outputs(result: Result) -> dict[str, str]:
         "commits": " ".join(str(c) for c in _commits(result)),
         "gates": json.dumps(data["gates"], ensure_ascii=False),
         "failed-gate": text(data["failed_gate"]),
+        "branch": text(data["branch"]),
+        "pull-request-url": text(data["pull_request_url"]),
+        "pull-request-number": text(data["pull_request_number"]),
     }
