@@ -27,6 +27,7 @@ import pytest
 import responses
 
 from github_git import GitDatabase
+from github_pulls import PullsDatabase
 
 API = "https://api.github.com"
 REPO = "octo-org/widgets"
@@ -61,7 +62,7 @@ class Fault:
 
 
 @dataclass
-class FakeGitHub(GitDatabase):
+class FakeGitHub(GitDatabase, PullsDatabase):
     repo: str = REPO
     page_size: int = 2  # small pages, so every listing paginates via `Link`
     actor: dict[str, Any] = field(default_factory=lambda: dict(BOT))
@@ -268,7 +269,7 @@ class FakeGitHub(GitDatabase):
     # ------------------------------------------------------------------ the server
     def install(self, mock: responses.RequestsMock) -> None:
         route = re.compile(r"https://api\.github\.com(?::443)?/.*")
-        for method in ("GET", "POST", "PATCH", "DELETE"):
+        for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
             mock.add_callback(method, route, callback=self._callback)
 
     def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
@@ -351,6 +352,8 @@ class FakeGitHub(GitDatabase):
                 path, query, [self.ref_payload(r, sha) for r, sha in sorted(refs.items()) if r.startswith(wanted)]
             )
         if (answer := self.git_route(method, rest, body)) is not None:
+            return answer
+        if (answer := self.pulls_route(method, rest, query, body)) is not None:
             return answer
         if method == "GET" and rest == "/issues":
             issues, _, _ = self._seen()
