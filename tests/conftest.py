@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,29 @@ def new_store(tmp_path: Path) -> Callable[..., tuple[JitStore, list[str]]]:
 @pytest.fixture
 def remote_factory(tmp_path: Path) -> Callable[..., Remote]:
     return lambda specs, **kw: make_remote(tmp_path, specs, **kw)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1",
+         f"--port={port}", f"--base-path={tmp_path}", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "git daemon did not start"
+                time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

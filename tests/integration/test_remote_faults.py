@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -303,32 +301,6 @@ def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_p
 FLAKY = """if [ $((RANDOM % 10)) -lt 3 ]; then echo "flaky: server busy, try again later" >&2; exit 1; fi
 exit 0
 """
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
-    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1",
-         f"--port={port}", f"--base-path={tmp_path}", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "git daemon did not start"
-                time.sleep(0.05)
-        yield f"git://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("transport", ["file", "git-daemon"])

@@ -19,6 +19,7 @@ from jit_dispatch.domain import transitions
 from jit_dispatch.domain.selection import matches_filters
 from jit_dispatch.domain.staleness import reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.engine.merges import notice_merges
 from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
@@ -51,7 +52,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
     context = GitHubContext.from_environ()
     with open_tracker(store_choice(options, read_only=dry_run), context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
-        repaired = [] if dry_run else tracker.repair()
+        repaired = [] if dry_run else tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
@@ -131,7 +132,7 @@ def status(stale_after: float, write_summary: bool | None, repair: bool, **optio
     context = GitHubContext.from_environ()
     markdown = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
     with open_tracker(store_choice(options, read_only=not repair), context) as tracker:
-        repaired = tracker.repair() if repair else []
+        repaired = tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
         # The dashboard's trend of settles per hour, from each local store's event log.

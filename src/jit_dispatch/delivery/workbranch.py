@@ -52,10 +52,13 @@ class Author:
 @dataclass(frozen=True)
 class Start:
     """Where the work began: `head` is what HEAD was before the command, `root` the commit the work
-    branch builds on (the same, unless an earlier delivery's branch was checked out over it)."""
+    branch builds on (the same, unless an earlier delivery's branch was checked out over it), and
+    `before` the workspace's tree then (uncommitted changes included, `.jit/` as `root` has it):
+    only what the command changed since goes on the branch, not what was lying there already."""
 
     head: str
     root: str
+    before: str
 
 
 def toplevel(workdir: Path) -> Git:
@@ -65,11 +68,6 @@ def toplevel(workdir: Path) -> Git:
         return Git(Path(git.out("rev-parse", "--show-toplevel")))
     except GitError:
         raise DeliveryError(f"{workdir}: not inside a git repository, nothing to deliver from") from None
-
-
-def start_here(git: Git) -> Start:
-    head = _head(git)
-    return Start(head, head)
 
 
 def _head(git: Git) -> str:
@@ -89,7 +87,14 @@ class WorkBranch:
         self.author = author
         self._index = Path(git.out("rev-parse", "--absolute-git-dir")) / f"jit-dispatch-index-{os.getpid()}"
 
-    # ------------------------------------------------------------------ continuing a delivery
+    # ------------------------------------------------------------------ where the work starts
+    def start(self) -> Start:
+        head = _head(self.git)
+        try:
+            return Start(head, head, self._worktree_tree(head))
+        finally:
+            self._index.unlink(missing_ok=True)
+
     def continue_from(self, branch: str) -> Start | None:
         """Before the command: check out the work branch of an earlier delivery (fetched), the
         workspace's `.jit/` kept as it is. None when the remote has no such branch any more."""
@@ -102,14 +107,17 @@ class WorkBranch:
         proc = self.git.run("checkout", "--quiet", "--detach", commit, check=False)
         if proc.returncode != 0:
             raise DeliveryError(f"could not check out work branch {branch}: {last_line(proc)}")
-        return Start(commit, tip)
+        try:
+            return Start(commit, tip, self._worktree_tree(tip))
+        finally:
+            self._index.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ building
     def build(self, start: Start, issue_id: str, title: str, body: str, *, allow_empty: bool) -> str | None:
         """The work branch's new tip; None when the command changed nothing outside `.jit/`."""
         try:
             tip, changed = self._replay(start, issue_id)
-            tree = self._worktree_tree(start.root)
+            tree = self._changed_since(self._tree(tip), start.before, self._worktree_tree(start.root))
             if tree != self._tree(tip) or (not changed and allow_empty):
                 message = commit_message(title, issue_id, body)
                 tip, changed = self._commit_tree(tree, [tip], message, self.author, self.author), True
@@ -142,6 +150,24 @@ class WorkBranch:
         self.git.run("read-tree", "HEAD", env=env)
         self.git.run("add", "--all", "--", ".", f":(exclude){self.jit_path}", env=env)
         return self._put_jit(root, env)
+
+    def _changed_since(self, tree: str, before: str, after: str) -> str:
+        """`tree` with every path that differs between `before` and `after` as `after` has it."""
+        env = {"GIT_INDEX_FILE": str(self._index)}
+        self.git.run("read-tree", tree, env=env)
+        raw = self.git.run("diff-tree", "-r", "-z", "--no-renames", before, after).stdout
+        fields = raw.split(b"\0")
+        lines = []
+        for header, path in zip(fields[0::2], fields[1::2], strict=False):
+            if not header.startswith(b":"):
+                continue
+            _, mode, _, sha, status = header[1:].split(b" ")
+            if status == b"D":
+                mode, sha = b"0", b"0" * len(sha)
+            lines.append(mode + b" " + sha + b"\t" + path + b"\0")
+        if lines:
+            self.git.run("update-index", "-z", "--index-info", stdin=b"".join(lines), env=env)
+        return self.git.out("write-tree", env=env)
 
     def _tree_with_jit(self, commit: str, jit_from: str) -> str:
         env = {"GIT_INDEX_FILE": str(self._index)}

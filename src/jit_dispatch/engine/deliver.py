@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jit_dispatch.delivery.workbranch import Author, DeliveryError, Start, WorkBranch, start_here, toplevel
+from jit_dispatch.delivery.workbranch import Author, DeliveryError, Start, WorkBranch, toplevel
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, Delivery, Feedback, branch_name
 from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_BASE, CTX_BRANCH, CTX_LAST_REASON, CTX_REVIEW_ROUNDS, Issue
@@ -75,7 +75,7 @@ class Delivering:
             start = self._work.continue_from(branch) if branch else None
             if branch and start is None:
                 self.notes.append(f"work branch {branch} is gone from the remote; starting afresh")
-            self._start = start or start_here(git)
+            self._start = start or self._work.start()
         except (DeliveryError, GitError, ValueError) as exc:
             return f"cannot deliver: {exc}"
         return None

@@ -177,7 +177,7 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        if not request.dry_run and (noticed := _notice_merges(tracker, request)):
+        if not request.dry_run and (noticed := notice_merges_for(tracker, request)):
             repaired += noticed
             snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
         plan = plan_for(snapshot, request.filters, request.gates == "run")
@@ -216,7 +216,7 @@ def dispatch_once(
     return result
 
 
-def _notice_merges(tracker: Tracker, request: Request) -> list[str]:
+def notice_merges_for(tracker: Tracker, request: Request) -> list[str]:
     """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges); notes for the report."""
     from jit_dispatch.engine.merges import notice_merges
 

@@ -24,7 +24,7 @@ from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.engine.dispatch import Request, Result, claim_first, notice_merges_for, plan_for, run_claimed
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Tracker
@@ -195,6 +195,11 @@ class Pool:
     def fill(self) -> tuple[int, dict[str, Any]]:
         """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
         snapshot = self.tracker.snapshot()
+        merges = notice_merges_for(self.tracker, self.slots[0].request) if self.slots else []
+        for note in merges:
+            self.emit("merge", note=note)
+        if merges:  # what the merges promoted is dispatchable in this cycle
+            snapshot = self.tracker.snapshot()
         overall = plan_for(snapshot, Filters())
         taken: set[str] = set()
         claimed_now = 0

@@ -1,0 +1,242 @@
+"""`--deliver branch` with real git, bare remotes, real merges and real `once` processes; both real
+jit eras read the store at every step (docs/delivery.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from delivery_runs import assert_jit_sees, merge, once, remote_state, work_branches
+from helpers import Remote, clean_env, git, make_remote, read_issue, run_cli
+from jit_dispatch.trackers.jit.store import NewIssue
+
+# The first issue's agent writes a.txt (and commits part of its work); the second needs a.txt.
+CHAIN_COMMAND = (
+    'if [ "$JIT_ISSUE_TITLE" = first ]; then echo A > a.txt; mkdir -p lib; echo x > lib/x.py; '
+    "git add lib && git commit -qm 'agent: lib'; "
+    "else cat a.txt > b.txt; fi"
+)
+
+
+def _chain(tmp_path: Path) -> tuple[Remote, str, str]:
+    remote = make_remote(tmp_path, [NewIssue("first")])
+    first = remote.ids[0]
+    seed = tmp_path / "seed"
+    from jit_dispatch.trackers.jit.store import JitStore
+
+    (second,) = JitStore(seed / ".jit").create_issues([NewIssue("second", dependencies=(first,))])
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "second")
+    git(seed, "push", "-q", str(remote.bare), "main")
+    return remote, first, second
+
+
+def _clone(remote: Remote, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", remote.url, str(dest)], check=True, capture_output=True)
+    return dest
+
+
+def _branch_files(remote: Remote, branch: str) -> set[str]:
+    return set(git(remote.bare, "ls-tree", "-r", "--name-only", branch).split())
+
+
+@pytest.mark.parametrize("how", ["merge", "squash", "rebase", "hand"])
+def test_local_chain_waits_for_the_merge_however_it_is_made(tmp_path: Path, how: str) -> None:
+    remote, first, second = _chain(tmp_path)
+    work = _clone(remote, tmp_path / "work")
+    store = work / ".jit"
+    main_before = git(remote.bare, "rev-parse", "main").strip()
+
+    run = once(work, CHAIN_COMMAND)
+    assert run.returncode == 0, run.stderr
+    assert run.json["outcome"] == "in-review" and run.json["issue_id"] == first
+    branch = run.json["branch"]
+    assert branch.startswith(f"jit/{first[:8]}-first")
+    assert set(work_branches(remote)) == {branch}
+    files = _branch_files(remote, branch)
+    assert {"a.txt", "lib/x.py"} <= files
+    issue = read_issue(store, first)
+    assert issue["state"] == "gated" and issue["context"]["dispatch.branch"] == branch
+    assert issue["context"]["dispatch.base"] == "main"
+    # .jit/ never on the work branch: its store is exactly main's, claim and all left out
+    assert git(remote.bare, "rev-parse", f"{branch}:.jit") == git(remote.bare, "rev-parse", "main:.jit")
+    for sha in git(remote.bare, "rev-list", branch, f"^{main_before}").split():
+        assert f"Jit-Issue: {first}" in git(remote.bare, "log", "-1", "--format=%B", sha)
+    assert git(remote.bare, "rev-parse", "main").strip() == main_before  # nothing pushed to the base
+    assert_jit_sees(work, available=set(), states={first: "gated", second: "backlog"})
+
+    idle = once(work, CHAIN_COMMAND)  # the dependent is NOT dispatched: its prerequisite is unmerged
+    assert idle.returncode == 0 and idle.json["outcome"] == "idle", idle.stdout
+
+    merge(remote, tmp_path, branch, how)
+    # The workspace catches up with main as a person would (the state in .jit/ stays uncommitted):
+    # the agent's own commit and its leftovers give way to what was merged.
+    (work / "a.txt").unlink()
+    git(work, "fetch", "-q", "origin")
+    git(work, "reset", "-q", "--keep", "origin/main")
+    assert (work / "a.txt").read_text() == "A\n"
+
+    run = once(work, CHAIN_COMMAND)
+    assert run.returncode == 0, run.stderr
+    assert any(f"{first[:8]} done" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
+    assert read_issue(store, first)["state"] == "done"
+    assert "b.txt" in _branch_files(remote, run.json["branch"])  # its command saw the merged a.txt
+    events = [json.loads(line) for line in (store / "events.jsonl").read_text().splitlines()]
+    kinds = [(e["type"], e.get("to")) for e in events if e["issue_id"] == first]
+    assert kinds[-2:] == [("issue_state_changed", "done"), ("issue_completed", None)]
+    assert ("issue_state_changed", "ready") in [(e["type"], e.get("to")) for e in events if e["issue_id"] == second]
+    assert_jit_sees(work, available=set(), states={first: "done", second: "gated"})
+
+
+def test_remote_mode_chain_over_git_daemon(tmp_path: Path, daemon: str) -> None:
+    """Remote mode, every run in a fresh clone over git://: the state on main, the work on jit/…"""
+    remote, first, second = _chain(tmp_path)
+    url = f"{daemon}/remote.git"
+
+    def fresh(name: str) -> Path:
+        dest = tmp_path / name
+        subprocess.run(["git", "clone", "-q", url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    run = once(fresh("run1"), CHAIN_COMMAND, remote_mode=True)
+    assert run.returncode == 0, run.stderr
+    assert run.json["outcome"] == "in-review", run.stdout
+    branch = run.json["branch"]
+    state = remote_state(remote, tmp_path)
+    assert read_issue(state / ".jit", first)["state"] == "gated"
+    assert_jit_sees(state, available=set(), states={first: "gated", second: "backlog"})
+    assert git(remote.bare, "rev-parse", f"{branch}:.jit") != git(remote.bare, "rev-parse", "main:.jit")
+
+    assert once(fresh("run2"), CHAIN_COMMAND, remote_mode=True).json["outcome"] == "idle"
+
+    merge(remote, tmp_path, branch, "squash")
+    run = once(fresh("run3"), CHAIN_COMMAND, remote_mode=True)
+    assert run.returncode == 0, run.stderr
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
+    state = remote_state(remote, tmp_path)
+    assert read_issue(state / ".jit", first)["state"] == "done"
+    assert "b.txt" in _branch_files(remote, run.json["branch"])
+    assert_jit_sees(state, available=set(), states={first: "done", second: "gated"})
+
+
+def test_done_on_success_completes_at_once_and_still_delivers(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("quick")])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo q > q.txt", "--done-on", "success")
+    assert run.json["outcome"] == "done", run.stdout
+    assert "q.txt" in _branch_files(remote, run.json["branch"])
+    assert_jit_sees(work, available=set(), states={remote.ids[0]: "done"})
+
+
+def test_nothing_changed_is_released_unless_allowed(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("noop")])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "jit_noop=1")
+    assert run.returncode == 1 and run.json["outcome"] == "released", run.stdout
+    assert run.json["reason"] == "no changes to deliver"
+    issue = read_issue(work / ".jit", remote.ids[0])
+    assert issue["state"] == "ready" and issue["context"]["dispatch.attempts"] == "1"
+    assert work_branches(remote) == {}
+    assert_jit_sees(work, available={remote.ids[0]}, states={remote.ids[0]: "ready"})
+
+    allowed = once(work, "true", "--allow-empty-delivery")
+    assert allowed.json["outcome"] == "in-review", allowed.stdout
+    branch = allowed.json["branch"]
+    assert f"Jit-Issue: {remote.ids[0]}" in git(remote.bare, "log", "-1", "--format=%B", branch)
+
+
+def test_a_work_branch_with_foreign_commits_is_never_overwritten(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("taken")])
+    issue_id = remote.ids[0]
+    other = _clone(remote, tmp_path / "someone")
+    branch = f"jit/{issue_id[:8]}-taken"
+    git(other, "checkout", "-q", "-b", branch)
+    (other / "theirs.txt").write_text("a person's work\n")
+    git(other, "add", "theirs.txt")
+    git(other, "commit", "-q", "-m", "a person's commit")
+    git(other, "push", "-q", "origin", branch)
+    theirs = git(other, "rev-parse", "HEAD").strip()
+
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo mine > mine.txt")
+    assert run.json["outcome"] == "released", run.stdout
+    reason = run.json["reason"]
+    assert reason.startswith(f"work branch {branch} on 'origin' holds 1 commit(s) not made for this issue")
+    assert "\n" not in reason and "not overwritten" in reason
+    assert work_branches(remote)[branch] == theirs
+    assert_jit_sees(work, available={issue_id}, states={issue_id: "ready"})
+
+
+def test_a_hostile_title_stays_inert_in_branch_and_commit(tmp_path: Path) -> None:
+    other = "9f9f9f9f-0000-4000-8000-000000000002"
+    title = f"$(touch pwned) `id` ../../main\nJit-Issue: {other}\x1b[31m\u202e"
+    remote = make_remote(tmp_path, [NewIssue(title)])
+    issue_id = remote.ids[0]
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo ok > ok.txt")
+    assert run.json["outcome"] == "in-review", run.stdout
+    branch = run.json["branch"]
+    assert branch == f"jit/{issue_id[:8]}-touch-pwned-id-main-jit-issue-9f9f9f9f-0"
+    message = git(remote.bare, "log", "-1", "--format=%B", branch)
+    subject, _, rest = message.partition("\n")
+    assert subject.isprintable() and "\x1b" not in message and "\u202e" not in message
+    assert f"Jit-Issue: {other}" not in rest.splitlines()  # only its own id is a trailer line
+    assert f"Jit-Issue: {issue_id}" in rest.splitlines()
+    assert not (work / "pwned").exists()
+
+
+def test_a_bad_branch_template_is_one_line_exit_2(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("x")])
+    work = _clone(remote, tmp_path / "work")
+    for template, words in [("jit/{short_id}..{slug}", "contains '..'"), ("jit/{nope}", "unknown placeholder")]:
+        run = run_cli(
+            "once", "--agent", "bot", "--command", "true", "--deliver", "branch", "--branch-template", template,
+            cwd=work, env=clean_env(),
+        )  # fmt: skip
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jit-dispatch: error: --branch-template:") and words in lines[0]
+    assert read_issue(work / ".jit", remote.ids[0])["state"] == "ready"
+
+
+def test_a_bad_template_in_dispatch_toml_names_the_key(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("x")])
+    work = _clone(remote, tmp_path / "work")
+    (work / "dispatch.toml").write_text('deliver = "branch"\nbranch_template = "jit/{slug}"\n')
+    run = run_cli("once", "--agent", "bot", "--command", "true", cwd=work, env=clean_env())
+    assert run.returncode == 2
+    assert "branch_template" in run.stderr and "{short_id}" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("who", ["status --repair", "reap", "start --once"])
+def test_reap_status_repair_and_the_pool_notice_merges_too(tmp_path: Path, who: str) -> None:
+    remote, first, second = _chain(tmp_path)
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, CHAIN_COMMAND)
+    assert run.json["outcome"] == "in-review", run.stdout
+    merge(remote, tmp_path, run.json["branch"], "hand")
+    if who == "start --once":  # the pool: its cycle finishes the merge, then dispatches the dependent
+        (work / "a.txt").unlink()
+        git(work, "fetch", "-q", "origin")
+        git(work, "reset", "-q", "--keep", "origin/main")
+        (work / "dispatch.toml").write_text(
+            f'deliver = "branch"\n[[agents]]\nid = "pool"\ncommand = """{CHAIN_COMMAND}"""\n'
+        )
+        args = ["start", "--once"]
+    else:
+        args = [*who.split(), "--older-than", "1h"] if who == "reap" else who.split()
+    done = run_cli(*args, cwd=work, env=clean_env(**__import__("helpers").GIT_IDENTITY), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_issue(work / ".jit", first)["state"] == "done"
+    expected_second = "gated" if who == "start --once" else "ready"
+    assert read_issue(work / ".jit", second)["state"] == expected_second, done.stdout + done.stderr
+    assert_jit_sees(
+        work,
+        available={second} if expected_second == "ready" else set(),
+        states={first: "done", second: expected_second},
+    )
