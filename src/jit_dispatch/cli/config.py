@@ -36,6 +36,9 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "allow_empty_delivery": False,
     "done_on": None,
     "max_review_rounds": 3,
+    "draft": False,
+    "pr_labels": [],
+    "reviewers": [],
 }
 
 
@@ -71,6 +74,9 @@ class RunSettings(BaseModel):
     allow_empty_delivery: bool | None = None
     done_on: Literal["success", "merge"] | None = None
     max_review_rounds: int | None = Field(default=None, ge=1)
+    draft: bool | None = None
+    pr_labels: list[Annotated[str, Field(min_length=1)]] | None = None
+    reviewers: list[Annotated[str, Field(min_length=1)]] | None = None
 
     @field_validator("branch_template")
     @classmethod

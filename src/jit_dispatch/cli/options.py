@@ -130,6 +130,9 @@ def delivery_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             help="Park the issue after this many rounds of requested changes. Default 3.",
         ),
+        env_option("--draft", is_flag=True, help="Open pull requests as drafts."),
+        env_option("--pr-label", "pr_labels", multiple=True, help="Label for the pull request (repeatable)."),
+        env_option("--reviewer", "reviewers", multiple=True, help="Ask this login or org/team to review (repeatable)."),
     ]
     return _stacked(func, decorators)
 

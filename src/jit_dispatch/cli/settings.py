@@ -48,7 +48,17 @@ STORE_KEYS = (
     "pass_token",
 )
 # The delivery options (docs/delivery.md), settable per agent or at the top level of dispatch.toml too.
-DELIVERY_KEYS = ("deliver", "branch_template", "base", "allow_empty_delivery", "done_on", "max_review_rounds")
+DELIVERY_KEYS = (
+    "deliver",
+    "branch_template",
+    "base",
+    "allow_empty_delivery",
+    "done_on",
+    "max_review_rounds",
+    "draft",
+    "pr_labels",
+    "reviewers",
+)
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
     "command",
@@ -216,7 +226,36 @@ def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
         allow_empty=bool(values.get("allow_empty_delivery")),
         done_on=values.get("done_on") or "merge",
         max_review_rounds=values.get("max_review_rounds") or 3,
+        draft=bool(values.get("draft")),
+        pr_labels=tuple(values.get("pr_labels") or ()),
+        reviewers=tuple(values.get("reviewers") or ()),
     )
+
+
+def with_pull_requests(request: Request, store: StoreChoice, max_attempts: int) -> Request:
+    """`--deliver pull-request`: the request with GitHub's pull requests, the token's permissions
+    checked now, before anything is claimed (TrackerError, exit 3); a missing repository or token
+    is a UsageError. Other requests are returned as they are."""
+    delivery = request.delivery
+    if delivery is None or delivery.mode != "pull-request" or request.dry_run:
+        return request
+    if not store.github_repo or not store.github_token:
+        raise UsageError(
+            "--deliver pull-request: needs --github-repo (or $GITHUB_REPOSITORY) and a token ($GITHUB_TOKEN)"
+        )
+    import functools
+
+    from jit_dispatch.delivery.pulls import PullRequests
+    from jit_dispatch.report.summary import pull_request_body
+
+    pulls = PullRequests(
+        store.github_repo, store.github_token.strip(), api_url=store.github_api_url, trusted_actors=store.trusted_actors
+    )
+    pulls.check_permissions()
+    describe = functools.partial(
+        pull_request_body, max_attempts=max_attempts, run_ref=request.run_ref, closes=store.tracker == "github"
+    )
+    return replace(request, delivery=replace(delivery, pulls=pulls, describe=describe))
 
 
 def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:

@@ -6,17 +6,30 @@ work branch and push it, fenced by the claim.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from jit_dispatch.delivery.workbranch import Author, DeliveryError, Start, WorkBranch, toplevel
 from jit_dispatch.domain import transitions
-from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, Delivery, Feedback, branch_name
-from jit_dispatch.domain.issue import CTX_ATTEMPTS, CTX_BASE, CTX_BRANCH, CTX_LAST_REASON, CTX_REVIEW_ROUNDS, Issue
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, Delivery, Feedback, branch_name, inert_line
+from jit_dispatch.domain.issue import (
+    CTX_ATTEMPTS,
+    CTX_BASE,
+    CTX_BRANCH,
+    CTX_LAST_REASON,
+    CTX_PULL_NUMBER,
+    CTX_REVIEW_ROUNDS,
+    Issue,
+)
+from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.plumbing import BOT_EMAIL, BOT_NAME
+
+if TYPE_CHECKING:
+    from jit_dispatch.delivery.pulls import PullRequests
 
 FEEDBACK_VARIABLE = "JIT_DISPATCH_FEEDBACK_FILE"
 DEFAULT_AUTHOR = f"{BOT_NAME} <{BOT_EMAIL}>"
@@ -37,6 +50,13 @@ class DeliverySettings:
     remote: str = "origin"
     jit_dir: Path = Path(".jit")  # the store (never on a work branch)
     push_budget: float = 180.0
+    # pull-request mode: the API (permissions checked before the claim), what to pass through, and
+    # the body's renderer (the report layer's; `Any`: the engine's Result at delivery time)
+    pulls: PullRequests | None = field(default=None, compare=False)
+    draft: bool = False
+    pr_labels: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()
+    describe: Callable[[Any], str] | None = field(default=None, compare=False)
 
 
 class Delivering:
@@ -62,6 +82,8 @@ class Delivering:
         feedback file. A reason when the run cannot go on (the issue is then released with it)."""
         env[FEEDBACK_VARIABLE] = ""
         feedback = _feedback(tracker, self.issue)
+        if feedback is not None and self.settings.pulls is not None:
+            feedback = self._with_review(feedback)
         if feedback is not None:
             path = scratch / "feedback.json"
             path.write_text(feedback.to_json(), encoding="utf-8")
@@ -80,7 +102,21 @@ class Delivering:
             return f"cannot deliver: {exc}"
         return None
 
-    def deliver(self, tracker: Tracker, agent: str, attempt: int) -> str | None:
+    def _with_review(self, feedback: Feedback) -> Feedback:
+        """The feedback with the review that asks for changes, when the pull request has one."""
+        number = self.issue.context.get(CTX_PULL_NUMBER, "")
+        if not number.isdigit() or self.settings.pulls is None:
+            return feedback
+        try:
+            review = self.settings.pulls.changes_requested(int(number), None)
+        except TrackerError as exc:
+            self.notes.append(f"could not read the reviews of pull request #{number}: {exc}")
+            return feedback
+        if review is None:
+            return feedback
+        return replace(review, failed_gate=feedback.failed_gate, gate_output_tail=feedback.gate_output_tail)
+
+    def deliver(self, tracker: Tracker, agent: str, attempt: int, result: Any = None) -> str | None:
         """Build the work branch and push it (only while the claim is ours). None when delivered
         (`self.delivery`), else the reason to release the issue with."""
         if self._work is None or self._start is None or self._base is None:
@@ -100,6 +136,28 @@ class Delivering:
         except (DeliveryError, GitError) as exc:
             return str(exc)
         self.delivery = Delivery(branch, self._base, transitions.format_timestamp(), tip)
+        if self.settings.mode == "pull-request":
+            return self._propose(result)
+        return None
+
+    def _propose(self, result: Any) -> str | None:
+        """Open the pull request for the pushed branch, or update the open one."""
+        pulls, delivery = self.settings.pulls, self.delivery
+        if pulls is None or delivery is None:
+            return "cannot open a pull request: no GitHub repository and token"
+        title = f"[{self.issue.short_id}] {inert_line(self.issue.title, 200)}"
+        if result is not None:
+            result.delivery = delivery
+        body = self.settings.describe(result) if self.settings.describe else f"Jit-Issue: {self.issue.id}\n"
+        try:
+            pull = pulls.open_or_update(
+                delivery.branch, delivery.base, title, body,
+                draft=self.settings.draft, labels=self.settings.pr_labels, reviewers=self.settings.reviewers,
+            )  # fmt: skip
+        except TrackerError as exc:
+            return f"{delivery.branch} pushed, but the pull request failed: {exc}"
+        self.notes.extend(pulls.warnings)
+        self.delivery = replace(delivery, pull_request=pull.url, pull_number=pull.number)
         return None
 
 

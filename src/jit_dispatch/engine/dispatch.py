@@ -177,7 +177,7 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        if not request.dry_run and (noticed := notice_merges_for(tracker, request)):
+        if not request.dry_run and (noticed := _notice_merges(tracker, request)):
             repaired += noticed
             snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
         plan = plan_for(snapshot, request.filters, request.gates == "run")
@@ -216,12 +216,10 @@ def dispatch_once(
     return result
 
 
-def notice_merges_for(tracker: Tracker, request: Request) -> list[str]:
-    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges); notes for the report."""
-    from jit_dispatch.engine.merges import notice_merges
+def _notice_merges(tracker: Tracker, request: Request) -> list[str]:
+    from jit_dispatch.engine.merges import notice_merges_for  # docs/delivery.md#done-when-it-merges
 
-    remote = request.delivery.remote if request.delivery else "origin"
-    return notice_merges(tracker, request.workdir, remote).notes
+    return notice_merges_for(tracker, request)
 
 
 def _flush(tracker: Tracker, result: Result) -> None:
@@ -295,8 +293,9 @@ def run_claimed(
         with heartbeat:
             reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
             if reason is None and delivering is not None:
-                reason = delivering.deliver(tracker, request.agent, result.attempt)
+                reason = delivering.deliver(tracker, request.agent, result.attempt or 1, result)
                 result.delivery = delivering.delivery
+                result.warnings.extend(delivering.notes)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck

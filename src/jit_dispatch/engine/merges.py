@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jit_dispatch.domain.delivery import LOG_FORMAT, Delivery, trailer_ids
 from jit_dispatch.domain.issue import parse_timestamp
@@ -16,6 +17,10 @@ from jit_dispatch.domain.values import Outcome
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.remote.git import Git, GitError, redact
+
+if TYPE_CHECKING:
+    from jit_dispatch.delivery.pulls import PullRequests
+    from jit_dispatch.engine.dispatch import Request
 
 # Our commit is made before `delivered_at` is taken, and a rebase keeps its committer date only
 # when it fast-forwards: look back this far before the oldest delivery (the cost is a longer log).
@@ -31,12 +36,25 @@ class Noticed:
     notes: list[str] = field(default_factory=list)
 
 
-def notice_merges(tracker: Tracker, workdir: Path | None = None, remote: str = "origin") -> Noticed:
-    """Finish every waiting issue whose delivery reached its base branch (as the remote has it)."""
+def notice_merges(
+    tracker: Tracker,
+    workdir: Path | None = None,
+    remote: str = "origin",
+    *,
+    pulls: PullRequests | None = None,
+    limits: tuple[int, int] = (3, 3),
+) -> Noticed:
+    """Finish every waiting issue whose delivery reached its base branch (as the remote has it).
+
+    With `pulls` (a token), pull requests are asked too: merged finishes the issue, closed unmerged
+    releases it, changes requested return it; `limits`: (max attempts, max review rounds).
+    """
     noticed = Noticed()
     waiting = tracker.awaiting_merge()
     if not waiting:
         return noticed
+    if pulls is not None:
+        waiting = _ask_pulls(tracker, pulls, waiting, limits, noticed)
     git = Git(workdir or Path.cwd())
     by_base: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
     for issue_id, delivery in waiting:
@@ -51,18 +69,84 @@ def notice_merges(tracker: Tracker, workdir: Path | None = None, remote: str = "
             sha = merged.get(issue_id)
             if sha is None:
                 continue
-            note = f"{delivery.branch} merged into {base} ({sha[:12]})"
-            try:
-                settled = tracker.finish_merged(issue_id, note)
-            except TrackerError as exc:
-                noticed.notes.append(f"{issue_id[:8]}: {note}, but finishing it failed: {exc}")
-                continue
-            if settled.outcome != Outcome.LOST:
-                noticed.finished.append((issue_id, settled.outcome, settled.promoted))
-                noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {note}")
-            if settled.error:
-                noticed.notes.append(settled.error)
+            _finish(tracker, issue_id, f"{delivery.branch} merged into {base} ({sha[:12]})", noticed)
     return noticed
+
+
+def notice_merges_for(tracker: Tracker, request: Request) -> list[str]:
+    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges); notes for the report."""
+    delivery = request.delivery
+    if delivery is None:
+        return notice_merges(tracker, request.workdir).notes
+    limits = (request.max_attempts, delivery.max_review_rounds)
+    return notice_merges(tracker, request.workdir, delivery.remote, pulls=delivery.pulls, limits=limits).notes
+
+
+def _ask_pulls(
+    tracker: Tracker,
+    pulls: PullRequests,
+    waiting: list[tuple[str, Delivery]],
+    limits: tuple[int, int],
+    noticed: Noticed,
+) -> list[tuple[str, Delivery]]:
+    """Settle what the pull requests say; the issues left for the trailer search."""
+    numbered = {d.pull_number: (i, d) for i, d in waiting if d.pull_number is not None}
+    if not numbered:
+        return waiting
+    try:
+        states = pulls.poll(sorted(numbered))
+        left = []
+        for issue_id, delivery in waiting:
+            pull = states.get(delivery.pull_number) if delivery.pull_number is not None else None
+            if pull is None or (
+                pull.state == "open" and not _returned(tracker, pulls, issue_id, delivery, limits, noticed)
+            ):
+                left.append((issue_id, delivery))
+            elif pull.merged:
+                _finish(tracker, issue_id, f"pull request #{pull.number} merged into {pull.base}", noticed)
+            elif pull.state == "closed":
+                reason = f"pull request #{pull.number} closed without merging"
+                settled = tracker.release_unmerged(issue_id, reason, limits[0])
+                noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {reason}")
+        return left
+    except TrackerError as exc:
+        noticed.notes.append(f"could not read the pull requests: {exc}")
+        return waiting
+
+
+def _returned(
+    tracker: Tracker, pulls: PullRequests, issue_id: str, delivery: Delivery, limits: tuple[int, int], noticed: Noticed
+) -> bool:
+    """Changes requested since the delivery: the issue goes back to ready (True)."""
+    assert delivery.pull_number is not None
+    feedback = pulls.changes_requested(delivery.pull_number, _review_since(delivery.delivered_at))
+    if feedback is None:
+        return False
+    settled = tracker.return_for_changes(issue_id, feedback.reason, limits[1])
+    noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {feedback.reason}")
+    return True
+
+
+def _review_since(delivered_at: str) -> str | None:
+    """Reviews count from the second before the delivery: GitHub stamps them in whole seconds."""
+    try:
+        moment = parse_timestamp(delivered_at).replace(microsecond=0) - timedelta(seconds=1)
+    except ValueError:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> None:
+    try:
+        settled = tracker.finish_merged(issue_id, note)
+    except TrackerError as exc:
+        noticed.notes.append(f"{issue_id[:8]}: {note}, but finishing it failed: {exc}")
+        return
+    if settled.outcome != Outcome.LOST:
+        noticed.finished.append((issue_id, settled.outcome, settled.promoted))
+        noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {note}")
+    if settled.error:
+        noticed.notes.append(settled.error)
 
 
 def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:

@@ -24,7 +24,8 @@ from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Request, Result, claim_first, notice_merges_for, plan_for, run_claimed
+from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.engine.merges import notice_merges_for
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Tracker

@@ -9,6 +9,7 @@ backtick run they contain; in a terminal stripped of control characters).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from jit_dispatch.domain.gates import GATE, GateRun
@@ -70,6 +71,21 @@ def _attempt_text(result: Result, max_attempts: int) -> str:
 
 def _row(name: str, value: str) -> str:
     return f"| **{name}** | {value} |"
+
+
+def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", closes: bool = False) -> str:
+    """A pull request's body: what it is for, the run's summary (rendered as the step summary is,
+    issue text inert), the run's link, and the `Jit-Issue:` line the merge is recognised by."""
+    issue = result.issue
+    assert issue is not None
+    lines = [f"Work on issue `{issue.id}`, delivered by jit-dispatch."]
+    if closes and issue.id.isdigit():
+        lines.append(f"\nCloses #{issue.id}")
+    if run_ref.startswith("https://"):
+        lines.append(f"\nRun: {md_text(run_ref, 500)}")
+    shown = replace(result, outcome=Outcome.IN_REVIEW, reason=None)
+    lines += ["", summary_markdown(shown, max_attempts), f"Jit-Issue: {issue.id}", ""]
+    return "\n".join(lines)
 
 
 def summary_markdown(result: Result, max_attempts: int) -> str:
