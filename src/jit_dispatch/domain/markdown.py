@@ -1,6 +1,7 @@
 """Untrusted text made inert: for a terminal line, and for Markdown (step summary, comments, pull
 request bodies). In Markdown it is HTML-escaped and stripped of Markdown syntax, or fenced with a
-fence longer than any backtick run it contains; `@` is escaped so that no mention pings anyone.
+fence longer than any backtick run it contains; `@`, `#` and URL schemes are escaped so that no
+mention pings anyone and no issue is referenced or closed (`Closes #12` in a pull request body).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ def one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-# html.escape(quote=True), and `@` so that no mention pings anyone; a table: `html` imports its entities.
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;"})
+# html.escape(quote=True), `@` so that no mention pings anyone, and `#` (as a hex reference: no `#<digits>`
+# left) so that no `Closes #12` or `#12` in a title closes or links an issue; a table: `html` imports its entities.
+_HTML_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;", "#": "&#x23;"}
+)
+_URL_SCHEME = re.compile(r"(?<=[A-Za-z]):(?=//)")  # `https://…/issues/12` after a keyword closes it too
 
 
 def _longest_backtick_run(text: str) -> int:
@@ -34,7 +39,7 @@ def _longest_backtick_run(text: str) -> int:
 
 def md_text(text: str, limit: int = 300) -> str:
     """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
-    escaped = one_line(text, limit).translate(_HTML_ESCAPES)
+    escaped = _URL_SCHEME.sub("&#x3a;", one_line(text, limit).translate(_HTML_ESCAPES))
     return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
 
 

@@ -79,8 +79,8 @@ def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", clos
     issue = result.issue
     assert issue is not None
     lines = [f"Work on issue `{issue.id}`, delivered by jit-dispatch."]
-    if closes and issue.id.isdigit():
-        lines.append(f"\nCloses #{issue.id}")
+    if closes and issue.id.startswith("#") and issue.id[1:].isdigit():  # a GitHub issue: `#12`
+        lines.append(f"\nCloses {issue.id}")
     if run_ref.startswith("https://"):
         lines.append(f"\nRun: {md_text(run_ref, 500)}")
     shown = replace(result, outcome=Outcome.IN_REVIEW, reason=None)
