@@ -5,12 +5,16 @@ and review feedback with the trust rule (write permission, own login, `--trusted
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from github_fake import REPO, FakeGitHub, serving, user, without_pacing
+from helpers import clean_env
 from jit_dispatch.delivery.pulls import PullRequests
+from jit_dispatch.domain.delivery import message_trailer_ids
 from jit_dispatch.errors import TrackerError
 
 TOKEN = "ghs_0123456789abcdefSECRETtoken0123456789"
@@ -286,3 +290,77 @@ def test_reviews_and_comments_are_read_across_pages(fake: FakeGitHub) -> None:
     fake.add_review(number, WRITER, "CHANGES_REQUESTED", "last", comments=inline)
     feedback = pulls().changes_requested(number, None)
     assert feedback is not None and len(feedback.comments) == 5
+
+
+# ---------------------------------------------------------------------------- the fake behaves like GitHub
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**clean_env(), "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "a",
+           "GIT_COMMITTER_EMAIL": "a@x"}  # fmt: skip
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def origin(tmp_path: Path, fake: FakeGitHub) -> Path:
+    """A bare repository behind the fake: heads must exist, merges are real."""
+    bare, work = tmp_path / "origin.git", tmp_path / "work"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    _git(tmp_path, "clone", "-q", str(bare), str(work))
+    (work / "README").write_text("hello\n")
+    _git(work, "add", "README")
+    _git(work, "commit", "-q", "-m", "start")
+    _git(work, "push", "-q", "origin", "HEAD:main")
+    _git(work, "checkout", "-q", "-b", "jit/abc12345-fix-login")
+    for n in (1, 2):
+        (work / f"f{n}").write_text(f"{n}\n")
+        _git(work, "add", f"f{n}")
+        _git(work, "commit", "-q", "-m", f"part {n}\n\nJit-Issue: abc12345-full-id")
+    _git(work, "push", "-q", "origin", "HEAD:jit/abc12345-fix-login")
+    fake.git_remote = bare
+    return bare
+
+
+@pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
+def test_a_merge_on_the_fake_is_a_real_one_and_leaves_the_trailer_on_the_base(
+    fake: FakeGitHub, origin: Path, method: str
+) -> None:
+    pr = deliver(pulls())
+    tip = _git(origin, "rev-parse", "refs/heads/jit/abc12345-fix-login").strip()
+    assert fake.pulls[pr.number]["head"]["sha"] == tip
+    sha = fake.merge_pull(pr.number, method)
+    assert _git(origin, "rev-parse", "refs/heads/main").strip() == sha
+    log = _git(origin, "log", "--format=%B%x00", "main")
+    assert any("abc12345-full-id" in message_trailer_ids(m.strip()) for m in log.split("\x00"))
+    polled = pulls().poll([pr.number])[pr.number]
+    assert (polled.merged, polled.merge_commit_sha) == (True, sha)
+
+
+def test_a_head_that_was_never_pushed_is_refused_as_github_does(fake: FakeGitHub, origin: Path) -> None:
+    with pytest.raises(TrackerError) as caught:
+        pulls().open_or_update("jit/never-pushed", "main", "t", "b", draft=False, labels=(), reviewers=())
+    assert "422" in str(caught.value) and "\n" not in str(caught.value)
+    assert fake.pulls == {}
+
+
+def test_a_lagging_list_makes_an_update_wait_for_the_next_delivery_never_a_duplicate(fake: FakeGitHub) -> None:
+    fake.lag = 60.0
+    first = deliver(pulls())
+    with pytest.raises(TrackerError, match="does not list it yet"):
+        deliver(pulls(), body="second")
+    assert [n for n, raw in fake.pulls.items() if raw["state"] == "open"] == [first.number]
+
+
+def test_5xx_on_reads_are_retried(fake: FakeGitHub) -> None:
+    number = _pr(fake)
+    fake.add_review(number, WRITER, "CHANGES_REQUESTED", "fix")
+    fake.fail("GET", rf"/repos/octo-org/widgets/pulls/{number}/reviews", 502, "Bad Gateway")
+    fake.fail("GET", rf"/repos/octo-org/widgets/pulls/{number}", 503, "Unavailable")
+    assert pulls().changes_requested(number, None) is not None
+    assert pulls().poll([number])[number].state == "open"
+
+
+def test_drafts_a_repository_does_not_support_are_one_line(fake: FakeGitHub) -> None:
+    fake.drafts_supported = False
+    with pytest.raises(TrackerError, match="Draft pull requests are not supported"):
+        deliver(pulls(), draft=True)

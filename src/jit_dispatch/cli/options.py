@@ -239,6 +239,12 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Only open issues with this label are dispatched.",
         ),
+        env_option(
+            "--github-review-label",
+            default="in-review",
+            show_default=True,
+            help="With --done-on merge: a delivered issue stays open with this label until its work merges.",
+        ),
         env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
         env_option(
             "--github-lock",

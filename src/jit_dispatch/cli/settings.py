@@ -40,6 +40,7 @@ STORE_KEYS = (
     "github_token",
     "github_api_url",
     "github_ready_label",
+    "github_review_label",
     "include_assigned",
     "priority_labels",
     "github_lock",

@@ -167,9 +167,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 _TRAILER_LINE = re.compile(r"^\s*" + TRAILER + r":\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
+# What GitHub reads as an issue reference, and closes after `fixes`/`closes` in a commit message that
+# reaches the default branch (a squash merge's message is the PR title): `#12`, `o/r#12`, `GH-12`, URLs.
+_REFERENCES = re.compile(r"#(?=\d)|(?<=[A-Za-z]):(?=//)|\bGH-(?=\d)", re.IGNORECASE)
+
+
+def _unreference(match: re.Match[str]) -> str:
+    """`#` → `＃`, `:` → `∶`, `GH-` → `GH‐`: the same to read, nothing GitHub links."""
+    found = match.group(0)
+    return {"#": "＃", ":": "∶"}.get(found, found[:2] + "‐")
+
+
 def inert_line(text: str, limit: int = SUBJECT_MAX) -> str:
-    """Untrusted text as one plain line: controls and bidi overrides gone, whitespace runs one space."""
+    """Untrusted text as one plain line: controls and bidi overrides gone, whitespace runs one space,
+    no issue reference (`#12` reads `＃12`), so a title can close no issue as a commit subject."""
     flat = " ".join(_CONTROL.sub(" ", text).split())
+    flat = _REFERENCES.sub(_unreference, flat)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

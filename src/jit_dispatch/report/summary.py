@@ -1,20 +1,21 @@
 """What a run tells people: the Markdown step summary, the terminal lines, the JSON object and
 the step outputs (docs/architecture.md#report). Pure rendering; writing them out is `actions.py`'s job.
 
-Issue titles, labels and command output are untrusted. In Markdown they are HTML-escaped and
-stripped of Markdown syntax (or fenced with a fence longer than any backtick run they contain);
-in a terminal they are stripped of control characters.
+Issue titles, labels and command output are untrusted: `domain/markdown.py` makes them inert
+(in Markdown HTML-escaped and stripped of Markdown syntax, or fenced with a fence longer than any
+backtick run they contain; in a terminal stripped of control characters).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from typing import Any
 
 from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.markdown import ANSI, CONTROL, md_code_block, md_code_span, md_text, one_line
+from jit_dispatch.domain.markdown import plain as plain  # re-exported: the log and status lines use it
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import HELD_IN_FULL, Result
@@ -34,36 +35,12 @@ ICONS = {
     Outcome.ERROR: "❌",
 }
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_LINE_START_SPECIAL = re.compile(r"^([#+\-=>]|\d+[.)])")
-
-
-def plain(text: str) -> str:
-    """Text safe for a terminal line: no escape sequences, controls or bidi overrides."""
-    return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
-
-
 TITLE_LOG_CHARS = 200  # a log line shows at most this much of a title: the rest is in the issue
 
 
 def title_line(title: str) -> str:
     """A title as one terminal line, cut to `TITLE_LOG_CHARS` (a title may be megabytes long)."""
-    return _one_line(title, TITLE_LOG_CHARS)
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = plain(text)
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-# html.escape(quote=True), and `@` so that no mention pings anyone; a table: `html` imports its entities.
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;"})
-
-
-def _longest_backtick_run(text: str) -> int:
-    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return one_line(title, TITLE_LOG_CHARS)
 
 
 def issue_json(issue: Issue) -> dict[str, Any]:
@@ -71,30 +48,10 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     return {"issue_id": issue.id, "short_id": issue.short_id, "title": issue.title, "priority": issue.priority}
 
 
-def md_text(text: str, limit: int = 300) -> str:
-    """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
-    escaped = _one_line(text, limit).translate(_HTML_ESCAPES)
-    return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
-
-
-def md_code_span(text: str, limit: int = 300) -> str:
-    """Untrusted text as an inline code span that is also safe inside a table cell."""
-    flat = _one_line(text, limit)
-    fence = "`" * (_longest_backtick_run(flat) + 1)
-    body = flat.replace("|", "\\|")
-    return f"{fence} {body} {fence}"
-
-
-def md_code_block(text: str, info: str = "text") -> str:
-    """A fenced block no content can close: the fence outruns every backtick run inside."""
-    fence = "`" * max(3, _longest_backtick_run(text) + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
-
-
 def output_tail(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
     """The last lines of the output, ANSI-free, within a character budget."""
-    clean = _ANSI.sub("", text).replace("\r\n", "\n")
-    clean = _CONTROL.sub("", clean)
+    clean = ANSI.sub("", text).replace("\r\n", "\n")
+    clean = CONTROL.sub("", clean)
     kept = "\n".join(clean.rstrip("\n").split("\n")[-lines:])
     return kept[-chars:]
 
@@ -122,8 +79,8 @@ def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", clos
     issue = result.issue
     assert issue is not None
     lines = [f"Work on issue `{issue.id}`, delivered by jit-dispatch."]
-    if closes and issue.id.isdigit():
-        lines.append(f"\nCloses #{issue.id}")
+    if closes and issue.id.startswith("#") and issue.id[1:].isdigit():  # a GitHub issue: `#12`
+        lines.append(f"\nCloses {issue.id}")
     if run_ref.startswith("https://"):
         lines.append(f"\nRun: {md_text(run_ref, 500)}")
     shown = replace(result, outcome=Outcome.IN_REVIEW, reason=None)

@@ -37,6 +37,7 @@ class StoreChoice:
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
     github_ready_label: str = "dispatch"
+    github_review_label: str = "in-review"  # delivered, waiting for the merge (docs/delivery.md#github)
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] | None = None
     github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
@@ -178,6 +179,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
         choice.github_lock,
         prefix,
         tuple(choice.trusted_actors),
+        choice.github_review_label,
     )
     api_url = choice.github_api_url or "https://api.github.com"
     identity = ACTIONS_BOT if context.in_actions else None  # when GET /user cannot say (an installation token)

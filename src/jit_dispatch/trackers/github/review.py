@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jit_dispatch.domain.delivery import Delivery, delivery_context
 from jit_dispatch.domain.issue import CTX_REVIEW_ROUNDS
+from jit_dispatch.domain.markdown import md_code_span, md_text
 
 if TYPE_CHECKING:
     from jit_dispatch.trackers.github.rules import Marker
@@ -93,8 +94,6 @@ def review_context(markers: list[Marker]) -> dict[str, str]:
 
 
 def deliver_text(agent: str, data: Mapping[str, Any]) -> str:
-    from jit_dispatch.report.summary import md_code_span
-
     delivery = delivery_of(data)
     where = f"the work is on {md_code_span(delivery.branch, 120)}"
     url = delivery.pull_request or ""
@@ -124,14 +123,10 @@ def settle_text(kind: str, data: Mapping[str, Any], max_attempts: int = 0) -> st
 
 
 def merged_text(note: str) -> str:
-    from jit_dispatch.report.summary import md_text
-
     return f"✅ **jit-dispatch**: done: the work reached the base branch ({md_text(note, 300)})."
 
 
 def return_text(reason: str, rounds: int, max_rounds: int, parked: bool) -> str:
-    from jit_dispatch.report.summary import md_text
-
     text = f"🔁 **jit-dispatch**: back to ready after review round {rounds} (at most {max_rounds}): {md_text(reason)}."
     if parked:
         text += "\n\n🅿️ Parked: too many review rounds; remove the `dispatch:parked` label to let runners take it again."

@@ -44,6 +44,7 @@ from jit_dispatch.domain.issue import (
     Issue,
     parse_timestamp,
 )
+from jit_dispatch.domain.markdown import md_code_span, md_text
 from jit_dispatch.domain.values import DEFAULT_READY_LABEL, PRIORITY_RANK, Priority, State
 from jit_dispatch.trackers.github import review
 
@@ -367,21 +368,15 @@ def fit_comment(head: str, body: str, limit: int = COMMENT_LIMIT) -> str:
 
 
 def claim_text(agent: str, run: str) -> str:
-    from jit_dispatch.report.summary import md_code_span
-
     link = f" — [workflow run]({run})" if run.startswith("https://") and not re.search(r"[\s()<>]", run) else ""
     return f"🤖 **jit-dispatch**: claimed by {md_code_span(agent, 120)}{link}."
 
 
 def done_text(agent: str, attempt: int) -> str:
-    from jit_dispatch.report.summary import md_code_span
-
     return f"✅ **jit-dispatch**: done by {md_code_span(agent, 120)} (attempt {attempt})."
 
 
 def release_text(agent: str, reason: str, attempt: int, max_attempts: int, parked: bool) -> str:
-    from jit_dispatch.report.summary import md_code_span, md_text
-
     text = f"↩️ **jit-dispatch**: released by {md_code_span(agent, 120)} after attempt {attempt} of {max_attempts}: "
     text += md_text(reason) + "."
     if parked:
