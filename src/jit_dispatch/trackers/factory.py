@@ -137,6 +137,11 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         push_budget=choice.push_budget,
         **(parse_author(choice.author) if choice.author else {}),
     )
+    if choice.state_branch and not choice.read_only:  # a branch of its own: started on first use
+        from jit_dispatch.trackers.remote.statebranch import start_if_missing
+
+        if (started := start_if_missing(Git(top), settings)) is not None:
+            print(started, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
         try:
