@@ -270,3 +270,21 @@ def test_protected_main_state_on_a_branch_of_its_own_started_on_first_use(tmp_pa
     subprocess.run(["git", "clone", "-q", "-b", "jit-state", remote.url, str(view)], check=True, capture_output=True)
     assert read_issue(view / ".jit", first)["state"] == "done"
     assert_jit_sees(view, available=set(), states={first: "done", second: "gated"})
+
+
+def test_make_demo_shows_a_delivery_turning_done_on_the_merge() -> None:
+    """`make demo` (its module, as a process): the delivery part ends with the dependent ready."""
+    proc = subprocess.run(
+        [__import__("sys").executable, "-m", "jit_dispatch.demo"], capture_output=True, text=True, timeout=300,
+        env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "jit-dispatch: in-review" in out and "delivered: jit/" in out
+    assert "Jit-Issue: " in out
+    waiting, _, after = out.partition("(a person merges")
+    listed_before = waiting.rsplit("$ jit-dispatch ready", 1)[1].split("\n", 1)[1]  # the listing, not the comment
+    listed_after = after.rsplit("$ jit-dispatch ready", 1)[1].split("\n", 1)[1]
+    assert "Document the registry" not in listed_before
+    assert "critical  Document the registry" in listed_after
+    assert " done: jit/" in proc.stderr + out
