@@ -81,7 +81,8 @@ def test_local_chain_waits_for_the_merge_however_it_is_made(tmp_path: Path, how:
 
     run = once(work, CHAIN_COMMAND)
     assert run.returncode == 0, run.stderr
-    assert any(f"{first[:8]} done" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert any(f"{first[:8]} done" in w for w in run.json["merged"]), run.json["merged"]
+    assert run.json["warnings"] == [], run.json["warnings"]
     assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
     assert read_issue(store, first)["state"] == "done"
     assert "b.txt" in _branch_files(remote, run.json["branch"])  # its command saw the merged a.txt

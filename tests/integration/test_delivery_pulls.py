@@ -88,7 +88,7 @@ def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server:
 
     run = once(server, work, out, remote_mode=remote_mode)
     assert run.returncode == 0, run.stderr
-    assert any("changes requested by alice" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert any("changes requested by alice" in w for w in run.json["merged"]), run.json["merged"]
     assert run.json["outcome"] == "in-review" and run.json["pull_request_number"] == number, run.stdout
     assert (out / "seen-a.txt").read_text() == "first\n"
     feedback = json.loads((out / "feedback.json").read_text())
@@ -105,7 +105,7 @@ def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server:
     fake.merge_pull(number, "squash")
     run = once(server, work, out, remote_mode=remote_mode)
     assert run.returncode == 0, run.stderr
-    assert any(f"{issue_id[:8]} done" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert any(f"{issue_id[:8]} done" in w for w in run.json["merged"]), run.json["merged"]
     assert read_issue(store() / ".jit", issue_id)["state"] == "done"
     assert_jit_sees(store(), available=set(), states={issue_id: "done"})
 
@@ -118,7 +118,7 @@ def test_a_pull_request_closed_unmerged_releases_the_issue(tmp_path: Path, serve
     run = once(server, work, out, "--dry-run")  # a dry run notices nothing and changes nothing
     assert read_issue(work / ".jit", remote.ids[0])["state"] == "gated"
     run = once(server, work, out, "--max-attempts", "1")
-    assert any(f"pull request #{number} closed without merging" in w for w in run.json["warnings"]), run.stdout
+    assert any(f"pull request #{number} closed without merging" in w for w in run.json["merged"]), run.stdout
     issue = read_issue(work / ".jit", remote.ids[0])
     assert issue["state"] == "ready" and issue["context"]["dispatch.attempts"] == "1"
     assert "dispatch.parked_at" in issue["context"]  # the attempt limit (1) reached

@@ -31,6 +31,7 @@ from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 if TYPE_CHECKING:
     from jit_dispatch.engine.deliver import Delivering, DeliverySettings
     from jit_dispatch.engine.gates import Setting
+    from jit_dispatch.engine.merges import Noticed
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
@@ -83,6 +84,7 @@ class Result:
     planned: list[Step] = field(default_factory=list)  # dry run: what would run
     failed_gate: str | None = None  # the key (or check command) that decided a failure
     delivery: Delivery | None = None  # where the work went (`--deliver`)
+    merged: list[str] = field(default_factory=list)  # waiting deliveries settled before selecting, one line each
 
 
 class Hooks(Protocol):
@@ -177,8 +179,8 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        if not request.dry_run and (noticed := _notice_merges(tracker, request)):
-            repaired += noticed
+        noticed = _notice_merges(tracker, request) if not request.dry_run else None
+        if noticed is not None and noticed.settled:
             snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
         plan = plan_for(snapshot, request.filters, request.gates == "run")
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
@@ -189,6 +191,8 @@ def dispatch_once(
     result = Result(
         Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
     )
+    if noticed is not None:
+        result.merged, result.warnings = noticed.settled, result.warnings + noticed.problems
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -216,7 +220,7 @@ def dispatch_once(
     return result
 
 
-def _notice_merges(tracker: Tracker, request: Request) -> list[str]:
+def _notice_merges(tracker: Tracker, request: Request) -> Noticed:
     from jit_dispatch.engine.merges import notice_merges_for  # docs/delivery.md#done-when-it-merges
 
     return notice_merges_for(tracker, request)
@@ -295,13 +299,13 @@ def run_claimed(
             if reason is None and delivering is not None:
                 reason = delivering.deliver(tracker, request.agent, result.attempt or 1, result)
                 result.delivery = delivering.delivery
-                result.warnings.extend(delivering.notes)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
         _remove_scratch(scratch, issue_file)
+        result.warnings.extend(delivering.notes if delivering else ())
     if result.cancelled_by is not None:
         tracker.hurry(CANCEL_SETTLE_SECONDS)
     return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated, delivering=delivering)

@@ -31,10 +31,15 @@ _FETCHED = "refs/jit-dispatch/merge-watch/"
 
 @dataclass
 class Noticed:
-    """What one look for merges found: the issues finished (with what they promoted), and notes."""
+    """What one look for merges found: the issues settled, each as a line for the report (`done`,
+    released, returned), and what went wrong on the way."""
 
-    finished: list[tuple[str, Outcome, tuple[str, ...]]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.settled + self.problems
 
 
 def notice_merges(
@@ -64,7 +69,7 @@ def notice_merges(
         try:
             merged = _merged_into(git, remote, base, [delivery for _, delivery in items])
         except GitError as exc:
-            noticed.notes.append(f"could not look for merges into {base}: {exc}")
+            noticed.problems.append(f"could not look for merges into {base}: {exc}")
             continue
         for issue_id, delivery in items:
             sha = merged.get(issue_id)
@@ -74,13 +79,13 @@ def notice_merges(
     return noticed
 
 
-def notice_merges_for(tracker: Tracker, request: Request) -> list[str]:
-    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges); notes for the report."""
+def notice_merges_for(tracker: Tracker, request: Request) -> Noticed:
+    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges), as `request` delivers."""
     delivery = request.delivery
     if delivery is None:
-        return notice_merges(tracker, request.workdir).notes
+        return notice_merges(tracker, request.workdir)
     limits = (request.max_attempts, delivery.max_review_rounds)
-    return notice_merges(tracker, request.workdir, delivery.remote, pulls=delivery.pulls, limits=limits).notes
+    return notice_merges(tracker, request.workdir, delivery.remote, pulls=delivery.pulls, limits=limits)
 
 
 def _ask_pulls(
@@ -108,10 +113,10 @@ def _ask_pulls(
             elif pull.state == "closed":
                 reason = f"pull request #{pull.number} closed without merging"
                 settled = tracker.release_unmerged(issue_id, reason, limits[0])
-                noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {reason}")
+                noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {reason}")
         return left
     except TrackerError as exc:
-        noticed.notes.append(f"could not read the pull requests: {exc}")
+        noticed.problems.append(f"could not read the pull requests: {exc}")
         return waiting
 
 
@@ -124,7 +129,7 @@ def _returned(
     if feedback is None:
         return False
     settled = tracker.return_for_changes(issue_id, feedback.reason, limits[1])
-    noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {feedback.reason}")
+    noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {feedback.reason}")
     return True
 
 
@@ -141,13 +146,13 @@ def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> Non
     try:
         settled = tracker.finish_merged(issue_id, note)
     except TrackerError as exc:
-        noticed.notes.append(f"{issue_id[:8]}: {note}, but finishing it failed: {exc}")
+        noticed.problems.append(f"{issue_id[:8]}: {note}, but finishing it failed: {exc}")
         return
     if settled.outcome != Outcome.LOST:
-        noticed.finished.append((issue_id, settled.outcome, settled.promoted))
-        noticed.notes.append(f"{issue_id[:8]} {settled.outcome}: {note}")
+        promoted = f"; unblocked {', '.join(i[:8] for i in settled.promoted)}" if settled.promoted else ""
+        noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {note}{promoted}")
     if settled.error:
-        noticed.notes.append(settled.error)
+        noticed.problems.append(settled.error)
 
 
 def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:

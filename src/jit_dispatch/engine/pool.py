@@ -196,10 +196,10 @@ class Pool:
     def fill(self) -> tuple[int, dict[str, Any]]:
         """Claim the next issue each free slot may take; returns how many were claimed and the queue."""
         snapshot = self.tracker.snapshot()
-        merges = notice_merges_for(self.tracker, self.slots[0].request) if self.slots else []
-        for note in merges:
+        noticed = notice_merges_for(self.tracker, self.slots[0].request) if self.slots else None
+        for note in noticed.notes if noticed else ():
             self.emit("merge", note=note)
-        if merges:  # what the merges promoted is dispatchable in this cycle
+        if noticed and noticed.settled:  # what the merges promoted is dispatchable in this cycle
             snapshot = self.tracker.snapshot()
         overall = plan_for(snapshot, Filters())
         taken: set[str] = set()

@@ -91,9 +91,12 @@ def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", clos
 def summary_markdown(result: Result, max_attempts: int) -> str:
     icon = ICONS.get(result.outcome, "")
     issue = result.issue
+    merged = [f"- {md_text(line, 300)}" for line in result.merged]
+    merged = ["", "Waiting deliveries settled before selecting:", "", *merged] if merged else []
     if issue is None:
         lines = [f"### {icon} jit-dispatch · {result.outcome} · {md_text(result.agent)}", ""]
         lines.append(md_text(result.reason or "", 1000))
+        lines.extend(merged)
         lines.extend(_held_table(result.held))
         lines.extend(_warnings(result.warnings))
         return "\n".join(lines) + "\n"
@@ -126,6 +129,7 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
     if result.output_bytes:
         lines += _tail_block("Output", result.output_tail, result.output_bytes)
     lines.extend(_gates_table(result))
+    lines.extend(merged)
     lines.extend(_warnings(result.warnings))
     return "\n".join(lines) + "\n"
 
@@ -204,8 +208,9 @@ def summary_text(result: Result, max_attempts: int) -> str:
     """A few terminal lines."""
     head = f"jit-dispatch: {result.outcome}"
     issue = result.issue
+    merged = "".join(f"jit-dispatch: merge watch: {plain(line)}\n" for line in result.merged)
     if issue is None:
-        return f"{head}: {plain(result.reason or '')}"
+        return f"{merged}{head}: {plain(result.reason or '')}"
     parts = [f"priority {issue.priority}", f"agent {plain(result.agent)}"]
     if result.attempt:
         parts.append(f"attempt {_attempt_text(result, max_attempts)}")
@@ -213,7 +218,7 @@ def summary_text(result: Result, max_attempts: int) -> str:
         parts.append(f"exit code {result.exit_code}")
     if result.duration_seconds is not None:
         parts.append(f"{result.duration_seconds:.2f}s")
-    lines = [f"{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
+    lines = [f"{merged}{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
     if result.delivery is not None:
@@ -243,6 +248,7 @@ def result_json(result: Result) -> dict[str, Any]:
         "gates": [gate_json(run) for run in result.gates]
         or [{"key": s.key, "kind": s.kind, "stage": s.stage, "result": "would run"} for s in result.planned],
         "failed_gate": result.failed_gate,
+        "merged": result.merged,
         "branch": result.delivery.branch if result.delivery else None,
         "pull_request_url": result.delivery.pull_request if result.delivery else None,
         "pull_request_number": result.delivery.pull_number if result.delivery else None,
