@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ class WorkBranch:
         self.remote = remote
         self.jit_path = jit_path.strip("/") or ".jit"
         self.author = author
-        self._index = Path(git.out("rev-parse", "--absolute-git-dir")) / f"jit-dispatch-index-{os.getpid()}"
+        # A temporary index of our own (the pool delivers from several threads of one process).
+        index = f"jit-dispatch-index-{os.getpid()}-{secrets.token_hex(4)}"
+        self._index = Path(git.out("rev-parse", "--absolute-git-dir")) / index
 
     # ------------------------------------------------------------------ where the work starts
     def start(self) -> Start:
