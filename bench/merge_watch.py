@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--size", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, default=RESULTS / "merge-watch.md")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="the store cache and merge-watch.md")
     args = parser.parse_args(argv)
-    fixture = cached_store(RESULTS, args.size)
+    fixture = cached_store(args.results_dir, args.size)
     ids = sorted(p.stem for p in (fixture.root / "issues").glob("*.json"))
     done = [i for i in ids if json.loads((fixture.root / "issues" / f"{i}.json").read_text())["state"] == "done"]
     env = clean_env(None)
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Overhead: {fmt((ratio - 1) * 100, 1)} % (target ≤ 10 %).",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "merge-watch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
