@@ -374,3 +374,23 @@ def test_the_next_attempt_reads_the_failed_gate_in_its_feedback_file(tmp_path: P
     assert feedback["failed_gate"] == "tests" and "test_plugin_api FAILED" in feedback["gate_output_tail"]
     assert feedback["reason"] == first.json["reason"]
     assert "tests-pass" in _branch_files(remote, second.json["branch"])
+
+
+@pytest.mark.parametrize("era", ["seed", "newest"])
+def test_jit_gate_pass_cannot_complete_a_waiting_issue_by_accident(tmp_path: Path, era: str) -> None:
+    """A person passing a gate the issue does not require: both eras refuse, the issue keeps waiting."""
+    from real_jit import jit, jit_binary
+
+    binary = jit_binary(era)
+    remote = make_remote(tmp_path, [NewIssue("waits")])
+    work = _clone(remote, tmp_path / "work")
+    review = {"key": "review", "title": "Review", "description": "a person's review", "stage": "postcheck",
+              "mode": "manual", "version": 1, "checker": None, "priority": 100, "reserved": {}, "auto": False,
+              "example_integration": None}  # fmt: skip
+    (work / ".jit" / "gates.json").write_text(json.dumps({"gates": {"review": review}}, indent=2))
+    run = once(work, "echo w > w.txt")
+    assert run.json["outcome"] == "in-review", run.stdout
+    passed = jit(binary, work, "gate", "pass", remote.ids[0], "review")
+    assert "not required" in (passed.stdout + passed.stderr), passed.stdout + passed.stderr
+    assert read_issue(work / ".jit", remote.ids[0])["state"] == "gated"
+    assert_jit_sees(work, available=set(), states={remote.ids[0]: "gated"})
