@@ -67,6 +67,7 @@ class RemoteJitTracker(TrackerDefaults):
         self._own: dict[str, tuple[str, LockInfo]] = {}  # issue id → (sha, content) of the lock we hold
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
         self._seen: dict[str, Issue] = {}  # the last snapshot's issues
+        self._waiting: list[tuple[str, Delivery]] | None = None  # the last snapshot's deliveries waiting to merge
         self._items: list[tuple[str, str, str]] = []  # (verb, issue id, agent) the scratch store holds
         self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
@@ -94,6 +95,7 @@ class RemoteJitTracker(TrackerDefaults):
         with self._busy:
             listing = self._viewed()
             snapshot = self.store.snapshot(tuple(full_states))
+            self._waiting = self.store.awaiting_merge()  # the same view: no second listing to look for merges
             self.plumbing.discard_changes()
         snapshot.locked = frozenset(listing.locks)  # the lock is the claim: whatever its age, whoever's clock
         self._leases = dict(listing.locks)
@@ -167,7 +169,10 @@ class RemoteJitTracker(TrackerDefaults):
         return self._settle(issue_id, assignee, HOLD, gate_runs=tuple(gate_runs), delivery=delivery)
 
     def awaiting_merge(self) -> list[tuple[str, Delivery]]:
-        """In the view (the branch plus pending results)."""
+        """In the view (the branch plus pending results): the last snapshot's, else a fresh view."""
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            return waiting
         with self._busy:
             try:
                 self._viewed()
