@@ -165,3 +165,17 @@ def test_review_round_trip_with_github_issues(server: FakeServer, origin: Path, 
     run = once(server, fresh(origin, tmp_path, "run4"), "--deliver", "pull-request")
     assert any("#1 done" in w for w in run["warnings"]), run["warnings"]
     assert fake.issues[1]["state"] == "closed" and kinds(fake, 1)[-1] == "done"
+
+
+def test_a_pull_request_closed_unmerged_releases_and_the_next_attempt_continues_the_branch(
+    server: FakeServer, origin: Path, tmp_path: Path
+) -> None:
+    fake = server.fake
+    first = once(server, fresh(origin, tmp_path, "run1"), "--deliver", "pull-request")
+    fake.close_pull(first["pull_request_number"])
+    run = once(server, fresh(origin, tmp_path, "run2"), "--deliver", "pull-request")
+    assert any(f"pull request #{first['pull_request_number']} closed without merging" in w for w in run["warnings"])
+    assert (run["outcome"], run["issue_id"], run["attempt"]) == ("in-review", "#1", 2), run
+    assert run["branch"] == first["branch"] and run["pull_request_number"] != first["pull_request_number"]
+    assert git(origin, "show", f"{run['branch']}:a.txt") == "A\nfixed\n"  # extended, never overwritten
+    assert kinds(fake, 1) == ["claim", "deliver", "release", "claim", "deliver"]

@@ -145,13 +145,14 @@ def test_review_rounds_park_past_the_limit(make: Any, fake: FakeGitHub) -> None:
     assert PARKED_LABEL in fake.labels(1) and ready_ids(make()) == []
 
 
-def test_closed_unmerged_releases_with_an_attempt_and_no_branch_to_continue(make: Any, fake: FakeGitHub) -> None:
+def test_closed_unmerged_releases_with_an_attempt_and_the_branch_to_continue(make: Any, fake: FakeGitHub) -> None:
     delivered(make, fake)
     settled = make().release_unmerged("#1", "pull request #9 closed without merging", 3)
     assert (settled.outcome, settled.failed_attempts) == (Outcome.RELEASED, 1)
     assert fake.labels(1) == ["dispatch"] and kinds(fake) == ["claim", "deliver", "release"]
     issue = make().claim("#1", AGENT, "https://run/2", Filters())
-    assert issue is not None and issue.failed_attempts == 1 and CTX_BRANCH not in issue.context
+    assert issue is not None and issue.failed_attempts == 1 and issue.context[CTX_BRANCH] == "jit/1-fix-login"
+    assert "closed without merging" in issue.context["dispatch.last_reason"]
 
 
 def test_closed_unmerged_at_the_attempt_limit_parks(make: Any, fake: FakeGitHub) -> None:
