@@ -240,3 +240,33 @@ def test_reap_status_repair_and_the_pool_notice_merges_too(tmp_path: Path, who: 
         available={second} if expected_second == "ready" else set(),
         states={first: "done", second: expected_second},
     )
+
+
+def test_protected_main_state_on_a_branch_of_its_own_started_on_first_use(tmp_path: Path) -> None:
+    """main refuses every push (protected); the state goes to jit-state, created from main's .jit/,
+    the code to jit/… work branches; a merge by hand reaches main and the next run finishes it."""
+    remote, first, second = _chain(tmp_path)
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text('#!/bin/sh\nwhile read old new ref; do [ "$ref" = refs/heads/main ] && '
+                    '{ echo "protected branch: main" >&2; exit 1; }; done; exit 0\n')  # fmt: skip
+    hook.chmod(0o755)
+    main_before = git(remote.bare, "rev-parse", "main").strip()
+    extra = ("--state-branch", "jit-state")
+
+    run = once(_clone(remote, tmp_path / "run1"), CHAIN_COMMAND, *extra, remote_mode=True)
+    assert run.returncode == 0 and run.json["outcome"] == "in-review", run.stdout + run.stderr
+    assert "created state branch 'jit-state' on 'origin' from main's .jit/" in run.stderr
+    state_files = git(remote.bare, "ls-tree", "-r", "--name-only", "jit-state").split()
+    assert state_files and all(name.startswith(".jit/") for name in state_files)
+    assert git(remote.bare, "rev-parse", "main").strip() == main_before
+    again = once(_clone(remote, tmp_path / "run2"), CHAIN_COMMAND, *extra, remote_mode=True)
+    assert "created state branch" not in again.stderr and again.json["outcome"] == "idle", again.stdout
+
+    hook.unlink()  # a person merges (their push to main is allowed)
+    merge(remote, tmp_path, run.json["branch"], "hand")
+    run = once(_clone(remote, tmp_path / "run3"), CHAIN_COMMAND, *extra, remote_mode=True)
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout + run.stderr
+    view = tmp_path / "state-view"
+    subprocess.run(["git", "clone", "-q", "-b", "jit-state", remote.url, str(view)], check=True, capture_output=True)
+    assert read_issue(view / ".jit", first)["state"] == "done"
+    assert_jit_sees(view, available=set(), states={first: "done", second: "gated"})

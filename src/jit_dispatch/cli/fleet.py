@@ -237,7 +237,10 @@ def start(
         for agent in loaded.agents:
             run = agent_settings(agent.id, {**loaded.effective(agent), "command": agent.command})
             request = with_pull_requests(
-                build_request(run, run.scope.filters(tracker), store, context), store, run.max_attempts
+                build_request(run, run.scope.filters(tracker), store, context),
+                store,
+                run.max_attempts,
+                context.in_actions,
             )
             slots.append(Slot(agent.id, agent.max_concurrent, request))
         metrics = None

@@ -140,7 +140,7 @@ def once(**options: Any) -> None:
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )
-        request = with_pull_requests(request, settings.store, settings.run.max_attempts)
+        request = with_pull_requests(request, settings.store, settings.run.max_attempts, context.in_actions)
         hooks = ConsoleHooks(
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,

@@ -22,7 +22,7 @@ from jit_dispatch.domain.selection import Filters
 from jit_dispatch.engine.dispatch import Request
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import StoreChoice, jit_roots
+from jit_dispatch.trackers.factory import StoreChoice, guard_token, jit_roots
 
 if TYPE_CHECKING:
     from jit_dispatch.engine.deliver import DeliverySettings
@@ -232,7 +232,7 @@ def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
     )
 
 
-def with_pull_requests(request: Request, store: StoreChoice, max_attempts: int) -> Request:
+def with_pull_requests(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
     """`--deliver pull-request`: the request with GitHub's pull requests, the token's permissions
     checked now, before anything is claimed (TrackerError, exit 3); a missing repository or token
     is a UsageError. Other requests are returned as they are."""
@@ -248,9 +248,8 @@ def with_pull_requests(request: Request, store: StoreChoice, max_attempts: int) 
     from jit_dispatch.delivery.pulls import PullRequests
     from jit_dispatch.report.summary import pull_request_body
 
-    pulls = PullRequests(
-        store.github_repo, store.github_token.strip(), api_url=store.github_api_url, trusted_actors=store.trusted_actors
-    )
+    token = guard_token(store.github_token, store.pass_token, in_actions)
+    pulls = PullRequests(store.github_repo, token, api_url=store.github_api_url, trusted_actors=store.trusted_actors)
     pulls.check_permissions()
     describe = functools.partial(
         pull_request_body, max_attempts=max_attempts, run_ref=request.run_ref, closes=store.tracker == "github"
