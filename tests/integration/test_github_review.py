@@ -228,3 +228,11 @@ def test_comments_a_hold_whose_labels_failed_is_finished_by_repair(fake: FakeGit
     fake.faults.clear()
     assert t.repair() == ["finished the deliver settle of #1 left half-done"]
     assert sorted(fake.labels(1)) == ["dispatch", "in-review"] and t.awaiting_merge() == [("#1", DELIVERY)]
+
+
+def test_an_issue_a_person_closed_while_its_pr_was_closed_stops_waiting(make: Any, fake: FakeGitHub) -> None:
+    t = delivered(make, fake)
+    fake.issues[1] |= {"state": "closed", "state_reason": "completed"}  # closed by hand, the PR too
+    assert make().release_unmerged("#1", "pull request #9 closed without merging", 3).outcome == Outcome.LOST
+    assert "in-review" not in fake.labels(1) and t.awaiting_merge() == []
+    assert fake.issues[1]["state"] == "closed" and kinds(fake) == ["claim", "deliver"]
