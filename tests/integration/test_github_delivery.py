@@ -179,3 +179,25 @@ def test_a_pull_request_closed_unmerged_releases_and_the_next_attempt_continues_
     assert run["branch"] == first["branch"] and run["pull_request_number"] != first["pull_request_number"]
     assert git(origin, "show", f"{run['branch']}:a.txt") == "A\nfixed\n"  # extended, never overwritten
     assert kinds(fake, 1) == ["claim", "deliver", "release", "claim", "deliver"]
+
+
+@pytest.mark.parametrize(("pulls_write", "named"), [(False, "`pull-requests: write`"), (True, None)])
+def test_a_token_without_pull_request_write_is_one_line_and_the_issue_untouched(
+    server: FakeServer, origin: Path, tmp_path: Path, pulls_write: bool, named: str | None
+) -> None:
+    fake = server.fake
+    fake.pulls_write = pulls_write
+    fake.actors[TOKEN] = BOT
+    env = clean_env(GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=REPO, JIT_DISPATCH_GITHUB_API_URL=server.url,
+                    JIT_DISPATCH_TRACKER="github", **GIT_IDENTITY)  # fmt: skip
+    argv = [sys.executable, "-c", UNPACED, "once", "--agent", "bot", "--command", "true", "--deliver", "pull-request"]
+    proc = subprocess.run(
+        argv, cwd=fresh(origin, tmp_path, "run"), env=env, capture_output=True, text=True, timeout=120
+    )
+    if named is None:  # the command changed nothing: released, which shows the check passed
+        assert proc.returncode == 1 and "no changes to deliver" in proc.stdout, proc.stdout + proc.stderr
+        return
+    assert proc.returncode == 3 and TOKEN not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], proc.stderr
+    assert fake.labels(1) == ["dispatch"] and fake.comments[1] == [] and fake.refs == {} and fake.pulls == {}
