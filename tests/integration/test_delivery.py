@@ -270,3 +270,106 @@ def test_protected_main_state_on_a_branch_of_its_own_started_on_first_use(tmp_pa
     subprocess.run(["git", "clone", "-q", "-b", "jit-state", remote.url, str(view)], check=True, capture_output=True)
     assert read_issue(view / ".jit", first)["state"] == "done"
     assert_jit_sees(view, available=set(), states={first: "done", second: "gated"})
+
+
+def test_make_demo_shows_a_delivery_turning_done_on_the_merge() -> None:
+    """`make demo` (its module, as a process): the delivery part ends with the dependent ready."""
+    proc = subprocess.run(
+        [__import__("sys").executable, "-m", "jit_dispatch.demo"], capture_output=True, text=True, timeout=300,
+        env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "jit-dispatch: in-review" in out and "delivered: jit/" in out
+    assert "Jit-Issue: " in out
+    waiting, _, after = out.partition("(a person merges")
+    listed_before = waiting.rsplit("$ jit-dispatch ready", 1)[1].split("\n", 1)[1]  # the listing, not the comment
+    listed_after = after.rsplit("$ jit-dispatch ready", 1)[1].split("\n", 1)[1]
+    assert "Document the registry" not in listed_before
+    assert "critical  Document the registry" in listed_after
+    assert " done: jit/" in proc.stderr + out
+
+
+def test_a_claim_taken_away_during_the_command_pushes_nothing(tmp_path: Path) -> None:
+    """The push is fenced like a settle: a person released the issue while the agent worked."""
+    remote = make_remote(tmp_path, [NewIssue("contested")])
+    work = _clone(remote, tmp_path / "work")
+    release = f"{__import__('sys').executable} -m jit_dispatch release {remote.ids[0][:8]} 'taken back by a person'"
+    run = once(work, f"echo late > late.txt; {release} >/dev/null")
+    assert run.json["outcome"] == "lost", run.stdout
+    assert work_branches(remote) == {}
+    issue = read_issue(work / ".jit", remote.ids[0])
+    assert issue["state"] == "ready" and "dispatch.branch" not in issue["context"]
+
+
+def _hook(remote: Remote, body: str) -> None:
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\n" + body)
+    hook.chmod(0o755)
+
+
+def test_a_refused_workflow_change_is_named_in_one_line(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("ci tweak")])
+    _hook(  # what GitHub answers a token without the `workflows` permission
+        remote,
+        "echo 'refusing to allow a GitHub App to create or update workflow `.github/workflows/ci.yml` "
+        "without `workflows` permission' >&2; exit 1\n",
+    )
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "mkdir -p .github/workflows && echo x > .github/workflows/ci.yml")
+    assert run.json["outcome"] == "released", run.stdout
+    reason = run.json["reason"]
+    assert "\n" not in reason and "lacks the `workflows` permission" in reason and ".github/workflows/" in reason
+
+
+def test_a_rejected_push_is_retried_within_the_push_budget(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("flaky server")])
+    count = tmp_path / "pushes"
+    _hook(remote, f'n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}\n'
+                  f'[ "$n" -lt 2 ] && {{ echo "server busy, try again" >&2; exit 1; }}; exit 0\n')  # fmt: skip
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo ok > ok.txt")
+    assert run.json["outcome"] == "in-review", run.stdout
+    assert count.read_text().strip() == "3"
+    assert "ok.txt" in _branch_files(remote, run.json["branch"])
+
+
+def test_the_agents_own_jit_writes_stay_in_the_store_never_on_the_branch(tmp_path: Path) -> None:
+    from real_jit import jit_binary
+
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("split me")])
+    work = _clone(remote, tmp_path / "work")
+    split = (  # a subtask the issue now depends on (connected: the seed era refuses isolated issues)
+        f"sub=$({binary} issue create -t 'a subtask the agent found' | grep -o '[0-9a-f-]\\{{36\\}}' | head -1) && "
+        f'{binary} dep add "$JIT_ISSUE_ID" "$sub" >/dev/null && echo w > w.txt'
+    )
+    run = once(work, split)
+    assert run.json["outcome"] == "in-review", run.stdout + run.stderr
+    titles = [json.loads(p.read_text())["title"] for p in (work / ".jit" / "issues").glob("*.json")]
+    assert "a subtask the agent found" in titles
+    branch = run.json["branch"]
+    assert git(remote.bare, "rev-parse", f"{branch}:.jit") == git(remote.bare, "rev-parse", "main:.jit")
+    assert_jit_sees(work, available={i for i in json.loads((work / ".jit" / "index.json").read_text())["all_ids"]
+                                     if i != remote.ids[0]}, states={remote.ids[0]: "gated"})  # fmt: skip
+
+
+def test_the_next_attempt_reads_the_failed_gate_in_its_feedback_file(tmp_path: Path) -> None:
+    from jit_dispatch.demo import TESTS_GATE
+
+    remote = make_remote(tmp_path, [NewIssue("gated work", gates_required=("tests",))])
+    work = _clone(remote, tmp_path / "work")
+    (work / ".jit" / "gates.json").write_text(json.dumps({"gates": {"tests": TESTS_GATE}}, indent=2))
+    out = tmp_path / "feedback.json"
+    command = (
+        f'if [ -n "$JIT_DISPATCH_FEEDBACK_FILE" ]; then cp "$JIT_DISPATCH_FEEDBACK_FILE" {out}; touch tests-pass; fi; '
+        "echo x > x.txt"
+    )
+    first = once(work, command)
+    assert first.json["outcome"] == "released" and first.json["failed_gate"] == "tests", first.stdout
+    second = once(work, command)
+    assert second.json["outcome"] == "in-review", second.stdout
+    feedback = json.loads(out.read_text())
+    assert feedback["failed_gate"] == "tests" and "test_plugin_api FAILED" in feedback["gate_output_tail"]
+    assert feedback["reason"] == first.json["reason"]
+    assert "tests-pass" in _branch_files(remote, second.json["branch"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from delivery_runs import assert_jit_sees
+from delivery_runs import assert_jit_sees, remote_state
 from github_fake import BOT, REPO, FakeGitHub, user
 from github_server import UNPACED, FakeServer
 from helpers import GIT_IDENTITY, CliRun, Remote, clean_env, make_remote, read_issue
@@ -35,11 +35,12 @@ def server() -> Iterator[FakeServer]:
         yield running
 
 
-def once(server: FakeServer, clone: Path, out: Path, *extra: str) -> CliRun:
+def once(server: FakeServer, clone: Path, out: Path, *extra: str, remote_mode: bool = False) -> CliRun:
     env = clean_env(
         GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=REPO, JIT_DISPATCH_GITHUB_API_URL=server.url, OUT=str(out), **GIT_IDENTITY
     )
     argv = [sys.executable, "-c", UNPACED, "once", "--agent", "bot", "--command", COMMAND, "--json"]
+    argv += ["--sync", "git", "--state-branch", "main"] if remote_mode else []  # HEAD may be detached
     proc = subprocess.run(
         [*argv, "--deliver", "pull-request", *extra], cwd=clone, env=env, capture_output=True, text=True, timeout=120
     )
@@ -56,12 +57,18 @@ def _setup(tmp_path: Path, server: FakeServer) -> tuple[Remote, Path, Path]:
     return remote, work, out
 
 
-def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server: FakeServer) -> None:
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server: FakeServer, mode: str) -> None:
     remote, work, out = _setup(tmp_path, server)
     issue_id = remote.ids[0]
     fake = server.fake
+    remote_mode = mode == "remote"
 
-    run = once(server, work, out)
+    def store() -> Path:
+        """Where the state is: the workspace (local mode), the remote's main (remote mode)."""
+        return remote_state(remote, tmp_path) if remote_mode else work
+
+    run = once(server, work, out, remote_mode=remote_mode)
     assert run.returncode == 0, run.stderr
     result = run.json
     assert result["outcome"] == "in-review" and result["pull_request_number"], run.stdout
@@ -71,15 +78,15 @@ def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server:
     assert pull["title"] == f"[{issue_id[:8]}] Fix <b>login</b> @everyone"
     assert f"\nJit-Issue: {issue_id}\n" in pull["body"]
     assert "<b>" not in pull["body"] and "@everyone" not in pull["body"]  # rendered inert, as the summary
-    context = read_issue(work / ".jit", issue_id)["context"]
+    context = read_issue(store() / ".jit", issue_id)["context"]
     assert context["dispatch.pull_number"] == str(number) and context["dispatch.pull_request"] == pull["html_url"]
-    assert_jit_sees(work, available=set(), states={issue_id: "gated"})
+    assert_jit_sees(store(), available=set(), states={issue_id: "gated"})
 
     fake.add_collaborator("alice", "write")
     fake.add_review(number, user("alice"), "CHANGES_REQUESTED", "please add <x>", (("a.txt", 1, "say fixed"),))
     (work / "a.txt").unlink()  # the next run must get a.txt from the work branch, not from leftovers
 
-    run = once(server, work, out)
+    run = once(server, work, out, remote_mode=remote_mode)
     assert run.returncode == 0, run.stderr
     assert any("changes requested by alice" in w for w in run.json["warnings"]), run.json["warnings"]
     assert run.json["outcome"] == "in-review" and run.json["pull_request_number"] == number, run.stdout
@@ -92,15 +99,15 @@ def test_review_round_trip_updates_the_same_pull_request(tmp_path: Path, server:
     branch = run.json["branch"]
     shown = subprocess.run(["git", "-C", str(remote.bare), "show", f"{branch}:a.txt"], capture_output=True, text=True)
     assert shown.stdout == "first\nfixed\n"
-    issue = read_issue(work / ".jit", issue_id)
+    issue = read_issue(store() / ".jit", issue_id)
     assert issue["context"]["dispatch.review_rounds"] == "1" and issue["context"]["dispatch.attempts"] == "0"
 
     fake.merge_pull(number, "squash")
-    run = once(server, work, out)
+    run = once(server, work, out, remote_mode=remote_mode)
     assert run.returncode == 0, run.stderr
     assert any(f"{issue_id[:8]} done" in w for w in run.json["warnings"]), run.json["warnings"]
-    assert read_issue(work / ".jit", issue_id)["state"] == "done"
-    assert_jit_sees(work, available=set(), states={issue_id: "done"})
+    assert read_issue(store() / ".jit", issue_id)["state"] == "done"
+    assert_jit_sees(store(), available=set(), states={issue_id: "done"})
 
 
 def test_a_pull_request_closed_unmerged_releases_the_issue(tmp_path: Path, server: FakeServer) -> None:

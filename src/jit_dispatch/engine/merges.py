@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # Our commit is made before `delivered_at` is taken, and a rebase keeps its committer date only
 # when it fast-forwards: look back this far before the oldest delivery (the cost is a longer log).
 SLACK = timedelta(days=1)
-_FETCHED = "refs/jit-dispatch/merge-watch"
+# Where each base is fetched to; kept between runs (the next fetch only brings what is new).
+_FETCHED = "refs/jit-dispatch/merge-watch/"
 
 
 @dataclass
@@ -162,20 +163,17 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
     args = ["log", f"--format={LOG_FORMAT}", ref]
     if since:
         args.insert(1, f"--since={since}")
-    try:
-        return trailer_ids(git.out(*args))
-    finally:
-        if ref == _FETCHED:
-            git.run("update-ref", "-d", _FETCHED, check=False)
+    return trailer_ids(git.out(*args))
 
 
 def _fetched(git: Git, remote: str, base: str) -> str:
     """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read."""
+    fetched = _FETCHED + base
     proc = git.run(
-        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{_FETCHED}", check=False
+        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{fetched}", check=False
     )
     if proc.returncode == 0:
-        return _FETCHED
+        return fetched
     if git.run("rev-parse", "--verify", "--quiet", f"refs/heads/{base}", check=False).returncode == 0:
         return f"refs/heads/{base}"
     raise GitError(f"base branch {base} not found on '{redact(remote)}' nor locally")

@@ -20,7 +20,7 @@ from typing import Any
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.delivery import Delivery, delivery_context, delivery_from_context
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.issue import CTX_DELIVERED_AT, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -39,6 +39,7 @@ from jit_dispatch.trackers.jit.files import (
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
+_DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
 
 
@@ -435,13 +436,20 @@ class JitStore(TrackerDefaults):
         return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
 
     def awaiting_merge(self) -> list[tuple[str, Delivery]]:
-        """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a merge."""
+        """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a
+        merge; a file without the delivery key is not parsed at all."""
         if self._promotion_view is None:
             self.snapshot(full_states=())
         assert self._promotion_view is not None
         waiting = []
         for issue_id, state in self._promotion_view[0].items():
-            issue = self.read_issue(issue_id) if state == State.GATED else None
+            if state != State.GATED:
+                continue
+            try:
+                data = read_regular(self.issue_file(issue_id))
+                issue = parse_issue(data, issue_id) if _DELIVERED_KEY in data else None
+            except (OSError, ValueError):
+                continue
             found = delivery_from_context(issue.context) if issue and transitions.waiting_for_merge(issue.raw) else None
             if found is not None:
                 waiting.append((issue_id, found))
