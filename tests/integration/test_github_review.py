@@ -145,13 +145,14 @@ def test_review_rounds_park_past_the_limit(make: Any, fake: FakeGitHub) -> None:
     assert PARKED_LABEL in fake.labels(1) and ready_ids(make()) == []
 
 
-def test_closed_unmerged_releases_with_an_attempt_and_no_branch_to_continue(make: Any, fake: FakeGitHub) -> None:
+def test_closed_unmerged_releases_with_an_attempt_and_the_branch_to_continue(make: Any, fake: FakeGitHub) -> None:
     delivered(make, fake)
     settled = make().release_unmerged("#1", "pull request #9 closed without merging", 3)
     assert (settled.outcome, settled.failed_attempts) == (Outcome.RELEASED, 1)
     assert fake.labels(1) == ["dispatch"] and kinds(fake) == ["claim", "deliver", "release"]
     issue = make().claim("#1", AGENT, "https://run/2", Filters())
-    assert issue is not None and issue.failed_attempts == 1 and CTX_BRANCH not in issue.context
+    assert issue is not None and issue.failed_attempts == 1 and issue.context[CTX_BRANCH] == "jit/1-fix-login"
+    assert "closed without merging" in issue.context["dispatch.last_reason"]
 
 
 def test_closed_unmerged_at_the_attempt_limit_parks(make: Any, fake: FakeGitHub) -> None:
@@ -227,3 +228,11 @@ def test_comments_a_hold_whose_labels_failed_is_finished_by_repair(fake: FakeGit
     fake.faults.clear()
     assert t.repair() == ["finished the deliver settle of #1 left half-done"]
     assert sorted(fake.labels(1)) == ["dispatch", "in-review"] and t.awaiting_merge() == [("#1", DELIVERY)]
+
+
+def test_an_issue_a_person_closed_while_its_pr_was_closed_stops_waiting(make: Any, fake: FakeGitHub) -> None:
+    t = delivered(make, fake)
+    fake.issues[1] |= {"state": "closed", "state_reason": "completed"}  # closed by hand, the PR too
+    assert make().release_unmerged("#1", "pull request #9 closed without merging", 3).outcome == Outcome.LOST
+    assert "in-review" not in fake.labels(1) and t.awaiting_merge() == []
+    assert fake.issues[1]["state"] == "closed" and kinds(fake) == ["claim", "deliver"]

@@ -7,6 +7,7 @@ Single-resource reads are current. Payloads follow the shapes GitHub documents f
 comments and labels (trimmed of fields nobody reads, never of fields the dispatcher reads):
 `Link` header pagination, pull requests in the issues list, `author_association`,
 `state_reason`, `issue_dependencies_summary`.
+Pull requests, reviews, merges and collaborator permissions: `github_pulls.py`.
 PyGithub talks to `https://api.github.com:443/...` (it spells out the port), so routes match
 with and without it.
 """

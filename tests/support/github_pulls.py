@@ -6,7 +6,8 @@ number, listed by the issues endpoint with a `pull_request` key, labelled throug
 endpoints); list items carry `merged_at` but no `merged`; creating a second open PR from one head
 is 422 "A pull request already exists for owner:branch."; without `pull-requests: write` writes
 are 403 "Resource not accessible by integration", checked before the body is validated; merging
-a closed or merged PR is 405; a reviewer who is not a collaborator, or the PR's author, is 422.
+a closed or merged PR is 405; a reviewer who is not a collaborator, or the PR's author, is 422;
+a merge into the default branch closes the issues its body closes (`Closes #N`), as completed.
 The pulls listing lags like the other lists (`lag`); reviews and comments paginate.
 
 With `git_remote` (a bare repository) heads must exist there, and a merge is a real one: a merge
@@ -28,6 +29,7 @@ from typing import Any, cast
 ROLES = ("admin", "maintain", "write", "triage", "read")
 PERMISSION_OF_ROLE = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
 MERGE_METHODS = ("merge", "squash", "rebase")
+_CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
 
 
 Answer = tuple[int, Any, dict[str, str]]
@@ -69,6 +71,7 @@ class PullsDatabase:
         self.drafts_supported = True
         self.public = True  # a stranger's permission: read (public) or none (private)
         self.git_remote: Path | None = None
+        self.default_branch = "main"
         self.pulls_log: list[tuple[float, dict[int, dict[str, Any]]]] = []
         self.next_review_id = 80_000_000
 
@@ -380,6 +383,11 @@ class PullsDatabase:
         self._set_state(pull, "closed")
         self.issues[pull["number"]]["pull_request"]["merged_at"] = pull["closed_at"]
         pull |= {"merged_at": pull["closed_at"], "merge_commit_sha": sha, "_merged": True, "_merged_by": self._who()}
+        if pull["base"]["ref"] == self.default_branch:  # `Closes #N` in the body closes the issue
+            for number in _CLOSING.findall(str(pull.get("body") or "")):
+                issue = self.issues.get(int(number))
+                if issue is not None and "pull_request" not in issue and issue["state"] == "open":
+                    issue |= {"state": "closed", "state_reason": "completed", "closed_at": pull["closed_at"]}
         self._pulls_snap()
         return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}, {}
 

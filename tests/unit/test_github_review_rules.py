@@ -29,14 +29,15 @@ def test_the_marker_line_of_every_kind_parses_back() -> None:
         assert parsed is not None and parsed.kind == kind and parsed.data["branch"] == "<b>&"
 
 
-def test_returned_issues_carry_the_delivery_released_ones_do_not() -> None:
+def test_returned_and_released_issues_carry_the_delivery_finished_ones_do_not() -> None:
     base = [marker("claim", 1, "a"), marker("deliver", 2, "a", **review.delivery_data(DELIVERY))]
     returned = [*base, marker("return", 3, "a", reason="changes requested by x")]
     context = rules.marker_context(returned)
     assert context[CTX_BRANCH] == "jit/1-x" and context[CTX_PULL_REQUEST] == DELIVERY.pull_request
     assert context[CTX_REVIEW_ROUNDS] == "1" and context["dispatch.last_reason"] == "changes requested by x"
     released = [*base, marker("release", 3, "a", reason="closed")]
-    assert CTX_BRANCH not in rules.marker_context(released)
+    assert rules.marker_context(released)[CTX_BRANCH] == "jit/1-x"
+    assert CTX_BRANCH not in rules.marker_context([*base, marker("done", 3, "a")])
     assert rules.failed_attempts(released) == 1 and rules.failed_attempts(returned) == 0
 
 

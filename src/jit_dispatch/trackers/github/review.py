@@ -9,8 +9,9 @@ dispatchable (`rules.state_of` reads it as `gated`). Its comments carry the phas
   closed unmerged: an attempt). Looking a marker up by nonce before posting makes each ending
   happen once, whichever runner notices first.
 
-After a `return`, the delivery keys (`dispatch.branch`, …) stay in the issue's context, so the next
-run continues the work branch; after a `release` they do not.
+After a `return` or a `release`, the delivery keys (`dispatch.branch`, …) stay in the issue's
+context, so the next run continues the work branch (as the jit trackers keep them): the branch and
+its commits are never overwritten by a fresh start.
 """
 
 from __future__ import annotations
@@ -79,13 +80,13 @@ def review_rounds(markers: Iterable[Marker]) -> int:
 
 
 def review_context(markers: list[Marker]) -> dict[str, str]:
-    """The review rounds, and where the last delivery went when changes were asked of it."""
+    """The review rounds, and where the last delivery went once it came back (returned or released)."""
     context: dict[str, str] = {}
     if rounds := review_rounds(markers):
         context[CTX_REVIEW_ROUNDS] = str(rounds)
     delivered = last_delivery(markers)
     ended = ending(markers, delivered) if delivered is not None else None
-    if delivered is None or ended is None or ended.kind != RETURN:
+    if delivered is None or ended is None or ended.kind == "done":
         return context
     return context | delivery_context(delivery_of(delivered.data))
 

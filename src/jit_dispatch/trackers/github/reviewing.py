@@ -128,6 +128,8 @@ class ReviewPhase(NoDelivery):
             if delivered is None or (ended is not None and ended.kind != kind):
                 return Settlement(Outcome.LOST, attempts)
             if ended is None and not (waiting and allowed):
+                if waiting and raw.get("state") == "closed":  # closed by a person: nothing waits any more
+                    self._remove_label(number, self.settings.review_label)
                 return Settlement(Outcome.LOST, attempts)
             data, limit = make(markers, delivered)
             if ended is None:
