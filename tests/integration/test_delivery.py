@@ -394,3 +394,18 @@ def test_jit_gate_pass_cannot_complete_a_waiting_issue_by_accident(tmp_path: Pat
     assert "not required" in (passed.stdout + passed.stderr), passed.stdout + passed.stderr
     assert read_issue(work / ".jit", remote.ids[0])["state"] == "gated"
     assert_jit_sees(work, available=set(), states={remote.ids[0]: "gated"})
+
+
+def test_delivering_from_no_repository_or_remote_is_exit_2_before_any_claim(tmp_path: Path) -> None:
+    from jit_dispatch.trackers.jit.store import JitStore
+
+    plain = tmp_path / "plain"
+    (issue,) = JitStore.init(plain / ".jit").create_issues([NewIssue("x")])
+    run = run_cli("once", "--agent", "bot", "--command", "true", "--deliver", "branch", cwd=plain, env=clean_env())
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "--deliver:" in run.stderr and "not inside a git repository" in run.stderr
+    assert read_issue(plain / ".jit", issue)["state"] == "ready"
+    subprocess.run(["git", "init", "-q", str(plain)], check=True)
+    run = run_cli("once", "--agent", "bot", "--command", "true", "--deliver", "branch", cwd=plain, env=clean_env())
+    assert run.returncode == 2 and "remote 'origin' is not configured" in run.stderr, run.stderr
+    assert read_issue(plain / ".jit", issue)["state"] == "ready"

@@ -127,7 +127,7 @@ def test_pull_request_chain_with_github_issues(server: FakeServer, origin: Path,
     fake.merge_pull(number, "squash")  # GitHub closes #1 itself: `Closes #1` in the body
     assert (fake.issues[1]["state"], fake.labels(1)) == ("closed", ["dispatch", "in-review"])
     run = once(server, fresh(origin, tmp_path, "run3"), "--deliver", "pull-request")
-    assert any("#1 done" in w for w in run["warnings"]), run["warnings"]
+    assert any("#1 done" in w for w in run["merged"]), run["merged"]
     assert fake.labels(1) == ["dispatch"] and kinds(fake, 1) == ["claim", "deliver", "done"]
     assert (run["outcome"], run["issue_id"]) == ("in-review", "#2"), run
     assert git(origin, "show", f"{run['branch']}:b.txt") == "A\n"
@@ -145,7 +145,7 @@ def test_review_round_trip_with_github_issues(server: FakeServer, origin: Path, 
     fake.add_review(number, user("alice", uid=11), "CHANGES_REQUESTED", "say <b>fixed</b>", (("a.txt", 1, "here"),))
 
     run = once(server, fresh(origin, tmp_path, "run3"), "--deliver", "pull-request")
-    assert any("changes requested by alice" in w for w in run["warnings"]), run["warnings"]
+    assert any("changes requested by alice" in w for w in run["merged"]), run["merged"]
     assert (run["outcome"], run["issue_id"], run["pull_request_number"]) == ("in-review", "#1", number), run
     assert run["branch"] == branch and len(fake.pulls) == 1  # the same branch, the same PR: updated
     out = tmp_path / "out"
@@ -163,7 +163,7 @@ def test_review_round_trip_with_github_issues(server: FakeServer, origin: Path, 
 
     fake.merge_pull(number, "rebase")
     run = once(server, fresh(origin, tmp_path, "run4"), "--deliver", "pull-request")
-    assert any("#1 done" in w for w in run["warnings"]), run["warnings"]
+    assert any("#1 done" in w for w in run["merged"]), run["merged"]
     assert fake.issues[1]["state"] == "closed" and kinds(fake, 1)[-1] == "done"
 
 
@@ -174,7 +174,7 @@ def test_a_pull_request_closed_unmerged_releases_and_the_next_attempt_continues_
     first = once(server, fresh(origin, tmp_path, "run1"), "--deliver", "pull-request")
     fake.close_pull(first["pull_request_number"])
     run = once(server, fresh(origin, tmp_path, "run2"), "--deliver", "pull-request")
-    assert any(f"pull request #{first['pull_request_number']} closed without merging" in w for w in run["warnings"])
+    assert any(f"pull request #{first['pull_request_number']} closed without merging" in w for w in run["merged"])
     assert (run["outcome"], run["issue_id"], run["attempt"]) == ("in-review", "#1", 2), run
     assert run["branch"] == first["branch"] and run["pull_request_number"] != first["pull_request_number"]
     assert git(origin, "show", f"{run['branch']}:a.txt") == "A\nfixed\n"  # extended, never overwritten

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jit_dispatch.cli.options import DurationType, ParamType, config_option, env_option, store_options
-from jit_dispatch.cli.settings import Scope, agent_settings, build_request, store_choice, with_pull_requests
+from jit_dispatch.cli.settings import Scope, agent_settings, build_request, ready_to_deliver, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.selection import matches_filters
@@ -236,7 +236,7 @@ def start(
         slots = []
         for agent in loaded.agents:
             run = agent_settings(agent.id, {**loaded.effective(agent), "command": agent.command})
-            request = with_pull_requests(
+            request = ready_to_deliver(
                 build_request(run, run.scope.filters(tracker), store, context),
                 store,
                 run.max_attempts,

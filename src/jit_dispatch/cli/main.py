@@ -24,7 +24,7 @@ from jit_dispatch.cli.options import (
     gate_options,
     store_options,
 )
-from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice, with_pull_requests
+from jit_dispatch.cli.settings import Scope, build_request, once_settings, ready_to_deliver, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
@@ -140,7 +140,7 @@ def once(**options: Any) -> None:
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )
-        request = with_pull_requests(request, settings.store, settings.run.max_attempts, context.in_actions)
+        request = ready_to_deliver(request, settings.store, settings.run.max_attempts, context.in_actions)
         hooks = ConsoleHooks(
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,

@@ -232,12 +232,19 @@ def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
     )
 
 
-def with_pull_requests(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
-    """`--deliver pull-request`: the request with GitHub's pull requests, the token's permissions
-    checked now, before anything is claimed (TrackerError, exit 3); a missing repository or token
-    is a UsageError. Other requests are returned as they are."""
+def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
+    """`--deliver`: checked before anything is claimed — the workspace is a git repository with the
+    remote (UsageError, exit 2); with `pull-request`, GitHub's pull requests added and the token's
+    permissions checked (TrackerError, exit 3; a missing repository or token is a UsageError).
+    Other requests are returned as they are."""
     delivery = request.delivery
-    if delivery is None or delivery.mode != "pull-request" or request.dry_run:
+    if delivery is None or request.dry_run:
+        return request
+    from jit_dispatch.engine.deliver import preflight  # git plumbing: only when delivering
+
+    if (problem := preflight(delivery, request.workdir)) is not None:
+        raise UsageError(f"--deliver: {problem}")
+    if delivery.mode != "pull-request":
         return request
     if not store.github_repo or not store.github_token:
         raise UsageError(

@@ -161,6 +161,17 @@ class Delivering:
         return None
 
 
+def preflight(settings: DeliverySettings, workdir: Path | None) -> str | None:
+    """Why nothing could be delivered from `workdir` at all (checked before a claim), or None."""
+    try:
+        git = toplevel(workdir or Path.cwd())
+    except DeliveryError as exc:
+        return str(exc)
+    if git.run("remote", "get-url", settings.remote, check=False).returncode != 0 and "/" not in settings.remote:
+        return f"remote '{settings.remote}' is not configured in {git.repo} (see --remote)"
+    return None
+
+
 def _relative(jit_dir: Path, top: Path) -> str:
     """The store's path inside the repository (`.jit` when it lies elsewhere)."""
     where = jit_dir if jit_dir.is_absolute() else Path.cwd() / jit_dir
