@@ -409,3 +409,20 @@ def test_delivering_from_no_repository_or_remote_is_exit_2_before_any_claim(tmp_
     run = run_cli("once", "--agent", "bot", "--command", "true", "--deliver", "branch", cwd=plain, env=clean_env())
     assert run.returncode == 2 and "remote 'origin' is not configured" in run.stderr, run.stderr
     assert read_issue(plain / ".jit", issue)["state"] == "ready"
+
+
+def test_a_context_naming_the_base_as_work_branch_never_aims_the_push_there(tmp_path: Path) -> None:
+    from jit_dispatch.trackers.jit.files import dumps_pretty, ordered_issue
+
+    remote = make_remote(tmp_path, [NewIssue("aimed at main")])
+    work = _clone(remote, tmp_path / "work")
+    path = work / ".jit" / "issues" / f"{remote.ids[0]}.json"
+    raw = json.loads(path.read_text())
+    raw["context"]["dispatch.branch"] = "main"
+    path.write_text(dumps_pretty(ordered_issue(raw)))
+    main_before = git(remote.bare, "rev-parse", "main").strip()
+    run = once(work, "echo w > w.txt")
+    assert run.json["outcome"] == "in-review", run.stdout
+    assert run.json["branch"].startswith(f"jit/{remote.ids[0][:8]}-")
+    assert any("'main' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert git(remote.bare, "rev-parse", "main").strip() == main_before

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from jit_dispatch.delivery.workbranch import Author, DeliveryError, Start, WorkBranch, toplevel
 from jit_dispatch.domain import transitions
-from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, Delivery, Feedback, branch_name, inert_line
+from jit_dispatch.domain.delivery import (
+    DEFAULT_BRANCH_TEMPLATE,
+    Delivery,
+    Feedback,
+    branch_name,
+    inert_line,
+    ref_format_problem,
+)
 from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_BASE,
@@ -62,15 +69,17 @@ class DeliverySettings:
 class Delivering:
     """One issue's delivery within a run: `prepare` before the command, `deliver` after it."""
 
-    def __init__(self, settings: DeliverySettings, issue: Issue, workdir: Path | None) -> None:
+    def __init__(self, settings: DeliverySettings, issue: Issue, agent: str, workdir: Path | None) -> None:
         self.settings = settings
         self.issue = issue
+        self.agent = agent
         self.workdir = workdir or Path.cwd()
         self.delivery: Delivery | None = None
         self.notes: list[str] = []
         self._start: Start | None = None
         self._work: WorkBranch | None = None
         self._base: str | None = None
+        self._branch: str | None = None
 
     @property
     def hold(self) -> bool:
@@ -93,14 +102,29 @@ class Delivering:
             jit_path = _relative(self.settings.jit_dir, git.repo)
             self._work = WorkBranch(git, self.settings.remote, jit_path, Author.parse(self.settings.author))
             self._base = self.settings.base or self.issue.context.get(CTX_BASE) or _current_branch(git)
-            branch = self.issue.context.get(CTX_BRANCH)
-            start = self._work.continue_from(branch) if branch else None
-            if branch and start is None:
-                self.notes.append(f"work branch {branch} is gone from the remote; starting afresh")
+            earlier = self._earlier_branch(self._base)
+            self._branch = earlier or branch_name(
+                self.settings.branch_template,
+                issue_id=self.issue.id, title=self.issue.title, priority=self.issue.priority, agent=self.agent,
+            )  # fmt: skip
+            start = self._work.continue_from(earlier) if earlier else None
+            if earlier and start is None:
+                self.notes.append(f"work branch {earlier} is gone from the remote; starting afresh")
             self._start = start or self._work.start()
         except (DeliveryError, GitError, ValueError) as exc:
             return f"cannot deliver: {exc}"
         return None
+
+    def _earlier_branch(self, base: str) -> str | None:
+        """The work branch of an earlier delivery, as the issue's context records it; never the base
+        nor a name git would refuse (the context is data: it must not aim the push elsewhere)."""
+        branch = self.issue.context.get(CTX_BRANCH)
+        if not branch:
+            return None
+        if branch == base or ref_format_problem(branch) is not None:
+            self.notes.append(f"{CTX_BRANCH} {branch!r} is not a work branch; using a new one")
+            return None
+        return branch
 
     def _with_review(self, feedback: Feedback) -> Feedback:
         """The feedback with the review that asks for changes, when the pull request has one."""
@@ -119,12 +143,9 @@ class Delivering:
     def deliver(self, tracker: Tracker, agent: str, attempt: int, result: Any = None) -> str | None:
         """Build the work branch and push it (only while the claim is ours). None when delivered
         (`self.delivery`), else the reason to release the issue with."""
-        if self._work is None or self._start is None or self._base is None:
+        if self._work is None or self._start is None or self._base is None or self._branch is None:
             return "cannot deliver: the work's start was not recorded"
-        issue = self.issue
-        branch = issue.context.get(CTX_BRANCH) or branch_name(
-            self.settings.branch_template, issue_id=issue.id, title=issue.title, priority=issue.priority, agent=agent
-        )
+        issue, branch = self.issue, self._branch
         body = f"Delivered by jit-dispatch for issue {issue.short_id} (attempt {attempt}, {agent})."
         try:
             tip = self._work.build(self._start, issue.id, issue.title, body, allow_empty=self.settings.allow_empty)

@@ -279,7 +279,7 @@ def run_claimed(
         if request.delivery is not None:
             from jit_dispatch.engine.deliver import Delivering
 
-            delivering = Delivering(request.delivery, claimed, request.workdir)
+            delivering = Delivering(request.delivery, claimed, request.agent, request.workdir)
             if (refused := delivering.prepare(tracker, env, scratch)) is not None:
                 return _settle(tracker, request, result, claimed, refused)
         setting = None
