@@ -344,7 +344,7 @@ def test_a_merged_pull_request_webhook_finishes_the_waiting_delivery_at_once(
     sent = time.monotonic()
     wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "done", "the merge noticed", pool.proc)
     assert time.monotonic() - sent < LONG_POLL / 10
-    assert [c["trigger"] for c in pool.of("cycle")][-1] == "webhook"
+    assert "webhook" in [c["trigger"] for c in pool.of("cycle")]  # the store watcher may wake one more cycle
 
 
 # --------------------------------------------------------------------------- metrics
