@@ -426,3 +426,14 @@ def test_a_context_naming_the_base_as_work_branch_never_aims_the_push_there(tmp_
     assert run.json["branch"].startswith(f"jit/{remote.ids[0][:8]}-")
     assert any("'main' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
     assert git(remote.bare, "rev-parse", "main").strip() == main_before
+
+
+def test_a_delivering_pool_agent_runs_one_issue_at_a_time(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("x")])
+    work = _clone(remote, tmp_path / "work")
+    (work / "dispatch.toml").write_text(
+        'deliver = "branch"\n[[agents]]\nid = "a"\ncommand = "true"\nmax_concurrent = 2\n'
+    )
+    run = run_cli("start", "--once", cwd=work, env=clean_env())
+    assert run.returncode == 2 and "deliver needs max_concurrent = 1" in run.stderr, run.stderr
+    assert read_issue(work / ".jit", remote.ids[0])["state"] == "ready"

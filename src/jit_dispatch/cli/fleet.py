@@ -236,6 +236,10 @@ def start(
         slots = []
         for agent in loaded.agents:
             run = agent_settings(agent.id, {**loaded.effective(agent), "command": agent.command})
+            if run.delivery is not None and agent.max_concurrent > 1:  # its workspace holds one issue's work
+                raise UsageError(
+                    f"dispatch.toml: agent {agent.id!r}: deliver needs max_concurrent = 1 (docs/delivery.md)"
+                )
             request = ready_to_deliver(
                 build_request(run, run.scope.filters(tracker), store, context),
                 store,
