@@ -437,3 +437,14 @@ def test_a_delivering_pool_agent_runs_one_issue_at_a_time(tmp_path: Path) -> Non
     run = run_cli("start", "--once", cwd=work, env=clean_env())
     assert run.returncode == 2 and "deliver needs max_concurrent = 1" in run.stderr, run.stderr
     assert read_issue(work / ".jit", remote.ids[0])["state"] == "ready"
+
+
+def test_remote_mode_says_when_the_agent_wrote_the_workspace_store(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path, [NewIssue("notes")])
+    run = once(_clone(remote, tmp_path / "run"), "echo note > .jit/agent-note.txt; echo w > w.txt", remote_mode=True)
+    assert run.json["outcome"] == "in-review", run.stdout + run.stderr
+    assert any("do not reach the state branch" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert ".jit/agent-note.txt" not in _branch_files(remote, run.json["branch"])
+    quiet = make_remote(tmp_path / "quiet", [NewIssue("quiet")])
+    run = once(_clone(quiet, tmp_path / "quiet-run"), "echo w > w.txt", remote_mode=True)
+    assert run.json["warnings"] == [], run.json["warnings"]
