@@ -50,6 +50,15 @@ BUILTIN = {
     "gates": "run",
     "on_gate_failure": "release",
     "checks": [],
+    "deliver": "none",
+    "branch_template": "jit/{short_id}-{slug}",
+    "base": None,
+    "allow_empty_delivery": False,
+    "done_on": None,
+    "max_review_rounds": 3,
+    "draft": False,
+    "pr_labels": [],
+    "reviewers": [],
 }
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from remote_runs import (
     LOCKS,
     assert_remote_store_valid,
     finish,
-    git_daemon,
     held_command,
     install_hook,
     start,
@@ -322,13 +320,6 @@ def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_p
 FLAKY = """if [ $((RANDOM % 10)) -lt 3 ]; then echo "flaky: server busy, try again later" >&2; exit 1; fi
 exit 0
 """
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
-    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
-    with git_daemon(tmp_path) as url:
-        yield url
 
 
 @pytest.mark.parametrize("transport", ["file", "git-daemon"])

@@ -326,6 +326,32 @@ def test_a_signed_push_wakes_a_remote_pool_which_fetches_first(tmp_path: Path, r
     assert [c["trigger"] for c in pool.of("cycle")][:2] == ["start", "webhook"]
 
 
+def test_a_merged_pull_request_webhook_finishes_the_waiting_delivery_at_once(
+    tmp_path: Path, remote_factory, pools
+) -> None:
+    """docs/delivery.md#webhooks: the pool delivers, the work is merged; the signed `pull_request`
+    `closed` delivery wakes the pool long before its poll interval, and its cycle finds the merge."""
+    from delivery_runs import merge
+
+    remote = remote_factory([NewIssue("first")])
+    work = remote.clone(tmp_path / "work", shallow=False)
+    pool_config(work / "dispatch.toml", "echo A > a.txt", extra='deliver = "branch"')
+    pool = pools(work)
+    (issue_id,) = remote.ids
+    wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "gated", "the delivery", pool.proc)
+    branch = read_issue(work / ".jit", issue_id)["context"]["dispatch.branch"]
+    merge(remote, tmp_path, branch, "squash")
+    time.sleep(2.0)  # nothing but the webhook would wake the pool now (its own writes woke it already)
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    payload = json.loads((Path(__file__).parents[1] / "fixtures/webhooks/pull_request.closed.merged.json").read_text())
+    status, reply = pool.hook("github", payload, kind="pull_request", delivery="m-1")
+    assert (status, reply) == (200, {"status": "pull request merged", "wake": True})
+    sent = time.monotonic()
+    wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "done", "the merge noticed", pool.proc)
+    assert time.monotonic() - sent < LONG_POLL / 10
+    assert "webhook" in [c["trigger"] for c in pool.of("cycle")]  # the store watcher may wake one more cycle
+
+
 # --------------------------------------------------------------------------- metrics
 def test_metrics_after_known_runs(tmp_path: Path, new_store, pools) -> None:
     specs = [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -110,8 +112,8 @@ def git_daemon(base: Path, *, receive_pack: bool = True) -> Iterator[str]:
     proc = subprocess.Popen(
         ["git", "daemon", "--export-all", *enable, "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
          f"--base-path={base}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip  # a group of its own: `git daemon` runs git-daemon as a child, which must go too
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -123,5 +125,5 @@ def git_daemon(base: Path, *, receive_pack: bool = True) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"git://127.0.0.1:{port}"
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, check_branch_template
 from jit_dispatch.domain.issue import LABEL_PATTERN, assignee_for, parse_duration
 from jit_dispatch.domain.values import Priority as PriorityName
 from jit_dispatch.errors import UsageError
@@ -32,6 +33,15 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "gates": "run",
     "on_gate_failure": "release",
     "checks": [],
+    "deliver": "none",
+    "branch_template": DEFAULT_BRANCH_TEMPLATE,
+    "base": None,
+    "allow_empty_delivery": False,
+    "done_on": None,
+    "max_review_rounds": 3,
+    "draft": False,
+    "pr_labels": [],
+    "reviewers": [],
 }
 
 
@@ -83,6 +93,22 @@ class RunSettings(BaseModel):
     gates: Literal["run", "skip"] | None = None
     on_gate_failure: Literal["release", "gated"] | None = None
     checks: list[Annotated[str, Field(min_length=1)]] | None = None
+    deliver: Literal["none", "branch", "pull-request"] | None = None  # docs/delivery.md
+    branch_template: str | None = None
+    base: str | None = None
+    allow_empty_delivery: bool | None = None
+    done_on: Literal["success", "merge"] | None = None
+    max_review_rounds: int | None = Field(default=None, ge=1)
+    draft: bool | None = None
+    pr_labels: list[Annotated[str, Field(min_length=1)]] | None = None
+    reviewers: list[Annotated[str, Field(min_length=1)]] | None = None
+
+    @field_validator("branch_template")
+    @classmethod
+    def _valid_template(cls, template: str | None) -> str | None:
+        if template is not None and (problem := check_branch_template(template)) is not None:
+            raise ValueError(problem)
+        return template
 
     @field_validator("labels", "exclude_labels")
     @classmethod

@@ -26,14 +26,17 @@ from jit_dispatch.cli.settings import (
     agent_settings,
     build_request,
     fleet_store_choice,
+    ready_to_deliver,
     store_choice,
     with_file_defaults,
 )
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
+from jit_dispatch.domain.markdown import md_text
 from jit_dispatch.domain.selection import matches_filters
 from jit_dispatch.domain.staleness import format_age, reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
+from jit_dispatch.engine.merges import notice_merges
 from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.process import runlock
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
@@ -68,7 +71,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
     store = fleet_store_choice(options, read_only=dry_run)
     with open_tracker(store, context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
-        repaired = [] if dry_run else tracker.repair()
+        repaired = [] if dry_run else tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
@@ -185,7 +188,7 @@ def status(stale_after: float, output_format: str | None, write_summary: bool | 
     summary_sink = bool(context.summary_file) and (write_summary if write_summary is not None else context.in_actions)
     trend = summary_sink or fmt in ("markdown", "html")
     with open_tracker(fleet_store_choice(options, read_only=not repair), context) as tracker:
-        repaired = tracker.repair() if repair else []
+        repaired = tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
         # The dashboard's trend of settles per hour, from each local store's event log.
@@ -218,8 +221,8 @@ def doctor(**options: Any) -> None:
     failed = [c for c in checks if c.ok is False]
     verdict = f"jit-dispatch doctor: {len(failed)} thing(s) to fix" if failed else "jit-dispatch doctor: all good"
     if context.summary_file:
-        rows = [f"- {'✅' if c.ok else '⏭️' if c.ok is None else '❌'} {summary.md_text(c.name)}: "
-                f"{summary.md_text(c.detail)}" + (f" — **fix:** {summary.md_text(c.fix)}" if c.fix else "")
+        rows = [f"- {'✅' if c.ok else '⏭️' if c.ok is None else '❌'} {md_text(c.name)}: "
+                f"{md_text(c.detail)}" + (f" — **fix:** {md_text(c.fix)}" if c.fix else "")
                 for c in checks]  # fmt: skip
         actions.append_summary(context.summary_file, "\n".join(["### 🩺 jit-dispatch doctor", "", *rows, ""]) + "\n")
     payload = {"ok": not failed, "checks": [c.as_json() for c in checks]}
@@ -334,7 +337,16 @@ def start(
         slots = []
         for agent in loaded.agents:
             run = agent_settings(agent.id, {**loaded.effective(agent), "command": agent.command})
-            request = build_request(run, run.scope.filters(tracker), store, context)
+            if run.delivery is not None and agent.max_concurrent > 1:  # its workspace holds one issue's work
+                raise UsageError(
+                    f"dispatch.toml: agent {agent.id!r}: deliver needs max_concurrent = 1 (docs/delivery.md)"
+                )
+            request = ready_to_deliver(
+                build_request(run, run.scope.filters(tracker), store, context),
+                store,
+                run.max_attempts,
+                context.in_actions,
+            )
             slots.append(Slot(agent.id, agent.max_concurrent, request))
         metrics = None
         if listen is not None:

@@ -17,8 +17,15 @@ import click
 
 from jit_dispatch import __version__
 from jit_dispatch.cli.help import GroupedCommand
-from jit_dispatch.cli.options import DurationType, env_option, gate_options, scope_options, store_options
-from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice
+from jit_dispatch.cli.options import (
+    DurationType,
+    delivery_options,
+    env_option,
+    gate_options,
+    scope_options,
+    store_options,
+)
+from jit_dispatch.cli.settings import Scope, build_request, once_settings, ready_to_deliver, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
@@ -119,6 +126,7 @@ def cli() -> None:
     help="Show signs of life this often while the command runs. Default 5m; 1m with --sync git (the lock ref moves).",
 )
 @gate_options
+@delivery_options
 def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
     cancel = CancelToken()
@@ -134,6 +142,7 @@ def once(**options: Any) -> None:
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )
+        request = ready_to_deliver(request, settings.store, settings.run.max_attempts, context.in_actions)
         hooks = ConsoleHooks(
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,

@@ -117,6 +117,38 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _stacked(func, decorators)
 
 
+def delivery_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the command's work goes (docs/delivery.md)."""
+    decorators = [
+        env_option(
+            "--deliver",
+            type=click.Choice(["none", "branch", "pull-request"]),
+            help="none (default): the work stays in the workspace. branch: commit it to a work branch and push "
+            "it. pull-request: and open a pull request.",
+        ),
+        env_option(
+            "--branch-template",
+            help="The work branch's name; placeholders as in --command plus {slug}. Default: jit/{short_id}-{slug}.",
+        ),
+        env_option("--base", help="The branch the work must reach. Default: the branch the run started on."),
+        env_option("--allow-empty-delivery", is_flag=True, help="Deliver even when the command changed nothing."),
+        env_option(
+            "--done-on",
+            type=click.Choice(["success", "merge"]),
+            help="When a delivered issue is done: when the command succeeds, or (default) when its work is merged.",
+        ),
+        env_option(
+            "--max-review-rounds",
+            type=click.IntRange(min=1),
+            help="Park the issue after this many rounds of requested changes. Default 3.",
+        ),
+        env_option("--draft", is_flag=True, help="Open pull requests as drafts."),
+        env_option("--pr-label", "pr_labels", multiple=True, help="Label for the pull request (repeatable)."),
+        env_option("--reviewer", "reviewers", multiple=True, help="Ask this login or org/team to review (repeatable)."),
+    ]
+    return _stacked(func, decorators)
+
+
 def _stacked(func: Callable[..., Any], decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
     """`func` under `decorators`, applied as if written above it in this order (so --help lists them so)."""
     for decorator in reversed(decorators):
@@ -196,8 +228,8 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         env_option(
             "--commit-author",
-            help="Author of state commits, 'Name <email>' (--sync git). Default: in Actions github-actions[bot], "
-            "elsewhere your git config user.name and user.email.",
+            help="Author of state commits (--sync git) and delivered commits, 'Name <email>'. Default: in Actions "
+            "github-actions[bot], elsewhere your git config user.name and user.email.",
         ),
         config_option,
         env_option(
@@ -237,6 +269,12 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULT_READY_LABEL,
             show_default=True,
             help="Only open issues with this label are dispatched.",
+        ),
+        env_option(
+            "--github-review-label",
+            default="in-review",
+            show_default=True,
+            help="With --done-on merge: a delivered issue stays open with this label until its work merges.",
         ),
         env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
         env_option(

@@ -17,15 +17,17 @@ import click
 from click.core import ParameterSource
 
 from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, check_branch_template
 from jit_dispatch.domain.issue import assignee_for
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.engine.dispatch import Request
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import StoreChoice, jit_roots, remote_mode_evidence
+from jit_dispatch.trackers.factory import StoreChoice, guard_token, jit_roots, remote_mode_evidence
 
 if TYPE_CHECKING:
     from jit_dispatch.cli.config import DispatchConfig
+    from jit_dispatch.engine.deliver import DeliverySettings
 
 # The options of `store_options` that choose the tracker, and those that narrow the issues.
 STORE_KEYS = (
@@ -40,11 +42,24 @@ STORE_KEYS = (
     "github_token",
     "github_api_url",
     "github_ready_label",
+    "github_review_label",
     "include_assigned",
     "priority_labels",
     "github_lock",
     "trusted_actors",
     "pass_token",
+)
+# The delivery options (docs/delivery.md), settable per agent or at the top level of dispatch.toml too.
+DELIVERY_KEYS = (
+    "deliver",
+    "branch_template",
+    "base",
+    "allow_empty_delivery",
+    "done_on",
+    "max_review_rounds",
+    "draft",
+    "pr_labels",
+    "reviewers",
 )
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
@@ -59,6 +74,7 @@ CONFIGURABLE = (
     "gates",
     "on_gate_failure",
     "checks",
+    *DELIVERY_KEYS,
 )
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 REMOTE_HEARTBEAT_SECONDS = 60.0
@@ -103,6 +119,7 @@ class AgentSettings:
     gates: str = "run"  # run jit's auto gates, or "skip" them (leave them to jit)
     on_gate_failure: str = "release"  # or "gated", as jit does
     checks: tuple[str, ...] = ()  # `--check` commands, for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request`; remote and store filled in later
 
 
 @dataclass(frozen=True)
@@ -220,6 +237,15 @@ def build_request(
         gates=run.gates,
         on_gate_failure=run.on_gate_failure,
         checks=run.checks,
+        delivery=run.delivery
+        and replace(
+            run.delivery,
+            remote=store.remote,
+            jit_dir=jit_roots(store.jit_dir)[0],
+            push_budget=store.push_budget,
+            author=store.author or run.delivery.author,
+            state_elsewhere=store.sync == "git" and store.tracker == "jit",
+        ),
     )
 
 
@@ -242,7 +268,63 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
         gates=values["gates"],
         on_gate_failure=values["on_gate_failure"],
         checks=tuple(values["checks"]),
+        delivery=delivery_settings(values),
     )
+
+
+def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
+    """`--deliver` and its options (None with `none`); a bad branch template is a UsageError."""
+    mode = values.get("deliver") or "none"
+    if mode == "none":
+        return None
+    template = values.get("branch_template") or DEFAULT_BRANCH_TEMPLATE
+    if (problem := check_branch_template(template)) is not None:
+        raise UsageError(f"--branch-template: {template!r}: {problem}")
+    from jit_dispatch.engine.deliver import DeliverySettings  # git plumbing: only when delivering
+
+    return DeliverySettings(
+        mode=mode,
+        branch_template=template,
+        base=values.get("base"),
+        allow_empty=bool(values.get("allow_empty_delivery")),
+        done_on=values.get("done_on") or "merge",
+        max_review_rounds=values.get("max_review_rounds") or 3,
+        draft=bool(values.get("draft")),
+        pr_labels=tuple(values.get("pr_labels") or ()),
+        reviewers=tuple(values.get("reviewers") or ()),
+    )
+
+
+def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
+    """`--deliver`: checked before anything is claimed — the workspace is a git repository with the
+    remote (UsageError, exit 2); with `pull-request`, GitHub's pull requests added and the token's
+    permissions checked (TrackerError, exit 3; a missing repository or token is a UsageError).
+    Other requests are returned as they are."""
+    delivery = request.delivery
+    if delivery is None or request.dry_run:
+        return request
+    from jit_dispatch.engine.deliver import preflight  # git plumbing: only when delivering
+
+    if (problem := preflight(delivery, request.workdir)) is not None:
+        raise UsageError(f"--deliver: {problem}")
+    if delivery.mode != "pull-request":
+        return request
+    if not store.github_repo or not store.github_token:
+        raise UsageError(
+            "--deliver pull-request: needs --github-repo (or $GITHUB_REPOSITORY) and a token ($GITHUB_TOKEN)"
+        )
+    import functools
+
+    from jit_dispatch.delivery.pulls import PullRequests
+    from jit_dispatch.report.summary import pull_request_body
+
+    token = guard_token(store.github_token, store.pass_token, in_actions)
+    pulls = PullRequests(store.github_repo, token, api_url=store.github_api_url, trusted_actors=store.trusted_actors)
+    pulls.check_permissions()
+    describe = functools.partial(
+        pull_request_body, max_attempts=max_attempts, run_ref=request.run_ref, closes=store.tracker == "github"
+    )
+    return replace(request, delivery=replace(delivery, pulls=pulls, describe=describe))
 
 
 def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:

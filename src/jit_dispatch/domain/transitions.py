@@ -16,9 +16,11 @@ from typing import Any
 from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
     CTX_CLAIMED_AT,
+    CTX_DELIVERED_AT,
     CTX_HEARTBEAT_AT,
     CTX_LAST_REASON,
     CTX_PARKED_AT,
+    CTX_REVIEW_ROUNDS,
     CTX_RUN,
     PARKED_LABEL,
 )
@@ -125,27 +127,75 @@ def release(
 
     `count_attempt=False`: a person's release (`release --no-attempt`), not a failed attempt; the
     count stays, and only a limit already reached (`--park`: 0) parks."""
+    return _back(raw, reason, CTX_ATTEMPTS, max_attempts, now, step=1 if count_attempt else 0)
+
+
+def _counted(context: dict[str, str], key: str, step: int) -> int:
+    try:
+        return max(0, int(context.get(key, "0"))) + step
+    except ValueError:
+        return step
+
+
+def _back(
+    raw: Raw, reason: str, counter: str, limit: int, now: str, *, over: bool = False, step: int = 1
+) -> tuple[Raw, list[Event], Outcome]:
+    """Clear the assignee, back to ready (from `in_progress`, or from waiting for a merge), `step` more
+    on `counter`; parked when it reaches `limit` (`over`: only past it)."""
     new = deepcopy(raw)
     previous = new.get("assignee") or ""
     context = new.setdefault("context", {})
-    try:
-        attempts = max(0, int(context.get(CTX_ATTEMPTS, "0"))) + (1 if count_attempt else 0)
-    except ValueError:
-        attempts = 1 if count_attempt else 0
-    context[CTX_ATTEMPTS] = str(attempts)
+    count = _counted(context, counter, step)
+    context[counter] = str(count)
     context[CTX_LAST_REASON] = reason
+    waiting = context.pop(CTX_DELIVERED_AT, None) is not None and new["state"] == State.GATED
     outcome = Outcome.RELEASED
-    if attempts >= max_attempts:
+    if count > limit if over else count >= limit:
         outcome = Outcome.PARKED
         context.setdefault(CTX_PARKED_AT, now)
     new["assignee"] = None
     events: list[Event] = []
     if previous:  # jit's newest reader rejects an issue_released with an empty assignee
         events.append(make_event("issue_released", new["id"], now, assignee=previous, reason=reason))
-    if new["state"] == State.IN_PROGRESS:
+    if new["state"] == State.IN_PROGRESS or waiting:
         events.append(_state_change(new, State.READY, now))
     new["updated_at"] = now
     return new, events, outcome
+
+
+def hold(raw: Raw, delivered: dict[str, str], now: str) -> tuple[Raw, list[Event], Outcome]:
+    """Delivered, waiting for the merge (docs/jit-format.md#waiting-for-a-merge): `gated` with the
+    delivery in `context`; the assignee stays, as on a gated issue jit holds for a manual gate."""
+    new = deepcopy(raw)
+    context = new.setdefault("context", {})
+    context.update(delivered)
+    events = [_state_change(new, State.GATED, now)]
+    new["updated_at"] = now
+    return new, events, Outcome.IN_REVIEW
+
+
+def waiting_for_merge(raw: Raw) -> bool:
+    """`gated` with a delivery recorded: only a merge (or a review, a closed PR) moves it on."""
+    context = raw.get("context") or {}
+    return raw.get("state") == State.GATED and CTX_DELIVERED_AT in context
+
+
+def merged(raw: Raw, now: str) -> tuple[Raw, list[Event], Outcome]:
+    """The delivery reached the base: `done` as a successful settle makes it (`gated` while a required
+    gate is still not passed, as jit would). The delivery stays in `context` as a record."""
+    new = deepcopy(raw)
+    new.setdefault("context", {}).pop(CTX_DELIVERED_AT, None)
+    return complete(new, now)
+
+
+def returned(raw: Raw, reason: str, max_review_rounds: int, now: str) -> tuple[Raw, list[Event], Outcome]:
+    """Changes requested: back to ready, one more review round (not a failed attempt); parked past the limit."""
+    return _back(raw, reason, CTX_REVIEW_ROUNDS, max_review_rounds, now, over=True)
+
+
+def unmerged(raw: Raw, reason: str, max_attempts: int, now: str) -> tuple[Raw, list[Event], Outcome]:
+    """The pull request was closed without merging: released like a failed attempt (the branch stays)."""
+    return _back(raw, reason, CTX_ATTEMPTS, max_attempts, now)
 
 
 def promote(raw: Raw, now: str) -> tuple[Raw, list[Event]]:

@@ -61,6 +61,7 @@ class Outcome(StrEnum):
     DONE = "done"
     GATED = "gated"
     REJECTED = "rejected"  # only ever by the agent itself, with jit (docs/jit-format.md#agents-that-settle)
+    IN_REVIEW = "in-review"  # delivered, waiting for the merge (docs/delivery.md): not a failure
     RELEASED = "released"
     PARKED = "parked"
     LOST = "lost"

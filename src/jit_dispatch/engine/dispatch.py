@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
@@ -28,7 +29,9 @@ from jit_dispatch.process.invocation import command_env, expand_command, failure
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 if TYPE_CHECKING:
+    from jit_dispatch.engine.deliver import Delivering, DeliverySettings
     from jit_dispatch.engine.gates import Setting
+    from jit_dispatch.engine.merges import Noticed
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
@@ -54,6 +57,7 @@ class Request:
     gates: str = "run"  # run jit's auto gates ("skip": leave them to jit, as before)
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request` (docs/delivery.md)
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Result:
     gates: list[GateRun] = field(default_factory=list)  # gate and check runs, in the order they ran
     planned: list[Step] = field(default_factory=list)  # dry run: what would run
     failed_gate: str | None = None  # the key (or check command) that decided a failure
+    delivery: Delivery | None = None  # where the work went (`--deliver`)
+    merged: list[str] = field(default_factory=list)  # waiting deliveries settled before selecting, one line each
 
 
 class Hooks(Protocol):
@@ -176,6 +182,9 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
+        noticed = _notice_merges(tracker, request) if not request.dry_run else None
+        if noticed is not None and noticed.settled:
+            snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
         plan = plan_for(snapshot, request.filters, request.gates == "run", request.agent)
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
@@ -185,6 +194,8 @@ def dispatch_once(
     result = Result(
         Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
     )
+    if noticed is not None:
+        result.merged, result.warnings = noticed.settled, result.warnings + noticed.problems
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -210,6 +221,12 @@ def dispatch_once(
             result.reason = "cancelled before claiming" if cancel.cancelled else taken
     result.sync = tracker.stats()
     return result
+
+
+def _notice_merges(tracker: Tracker, request: Request) -> Noticed:
+    from jit_dispatch.engine.merges import notice_merges_for  # docs/delivery.md#done-when-it-merges
+
+    return notice_merges_for(tracker, request)
 
 
 def _flush(tracker: Tracker, result: Result) -> None:
@@ -260,9 +277,16 @@ def run_claimed(
     keep_gated = False
     reason: str | None
     heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
+    delivering: Delivering | None = None
     try:
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
         env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
+        if request.delivery is not None:
+            from jit_dispatch.engine.deliver import Delivering
+
+            delivering = Delivering(request.delivery, claimed, request.agent, request.workdir)
+            if (refused := delivering.prepare(tracker, env, scratch)) is not None:
+                return _settle(tracker, request, result, claimed, refused)
         setting = None
         if steps.pre or steps.post:  # the gate machinery is imported only for gates and checks
             from jit_dispatch.engine.gates import Setting
@@ -279,15 +303,19 @@ def run_claimed(
         with heartbeat:
             cancel_command = heartbeat.command_cancel
             reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
+            if reason is None and delivering is not None:
+                reason = delivering.deliver(tracker, request.agent, result.attempt or 1, result)
+                result.delivery = delivering.delivery
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
         _remove_scratch(scratch, issue_file)
+        result.warnings.extend(delivering.notes if delivering else ())
     if cancel.cancelled:  # cancelled, or a signal came after the command ended: settle in budget
         tracker.hurry(CANCEL_SETTLE_SECONDS)
-    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
+    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated, delivering=delivering)
 
 
 def _cancelled(cancel: CancelToken, when: str = "") -> str:
@@ -404,7 +432,14 @@ def _run(
 
 
 def _settle(
-    tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None, *, keep_gated: bool = False
+    tracker: Tracker,
+    request: Request,
+    result: Result,
+    issue: Issue,
+    reason: str | None,
+    *,
+    keep_gated: bool = False,
+    delivering: Delivering | None = None,
 ) -> Result:
     """Success completes the issue; any failure releases it (parking at the attempt limit).
 
@@ -413,7 +448,9 @@ def _settle(
     settlement: Settlement
     records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE and run.recorded]
     try:
-        if reason is None or keep_gated:
+        if reason is None and delivering is not None and delivering.delivery and delivering.hold:
+            settlement = tracker.hold_for_merge(issue.id, request.agent, delivering.delivery, gate_runs=records)
+        elif reason is None or keep_gated:
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
         else:
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)

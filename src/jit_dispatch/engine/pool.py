@@ -28,6 +28,7 @@ from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, Result, claim_first, plan_for, run_claimed
 from jit_dispatch.engine.heartbeat import EitherCancel
+from jit_dispatch.engine.merges import notice_merges_for
 from jit_dispatch.engine.runs import LogHooks, Run, SettleKeeper, claim_gone
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process import runlock
@@ -193,6 +194,11 @@ class Pool:
             runs = [(slot, run) for slot in self.slots for run in slot.running.values()]
         states = (State.READY, State.IN_PROGRESS) if runs else (State.READY,)
         snapshot = self.tracker.snapshot(full_states=states)
+        noticed = notice_merges_for(self.tracker, self.slots[0].request) if self.slots else None
+        for note in noticed.notes if noticed else ():
+            self.emit("merge", note=note)
+        if noticed and noticed.settled:  # what the merges promoted is dispatchable in this cycle
+            snapshot = self.tracker.snapshot(full_states=states)
         for warning in set(snapshot.warnings) - self._warned:  # a corrupt file: said once while it stays so
             self.emit("warning", warning=warning)
         self._warned = set(snapshot.warnings)

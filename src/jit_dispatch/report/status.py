@@ -10,10 +10,11 @@ from typing import Any
 from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import needed, needed_text
 from jit_dispatch.domain.issue import CTX_LAST_REASON, CTX_PARKED_AT, CTX_RUN, Gate, Issue, parse_timestamp
+from jit_dispatch.domain.markdown import md_text
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
-from jit_dispatch.report.summary import issue_json, md_text, plain, title_line
+from jit_dispatch.report.summary import issue_json, plain, title_line
 from jit_dispatch.trackers.base import Snapshot
 
 

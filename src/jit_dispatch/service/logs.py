@@ -62,6 +62,7 @@ TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "status": _status,
     "cycle": _cycle,
     "webhook": _webhook,
+    "merge": lambda f: f"merge   {plain(f['note'])}",  # a delivery reached its base (docs/delivery.md)
 }
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, resolve_issue_id
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome
+from jit_dispatch.errors import TrackerError
 
 
 class Lead(Protocol):
@@ -70,7 +72,7 @@ Liveness = tuple[str | None, str | None]
 class Settlement:
     """How a claim was settled, and what that changed besides."""
 
-    outcome: Outcome  # done | gated | rejected | released | parked | lost
+    outcome: Outcome  # done | gated | in-review | rejected | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
@@ -123,6 +125,26 @@ class Tracker(Protocol):
         the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins.
         `count_attempt=False`: a person's release, which is not a failed attempt."""
 
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        """The command's work is delivered: keep the issue out of the ready set until it merges
+        (Outcome.IN_REVIEW). `lost` when the claim is no longer ours, as complete() does."""
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """Every issue waiting for its delivery to merge, with where it went (cheap: one scan)."""
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        """The delivery reached the base: done, with the promotions/events a done settle writes.
+        `note`: how it was recognised."""
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        """Changes were requested: back to ready (keeping dispatch.branch etc. so the next run continues
+        the work branch), review_rounds + 1, not a failed attempt; parked past max_review_rounds."""
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        """The PR was closed without merging: released, an attempt counted, the branch kept."""
+
     def checker_root(self, issue_id: str) -> Path | None:
         """The repository root gate checkers run in (jit: the store's parent); None without a registry."""
 
@@ -158,7 +180,31 @@ class Tracker(Protocol):
         """Write down what others left pending (remote mode: fold pending results into the branch)."""
 
 
-class TrackerDefaults:
+class NoDelivery:
+    """The delivery methods of a backend that does not record deliveries: nothing waits, nothing to hold."""
+
+    location: str
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """Nothing delivered waits here unless the backend records deliveries."""
+        return []
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge (use --done-on success)")
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+
+class TrackerDefaults(NoDelivery):
     """What most backends share: one location, prefix ids, nothing to keep, nothing to hurry."""
 
     location: str

@@ -38,6 +38,7 @@ class StoreChoice:
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
     github_ready_label: str = "dispatch"
+    github_review_label: str = "in-review"  # delivered, waiting for the merge (docs/delivery.md#github)
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] | None = None
     github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
@@ -54,6 +55,19 @@ ACTIONS_BOT = "github-actions[bot]"  # who the workflow's GITHUB_TOKEN comments 
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
     """`--jit-dir`s, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
     return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
+
+
+def guard_token(given: str, pass_token: bool, in_actions: bool) -> str:
+    """The token, masked in the Actions log and (unless `pass_token`) gone from the environment the
+    command inherits: it is the dispatcher's, not the command's (untrusted issue text)."""
+    if in_actions:  # the runner hides it from the log from here on
+        for line in given.splitlines():
+            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
+    token = given.strip()
+    if not pass_token and len(token) >= 8:
+        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
+            del os.environ[key]
+    return token
 
 
 def current_branch(git: Git, context: GitHubContext) -> str:
@@ -159,6 +173,11 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         push_budget=choice.push_budget,
         **(parse_author(author) if author else {}),
     )
+    if choice.state_branch and not choice.read_only:  # a branch of its own: started on first use
+        from jit_dispatch.trackers.remote.statebranch import start_if_missing
+
+        if (started := start_if_missing(Git(top), settings)) is not None:
+            print(started, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
         try:
@@ -175,13 +194,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
 
     if not choice.github_token:
         raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
-    if context.in_actions:  # the runner hides it from the log from here on
-        for line in choice.github_token.splitlines():
-            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
-    token = choice.github_token.strip()
-    if not choice.pass_token and len(token) >= 8:  # the dispatcher's, not the command's (untrusted issue text)
-        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
-            del os.environ[key]
+    guard_token(choice.github_token, choice.pass_token, context.in_actions)
     try:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
@@ -207,6 +220,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
         choice.github_lock,
         prefix,
         tuple(choice.trusted_actors),
+        choice.github_review_label,
     )
     api_url = choice.github_api_url or "https://api.github.com"
     identity = ACTIONS_BOT if context.in_actions else None  # when GET /user cannot say (an installation token)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
@@ -76,6 +77,23 @@ class MultiTracker(TrackerDefaults):
         return self._store(issue_id).release(
             issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs, count_attempt=count_attempt
         )
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        return self._store(issue_id).hold_for_merge(issue_id, assignee, delivery, gate_runs=gate_runs)
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        return [waiting for tracker in self.trackers for waiting in tracker.awaiting_merge()]
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        return self._store(issue_id).finish_merged(issue_id, note)
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        return self._store(issue_id).return_for_changes(issue_id, reason, max_review_rounds)
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        return self._store(issue_id).release_unmerged(issue_id, reason, max_attempts)
 
     def checker_root(self, issue_id: str) -> Path | None:
         return self._store(issue_id).checker_root(issue_id)

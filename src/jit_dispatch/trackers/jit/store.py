@@ -20,7 +20,8 @@ from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
-from jit_dispatch.domain.issue import CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.delivery import Delivery, delivery_context, delivery_from_context
+from jit_dispatch.domain.issue import CTX_DELIVERED_AT, CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -42,6 +43,7 @@ from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_fro
 from jit_dispatch.trackers.jit.rules import StoreRules
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
+_DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
 
 
@@ -554,6 +556,90 @@ class JitStore(TrackerDefaults):
             atomic_write(path, dumps_pretty(dict(record)))
             self.changed.add(path)
         return gate_rules.apply_records(raw, records, now)
+
+    # ----------------------------------------------------------------- delivery (docs/delivery.md)
+    def hold_for_merge(
+        self,
+        issue_id: str,
+        assignee: str,
+        delivery: Delivery,
+        *,
+        gate_runs: Sequence[GateRecord] = (),
+        now: str | None = None,
+    ) -> Settlement:
+        def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
+            return transitions.hold(judged, delivery_context(delivery), at)
+
+        settled = self._settle(issue_id, assignee, gate_runs, now, change)
+        return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a
+        merge; a file without the delivery key is not parsed at all."""
+        if self._promotion_view is None:
+            self.snapshot(full_states=())
+        assert self._promotion_view is not None
+        waiting = []
+        for issue_id, state in self._promotion_view[0].items():
+            if state != State.GATED:
+                continue
+            try:
+                data = read_regular(self.issue_file(issue_id))
+                issue = parse_issue(data, issue_id) if _DELIVERED_KEY in data else None
+            except (OSError, ValueError):
+                continue
+            found = delivery_from_context(issue.context) if issue and transitions.waiting_for_merge(issue.raw) else None
+            if found is not None:
+                waiting.append((issue_id, found))
+        return waiting
+
+    def finish_merged(self, issue_id: str, note: str, *, now: str | None = None) -> Settlement:
+        settled = self._change_waiting(issue_id, now, transitions.merged)
+        if isinstance(settled, Settlement):
+            return settled
+        promoted: list[str] = []
+        if settled[2] == Outcome.DONE:
+            try:
+                self._promote_unblocked(issue_id, promoted)
+            except TrackerError as exc:
+                error = f"{issue_id[:8]} is done ({note}), but promoting the issues it unblocks failed: {exc}"
+                return Settlement(Outcome.DONE, settled[0].failed_attempts, tuple(promoted), error=error)
+        return Settlement(settled[2], settled[0].failed_attempts, tuple(promoted))
+
+    def return_for_changes(
+        self, issue_id: str, reason: str, max_review_rounds: int, *, now: str | None = None
+    ) -> Settlement:
+        settled = self._change_waiting(
+            issue_id, now, lambda raw, at: transitions.returned(raw, reason, max_review_rounds, at)
+        )
+        return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int, *, now: str | None = None) -> Settlement:
+        settled = self._change_waiting(
+            issue_id, now, lambda raw, at: transitions.unmerged(raw, reason, max_attempts, at)
+        )
+        return (
+            settled
+            if isinstance(settled, Settlement)
+            else Settlement(settled[2], int(settled[1]["context"]["dispatch.attempts"]))
+        )
+
+    def _change_waiting(
+        self,
+        issue_id: str,
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+        """`change` applied under jit's locks to an issue still waiting for its merge; `lost` when it is
+        not (someone else finished, returned or released it meanwhile)."""
+        with self._locked(issue_id):
+            current = self.read_issue(issue_id, strict=True)
+            if current is None or not transitions.waiting_for_merge(current.raw):
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
+            raw, events, outcome = change(current.raw, now or transitions.format_timestamp())
+            self._write_issue(raw)
+        self._log_or_undo(current.raw, raw, events)
+        return current, raw, outcome
 
     def checker_root(self, issue_id: str) -> Path | None:
         """jit runs checkers in the store's parent directory (the repository root)."""
