@@ -36,9 +36,21 @@ RULES: tuple[Rule, ...] = (
         {"contents": "write"},
         "the claim is a git ref GitHub arbitrates (refs/jit-dispatch/claims/gh-N)",
     ),
+    Rule({"deliver": "branch"}, {"contents": "write"}, "the agent's work is pushed to a work branch"),
+    Rule(
+        {"deliver": "pull-request"},
+        {"contents": "write", "pull-requests": "write"},
+        "the work branch is pushed and a pull request opened or updated",
+    ),
 )
 # action.yml's defaults for the inputs the rules read (a test keeps them equal).
-DEFAULTS: Mapping[str, str] = {"tracker": "jit", "sync": "git", "github-lock": "refs", "dry-run": "false"}
+DEFAULTS: Mapping[str, str] = {
+    "tracker": "jit",
+    "sync": "git",
+    "github-lock": "refs",
+    "dry-run": "false",
+    "deliver": "none",
+}
 
 
 def required(inputs: Mapping[str, str]) -> dict[str, str]:

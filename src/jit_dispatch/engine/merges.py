@@ -16,11 +16,11 @@ from jit_dispatch.domain.issue import parse_timestamp
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.remote.git import Git, GitError, redact
 
 if TYPE_CHECKING:
     from jit_dispatch.delivery.pulls import PullRequests
     from jit_dispatch.engine.dispatch import Request
+    from jit_dispatch.trackers.remote.git import Git
 
 # Our commit is made before `delivered_at` is taken, and a rebase keeps its committer date only
 # when it fast-forwards: look back this far before the oldest delivery (the cost is a longer log).
@@ -61,6 +61,8 @@ def notice_merges(
         return noticed
     if pulls is not None:
         waiting = _ask_pulls(tracker, pulls, waiting, limits, noticed)
+    from jit_dispatch.trackers.remote.git import Git, GitError  # only when an issue waits: `once` stays light
+
     git = Git(workdir or Path.cwd())
     by_base: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
     for issue_id, delivery in waiting:
@@ -173,6 +175,8 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
 
 def _fetched(git: Git, remote: str, base: str) -> str:
     """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read."""
+    from jit_dispatch.trackers.remote.git import GitError, redact
+
     fetched = _FETCHED + base
     proc = git.run(
         "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{fetched}", check=False

@@ -275,7 +275,8 @@ def _why_cells(cells: Any, entry: dict[str, Any]) -> str:
     gates = [f"failed: {', '.join(entry['failed_gates'])}"] if entry["failed_gates"] else []
     gates += [f"waits for: {needed_text(entry['gates_needed'])}"] if entry.get("gates_needed") else []
     run = str(entry["run"] or "")
-    link = f"[run]({run})" if run.startswith("https://") and md_text(run) == run else md_text(run)
+    rest = run.removeprefix("https://")
+    link = f"[run]({run})" if rest != run and md_text(rest) == rest else md_text(run)  # a link only when inert
     when = str(entry["when"] or "")[:16].replace("T", " ")
     return str(cells(entry, str(entry["attempts"]), md_text(when), md_text("; ".join(gates)),
                      md_text(entry["reason"] or ""), link))  # fmt: skip
