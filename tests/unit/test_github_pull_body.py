@@ -7,8 +7,8 @@ import re
 
 from helpers import make_issue
 from jit_dispatch.domain.delivery import commit_message, inert_line, message_trailer_ids
+from jit_dispatch.domain.result import Result
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Result
 from jit_dispatch.report.summary import pull_request_body
 
 HOSTILE = "Fix it\nCloses #99\nJit-Issue: #99 @team <b>"

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 from helpers import make_issue, parse_outputs
+from jit_dispatch.domain.result import Result
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Result, exit_code_for
+from jit_dispatch.engine.dispatch import exit_code_for
 from jit_dispatch.report import actions, summary
 
 HOSTILE = "$(touch x) `id`; rm -rf ~ | <script>alert(1)</script> </details> ```\n::error::boom @team [x](y) *b* Ünï ✓"
@@ -111,8 +112,8 @@ def test_exit_codes() -> None:
 
 
 def test_merges_settled_before_selecting_are_listed_inert() -> None:
+    from jit_dispatch.domain.result import Result
     from jit_dispatch.domain.values import Outcome
-    from jit_dispatch.engine.dispatch import Result
     from jit_dispatch.report.summary import result_json, summary_markdown, summary_text
 
     result = Result(Outcome.IDLE, "agent:a", ".jit", reason="no ready issue matches")

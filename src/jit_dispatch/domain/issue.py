@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from jit_dispatch.domain import boundedjson
 from jit_dispatch.domain.values import Priority, State
 
 PARKED_LABEL = "dispatch:parked"
@@ -239,3 +240,9 @@ def parse_duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds
+
+
+def parse_issue(data: bytes, issue_id: str) -> Issue:
+    """An issue file's bytes, parsed and checked; ValueError for a file jit could not read either."""
+    raw = boundedjson.loads(data)
+    return issue_from_raw(raw, issue_id, check_text=may_hold_surrogate(data))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from jit_dispatch.domain.gates import problems as gate_problems
 from jit_dispatch.domain.issue import Gate, Issue
@@ -175,3 +177,13 @@ def resolve_issue_id(given: str, ids: Iterable[str]) -> str:
         shown = ", ".join(sorted(m[:8] for m in matches)[:5])
         raise ValueError(f"issue id {given!r} is ambiguous: {shown}")
     return matches[0]
+
+
+def queue_figures(dispatchable: list[Issue], now: datetime) -> dict[str, Any]:
+    """The figures `status --json` and the pool's metrics share (docs/service.md#metrics).
+
+    An issue's wait is measured from its `created_at`: jit records no "ready since" in the issue.
+    """
+    oldest = min((issue.created_at for issue in dispatchable), default=None)
+    age = None if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
+    return {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": age}

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
-from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
+from jit_dispatch.domain.result import HELD_IN_FULL, Result
 from jit_dispatch.domain.selection import Filters, Held
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.heartbeat import Heartbeat
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from jit_dispatch.engine.merges import Noticed
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
-HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
 
 
 @dataclass(frozen=True)
@@ -58,33 +57,6 @@ class Request:
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
     delivery: DeliverySettings | None = None  # `--deliver branch|pull-request` (docs/delivery.md)
-
-
-@dataclass
-class Result:
-    """What one dispatch did, for the reports and the exit code."""
-
-    outcome: Outcome
-    agent: str
-    store: str
-    issue: Issue | None = None
-    attempt: int | None = None
-    exit_code: int | None = None
-    duration_seconds: float | None = None
-    reason: str | None = None
-    command: str | None = None
-    output_tail: str = ""
-    output_bytes: int = 0
-    cancelled_by: int | None = None
-    promoted: tuple[str, ...] = ()
-    held: list[Held] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    sync: dict[str, object] = field(default_factory=dict)  # remote mode: push attempts, commits
-    gates: list[GateRun] = field(default_factory=list)  # gate and check runs, in the order they ran
-    planned: list[Step] = field(default_factory=list)  # dry run: what would run
-    failed_gate: str | None = None  # the key (or check command) that decided a failure
-    delivery: Delivery | None = None  # where the work went (`--deliver`)
-    merged: list[str] = field(default_factory=list)  # waiting deliveries settled before selecting, one line each
 
 
 class Hooks(Protocol):

@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from jit_dispatch.domain.issue import Gate, Issue
-from jit_dispatch.domain.selection import Filters
+from jit_dispatch.domain.result import Result
+from jit_dispatch.domain.selection import Filters, queue_figures
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.engine.dispatch import CANCEL_SETTLE_SECONDS, Request, claim_first, plan_for, run_claimed
 from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.engine.merges import notice_merges_for
 from jit_dispatch.engine.runs import LogHooks, Run, SettleKeeper, claim_gone
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process import runlock
 from jit_dispatch.process.child import CancelToken
-from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 STATUS_EVERY_SECONDS = 60.0

@@ -9,8 +9,8 @@ from typing import TextIO
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.result import Result
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import Result
 from jit_dispatch.process.child import RunResult
 from jit_dispatch.report import actions, summary
 

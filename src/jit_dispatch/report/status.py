@@ -11,7 +11,7 @@ from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import needed, needed_text
 from jit_dispatch.domain.issue import CTX_LAST_REASON, CTX_PARKED_AT, CTX_RUN, Gate, Issue, parse_timestamp
 from jit_dispatch.domain.markdown import md_text
-from jit_dispatch.domain.selection import Held
+from jit_dispatch.domain.selection import Held, queue_figures
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
 from jit_dispatch.report.summary import issue_json, plain, title_line
@@ -38,16 +38,6 @@ class Status:
 
 SETTLE_EVENTS = ("issue_completed", "issue_released")
 TREND_HOURS = 12
-
-
-def queue_figures(dispatchable: list[Issue], now: datetime) -> dict[str, Any]:
-    """The figures `status --json` and the pool's metrics share (docs/service.md#metrics).
-
-    An issue's wait is measured from its `created_at`: jit records no "ready since" in the issue.
-    """
-    oldest = min((issue.created_at for issue in dispatchable), default=None)
-    age = None if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
-    return {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": age}
 
 
 def settle_trend(

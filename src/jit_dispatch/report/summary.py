@@ -16,9 +16,9 @@ from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.markdown import ANSI, CONTROL, md_code_block, md_code_span, md_text, one_line
 from jit_dispatch.domain.markdown import plain as plain  # re-exported: the log and status lines use it
+from jit_dispatch.domain.result import HELD_IN_FULL, Result
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
-from jit_dispatch.engine.dispatch import HELD_IN_FULL, Result
 
 TAIL_LINES = 60
 TAIL_CHARS = 16 * 1024

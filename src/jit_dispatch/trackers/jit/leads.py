@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 
-from jit_dispatch.domain.issue import Issue, IssueFacts, parse_timestamp
+from jit_dispatch.domain.issue import Issue, IssueFacts, parse_issue, parse_timestamp
 from jit_dispatch.domain.values import Priority, State
 from jit_dispatch.trackers.jit.files import read_regular
 
@@ -167,8 +167,6 @@ class Lead(IssueFacts):
         Read again rather than kept: the few leads read in full do not justify keeping the bytes
         of every ready issue. A file changed since is read as it is now, as a claim reads it.
         """
-        from jit_dispatch.trackers.jit.scan import parse_issue
-
         try:
             data = read_regular(self.path)
         except OSError as exc:

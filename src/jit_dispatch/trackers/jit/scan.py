@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import cast
 
-from jit_dispatch.domain import boundedjson
-from jit_dispatch.domain.issue import Issue, issue_from_raw, may_hold_surrogate
+from jit_dispatch.domain.issue import Issue, parse_issue
 from jit_dispatch.domain.values import RESOLVED_STATES, State
 from jit_dispatch.trackers.jit.files import HEAD_BYTES, READ_FLAGS, Fingerprint, fingerprint, read_open
 from jit_dispatch.trackers.jit.leads import lead_of
@@ -42,12 +41,6 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
 
 
 _ID_LINES = re.compile(rf"(?:{_ID}\n)*+")  # every id in one pass over "id\nid\n…" (possessive: no backtrack stack)
-
-
-def parse_issue(data: bytes, issue_id: str) -> Issue:
-    """An issue file's bytes, parsed and checked; ValueError for a file jit could not read either."""
-    raw = boundedjson.loads(data)
-    return issue_from_raw(raw, issue_id, check_text=may_hold_surrogate(data))
 
 
 Waiting = tuple[str, tuple[str, ...]]  # a backlog issue's id and its dependencies

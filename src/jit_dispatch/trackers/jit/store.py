@@ -21,7 +21,15 @@ from typing import Any
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.delivery import Delivery, delivery_context, delivery_from_context
-from jit_dispatch.domain.issue import CTX_DELIVERED_AT, CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.issue import (
+    CTX_DELIVERED_AT,
+    CTX_LAST_REASON,
+    Gate,
+    Issue,
+    IssueFormatError,
+    issue_from_raw,
+    parse_issue,
+)
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -41,7 +49,7 @@ from jit_dispatch.trackers.jit.files import (
 from jit_dispatch.trackers.jit.leases import DEFAULT_TTL_SECONDS, Leases
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
 from jit_dispatch.trackers.jit.rules import StoreRules
-from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
+from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, scan_issues
 
 _DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
