@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -69,10 +70,9 @@ class Git:
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
 
-    def _time_left(self) -> float:
-        if self.deadline is None:
-            return self.timeout
-        return min(self.timeout, self.deadline - time.monotonic())
+    def _time_left(self, deadline: float | None) -> float:
+        ends = [end for end in (self.deadline, deadline) if end is not None]
+        return min([self.timeout, *(end - time.monotonic() for end in ends)])
 
     def run(
         self,
@@ -80,27 +80,47 @@ class Git:
         stdin: bytes | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
+        deadline: float | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        timeout = self._time_left()
+        """`git -C repo ARGS`, finished by `deadline` (monotonic; also by `hurry`'s and the timeout):
+        past it, git and whatever it started (a transport, a receive-pack on a local remote) are killed."""
+        timeout = self._time_left(deadline)
         if timeout <= 0:
-            raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(self.repo), *args],
-                input=stdin,
-                capture_output=True,
-                env={**self.env, **(env or {})},
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s", transient=True) from None
-        if check and proc.returncode != 0:
-            raise GitError(f"git {args[0]} failed: {last_line(proc)}")
-        return proc
+            if self.deadline is not None and self.deadline <= time.monotonic():
+                raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
+            raise GitError(f"git {args[0]}: out of time", transient=True)
+        with subprocess.Popen(
+            ["git", "-C", str(self.repo), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**self.env, **(env or {})},
+            start_new_session=True,  # its own group: a timeout kills the transport it spawned too
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s", transient=True) from None
+            except BaseException:
+                _kill_group(proc)
+                raise
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        if check and done.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {last_line(done)}")
+        return done
 
     def out(self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         return self.run(*args, stdin=stdin, env=env).stdout.decode("utf-8", errors="replace").strip()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL git's process group and reap git; a grandchild holding the pipes is not waited for."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.wait()
 
 
 def last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
