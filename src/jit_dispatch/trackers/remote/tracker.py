@@ -121,7 +121,7 @@ class RemoteJitTracker(TrackerDefaults):
             with self._busy:
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
-                listing = self._viewed(skip=issue_id)
+                listing = self._viewed(skip=issue_id, exact=True)
                 folded = self.store.read_issue(issue_id)
                 if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
                     return folded  # another runner's fold carried our claim already
@@ -228,10 +228,18 @@ class RemoteJitTracker(TrackerDefaults):
         self.plumbing.close()
 
     # ------------------------------------------------------------------ the view
-    def _viewed(self, skip: str | None = None) -> Listing:
-        """List the remote and make the scratch store the view of it (callers commit or discard)."""
+    def _viewed(self, skip: str | None = None, *, exact: bool = False) -> Listing:
+        """List the remote and make the scratch store the view of it (callers commit or discard).
+
+        `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
+        reads `refs/heads/…` before `refs/jit-dispatch/…`, so a fold landing in between shows the old
+        tip with the folded results already gone, a finished issue looking ready. Read in the other
+        order, every result is either listed or on the tip (results only leave the remote by a fold
+        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
+            if exact:
+                listing.tip = self.plumbing.list_remote(locks=False).tip
             self.plumbing.prefetch(listing)
             try:
                 self._view(listing, skip)
