@@ -11,29 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.remote.refusals import classify
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 DEFAULT_TIMEOUT_SECONDS = 60.0
 # Summaries git prints after the line that says why: never the most telling one.
 _GENERIC = ("fatal: Could not read from remote repository", "error: failed to push some refs")
-
-
-# Refusals no retry can fix: credentials, permissions, protection, a wrong URL. Anything else a
-# remote says (a hook declining, a 5xx, a reset connection, a timeout) may pass on the next try.
-_PERMANENT_WORDS = (
-    "permission",
-    "denied",
-    "protected",
-    "forbidden",
-    "not allowed",
-    "unauthorized",
-    "authentication",
-    "403",
-    "repository not found",
-    "does not appear to be a git repository",
-    "could not read username",
-    "read-only",
-)
 
 
 class GitError(TrackerError):
@@ -42,19 +25,16 @@ class GitError(TrackerError):
         self.transient = transient  # worth another try within the push budget
 
 
-_PERMANENT = re.compile(r"\b(?:" + "|".join(re.escape(word) for word in _PERMANENT_WORDS) + r")\b")
-# Object ids and the uuids in our ref names are hex: "…a403f…" says nothing about permissions.
-_HEX_TOKEN = re.compile(r"\b[0-9a-f]{7,64}\b|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def refused(message: str, proc: subprocess.CompletedProcess[bytes]) -> GitError:
-    """A remote's refusal, classified: permanent when git or the server says why in those words."""
-    return GitError(message, transient=not is_permanent((proc.stdout + proc.stderr).decode("utf-8", errors="replace")))
+    """A remote's refusal, classified by its cause (`refusals.py`): permanent ones fail at once."""
+    refusal = classify((proc.stdout + proc.stderr).decode("utf-8", errors="replace"))
+    verdict = "permanent" if refusal.permanent else "transient"
+    return GitError(f"{message} ({refusal.cause}: {verdict})", transient=not refusal.permanent)
 
 
 def is_permanent(output: str) -> bool:
-    """Whether what git printed names a refusal no retry can fix (whole words, object ids left out)."""
-    return _PERMANENT.search(_HEX_TOKEN.sub(" ", output.lower())) is not None
+    """Whether what git printed names a refusal no retry can fix."""
+    return classify(output).permanent
 
 
 def redact(text: str) -> str:
