@@ -158,7 +158,7 @@ exit 0
 """,
     )
     runner = remote.clone(tmp_path / "runner")
-    code, result, stderr = finish(start(runner, "w", "sleep 7", "--heartbeat", "1.5s"))
+    code, result, stderr = finish(start(runner, "w", "sleep 12", "--heartbeat", "3s"))
     assert (code, result["outcome"]) == (0, "done"), (result, stderr)
     assert refusals.exists(), "no heartbeat was refused: the retry went untested"
     assert remote.refs() == [], "no jit-dispatch ref left"

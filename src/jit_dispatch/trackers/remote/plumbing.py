@@ -48,6 +48,25 @@ class RemoteSettings:
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
 
 
+def private_repository(checkout: Git, path: Path) -> Git:
+    """A bare repository of the dispatcher's own, where every fetch, commit and ref goes: the
+    checkout is never written, so a depth-1 fetch of the moved tip cannot cut the history an
+    agent's `git fetch && git rebase` or `git pull` needs (docs/remote-mode.md#shallow-clones). It
+    reads the checkout's objects (alternates: nothing fetched twice) and its configuration
+    (`include`: the remote's URL, credentials, transport settings), and knows its shallow commits."""
+    common = Path(checkout.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    checkout.run("init", "--quiet", "--bare", "--template=", str(path))
+    (path / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
+    if (common / "shallow").is_file():
+        (path / "shallow").write_bytes((common / "shallow").read_bytes())
+    included = str(common / "config").replace("\\", "\\\\").replace('"', '\\"')
+    quiet = "[core]\n\tbare = true\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
+    (path / "config").write_text(f'[include]\n\tpath = "{included}"\n{quiet}')
+    private = Git(path, timeout=checkout.timeout, bare=True)
+    private.env = checkout.env
+    return private
+
+
 @dataclass
 class Listing:
     """What one `git ls-remote` saw: the branch tip, claim locks (issue id → sha), results (ref → sha)."""
@@ -60,15 +79,15 @@ class Listing:
 class Plumbing:
     """The scratch store mirrors `self.tip`'s `.jit/`; commits and pushes go through here."""
 
-    def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
-        self.git = git
+    def __init__(self, checkout: Git, settings: RemoteSettings, scratch: Path) -> None:
         self.settings = settings
         self.scratch = scratch
+        self._shallow = checkout.out("rev-parse", "--is-shallow-repository") == "true"
+        self.git = private_repository(checkout, scratch / "git")
         self.store = JitStore(scratch / "jit")
         self.remote_name = redact(settings.remote)  # a URL may carry a token: never print it
         self.tip: str | None = None
         self.private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
-        self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
         self._messages: dict[str, str] = {}  # sha → message of lock and result commits read so far
         self._empty_tree: str | None = None
 

@@ -26,15 +26,19 @@ class Refusal:
 REFUSALS = (
     Refusal("branch protection", True, r"\bGH006\b|protected branch update failed"),
     Refusal("repository ruleset", True, r"\bGH013\b|repository rule violations"),
-    Refusal("protected branch", True, r"not allowed to (?:push|force push|update)|protected branch hook declined"),
+    Refusal("protected branch", True, r"\bprotected branch|not allowed to (?:push|force push|update)"),
     Refusal("archived repository", True, r"repository was archived|\bread-only\b"),
     Refusal("no write access", True, r"write access to repository not granted|permission to \S+ denied"),
-    Refusal("permission denied", True, r"permission denied|\b(?:returned error|HTTP):? 403\b|HTTP code = 403\b"),
+    Refusal(
+        "permission denied",
+        True,
+        r"permission denied|\bforbidden\b|\b(?:returned error|HTTP):? 403\b|HTTP code = 403\b",
+    ),
     Refusal(
         "credentials",
         True,
         r"authentication failed|could not read (?:username|password)|terminal prompts disabled"
-        r"|invalid username or (?:password|token)|\b(?:returned error|HTTP):? 401\b",
+        r"|invalid username or (?:password|token)|\bunauthori[sz]ed\b|\b(?:returned error|HTTP):? 401\b",
     ),
     Refusal("repository not found (or not visible to these credentials)", True, r"repository not found"),
     Refusal("not a repository (yet, or not now)", False, r"does not appear to be a git repository"),

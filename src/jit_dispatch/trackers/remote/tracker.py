@@ -86,7 +86,7 @@ class RemoteJitTracker(TrackerDefaults):
         }
 
     def hurry(self, seconds: float) -> None:
-        self.git.deadline = time.monotonic() + seconds
+        self.git.deadline = self.plumbing.git.deadline = time.monotonic() + seconds
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """The view: the branch, pending results applied, claims the branch lacks folded in. Issues
