@@ -8,11 +8,13 @@ current jit-dispatch refs) to a runner, deterministically; bench/remote_torn.py 
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
-from helpers import git, make_remote
+from helpers import git, make_remote, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
-from remote_runs import finish, start
+from remote_runs import finish, held_command, start, wait_for
 
 
 def serve_torn_listings(clone: Path, bare: Path, old_tip: str, count: int) -> None:
@@ -53,3 +55,30 @@ def test_a_torn_listing_after_the_lock_never_runs_a_finished_issue_again(tmp_pat
     assert log.read_text().split().count("start") == 1, "the finished issue's command ran again"
     assert remote.issue(target)["state"] == "done"
     assert remote.refs() == [], "no jit-dispatch ref left"
+
+
+def test_status_judges_silence_by_the_locks_movement_as_reap_does(tmp_path: Path) -> None:
+    """A command running longer than `--stale-after` whose lock keeps moving is not STALE (text,
+    JSON); once its runner is killed and the lock stands still for two intervals, it is."""
+    remote = make_remote(tmp_path, [NewIssue("long run")])
+    target = remote.ids[0]
+    runner, watcher = remote.clone(tmp_path / "runner"), remote.clone(tmp_path / "watcher")
+    command, started, go = held_command(tmp_path)
+    proc = start(runner, "w", command, "--heartbeat", "1s")
+    try:
+        wait_for(started.exists, 60, "the command to start")
+        time.sleep(3)  # not an assertion: the claim is now older than --stale-after
+        status = run_cli("status", "--stale-after", "2s", "--sync", "git", "--json", cwd=watcher)
+        assert status.returncode == 0, status.stderr
+        assert [(c["issue_id"], c["stale"]) for c in status.json["in_progress"]] == [(target, False)], status.stdout
+        text = run_cli("status", "--stale-after", "2s", "--sync", "git", cwd=watcher)
+        assert text.returncode == 0 and "STALE" not in text.stdout, text.stdout
+        proc.send_signal(signal.SIGKILL)  # the runner dies; its lock stops moving
+        proc.wait(timeout=10)
+        time.sleep(3)  # not an assertion: the last beat is now older than --stale-after
+        status = run_cli("status", "--stale-after", "2s", "--sync", "git", "--json", cwd=watcher)
+        assert [(c["issue_id"], c["stale"]) for c in status.json["in_progress"]] == [(target, True)], status.stdout
+    finally:
+        go.touch()
+        if proc.poll() is None:
+            proc.kill()

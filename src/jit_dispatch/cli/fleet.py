@@ -17,7 +17,7 @@ from jit_dispatch.cli.settings import Scope, agent_settings, build_request, stor
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.selection import matches_filters
-from jit_dispatch.domain.staleness import reap_reason, stale_claims
+from jit_dispatch.domain.staleness import dispatcher_claims, reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
@@ -134,10 +134,15 @@ def status(stale_after: float, write_summary: bool | None, repair: bool, **optio
         repaired = tracker.repair() if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
+        # As `reap` judges: a claim silent by its timestamps is stale only if the tracker's own
+        # evidence agrees (remote mode and GitHub locks: watched unchanged for two intervals).
+        silent = [c for c in dispatcher_claims(snapshot.issues, datetime.now(UTC)) if c.silent_for > stale_after]
+        dead = {c.issue.id for c in tracker.confirm_dead(silent, stale_after)} if silent else set()
+        alive = frozenset(c.issue.id for c in silent if c.issue.id not in dead)
         # The dashboard's trend of settles per hour, from each local store's event log.
         stores = local_stores(tracker) if markdown else []
         events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
-    board = build_status(snapshot, location, datetime.now(UTC), stale_after, events if markdown else None)
+    board = build_status(snapshot, location, datetime.now(UTC), stale_after, events if markdown else None, alive)
     warn(repaired + snapshot.warnings, context)
     if context.summary_file and markdown:
         actions.append_summary(context.summary_file, status_markdown(board))

@@ -29,10 +29,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_RUN, Issue
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
@@ -42,7 +43,7 @@ from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
-from jit_dispatch.trackers.remote.results import COMPLETE, RELEASE, ResultInfo, parse_result
+from jit_dispatch.trackers.remote.results import COMPLETE, RELEASE, ResultInfo, fold_message, fold_order, parse_result
 
 T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
@@ -91,10 +92,13 @@ class RemoteJitTracker(TrackerDefaults):
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """The view: the branch, pending results applied, claims the branch lacks folded in. Issues
         come in full (`leads` is for the local store's hot path)."""
+        states = tuple(full_states)
         with self._busy:
             listing = self._viewed()
-            snapshot = self.store.snapshot(tuple(full_states))
+            snapshot = self.store.snapshot(states)
             self.plumbing.discard_changes()
+            if State.IN_PROGRESS in states:
+                snapshot.issues = self._beaten(snapshot.issues, listing.locks)
         snapshot.locked = frozenset(listing.locks)  # the lock is the claim: whatever its age, whoever's clock
         self._leases = dict(listing.locks)
         self._seen = {issue.id: issue for issue in snapshot.issues}
@@ -227,6 +231,17 @@ class RemoteJitTracker(TrackerDefaults):
     def close(self) -> None:
         self.plumbing.close()
 
+    def _beaten(self, issues: list[Issue], locks: dict[str, str]) -> list[Issue]:
+        """Claims as alive as their locks say: the lock's last beat as `dispatch.heartbeat_at` (in the
+        context only: the branch's record, which a reaper's `seen` compares, is left as it is). So
+        `status` and `reap` judge silence by the lock's movement, not by the claim's age."""
+        held = {i.id: locks[i.id] for i in issues if i.state == State.IN_PROGRESS and i.id in locks}
+        beats = {i: info.beat_at for i, info in self.read_locks(held).items() if info.beat_at} if held else {}
+        return [
+            replace(issue, context={**issue.context, CTX_HEARTBEAT_AT: beats[issue.id]}) if issue.id in beats else issue
+            for issue in issues
+        ]
+
     # ------------------------------------------------------------------ the view
     def _viewed(self, skip: str | None = None, *, exact: bool = False) -> Listing:
         """List the remote and make the scratch store the view of it (callers commit or discard).
@@ -254,7 +269,7 @@ class RemoteJitTracker(TrackerDefaults):
         self.plumbing.sync_to(listing.tip)
         self.store.changed.clear()
         self._items = []
-        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: _order(item[0])):
+        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
             issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
             result = parse_result(message)
             settlement = result.apply(self.store, issue_id)
@@ -280,7 +295,7 @@ class RemoteJitTracker(TrackerDefaults):
         result refs it folded, each leased on its listed value; False when the race was lost."""
         updates = [("", ref) for ref in listing.results]
         if self.store.changed:  # else only results that change nothing (refused on replay) are cleared
-            commit = self.plumbing.commit(self._message())
+            commit = self.plumbing.commit(fold_message(self._items, self.settings.skip_ci))
             updates.insert(0, (commit, f"refs/heads/{self.settings.branch}"))
         if not updates:
             return True
@@ -292,17 +307,6 @@ class RemoteJitTracker(TrackerDefaults):
             self.store.changed.clear()
             self.commits.append(updates[0][0])
         return True
-
-    def _message(self) -> str:
-        """`jit-dispatch: <verb> <short_id> (<agent>)` for one change; `fold N: …` for several."""
-        suffix = " [skip ci]" if self.settings.skip_ci else ""
-        if len(self._items) == 1:
-            verb, issue_id, agent = self._items[0]
-            return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
-        shown = ", ".join(f"{verb} {issue_id[:8]}" for verb, issue_id, _ in self._items[:6])
-        more = ", …" if len(self._items) > 6 else ""
-        body = "\n".join(f"{verb} {issue_id} ({agent})" for verb, issue_id, agent in self._items)
-        return f"jit-dispatch: fold {len(self._items)}: {shown}{more}{suffix}\n\n{body}\n"
 
     # ------------------------------------------------------------------ locks
     def _lock_ref(self, issue_id: str) -> str:
@@ -452,9 +456,3 @@ class RemoteJitTracker(TrackerDefaults):
             if value is not _AGAIN:
                 return value  # type: ignore[return-value]
         raise AssertionError("unreachable")
-
-
-def _order(ref: str) -> tuple[str, int]:
-    """Results fold by issue, then attempt: a release and the next claim's result apply in order."""
-    head, _, attempt = ref.rpartition("/")
-    return head.rpartition("/")[2], int(attempt) if attempt.isdigit() else 0
