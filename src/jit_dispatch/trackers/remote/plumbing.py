@@ -229,11 +229,33 @@ class Plumbing:
                     (root / relative).write_bytes(data.read())
 
     def _apply_diff(self, old: str, new: str) -> None:
+        self._restore(new, self._differing(old, new))
+
+    def _differing(self, old: str, new: str) -> list[PurePosixPath]:
+        """The store's files (relative paths) that differ between two commits."""
         path = self.settings.jit_path
         listing = self.git.out("diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new, "--", path)
         fields = listing.split("\0")
-        changes = [PurePosixPath(fields[i + 1]).relative_to(path) for i in range(0, len(fields) - 1, 2)]
-        self._restore(new, changes)
+        return [PurePosixPath(fields[i + 1]).relative_to(path) for i in range(0, len(fields) - 1, 2)]
+
+    def recover(self, seen: str) -> tuple[str, bool] | None:
+        """The fold's own ancestry check, on content: jit only appends to `events.jsonl`, so a tip whose
+        events do not extend those of a tip `seen` before lost folded results (a force-push from a
+        stale checkout). When they are a prefix, the store's files become `seen`'s where they differ,
+        as changes the next commit carries (docs/remote-mode.md#careless-agents). None: nothing
+        lost; else what happened and whether it was restored."""
+        assert self.tip is not None
+        events = f"{self.settings.jit_path}/events.jsonl"
+        old, new = self.batch([f"{seen}:{events}", f"{self.tip}:{events}"])
+        if old is None or new is None or new.startswith(old):
+            return None
+        if not old.startswith(new):
+            return f"the state branch was rewritten: its .jit/ no longer extends {seen[:12]}'s; not restored", False
+        differing = self._differing(self.tip, seen)
+        self._restore(seen, differing)
+        self.store.changed.update(self.store.root / relative for relative in differing)
+        lost = f"the state branch lost folded results (force-pushed from an older checkout?): restored {len(differing)}"
+        return f"{lost} file(s) of .jit/ from {seen[:12]}; results folded after it are not known here", True
 
     def _restore(self, commit: str, relatives: list[PurePosixPath]) -> None:
         """Make these files of the scratch store what `commit` has (absent there: deleted)."""

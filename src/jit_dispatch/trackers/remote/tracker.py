@@ -24,8 +24,6 @@ The git side is `plumbing.Plumbing`; watching locks die is `liveness.py`.
 
 from __future__ import annotations
 
-import itertools
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,10 +42,10 @@ from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
 from jit_dispatch.trackers.remote.results import COMPLETE, RELEASE, ResultInfo, fold_message, fold_order, parse_result
+from jit_dispatch.trackers.remote.retry import AGAIN, retrying
 
 T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
-_AGAIN = object()  # a step lost a race: re-read and try again
 _VERBS = {Outcome.RELEASED: "release", Outcome.PARKED: "park", Outcome.LOST: "drop"}
 
 
@@ -72,6 +70,8 @@ class RemoteJitTracker(TrackerDefaults):
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
         self._timing: dict[str, ClaimTiming] = {}  # issue id → when our lock push was sent, how long it took
+        self._high: str | None = None  # the newest tip seen: every later tip's events must extend its own
+        self.restored: list[str] = []  # what a rewound branch lost and this runner put back, for the report
         self.lock_attempts = 0
         self.branch_attempts = 0
         self.commits: list[str] = []
@@ -125,7 +125,7 @@ class RemoteJitTracker(TrackerDefaults):
             with self._busy:
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
-                listing = self._viewed(skip=issue_id, exact=True)
+                listing = self._viewed(skip=issue_id, exact=True, guard=True)
                 folded = self.store.read_issue(issue_id)
                 if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
                     return folded  # another runner's fold carried our claim already
@@ -243,31 +243,34 @@ class RemoteJitTracker(TrackerDefaults):
         ]
 
     # ------------------------------------------------------------------ the view
-    def _viewed(self, skip: str | None = None, *, exact: bool = False) -> Listing:
+    def _viewed(self, skip: str | None = None, *, exact: bool = False, guard: bool = False) -> Listing:
         """List the remote and make the scratch store the view of it (callers commit or discard).
 
         `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
         reads `refs/heads/…` before `refs/jit-dispatch/…`, so a fold landing in between shows the old
         tip with the folded results already gone, a finished issue looking ready. Read in the other
         order, every result is either listed or on the tip (results only leave the remote by a fold
-        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing."""
+        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing.
+        `guard` (views a fold is built on): a tip that lost folded results gets them back."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
             if exact:
                 listing.tip = self.plumbing.list_remote(locks=False).tip
             self.plumbing.prefetch(listing)
             try:
-                self._view(listing, skip)
+                self._view(listing, skip, guard)
                 return listing
             except _Vanished:
                 self.plumbing.discard_changes()
         raise GitError("the remote's pending refs kept changing while being read", transient=True)
 
-    def _view(self, listing: Listing, skip: str | None) -> None:
+    def _view(self, listing: Listing, skip: str | None, guard: bool = False) -> None:
         """Tip + pending results in order (issue, attempt) + claims whose lock the branch lacks
         (except `skip`'s: the claim being checked)."""
         self.plumbing.sync_to(listing.tip)
         self.store.changed.clear()
+        if guard:
+            self._keep_history(listing.tip)
         self._items = []
         for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
             issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
@@ -283,6 +286,18 @@ class RemoteJitTracker(TrackerDefaults):
             if info.agent and info.at:  # a lock of an older kind without them only holds the issue
                 self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
                 self._items.append(("claim", issue_id, info.agent))
+
+    def _keep_history(self, tip: str) -> None:
+        """A tip that lost folded results gets them back (`Plumbing.recover`), reported once."""
+        high, self._high = self._high, tip
+        if high is None or high == tip or (lost := self.plumbing.recover(high)) is None:
+            return
+        note, restored = lost
+        if restored:
+            self._high = high  # until a fold carrying the restored files lands
+        if note not in self.restored:
+            self.restored.append(note)
+            self.notes.append(note)
 
     def _messages(self, refs: dict[str, str]) -> dict[str, str]:
         messages = self.plumbing.messages(refs)
@@ -303,7 +318,7 @@ class RemoteJitTracker(TrackerDefaults):
         if not self.plumbing.push(*updates, leases=dict(listing.results)):
             return False
         if self.store.changed:
-            self.plumbing.tip = updates[0][0]
+            self.plumbing.tip = self._high = updates[0][0]
             self.store.changed.clear()
             self.commits.append(updates[0][0])
         return True
@@ -388,13 +403,15 @@ class RemoteJitTracker(TrackerDefaults):
                     leases[lock_ref] = lease
                 self.branch_attempts += 1
                 if not self.plumbing.push(*updates, leases=leases):
-                    return _AGAIN
+                    return AGAIN
                 self._own.pop(issue_id, None)
                 return settlement
 
         settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         if settlement.outcome != Outcome.LOST:
             self._fold(sent["ref"], deadline)
+        if self.restored:
+            settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
         return settlement
 
     def _claim_of(self, issue_id: str, agent: str) -> LockInfo:
@@ -425,34 +442,16 @@ class RemoteJitTracker(TrackerDefaults):
         def step(attempt: int) -> bool | object:
             with self._busy:
                 try:
-                    listing = self._viewed()
+                    listing = self._viewed(guard=True)
                     if (answer := change(listing)) is not None:
                         return answer
-                    return True if self._push_fold(listing) else _AGAIN
+                    return True if self._push_fold(listing) else AGAIN
                 finally:
                     self.plumbing.discard_changes()
 
         return self._retrying(what, step, deadline)
 
     def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
-        """Run `step` until it returns a value: again after a lost race or a transient failure, with
-        jittered backoff, within the push budget (shortened by `hurry`)."""
-        deadline = deadline or time.monotonic() + self.settings.push_budget
-        why = "every try lost a race"
-        for attempt in itertools.count(1):
-            if attempt > 1:
-                pause = random.uniform(0, min(2.0, 0.05 * 2**attempt))
-                end = min(deadline, self.git.deadline or deadline)
-                if time.monotonic() + pause >= end:
-                    raise TrackerError(f"{what}: gave up after {attempt - 1} attempts within the push budget ({why})")
-                time.sleep(pause)
-            try:
-                value = step(attempt)
-            except GitError as exc:
-                if not exc.transient:
-                    raise
-                why = str(exc)
-                continue
-            if value is not _AGAIN:
-                return value  # type: ignore[return-value]
-        raise AssertionError("unreachable")
+        """`retry.retrying` within the push budget (or `deadline`), shortened by `hurry`."""
+        budget = deadline or time.monotonic() + self.settings.push_budget
+        return retrying(what, step, lambda: min(budget, self.git.deadline or budget))
