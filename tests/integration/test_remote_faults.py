@@ -72,7 +72,7 @@ def test_a_runner_20_minutes_behind_with_slow_pushes_keeps_its_claim(tmp_path: P
     env = clean_env(FAKETIME="-20m", LD_PRELOAD=_libfaketime())
     wait_for_go = f"while [ ! -f {go} ]; do sleep 0.05; done"
     command = f'echo "start $JIT_ISSUE_ID" >> {log}; {wait_for_go}; echo "end $JIT_ISSUE_ID" >> {log}'
-    proc = start(behind, "behind", command, "--heartbeat", "1s", env=env)
+    proc = start(behind, "behind", command, "--heartbeat", "3s", env=env)  # pushes: a sixth of it
     try:
         wait_for(lambda: log.exists(), 60, "the skewed runner's command to start")
         code, result, stderr = finish(start(other, "other", logging_command(log), "--issue", target))
