@@ -108,7 +108,8 @@ def test_reap_with_a_tiny_threshold_never_releases_a_live_claim(tmp_path: Path) 
         time.sleep(1.1)  # not an assertion: lets the claim's timestamps pass the 1 s threshold
         reaped = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=reaper)
         assert reaped.returncode == 0, reaped.stderr
-        assert [(r["issue_id"], r["outcome"].split()[0]) for r in reaped.json["reaped"]] == [(target, "skipped")]
+        # A beat younger than 1 s spares the claim the watch; an older one is watched and moves.
+        assert {(r["issue_id"], r["outcome"].split()[0]) for r in reaped.json["reaped"]} <= {(target, "skipped")}
         assert remote.issue(target)["state"] == "in_progress"
     finally:
         go.touch()
