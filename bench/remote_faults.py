@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds; the report covers what ran")
     parser.add_argument("--stuck", type=float, default=180.0, help="stop after this many seconds without a done")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the reaper loop and the runners go with us
     rng = random.Random(args.seed)
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     started = time.monotonic()
