@@ -189,11 +189,12 @@ class Plumbing:
             data = data[size + 1 :]
         return contents
 
-    def note_commit(self, message: str) -> str:
+    def note_commit(self, message: str, *, deadline: float | None = None) -> str:
         """An empty-tree commit carrying `message` (a lock or a result), written locally."""
         if self._empty_tree is None:
             self._empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
-        return self.git.out("commit-tree", self._empty_tree, "-m", message, env=self.author_env())
+        commit = ("commit-tree", self._empty_tree, "-m", message)
+        return self.git.run(*commit, env=self.author_env(), deadline=deadline).stdout.decode().strip()
 
     def sync_to(self, tip: str) -> None:
         """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""

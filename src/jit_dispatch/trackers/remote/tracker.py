@@ -183,7 +183,7 @@ class RemoteJitTracker(TrackerDefaults):
                 return False
             sha, info = self._own[issue_id]
             beat = info.next_beat(interval)
-            new = self.plumbing.note_commit(beat.message(issue_id))
+            new = self.plumbing.note_commit(beat.message(issue_id), deadline=deadline)
             ref = self._lock_ref(issue_id)
             try:
                 pushed = self.plumbing.push((new, ref), leases={ref: sha}, deadline=deadline)
