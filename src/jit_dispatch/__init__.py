@@ -1,3 +1,3 @@
 """jit-dispatch: turn CI runners into workers for a jit issue tracker."""
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"

@@ -1,4 +1,5 @@
-"""`make demo`: a throw-away git repository with a small `.jit/`, one real dispatch, its summary.
+"""`make demo`: a throw-away git repository with a small `.jit/`, two real dispatches of one issue
+(the first fails its gate and is released, the second is done), the second one's summary.
 
 Everything runs for real: the store is written by this package, `jit-dispatch once` runs as a
 separate process, and the step summary is the Markdown an Actions run would get.
@@ -78,6 +79,46 @@ def example_repo(tmp: Path, *, gates: bool = False) -> Path:
     return repo
 
 
+# The delivering agent: writes the registry its issue asks for.
+DELIVER_COMMAND = 'mkdir -p plugins && echo "REGISTRY = {}" > plugins/registry.py && echo "wrote plugins/registry.py"'
+PERSON = ["-c", "user.name=reviewer", "-c", "user.email=reviewer@example.invalid"]
+
+
+def demo_delivery(repo: Path, tmp: Path, cli: list[str]) -> None:
+    """`--deliver branch` on a local bare remote: the work on `jit/…`, the issue waiting, a merge by
+    hand with plain git, and the next look at the store turning it `done` and its dependent ready."""
+    bare = tmp / "origin.git"
+    _git(tmp, "init", "-q", "--bare", "-b", "main", str(bare))
+    _git(repo, "remote", "add", "origin", str(bare))
+    _git(repo, "push", "-q", "origin", "main")
+    store = JitStore(repo / ".jit")
+    (registry,) = store.create_issues([NewIssue("Add the plugin registry", "critical", labels=("type:task",))])
+    store.create_issues(
+        [NewIssue("Document the registry", "critical", labels=("type:docs",), dependencies=(registry,))]
+    )
+    print("\n--- delivering the work: a branch on the remote, done when it merges ---")
+    args = ["once", "--agent", "demo-runner", "--issue", registry[:8], "--deliver", "branch", "--command"]
+    print(f"$ jit-dispatch {' '.join(args)} '{DELIVER_COMMAND}'")
+    subprocess.run([*cli, *args, DELIVER_COMMAND], cwd=repo, check=False)
+    print("$ git ls-remote origin 'refs/heads/jit/*'")
+    branches = _git(repo, "ls-remote", "origin", "refs/heads/jit/*")
+    print(branches, end="")
+    branch = branches.split()[1].removeprefix("refs/heads/")
+    print(f"$ git log -1 --format=%B {branch}")
+    print(_git(bare, "log", "-1", "--format=%B", branch), end="")
+    print("$ jit-dispatch ready   # 'Document the registry' waits: its prerequisite is not merged")
+    subprocess.run([*cli, "ready"], cwd=repo, check=True)
+    person = tmp / "reviewer"
+    _git(tmp, "clone", "-q", str(bare), str(person))
+    _git(person, *PERSON, "merge", "-q", "--no-ff", "-m", f"Merge {branch}", f"origin/{branch}")
+    _git(person, "push", "-q", "origin", "main")
+    print(f"\n(a person merges {branch} into main with plain git and pushes)")
+    print("$ jit-dispatch status --repair   # any once, reap or the pool notices it the same way")
+    subprocess.run([*cli, "status", "--repair"], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+    print("$ jit-dispatch ready   # done on the merge: the dependent is ready now")
+    subprocess.run([*cli, "ready"], cwd=repo, check=True)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--init"] and len(sys.argv) == 3:  # DIR/.jit only, for the CI self-test
         build_example(Path(sys.argv[2]))
@@ -108,6 +149,7 @@ def main() -> None:
         print(_git(repo, "status", "--short"))
         print("$ jit-dispatch ready   # the unblocked follow-up is ready now")
         subprocess.run([*cli, "ready"], cwd=repo, check=True)
+        demo_delivery(repo, Path(tmp), cli)
         print("\n(make demo-service: the same store served by the agent pool with --listen, probes, webhooks, metrics)")
         sys.exit(code)
 

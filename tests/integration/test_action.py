@@ -251,11 +251,11 @@ def test_every_input_reaches_the_cli_through_env() -> None:
         assert "${{" not in step.get("run", "")
 
 
-def test_every_input_and_output_is_documented_in_the_readme() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text()
+def test_every_input_and_output_is_documented() -> None:
+    reference = (PROJECT_ROOT / "docs" / "action.md").read_text()
     for kind in ("inputs", "outputs"):
         for name in ACTION[kind]:
-            assert f"| `{name}` |" in readme, f"README does not document {kind[:-1]} `{name}`"
+            assert f"| `{name}` |" in reference, f"docs/action.md does not document {kind[:-1]} `{name}`"
 
 
 def test_third_party_actions_are_pinned_to_commits() -> None:
@@ -292,6 +292,22 @@ def test_action_in_remote_mode_records_on_the_remote(tmp_path: Path, runner_temp
     assert remote.issue(remote.ids[1])["state"] == "done"
     assert git(workspace, "status", "--porcelain") == "" and git(workspace, "rev-parse", "HEAD") == head
     assert remote.refs("refs/jit-dispatch/claims/") == [], "the lock is gone once settled"
+
+
+@pytest.mark.slow
+def test_action_doctor_checks_instead_of_dispatching(workspace: tuple[Path, list[str]], runner_temp: Path) -> None:
+    root, (first, _) = workspace
+    inputs = {"agent": "ci-5", "command": "true", "sync": "none", "doctor": "true"}
+    run = CompositeRun(root, runner_temp, inputs)
+    run.run()
+    assert run.exit_code == 0, run.log
+    assert "jit-dispatch doctor: all good" in run.log
+    assert "### 🩺 jit-dispatch doctor" in run.summary.read_text()
+    assert read_issue(root / ".jit", first)["state"] == "ready", "nothing was dispatched"
+    (root / ".jit" / "gates.json").write_text('{"gates": 7}')
+    run = CompositeRun(root, runner_temp, inputs)
+    run.run()
+    assert run.exit_code == 1 and "[FAIL] gate registry" in run.log, run.log
 
 
 @pytest.mark.slow

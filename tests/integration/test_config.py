@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,15 @@ BUILTIN = {
     "gates": "run",
     "on_gate_failure": "release",
     "checks": [],
+    "deliver": "none",
+    "branch_template": "jit/{short_id}-{slug}",
+    "base": None,
+    "allow_empty_delivery": False,
+    "done_on": None,
+    "max_review_rounds": 3,
+    "draft": False,
+    "pr_labels": [],
+    "reviewers": [],
 }
 
 
@@ -82,6 +92,7 @@ def test_config_check_prints_the_effective_config_with_defaults(tmp_path: Path) 
         "poll_interval_secs": 5.0,
         "listen": None,
         "repos": [],
+        "store": {},
         "agents": [
             {**BUILTIN, "id": "copilot-1", "type": "copilot", "max_concurrent": 2,
              "command": "gh copilot work {issue_id}"},
@@ -147,7 +158,7 @@ MISTAKES = {
     "bad-duration": (AGENT + 'timeout = "5 parsecs"\n', "agents[0] (id 'a1').timeout", "is not a duration"),
     "zero-duration": ('timeout = "0s"\n' + AGENT, "timeout", "greater than zero"),
     "boolean-duration": ("timeout = true\n" + AGENT, "timeout", "duration"),
-    "bad-priority": (AGENT + 'min_priority = "urgent"\n', "agents[0] (id 'a1').min_priority", "'critical'"),
+    "bad-priority": (AGENT + 'min_priority = "urgent"\n', "agents[0] (id 'a1').min_priority", "critical, high"),
     "bad-label": (AGENT + 'labels = ["Component DB"]\n', "agents[0] (id 'a1').labels", "is not a jit label"),
     "bad-exclude-label": ('exclude_labels = ["nocolon"]\n' + AGENT, "exclude_labels", "is not a jit label"),
     "bad-agent-id": ('[[agents]]\nid = "two words"\ncommand = "true"\n', "id 'two words').id", "not a valid agent id"),
@@ -157,7 +168,7 @@ MISTAKES = {
     "empty-command": ('[[agents]]\nid = "a1"\ncommand = ""\n', "agents[0] (id 'a1').command", "at least 1"),
     "second-agent": (AGENT + '[[agents]]\nid = "a2"\ncommand = "true"\nmax_concurrent = -1\n',
                      "agents[1] (id 'a2').max_concurrent", "greater than or equal to 1"),
-    "invalid-toml": (AGENT + "max_concurrent = \n", "not valid TOML", "line 4"),
+    "invalid-toml": (AGENT + "max_concurrent = \n", "mine.toml:4: not valid TOML", "column"),
 }  # fmt: skip
 
 
@@ -198,7 +209,7 @@ def test_each_mistake_exits_2_with_one_line_naming_file_and_key(
     code, out, err = config_check(capsys, "--config", str(path))
     assert (code, out) == (2, "")
     line = assert_one_error_line(err, key, reason)
-    assert line.startswith(f"jit-dispatch: error: {path}: "), line
+    assert re.match(rf"jit-dispatch: error: {re.escape(str(path))}(:\d+)?: ", line), line
     with pytest.raises(UsageError) as caught:  # the same through the loader, for `start` and `once`
         load_config(path)
     assert caught.value.exit_code == 2 and line == f"jit-dispatch: error: {caught.value}"
@@ -398,3 +409,101 @@ def test_once_without_a_config_does_not_import_pydantic(tmp_path: Path, new_stor
     write(configured / "dispatch.toml", "max_attempts = 2\n")
     assert probe_once(store.root, configured) == {"code": 0, "pydantic": True}
     assert read_issue(store.root, second)["state"] == "done"
+
+
+# --------------------------------------------------------------------------- priorities, any case
+@pytest.mark.parametrize("spelling", ["high", "HIGH", "High"])
+def test_min_priority_flag_accepts_the_documented_names_in_any_case(tmp_path: Path, labelled, spelling) -> None:
+    root, ids = labelled
+    data = once_json(root, "--agent", "w", "--command", "true", "--min-priority", spelling, cwd=tmp_path)
+    assert (data["issue_id"], data["outcome"]) == (ids["db"], "done")
+    data = once_json(root, "--agent", "w", "--command", "true", "--min-priority", spelling, cwd=tmp_path)
+    assert data["outcome"] == "idle", "only the high issue was in scope"
+
+
+@pytest.mark.parametrize("spelling", ["critical", "CRITICAL"])
+def test_min_priority_from_the_environment_as_the_action_passes_it(tmp_path: Path, labelled, spelling) -> None:
+    root, _ = labelled
+    env = clean_env(JIT_DISPATCH_MIN_PRIORITY=spelling)
+    result = run_cli("once", "--jit-dir", str(root), "--json", "--agent", "w", "--command", "true",
+                     cwd=tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.json["outcome"] == "idle", "no critical issue: nothing is taken"
+    env = clean_env(JIT_DISPATCH_MIN_PRIORITY="Normal")
+    result = run_cli("ready", "--jit-dir", str(root), "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert [i["priority"] for i in result.json["dispatchable"]] == ["high", "normal"]
+
+
+def test_min_priority_in_dispatch_toml_in_any_case(tmp_path: Path, labelled) -> None:
+    root, ids = labelled
+    write(tmp_path / "dispatch.toml", '[[agents]]\nid = "w"\ncommand = "true"\nmin_priority = "HIGH"\n')
+    data = once_json(root, cwd=tmp_path)
+    assert (data["issue_id"], data["outcome"]) == (ids["db"], "done")
+    assert once_json(root, cwd=tmp_path)["outcome"] == "idle"
+
+
+@pytest.mark.parametrize("where", ["flag", "env", "toml"])
+def test_an_unknown_priority_is_one_line_naming_the_choices(tmp_path: Path, labelled, where) -> None:
+    root, _ = labelled
+    args = ["once", "--jit-dir", str(root), "--agent", "w", "--command", "true"]
+    env = clean_env()
+    if where == "flag":
+        args += ["--min-priority", "urgent"]
+    elif where == "env":
+        env["JIT_DISPATCH_MIN_PRIORITY"] = "urgent"
+    else:
+        write(tmp_path / "dispatch.toml", 'min_priority = "urgent"\n')
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "'urgent'" in result.stderr and "critical, high, normal, low" in result.stderr
+
+
+def test_config_check_shows_the_store_keys_the_file_sets(tmp_path: Path) -> None:
+    write(tmp_path / "dispatch.toml", 'sync = "git"\nstate_branch = "jit-state"\npush_budget = "2m"\n' + SEED_CONFIG)
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.json["store"] == {"sync": "git", "state_branch": "jit-state", "push_budget": 120.0}
+
+
+# --------------------------------------------------------------------------- all mistakes at once
+def test_every_mistake_at_once_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "dispatch.toml",
+        """\
+        poll_interval_secs = 5
+        max_concurent = 3
+
+        [[agents]]
+        id = "a1"
+        command = "true"
+
+        [[agents]]
+        id = "a2"
+        command = "true"
+        max_concurent = 2
+        timeout = "soon"
+        flavour = "vanilla"
+        """,
+    )
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"jit-dispatch: error: {path.name}:2: max_concurent: unknown key "
+        "(did you mean max_concurrent? it is set per agent, in an [[agents]] table)",
+        f"jit-dispatch: error: {path.name}:11: agents[1] (id 'a2').max_concurent: unknown key "
+        "(did you mean max_concurrent?)",
+        f"jit-dispatch: error: {path.name}:12: agents[1] (id 'a2').timeout: 'soon' is not a duration "
+        "(e.g. 600, 90s, 10m, 2h, 2d)",
+        f"jit-dispatch: error: {path.name}:13: agents[1] (id 'a2').flavour: unknown key",
+    ], result.stderr
+
+
+def test_a_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    write(tmp_path / "dispatch.toml", 'poll_interval_secs = 5\n\n[[agents]\nid = "a1"\n')
+    result = run_cli("config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jit-dispatch: error: dispatch.toml:3: not valid TOML: "), line

@@ -210,7 +210,7 @@ def test_a_checker_is_stopped_as_a_group_at_its_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
     assert result.json["reason"] == "gate 'slow' timed out after 1s", result.stderr
     (run,) = gate_runs(root)
-    assert (run["status"], run["exit_code"], run["message"]) == ("error", None, "timed out after 1s")
+    assert (run["status"], run["exit_code"], run["message"]) == ("error", None, None)  # jit's record: no message
     assert not alive(int((root.parent / "bgpid").read_text()))
 
 
@@ -325,8 +325,7 @@ def test_a_working_dir_escaping_through_a_symlink_releases_the_issue(tmp_path: P
     result = once(root, "true")
     assert result.json["reason"] == "gate 'g' failed (working_dir 'link' resolves outside the repository)"
     assert not (outside / "escaped").exists()
-    (run,) = gate_runs(root)
-    assert (run["status"], run["exit_code"]) == ("error", None)
+    assert gate_runs(root) == []  # it never ran: jit fails such a check without a run record
     assert read_issue(root, issue_id)["state"] == "ready"
 
 
@@ -482,10 +481,10 @@ def test_the_pool_runs_gates_and_config_checks_and_logs_them(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ('gates = "sometimes"\n', "dispatch.toml: gates: Input should be 'run' or 'skip'"),
-        ('on_gate_failure = "ignore"\n', "dispatch.toml: on_gate_failure: Input should be 'release' or 'gated'"),
-        ('checks = [""]\n', "dispatch.toml: checks[0]: String should have at least 1 character"),
-        ('checks = "make test"\n', "dispatch.toml: checks: Input should be a valid list"),
+        ('gates = "sometimes"\n', "dispatch.toml:1: gates: Input should be 'run' or 'skip'"),
+        ('on_gate_failure = "ignore"\n', "dispatch.toml:1: on_gate_failure: Input should be 'release' or 'gated'"),
+        ('checks = [""]\n', "dispatch.toml:1: checks[0]: String should have at least 1 character"),
+        ('checks = "make test"\n', "dispatch.toml:1: checks: Input should be a valid list"),
     ],
 )
 def test_bad_gate_settings_are_one_line_naming_the_key(tmp_path: Path, config: str, message: str) -> None:

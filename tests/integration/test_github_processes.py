@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from github_fake import BOT, REPO, FakeGitHub, user
-from github_server import FakeServer
+from github_server import UNPACED, FakeServer
 from helpers import clean_env
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.records import parse_record
@@ -29,12 +29,6 @@ COMMAND = (
     'echo "$JIT_ISSUE_SHORT_ID $JIT_DISPATCH_ATTEMPT" >> "$RUNS/runs"; sleep 0.4; rmdir "$d" 2>/dev/null; true'
 )
 ME = frozenset({BOT["login"]})
-# The real entry point without PyGithub's pacing (1 s between writes), as the in-process tests run it,
-# and with a read timeout longer than any stall a test holds a request for (a loaded machine is slow).
-UNPACED = (
-    "import jit_dispatch.trackers.github.api as a; a.THROTTLE = False; a.TIMEOUT = 300; "
-    "from jit_dispatch.cli.main import main; main()"
-)
 
 
 @pytest.fixture

@@ -629,7 +629,11 @@ def test_the_action_installs_pygithub_and_passes_the_token_only_for_the_github_t
     env = steps["dispatch"]["env"]
     assert env["JIT_DISPATCH_TRACKER"] == "${{ inputs.tracker }}"
     assert env["JIT_DISPATCH_GITHUB_TOKEN"] == "${{ inputs.github-token }}"
-    unset = 'if [ "$JIT_DISPATCH_TRACKER" != github ]; then unset JIT_DISPATCH_GITHUB_TOKEN; fi'
+    # the token goes only to the GitHub tracker and to pull-request delivery (docs/delivery.md#github)
+    unset = (
+        'if [ "$JIT_DISPATCH_TRACKER" != github ] && [ "$JIT_DISPATCH_DELIVER" != pull-request ]; then\n'
+        "  unset JIT_DISPATCH_GITHUB_TOKEN\nfi"
+    )
     assert unset in steps["dispatch"]["run"]
 
 

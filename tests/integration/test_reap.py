@@ -305,7 +305,7 @@ def test_release_gives_a_claim_back_with_the_reason(new_store: StoreFactory) -> 
     events_before = len(read_events(root))
     result = run_cli("release", "--jit-dir", str(root), held[:8], "needs a design decision first", "--json")
     assert result.returncode == 0, result.stderr
-    assert result.json == {"issue_id": held, "outcome": "released", "attempts": 1}
+    assert result.json == {"issue_id": held, "outcome": "released", "attempts": 0}, "a person's: no failed attempt"
     raw = read_issue(root, held)
     assert (raw["state"], raw["assignee"]) == ("ready", None)
     assert raw["context"]["dispatch.last_reason"] == "needs a design decision first"
@@ -319,6 +319,38 @@ def test_release_gives_a_claim_back_with_the_reason(new_store: StoreFactory) -> 
     assert again.returncode == 2
     assert again.stderr.strip() == f"jit-dispatch: error: ID: issue {held[:8]} is not claimed (state ready)"
     assert read_issue(root, other)["state"] == "ready"
+    # --attempt: counted as a failed attempt, as a runner's failure is.
+    claim_by_hand(root, other, "agent:ci-3", dispatch_claimed_at=ago(minutes=1), attempts="1")
+    counted = run_cli("release", "--jit-dir", str(root), other, "flaky, try again", "--attempt", "--json")
+    assert counted.json == {"issue_id": other, "outcome": "released", "attempts": 2}
+
+
+def test_a_runner_whose_claim_a_person_releases_reports_the_reason(new_store: StoreFactory, tmp_path: Path) -> None:
+    store, (issue,) = new_store(NewIssue("long one"))
+    root = store.root
+    started = tmp_path / "started"
+    argv = [sys.executable, "-m", "jit_dispatch", "once", "--jit-dir", str(root), "--agent", "w1", "--json",
+            "--heartbeat", "1s", "--command", f"touch {started}; exec sleep 60"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
+        released = run_cli("release", "--jit-dir", str(root), issue, "wrong approach, see the design doc")
+        assert released.returncode == 0, released.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = json.loads(out)
+    assert (proc.returncode, result["outcome"]) == (1, "lost"), err
+    assert result["reason"] == (
+        "the claim was taken away while the command ran: wrong approach, see the design doc; nothing written"
+    )
+    raw = read_issue(root, issue)
+    assert (raw["state"], raw["context"]["dispatch.attempts"]) == ("ready", "0"), "not a failed attempt"
 
 
 def test_release_park_and_unpark(new_store: StoreFactory) -> None:
@@ -411,6 +443,7 @@ def test_reap_in_remote_mode_recovers_a_killed_runner_and_frees_its_issue(tmp_pa
         result = run_cli("reap", "--older-than", "1s", "--sync", "git", "--json", cwd=workspace)
         assert result.returncode == 0, result.stderr
         assert [(r["issue_id"], r["outcome"]) for r in result.json["reaped"]] == [(victim, "released")]
+        assert "reap: 1 claim(s) silent for over 1s; watching their locks" in result.stderr, "not silent meanwhile"
         raw = remote.issue(victim)
         assert (raw["state"], raw["assignee"], raw["context"]["dispatch.attempts"]) == ("ready", None, "1")
     finally:

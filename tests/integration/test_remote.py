@@ -443,8 +443,9 @@ def test_state_commits_name_the_operation_and_the_author(tmp_path: Path) -> None
     done, released, parked = remote.ids
     clone, head = clones(remote, tmp_path, 1)[0]
     authors = ["--format=%an <%ae>|%cn <%ce>", "main"]
+    actions = clean_env(GITHUB_ACTIONS="true")  # in Actions the bot authors; elsewhere the person (test_day2.py)
 
-    code, result, stderr = once(clone, "bot", "true", "--issue", done)
+    code, result, stderr = once(clone, "bot", "true", "--issue", done, env=actions)
     assert (code, result["outcome"]) == (0, "done"), stderr
     assert subjects(remote, 2) == [
         f"jit-dispatch: claim {done[:8]} (agent:bot) [skip ci]",
@@ -462,7 +463,7 @@ def test_state_commits_name_the_operation_and_the_author(tmp_path: Path) -> None
     expected = "Bot <bot@example.com>|Bot <bot@example.com>"
     assert git(remote.bare, "log", "-2", *authors).split("\n")[:2] == [expected] * 2
 
-    code, result, stderr = once(clone, "bot", "exit 7", "--issue", parked, "--max-attempts", "1")
+    code, result, stderr = once(clone, "bot", "exit 7", "--issue", parked, "--max-attempts", "1", env=actions)
     assert (code, result["outcome"]) == (1, "parked"), stderr
     assert subjects(remote, 2) == [
         f"jit-dispatch: claim {parked[:8]} (agent:bot) [skip ci]",

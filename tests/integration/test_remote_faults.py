@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import Remote, clean_env, git, make_remote, run_cli
+from jit_dispatch.process import runlock
 from jit_dispatch.trackers.jit.store import NewIssue
-from remote_runs import LOCKS, assert_remote_store_valid, finish, held_command, install_hook, start, wait_for
+from remote_runs import (
+    LOCKS,
+    assert_remote_store_valid,
+    finish,
+    held_command,
+    install_hook,
+    start,
+    wait_for,
+)
 
 FAKETIME = shutil.which("faketime")
 
@@ -53,6 +60,8 @@ def assert_never_overlapped(log: Path) -> Counter:
         if what == "start":
             assert issue_id not in running, f"{issue_id[:8]} ran twice at once"
             running.add(issue_id)
+        elif what == "killed":  # died with its SIGKILLed runner (the test saw its run lock freed)
+            running.discard(issue_id)
         else:
             running.discard(issue_id)
             ended[issue_id] += 1
@@ -206,6 +215,8 @@ def test_a_runner_whose_claim_is_taken_away_stops_its_command_before_another_run
         if proc.poll() is None:
             proc.kill()
     assert (code, result["outcome"]) == (1, "lost"), (result, stderr)
+    assert "taken away while the command ran: taken back by hand" in result["reason"], "the person's reason"
+    assert remote.issue(target)["context"]["dispatch.attempts"] == "0", "a person's release is no failed attempt"
     code, result, stderr = finish(start(second, "second", logging_command(log)))
     assert (code, result["outcome"]) == (0, "done"), (result, stderr)
     assert assert_never_overlapped(log) == Counter({target: 2})
@@ -278,6 +289,12 @@ def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_p
             wait_for(lambda: log.exists(), 60, "the command to start")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        if (
+            point == "during-command"
+        ):  # the command dies with its runner (docs/service.md#no-command-outlives-its-dispatcher)
+            wait_for(lambda: not runlock.alive(target), 10, "the killed runner's command to end")
+            with log.open("a") as handle:
+                handle.write(f"killed {target}\n")
     finally:
         (room / "go").touch()
         if proc.poll() is None:
@@ -304,32 +321,6 @@ def test_sigkill_at_each_step_is_recovered_without_running_a_success_again(tmp_p
 FLAKY = """if [ $((RANDOM % 10)) -lt 3 ]; then echo "flaky: server busy, try again later" >&2; exit 1; fi
 exit 0
 """
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
-    """`git daemon` on 127.0.0.1 serving tmp_path (push enabled); its base URL. Killed afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr", "--listen=127.0.0.1",
-         f"--port={port}", f"--base-path={tmp_path}", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "git daemon did not start"
-                time.sleep(0.05)
-        yield f"git://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("transport", ["file", "git-daemon"])

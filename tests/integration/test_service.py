@@ -217,19 +217,24 @@ def test_every_route_and_the_signature_rules(tmp_path: Path, new_store, pools) -
 LOG_KEYS = {
     "logs": {"log_dir"},
     "watch": {"paths"},
-    "listen": {"url", "webhooks"},
+    "listen": {"url", "webhooks", "probe_url"},
+    "sweep": {"issue_id", "short_id", "killed"},
     "start": {"store", "agents", "poll_interval_secs"},
     "cycle": {"trigger", "claimed", "ready_issues", "oldest_ready_age_seconds", "duration_seconds", "error"},
     "status": {"agents", "settled"},
     "claim": {"agent", "assignee", "issue_id", "short_id", "priority", "attempt", "busy", "capacity"},
-    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "message"},
+    "webhook": {"source", "kind", "action", "delivery", "status", "wake", "reply"},
+    "warning": {"warning"},
 }
 LOG_KEYS["settle"] = LOG_KEYS["claim"] | {"outcome", "exit_code", "duration_seconds", "reason"}
+LOG_KEYS["claim_lost"] = LOG_KEYS["claim"] | {"reason"}
+LOG_KEYS["settle_retry"] = LOG_KEYS["claim"] | {"error", "retry_in_seconds"}
 
 
 def assert_stable_log_keys(events: list[dict]) -> None:
     for event in events:
-        assert set(event) == {"ts", "event"} | LOG_KEYS[event["event"]], event
+        assert set(event) == {"ts", "level", "message", "event"} | LOG_KEYS[event["event"]], event
+        assert event["level"] in ("info", "warning", "error") and isinstance(event["message"], str)
         assert event["ts"].endswith("Z")
 
 
@@ -319,6 +324,32 @@ def test_a_signed_push_wakes_a_remote_pool_which_fetches_first(tmp_path: Path, r
     assert time.monotonic() - sent < LONG_POLL / 10
     wait_for(lambda: remote.issue(issue_id)["state"] == "done", "the result pushed", pool.proc)
     assert [c["trigger"] for c in pool.of("cycle")][:2] == ["start", "webhook"]
+
+
+def test_a_merged_pull_request_webhook_finishes_the_waiting_delivery_at_once(
+    tmp_path: Path, remote_factory, pools
+) -> None:
+    """docs/delivery.md#webhooks: the pool delivers, the work is merged; the signed `pull_request`
+    `closed` delivery wakes the pool long before its poll interval, and its cycle finds the merge."""
+    from delivery_runs import merge
+
+    remote = remote_factory([NewIssue("first")])
+    work = remote.clone(tmp_path / "work", shallow=False)
+    pool_config(work / "dispatch.toml", "echo A > a.txt", extra='deliver = "branch"')
+    pool = pools(work)
+    (issue_id,) = remote.ids
+    wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "gated", "the delivery", pool.proc)
+    branch = read_issue(work / ".jit", issue_id)["context"]["dispatch.branch"]
+    merge(remote, tmp_path, branch, "squash")
+    time.sleep(2.0)  # nothing but the webhook would wake the pool now (its own writes woke it already)
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    payload = json.loads((Path(__file__).parents[1] / "fixtures/webhooks/pull_request.closed.merged.json").read_text())
+    status, reply = pool.hook("github", payload, kind="pull_request", delivery="m-1")
+    assert (status, reply) == (200, {"status": "pull request merged", "wake": True})
+    sent = time.monotonic()
+    wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "done", "the merge noticed", pool.proc)
+    assert time.monotonic() - sent < LONG_POLL / 10
+    assert "webhook" in [c["trigger"] for c in pool.of("cycle")]  # the store watcher may wake one more cycle
 
 
 # --------------------------------------------------------------------------- metrics
@@ -415,7 +446,7 @@ def test_listen_mistakes_are_one_clear_line(tmp_path: Path, new_store) -> None:
     pool_config(tmp_path / "dispatch.toml", "true", extra='listen = "localhost:http"')
     result = run()
     assert result.returncode == 2
-    assert "dispatch.toml: listen:" in result.stderr and result.stderr.count("\n") == 1
+    assert "dispatch.toml:3: listen:" in result.stderr and result.stderr.count("\n") == 1
     pool_config(tmp_path / "dispatch.toml", "true", extra='listen = "127.0.0.1:0"')  # the key, when valid, is used
     result = run("--once")
     assert result.returncode == 0 and "jit-dispatch: listening on http://127.0.0.1:" in result.stdout, result.stderr
@@ -541,7 +572,9 @@ def server(monkeypatch):
 
 def slow_post(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    sock.sendall(
+        b"POST /webhook/jit HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-Hub-Signature-256: sha256=0\r\n\r\n"
+    )  # a signature (wrong, but only known at the end): an unsigned body is refused before it is read
     return sock
 
 

@@ -21,14 +21,18 @@ StoreFactory = Callable[..., tuple[JitStore, list[str]]]
 
 STATES = ["backlog", "ready", "in_progress", "gated", "done", "rejected", "archived"]
 RANK = {"critical": 0, "high": 1, "normal": 2, "low": 3}
-TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "warnings", "queue"}
+TOP_KEYS = {"store", "counts", "dispatchable", "held", "blocked", "in_progress", "parked", "released", "gated",
+            "warnings", "queue"}  # fmt: skip
+WHY_KEYS = {"attempts", "reason", "when", "run", "failed_gates"}
 ISSUE_KEYS = {"issue_id", "short_id", "title", "priority"}
 ENTRY_KEYS = {
     "dispatchable": ISSUE_KEYS | {"gates_needed"},
     "held": ISSUE_KEYS | {"reason", "gates_needed"},
     "blocked": ISSUE_KEYS | {"state", "blocked_by"},
     "in_progress": ISSUE_KEYS | {"agent", "age_seconds", "silent_seconds", "stale"},
-    "parked": ISSUE_KEYS | {"reason"},
+    "parked": ISSUE_KEYS | WHY_KEYS,
+    "released": ISSUE_KEYS | WHY_KEYS,
+    "gated": ISSUE_KEYS | WHY_KEYS | {"gates_needed"},
 }
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
 
@@ -135,13 +139,35 @@ def expected_status(root: Path, stale_after: float) -> dict[str, Any]:
         ],
         "in_progress": in_progress,
         "parked": [
-            {**head(raw), "reason": raw["context"].get("dispatch.last_reason")}
+            {**head(raw), **why(raw, raw["context"].get("dispatch.parked_at"))}
             for raw in sorted(raws.values(), key=order)
-            if "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]
+            if parked(raw)
         ],
+        "released": [
+            {**head(raw), **why(raw, raw["updated_at"])}
+            for raw in sorted(raws.values(), key=order)
+            if raw["state"] == "ready" and not parked(raw) and attempts(raw) > 0
+        ],
+        "gated": [head(raw)["issue_id"] for raw in sorted(raws.values(), key=order) if raw["state"] == "gated"],
         "missing": missing,
         "queue": {"ready_issues": len(dispatchable), "oldest_ready_age_seconds": oldest, "running": len(in_progress)},
     }
+
+
+def parked(raw: dict) -> bool:
+    return "dispatch:parked" in raw["labels"] or "dispatch.parked_at" in raw["context"]
+
+
+def attempts(raw: dict) -> int:
+    text = raw["context"].get("dispatch.attempts", "0")
+    return max(0, int(text)) if text.lstrip("-").isdigit() else 0
+
+
+def why(raw: dict, when: str | None) -> dict:
+    failed = [k for k, v in raw.get("gates_status", {}).items() if v.get("status") in ("failed", "error")]
+    context = raw["context"]
+    return {"attempts": attempts(raw), "reason": context.get("dispatch.last_reason"), "when": when,
+            "run": context.get("dispatch.run"), "failed_gates": failed}  # fmt: skip
 
 
 def status(root: Path, *args: str, env: dict[str, str] | None = None) -> dict:
@@ -166,6 +192,8 @@ def assert_matches(data: dict, expected: dict) -> None:
     assert data["held"] == expected["held"]
     assert data["blocked"] == expected["blocked"]
     assert data["parked"] == expected["parked"]
+    assert data["released"] == expected["released"]
+    assert [g["issue_id"] for g in data["gated"]] == expected["gated"]
     assert set(data["queue"]) == {"ready_issues", "oldest_ready_age_seconds", "running"}
     for key, want in expected["queue"].items():
         assert data["queue"][key] == want if key != "oldest_ready_age_seconds" or want is None \
@@ -358,7 +386,7 @@ def test_status_of_an_empty_store(new_store: StoreFactory) -> None:
     data = status(store.root)
     assert_schema(data)
     assert data == {"store": str(store.root), "counts": dict.fromkeys(STATES, 0), "dispatchable": [], "held": [],
-                    "blocked": [], "in_progress": [], "parked": [], "warnings": [],
+                    "blocked": [], "in_progress": [], "parked": [], "released": [], "gated": [], "warnings": [],
                     "queue": {"ready_issues": 0, "oldest_ready_age_seconds": None, "running": 0}}  # fmt: skip
     text = run_cli("status", "--jit-dir", str(store.root))
     assert text.stdout.strip() == f"jit-dispatch status of {store.root}: no issues"

@@ -7,6 +7,7 @@ Single-resource reads are current. Payloads follow the shapes GitHub documents f
 comments and labels (trimmed of fields nobody reads, never of fields the dispatcher reads):
 `Link` header pagination, pull requests in the issues list, `author_association`,
 `state_reason`, `issue_dependencies_summary`.
+Pull requests, reviews, merges and collaborator permissions: `github_pulls.py`.
 PyGithub talks to `https://api.github.com:443/...` (it spells out the port), so routes match
 with and without it.
 """
@@ -27,6 +28,7 @@ import pytest
 import responses
 
 from github_git import GitDatabase
+from github_pulls import PullsDatabase
 
 API = "https://api.github.com"
 REPO = "octo-org/widgets"
@@ -61,7 +63,7 @@ class Fault:
 
 
 @dataclass
-class FakeGitHub(GitDatabase):
+class FakeGitHub(GitDatabase, PullsDatabase):
     repo: str = REPO
     page_size: int = 2  # small pages, so every listing paginates via `Link`
     actor: dict[str, Any] = field(default_factory=lambda: dict(BOT))
@@ -268,7 +270,7 @@ class FakeGitHub(GitDatabase):
     # ------------------------------------------------------------------ the server
     def install(self, mock: responses.RequestsMock) -> None:
         route = re.compile(r"https://api\.github\.com(?::443)?/.*")
-        for method in ("GET", "POST", "PATCH", "DELETE"):
+        for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
             mock.add_callback(method, route, callback=self._callback)
 
     def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
@@ -351,6 +353,8 @@ class FakeGitHub(GitDatabase):
                 path, query, [self.ref_payload(r, sha) for r, sha in sorted(refs.items()) if r.startswith(wanted)]
             )
         if (answer := self.git_route(method, rest, body)) is not None:
+            return answer
+        if (answer := self.pulls_route(method, rest, query, body)) is not None:
             return answer
         if method == "GET" and rest == "/issues":
             issues, _, _ = self._seen()

@@ -16,6 +16,13 @@ from typing import Any
 
 from github_fake import FakeGitHub
 
+# The real entry point without PyGithub's pacing (1 s between writes), as the in-process tests run it,
+# and with a read timeout longer than any stall a test holds a request for (a loaded machine is slow).
+UNPACED = (
+    "import jit_dispatch.trackers.github.api as a; a.THROTTLE = False; a.TIMEOUT = 300; "
+    "from jit_dispatch.cli.main import main; main()"
+)
+
 
 class FakeServer:
     def __init__(self, fake: FakeGitHub, latency: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -82,7 +89,7 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = do_DELETE = _serve
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
         def log_message(self, *_args: Any) -> None:
             pass

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from helpers import Remote, clean_env, git
@@ -96,3 +100,30 @@ def install_hook(remote: Remote, body: str) -> None:
     hook = remote.bare / "hooks" / "pre-receive"
     hook.write_text("#!/usr/bin/env bash\n" + body)
     hook.chmod(0o755)
+
+
+@contextmanager
+def git_daemon(base: Path, *, receive_pack: bool = True) -> Iterator[str]:
+    """`git daemon` on 127.0.0.1 serving `base` (pushes enabled, or a read-only remote); its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    enable = ["--enable=receive-pack"] if receive_pack else []
+    proc = subprocess.Popen(
+        ["git", "daemon", "--export-all", *enable, "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
+         f"--base-path={base}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip  # a group of its own: `git daemon` runs git-daemon as a child, which must go too
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "git daemon did not start"
+                time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -108,3 +108,18 @@ def test_exit_codes() -> None:
     assert [code(o) for o in ("released", "parked", "lost")] == [1, 1, 1]
     assert code("released", cancelled_by=15) == 143 and code("released", cancelled_by=2) == 130
     assert exit_code_for(Result(Outcome.RELEASED, "a:b", ".jit"), fail_on_command_failure=False) == 0
+
+
+def test_merges_settled_before_selecting_are_listed_inert() -> None:
+    from jit_dispatch.domain.values import Outcome
+    from jit_dispatch.engine.dispatch import Result
+    from jit_dispatch.report.summary import result_json, summary_markdown, summary_text
+
+    result = Result(Outcome.IDLE, "agent:a", ".jit", reason="no ready issue matches")
+    result.merged = ["1a2b3c4d done: jit/1a2b3c4d-x merged into main (abc); unblocked 9f9f9f9f", "<b>@all</b>\x1b[31m"]
+    text = summary_text(result, 3)
+    assert "jit-dispatch: merge watch: 1a2b3c4d done: jit/1a2b3c4d-x merged into main" in text
+    assert "\x1b" not in text
+    markdown = summary_markdown(result, 3)
+    assert "- 1a2b3c4d done" in markdown and "<b>" not in markdown and "@all" not in markdown
+    assert result_json(result)["merged"] == result.merged

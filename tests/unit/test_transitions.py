@@ -99,6 +99,9 @@ def test_promote_and_ownership() -> None:
     assert transitions.still_ours(raw_issue(state="in_progress", assignee="agent:a"), "agent:a")
     assert not transitions.still_ours(raw_issue(state="in_progress", assignee="agent:b"), "agent:a")
     assert not transitions.still_ours(raw_issue(state="ready", assignee=None), "agent:a")
+    claimed = raw_issue(state="in_progress", assignee="agent:a", context={"dispatch.run": "h:1#x"})
+    assert transitions.still_ours(claimed, "agent:a", "h:1#x")
+    assert not transitions.still_ours(claimed, "agent:a", "h:1#y"), "another run of the same agent"
 
 
 def test_timestamps_are_rfc3339_utc_with_nanoseconds() -> None:

@@ -229,7 +229,7 @@ def test_text_log_lines_carry_no_control_characters() -> None:
     out = io.StringIO()
     log = EventLog(out)
     log.emit("webhook", {"source": "github", "kind": "issues\x1b[2J", "action": "la\rbeled", "delivery": "d",
-                         "status": 200, "wake": True, "message": "issue changed"})  # fmt: skip
+                         "status": 200, "wake": True, "reply": "issue changed"})  # fmt: skip
     log.emit("cycle", {"trigger": "store", "error": "TrackerError: bad\nline", "claimed": 0})
     log.emit("cycle", {"trigger": "poll", "error": None, "claimed": 0})  # a good cycle: nothing in text
     assert out.getvalue() == (
@@ -247,7 +247,7 @@ def test_an_event_line_nested_too_deep_is_skipped_and_the_watcher_goes_on(tmp_pa
     import threading
     import time
 
-    from jit_dispatch.trackers.jit.events import read_events
+    from jit_dispatch.trackers.jit.files import read_events
 
     log = tmp_path / "events.jsonl"
     log.write_text("")
@@ -274,3 +274,43 @@ def test_an_event_line_nested_too_deep_is_skipped_and_the_watcher_goes_on(tmp_pa
         watcher.stop()
     assert [e.get("gate_key") for e in seen] == ["after"]
     assert [e["gate_key"] for e in read_events(log, ["gate_failed"])] == ["after"]
+
+
+# ---------------------------------------------------------------------------- delivered work
+
+HOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "wake", "message"),
+    [
+        ("pull_request.closed.merged.json", True, "pull request merged"),
+        ("pull_request.closed.unmerged.json", True, "pull request closed without merging"),
+        ("pull_request.synchronize.json", False, "pull request action ignored"),
+        ("pull_request_review.submitted.changes_requested.json", True, "changes requested"),
+        ("pull_request_review.submitted.approved.json", False, "review ignored"),
+        ("pull_request_review.submitted.commented.json", False, "review ignored"),
+        ("push.main.merged_by_hand.json", True, "push of delivered work (a Jit-Issue trailer)"),
+        ("push.main.plain.json", False, "push to another branch ignored"),
+    ],
+)
+def test_delivered_work_reaching_github_wakes_the_pool(fixture: str, wake: bool, message: str) -> None:
+    kind = fixture.split(".")[0]
+    reply = github(Receiver(SECRET, "jit-state"), kind, json.loads((HOOKS / fixture).read_text()))
+    assert (reply.status, reply.wake, reply.message) == (200 if wake else 202, wake, message)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"action": "submitted", "review": "changes_requested"},
+        {"action": "submitted", "review": {"state": ["changes_requested"]}},
+        {"action": "closed", "pull_request": None},
+        {"action": "closed", "pull_request": ["merged"]},
+        {"commits": "Jit-Issue: x"},
+        {"commits": [{"message": 7}, None]},
+    ],
+)
+def test_odd_delivery_payloads_never_raise(payload: dict) -> None:
+    for kind in ("pull_request_review", "pull_request", "push"):
+        assert github(Receiver(SECRET, "jit-state"), kind, payload).status in (200, 202)

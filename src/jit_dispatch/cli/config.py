@@ -8,13 +8,17 @@ then the top-level defaults, then the built-in defaults.
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, check_branch_template
 from jit_dispatch.domain.issue import LABEL_PATTERN, assignee_for, parse_duration
+from jit_dispatch.domain.values import Priority as PriorityName
 from jit_dispatch.errors import UsageError
 
 DEFAULT_PATH = Path("dispatch.toml")
@@ -29,11 +33,42 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "gates": "run",
     "on_gate_failure": "release",
     "checks": [],
+    "deliver": "none",
+    "branch_template": DEFAULT_BRANCH_TEMPLATE,
+    "base": None,
+    "allow_empty_delivery": False,
+    "done_on": None,
+    "max_review_rounds": 3,
+    "draft": False,
+    "pr_labels": [],
+    "reviewers": [],
 }
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Priority = Literal["critical", "high", "normal", "low"]
+def _priority(value: object) -> object:
+    """Any case, as on the command line; a non-string is left for pydantic to refuse."""
+    return PriorityName.parse(value).value if isinstance(value, str) else value
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# What editors validate (the JSON Schema) says what the parsers accept: durations as numbers or
+# `10m`-style strings, priorities in any case.
+DURATION_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[smhd]?$"}],
+    "description": "Seconds, or a number with s/m/h/d: 600, 90s, 10m, 2h, 2d.",
+}
+PRIORITY_SCHEMA = {
+    "type": "string",
+    "pattern": "^(" + "|".join(_any_case(p) for p in PriorityName) + ")$",
+    "description": "critical, high, normal or low (any case).",
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+Priority = Annotated[
+    Literal["critical", "high", "normal", "low"], BeforeValidator(_priority), WithJsonSchema(PRIORITY_SCHEMA)
+]
 
 
 def _check_labels(labels: list[str]) -> list[str]:
@@ -58,6 +93,22 @@ class RunSettings(BaseModel):
     gates: Literal["run", "skip"] | None = None
     on_gate_failure: Literal["release", "gated"] | None = None
     checks: list[Annotated[str, Field(min_length=1)]] | None = None
+    deliver: Literal["none", "branch", "pull-request"] | None = None  # docs/delivery.md
+    branch_template: str | None = None
+    base: str | None = None
+    allow_empty_delivery: bool | None = None
+    done_on: Literal["success", "merge"] | None = None
+    max_review_rounds: int | None = Field(default=None, ge=1)
+    draft: bool | None = None
+    pr_labels: list[Annotated[str, Field(min_length=1)]] | None = None
+    reviewers: list[Annotated[str, Field(min_length=1)]] | None = None
+
+    @field_validator("branch_template")
+    @classmethod
+    def _valid_template(cls, template: str | None) -> str | None:
+        if template is not None and (problem := check_branch_template(template)) is not None:
+            raise ValueError(problem)
+        return template
 
     @field_validator("labels", "exclude_labels")
     @classmethod
@@ -93,11 +144,40 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-class DispatchConfig(RunSettings):
+class StoreSettings(BaseModel):
+    """Where the store is and how state is shared: the store options of every command, at the top
+    level only (one store for the whole file). A flag or `JIT_DISPATCH_*` variable beats them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sync: Literal["none", "git"] | None = None
+    remote: str | None = None
+    state_branch: str | None = None
+    lock_prefix: str | None = None
+    push_budget: Duration | None = None
+    commit_author: str | None = None
+    skip_ci: bool | None = None
+    heartbeat: Duration | None = None
+    tracker: Literal["jit", "github"] | None = None
+    github_repo: str | None = None
+    github_api_url: str | None = None
+    github_ready_label: str | None = None
+    include_assigned: bool | None = None
+    priority_labels: str | None = None
+    github_lock: Literal["refs", "comments"] | None = None
+    trusted_actors: list[str] | None = None
+    pass_token: bool | None = None
+
+    def store_values(self) -> dict[str, Any]:
+        """The keys the file sets (the CLI's option names)."""
+        return {key: value for key in StoreSettings.model_fields if (value := getattr(self, key)) is not None}
+
+
+class DispatchConfig(RunSettings, StoreSettings):
     poll_interval_secs: float = Field(default=30, gt=0)
     repos: list[Path] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)
-    listen: str | None = None  # `start` serves probes, metrics and webhooks here (README, "as a service")
+    listen: str | None = None  # `start` serves probes, metrics and webhooks here (docs/service.md)
 
     @field_validator("listen")
     @classmethod
@@ -145,23 +225,75 @@ def _location(error: dict[str, Any], raw: dict[str, Any]) -> str:
 
 
 def load_config(path: Path) -> DispatchConfig:
-    """Parse and validate; any mistake is one UsageError naming the file, key and reason."""
+    """Parse and validate; every mistake at once, one line each naming the file, line, key and
+    reason (a UsageError of one line per mistake)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+        message = str(exc)
+        if at := _TOML_AT.search(message):  # "… (at line 3, column 5)": the line first, as compilers do
+            message = f"{message[: at.start()].rstrip()} (column {at.group(2)})"
+            raise UsageError(f"{path}:{at.group(1)}: not valid TOML: {message}") from None
+        raise UsageError(f"{path}: not valid TOML: {message}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise UsageError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     try:
         return DispatchConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {_location(dict(first), raw)}: {message}{more}") from None
+        lines = KeyLines(text)
+        found = sorted((lines.find(e["loc"]) or 0, _error_line(path, dict(e), raw, lines)) for e in exc.errors())
+        raise UsageError("\n".join(line for _, line in found)) from None
+
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _error_line(path: Path, error: dict[str, Any], raw: dict[str, Any], lines: KeyLines) -> str:
+    """`dispatch.toml:7: agents[1] (id "x").max_concurent: unknown key (did you mean max_concurrent?)`."""
+    message = error["msg"].removeprefix("Value error, ")
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        in_agent = len(loc) >= 2 and loc[0] == "agents"
+        known = [*AgentConfig.model_fields, *([] if in_agent else DispatchConfig.model_fields)]
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        message = "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+        if close and not in_agent and close[0] not in DispatchConfig.model_fields:
+            message = f"unknown key (did you mean {close[0]}? it is set per agent, in an [[agents]] table)"
+    line = lines.find(loc)
+    return f"{path}{f':{line}' if line else ''}: {_location(error, raw)}: {message}"
+
+
+class KeyLines:
+    """Where a key is written in the file (tomllib keeps no positions): `key = …` lines at the top
+    level, in `[table]`s and in the Nth `[[array]]` table. Dotted keys and inline tables: unknown."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.keys: dict[tuple[Any, ...], int] = {}
+        table: tuple[Any, ...] = ()
+        counts: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := self._HEADER.match(line):
+                name = header.group(2)
+                if header.group(1) == "[[":
+                    counts[name] = counts.get(name, -1) + 1
+                    table = (name, counts[name])
+                else:
+                    table = (name,)
+                self.keys.setdefault(table, number)
+            elif key := self._KEY.match(line):
+                self.keys.setdefault((*table, key.group(1)), number)
+
+    def find(self, loc: tuple[Any, ...]) -> int | None:
+        """The line of `loc`, else of its nearest enclosing table that has one."""
+        for end in range(len(loc), 0, -1):
+            if (line := self.keys.get(tuple(loc[:end]))) is not None:
+                return line
+        return None

@@ -1,7 +1,7 @@
 """The `jit-dispatch` command line: parse options, build a request, call `dispatch`, report.
 
 Every option can also come from `JIT_DISPATCH_<NAME>` (the Action passes its inputs that way).
-Errors end in one line on stderr and a documented exit code (README, "Exit codes").
+Errors end in one line on stderr and a documented exit code (docs/cli.md#exit-codes).
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from typing import Any, ClassVar
 import click
 
 from jit_dispatch import __version__
-from jit_dispatch.cli.options import DurationType, config_option, env_option, gate_options, store_options
-from jit_dispatch.cli.settings import Scope, build_request, once_settings, store_choice
+from jit_dispatch.cli.help import GroupedCommand
+from jit_dispatch.cli.options import (
+    DurationType,
+    delivery_options,
+    env_option,
+    gate_options,
+    scope_options,
+    store_options,
+)
+from jit_dispatch.cli.settings import Scope, build_request, once_settings, ready_to_deliver, store_choice
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
@@ -32,6 +40,8 @@ from jit_dispatch.trackers.factory import open_tracker
 class LazyGroup(click.Group):
     """Fleet commands are imported only when asked for: `once` stays fast to start."""
 
+    command_class = GroupedCommand
+
     LAZY: ClassVar[dict[str, str]] = {
         "reap": "reap",
         "release": "release",
@@ -40,6 +50,7 @@ class LazyGroup(click.Group):
         "config": "config_group",
         "start": "start",
         "watch": "start",
+        "doctor": "doctor",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -61,12 +72,15 @@ def cli() -> None:
 
 
 @cli.command()
-@env_option("--agent", help="Runner agent id: NAME or TYPE:NAME (assignee becomes agent:NAME).")
+@env_option(
+    "--agent", help="Runner agent id: NAME (the assignee becomes agent:NAME) or TYPE:NAME (the assignee as given)."
+)
 @env_option(
     "--command",
     help="Shell command to run. {issue_id} {short_id} {title} {priority} {agent} {issue_file} "
     "become quoted references to the JIT_* variables that carry them.",
 )
+@scope_options
 @store_options
 @env_option("--timeout", type=DurationType(), help="Stop the command after this long (600, 10m, 2h).")
 @env_option(
@@ -105,9 +119,6 @@ def cli() -> None:
     default=1,
     help="How many runners started together (an Indexed Job: its completions).",
 )
-@env_option(
-    "--commit-author", help="Author of state commits, 'Name <email>' (--sync git). Default github-actions[bot]."
-)
 @env_option("--skip-ci/--no-skip-ci", default=True, show_default=True, help="End state commit messages with [skip ci].")
 @env_option(
     "--heartbeat",
@@ -115,7 +126,7 @@ def cli() -> None:
     help="Show signs of life this often while the command runs. Default 5m; 1m with --sync git (the lock ref moves).",
 )
 @gate_options
-@config_option
+@delivery_options
 def once(**options: Any) -> None:
     """Select, claim, run and settle one issue."""
     cancel = CancelToken()
@@ -131,6 +142,7 @@ def once(**options: Any) -> None:
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )
+        request = ready_to_deliver(request, settings.store, settings.run.max_attempts, context.in_actions)
         hooks = ConsoleHooks(
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,
@@ -148,6 +160,7 @@ def once(**options: Any) -> None:
 
 
 @cli.command()
+@scope_options
 @store_options
 @click.option("--all", "show_all", is_flag=True, help="Also list ready issues that are held back, with the reason.")
 def ready(show_all: bool, as_json: bool, **options: Any) -> None:
@@ -192,7 +205,7 @@ def _issue_json(issue: Issue, gates: Mapping[str, Gate]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line per error, exit codes per the README."""
+    """Entry point: one line per error, exit codes per docs/cli.md#exit-codes."""
     try:
         cli.main(args=argv, prog_name="jit-dispatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -207,12 +220,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    line = summary.plain(message)
+    """One line per mistake (dispatch.toml reports all of its mistakes at once)."""
     context = GitHubContext.from_environ()
-    if context.in_actions:
-        actions.print_line(sys.stderr, actions.command("error", line, title="jit-dispatch"))
-    else:
-        actions.print_line(sys.stderr, f"jit-dispatch: error: {line}")
+    lines = [summary.plain(text) for text in message.splitlines() if text.strip()] or [summary.plain(message)]
+    for line in lines:
+        if context.in_actions:
+            actions.print_line(sys.stderr, actions.command("error", line, title="jit-dispatch"))
+        else:
+            actions.print_line(sys.stderr, f"jit-dispatch: error: {line}")
+    line = lines[0] if len(lines) == 1 else f"{lines[0]} (and {len(lines) - 1} more)"
     if context.output_file:
         actions.write_outputs(context.output_file, {"claimed": "false", "outcome": "error", "reason": line})
     sys.exit(code)

@@ -51,6 +51,18 @@ class PriorityLabelsType(ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class PriorityType(ParamType):
+    """critical, high, normal or low, in any case (click.Choice over the enum compares member names)."""
+
+    name = "[critical|high|normal|low]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Priority:
+        try:
+            return Priority.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class DurationType(ParamType):
     """Seconds, or a number with s/m/h/d: `600`, `90s`, `10m`, `2h`."""
 
@@ -78,7 +90,7 @@ class CheckType(ParamType):
 
 
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """jit's quality gates and `--check` commands (README, "Quality gates")."""
+    """jit's quality gates and `--check` commands (docs/gates.md)."""
     decorators = [
         env_option(
             "--gates",
@@ -105,6 +117,38 @@ def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _stacked(func, decorators)
 
 
+def delivery_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the command's work goes (docs/delivery.md)."""
+    decorators = [
+        env_option(
+            "--deliver",
+            type=click.Choice(["none", "branch", "pull-request"]),
+            help="none (default): the work stays in the workspace. branch: commit it to a work branch and push "
+            "it. pull-request: and open a pull request.",
+        ),
+        env_option(
+            "--branch-template",
+            help="The work branch's name; placeholders as in --command plus {slug}. Default: jit/{short_id}-{slug}.",
+        ),
+        env_option("--base", help="The branch the work must reach. Default: the branch the run started on."),
+        env_option("--allow-empty-delivery", is_flag=True, help="Deliver even when the command changed nothing."),
+        env_option(
+            "--done-on",
+            type=click.Choice(["success", "merge"]),
+            help="When a delivered issue is done: when the command succeeds, or (default) when its work is merged.",
+        ),
+        env_option(
+            "--max-review-rounds",
+            type=click.IntRange(min=1),
+            help="Park the issue after this many rounds of requested changes. Default 3.",
+        ),
+        env_option("--draft", is_flag=True, help="Open pull requests as drafts."),
+        env_option("--pr-label", "pr_labels", multiple=True, help="Label for the pull request (repeatable)."),
+        env_option("--reviewer", "reviewers", multiple=True, help="Ask this login or org/team to review (repeatable)."),
+    ]
+    return _stacked(func, decorators)
+
+
 def _stacked(func: Callable[..., Any], decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
     """`func` under `decorators`, applied as if written above it in this order (so --help lists them so)."""
     for decorator in reversed(decorators):
@@ -120,15 +164,16 @@ def env_option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Cal
     return click.option(*decls, **kwargs)
 
 
-def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the store is, which issues are in scope, how state is shared: `once` and `ready`."""
+config_option = env_option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="dispatch.toml: agents and store defaults (default: ./dispatch.toml when present).",
+)
+
+
+def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Which issues a command looks at: `once`, `ready`, `reap`."""
     decorators = [
-        env_option(
-            "--jit-dir",
-            multiple=True,
-            type=click.Path(path_type=Path, file_okay=False),
-            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
-        ),
         env_option(
             "--label",
             "labels",
@@ -143,10 +188,21 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=LabelType(),
             help="Skip issues with this label (repeatable).",
         ),
-        env_option(
-            "--min-priority", type=click.Choice(tuple(Priority)), help="Only issues of this priority or higher."
-        ),
+        env_option("--min-priority", type=PriorityType(), help="Only issues of this priority or higher."),
         env_option("--issue", "issue", help="Only this issue: full id or unique prefix (4+ chars)."),
+    ]
+    return _stacked(func, decorators)
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the store is and how state is shared: every command that opens a tracker."""
+    decorators = [
+        env_option(
+            "--jit-dir",
+            multiple=True,
+            type=click.Path(path_type=Path, file_okay=False),
+            help="The .jit directory (repeatable: dispatch across stores). Default: $JIT_DATA_DIR, else ./.jit.",
+        ),
         env_option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         env_option(
             "--sync",
@@ -171,6 +227,12 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Keep retrying refused or failed pushes this long (--sync git); cut short by cancellation.",
         ),
         env_option(
+            "--commit-author",
+            help="Author of state commits (--sync git) and delivered commits, 'Name <email>'. Default: in Actions "
+            "github-actions[bot], elsewhere your git config user.name and user.email.",
+        ),
+        config_option,
+        env_option(
             "--tracker",
             type=click.Choice(["jit", "github"]),
             default="jit",
@@ -192,7 +254,8 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env_option(
             "--github-token",
             envvar=["JIT_DISPATCH_GITHUB_TOKEN", "GITHUB_TOKEN"],
-            help="Token with `issues: write`. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
+            help="Token with `issues: write`, and `contents: write` for --github-lock refs (the default); `contents: "
+            "read` with comments. Default: $GITHUB_TOKEN (prefer the variable: arguments show in ps).",
         ),
         env_option(
             "--github-api-url",
@@ -206,6 +269,12 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULT_READY_LABEL,
             show_default=True,
             help="Only open issues with this label are dispatched.",
+        ),
+        env_option(
+            "--github-review-label",
+            default="in-review",
+            show_default=True,
+            help="With --done-on merge: a delivered issue stays open with this label until its work merges.",
         ),
         env_option("--include-assigned", is_flag=True, help="Also dispatch issues assigned to a person."),
         env_option(
@@ -236,10 +305,3 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
     ]
     return _stacked(func, decorators)
-
-
-config_option = env_option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="dispatch.toml (default: ./dispatch.toml when present).",
-)

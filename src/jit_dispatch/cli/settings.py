@@ -7,21 +7,27 @@ agent's table in dispatch.toml, the top level of dispatch.toml, the built-in def
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from jit_dispatch.context import GitHubContext
+from jit_dispatch.domain.delivery import DEFAULT_BRANCH_TEMPLATE, check_branch_template
 from jit_dispatch.domain.issue import assignee_for
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.engine.dispatch import Request
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.factory import StoreChoice
+from jit_dispatch.trackers.factory import StoreChoice, guard_token, jit_roots, remote_mode_evidence
+
+if TYPE_CHECKING:
+    from jit_dispatch.cli.config import DispatchConfig
+    from jit_dispatch.engine.deliver import DeliverySettings
 
 # The options of `store_options` that choose the tracker, and those that narrow the issues.
 STORE_KEYS = (
@@ -36,11 +42,24 @@ STORE_KEYS = (
     "github_token",
     "github_api_url",
     "github_ready_label",
+    "github_review_label",
     "include_assigned",
     "priority_labels",
     "github_lock",
     "trusted_actors",
     "pass_token",
+)
+# The delivery options (docs/delivery.md), settable per agent or at the top level of dispatch.toml too.
+DELIVERY_KEYS = (
+    "deliver",
+    "branch_template",
+    "base",
+    "allow_empty_delivery",
+    "done_on",
+    "max_review_rounds",
+    "draft",
+    "pr_labels",
+    "reviewers",
 )
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
@@ -55,6 +74,7 @@ CONFIGURABLE = (
     "gates",
     "on_gate_failure",
     "checks",
+    *DELIVERY_KEYS,
 )
 DEFAULT_HEARTBEAT_SECONDS = 300.0
 REMOTE_HEARTBEAT_SECONDS = 60.0
@@ -99,6 +119,7 @@ class AgentSettings:
     gates: str = "run"  # run jit's auto gates, or "skip" them (leave them to jit)
     on_gate_failure: str = "release"  # or "gated", as jit does
     checks: tuple[str, ...] = ()  # `--check` commands, for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request`; remote and store filled in later
 
 
 @dataclass(frozen=True)
@@ -116,9 +137,69 @@ class OnceSettings:
 
 
 def store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
-    """The `store_options` a command received, as a StoreChoice (the heartbeat a GitHub lock announces filled in)."""
-    choice = StoreChoice(**{key: options[key] for key in STORE_KEYS}, **extra)
+    """The `store_options` a command received, dispatch.toml's store keys under them, as a
+    StoreChoice (the heartbeat a GitHub lock announces filled in)."""
+    values = with_file_defaults(options)
+    extra.setdefault("author", values.get("commit_author"))
+    choice = StoreChoice(**{key: values[key] for key in STORE_KEYS}, **extra)
     return choice if choice.heartbeat else replace(choice, heartbeat=default_heartbeat(choice))
+
+
+def fleet_store_choice(options: dict[str, Any], **extra: Any) -> StoreChoice:
+    """`store_choice` for the day-2 commands a person runs (reap, release, unpark, status): outside
+    Actions, a store whose history shows remote-mode state commits is never silently changed (or
+    reported) as the working copy has it: without an explicit --sync (flag, variable or
+    dispatch.toml), one line says which flag to add."""
+    choice = store_choice(options, **extra)
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx is not None and ctx.get_parameter_source("sync") not in (ParameterSource.DEFAULT, None)
+    if choice.tracker != "jit" or choice.sync != "none" or chosen or GitHubContext.from_environ().in_actions:
+        return choice
+    for root in jit_roots(choice.jit_dir):
+        if evidence := remote_mode_evidence(root):
+            raise UsageError(
+                f"--sync: {root} is shared through the remote (remote-mode state commit {evidence.split()[0]}): "
+                "add --sync git to act on the state branch (or --sync none for this working copy only)"
+            )
+    return choice
+
+
+@functools.cache
+def _load(path: Path) -> DispatchConfig:
+    from jit_dispatch.cli.config import load_config
+
+    return load_config(path)
+
+
+def file_config(options: dict[str, Any]) -> DispatchConfig | None:
+    """dispatch.toml of `--config`, else ./dispatch.toml when present, else None (pydantic not imported)."""
+    path = options.get("config")
+    if path is None:
+        path = Path("dispatch.toml")
+        if not path.is_file():
+            return None
+    return _load(Path(path))
+
+
+def with_file_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with dispatch.toml's store keys filled in where neither a flag nor a variable set
+    them, each converted by its option's own type (so the file accepts what the flag accepts)."""
+    ctx = click.get_current_context(silent=True)
+    loaded = file_config(options) if ctx is not None else None
+    if loaded is None or ctx is None:
+        return options
+    values = dict(options)
+    params = {param.name: param for param in ctx.command.params}
+    file_values: dict[str, Any] = {"jit_dir": loaded.repos} if loaded.repos else {}
+    for key, raw in {**file_values, **loaded.store_values()}.items():
+        param = params.get(key)
+        if param is None or ctx.get_parameter_source(key) not in (ParameterSource.DEFAULT, None):
+            continue
+        try:
+            values[key] = param.type_cast_value(ctx, raw)
+        except click.BadParameter as exc:
+            raise UsageError(f"{options.get('config') or 'dispatch.toml'}: {key}: {exc.message}") from None
+    return values
 
 
 def default_heartbeat(store: StoreChoice) -> float:
@@ -156,6 +237,15 @@ def build_request(
         gates=run.gates,
         on_gate_failure=run.on_gate_failure,
         checks=run.checks,
+        delivery=run.delivery
+        and replace(
+            run.delivery,
+            remote=store.remote,
+            jit_dir=jit_roots(store.jit_dir)[0],
+            push_budget=store.push_budget,
+            author=store.author or run.delivery.author,
+            state_elsewhere=store.sync == "git" and store.tracker == "jit",
+        ),
     )
 
 
@@ -178,12 +268,68 @@ def agent_settings(agent_id: str, values: dict[str, Any]) -> AgentSettings:
         gates=values["gates"],
         on_gate_failure=values["on_gate_failure"],
         checks=tuple(values["checks"]),
+        delivery=delivery_settings(values),
     )
+
+
+def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
+    """`--deliver` and its options (None with `none`); a bad branch template is a UsageError."""
+    mode = values.get("deliver") or "none"
+    if mode == "none":
+        return None
+    template = values.get("branch_template") or DEFAULT_BRANCH_TEMPLATE
+    if (problem := check_branch_template(template)) is not None:
+        raise UsageError(f"--branch-template: {template!r}: {problem}")
+    from jit_dispatch.engine.deliver import DeliverySettings  # git plumbing: only when delivering
+
+    return DeliverySettings(
+        mode=mode,
+        branch_template=template,
+        base=values.get("base"),
+        allow_empty=bool(values.get("allow_empty_delivery")),
+        done_on=values.get("done_on") or "merge",
+        max_review_rounds=values.get("max_review_rounds") or 3,
+        draft=bool(values.get("draft")),
+        pr_labels=tuple(values.get("pr_labels") or ()),
+        reviewers=tuple(values.get("reviewers") or ()),
+    )
+
+
+def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
+    """`--deliver`: checked before anything is claimed — the workspace is a git repository with the
+    remote (UsageError, exit 2); with `pull-request`, GitHub's pull requests added and the token's
+    permissions checked (TrackerError, exit 3; a missing repository or token is a UsageError).
+    Other requests are returned as they are."""
+    delivery = request.delivery
+    if delivery is None or request.dry_run:
+        return request
+    from jit_dispatch.engine.deliver import preflight  # git plumbing: only when delivering
+
+    if (problem := preflight(delivery, request.workdir)) is not None:
+        raise UsageError(f"--deliver: {problem}")
+    if delivery.mode != "pull-request":
+        return request
+    if not store.github_repo or not store.github_token:
+        raise UsageError(
+            "--deliver pull-request: needs --github-repo (or $GITHUB_REPOSITORY) and a token ($GITHUB_TOKEN)"
+        )
+    import functools
+
+    from jit_dispatch.delivery.pulls import PullRequests
+    from jit_dispatch.report.summary import pull_request_body
+
+    token = guard_token(store.github_token, store.pass_token, in_actions)
+    pulls = PullRequests(store.github_repo, token, api_url=store.github_api_url, trusted_actors=store.trusted_actors)
+    pulls.check_permissions()
+    describe = functools.partial(
+        pull_request_body, max_attempts=max_attempts, run_ref=request.run_ref, closes=store.tracker == "github"
+    )
+    return replace(request, delivery=replace(delivery, pulls=pulls, describe=describe))
 
 
 def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
     """`once`'s options through the precedence chain, checked."""
-    values = dict(options)
+    values = with_file_defaults(options)
     _apply_config(ctx, values)
     if not values["agent"]:
         raise UsageError("--agent: missing (pass --agent, or define the agent in dispatch.toml)")
@@ -193,7 +339,6 @@ def once_settings(ctx: click.Context, options: dict[str, Any]) -> OnceSettings:
         run=agent_settings(values["agent"], values),
         store=store_choice(
             values,
-            author=values["commit_author"],
             skip_ci=values["skip_ci"],
             heartbeat=values["heartbeat"],
             read_only=values["dry_run"],
@@ -220,12 +365,11 @@ def _spread_error(ctx: click.Context, index: int, total: int) -> str:
 
 def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
     """Fill what neither a flag nor the environment set from dispatch.toml (agent table, then top level)."""
-    path = values.pop("config")
-    if path is None and not Path("dispatch.toml").is_file():
+    loaded = file_config(values)
+    if loaded is None:
         return  # no config: pydantic is not even imported
-    from jit_dispatch.cli.config import DEFAULT_PATH, RunSettings, load_config
+    from jit_dispatch.cli.config import RunSettings
 
-    loaded = load_config(path or DEFAULT_PATH)
     agent_id = values["agent"] or (loaded.agents[0].id if len(loaded.agents) == 1 else None)
     entry = loaded.agent(agent_id) if agent_id else None
     configured = loaded.effective(entry) if entry else {key: getattr(loaded, key) for key in RunSettings.model_fields}
@@ -235,5 +379,3 @@ def _apply_config(ctx: click.Context, values: dict[str, Any]) -> None:
         if value not in (None, []) and ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
             values[key] = tuple(value) if isinstance(value, list) else value
     values["agent"] = agent_id
-    if not values["jit_dir"] and loaded.repos:
-        values["jit_dir"] = tuple(loaded.repos)

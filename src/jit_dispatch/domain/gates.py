@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jit_dispatch.domain.issue import Gate, Issue
-from jit_dispatch.domain.transitions import Event, make_event
+from jit_dispatch.domain.transitions import Event, chrono, make_event, timestamp_ns
 
 EXECUTOR = "auto:executor"  # jit's `by` / `updated_by` for a checker run
 PRECHECK, POSTCHECK = "precheck", "postcheck"
@@ -61,12 +61,15 @@ class GateRun:
     duration_ms: int
     started_at: str
     completed_at: str
-    output: str = ""  # the bounded tail (stdout and stderr merged)
+    output: str = ""  # the bounded tail of stdout (of both streams, merged, for a `--check`)
     output_bytes: int = 0
+    stderr: str = ""  # a gate's stderr, kept apart as jit keeps it (bounded tail)
+    stderr_bytes: int = 0
     run_id: str = ""
     commit: str | None = None
     branch: str | None = None
-    message: str | None = None  # why it did not pass, when the exit code does not say it
+    message: str | None = None  # why it did not pass, when the exit code does not say it (not recorded)
+    recorded: bool = True  # False: it never ran (jit fails such a check without a run record)
 
     @property
     def passed(self) -> bool:
@@ -184,9 +187,9 @@ def needed_text(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 # ------------------------------------------------------------------ judging a run
-def judge(exit_code: int, *, timed_out: bool) -> tuple[str, int | None]:
-    """jit's verdict on a checker's end: (status, the exit code jit records)."""
-    if timed_out:
+def judge(exit_code: int, *, timed_out: bool, killed_by: int | None = None) -> tuple[str, int | None]:
+    """jit's verdict on a checker's end: (status, the exit code jit records); a signal has none."""
+    if timed_out or killed_by is not None:
         return ERROR, None
     if exit_code == 0:
         return PASSED, 0
@@ -214,11 +217,76 @@ def run_record(run: GateRun, issue_id: str) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "exit_code": run.exit_code,
         "stdout": run.output,
-        "stderr": "",
+        "stderr": run.stderr,
         "command": run.step.command,
         "by": EXECUTOR,
-        "message": run.message,
+        "message": None,  # jit's executor never sets one; the reason lives in the settle
     }
+
+
+def issue_view(
+    raw: Mapping[str, Any], dependencies: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The issue as jit's `issue show --json` gives it (and its gate context file): dependencies as
+    small objects, a `gates` list with each gate's last run, RFC 3339 `+00:00` times, keys sorted
+    (jit serialises it through a JSON value, whose maps are ordered by key)."""
+    status = raw.get("gates_status") or {}
+    gates = []
+    for key in dict.fromkeys(raw.get("gates_required") or []):
+        mine = [r for r in runs if r.get("gate_key") == key]
+        latest = max(mine, key=lambda r: timestamp_ns(r.get("started_at")) or 0, default=None)
+        state = status.get(key)
+        gates.append(
+            {
+                "exit_code": latest.get("exit_code") if latest else None,
+                "key": key,
+                "last_run_at": _rfc3339(latest.get("started_at")) if latest else None,
+                "status": state.get("status", "pending") if isinstance(state, Mapping) else "pending",
+            }
+        )
+    view = {
+        "id": raw.get("id"),
+        "short_id": str(raw.get("id", ""))[:8],
+        "title": raw.get("title"),
+        "description": raw.get("description"),
+        "state": raw.get("state"),
+        "priority": raw.get("priority"),
+        "assignee": raw.get("assignee"),
+        "dependencies": [_minimal(dep) for dep in dependencies],
+        "gates": gates,
+        "context": raw.get("context") or {},
+        "documents": raw.get("documents") or [],
+        "labels": raw.get("labels") or [],
+        "created_at": _rfc3339(raw.get("created_at")),
+        "updated_at": _rfc3339(raw.get("updated_at")),
+    }
+    if raw.get("content_format") is not None:
+        view["content_format"] = raw["content_format"]
+    sorted_view: dict[str, Any] = _sorted(view)
+    return sorted_view
+
+
+def _minimal(dep: Mapping[str, Any]) -> dict[str, Any]:
+    """jit's `MinimalIssue`: labels only when there are some."""
+    small = {key: dep.get(key) for key in ("id", "title", "state", "priority", "assignee")}
+    small["short_id"] = str(dep.get("id", ""))[:8]
+    if dep.get("labels"):
+        small["labels"] = dep["labels"]
+    return small
+
+
+def _rfc3339(value: Any) -> Any:
+    """chrono's `to_rfc3339()`: `+00:00`; a value that is not a timestamp is left as it is."""
+    ns = timestamp_ns(value)
+    return chrono(ns, "T", "+00:00") if ns is not None else value
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def apply_records(

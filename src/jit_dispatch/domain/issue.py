@@ -29,6 +29,14 @@ CTX_HEARTBEAT_AT = "dispatch.heartbeat_at"
 # registry, and neither era's registry knows `dispatch:` (docs/gates.md#parking). A label
 # left by an older jit-dispatch still counts; GitHub Issues park with the label.
 CTX_PARKED_AT = "dispatch.parked_at"
+# Delivery (docs/delivery.md): where the work went, and how many review rounds sent it back.
+CTX_BRANCH = "dispatch.branch"
+CTX_PULL_REQUEST = "dispatch.pull_request"
+CTX_PULL_NUMBER = "dispatch.pull_number"
+CTX_DELIVERED_AT = "dispatch.delivered_at"
+CTX_BASE = "dispatch.base"
+CTX_HEAD_SHA = "dispatch.head_sha"
+CTX_REVIEW_ROUNDS = "dispatch.review_rounds"
 
 _ASSIGNEE_RE = re.compile(r"^[^\s:]+:\S+$")
 # jit's label format (docs/jit-format.md#labels), plus `ns:*` for "any value in the namespace" in filters.

@@ -118,19 +118,25 @@ def plan(
     filters: Filters,
     locked: Iterable[str] = (),
     run_gates: bool = True,
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
     """Split the available issues matching the filters into dispatchable and held, in order.
 
     `locked`: issues another runner holds a remote claim lock for (remote mode). `run_gates`: an
     issue whose required gates cannot be run as jit would (undefined, broken checker) is held.
+    `refused`: issues jit would refuse (another agent's jit lease, an enforced rule), with the words.
     """
     taken = frozenset(locked)
+    refused = refused or {}
     dispatchable: list[Issue] = []
     held: list[Held] = []
     for issue in sorted(issues, key=dispatch_order):
         if not matches_filters(issue, filters) or not is_available(issue, states):
             continue
-        reason = "being claimed by another runner (remote lock)" if issue.id in taken else hold_reason(issue, gates)
+        if issue.id in taken:
+            reason: str | None = "being claimed by another runner (remote lock)"
+        else:
+            reason = refused.get(issue.id) or hold_reason(issue, gates)
         if reason is None and run_gates and issue.gates_required and (broken := gate_problems(issue, gates)):
             reason = broken[0]
         if reason is None:

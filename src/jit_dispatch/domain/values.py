@@ -40,6 +40,15 @@ class Priority(StrEnum):
         """Lower sorts first."""
         return PRIORITY_RANK[self]
 
+    @classmethod
+    def parse(cls, text: object) -> Priority:
+        """A priority as people write it (`high`, `HIGH`): the one parser for flags, variables and dispatch.toml."""
+        try:
+            return cls(str(text).strip().lower())
+        except ValueError:
+            choices = ", ".join(cls)
+            raise ValueError(f"{str(text)!r} is not a priority (one of {choices})") from None
+
 
 PRIORITY_RANK: dict[str, int] = {priority: rank for rank, priority in enumerate(Priority)}
 
@@ -51,6 +60,8 @@ class Outcome(StrEnum):
 
     DONE = "done"
     GATED = "gated"
+    REJECTED = "rejected"  # only ever by the agent itself, with jit (docs/jit-format.md#agents-that-settle)
+    IN_REVIEW = "in-review"  # delivered, waiting for the merge (docs/delivery.md): not a failure
     RELEASED = "released"
     PARKED = "parked"
     LOST = "lost"

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import selection
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.gates import GATE, POSTCHECK, PRECHECK, GateRun, Step
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, Held
-from jit_dispatch.domain.values import Outcome
+from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
@@ -28,7 +29,9 @@ from jit_dispatch.process.invocation import command_env, expand_command, failure
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
 if TYPE_CHECKING:
+    from jit_dispatch.engine.deliver import Delivering, DeliverySettings
     from jit_dispatch.engine.gates import Setting
+    from jit_dispatch.engine.merges import Noticed
 
 CANCEL_SETTLE_SECONDS = 3.5  # what is left of GitHub's 7.5 s after the child is stopped
 HELD_IN_FULL = 20  # held issues the report lists (title and all); the others are only counted
@@ -54,6 +57,7 @@ class Request:
     gates: str = "run"  # run jit's auto gates ("skip": leave them to jit, as before)
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
+    delivery: DeliverySettings | None = None  # `--deliver branch|pull-request` (docs/delivery.md)
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Result:
     gates: list[GateRun] = field(default_factory=list)  # gate and check runs, in the order they ran
     planned: list[Step] = field(default_factory=list)  # dry run: what would run
     failed_gate: str | None = None  # the key (or check command) that decided a failure
+    delivery: Delivery | None = None  # where the work went (`--deliver`)
+    merged: list[str] = field(default_factory=list)  # waiting deliveries settled before selecting, one line each
 
 
 class Hooks(Protocol):
@@ -133,9 +139,12 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
     return "no ready issue matches"
 
 
-def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True) -> selection.Plan:
-    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason."""
-    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates)
+def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True, agent: str | None = None) -> selection.Plan:
+    """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason.
+
+    `agent`: the runner's own jit leases do not hold an issue back (every lease does without one)."""
+    holds = snapshot.holds(agent)
+    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, holds)
 
 
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:
@@ -173,7 +182,10 @@ def dispatch_once(
     gc.disable()  # selection builds thousands of objects and no cycle: a collector pass would find nothing
     try:
         snapshot = tracker.snapshot(leads=True)
-        plan = plan_for(snapshot, request.filters, request.gates == "run")
+        noticed = _notice_merges(tracker, request) if not request.dry_run else None
+        if noticed is not None and noticed.settled:
+            snapshot = tracker.snapshot(leads=True)  # what the merges promoted is selectable now
+        plan = plan_for(snapshot, request.filters, request.gates == "run", request.agent)
         plan = _read_in_full(snapshot, plan, len(plan.dispatchable) if request.dry_run else 1)
     finally:
         if collecting:
@@ -182,6 +194,8 @@ def dispatch_once(
     result = Result(
         Outcome.IDLE, request.agent, tracker.location, held=plan.held, warnings=repaired + snapshot.warnings
     )
+    if noticed is not None:
+        result.merged, result.warnings = noticed.settled, result.warnings + noticed.problems
     result.command = request.command
     if not plan.dispatchable:
         result.reason = _idle_reason(snapshot, plan, request.filters)
@@ -207,6 +221,12 @@ def dispatch_once(
             result.reason = "cancelled before claiming" if cancel.cancelled else taken
     result.sync = tracker.stats()
     return result
+
+
+def _notice_merges(tracker: Tracker, request: Request) -> Noticed:
+    from jit_dispatch.engine.merges import notice_merges_for  # docs/delivery.md#done-when-it-merges
+
+    return notice_merges_for(tracker, request)
 
 
 def _flush(tracker: Tracker, result: Result) -> None:
@@ -249,6 +269,8 @@ def run_claimed(
         tracker.hurry(CANCEL_SETTLE_SECONDS)
         result.cancelled_by = cancel.signum
         return _settle(tracker, request, result, claimed, _cancelled(cancel, "before the command started"))
+    if (taker := tracker.taken_by(claimed.id, request.agent)) is not None:  # e.g. `jit claim acquire` meanwhile
+        return _settle(tracker, request, result, claimed, f"the claim was taken before the command started ({taker})")
     steps = Steps.plan(claimed, registry or {}, request)
     scratch = _scratch_dir(request.scratch_dir)
     issue_file = scratch / f"{claimed.id}.json"
@@ -259,9 +281,16 @@ def run_claimed(
         tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel,
         origin=timing.sent if timing else None, took=timing.took if timing else 0.0,
     )  # fmt: skip
+    delivering: Delivering | None = None
     try:
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
         env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
+        if request.delivery is not None:
+            from jit_dispatch.engine.deliver import Delivering
+
+            delivering = Delivering(request.delivery, claimed, request.agent, request.workdir)
+            if (refused := delivering.prepare(tracker, env, scratch)) is not None:
+                return _settle(tracker, request, result, claimed, refused)
         setting = None
         if steps.pre or steps.post:  # the gate machinery is imported only for gates and checks
             from jit_dispatch.engine.gates import Setting
@@ -273,9 +302,14 @@ def run_claimed(
                 command_env=env,
                 base_env=base_env,
                 history=lambda key: tracker.gate_history(claimed.id, key),
+                lookup=tracker.issue_now,
             )
         with heartbeat:
-            reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
+            cancel_command = heartbeat.command_cancel
+            reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
+            if reason is None and delivering is not None:
+                reason = delivering.deliver(tracker, request.agent, result.attempt or 1, result)
+                result.delivery = delivering.delivery
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
         result.warnings.extend(heartbeat.warnings)
@@ -283,9 +317,10 @@ def run_claimed(
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:
         _remove_scratch(scratch, issue_file)
-    if result.cancelled_by is not None:
+        result.warnings.extend(delivering.notes if delivering else ())
+    if cancel.cancelled:  # cancelled, or a signal came after the command ended: settle in budget
         tracker.hurry(CANCEL_SETTLE_SECONDS)
-    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated)
+    return _settle(tracker, request, result, claimed, reason, keep_gated=keep_gated, delivering=delivering)
 
 
 def _cancelled(cancel: CancelToken, when: str = "") -> str:
@@ -332,6 +367,7 @@ def _run_steps(
 
 
 def _work(
+    tracker: Tracker,
     request: Request,
     issue: Issue,
     steps: Steps,
@@ -355,9 +391,9 @@ def _work(
     result.cancelled_by = run.cancelled_by
     if (reason := failure_reason(run, request.timeout)) is not None:
         return reason, False
-    post = _run_steps(steps.post, issue, setting, cancel, hooks)
+    post = _run_steps(_still_to_check(steps.post, tracker.issue_now(issue.id)), issue, setting, cancel, hooks)
     result.gates.extend(post)
-    if cancel.cancelled:  # a signal may have come while the postchecks ran
+    if cancel.cancelled and len(post) < len(steps.post):  # a signal cut the postchecks short
         result.cancelled_by = cancel.signum
         return _cancelled(cancel), False
     failed = gate_rules.first_failure(post)
@@ -366,6 +402,16 @@ def _work(
     result.failed_gate = failed.step.key
     only_gates_failed = all(run.passed or run.step.kind == GATE for run in post)
     return failed.reason, request.on_gate_failure == "gated" and only_gates_failed
+
+
+def _still_to_check(post: list[Step], now: Issue | None) -> list[Step]:
+    """The postchecks left after the command: all of them, unless it settled its issue with jit itself.
+    Then only for a `done`/`gated` issue, and of its gates only those not passed yet."""
+    if now is None or now.state == State.IN_PROGRESS:
+        return post
+    if now.state not in (State.DONE, State.GATED):
+        return []
+    return [step for step in post if step.kind != GATE or step.key not in now.gates_passed]
 
 
 def _run(
@@ -384,22 +430,32 @@ def _run(
         timeout=request.timeout,
         cancel=cancel,
         write_output=hooks.output,
+        run_lock=issue.id,
     )
     hooks.command_finished(run)
     return run
 
 
 def _settle(
-    tracker: Tracker, request: Request, result: Result, issue: Issue, reason: str | None, *, keep_gated: bool = False
+    tracker: Tracker,
+    request: Request,
+    result: Result,
+    issue: Issue,
+    reason: str | None,
+    *,
+    keep_gated: bool = False,
+    delivering: Delivering | None = None,
 ) -> Result:
     """Success completes the issue; any failure releases it (parking at the attempt limit).
 
     The gate runs travel with the settlement, so they are recorded in the same transaction.
     """
     settlement: Settlement
-    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE]
+    records = [gate_rules.run_record(run, issue.id) for run in result.gates if run.step.kind == GATE and run.recorded]
     try:
-        if reason is None or keep_gated:
+        if reason is None and delivering is not None and delivering.delivery and delivering.hold:
+            settlement = tracker.hold_for_merge(issue.id, request.agent, delivering.delivery, gate_runs=records)
+        elif reason is None or keep_gated:
             settlement = tracker.complete(issue.id, request.agent, gate_runs=records)
         else:
             settlement = tracker.release(issue.id, request.agent, reason, request.max_attempts, gate_runs=records)
@@ -417,12 +473,18 @@ def _settle(
     if settlement.error is not None:  # settled, but a later write to the store failed
         result.outcome, result.reason = Outcome.ERROR, settlement.error
         return result
-    if settlement.outcome == Outcome.LOST:
+    if settlement.by_agent:  # the command settled its issue with jit; ours only completed it
+        result.reason = f"{settlement.outcome} by the agent" + (f"; {reason}" if reason else "")
+    elif settlement.outcome == Outcome.LOST and settlement.taken_because:
+        result.reason = f"the claim was taken away while the command ran: {settlement.taken_because}; nothing written"
+    elif settlement.outcome == Outcome.LOST and reason is not None and reason.startswith("the claim was taken"):
+        result.reason = f"{reason}; nothing written"  # the heartbeat or the check before the command saw who
+    elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
     else:
-        result.reason = reason
+        result.reason = reason or settlement.reason
     return result
 
 

@@ -15,7 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from jit_dispatch.domain import gates as rules
 from jit_dispatch.domain.gates import CHECK, GateRun, Step
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.transitions import format_timestamp
-from jit_dispatch.process.child import CancelToken, run_command
+from jit_dispatch.process.child import CancelToken, OutputTail, run_command
 from jit_dispatch.process.invocation import expand_command, shell_argv
 
 CONTEXT_HISTORY = 5  # jit passes the last five runs of the gate
@@ -45,6 +45,7 @@ class Setting:
     command_env: Mapping[str, str]  # the command's environment (checks)
     base_env: Mapping[str, str]  # the dispatcher's environment, for gate checkers
     history: Callable[[str], list[dict[str, Any]]] = lambda _key: []  # a gate's earlier runs, oldest first
+    lookup: Callable[[str], Issue | None] = lambda _id: None  # an issue as stored now (context file)
 
 
 def run_steps(
@@ -79,12 +80,16 @@ def _run_one(
             argv = shell_argv(setting.shell, expand_command(step.command))
             cwd, env = setting.workdir, {**setting.command_env, "JIT_STAGE": step.stage}
             env.pop("JIT_CONTEXT_FILE", None)
-        else:
-            argv = ["sh", "-c", step.command]
+            run = run_command(argv, cwd=cwd, env=env, timeout=step.timeout, cancel=cancel, write_output=hooks.output)
+        else:  # as jit's executor: stderr apart, SIGKILL to the group at the timeout (docs/gates.md#decisions)
             cwd, env = _gate_place(step, issue, setting, context)
-        run = run_command(argv, cwd=cwd, env=env, timeout=step.timeout, cancel=cancel, write_output=hooks.output)
-    except _Refused as refused:
+            run = run_command(
+                ["sh", "-c", step.command], cwd=cwd, env=env, timeout=step.timeout, cancel=cancel,
+                write_output=hooks.output, stderr_tail=OutputTail(), timeout_grace=0,
+            )  # fmt: skip
+    except _Refused as refused:  # jit fails such a check before it runs: no run record
         result = _finish(step, started_at, started, rules.ERROR, None, head, message=str(refused))
+        result = replace(result, recorded=False)
         hooks.gate_finished(result)
         return result
     finally:
@@ -94,9 +99,15 @@ def _run_one(
         why = f"cancelled ({signal.Signals(run.cancelled_by).name})"
         hooks.gate_finished(_finish(step, started_at, started, rules.ERROR, None, head, run.tail, message=why))
         return None
-    status, exit_code = rules.judge(run.exit_code, timed_out=run.timed_out)
-    message = f"timed out after {step.timeout:g}s" if run.timed_out else None
+    status, exit_code = rules.judge(run.exit_code, timed_out=run.timed_out, killed_by=run.killed_by)
+    if run.timed_out:
+        message: str | None = f"timed out after {step.timeout:g}s"
+    elif run.killed_by is not None:
+        message = f"failed (killed by {signal.Signals(run.killed_by).name})"
+    else:
+        message = None
     result = _finish(step, started_at, started, status, exit_code, head, run.tail, run.output_bytes, message)
+    result = replace(result, stderr=run.stderr, stderr_bytes=run.stderr_bytes)
     hooks.gate_finished(result)
     return result
 
@@ -170,17 +181,26 @@ def _context(step: Step, issue: Issue, setting: Setting) -> dict[str, Any]:
     if step.prompt_file:
         path = _inside(setting.root, step.prompt_file, "prompt_file")
         try:
-            if path.stat().st_size > rules.MAX_PROMPT_FILE_BYTES:
-                raise _Refused(f"failed (prompt_file {step.prompt_file!r} exceeds {rules.MAX_PROMPT_FILE_BYTES} bytes)")
+            size = path.stat().st_size
+            if size > rules.MAX_PROMPT_FILE_BYTES:
+                limit = rules.MAX_PROMPT_FILE_BYTES
+                raise _Refused(
+                    f"failed (prompt_file {step.prompt_file!r} exceeds size limit ({size} bytes > {limit} byte limit))"
+                )
             prompt = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _Refused(f"failed (prompt_file {step.prompt_file!r} cannot be read: {exc})") from None
+        except OSError as exc:  # the path as configured, relative to the repository: never this machine's
+            raise _Refused(f"failed (prompt_file {step.prompt_file!r} cannot be read: {exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise _Refused(f"failed (prompt_file {step.prompt_file!r} is not UTF-8 text)") from None
     history = [{**run, "stderr": ""} for run in setting.history(step.key)[-CONTEXT_HISTORY:]]
+    current = setting.lookup(issue.id) or issue  # jit reads the issue afresh: the command may have changed it
+    runs = [run for key in dict.fromkeys(current.gates_required) for run in setting.history(key)]
+    dependencies = [dep.raw for dep in map(setting.lookup, current.dependencies) if dep is not None]
     return {
         "schema_version": 1,
         "prompt": prompt,
-        "issue": {**issue.raw, "short_id": issue.short_id},
-        "gate": {"key": step.key, "title": step.title, "description": step.description, "stage": step.stage},
+        "issue": rules.issue_view(current.raw, dependencies, runs),
+        "gate": {"description": step.description, "key": step.key, "stage": step.stage, "title": step.title},
         "run_history": history,
     }
 

@@ -137,8 +137,8 @@ class Heartbeat:
                     self._renewed, self.interval = sent, wanted
                     self.slowest = max(self.slowest, time.monotonic() - sent)
                 due = sent + wanted
-            elif alive is False:
-                self._lose("the claim was taken away while the command ran; command stopped")
+            elif alive is False and not self._stop.is_set():
+                self._lose(f"the claim was taken away while the command ran{self._by_whom()}; command stopped")
             else:
                 due = time.monotonic() + max(0.2, self.interval / 6)
 
@@ -152,6 +152,13 @@ class Heartbeat:
                 f"{self.interval:g}s interval: announcing {wanted:g}s (raise --heartbeat for this remote)"
             )
         return wanted
+
+    def _by_whom(self) -> str:
+        try:
+            taker = self.tracker.taken_by(self.issue_id, self.agent)
+        except Exception:  # the words are a courtesy: the command stops all the same
+            taker = None
+        return f" ({taker})" if taker else ""
 
     def _lose(self, reason: str) -> None:
         if self.lost is None:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jit_dispatch.process.tree import TOKEN_VARIABLE, become_subreaper, kill_run, signal_run
+from jit_dispatch.process import runlock
+from jit_dispatch.process.tree import TOKEN_VARIABLE, bind_to_parent, kill_run, signal_run
 
 POLL_SECONDS = 0.05
 EXIT_POLL_SECONDS = 0.002  # without a pidfd: how often to look for the exit once output has closed
@@ -84,6 +85,9 @@ class RunResult:
     cancelled_by: int | None = None
     not_found: str | None = None
     start_error: str | None = None  # why the command could not be started at all (e.g. E2BIG)
+    killed_by: int | None = None  # the signal that ended it (then `exit_code` is 128+N by convention)
+    stderr: str = ""  # with `stderr_tail`: the tail of stderr, kept apart from `tail` (stdout)
+    stderr_bytes: int = 0
 
 
 _NOT_FOUND = re.compile(r"(?:^|: )([^\n:]+): command not found\s*$", re.MULTILINE)
@@ -123,10 +127,41 @@ def run_command(
     cancel: CancelToken,
     write_output: Callable[[bytes], None],
     tail: OutputTail | None = None,
+    stderr_tail: OutputTail | None = None,
+    timeout_grace: float = TIMEOUT_GRACE_SECONDS,
+    run_lock: str | None = None,
 ) -> RunResult:
-    tail = tail or OutputTail()
-    become_subreaper()
+    """Run `argv` to its end, a timeout or a cancellation.
+
+    `stderr_tail`: keep stderr apart (both still go to `write_output`), as jit's gate executor does.
+    `timeout_grace`: seconds between SIGTERM and SIGKILL at the timeout; 0 kills at once (jit's).
+    `run_lock`: the issue id whose run lock the command's processes hold (process/runlock.py), so
+    its life is visible after the dispatcher's.
+    """
     token = os.urandom(8).hex()
+    lock = runlock.hold(run_lock, token) if run_lock else None  # held by the command's processes too
+    try:
+        return _run(
+            argv, cwd, env, timeout, cancel, write_output, tail or OutputTail(), stderr_tail, timeout_grace, token, lock
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    argv: Sequence[str],
+    cwd: Path | None,
+    env: Mapping[str, str],
+    timeout: float | None,
+    cancel: CancelToken,
+    write_output: Callable[[bytes], None],
+    tail: OutputTail,
+    stderr_tail: OutputTail | None,
+    timeout_grace: float,
+    token: str,
+    lock: runlock.RunLock | None,
+) -> RunResult:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -135,21 +170,26 @@ def run_command(
             env={**env, TOKEN_VARIABLE: token},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if stderr_tail is None else subprocess.PIPE,
             start_new_session=True,  # own process group: we can stop the whole tree
+            preexec_fn=bind_to_parent(),  # SIGKILLed by the kernel if the dispatcher dies
+            pass_fds=(lock.fd,) if lock else (),
             bufsize=0,
         )
     except FileNotFoundError:
         return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
-    except (OSError, ValueError) as exc:  # not executable, exec format error, E2BIG, a NUL in the command
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not executable, E2BIG, a NUL in it
         cause = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
         message = f"cannot start {argv[0]}: {cause}"
         return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    os.set_blocking(fd, False)
+    tails = {proc.stdout.fileno(): tail}
+    if proc.stderr is not None and stderr_tail is not None:
+        tails[proc.stderr.fileno()] = stderr_tail
     selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
+    for fd in tails:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
     exit_watch = _watch_exit(selector, proc.pid)  # wakes the loop the moment the command exits
 
     deadline = started + timeout if timeout else None
@@ -163,19 +203,20 @@ def run_command(
         while not (eof and exited_at is not None):
             wait = POLL_SECONDS if exit_watch is not None or not eof else EXIT_POLL_SECONDS
             for key, _ in selector.select(wait):
-                if key.fd == fd and not _copy_available(fd, write_output, tail):
-                    eof = True  # output closed (`exec >log`); the command itself may still run
-                    selector.unregister(fd)
+                if key.fd in tails and not _copy_available(key.fd, write_output, tails[key.fd]):
+                    del tails[key.fd]  # output closed (`exec >log`); the command itself may still run
+                    selector.unregister(key.fd)
+                    eof = not tails
             now = time.monotonic()
-            if cancel.signum is not None and cancelled_by is None:
+            if cancel.signum is not None and cancelled_by is None and exited_at is None:  # exited: its result stands
                 cancelled_by = cancel.signum
                 signal_run(proc.pid, token, signal.SIGTERM)
                 grace_end = now + CANCEL_GRACE_SECONDS
                 kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
             if deadline is not None and now >= deadline and kill_at is None:
                 timed_out = True
-                signal_run(proc.pid, token, signal.SIGTERM)
-                kill_at = now + TIMEOUT_GRACE_SECONDS
+                signal_run(proc.pid, token, signal.SIGTERM if timeout_grace > 0 else signal.SIGKILL)
+                kill_at = now + timeout_grace
             if kill_at is not None and now >= kill_at:
                 signal_run(proc.pid, token, signal.SIGKILL)
             if exited_at is None and _has_exited(proc.pid):
@@ -194,6 +235,8 @@ def run_command(
             os.close(exit_watch)
         kill_run(proc.pid, token)  # leave nothing behind, whatever happened
         proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
         returncode = proc.wait()
     exit_code = 128 - returncode if returncode < 0 else returncode
     text = tail.text()
@@ -207,6 +250,9 @@ def run_command(
         timed_out=timed_out,
         cancelled_by=cancelled_by,
         not_found=not_found,
+        killed_by=-returncode if returncode < 0 else None,
+        stderr=stderr_tail.text() if stderr_tail is not None else "",
+        stderr_bytes=stderr_tail.total_bytes if stderr_tail is not None else 0,
     )
 
 

@@ -23,6 +23,7 @@ PLACEHOLDER_VARIABLES = {
     "priority": "JIT_ISSUE_PRIORITY",
     "agent": "JIT_AGENT_ID",
     "issue_file": "JIT_ISSUE_FILE",
+    "feedback_file": "JIT_DISPATCH_FEEDBACK_FILE",  # docs/delivery.md#review-feedback; empty when none
 }
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDER_VARIABLES) + r")\}")
 
@@ -113,6 +114,7 @@ def command_env(base: Mapping[str, str], issue: Issue, agent: str, attempt: int,
         JIT_ISSUE_FILE=str(issue_file),
         JIT_AGENT_ID=agent,
         JIT_DISPATCH_ATTEMPT=str(attempt),
+        JIT_DISPATCH_FEEDBACK_FILE="",  # set by the delivery step when the issue is back with feedback
     )
     env.update({name: capped(value.replace("\0", "")) for name, value in values.items()})  # no NUL in an environment
     return env

@@ -7,6 +7,10 @@ its command's environment; a process re-parented to the dispatcher belongs to th
 it carries (the agent pool runs several commands at once). A run's processes are then: the
 leader's descendants, and the token-carrying children of the dispatcher with their descendants.
 
+When the dispatcher itself dies (SIGKILL, OOM), the leader is killed by the kernel
+(`bind_to_parent`: `PR_SET_PDEATHSIG`); the rest of the run is found later by its run lock
+(process/runlock.py).
+
 Limits: Linux only (elsewhere only the process group is stopped); a process that re-executes
 itself with an empty environment *after* being orphaned cannot be attributed to its run.
 """
@@ -17,26 +21,50 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
 TOKEN_VARIABLE = "JIT_DISPATCH_RUN_TOKEN"
 REAP_SECONDS = 0.2  # after SIGKILL: how long to wait for the run's processes to be gone
 
 _subreaper: bool | None = None
+_prctl: Callable[..., int] | None = None  # libc's prctl, once loaded
 
 
 def become_subreaper() -> bool:
     """Make orphaned descendants re-parent to this process; True where the kernel allows it."""
-    global _subreaper
+    global _subreaper, _prctl
     if _subreaper is None:
         try:
             import ctypes  # imported here: ~3 ms, and only a run that starts a command needs it
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            _subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+            _subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         except (OSError, AttributeError):
             _subreaper = False
     return _subreaper
+
+
+def bind_to_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the kernel SIGKILL the command's leader when its dispatcher dies.
+
+    `PR_SET_PDEATHSIG` fires when the thread that started the child ends — the run's own thread,
+    which outlives its command. The function runs in the child between fork and exec, so it only
+    calls the `prctl` prepared here (no import, no lock); a parent that died before the request
+    took effect is caught by comparing `getppid()`. None where `prctl` is missing (not Linux).
+    """
+    become_subreaper()
+    prctl, parent, kill = _prctl, os.getpid(), int(signal.SIGKILL)
+    if prctl is None:
+        return None
+
+    def bind() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the dispatcher is already gone
+            os._exit(128 + kill)
+
+    return bind
 
 
 def _parents() -> dict[int, int]:

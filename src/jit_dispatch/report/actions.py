@@ -64,5 +64,23 @@ def append_summary(path: Path, markdown: str) -> None:
 
 
 def print_line(stream: TextIO, text: str) -> None:
-    stream.write(text + "\n")
-    stream.flush()
+    """A line for whoever reads; a reader that went away (`once | head -1`) changes nothing else."""
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        discard(stream)
+
+
+def discard(stream: TextIO) -> None:
+    """The stream's reader is gone: point it at /dev/null, so later writes, and the interpreter's
+    flush at exit, succeed silently. The issue's outcome and the exit code are decided elsewhere."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not backed by a descriptor (a test's StringIO)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)

@@ -55,8 +55,10 @@ class ConsoleHooks:
             self.sink.flush()
             self.sink.buffer.write(chunk)
             self.sink.buffer.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # nobody reads the log any more; the tail is still kept for the summary
+        except BrokenPipeError:
+            actions.discard(self.sink)  # nobody reads the log any more; the tail is still kept for the summary
+        except ValueError:
+            pass  # the sink was closed
 
     def command_finished(self, run: RunResult) -> None:
         self._end_output(run.tail)

@@ -9,11 +9,12 @@ from typing import Any
 
 from jit_dispatch.domain import selection
 from jit_dispatch.domain.gates import needed, needed_text
-from jit_dispatch.domain.issue import Gate, Issue, parse_timestamp
+from jit_dispatch.domain.issue import CTX_LAST_REASON, CTX_PARKED_AT, CTX_RUN, Gate, Issue, parse_timestamp
+from jit_dispatch.domain.markdown import md_text
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.staleness import Claim, dispatcher_claims, format_age
 from jit_dispatch.domain.values import TERMINAL_STATES, State
-from jit_dispatch.report.summary import issue_json, md_text, plain, title_line
+from jit_dispatch.report.summary import issue_json, plain, title_line
 from jit_dispatch.trackers.base import Snapshot
 
 
@@ -31,6 +32,8 @@ class Status:
     queue: dict[str, Any] = field(default_factory=dict)
     trend: list[tuple[datetime, int, int]] = field(default_factory=list)  # hour, done, released
     gates: Mapping[str, Gate] = field(default_factory=dict)  # the registry: which gates an issue still needs
+    released: list[Issue] = field(default_factory=list)  # back to ready after failed attempts, not parked
+    gated: list[Issue] = field(default_factory=list)  # waiting for gates to pass
     alive: frozenset[str] = frozenset()  # claims that look silent, whose holder the tracker saw alive
 
     def stale(self, claim: Claim) -> bool:
@@ -44,7 +47,7 @@ TREND_HOURS = 12
 
 
 def queue_figures(dispatchable: list[Issue], now: datetime) -> dict[str, Any]:
-    """The figures `status --json` and the pool's metrics share (README, "Running the pool as a service").
+    """The figures `status --json` and the pool's metrics share (docs/service.md#metrics).
 
     An issue's wait is measured from its `created_at`: jit records no "ready since" in the issue.
     """
@@ -84,7 +87,9 @@ def build_status(
     """`snapshot` must hold every issue in full (`snapshot(full_states=State)`); `events` (the store's
     settle events) feed the trend of the Markdown dashboard; `alive`: claims silent by their
     timestamps that the tracker saw alive (`Tracker.confirm_dead`)."""
-    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked)
+    plan = selection.plan(
+        snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked, refused=snapshot.holds()
+    )
     counts: dict[str, int] = dict.fromkeys(State, 0)
     for state in snapshot.states.values():
         counts[state] += 1
@@ -95,6 +100,8 @@ def build_status(
         if issue.state not in TERMINAL_STATES and (deps := selection.blocking_dependencies(issue, snapshot.states))
     ]
     parked = [i for i in ordered if i.parked]
+    released = [i for i in ordered if not i.parked and i.state == State.READY and i.failed_attempts > 0]
+    gated = [i for i in ordered if i.state == State.GATED]
     claims = dispatcher_claims(snapshot.issues, now)
     claims += [
         Claim(i, i.assignee or "nobody", 0.0, 0.0)
@@ -116,6 +123,8 @@ def build_status(
         queue,
         trend,
         snapshot.gates,
+        released,
+        gated,
         alive,
     )
 
@@ -131,6 +140,21 @@ def _claim_json(claim: Claim, status: Status) -> dict[str, Any]:
     }
 
 
+def why(issue: Issue) -> dict[str, Any]:
+    """What a person asks of a parked, released or gated issue: how many tries, why the last one
+    failed, when, which run (its URL in Actions), which gates failed."""
+    context = issue.context
+    failed = [key for key, entry in issue.raw.get("gates_status", {}).items()
+              if isinstance(entry, dict) and entry.get("status") in ("failed", "error")]  # fmt: skip
+    return {
+        "attempts": issue.failed_attempts,
+        "reason": context.get(CTX_LAST_REASON),
+        "when": context.get(CTX_PARKED_AT) if issue.parked else issue.raw.get("updated_at"),
+        "run": context.get(CTX_RUN),
+        "failed_gates": failed,
+    }
+
+
 def status_json(status: Status) -> dict[str, Any]:
     """A stable schema: these keys, always present."""
     return {
@@ -143,7 +167,9 @@ def status_json(status: Status) -> dict[str, Any]:
         ],
         "blocked": [{**issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
         "in_progress": [_claim_json(c, status) for c in status.claims],
-        "parked": [{**issue_json(i), "reason": i.context.get("dispatch.last_reason")} for i in status.parked],
+        "parked": [{**issue_json(i), **why(i)} for i in status.parked],
+        "released": [{**issue_json(i), **why(i)} for i in status.released],
+        "gated": [{**issue_json(i), **why(i), "gates_needed": needed(i, status.gates)} for i in status.gated],
         "warnings": status.warnings,
         "queue": status.queue,
     }
@@ -167,8 +193,31 @@ def status_text(status: Status) -> str:
     section("Ready but held back", [f"{head(e)}  [{plain(e['reason'])}]" for e in data["held"]])
     section("Blocked", [f"{head(e)}  [by {', '.join(d[:8] for d in e['blocked_by'])}]" for e in data["blocked"]])
     section("In progress", [_claim_line(c, status.stale(c)) for c in status.claims])
-    section("Parked", [f"{head(e)}  [{plain(e['reason'] or '')}]" for e in data["parked"]])
+    section("Parked", [_why_line(head(e), e) for e in data["parked"]])
+    section("Released after failed attempts", [_why_line(head(e), e) for e in data["released"]])
+    section("Gated: waiting for gates", [_why_line(head(e), e) for e in data["gated"]])
     return "\n".join(lines)
+
+
+def _why_line(head: str, entry: dict[str, Any]) -> str:
+    """`head`, then the why on an indented line: attempts, when, failed gates, reason, run."""
+    return f"{head}\n      {plain(why_text(entry))}"
+
+
+def why_text(entry: dict[str, Any]) -> str:
+    """`2 attempts · 2026-12-07T10:00Z · gate tests failed · exit code 7 · RUN`: the why in one line."""
+    parts = [f"{entry['attempts']} attempt{'s' if entry['attempts'] != 1 else ''}"]
+    if entry["when"]:
+        parts.append(str(entry["when"])[:16].replace("T", " ") + " UTC")
+    if entry["failed_gates"]:
+        parts.append("failed: " + ", ".join(entry["failed_gates"]))
+    if entry.get("gates_needed"):
+        parts.append("waits for: " + needed_text(entry["gates_needed"]))
+    if entry["reason"]:
+        parts.append(str(entry["reason"]))
+    if entry["run"]:
+        parts.append(f"run {entry['run']}")
+    return " · ".join(parts)
 
 
 def _claim_line(claim: Claim, stale: bool) -> str:
@@ -221,12 +270,24 @@ def status_markdown(status: Status) -> str:
         age = "outside the dispatcher" if entry["age_seconds"] is None else format_age(claim.claimed_age)
         claim_rows.append(cells(entry, md_text(claim.agent), age, "⚠️ stale" if entry["stale"] else ""))
     table("In progress", "| Issue | Priority | Title | Agent | Claimed | |", claim_rows)
-    table(
-        "Parked",
-        "| Issue | Priority | Title | Last reason |",
-        [cells(e, md_text(e["reason"] or "")) for e in data["parked"]],
-    )
+    for title, key in (("Parked", "parked"), ("Released after failed attempts", "released"),
+                       ("Gated: waiting for gates", "gated")):  # fmt: skip
+        table(
+            title,
+            "| Issue | Priority | Title | Attempts | When (UTC) | Gates | Last reason | Run |",
+            [_why_cells(cells, e) for e in data[key]],
+        )
     return "\n".join(lines) + "\n"
+
+
+def _why_cells(cells: Any, entry: dict[str, Any]) -> str:
+    gates = [f"failed: {', '.join(entry['failed_gates'])}"] if entry["failed_gates"] else []
+    gates += [f"waits for: {needed_text(entry['gates_needed'])}"] if entry.get("gates_needed") else []
+    run = str(entry["run"] or "")
+    link = f"[run]({run})" if run.startswith("https://") and md_text(run) == run else md_text(run)
+    when = str(entry["when"] or "")[:16].replace("T", " ")
+    return str(cells(entry, str(entry["attempts"]), md_text(when), md_text("; ".join(gates)),
+                     md_text(entry["reason"] or ""), link))  # fmt: skip
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

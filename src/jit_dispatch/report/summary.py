@@ -1,19 +1,21 @@
 """What a run tells people: the Markdown step summary, the terminal lines, the JSON object and
 the step outputs (docs/architecture.md#report). Pure rendering; writing them out is `actions.py`'s job.
 
-Issue titles, labels and command output are untrusted. In Markdown they are HTML-escaped and
-stripped of Markdown syntax (or fenced with a fence longer than any backtick run they contain);
-in a terminal they are stripped of control characters.
+Issue titles, labels and command output are untrusted: `domain/markdown.py` makes them inert
+(in Markdown HTML-escaped and stripped of Markdown syntax, or fenced with a fence longer than any
+backtick run they contain; in a terminal stripped of control characters).
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import replace
 from typing import Any
 
 from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
+from jit_dispatch.domain.markdown import ANSI, CONTROL, md_code_block, md_code_span, md_text, one_line
+from jit_dispatch.domain.markdown import plain as plain  # re-exported: the log and status lines use it
 from jit_dispatch.domain.selection import Held
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import HELD_IN_FULL, Result
@@ -24,6 +26,8 @@ HELD_ROWS = HELD_IN_FULL  # the held issues the dispatch read in full (with `onc
 ICONS = {
     Outcome.DONE: "✅",
     Outcome.GATED: "🚦",
+    Outcome.REJECTED: "🚫",
+    Outcome.IN_REVIEW: "👀",
     Outcome.RELEASED: "↩️",
     Outcome.PARKED: "🅿️",
     Outcome.LOST: "⚠️",
@@ -32,36 +36,12 @@ ICONS = {
     Outcome.ERROR: "❌",
 }
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_LINE_START_SPECIAL = re.compile(r"^([#+\-=>]|\d+[.)])")
-
-
-def plain(text: str) -> str:
-    """Text safe for a terminal line: no escape sequences, controls or bidi overrides."""
-    return _CONTROL.sub("", _ANSI.sub("", text.replace("\r", "").replace("\n", " ").replace("\t", " ")))
-
-
 TITLE_LOG_CHARS = 200  # a log line shows at most this much of a title: the rest is in the issue
 
 
 def title_line(title: str) -> str:
     """A title as one terminal line, cut to `TITLE_LOG_CHARS` (a title may be megabytes long)."""
-    return _one_line(title, TITLE_LOG_CHARS)
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = plain(text)
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-# html.escape(quote=True), and `@` so that no mention pings anyone; a table: `html` imports its entities.
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;"})
-
-
-def _longest_backtick_run(text: str) -> int:
-    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return one_line(title, TITLE_LOG_CHARS)
 
 
 def issue_json(issue: Issue) -> dict[str, Any]:
@@ -69,30 +49,10 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     return {"issue_id": issue.id, "short_id": issue.short_id, "title": issue.title, "priority": issue.priority}
 
 
-def md_text(text: str, limit: int = 300) -> str:
-    """Untrusted text as inert inline Markdown: one line, HTML escaped, syntax escaped."""
-    escaped = _one_line(text, limit).translate(_HTML_ESCAPES)
-    return _LINE_START_SPECIAL.sub(r"\\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
-
-
-def md_code_span(text: str, limit: int = 300) -> str:
-    """Untrusted text as an inline code span that is also safe inside a table cell."""
-    flat = _one_line(text, limit)
-    fence = "`" * (_longest_backtick_run(flat) + 1)
-    body = flat.replace("|", "\\|")
-    return f"{fence} {body} {fence}"
-
-
-def md_code_block(text: str, info: str = "text") -> str:
-    """A fenced block no content can close: the fence outruns every backtick run inside."""
-    fence = "`" * max(3, _longest_backtick_run(text) + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
-
-
 def output_tail(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
     """The last lines of the output, ANSI-free, within a character budget."""
-    clean = _ANSI.sub("", text).replace("\r\n", "\n")
-    clean = _CONTROL.sub("", clean)
+    clean = ANSI.sub("", text).replace("\r\n", "\n")
+    clean = CONTROL.sub("", clean)
     kept = "\n".join(clean.rstrip("\n").split("\n")[-lines:])
     return kept[-chars:]
 
@@ -114,12 +74,30 @@ def _row(name: str, value: str) -> str:
     return f"| **{name}** | {value} |"
 
 
+def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", closes: bool = False) -> str:
+    """A pull request's body: what it is for, the run's summary (rendered as the step summary is,
+    issue text inert), the run's link, and the `Jit-Issue:` line the merge is recognised by."""
+    issue = result.issue
+    assert issue is not None
+    lines = [f"Work on issue `{issue.id}`, delivered by jit-dispatch."]
+    if closes and issue.id.startswith("#") and issue.id[1:].isdigit():  # a GitHub issue: `#12`
+        lines.append(f"\nCloses {issue.id}")
+    if run_ref.startswith("https://"):
+        lines.append(f"\nRun: {md_text(run_ref, 500)}")
+    shown = replace(result, outcome=Outcome.IN_REVIEW, reason=None)
+    lines += ["", summary_markdown(shown, max_attempts), f"Jit-Issue: {issue.id}", ""]
+    return "\n".join(lines)
+
+
 def summary_markdown(result: Result, max_attempts: int) -> str:
     icon = ICONS.get(result.outcome, "")
     issue = result.issue
+    merged = [f"- {md_text(line, 300)}" for line in result.merged]
+    merged = ["", "Waiting deliveries settled before selecting:", "", *merged] if merged else []
     if issue is None:
         lines = [f"### {icon} jit-dispatch · {result.outcome} · {md_text(result.agent)}", ""]
         lines.append(md_text(result.reason or "", 1000))
+        lines.extend(merged)
         lines.extend(_held_table(result.held))
         lines.extend(_warnings(result.warnings))
         return "\n".join(lines) + "\n"
@@ -143,11 +121,16 @@ def summary_markdown(result: Result, max_attempts: int) -> str:
     ]
     if result.promoted:
         lines.append(_row("Unblocked", ", ".join(f"`{i[:8]}`" for i in result.promoted)))
+    if (delivery := result.delivery) is not None:
+        lines.append(_row("Branch", md_code_span(delivery.branch, 200) + f" → {md_code_span(delivery.base, 200)}"))
+        if delivery.pull_request:
+            lines.append(_row("Pull request", md_text(delivery.pull_request, 300)))
     if result.sync:
         lines.append(_row("Remote", _sync_text(result.sync)))
     if result.output_bytes:
         lines += _tail_block("Output", result.output_tail, result.output_bytes)
     lines.extend(_gates_table(result))
+    lines.extend(merged)
     lines.extend(_warnings(result.warnings))
     return "\n".join(lines) + "\n"
 
@@ -189,8 +172,9 @@ def _gates_table(result: Result) -> list[str]:
         return []
     lines = ["", "| Gate | Kind | Stage | Result | Duration | Exit code |", "|---|---|---|---|---|---|", *rows]
     failed = next((r for r in result.gates if not r.passed and r.step.key == result.failed_gate), None)
-    if failed is not None and failed.output_bytes:
-        lines += _tail_block(f"{failed.step.label} output", failed.output, failed.output_bytes)
+    if failed is not None and failed.output_bytes + failed.stderr_bytes:
+        shown, size = failed.output + failed.stderr, failed.output_bytes + failed.stderr_bytes
+        lines += _tail_block(f"{failed.step.label} output", shown, size)
     return lines
 
 
@@ -226,8 +210,9 @@ def summary_text(result: Result, max_attempts: int) -> str:
     """A few terminal lines."""
     head = f"jit-dispatch: {result.outcome}"
     issue = result.issue
+    merged = "".join(f"jit-dispatch: merge watch: {plain(line)}\n" for line in result.merged)
     if issue is None:
-        return f"{head}: {plain(result.reason or '')}"
+        return f"{merged}{head}: {plain(result.reason or '')}"
     parts = [f"priority {issue.priority}", f"agent {plain(result.agent)}"]
     if result.attempt:
         parts.append(f"attempt {_attempt_text(result, max_attempts)}")
@@ -235,9 +220,11 @@ def summary_text(result: Result, max_attempts: int) -> str:
         parts.append(f"exit code {result.exit_code}")
     if result.duration_seconds is not None:
         parts.append(f"{result.duration_seconds:.2f}s")
-    lines = [f"{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
+    lines = [f"{merged}{head} {issue.short_id} {title_line(issue.title)}", "  " + " · ".join(parts)]
     if result.reason:
         lines.append(f"  reason: {plain(result.reason)}")
+    if result.delivery is not None:
+        lines.append(f"  delivered: {plain(result.delivery.branch)} → {plain(result.delivery.base)}")
     for run in result.gates:
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
         lines.append(f"  {plain(run.step.label)}: {run.status} ({run.duration_ms / 1000:.2f}s{code})")
@@ -263,6 +250,10 @@ def result_json(result: Result) -> dict[str, Any]:
         "gates": [gate_json(run) for run in result.gates]
         or [{"key": s.key, "kind": s.kind, "stage": s.stage, "result": "would run"} for s in result.planned],
         "failed_gate": result.failed_gate,
+        "merged": result.merged,
+        "branch": result.delivery.branch if result.delivery else None,
+        "pull_request_url": result.delivery.pull_request if result.delivery else None,
+        "pull_request_number": result.delivery.pull_number if result.delivery else None,
         "warnings": result.warnings,
         **(
             {"sync_attempts": result.sync.get("sync_attempts"), "commits": result.sync.get("commits")}
@@ -299,4 +290,7 @@ def step_outputs(result: Result) -> dict[str, str]:
         "commits": " ".join(str(c) for c in _commits(result)),
         "gates": json.dumps(data["gates"], ensure_ascii=False),
         "failed-gate": text(data["failed_gate"]),
+        "branch": text(data["branch"]),
+        "pull-request-url": text(data["pull_request_url"]),
+        "pull-request-number": text(data["pull_request_number"]),
     }

@@ -20,6 +20,7 @@ def running_service(
     *,
     listen: tuple[str, int] | None,
     metrics: PoolMetrics | None,
+    probe_listen: tuple[str, int] | None = None,
     secret: str,
     state_branch: str | None,
     watch_roots: list[Path],
@@ -39,12 +40,18 @@ def running_service(
         server = None
         if listen is not None:
             receiver = Receiver(secret.encode(), state_branch) if secret else None
-            try:
-                server = Server(listen, App(pool, metrics or PoolMetrics(), receiver)).start()
-            except OSError as exc:
-                raise UsageError(
-                    f"--listen: cannot listen on {listen[0]}:{listen[1]} ({exc.strerror or exc})"
-                ) from None
-            stack.callback(server.close)
-            pool.emit("listen", url=server.url, webhooks=receiver is not None)
+            app = App(pool, metrics or PoolMetrics(), receiver)
+            server = _serve(stack, "--listen", listen, app, webhooks=True)
+            probes = _serve(stack, "--probe-listen", probe_listen, app, webhooks=False) if probe_listen else None
+            pool.emit("listen", url=server.url, webhooks=receiver is not None, probe_url=probes and probes.url)
         yield server
+
+
+def _serve(stack: ExitStack, option: str, address: tuple[str, int], app: App, *, webhooks: bool) -> Server:
+    """A started server, closed when `stack` ends; a port that cannot be bound is a usage error."""
+    try:
+        server = Server(address, app, webhooks=webhooks).start()
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot listen on {address[0]}:{address[1]} ({exc.strerror or exc})") from None
+    stack.callback(server.close)
+    return server

@@ -10,9 +10,12 @@ in the listen backlog, so a flood cannot grow the threads without bound.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +23,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from jit_dispatch.service.metrics import CONTENT_TYPE, PoolMetrics
-from jit_dispatch.service.webhooks import Receiver, Reply
+from jit_dispatch.service.webhooks import SIGNATURE_HEADER, Receiver, Reply, signature_matches
 
 MAX_BODY = 5 * 1024 * 1024  # GitHub push payloads stay far below; anything bigger is refused (413)
+BUFFERED = 64 * 1024  # body bytes held in memory before the signature is checked; the rest is spooled
+CHUNK = 64 * 1024
 REQUEST_TIMEOUT = 10.0
+HEADER_DEADLINE = 5.0  # seconds a new connection has to send its request line and headers
 REQUEST_DEADLINE = 30.0  # seconds a connection may stay open, whatever it sends (GitHub waits 10 s)
 MAX_CONNECTIONS = 64  # served at once; probes and webhook deliveries need a handful
 GET_ROUTES = ("/healthz", "/readyz", "/metrics")
+UNSIGNED = Reply(401, "missing or wrong signature")  # the receiver's own answer to the same
 
 
 class PoolView(Protocol):
@@ -56,6 +63,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr: the pool logs webhooks itself, probes would drown everything."""
 
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        self.server.headers_read(self.request)
+        return parsed
+
     def do_GET(self) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
@@ -64,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
             self._text(200 if ok else 503, (why + "\n").encode())
         elif path == "/metrics":
             self._send(200, app.metrics.render(), CONTENT_TYPE)
-        elif path.startswith("/webhook/"):
+        elif path.startswith("/webhook/") and self.server.webhooks:
             self._text(405, b"POST only\n", allow="POST")
         else:
             self._text(404, b"not found\n")
@@ -73,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         routes: dict[str, Callable[[Any, bytes], Reply]] = {}
-        if app.receiver is not None:
+        if app.receiver is not None and self.server.webhooks:
             routes = {"/webhook/github": app.receiver.github, "/webhook/jit": app.receiver.jit}
         if path not in routes:
             self.close_connection = True  # its body is not read
@@ -82,21 +94,27 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._text(404, b"not found\n")
             return
-        body = self._body()
+        assert app.receiver is not None  # there are routes
+        body = self._body(app.receiver.secret)
         if body is None:
             return
-        reply = routes[path](self.headers, body)
+        reply = body if isinstance(body, Reply) else routes[path](self.headers, body)
         if reply.wake:
             app.pool.wake("webhook")
         app.pool.emit(
             "webhook", source=path.rsplit("/", 1)[1], kind=reply.kind, action=reply.action,
-            delivery=reply.delivery, status=reply.status, wake=reply.wake, message=reply.message,
+            delivery=reply.delivery, status=reply.status, wake=reply.wake, reply=reply.message,
         )  # fmt: skip
         payload = json.dumps({"status": reply.message, "wake": reply.wake}).encode() + b"\n"
         self._send(reply.status, payload, "application/json")
 
-    def _body(self) -> bytes | None:
-        """The request body, or None after answering 411/413/400 for one that may not be read."""
+    def _body(self, secret: bytes) -> bytes | Reply | None:
+        """The request body once its signature is right; a 401 Reply when it is not; None after
+        answering 411/413/400.
+
+        The body is hashed as it arrives and spooled to a temporary file past BUFFERED bytes, so an
+        unsigned or wrongly signed body never sits in memory, whatever its declared length.
+        """
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self._refuse(411, b"send Content-Length, not chunked\n")
             return None
@@ -108,15 +126,27 @@ class Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY:
             self._refuse(413, f"body larger than {MAX_BODY} bytes\n".encode())
             return None
-        try:
-            body = self.rfile.read(length)
-        except (TimeoutError, OSError):
-            self.close_connection = True
-            return None
-        if len(body) != length:
-            self._refuse(400, b"body shorter than Content-Length\n")
-            return None
-        return body
+        if not self.headers.get(SIGNATURE_HEADER):
+            self.close_connection = True  # refused before a byte of the body is read
+            return UNSIGNED
+        digest = hmac.new(secret, digestmod=hashlib.sha256)
+        with tempfile.SpooledTemporaryFile(max_size=BUFFERED) as spool:
+            left = length
+            try:
+                while left and (chunk := self.rfile.read(min(left, CHUNK))):
+                    digest.update(chunk)
+                    spool.write(chunk)
+                    left -= len(chunk)
+            except (TimeoutError, OSError):
+                self.close_connection = True
+                return None
+            if left:
+                self._refuse(400, b"body shorter than Content-Length\n")
+                return None
+            if not signature_matches(digest, self.headers.get(SIGNATURE_HEADER)):
+                return UNSIGNED
+            spool.seek(0)
+            return spool.read()
 
     def _refuse(self, status: int, message: bytes) -> None:
         self.close_connection = True  # the unread body must not be parsed as the next request
@@ -142,9 +172,11 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # the listen backlog: a burst waits there for a slot (socketserver's 5 resets it)
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App, *, webhooks: bool = True) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
+        self.webhooks = webhooks  # False: the probe listener (probes and metrics only)
+        self._headed: dict[int, threading.Event] = {}  # connection → its request headers have arrived
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._closing = False
         super().__init__(address, Handler)
@@ -164,14 +196,26 @@ class Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        cut = threading.Timer(REQUEST_DEADLINE, _cut, (request,))
-        cut.daemon = True
-        cut.start()
+        headed = self._headed[id(request)] = threading.Event()
+        cuts = [
+            threading.Timer(HEADER_DEADLINE, _cut, (request, headed)),
+            threading.Timer(REQUEST_DEADLINE, _cut, (request,)),
+        ]
+        for cut in cuts:
+            cut.daemon = True
+            cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
-            cut.cancel()
+            for cut in cuts:
+                cut.cancel()
+            self._headed.pop(id(request), None)
             self._slots.release()
+
+    def headers_read(self, request: Any) -> None:
+        """The request line and headers of the connection's first request are in: its header deadline is met."""
+        if (headed := self._headed.get(id(request))) is not None:
+            headed.set()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line on stderr instead of socketserver's traceback; a client hanging up is not worth one."""
@@ -196,7 +240,10 @@ class Server(ThreadingHTTPServer):
         self.server_close()
 
 
-def _cut(connection: socket.socket) -> None:
-    """Past the deadline: whatever the handler waits for on this connection ends now."""
+def _cut(connection: socket.socket, unless: threading.Event | None = None) -> None:
+    """Past the deadline (unless `unless` is set by then): whatever the handler waits for on this
+    connection ends now."""
+    if unless is not None and unless.is_set():
+        return
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)

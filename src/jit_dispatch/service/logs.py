@@ -1,7 +1,8 @@
 """The pool's event log: one line per event, as text for people or as JSON for Loki/Cloud Logging.
 
-Every JSON line is one object with `ts` (UTC, RFC 3339), `event`, then the event's fields, always
-the same keys for the same event (null when unknown) — README "Running the pool as a service".
+Every JSON line is one object with `ts` (UTC, RFC 3339), `level`, `message` (the text line, or the
+event's name when the text format prints none), `event`, then the event's fields, always the same
+keys for the same event (null when unknown) — docs/service.md#json-logs.
 """
 
 from __future__ import annotations
@@ -37,20 +38,43 @@ def _cycle(f: Mapping[str, Any]) -> str | None:
 def _webhook(f: Mapping[str, Any]) -> str:
     what = " ".join(plain(str(part)) for part in (f["kind"], f["action"]) if part)
     wake = " → wake" if f["wake"] else ""
-    return f"webhook {f['source']} {what or '-'} {f['status']} {plain(f['message'])}{wake}"
+    return f"webhook {f['source']} {what or '-'} {f['status']} {plain(f['reply'])}{wake}"
 
 
 TEXT: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "start": lambda f: f"jit-dispatch: pool of {len(f['agents'])} agent(s) on {f['store']}",
     "logs": lambda f: f"jit-dispatch: command logs in {f['log_dir']}",
-    "listen": lambda f: f"jit-dispatch: listening on {f['url']} (webhooks {'on' if f['webhooks'] else 'off'})",
+    "listen": lambda f: (
+        f"jit-dispatch: listening on {f['url']} (webhooks {'on' if f['webhooks'] else 'off'})"
+        + (f", probes and metrics also on {f['probe_url']}" if f.get("probe_url") else "")
+    ),
     "watch": lambda f: f"jit-dispatch: watching {', '.join(f['paths'])} for changes",
     "claim": _claim,
     "settle": _settle,
+    "settle_retry": lambda f: (
+        f"error   settle {f['short_id']} failed: {plain(f['error'])}; retry in {f['retry_in_seconds']:g}s"
+    ),
+    "sweep": lambda f: (
+        f"sweep   {f['short_id']}: killed {len(f['killed'])} process(es) a killed dispatcher left running"
+    ),
+    "warning": lambda f: f"warning {plain(f['warning'])}",
+    "claim_lost": lambda f: f"stop    {f['short_id']} ({f['assignee']}): {plain(f['reason'])}",
     "status": _status,
     "cycle": _cycle,
     "webhook": _webhook,
+    "merge": lambda f: f"merge   {plain(f['note'])}",  # a delivery reached its base (docs/delivery.md)
 }
+
+
+def level(event: str, fields: Mapping[str, Any]) -> str:
+    """The JSON line's `level`, as log collectors (Loki, ELK, Cloud Logging) filter on it."""
+    if event == "settle_retry" or (event == "cycle" and fields["error"] is not None):
+        return "error"
+    if event == "settle" and fields["outcome"] == "error":
+        return "error"
+    if event in ("warning", "claim_lost", "sweep") or (event == "settle" and fields["outcome"] == "lost"):
+        return "warning"
+    return "info"
 
 
 class EventLog:
@@ -62,11 +86,13 @@ class EventLog:
         self._lock = threading.Lock()
 
     def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+        text = TEXT[event](fields)
         if self.json:
             ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            line: str | None = json.dumps({"ts": ts, "event": event, **fields}, ensure_ascii=False)
+            head = {"ts": ts, "level": level(event, fields), "message": text or event, "event": event}
+            line: str | None = json.dumps({**head, **fields}, ensure_ascii=False)
         else:
-            line = TEXT[event](fields)
+            line = text
         if line is None:
             return
         with self._lock:

@@ -40,7 +40,9 @@ class PoolMetrics:
         self.gate_failures = Counter(
             "jit_dispatch_gate_failures", "gate_failed events seen in the event log", ["gate"], registry=r
         )
-        self.cycle_errors = Counter("jit_dispatch_cycle_errors", "Fill cycles that failed", registry=r)
+        self.cycle_errors = Counter(
+            "jit_dispatch_cycle_errors", "Fill cycles that failed, and settles that failed (each retry)", registry=r
+        )
 
     def emit(self, event: str, fields: Mapping[str, Any]) -> None:
         """Update from one pool event (the fields engine/pool.py emits for the log)."""
@@ -57,6 +59,8 @@ class PoolMetrics:
             self.running.labels(fields["agent"]).set(fields["busy"])
             if fields["duration_seconds"] is not None:
                 self.duration.labels(fields["agent"], fields["outcome"]).observe(fields["duration_seconds"])
+        elif event == "settle_retry":  # a settle failed and waits for its retry: an error of the loop
+            self.cycle_errors.inc()
         elif event == "cycle":
             if fields["error"] is not None:
                 self.cycle_errors.inc()

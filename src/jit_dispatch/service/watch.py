@@ -1,10 +1,10 @@
 """Wake the pool within a second of a change to a local `.jit/`, so polling is only the fallback.
 
 Every jit write that can make work dispatchable either appends to `events.jsonl` (claims, state
-changes, releases, gates) or replaces `index.json` (new issues), so a `stat()` of those two files
-every quarter second sees it. Chosen over inotify (watchfiles) because it needs no native wheel,
-costs two system calls per tick, and also works where inotify does not: network and overlay
-mounts, the bind-mounted volumes of containers.
+changes, releases, gates) or replaces `index.json` (new issues); a gate defined or changed replaces
+`gates.json`. So a `stat()` of those three files every quarter second sees it. Chosen over inotify
+(watchfiles) because it needs no native wheel, costs three system calls per tick, and also works
+where inotify does not: network and overlay mounts, the bind-mounted volumes of containers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from jit_dispatch.trackers.jit.files import loads_event
 
 WATCH_INTERVAL = 0.25  # seconds between two stat() rounds
-WATCHED = ("events.jsonl", "index.json")
+WATCHED = ("events.jsonl", "index.json", "gates.json")  # gates.json: a gate defined or changed
 
 Signature = tuple[int, int, int] | None  # inode, size, mtime (ns); None when missing
 

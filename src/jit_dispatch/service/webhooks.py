@@ -1,5 +1,9 @@
 """Signed webhooks that wake the pool: GitHub's, and jit events (an events.jsonl line).
 
+GitHub's wake the pool for what can change the ready set: issues, comments, a push to the state
+branch, and delivered work moving (docs/delivery.md#github): a pull request closed (merged or
+not), a review requesting changes, a push whose commits carry a `Jit-Issue:` trailer.
+
 Both carry `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>` with the shared secret
 (`JIT_DISPATCH_WEBHOOK_SECRET`), compared in constant time. Nothing is done for a request whose
 signature is missing or wrong, nor twice for one delivery id. A wake is idempotent (it only starts
@@ -17,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
+
+from jit_dispatch.domain.delivery import message_trailer_ids
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 DELIVERY_HEADER = "X-GitHub-Delivery"
@@ -46,9 +52,14 @@ class Reply:
 
 
 def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+    return signature_matches(hmac.new(secret, body, hashlib.sha256), header)
+
+
+def signature_matches(digest: hmac.HMAC, header: str | None) -> bool:
+    """`header` is `sha256=` and the HMAC's hex digest (compared in constant time, as bytes)."""
     if not header:
         return False
-    expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    expected = b"sha256=" + digest.hexdigest().encode()
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
 
 
@@ -108,11 +119,25 @@ class Receiver:
             ref = payload.get("ref")
             if self.state_branch is None or ref == f"refs/heads/{self.state_branch}":
                 return True, "push to the state branch"
+            if _carries_trailer(payload):
+                return True, "push of delivered work (a Jit-Issue trailer)"
             return False, "push to another branch ignored"
         if kind == "issues":
             return (True, "issue changed") if action in ISSUE_ACTIONS else (False, "issue action ignored")
         if kind == "issue_comment":
             return True, "issue comment"
+        if kind == "pull_request":
+            if action != "closed":
+                return False, "pull request action ignored"
+            pull = payload.get("pull_request")
+            merged = isinstance(pull, dict) and pull.get("merged") is True
+            return True, "pull request merged" if merged else "pull request closed without merging"
+        if kind == "pull_request_review":
+            review = payload.get("review")
+            state = review.get("state") if isinstance(review, dict) else None
+            if action == "submitted" and isinstance(state, str) and state.lower() == "changes_requested":
+                return True, "changes requested"
+            return False, "review ignored"
         return False, "event ignored"
 
     def jit(self, headers: Mapping[str, str], body: bytes) -> Reply:
@@ -134,6 +159,13 @@ class Receiver:
         if kind in JIT_WAKING or to in JIT_WAKING_STATES:
             return Reply(200, "jit event", True, kind, to, delivery)
         return Reply(202, "event ignored", False, kind, to, delivery)
+
+
+def _carries_trailer(payload: dict[str, Any]) -> bool:
+    """A pushed commit (a merge made by hand, a rebase) whose message has a `Jit-Issue:` trailer line."""
+    commits = payload.get("commits")
+    messages = [c.get("message") for c in commits if isinstance(c, dict)] if isinstance(commits, list) else []
+    return any(isinstance(m, str) and message_trailer_ids(m) for m in messages)
 
 
 def _github_payload(headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:

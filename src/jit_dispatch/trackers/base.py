@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters, resolve_issue_id
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome
+from jit_dispatch.errors import TrackerError
 
 
 class Lead(Protocol):
@@ -33,6 +35,14 @@ class Snapshot:
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
+    leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
+    rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
+
+    def holds(self, agent: str | None = None) -> dict[str, str]:
+        """What jit would refuse `agent` (any agent, without one): issues under another agent's jit
+        lease, and claims jit's enforced rules refuse; each with the reason it is held."""
+        held = {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
+        return {**self.rule_holds, **held}
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.
@@ -70,11 +80,14 @@ class ClaimTiming:
 class Settlement:
     """How a claim was settled, and what that changed besides."""
 
-    outcome: Outcome  # done | gated | released | parked | lost
+    outcome: Outcome  # done | gated | in-review | rejected | released | parked | lost
     failed_attempts: int = 0
     promoted: tuple[str, ...] = ()
     error: str | None = None  # settled, but a later write failed (e.g. promoting): exit 3 with this line
     warnings: tuple[str, ...] = ()  # the outcome is recorded, but something after it is left to a repair
+    taken_because: str | None = None  # lost: the reason of whoever released the claim (a person, a reaper), if known
+    by_agent: bool = False  # the command settled its issue with jit itself; ours only completed it
+    reason: str | None = None  # the store's words for the outcome (a `done` jit's graph rules refuse)
 
 
 class Tracker(Protocol):
@@ -114,9 +127,31 @@ class Tracker(Protocol):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """Give the claim back with a reason; parks at `max_attempts`. With `seen` (the reaper), only if
-        the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins."""
+        the claim still shows the signs of life seen then: a heartbeat landing meanwhile wins.
+        `count_attempt=False`: a person's release, which is not a failed attempt."""
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        """The command's work is delivered: keep the issue out of the ready set until it merges
+        (Outcome.IN_REVIEW). `lost` when the claim is no longer ours, as complete() does."""
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """Every issue waiting for its delivery to merge, with where it went (cheap: one scan)."""
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        """The delivery reached the base: done, with the promotions/events a done settle writes.
+        `note`: how it was recognised."""
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        """Changes were requested: back to ready (keeping dispatch.branch etc. so the next run continues
+        the work branch), review_rounds + 1, not a failed attempt; parked past max_review_rounds."""
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        """The PR was closed without merging: released, an attempt counted, the branch kept."""
 
     def checker_root(self, issue_id: str) -> Path | None:
         """The repository root gate checkers run in (jit: the store's parent); None without a registry."""
@@ -130,6 +165,12 @@ class Tracker(Protocol):
         """Show a sign of life of our claim; False when it is no longer ours. `interval`: the heartbeat
         interval to announce from now on (lock refs); `deadline`: the monotonic time after which an
         answer is useless (the runner has fenced itself), so no I/O may last beyond it."""
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who holds our claim now, in words (another agent's jit lease, another assignee); None: ours."""
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now, where the command may have changed it with jit; None: not known here."""
 
     def unpark(self, issue_id: str) -> bool:
         """Lift the parking (a person's decision); False when it was not parked."""
@@ -155,7 +196,31 @@ class Tracker(Protocol):
         reference); None when the backend cannot tell (the heartbeat then starts with the command)."""
 
 
-class TrackerDefaults:
+class NoDelivery:
+    """The delivery methods of a backend that does not record deliveries: nothing waits, nothing to hold."""
+
+    location: str
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """Nothing delivered waits here unless the backend records deliveries."""
+        return []
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge (use --done-on success)")
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        raise TrackerError(f"{self.location}: this tracker cannot wait for a merge")
+
+
+class TrackerDefaults(NoDelivery):
     """What most backends share: one location, prefix ids, nothing to keep, nothing to hurry."""
 
     location: str
@@ -182,6 +247,14 @@ class TrackerDefaults:
 
     def checker_root(self, issue_id: str) -> Path | None:
         """No gate registry: only `--check` commands run."""
+        return None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No leases here: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The command's own jit calls do not reach this store (remote mode: they go to its clone)."""
         return None
 
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:

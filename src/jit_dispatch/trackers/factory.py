@@ -14,6 +14,7 @@ from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import UsageError
 from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.jit.leases import lease_ttl
 from jit_dispatch.trackers.jit.store import JitStore
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class StoreChoice:
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
     github_ready_label: str = "dispatch"
+    github_review_label: str = "in-review"  # delivered, waiting for the merge (docs/delivery.md#github)
     include_assigned: bool = False
     priority_labels: tuple[tuple[str, str], ...] | None = None
     github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
@@ -53,6 +55,19 @@ ACTIONS_BOT = "github-actions[bot]"  # who the workflow's GITHUB_TOKEN comments 
 def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
     """`--jit-dir`s, else `$JIT_DATA_DIR` (relative to the working directory, as jit reads it), else .jit."""
     return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
+
+
+def guard_token(given: str, pass_token: bool, in_actions: bool) -> str:
+    """The token, masked in the Actions log and (unless `pass_token`) gone from the environment the
+    command inherits: it is the dispatcher's, not the command's (untrusted issue text)."""
+    if in_actions:  # the runner hides it from the log from here on
+        for line in given.splitlines():
+            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
+    token = given.strip()
+    if not pass_token and len(token) >= 8:
+        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
+            del os.environ[key]
+    return token
 
 
 def current_branch(git: Git, context: GitHubContext) -> str:
@@ -84,6 +99,33 @@ def _workspace_branch(git: Git, context: GitHubContext, *, record: bool) -> str:
     return branch
 
 
+def person_author(git: Git, context: GitHubContext) -> str | None:
+    """Outside Actions, the person running the command (`git config user.name/email`) authors its
+    commits; in Actions (or without both set) the bot default stays."""
+    if context.in_actions:
+        return None
+    name = git.run("config", "user.name", check=False).stdout.decode("utf-8", errors="replace").strip()
+    email = git.run("config", "user.email", check=False).stdout.decode("utf-8", errors="replace").strip()
+    return f"{name} <{email}>" if name and email and "<" not in name and ">" not in email else None
+
+
+def remote_mode_evidence(root: Path) -> str | None:
+    """The newest state commit a remote-mode runner made to this store (`jit-dispatch: …`), as
+    `sha subject`, in the checked-out history: evidence that the store is shared through the
+    remote, so acting on the working copy alone would be silently wrong. None: no such commit."""
+    from jit_dispatch.trackers.remote.git import Git, GitError
+
+    anchor = next((p for p in [root, *root.absolute().parents] if p.is_dir()), Path.cwd())
+    try:
+        proc = Git(anchor, timeout=10).run(
+            "log", "-1", "--format=%h %s", "--grep=^jit-dispatch: ", "HEAD", "--", str(root.absolute()), check=False
+        )
+    except GitError:
+        return None
+    line = proc.stdout.decode("utf-8", errors="replace").strip() if proc.returncode == 0 else ""
+    return line or None
+
+
 def parse_author(author: str) -> dict[str, str]:
     """`Name <email>` → the RemoteSettings fields."""
     name, _, rest = author.partition("<")
@@ -101,7 +143,7 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
         return
     with ExitStack() as stack:
         trackers = [
-            JitStore.open(root)
+            _local_store(root, choice)
             if choice.sync == "none"
             else stack.enter_context(_remote_tracker(choice, root, context))
             for root in jit_roots(choice.jit_dir)
@@ -112,6 +154,13 @@ def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracke
         from jit_dispatch.trackers.multi import MultiTracker  # several stores: not the common case
 
         yield MultiTracker(trackers)
+
+
+def _local_store(root: Path, choice: StoreChoice) -> JitStore:
+    """The store, its jit leases lasting two heartbeat intervals (docs/jit-format.md#leases)."""
+    store = JitStore.open(root)
+    store.lease_ttl = lease_ttl(choice.heartbeat)
+    return store
 
 
 @contextmanager
@@ -132,6 +181,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         jit_path = root.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
         raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
+    author = choice.author or person_author(git, context)
     settings = RemoteSettings(
         branch=choice.state_branch or _workspace_branch(git, context, record=not choice.read_only),
         jit_path=jit_path,
@@ -140,8 +190,13 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         skip_ci=choice.skip_ci,
         heartbeat_seconds=choice.heartbeat,
         push_budget=choice.push_budget,
-        **(parse_author(choice.author) if choice.author else {}),
+        **(parse_author(author) if author else {}),
     )
+    if choice.state_branch and not choice.read_only:  # a branch of its own: started on first use
+        from jit_dispatch.trackers.remote.statebranch import start_if_missing
+
+        if (started := start_if_missing(Git(top), settings)) is not None:
+            print(started, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="jit-dispatch-", dir=context.runner_temp) as scratch:
         tracker = RemoteJitTracker(Git(top), settings, Path(scratch))
         try:
@@ -158,13 +213,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
 
     if not choice.github_token:
         raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
-    if context.in_actions:  # the runner hides it from the log from here on
-        for line in choice.github_token.splitlines():
-            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
-    token = choice.github_token.strip()
-    if not choice.pass_token and len(token) >= 8:  # the dispatcher's, not the command's (untrusted issue text)
-        for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
-            del os.environ[key]
+    guard_token(choice.github_token, choice.pass_token, context.in_actions)
     try:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
@@ -190,6 +239,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
         choice.github_lock,
         prefix,
         tuple(choice.trusted_actors),
+        choice.github_review_label,
     )
     api_url = choice.github_api_url or "https://api.github.com"
     identity = ACTIONS_BOT if context.in_actions else None  # when GET /user cannot say (an installation token)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
@@ -37,6 +38,8 @@ class MultiTracker(TrackerDefaults):
             merged.all_ids.extend(part.all_ids)
             merged.warnings.extend(part.warnings)
             locked |= part.locked
+            merged.leases.update(part.leases)
+            merged.rule_holds.update(part.rule_holds)
             self._owner.update(dict.fromkeys(part.all_ids, tracker))
         merged.locked = frozenset(locked)
         return merged
@@ -69,8 +72,28 @@ class MultiTracker(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
-        return self._store(issue_id).release(issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs)
+        return self._store(issue_id).release(
+            issue_id, assignee, reason, max_attempts, seen=seen, gate_runs=gate_runs, count_attempt=count_attempt
+        )
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        return self._store(issue_id).hold_for_merge(issue_id, assignee, delivery, gate_runs=gate_runs)
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        return [waiting for tracker in self.trackers for waiting in tracker.awaiting_merge()]
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        return self._store(issue_id).finish_merged(issue_id, note)
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        return self._store(issue_id).return_for_changes(issue_id, reason, max_review_rounds)
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        return self._store(issue_id).release_unmerged(issue_id, reason, max_attempts)
 
     def checker_root(self, issue_id: str) -> Path | None:
         return self._store(issue_id).checker_root(issue_id)
@@ -85,6 +108,12 @@ class MultiTracker(TrackerDefaults):
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         return self._store(issue_id).claim_timing(issue_id)
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        return self._store(issue_id).taken_by(issue_id, assignee)
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        return self._store(issue_id).issue_now(issue_id)
 
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)

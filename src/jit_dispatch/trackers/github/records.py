@@ -10,18 +10,20 @@ commit its writer last saw, so it fails when someone else moved the ref meanwhil
 
 The settle record is written before anything else of the settle: once it is on the ref, the
 result is durable, and any later `once`, `reap` or `status --repair` finishes the settle from it
-(marker comment, close or park, unlabel, delete the ref). See README, "GitHub Issues tracker".
+(marker comment, close or park, unlabel, delete the ref).
+See docs/github-issues.md#what-each-failure-leaves-and-who-repairs-it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-CLAIM, DONE, RELEASE = "claim", "done", "release"
-_HEAD = re.compile(r"\Ajit-dispatch (claim|done|release) #\d+\n\n(\{.*\})\s*\Z", re.S)
+CLAIM, DONE, RELEASE, DELIVER = "claim", "done", "release", "deliver"
+_HEAD = re.compile(r"\Ajit-dispatch (claim|done|release|deliver) #\d+\n\n(\{.*\})\s*\Z", re.S)
 # git check-ref-format, as GitHub applies it: no control characters, space, ~ ^ : ? * [ \, no "..",
 # no "@{", no component starting with "." or ending in ".lock", no "//".
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
@@ -31,7 +33,7 @@ _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
 class LockRecord:
     """What a lock commit says: who holds the issue, and how the claim ended (if it did)."""
 
-    kind: str  # claim | done | release
+    kind: str  # claim | done | release | deliver
     number: int
     nonce: str
     agent: str
@@ -42,6 +44,7 @@ class LockRecord:
     reason: str = ""  # release: why
     parked: bool = False  # release: the attempt limit was reached
     max_attempts: int = 0  # release: the limit it was counted against
+    delivery: Mapping[str, Any] | None = None  # deliver: where the work went (review.delivery_data)
 
     def settled(self, kind: str, reason: str = "", parked: bool = False, max_attempts: int = 0) -> LockRecord:
         return replace(self, kind=kind, reason=reason, parked=parked, max_attempts=max_attempts)
@@ -52,7 +55,7 @@ class LockRecord:
 
 def render_record(record: LockRecord) -> str:
     """The commit message: a headline people can read, then the record as one JSON line."""
-    data = {k: v for k, v in asdict(record).items() if k not in ("kind", "number")}
+    data = {k: v for k, v in asdict(record).items() if k not in ("kind", "number") and v is not None}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"jit-dispatch {record.kind} #{record.number}\n\n{text}\n"
 
@@ -77,6 +80,7 @@ def parse_record(message: str) -> LockRecord | None:
             reason=str(data.get("reason", "")),
             parked=bool(data.get("parked", False)),
             max_attempts=int(data.get("max_attempts", 0)),
+            delivery=data["delivery"] if isinstance(data.get("delivery"), dict) else None,
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, Issue, parse_timestamp
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import LockWatch, lock_is_dead
@@ -23,11 +24,11 @@ from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
-from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
-from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
-from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held
+from jit_dispatch.trackers.github.records import CLAIM, DELIVER, DONE, RELEASE, LockRecord
+from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held, refuse_uncounted
 
 
 class RefLockedTracker(GitHubTracker):
@@ -121,6 +122,14 @@ class RefLockedTracker(GitHubTracker):
             return super().complete(issue_id, assignee)
         return self._settle_held(issue_id, DONE, "", 0)
 
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        """The `deliver` record on the lock first, as every settle; then marker, labels, the lock deleted."""
+        if issue_id not in self._held:
+            return super().hold_for_merge(issue_id, assignee, delivery)
+        return self._settle_held(issue_id, DELIVER, "", 0, review.delivery_data(delivery))
+
     def release(
         self,
         issue_id: str,
@@ -130,8 +139,10 @@ class RefLockedTracker(GitHubTracker):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """The runner's own release; or a person's (`release`) or the reaper's (`seen`), fenced on the lock."""
+        refuse_uncounted(count_attempt)
         if issue_id in self._held:
             return self._settle_held(issue_id, RELEASE, reason, max_attempts)
         number = self._number(issue_id)
@@ -159,14 +170,15 @@ class RefLockedTracker(GitHubTracker):
             self.refs.delete(number, sha)
         return Settlement(Outcome.RELEASED, record.attempt - 1)
 
-    def _settle_held(self, issue_id: str, kind: str, reason: str, max_attempts: int) -> Settlement:
+    def _settle_held(
+        self, issue_id: str, kind: str, reason: str, max_attempts: int, delivery: dict[str, Any] | None = None
+    ) -> Settlement:
         held = self._held[issue_id]
         with held.mutex:  # a heartbeat in flight lands first; none starts after
             held.settling = True
             parked = kind == RELEASE and held.record.attempt >= max_attempts
-            settlement = self._fence(
-                self._number(issue_id), held.lock, held.record.settled(kind, reason, parked, max_attempts)
-            )
+            record = replace(held.record.settled(kind, reason, parked, max_attempts), delivery=delivery)
+            settlement = self._fence(self._number(issue_id), held.lock, record)
         return settlement
 
     def _fence(self, number: int, seen: str, record: LockRecord) -> Settlement:
@@ -179,8 +191,9 @@ class RefLockedTracker(GitHubTracker):
 
     @staticmethod
     def _settled(record: LockRecord, warnings: tuple[str, ...]) -> Settlement:
-        if record.kind == DONE:
-            return Settlement(Outcome.DONE, record.attempt - 1, warnings=warnings)
+        if record.kind in (DONE, DELIVER):
+            outcome = Outcome.DONE if record.kind == DONE else Outcome.IN_REVIEW
+            return Settlement(outcome, record.attempt - 1, warnings=warnings)
         outcome = Outcome.PARKED if record.parked else Outcome.RELEASED
         return Settlement(outcome, record.attempt, warnings=warnings)
 
@@ -194,6 +207,8 @@ class RefLockedTracker(GitHubTracker):
         }
         if record.kind == RELEASE:
             data |= {"reason": record.reason, "parked": record.parked}
+        if record.kind == DELIVER:
+            data |= dict(record.delivery or {})
         try:
             with self.api.doing(f"finish the settle of #{number}"), self.api.persistent():
                 self._remember(

@@ -1,4 +1,4 @@
-"""GitHub Issues as a tracker: the pure part (no I/O, no PyGithub). See README, "GitHub Issues tracker".
+"""GitHub Issues as a tracker: the pure part (no I/O, no PyGithub). See docs/github-issues.md.
 
 GitHub has no compare-and-set on issues, so the claim is a protocol over labels and comments:
 
@@ -44,14 +44,18 @@ from jit_dispatch.domain.issue import (
     Issue,
     parse_timestamp,
 )
+from jit_dispatch.domain.markdown import md_code_span, md_text
 from jit_dispatch.domain.values import DEFAULT_READY_LABEL, PRIORITY_RANK, Priority, State
+from jit_dispatch.trackers.github import review
 
 CLAIMED_LABEL = "dispatch:claimed"
+CLOSE = {"state": "closed", "state_reason": "completed"}  # the PATCH that closes an issue as done
 DEFAULT_PRIORITY_LABELS: tuple[tuple[str, str], ...] = tuple((p, f"priority:{p}") for p in PRIORITY_RANK)
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment
 TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
-MARKER_KINDS = ("claim", "release", "done", "reset")
-_MARKER = re.compile(r"\A<!-- jit-dispatch:(claim|release|done|reset) (\{[^\n]*\}) -->")
+MARKER_KINDS = ("claim", "release", "done", "reset", review.DELIVER, review.RETURN)
+CLAIM_ENDINGS = ("release", "done", review.DELIVER)  # a later one of these with its nonce ends a claim
+_MARKER = re.compile(r"\A<!-- jit-dispatch:(claim|release|done|reset|deliver|return) (\{[^\n]*\}) -->")
 _ISSUE_REF = re.compile(r"^(?:#|(?:https?://[^\s]+/)?issues/)?(\d{1,12})$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
 
@@ -67,6 +71,7 @@ class GitHubSettings:
     lock: str = "refs"  # refs: a git ref per claim (needs contents: write); comments: markers only
     lock_prefix: str = "refs/jit-dispatch/claims/"
     trusted_actors: tuple[str, ...] = ()  # logins whose markers count besides the dispatcher's own
+    review_label: str = review.DEFAULT_REVIEW_LABEL  # delivered, waiting for the merge (docs/delivery.md#github)
 
     @property
     def location(self) -> str:
@@ -133,7 +138,7 @@ def dependency_ref(blocker: Mapping[str, Any], own_repo: str) -> str:
 
 @dataclass(frozen=True)
 class Marker:
-    kind: str  # claim | release | done | reset
+    kind: str  # claim | release | done | reset | deliver | return
     comment_id: int
     data: Mapping[str, Any] = field(compare=False)
 
@@ -190,12 +195,12 @@ def parse_markers(comments: Iterable[Mapping[str, Any]], logins: frozenset[str])
 
 
 def live_claims(markers: Iterable[Marker]) -> list[Marker]:
-    """Claims not ended by a later release/done marker of their nonce, nor superseded by a later claim."""
+    """Claims not ended by a later release/done/deliver marker of their nonce, nor superseded by a later claim."""
     ordered = sorted(markers, key=lambda m: m.comment_id)
     live: list[Marker] = []
     for claim in (m for m in ordered if m.kind == "claim"):
         later = [m for m in ordered if m.comment_id > claim.comment_id]
-        ended = any(m.kind in ("release", "done") and m.nonce == claim.nonce for m in later)
+        ended = any(m.kind in CLAIM_ENDINGS and m.nonce == claim.nonce for m in later)
         superseded = any(m.kind == "claim" and claim.nonce in m.supersedes for m in later)
         if not ended and not superseded:
             live.append(claim)
@@ -213,8 +218,8 @@ def find_marker(markers: Iterable[Marker], kind: str, nonce: str) -> Marker | No
 
 
 def last_settle(markers: Iterable[Marker]) -> Marker | None:
-    """The latest done or release marker (markers come in comment order), if any."""
-    settles = [m for m in markers if m.kind in ("done", "release")]
+    """The latest settle of a claim: done, release or deliver (markers come in comment order), if any."""
+    settles = [m for m in markers if m.kind in CLAIM_ENDINGS]
     return settles[-1] if settles else None
 
 
@@ -234,9 +239,10 @@ def failed_attempts(markers: Iterable[Marker]) -> int:
 def marker_context(markers: list[Marker]) -> dict[str, str]:
     """The dispatcher's `context` keys, as the jit backend keeps them, read from the markers."""
     context = {CTX_ATTEMPTS: str(failed_attempts(markers))}
-    reasons = [m for m in markers if m.kind == "release" and m.data.get("reason")]
+    reasons = [m for m in markers if m.kind in ("release", review.RETURN) and m.data.get("reason")]
     if reasons:
         context[CTX_LAST_REASON] = str(reasons[-1].data["reason"])
+    context |= review.review_context(markers)
     winner = winning_claim(markers)
     if winner is not None:
         context[CTX_CLAIMED_AT] = str(winner.data.get("at", ""))
@@ -271,16 +277,19 @@ def human_assignees(raw: Mapping[str, Any]) -> list[str]:
     return [str(p.get("login", "")) for p in people if isinstance(p, dict) and p.get("type", "User") != "Bot"]
 
 
-def state_of(raw: Mapping[str, Any], ready_label: str) -> State:
+def state_of(raw: Mapping[str, Any], ready_label: str, review_label: str = review.DEFAULT_REVIEW_LABEL) -> State:
     """A jit state for a GitHub issue, so selection, status and reap work unchanged.
 
     closed → `done` (completed) or `rejected` (not planned, duplicate); open with
-    `dispatch:claimed` → `in_progress`; open with the ready label → `ready`; other open → `backlog`.
+    `dispatch:claimed` → `in_progress`; open with the review label → `gated` (delivered, waiting
+    for the merge); open with the ready label → `ready`; other open → `backlog`.
     """
     if raw.get("state") == "closed":
         return State.DONE if raw.get("state_reason") in (None, "completed") else State.REJECTED
     if has_label(raw, CLAIMED_LABEL):
         return State.IN_PROGRESS
+    if has_label(raw, review_label):
+        return State.GATED
     return State.READY if has_label(raw, ready_label) else State.BACKLOG
 
 
@@ -306,7 +315,7 @@ def to_issue(
 ) -> Issue:
     """A GitHub issue payload as the dispatcher's `Issue`; `raw` keeps the payload for JIT_ISSUE_FILE."""
     labels = tuple(_canonical(label) for label in label_names(raw))
-    state = state_of(raw, settings.ready_label)
+    state = state_of(raw, settings.ready_label, settings.review_label)
     context = marker_context(markers) if markers is not None else {}
     if markers is None and PARKED_LABEL in labels:
         context[CTX_LAST_REASON] = "see the issue's comments"
@@ -359,21 +368,15 @@ def fit_comment(head: str, body: str, limit: int = COMMENT_LIMIT) -> str:
 
 
 def claim_text(agent: str, run: str) -> str:
-    from jit_dispatch.report.summary import md_code_span
-
     link = f" — [workflow run]({run})" if run.startswith("https://") and not re.search(r"[\s()<>]", run) else ""
     return f"🤖 **jit-dispatch**: claimed by {md_code_span(agent, 120)}{link}."
 
 
 def done_text(agent: str, attempt: int) -> str:
-    from jit_dispatch.report.summary import md_code_span
-
     return f"✅ **jit-dispatch**: done by {md_code_span(agent, 120)} (attempt {attempt})."
 
 
 def release_text(agent: str, reason: str, attempt: int, max_attempts: int, parked: bool) -> str:
-    from jit_dispatch.report.summary import md_code_span, md_text
-
     text = f"↩️ **jit-dispatch**: released by {md_code_span(agent, 120)} after attempt {attempt} of {max_attempts}: "
     text += md_text(reason) + "."
     if parked:

@@ -17,15 +17,17 @@ from typing import Any
 
 from github import GithubException
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import PARKED_LABEL, Issue
 from jit_dispatch.domain.selection import Filters, dispatch_reason, matches_filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.errors import TrackerError
+from jit_dispatch.errors import TrackerError, UsageError
 from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot
-from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
+from jit_dispatch.trackers.github.reviewing import ReviewPhase
 
 FINISHED_LATER = "the next once, reap or status --repair finishes it"  # a settle left half-done
 
@@ -46,7 +48,13 @@ class _Held:
     mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
-class GitHubTracker:
+def refuse_uncounted(count_attempt: bool) -> None:
+    """GitHub's markers and lock records count every release: an uncounted one is refused, not faked."""
+    if not count_attempt:
+        raise UsageError("--no-attempt: not supported with --tracker github; pass --attempt (the release counts)")
+
+
+class GitHubTracker(ReviewPhase):
     def __init__(
         self,
         settings: rules.GitHubSettings,
@@ -112,7 +120,7 @@ class GitHubTracker:
         refs: list[str] = []
         for blocker in self._blockers(raw):
             ref = rules.dependency_ref(blocker, self.settings.repo)
-            states.setdefault(ref, rules.state_of(blocker, self.settings.ready_label))
+            states.setdefault(ref, rules.state_of(blocker, self.settings.ready_label, self.settings.review_label))
             refs.append(ref)
         return tuple(refs)
 
@@ -141,7 +149,7 @@ class GitHubTracker:
             for raw in raws.values():
                 if rules.is_pull_request(raw):
                     continue
-                state = rules.state_of(raw, self.settings.ready_label)
+                state = rules.state_of(raw, self.settings.ready_label, self.settings.review_label)
                 states[rules.issue_id(raw["number"])] = state
                 if state not in wanted:
                     continue
@@ -261,14 +269,24 @@ class GitHubTracker:
 
     def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
+        return self._succeed(issue_id, assignee, "done", {})
+
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        """Open, with the review label instead of `dispatch:claimed`: not dispatchable until it merges."""
+        return self._succeed(issue_id, assignee, review.DELIVER, review.delivery_data(delivery))
+
+    def _succeed(self, issue_id: str, assignee: str, kind: str, extra: dict[str, Any]) -> Settlement:
         number = self._number(issue_id)
         with self.api.doing(f"settle {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
             if claim is None:
                 return Settlement(Outcome.LOST, attempts)
             data = {"nonce": claim.nonce, "agent": assignee, "run": claim.data.get("run"), "attempt": attempts + 1}
-            self._remember(issue_id, *self._settle_comment(number, "done", data))
-        return Settlement(Outcome.DONE, attempts, warnings=self._finish_labels(issue_id, "done", False))
+            self._remember(issue_id, *self._settle_comment(number, kind, data | extra))
+        outcome = Outcome.DONE if kind == "done" else Outcome.IN_REVIEW
+        return Settlement(outcome, attempts, warnings=self._finish_labels(issue_id, kind, False))
 
     def release(
         self,
@@ -279,9 +297,11 @@ class GitHubTracker:
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
         """`seen` is not compared here: a GitHub heartbeat edits the claim comment, and the winning
         claim is re-read just below, so a settled or re-claimed issue still ends `lost`."""
+        refuse_uncounted(count_attempt)
         number = self._number(issue_id)
         with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
@@ -299,13 +319,7 @@ class GitHubTracker:
         self, number: int, kind: str, data: dict[str, Any], max_attempts: int = 0
     ) -> tuple[int, str, str]:
         """The durable result: the settle marker comment, posted once (found by nonce when already there)."""
-        if kind == "done":
-            text = rules.done_text(str(data["agent"]), int(data["attempt"]))
-        else:
-            limit = max_attempts or int(data["attempt"])
-            text = rules.release_text(
-                str(data["agent"]), str(data["reason"]), int(data["attempt"]), limit, bool(data["parked"])
-            )
+        text = review.settle_text(kind, data, max_attempts)
         found = rules.find_marker(self._markers(number), kind, str(data["nonce"]))
         marker = rules.render_marker(kind, found.data if found else {**data, "at": format_timestamp()})
         if found is not None:
@@ -326,6 +340,8 @@ class GitHubTracker:
     def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
         if kind == "done" and self._get(number).get("state") == "open":  # closed meanwhile: a person's call
             self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
+        if kind == review.DELIVER:  # before the claimed label goes: never ready-looking in between
+            self._add_label(number, self.settings.review_label)
         if parked:
             self._add_label(number, PARKED_LABEL)
         self._remove_label(number, rules.CLAIMED_LABEL)
@@ -351,6 +367,14 @@ class GitHubTracker:
         except TrackerError as exc:
             return [str(exc)]
         return []
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """No jit leases on GitHub: a claim taken away shows at the heartbeat and the settle."""
+        return None
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The command does not settle a GitHub issue with jit."""
+        return None
 
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
@@ -491,4 +515,4 @@ class GitHubTracker:
                 raise
 
 
-_CLOSE = {"state": "closed", "state_reason": "completed"}
+_CLOSE = rules.CLOSE

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
-
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.jit.files import loads_event
 from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.multi import MultiTracker
 
@@ -23,18 +18,3 @@ def local_stores(tracker: Tracker) -> list[JitStore]:
         return [store for part in tracker.trackers for store in local_stores(part)]
     store = getattr(tracker, "store", None)  # remote mode keeps its checkout as a JitStore
     return [store] if isinstance(store, JitStore) else []
-
-
-def read_events(path: Path, types: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Events of these types, streamed (the log may be large); unreadable lines are skipped."""
-    needles = [f'"{kind}"'.encode() for kind in types]
-    try:
-        handle = path.open("rb")
-    except OSError:
-        return
-    with handle:
-        for line in handle:
-            if not any(needle in line for needle in needles):
-                continue  # most lines: no JSON parsing at all
-            if (event := loads_event(line)) is not None:
-                yield event

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,21 @@ def loads_event(line: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return None
     return event if isinstance(event, dict) else None
+
+
+def read_events(path: Path, types: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Events of these types, streamed (the log may be large); unreadable lines are skipped."""
+    needles = [f'"{kind}"'.encode() for kind in types]
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return
+    with handle:
+        for line in handle:
+            if not any(needle in line for needle in needles):
+                continue  # most lines: no JSON parsing at all
+            if (event := loads_event(line)) is not None:
+                yield event
 
 
 def store_error(path: Path | str, doing: str, exc: OSError) -> TrackerError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,7 +20,8 @@ from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
-from jit_dispatch.domain.issue import Gate, Issue, IssueFormatError, issue_from_raw
+from jit_dispatch.domain.delivery import Delivery, delivery_context, delivery_from_context
+from jit_dispatch.domain.issue import CTX_DELIVERED_AT, CTX_LAST_REASON, Gate, Issue, IssueFormatError, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -32,12 +34,16 @@ from jit_dispatch.trackers.jit.files import (
     dumps_pretty,
     fingerprint,
     ordered_issue,
+    read_events,
     read_regular,
     store_error,
 )
+from jit_dispatch.trackers.jit.leases import DEFAULT_TTL_SECONDS, Leases
 from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_from_env
+from jit_dispatch.trackers.jit.rules import StoreRules
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, parse_issue, scan_issues
 
+_DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
 
 
@@ -77,6 +83,7 @@ class JitStore(TrackerDefaults):
         self.location = str(root)
         self.issues_dir = root / "issues"
         self._gates: dict[str, Gate] | None = None
+        self._gates_seen: tuple[int, int, int] | None = None  # gates.json's (inode, size, mtime) when read
         self.changed: set[Path] = set()  # files written since the last `changed.clear()`
         # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
         # of each unresolved issue's file, so promotion re-reads only files changed since.
@@ -85,7 +92,17 @@ class JitStore(TrackerDefaults):
         # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
         self._events_mark: int | None = None
+        # Threads whose appends advanced the mark since the snapshot: the pool's run threads share
+        # this store, so one settle's promotion may trust the mark only for its own appends.
+        self._appenders: set[int] = set()
+        self._view_lock = threading.Lock()  # the view, the mark and the appenders change together
         self._deadline: float | None = None  # set by `hurry` after a cancellation
+        self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
+        self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
+        self.rules = StoreRules(root)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
+        # issue id → the `dispatch.run` of the claim this store made and has not settled yet: every
+        # later check compares it, not only the assignee (docs/service.md#one-issue-one-run).
+        self._runs: dict[str, str] = {}
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -136,16 +153,27 @@ class JitStore(TrackerDefaults):
         return [i for i in ids if i not in skip] if skip else ids
 
     def gates(self) -> dict[str, Gate]:
-        if self._gates is None:
-            path = self.root / "gates.json"
-            if not path.exists():
-                self._gates = {}
-                return self._gates
-            registry = self._load_json(path)
-            gates = registry.get("gates") if isinstance(registry, dict) else None
-            if not isinstance(gates, dict):
-                raise TrackerError(f"{path}: field 'gates' must be an object")
-            self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        """The gate registry, read again whenever gates.json changed (one `stat()` when it did not),
+        so a long-running pool applies a gate defined or changed meanwhile to its next claim."""
+        path = self.root / "gates.json"
+        try:
+            st = os.stat(path)
+            signature: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            raise TrackerError(f"{path}: cannot be read ({exc.strerror})") from None
+        if self._gates is not None and signature == self._gates_seen:
+            return self._gates
+        if signature is None:
+            self._gates, self._gates_seen = {}, None
+            return self._gates
+        registry = self._load_json(path)
+        gates = registry.get("gates") if isinstance(registry, dict) else None
+        if not isinstance(gates, dict):
+            raise TrackerError(f"{path}: field 'gates' must be an object")
+        self._gates = {key: _gate(key, g) for key, g in gates.items() if isinstance(g, dict)}
+        self._gates_seen = signature
         return self._gates
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
@@ -159,7 +187,7 @@ class JitStore(TrackerDefaults):
         """
         ids = self.issue_ids()
         found = Scan(warnings=list(self._index_warnings))
-        self._events_mark = self._events_length()
+        mark = self._events_length()  # before the issues are read: a later append shows as a longer file
         collecting = gc.isenabled()
         gc.disable()  # thousands of parsed issues hold no cycle: do not let the collector walk them
         try:
@@ -169,8 +197,35 @@ class JitStore(TrackerDefaults):
                 gc.enable()
         if ids and len(unreadable) == len(ids):  # not one file: the directory is unreadable, not each file
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
-        self._promotion_view = (found.states, found.backlog, found.seen)
-        return Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        with self._view_lock:  # a promotion meanwhile must not pair this mark with the previous view
+            self._promotion_view = (found.states, found.backlog, found.seen)
+            self._events_mark, self._appenders = mark, set()
+        snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
+        if (leases := self.leases()) is not None:
+            snapshot.leases = {i: (h.agent, h.words()) for i, h in leases.holders().items()}
+        if self.rules.enforced():
+            snapshot.rule_holds = self.rules.holds(snapshot)
+        return snapshot
+
+    def leases(self) -> Leases | None:
+        """jit's leases when the store sits in a git worktree (docs/jit-format.md#leases); else None."""
+        if self._leases is False:
+            self._leases = Leases.of_store(self.root, self.lease_ttl, self._lock_timeout)
+        return self._leases if isinstance(self._leases, Leases) else None
+
+    def taken_by(self, issue_id: str, assignee: str) -> str | None:
+        """Who took our claim: another agent's lease, or another assignee; None while it is ours."""
+        leases = self.leases()
+        if leases is not None:
+            holder = leases.holder(issue_id)
+            if holder is None:
+                return leases.gone(issue_id, assignee)
+            if holder.agent != assignee:
+                return holder.words()
+        current = self.read_issue(issue_id)
+        if current is not None and current.assignee not in (None, assignee):
+            return f"assigned to {current.assignee}"
+        return None
 
     def _events_length(self) -> int | None:
         try:
@@ -239,7 +294,9 @@ class JitStore(TrackerDefaults):
             return
         with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
             start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
-        self._events_mark = end if start == self._events_mark else None
+        with self._view_lock:
+            self._appenders.add(threading.get_ident())
+            self._events_mark = end if start == self._events_mark else None
         self.changed.add(self.root / "events.jsonl")
 
     def claimable(self, issue_id: str, filters: Filters) -> Issue | None:
@@ -249,6 +306,8 @@ class JitStore(TrackerDefaults):
             return None
         if dispatch_reason(issue, self._dependency_states(issue), self.gates()) or not matches_filters(issue, filters):
             return None
+        if self.rules.enforced() and self.rules.blockers(issue.raw, State.IN_PROGRESS):
+            return None  # jit would refuse this claim (held with the rule named in the plan)
         return issue
 
     def _log_or_undo(self, before: dict[str, Any], after: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -277,15 +336,29 @@ class JitStore(TrackerDefaults):
     def claim(
         self, issue_id: str, assignee: str, run: str, filters: Filters, *, now: str | None = None
     ) -> Issue | None:
-        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's)."""
-        with self._locked(issue_id):
-            issue = self.claimable(issue_id, filters)
-            if issue is None:
-                return None
-            now = now or transitions.format_timestamp()
-            raw, events = transitions.claim(issue.raw, assignee, run, now)
-            self._write_issue(raw)
-        self._log_or_undo(issue.raw, raw, events)
+        """`now`: the claim's time when it happened elsewhere first (remote mode: its lock's).
+
+        The jit lease comes first (docs/jit-format.md#leases): `jit claim acquire` checks only
+        leases, so whoever holds the lease holds the issue; one of another agent refuses the claim.
+        """
+        leases = self.leases()
+        if leases is not None and leases.acquire(issue_id, assignee) is not None:
+            return None
+        claimed = False
+        try:
+            with self._locked(issue_id):
+                issue = self.claimable(issue_id, filters)
+                if issue is None:
+                    return None
+                now = now or transitions.format_timestamp()
+                raw, events = transitions.claim(issue.raw, assignee, run, now)
+                self._write_issue(raw)
+            self._log_or_undo(issue.raw, raw, events)
+            self._runs[issue_id] = run
+            claimed = True
+        finally:
+            if leases is not None and not claimed:
+                leases.release(issue_id, assignee)
         return issue_from_raw(raw)
 
     def complete(
@@ -294,15 +367,15 @@ class JitStore(TrackerDefaults):
         settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
         if isinstance(settled, Settlement):
             return settled
-        current, _, outcome = settled
+        current, _, outcome, by_agent, note = settled
         promoted: list[str] = []
         if outcome == Outcome.DONE:
             try:
                 self._promote_unblocked(issue_id, promoted)
             except TrackerError as exc:  # the issue is done; what it unblocks stays backlog
                 error = f"{issue_id[:8]} is done, but promoting the issues it unblocks failed: {exc}"
-                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error)
-        return Settlement(outcome, current.failed_attempts, tuple(promoted))
+                return Settlement(outcome, current.failed_attempts, tuple(promoted), error=error, by_agent=by_agent)
+        return Settlement(outcome, current.failed_attempts, tuple(promoted), by_agent=by_agent, reason=note)
 
     def _promote_unblocked(self, completed: str, promoted: list[str]) -> None:
         """After a `done`, every backlog issue with all dependencies resolved becomes ready.
@@ -310,20 +383,25 @@ class JitStore(TrackerDefaults):
         As jit promotes (docs/jit-format.md#promotion).
 
         Candidates come from the last snapshot. The snapshot predates the command, so a
-        dependency that looked blocking may have finished meanwhile (another runner). Every state
-        change appends to events.jsonl (jit's writers and ours): when nobody else appended since
-        the snapshot, the snapshot's states stand; otherwise a blocking dependency's file is
-        re-read when its fingerprint changed. A candidate left with no blocker is re-read with its
-        dependencies under jit's locks before it is promoted (into `promoted`).
+        dependency that looked blocking may have finished meanwhile (another runner, or another
+        run thread of this pool). Every state change appends to events.jsonl (jit's writers and
+        ours): when only this thread appended since the snapshot, the snapshot's states stand;
+        otherwise a blocking dependency's file is re-read when its fingerprint changed. A candidate
+        left with no blocker is re-read with its dependencies under jit's locks before it is
+        promoted (into `promoted`).
         """
         if self._promotion_view is None:
             self.snapshot(full_states=(State.BACKLOG,))
-        assert self._promotion_view is not None
-        states, backlog, seen = self._promotion_view
+        with self._view_lock:
+            view, mark, appenders = self._promotion_view, self._events_mark, set(self._appenders)
+        assert view is not None
+        states, backlog, seen = view
         states = {**states, completed: State.DONE}
         current: dict[str, str | None] = {completed: State.DONE}
         directory = str(self.issues_dir)
-        quiet = self._events_mark is not None and self._events_length() == self._events_mark
+        # Only our own appends since the snapshot: its states stand. Another thread's settle (the
+        # pool's run threads share this store) is another writer, as is any other process.
+        quiet = mark is not None and self._events_length() == mark and appenders <= {threading.get_ident()}
 
         def state_now(dep: str) -> str | None:
             if quiet:
@@ -362,15 +440,26 @@ class JitStore(TrackerDefaults):
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
+        count_attempt: bool = True,
     ) -> Settlement:
         def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
-            return transitions.release(judged, reason, max_attempts, at)
+            return transitions.release(judged, reason, max_attempts, at, count_attempt=count_attempt)
 
         settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
         if isinstance(settled, Settlement):
             return settled
-        _, raw, outcome = settled
-        return Settlement(outcome, int(raw["context"]["dispatch.attempts"]))
+        _, raw, outcome, by_agent, note = settled
+        return Settlement(outcome, issue_from_raw(raw).failed_attempts, by_agent=by_agent, reason=note)
+
+    def taken_because(self, issue_id: str, assignee: str) -> str | None:
+        """Why our claim was taken away: the reason of the release of it logged after our newest
+        claim (a person's `release`, a reap). None when nobody released it (jit reassigned it)."""
+        reason: str | None = None
+        for event in read_events(self.root / "events.jsonl", ("issue_claimed", "issue_released")):
+            if event.get("issue_id") != issue_id or event.get("assignee") != assignee:
+                continue
+            reason = str(event.get("reason") or "") or None if event.get("type") == "issue_released" else None
+        return reason
 
     def _settle(
         self,
@@ -381,24 +470,75 @@ class JitStore(TrackerDefaults):
         change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
         *,
         seen: Liveness | None = None,
-    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+    ) -> tuple[Issue, dict[str, Any], Outcome, bool, str | None] | Settlement:
         """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
 
-        Returns the issue as it was, as it is now and the outcome; or a `lost` Settlement when the
-        claim is no longer ours, or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        Returns the issue as it was, as it is now, the outcome, whether the command settled it
+        itself with jit (docs/jit-format.md#agents-that-settle) and why a `done` became `gated`
+        (docs/jit-format.md#graph-rules); or a `lost` Settlement when the claim is no longer ours,
+        or (with `seen`, the reaper) it showed a sign of life meanwhile.
         """
+        run = None if seen is not None else self._runs.get(issue_id)  # the reaper judges others' claims
+        leases = self.leases()
         with self._locked(issue_id):
             current = self.read_issue(issue_id, strict=True)
-            if current is None or not transitions.still_ours(current.raw, assignee):
-                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
-            if seen is not None and transitions.liveness(current.raw) != seen:
-                return Settlement(Outcome.LOST, current.failed_attempts)  # it showed a sign of life meanwhile
-            now = now or transitions.format_timestamp()
-            judged, gate_events = self._record_gate_runs(current.raw, gate_runs, now)
+            holder = leases.holder(issue_id) if leases is not None else None
+            mine = holder is not None and holder.agent == assignee
+            by_agent = None
+            if current is not None and not transitions.still_ours(current.raw, assignee, run) and seen is None:
+                by_agent = transitions.agent_outcome(current.raw, assignee, mine)
+            lost = (
+                current is None
+                or (holder is not None and not mine)  # another agent's lease: theirs now
+                or (not transitions.still_ours(current.raw, assignee, run) and by_agent is None)
+                or (seen is not None and transitions.liveness(current.raw) != seen)  # it showed a sign of life
+            )
+            if not lost:
+                assert current is not None
+                raw, events, outcome, note = self._settled(current.raw, gate_runs, now, change, by_agent)
+        if lost:
+            if seen is None:
+                self._runs.pop(issue_id, None)
+            if mine and seen is None and leases is not None:  # our lease outlived the claim: let it go
+                leases.release(issue_id, assignee)
+            why = self.taken_because(issue_id, assignee) if seen is None else None
+            return Settlement(Outcome.LOST, current.failed_attempts if current else 0, taken_because=why)
+        assert current is not None
+        self._log_or_undo(current.raw, raw, events)
+        self._runs.pop(issue_id, None)
+        if leases is not None:  # the claim is settled: its lease goes (a reaper evicts it, as `jit claim release`)
+            leases.release(
+                issue_id, assignee, force_reason=f"reaped by jit-dispatch: {assignee} stopped" if seen else None
+            )
+        return current, raw, outcome, by_agent is not None, note
+
+    def _settled(
+        self,
+        before: dict[str, Any],
+        gate_runs: Sequence[GateRecord],
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+        by_agent: Outcome | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome, str | None]:
+        """Under the locks: gate runs recorded, `change` (or the agent's own settle) applied, a `done`
+        jit's rules refuse turned `gated`, the issue saved if it changed; its events, for logging."""
+        now = now or transitions.format_timestamp()
+        judged, gate_events = self._record_gate_runs(before, gate_runs, now)
+        if by_agent is None:
             raw, events, outcome = change(judged, now)
+        else:
+            raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
+        note = None
+        if outcome == Outcome.DONE and judged["state"] != State.DONE and (found := self.rules.blockers(judged, "done")):
+            raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
+            note = raw["context"][CTX_LAST_REASON]
+        if raw != before:
             self._write_issue(raw)
-        self._log_or_undo(current.raw, raw, gate_events + events)
-        return current, raw, outcome
+        return raw, gate_events + events, outcome, note
+
+    def issue_now(self, issue_id: str) -> Issue | None:
+        """The issue as stored now: the command may have changed it with jit."""
+        return self.read_issue(issue_id)
 
     def _record_gate_runs(
         self, raw: dict[str, Any], records: Sequence[GateRecord], now: str
@@ -416,6 +556,90 @@ class JitStore(TrackerDefaults):
             atomic_write(path, dumps_pretty(dict(record)))
             self.changed.add(path)
         return gate_rules.apply_records(raw, records, now)
+
+    # ----------------------------------------------------------------- delivery (docs/delivery.md)
+    def hold_for_merge(
+        self,
+        issue_id: str,
+        assignee: str,
+        delivery: Delivery,
+        *,
+        gate_runs: Sequence[GateRecord] = (),
+        now: str | None = None,
+    ) -> Settlement:
+        def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
+            return transitions.hold(judged, delivery_context(delivery), at)
+
+        settled = self._settle(issue_id, assignee, gate_runs, now, change)
+        return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a
+        merge; a file without the delivery key is not parsed at all."""
+        if self._promotion_view is None:
+            self.snapshot(full_states=())
+        assert self._promotion_view is not None
+        waiting = []
+        for issue_id, state in self._promotion_view[0].items():
+            if state != State.GATED:
+                continue
+            try:
+                data = read_regular(self.issue_file(issue_id))
+                issue = parse_issue(data, issue_id) if _DELIVERED_KEY in data else None
+            except (OSError, ValueError):
+                continue
+            found = delivery_from_context(issue.context) if issue and transitions.waiting_for_merge(issue.raw) else None
+            if found is not None:
+                waiting.append((issue_id, found))
+        return waiting
+
+    def finish_merged(self, issue_id: str, note: str, *, now: str | None = None) -> Settlement:
+        settled = self._change_waiting(issue_id, now, transitions.merged)
+        if isinstance(settled, Settlement):
+            return settled
+        promoted: list[str] = []
+        if settled[2] == Outcome.DONE:
+            try:
+                self._promote_unblocked(issue_id, promoted)
+            except TrackerError as exc:
+                error = f"{issue_id[:8]} is done ({note}), but promoting the issues it unblocks failed: {exc}"
+                return Settlement(Outcome.DONE, settled[0].failed_attempts, tuple(promoted), error=error)
+        return Settlement(settled[2], settled[0].failed_attempts, tuple(promoted))
+
+    def return_for_changes(
+        self, issue_id: str, reason: str, max_review_rounds: int, *, now: str | None = None
+    ) -> Settlement:
+        settled = self._change_waiting(
+            issue_id, now, lambda raw, at: transitions.returned(raw, reason, max_review_rounds, at)
+        )
+        return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int, *, now: str | None = None) -> Settlement:
+        settled = self._change_waiting(
+            issue_id, now, lambda raw, at: transitions.unmerged(raw, reason, max_attempts, at)
+        )
+        return (
+            settled
+            if isinstance(settled, Settlement)
+            else Settlement(settled[2], int(settled[1]["context"]["dispatch.attempts"]))
+        )
+
+    def _change_waiting(
+        self,
+        issue_id: str,
+        now: str | None,
+        change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
+    ) -> tuple[Issue, dict[str, Any], Outcome] | Settlement:
+        """`change` applied under jit's locks to an issue still waiting for its merge; `lost` when it is
+        not (someone else finished, returned or released it meanwhile)."""
+        with self._locked(issue_id):
+            current = self.read_issue(issue_id, strict=True)
+            if current is None or not transitions.waiting_for_merge(current.raw):
+                return Settlement(Outcome.LOST, current.failed_attempts if current else 0)
+            raw, events, outcome = change(current.raw, now or transitions.format_timestamp())
+            self._write_issue(raw)
+        self._log_or_undo(current.raw, raw, events)
+        return current, raw, outcome
 
     def checker_root(self, issue_id: str) -> Path | None:
         """jit runs checkers in the store's parent directory (the repository root)."""
@@ -436,12 +660,24 @@ class JitStore(TrackerDefaults):
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
     ) -> bool:
+        """Refresh the claim and renew its lease; False once another agent holds either.
+
+        An issue the command itself settled with jit is still its run: only the lease is renewed.
+        """
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
-            if current is None or not transitions.still_ours(current.raw, assignee):
+            if current is None:
                 return False
-            self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
-        return True
+            ours = transitions.still_ours(current.raw, assignee, self._runs.get(issue_id))
+            if ours:
+                self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
+        leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
+        if not ours:
+            holder = leases.holder(issue_id) if leases is not None else None
+            mine = holder is not None and holder.agent == assignee
+            if transitions.agent_outcome(current.raw, assignee, mine) is None:
+                return False
+        return leases is None or leases.renew(issue_id, assignee) is None
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):

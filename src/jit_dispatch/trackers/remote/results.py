@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from jit_dispatch.domain import boundedjson, transitions
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement
 from jit_dispatch.trackers.jit.store import JitStore
 from jit_dispatch.trackers.remote.locks import LockInfo, int_or_none, note_fields, render_note
 
-COMPLETE, RELEASE = "complete", "release"
+COMPLETE, RELEASE, HOLD = "complete", "release", "hold"  # hold: delivered, waiting for the merge
+_DELIVERY_FIELDS = ("branch", "base", "delivered-at", "head-sha", "pull-request", "pull-number")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ResultInfo:
     max_attempts: int = 0
     seen: Liveness | None = None  # a reaper's: release only a claim still showing these signs of life
     gate_runs: tuple[GateRecord, ...] = ()  # jit's run records of this attempt's gates, folded with it
+    counted: bool = True  # False: a person's release (`release --no-attempt`), not a failed attempt
+    delivery: Delivery | None = None  # hold: where the work went
 
     @classmethod
     def new(cls, op: str, claim: LockInfo, **fields: object) -> ResultInfo:
@@ -51,7 +55,12 @@ class ResultInfo:
             "seen-claimed-at": self.seen[0] if self.seen else None,
             "seen-heartbeat-at": self.seen[1] if self.seen else None,
             "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
+            "attempt-counted": None if self.counted else "no",
         }
+        if self.delivery is not None:
+            d = self.delivery
+            values = (d.branch, d.base, d.delivered_at, d.head_sha, d.pull_request, d.pull_number)
+            fields.update(zip(_DELIVERY_FIELDS, values, strict=True))
         return render_note(f"jit-dispatch result {issue_id}", fields)
 
     def apply(self, store: JitStore, issue_id: str) -> Settlement:
@@ -61,9 +70,18 @@ class ResultInfo:
             store.claim(issue_id, agent, self.claim.run or "", Filters(issue_id=issue_id), now=self.claim.at)
         if self.op == COMPLETE:
             return store.complete(issue_id, agent, now=self.at, gate_runs=self.gate_runs)
+        if self.op == HOLD and self.delivery is not None:
+            return store.hold_for_merge(issue_id, agent, self.delivery, now=self.at, gate_runs=self.gate_runs)
         if self.op == RELEASE:
             return store.release(
-                issue_id, agent, self.reason, self.max_attempts, seen=self.seen, now=self.at, gate_runs=self.gate_runs
+                issue_id,
+                agent,
+                self.reason,
+                self.max_attempts,
+                seen=self.seen,
+                now=self.at,
+                gate_runs=self.gate_runs,
+                count_attempt=self.counted,
             )
         return Settlement(Outcome.LOST)
 
@@ -87,7 +105,17 @@ def parse_result(message: str) -> ResultInfo:
         max_attempts=int_or_none(fields.get("max-attempts")) or 0,
         seen=seen,
         gate_runs=_gate_runs(fields.get("gate-runs", "")),
+        counted=fields.get("attempt-counted") != "no",
+        delivery=_delivery(fields),
     )
+
+
+def _delivery(fields: dict[str, str]) -> Delivery | None:
+    """A hold's delivery, from the fields its message carries (None without branch and base)."""
+    branch, base, at, head, url, number = (fields.get(key, "") for key in _DELIVERY_FIELDS)
+    if not branch or not base:
+        return None
+    return Delivery(branch, base, at, head, url or None, int(number) if number.isdigit() else None)
 
 
 def _gate_runs(text: str) -> tuple[GateRecord, ...]:

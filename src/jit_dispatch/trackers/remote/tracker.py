@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
@@ -41,7 +42,15 @@ from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
-from jit_dispatch.trackers.remote.results import COMPLETE, RELEASE, ResultInfo, fold_message, fold_order, parse_result
+from jit_dispatch.trackers.remote.results import (
+    COMPLETE,
+    HOLD,
+    RELEASE,
+    ResultInfo,
+    fold_message,
+    fold_order,
+    parse_result,
+)
 from jit_dispatch.trackers.remote.retry import AGAIN, retrying
 
 T = TypeVar("T")
@@ -65,6 +74,7 @@ class RemoteJitTracker(TrackerDefaults):
         self._own: dict[str, tuple[str, LockInfo]] = {}  # issue id → (sha, content) of the lock we hold
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
         self._seen: dict[str, Issue] = {}  # the last snapshot's issues
+        self._waiting: list[tuple[str, Delivery]] | None = None  # the last snapshot's deliveries waiting to merge
         self._items: list[tuple[str, str, str]] = []  # (verb, issue id, agent) the scratch store holds
         self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
@@ -96,6 +106,7 @@ class RemoteJitTracker(TrackerDefaults):
         with self._busy:
             listing = self._viewed()
             snapshot = self.store.snapshot(states)
+            self._waiting = self.store.awaiting_merge()  # the same view: no second listing to look for merges
             self.plumbing.discard_changes()
             if State.IN_PROGRESS in states:
                 snapshot.issues = self._beaten(snapshot.issues, listing.locks)
@@ -160,10 +171,66 @@ class RemoteJitTracker(TrackerDefaults):
         *,
         seen: Liveness | None = None,
         gate_runs: Sequence[GateRecord] = (),
+        count_attempt: bool = True,
     ) -> Settlement:
-        return self._settle(
-            issue_id, assignee, RELEASE, reason=reason, max_attempts=max_attempts, seen=seen, gate_runs=tuple(gate_runs)
+        fields = {"reason": reason, "max_attempts": max_attempts, "seen": seen, "counted": count_attempt}
+        return self._settle(issue_id, assignee, RELEASE, gate_runs=tuple(gate_runs), **fields)
+
+    # ------------------------------------------------------------------ delivery (docs/delivery.md)
+    def hold_for_merge(
+        self, issue_id: str, assignee: str, delivery: Delivery, *, gate_runs: Sequence[GateRecord] = ()
+    ) -> Settlement:
+        """Settled like `complete`, as a `hold` result that carries the delivery."""
+        return self._settle(issue_id, assignee, HOLD, gate_runs=tuple(gate_runs), delivery=delivery)
+
+    def awaiting_merge(self) -> list[tuple[str, Delivery]]:
+        """In the view (the branch plus pending results): the last snapshot's, else a fresh view."""
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            return waiting
+        with self._busy:
+            try:
+                self._viewed()
+                self.store.snapshot(full_states=())
+                return self.store.awaiting_merge()
+            finally:
+                self.plumbing.discard_changes()
+
+    def finish_merged(self, issue_id: str, note: str) -> Settlement:
+        return self._waiting_change(
+            f"finishing {issue_id[:8]} ({note})", "merged", issue_id, lambda: self.store.finish_merged(issue_id, note)
         )
+
+    def return_for_changes(self, issue_id: str, reason: str, max_review_rounds: int) -> Settlement:
+        return self._waiting_change(
+            f"returning {issue_id[:8]}",
+            "return",
+            issue_id,
+            lambda: self.store.return_for_changes(issue_id, reason, max_review_rounds),
+        )
+
+    def release_unmerged(self, issue_id: str, reason: str, max_attempts: int) -> Settlement:
+        return self._waiting_change(
+            f"releasing {issue_id[:8]}",
+            "release",
+            issue_id,
+            lambda: self.store.release_unmerged(issue_id, reason, max_attempts),
+        )
+
+    def _waiting_change(self, what: str, verb: str, issue_id: str, change: Callable[[], Settlement]) -> Settlement:
+        """A change to an issue waiting for its merge, folded into the branch as a person's change is
+        (no lock: nobody holds a waiting issue); `lost` when it no longer waits."""
+        outcome: list[Settlement] = []
+
+        def step(listing: Listing) -> bool | None:
+            outcome[:] = [change()]
+            if outcome[0].outcome == Outcome.LOST:
+                return False
+            self._items.append((verb, issue_id, "merge-watch"))
+            return None
+
+        self._folding(what, step)
+        return outcome[-1]
 
     def checker_root(self, issue_id: str) -> Path | None:
         """The checkout being run: gates judge the work there, while the record goes to the branch."""
@@ -386,7 +453,8 @@ class RemoteJitTracker(TrackerDefaults):
                     lease = lease or listing.locks.get(issue_id)
                     if lease is not None and listing.locks.get(issue_id) != lease:
                         self._own.pop(issue_id, None)  # reaped, released or replaced: the lock fences us out
-                        return Settlement(Outcome.LOST)
+                        # The view holds the release that took it (folded, or pending): its reason.
+                        return Settlement(Outcome.LOST, taken_because=self.store.taken_because(issue_id, agent))
                     result = ResultInfo.new(op, own[1] if own else self._claim_of(issue_id, agent), **fields)
                     settlement = result.apply(self.store, issue_id)  # what the fold will do
                 finally:

@@ -1,0 +1,184 @@
+"""Noticing merged deliveries (docs/delivery.md#done-when-it-merges): one `git log` per base branch,
+since the oldest waiting delivery, looking for `Jit-Issue:` trailers. A merge commit, a squash, a
+rebase and a merge by hand all leave the trailer on the base, with or without any forge's API.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jit_dispatch.domain.delivery import LOG_FORMAT, Delivery, trailer_ids
+from jit_dispatch.domain.issue import parse_timestamp
+from jit_dispatch.domain.values import Outcome
+from jit_dispatch.errors import TrackerError
+from jit_dispatch.trackers.base import Tracker
+from jit_dispatch.trackers.remote.git import Git, GitError, redact
+
+if TYPE_CHECKING:
+    from jit_dispatch.delivery.pulls import PullRequests
+    from jit_dispatch.engine.dispatch import Request
+
+# Our commit is made before `delivered_at` is taken, and a rebase keeps its committer date only
+# when it fast-forwards: look back this far before the oldest delivery (the cost is a longer log).
+SLACK = timedelta(days=1)
+# Where each base is fetched to; kept between runs (the next fetch only brings what is new).
+_FETCHED = "refs/jit-dispatch/merge-watch/"
+
+
+@dataclass
+class Noticed:
+    """What one look for merges found: the issues settled, each as a line for the report (`done`,
+    released, returned), and what went wrong on the way."""
+
+    settled: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.settled + self.problems
+
+
+def notice_merges(
+    tracker: Tracker,
+    workdir: Path | None = None,
+    remote: str = "origin",
+    *,
+    pulls: PullRequests | None = None,
+    limits: tuple[int, int] = (3, 3),
+) -> Noticed:
+    """Finish every waiting issue whose delivery reached its base branch (as the remote has it).
+
+    With `pulls` (a token), pull requests are asked too: merged finishes the issue, closed unmerged
+    releases it, changes requested return it; `limits`: (max attempts, max review rounds).
+    """
+    noticed = Noticed()
+    waiting = tracker.awaiting_merge()
+    if not waiting:
+        return noticed
+    if pulls is not None:
+        waiting = _ask_pulls(tracker, pulls, waiting, limits, noticed)
+    git = Git(workdir or Path.cwd())
+    by_base: dict[str, list[tuple[str, Delivery]]] = defaultdict(list)
+    for issue_id, delivery in waiting:
+        by_base[delivery.base].append((issue_id, delivery))
+    for base, items in sorted(by_base.items()):
+        try:
+            merged = _merged_into(git, remote, base, [delivery for _, delivery in items])
+        except GitError as exc:
+            noticed.problems.append(f"could not look for merges into {base}: {exc}")
+            continue
+        for issue_id, delivery in items:
+            sha = merged.get(issue_id)
+            if sha is None:
+                continue
+            _finish(tracker, issue_id, f"{delivery.branch} merged into {base} ({sha[:12]})", noticed)
+    return noticed
+
+
+def notice_merges_for(tracker: Tracker, request: Request) -> Noticed:
+    """Finish the deliveries merged since (docs/delivery.md#done-when-it-merges), as `request` delivers."""
+    delivery = request.delivery
+    if delivery is None:
+        return notice_merges(tracker, request.workdir)
+    limits = (request.max_attempts, delivery.max_review_rounds)
+    return notice_merges(tracker, request.workdir, delivery.remote, pulls=delivery.pulls, limits=limits)
+
+
+def _ask_pulls(
+    tracker: Tracker,
+    pulls: PullRequests,
+    waiting: list[tuple[str, Delivery]],
+    limits: tuple[int, int],
+    noticed: Noticed,
+) -> list[tuple[str, Delivery]]:
+    """Settle what the pull requests say; the issues left for the trailer search."""
+    numbered = {d.pull_number: (i, d) for i, d in waiting if d.pull_number is not None}
+    if not numbered:
+        return waiting
+    try:
+        states = pulls.poll(sorted(numbered))
+        left = []
+        for issue_id, delivery in waiting:
+            pull = states.get(delivery.pull_number) if delivery.pull_number is not None else None
+            if pull is None or (
+                pull.state == "open" and not _returned(tracker, pulls, issue_id, delivery, limits, noticed)
+            ):
+                left.append((issue_id, delivery))
+            elif pull.merged:
+                _finish(tracker, issue_id, f"pull request #{pull.number} merged into {pull.base}", noticed)
+            elif pull.state == "closed":
+                reason = f"pull request #{pull.number} closed without merging"
+                settled = tracker.release_unmerged(issue_id, reason, limits[0])
+                noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {reason}")
+        return left
+    except TrackerError as exc:
+        noticed.problems.append(f"could not read the pull requests: {exc}")
+        return waiting
+
+
+def _returned(
+    tracker: Tracker, pulls: PullRequests, issue_id: str, delivery: Delivery, limits: tuple[int, int], noticed: Noticed
+) -> bool:
+    """Changes requested since the delivery: the issue goes back to ready (True)."""
+    assert delivery.pull_number is not None
+    feedback = pulls.changes_requested(delivery.pull_number, _review_since(delivery.delivered_at))
+    if feedback is None:
+        return False
+    settled = tracker.return_for_changes(issue_id, feedback.reason, limits[1])
+    noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {feedback.reason}")
+    return True
+
+
+def _review_since(delivered_at: str) -> str | None:
+    """Reviews count from the second before the delivery: GitHub stamps them in whole seconds."""
+    try:
+        moment = parse_timestamp(delivered_at).replace(microsecond=0) - timedelta(seconds=1)
+    except ValueError:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> None:
+    try:
+        settled = tracker.finish_merged(issue_id, note)
+    except TrackerError as exc:
+        noticed.problems.append(f"{issue_id[:8]}: {note}, but finishing it failed: {exc}")
+        return
+    if settled.outcome != Outcome.LOST:
+        promoted = f"; unblocked {', '.join(i[:8] for i in settled.promoted)}" if settled.promoted else ""
+        noticed.settled.append(f"{issue_id[:8]} {settled.outcome}: {note}{promoted}")
+    if settled.error:
+        noticed.problems.append(settled.error)
+
+
+def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:
+    """{issue id: the newest commit naming it} on `base` since the oldest of `deliveries`."""
+    stamps = []
+    for delivery in deliveries:
+        try:
+            stamps.append(parse_timestamp(delivery.delivered_at))
+        except ValueError:
+            continue
+    since = (min(stamps) - SLACK).isoformat() if stamps else None
+    ref = _fetched(git, remote, base)
+    args = ["log", f"--format={LOG_FORMAT}", ref]
+    if since:
+        args.insert(1, f"--since={since}")
+    return trailer_ids(git.out(*args))
+
+
+def _fetched(git: Git, remote: str, base: str) -> str:
+    """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read."""
+    fetched = _FETCHED + base
+    proc = git.run(
+        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{fetched}", check=False
+    )
+    if proc.returncode == 0:
+        return fetched
+    if git.run("rev-parse", "--verify", "--quiet", f"refs/heads/{base}", check=False).returncode == 0:
+        return f"refs/heads/{base}"
+    raise GitError(f"base branch {base} not found on '{redact(remote)}' nor locally")

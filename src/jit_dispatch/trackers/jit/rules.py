@@ -1,0 +1,60 @@
+"""A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules).
+
+Re-read whenever the file changed; the pure evaluation is `domain/rules.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jit_dispatch.domain import rules
+from jit_dispatch.domain.values import State
+from jit_dispatch.trackers.base import Snapshot
+from jit_dispatch.trackers.jit.files import Fingerprint, fingerprint, read_regular
+
+
+class StoreRules:
+    def __init__(self, root: Path) -> None:
+        self.path = root / "rules.toml"
+        self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str] | None = None  # as last read
+
+    def enforced(self) -> list[rules.Rule] | str:
+        """`rules.toml`'s rules jit may enforce at a transition (re-read when it changed); the
+        one-line error when jit could not load it (jit then refuses every transition)."""
+        path = self.path
+        try:
+            seen: Fingerprint | None = fingerprint(os.stat(path))
+        except FileNotFoundError:  # jit's in-memory defaults enforce nothing at a transition
+            seen = None
+        except OSError as exc:
+            return f"{path}: cannot be read ({exc.strerror})"
+        if self._loaded is None or self._loaded[0] != seen:
+            try:
+                text = read_regular(path).decode("utf-8") if seen is not None else ""
+                loaded: list[rules.Rule] | str = [
+                    r for r in rules.parse_rules(text, str(path)) if r.enforce and r.kind in rules.GRAPH_KINDS
+                ]
+            except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
+                loaded = f"{exc}; jit refuses every transition until it is fixed"
+            self._loaded = (seen, loaded)
+        return self._loaded[1]
+
+    def blockers(self, raw: dict[str, Any], target: str) -> list[tuple[str | None, str]]:
+        """What refuses `raw` entering `target` under jit's enforced rules (docs/jit-format.md#graph-rules)."""
+        loaded = self.enforced()
+        if isinstance(loaded, str):
+            return [(None, loaded)]
+        return list(rules.blockers(loaded, raw, target, datetime.now(UTC))) if loaded else []
+
+    def holds(self, snapshot: Snapshot) -> dict[str, str]:
+        """Ready issues jit would refuse to claim, with the rule named."""
+        holds = {}
+        for issue in [i for i in snapshot.issues if i.state == State.READY]:  # a lead is ready too
+            full = snapshot.full(issue)
+            if full is not None and (found := self.blockers(full.raw, State.IN_PROGRESS)):
+                name, text = found[0]
+                holds[full.id] = f"rule '{name}' refuses in_progress: {text}" if name else text
+        return holds
