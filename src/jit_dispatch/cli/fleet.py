@@ -34,7 +34,7 @@ from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain import transitions
 from jit_dispatch.domain.markdown import md_text
 from jit_dispatch.domain.selection import matches_filters
-from jit_dispatch.domain.staleness import format_age, reap_reason, stale_claims
+from jit_dispatch.domain.staleness import dispatcher_claims, format_age, reap_reason, stale_claims
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.merges import notice_merges
 from jit_dispatch.errors import TrackerError, UsageError
@@ -83,7 +83,7 @@ def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_ru
             actions.print_line(
                 sys.stderr,
                 f"jit-dispatch: reap: {len(stale)} claim(s) silent for over {format_age(older_than)}; watching "
-                "their locks for two announced heartbeat intervals before releasing",
+                "their locks for two announced heartbeat intervals plus 5 s before releasing",
             )
         dead = {c.issue.id for c in (stale if dry_run else tracker.confirm_dead(stale, older_than))}
         rows = []
@@ -191,11 +191,16 @@ def status(stale_after: float, output_format: str | None, write_summary: bool | 
         repaired = tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes if repair else []
         snapshot = tracker.snapshot(full_states=tuple(State))
         location = tracker.location
+        # As `reap` judges: a claim silent by its timestamps is stale only if the tracker's own
+        # evidence agrees (remote mode and GitHub locks: watched unchanged for two intervals).
+        silent = [c for c in dispatcher_claims(snapshot.issues, datetime.now(UTC)) if c.silent_for > stale_after]
+        dead = {c.issue.id for c in tracker.confirm_dead(silent, stale_after)} if silent else set()
+        alive = frozenset(c.issue.id for c in silent if c.issue.id not in dead)
         # The dashboard's trend of settles per hour, from each local store's event log.
         stores = local_stores(tracker) if trend else []
         events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
     now = datetime.now(UTC)
-    board = build_status(snapshot, location, now, stale_after, events if trend else None)
+    board = build_status(snapshot, location, now, stale_after, events if trend else None, alive)
     warn(repaired + snapshot.warnings, context)
     if context.summary_file and summary_sink:
         actions.append_summary(context.summary_file, status_markdown(board))

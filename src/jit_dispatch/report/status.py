@@ -34,6 +34,12 @@ class Status:
     gates: Mapping[str, Gate] = field(default_factory=dict)  # the registry: which gates an issue still needs
     released: list[Issue] = field(default_factory=list)  # back to ready after failed attempts, not parked
     gated: list[Issue] = field(default_factory=list)  # waiting for gates to pass
+    alive: frozenset[str] = frozenset()  # claims that look silent, whose holder the tracker saw alive
+
+    def stale(self, claim: Claim) -> bool:
+        """Silent longer than `stale_after` and not seen alive (a lock that moved while watched)."""
+        dispatched = "dispatch.claimed_at" in claim.issue.context
+        return dispatched and claim.silent_for > self.stale_after and claim.issue.id not in self.alive
 
 
 SETTLE_EVENTS = ("issue_completed", "issue_released")
@@ -66,9 +72,11 @@ def build_status(
     now: datetime,
     stale_after: float,
     events: Iterable[Mapping[str, Any]] | None = None,
+    alive: frozenset[str] = frozenset(),
 ) -> Status:
     """`snapshot` must hold every issue in full (`snapshot(full_states=State)`); `events` (the store's
-    settle events) feed the trend of the Markdown dashboard."""
+    settle events) feed the trend of the Markdown dashboard; `alive`: claims silent by their
+    timestamps that the tracker saw alive (`Tracker.confirm_dead`)."""
     plan = selection.plan(
         snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked, refused=snapshot.holds()
     )
@@ -107,17 +115,18 @@ def build_status(
         snapshot.gates,
         released,
         gated,
+        alive,
     )
 
 
-def _claim_json(claim: Claim, stale_after: float) -> dict[str, Any]:
+def _claim_json(claim: Claim, status: Status) -> dict[str, Any]:
     dispatched = "dispatch.claimed_at" in claim.issue.context
     return {
         **issue_json(claim.issue),
         "agent": claim.agent,
         "age_seconds": round(claim.claimed_age) if dispatched else None,
         "silent_seconds": round(claim.silent_for) if dispatched else None,
-        "stale": dispatched and claim.silent_for > stale_after,
+        "stale": status.stale(claim),
     }
 
 
@@ -147,7 +156,7 @@ def status_json(status: Status) -> dict[str, Any]:
             for h in status.held
         ],
         "blocked": [{**issue_json(i), "state": i.state, "blocked_by": deps} for i, deps in status.blocked],
-        "in_progress": [_claim_json(c, status.stale_after) for c in status.claims],
+        "in_progress": [_claim_json(c, status) for c in status.claims],
         "parked": [{**issue_json(i), **why(i)} for i in status.parked],
         "released": [{**issue_json(i), **why(i)} for i in status.released],
         "gated": [{**issue_json(i), **why(i), "gates_needed": needed(i, status.gates)} for i in status.gated],
@@ -173,7 +182,7 @@ def status_text(status: Status) -> str:
     section("Dispatchable, in order", [head(e) for e in data["dispatchable"]])
     section("Ready but held back", [f"{head(e)}  [{plain(e['reason'])}]" for e in data["held"]])
     section("Blocked", [f"{head(e)}  [by {', '.join(d[:8] for d in e['blocked_by'])}]" for e in data["blocked"]])
-    section("In progress", [_claim_line(c, status.stale_after) for c in status.claims])
+    section("In progress", [_claim_line(c, status.stale(c)) for c in status.claims])
     section("Parked", [_why_line(head(e), e) for e in data["parked"]])
     section("Released after failed attempts", [_why_line(head(e), e) for e in data["released"]])
     section("Gated: waiting for gates", [_why_line(head(e), e) for e in data["gated"]])
@@ -201,11 +210,11 @@ def why_text(entry: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _claim_line(claim: Claim, stale_after: float) -> str:
+def _claim_line(claim: Claim, stale: bool) -> str:
     issue = claim.issue
     if "dispatch.claimed_at" not in issue.context:
         return f"{issue.short_id}  {plain(claim.agent)}  (claimed outside the dispatcher)  {title_line(issue.title)}"
-    flag = "  STALE" if claim.silent_for > stale_after else ""
+    flag = "  STALE" if stale else ""
     age = format_age(claim.claimed_age)
     return f"{issue.short_id}  {plain(claim.agent)}  claimed {age} ago{flag}  {title_line(issue.title)}"
 

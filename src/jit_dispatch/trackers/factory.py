@@ -80,6 +80,25 @@ def current_branch(git: Git, context: GitHubContext) -> str:
     return branch
 
 
+def _workspace_branch(git: Git, context: GitHubContext, *, record: bool) -> str:
+    """The checked-out branch as the state branch, refused when this checkout dispatched from
+    another one before: a command that left the workspace on its own branch must not make the next
+    run read and fold into that branch (the first branch used is remembered in the git directory)."""
+    branch = current_branch(git, context)
+    if context.branch:
+        return branch
+    remembered = Path(git.out("rev-parse", "--path-format=absolute", "--git-dir")) / "jit-dispatch-state-branch"
+    before = remembered.read_text().strip() if remembered.is_file() else ""
+    if before and before != branch:
+        raise UsageError(
+            f"--state-branch: this checkout dispatched from '{before}' and is now on '{branch}' (did a command "
+            f"switch branches?): run 'git checkout {before}', or pass --state-branch"
+        )
+    if not before and record:
+        remembered.write_text(f"{branch}\n")
+    return branch
+
+
 def person_author(git: Git, context: GitHubContext) -> str | None:
     """Outside Actions, the person running the command (`git config user.name/email`) authors its
     commits; in Actions (or without both set) the bot default stays."""
@@ -164,7 +183,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         raise UsageError(f"--jit-dir: {root} is outside the repository {top}") from None
     author = choice.author or person_author(git, context)
     settings = RemoteSettings(
-        branch=choice.state_branch or current_branch(git, context),
+        branch=choice.state_branch or _workspace_branch(git, context, record=not choice.read_only),
         jit_path=jit_path,
         remote=choice.remote,
         lock_prefix=choice.lock_prefix,

@@ -10,7 +10,7 @@ from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
 class MultiTracker(TrackerDefaults):
@@ -101,8 +101,13 @@ class MultiTracker(TrackerDefaults):
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
         return self._store(issue_id).gate_history(issue_id, gate_key)
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        return self._store(issue_id).heartbeat(issue_id, assignee)
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
+        return self._store(issue_id).heartbeat(issue_id, assignee, interval=interval, deadline=deadline)
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return self._store(issue_id).claim_timing(issue_id)
 
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         return self._store(issue_id).taken_by(issue_id, assignee)

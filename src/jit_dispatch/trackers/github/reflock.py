@@ -95,7 +95,9 @@ class RefLockedTracker(GitHubTracker):
                 self._remove_label(number, rules.CLAIMED_LABEL)
             self.refs.delete(number, sha)
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
         held = self._held.get(issue_id)
         if held is None:

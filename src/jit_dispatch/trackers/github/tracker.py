@@ -24,7 +24,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 from jit_dispatch.trackers.github.reviewing import ReviewPhase
@@ -376,7 +376,9 @@ class GitHubTracker(ReviewPhase):
         """The command does not settle a GitHub issue with jit."""
         return None
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
         held = self._held.get(issue_id)
         if held is None:
@@ -425,6 +427,10 @@ class GitHubTracker(ReviewPhase):
 
     def flush(self) -> None:
         """Every write is complete when it returns."""
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        """Not recorded yet: the heartbeat's fence counts from the command's start."""
+        return None
 
     def close(self) -> None:
         self.api.close()

@@ -665,7 +665,9 @@ class JitStore(TrackerDefaults):
                 runs.append(record)
         return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Refresh the claim and renew its lease; False once another agent holds either.
 
         An issue the command itself settled with jit is still its run: only the lease is renewed.

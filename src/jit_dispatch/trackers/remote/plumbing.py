@@ -48,6 +48,25 @@ class RemoteSettings:
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
 
 
+def private_repository(checkout: Git, path: Path) -> Git:
+    """A bare repository of the dispatcher's own, where every fetch, commit and ref goes: the
+    checkout is never written, so a depth-1 fetch of the moved tip cannot cut the history an
+    agent's `git fetch && git rebase` or `git pull` needs (docs/remote-mode.md#shallow-clones). It
+    reads the checkout's objects (alternates: nothing fetched twice) and its configuration
+    (`include`: the remote's URL, credentials, transport settings), and knows its shallow commits."""
+    common = Path(checkout.out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    checkout.run("init", "--quiet", "--bare", "--template=", str(path))
+    (path / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
+    if (common / "shallow").is_file():
+        (path / "shallow").write_bytes((common / "shallow").read_bytes())
+    included = str(common / "config").replace("\\", "\\\\").replace('"', '\\"')
+    quiet = "[core]\n\tbare = true\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
+    (path / "config").write_text(f'[include]\n\tpath = "{included}"\n{quiet}')
+    private = Git(path, timeout=checkout.timeout, bare=True)
+    private.env = checkout.env
+    return private
+
+
 @dataclass
 class Listing:
     """What one `git ls-remote` saw: the branch tip, claim locks (issue id → sha), results (ref → sha)."""
@@ -60,15 +79,15 @@ class Listing:
 class Plumbing:
     """The scratch store mirrors `self.tip`'s `.jit/`; commits and pushes go through here."""
 
-    def __init__(self, git: Git, settings: RemoteSettings, scratch: Path) -> None:
-        self.git = git
+    def __init__(self, checkout: Git, settings: RemoteSettings, scratch: Path) -> None:
         self.settings = settings
         self.scratch = scratch
+        self._shallow = checkout.out("rev-parse", "--is-shallow-repository") == "true"
+        self.git = private_repository(checkout, scratch / "git")
         self.store = JitStore(scratch / "jit")
         self.remote_name = redact(settings.remote)  # a URL may carry a token: never print it
         self.tip: str | None = None
         self.private_ref = f"refs/jit-dispatch/tips/{os.getpid()}-{secrets.token_hex(4)}"
-        self._shallow = git.out("rev-parse", "--is-shallow-repository") == "true"
         self._messages: dict[str, str] = {}  # sha → message of lock and result commits read so far
         self._empty_tree: str | None = None
 
@@ -90,11 +109,11 @@ class Plumbing:
         """`refs/jit-dispatch/results/` beside the default lock prefix `refs/jit-dispatch/claims/`."""
         return self.settings.lock_prefix.rstrip("/").rpartition("/")[0] + "/results/"
 
-    def list_remote(self, locks: bool = True) -> Listing:
+    def list_remote(self, locks: bool = True, *, deadline: float | None = None) -> Listing:
         """One round trip: the branch tip, every claim lock and every pending result."""
         branch = f"refs/heads/{self.settings.branch}"
         patterns = [branch] + ([self.settings.lock_prefix + "*", self.results_prefix + "*"] if locks else [])
-        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
+        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False, deadline=deadline)
         if proc.returncode != 0:
             raise refused(f"cannot reach remote '{self.remote_name}': {last_line(proc)}", proc)
         listing = Listing("")
@@ -170,11 +189,12 @@ class Plumbing:
             data = data[size + 1 :]
         return contents
 
-    def note_commit(self, message: str) -> str:
+    def note_commit(self, message: str, *, deadline: float | None = None) -> str:
         """An empty-tree commit carrying `message` (a lock or a result), written locally."""
         if self._empty_tree is None:
             self._empty_tree = self.git.out("hash-object", "-t", "tree", "-w", "--stdin", stdin=b"")
-        return self.git.out("commit-tree", self._empty_tree, "-m", message, env=self.author_env())
+        commit = ("commit-tree", self._empty_tree, "-m", message)
+        return self.git.run(*commit, env=self.author_env(), deadline=deadline).stdout.decode().strip()
 
     def sync_to(self, tip: str) -> None:
         """Make the scratch `.jit/` equal to `tip`'s, fetching only what is missing."""
@@ -210,11 +230,33 @@ class Plumbing:
                     (root / relative).write_bytes(data.read())
 
     def _apply_diff(self, old: str, new: str) -> None:
+        self._restore(new, self._differing(old, new))
+
+    def _differing(self, old: str, new: str) -> list[PurePosixPath]:
+        """The store's files (relative paths) that differ between two commits."""
         path = self.settings.jit_path
         listing = self.git.out("diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new, "--", path)
         fields = listing.split("\0")
-        changes = [PurePosixPath(fields[i + 1]).relative_to(path) for i in range(0, len(fields) - 1, 2)]
-        self._restore(new, changes)
+        return [PurePosixPath(fields[i + 1]).relative_to(path) for i in range(0, len(fields) - 1, 2)]
+
+    def recover(self, seen: str) -> tuple[str, bool] | None:
+        """The fold's own ancestry check, on content: jit only appends to `events.jsonl`, so a tip whose
+        events do not extend those of a tip `seen` before lost folded results (a force-push from a
+        stale checkout). When they are a prefix, the store's files become `seen`'s where they differ,
+        as changes the next commit carries (docs/remote-mode.md#careless-agents). None: nothing
+        lost; else what happened and whether it was restored."""
+        assert self.tip is not None
+        events = f"{self.settings.jit_path}/events.jsonl"
+        old, new = self.batch([f"{seen}:{events}", f"{self.tip}:{events}"])
+        if old is None or new is None or new.startswith(old):
+            return None
+        if not old.startswith(new):
+            return f"the state branch was rewritten: its .jit/ no longer extends {seen[:12]}'s; not restored", False
+        differing = self._differing(self.tip, seen)
+        self._restore(seen, differing)
+        self.store.changed.update(self.store.root / relative for relative in differing)
+        lost = f"the state branch lost folded results (force-pushed from an older checkout?): restored {len(differing)}"
+        return f"{lost} file(s) of .jit/ from {seen[:12]}; results folded after it are not known here", True
 
     def _restore(self, commit: str, relatives: list[PurePosixPath]) -> None:
         """Make these files of the scratch store what `commit` has (absent there: deleted)."""
@@ -257,7 +299,9 @@ class Plumbing:
         )  # fmt: skip
         return marks.read_text().split()[1]  # `:1 <sha>`
 
-    def push(self, *updates: tuple[str, str], leases: dict[str, str] | None = None) -> bool:
+    def push(
+        self, *updates: tuple[str, str], leases: dict[str, str] | None = None, deadline: float | None = None
+    ) -> bool:
         """Push `(sha, ref)` updates (sha "" deletes) in one atomic push, each ref in `leases` only if it
         is still at that value ("" = must not exist). True when the remote took all; False when a
         lease or a fast-forward check failed (another runner won a race); GitError otherwise,
@@ -266,7 +310,8 @@ class Plumbing:
         if len(updates) > 1:
             args.append("--atomic")
         args += [f"--force-with-lease={ref}:{sha}" for ref, sha in (leases or {}).items()]
-        proc = self.git.run(*args, self.settings.remote, *(f"{sha}:{ref}" for sha, ref in updates), check=False)
+        refspecs = (f"{sha}:{ref}" for sha, ref in updates)
+        proc = self.git.run(*args, self.settings.remote, *refspecs, check=False, deadline=deadline)
         if proc.returncode == 0:
             return True
         text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")

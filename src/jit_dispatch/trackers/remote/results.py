@@ -129,3 +129,22 @@ def _gate_runs(text: str) -> tuple[GateRecord, ...]:
     if not isinstance(records, list):
         return ()
     return tuple(r for r in records if isinstance(r, dict) and isinstance(r.get("run_id"), str))
+
+
+def fold_order(ref: str) -> tuple[str, int]:
+    """Results fold by issue, then attempt: a release and the next claim's result apply in order."""
+    head, _, attempt = ref.rpartition("/")
+    return head.rpartition("/")[2], int(attempt) if attempt.isdigit() else 0
+
+
+def fold_message(items: list[tuple[str, str, str]], skip_ci: bool) -> str:
+    """A fold commit's message for its (verb, issue id, agent) items: `jit-dispatch: <verb>
+    <short_id> (<agent>)` for one change; `fold N: …` for several."""
+    suffix = " [skip ci]" if skip_ci else ""
+    if len(items) == 1:
+        verb, issue_id, agent = items[0]
+        return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
+    shown = ", ".join(f"{verb} {issue_id[:8]}" for verb, issue_id, _ in items[:6])
+    more = ", …" if len(items) > 6 else ""
+    body = "\n".join(f"{verb} {issue_id} ({agent})" for verb, issue_id, agent in items)
+    return f"jit-dispatch: fold {len(items)}: {shown}{more}{suffix}\n\n{body}\n"

@@ -24,30 +24,37 @@ The git side is `plumbing.Plumbing`; watching locks die is `liveness.py`.
 
 from __future__ import annotations
 
-import itertools
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from jit_dispatch.domain.delivery import Delivery
-from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_RUN, Issue
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import SettlementPending, TrackerError
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
-from jit_dispatch.trackers.remote.results import COMPLETE, HOLD, RELEASE, ResultInfo, parse_result
+from jit_dispatch.trackers.remote.results import (
+    COMPLETE,
+    HOLD,
+    RELEASE,
+    ResultInfo,
+    fold_message,
+    fold_order,
+    parse_result,
+)
+from jit_dispatch.trackers.remote.retry import AGAIN, retrying
 
 T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
-_AGAIN = object()  # a step lost a race: re-read and try again
 _VERBS = {Outcome.RELEASED: "release", Outcome.PARKED: "park", Outcome.LOST: "drop"}
 
 
@@ -72,6 +79,9 @@ class RemoteJitTracker(TrackerDefaults):
         self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
+        self._timing: dict[str, ClaimTiming] = {}  # issue id → when our lock push was sent, how long it took
+        self._high: str | None = None  # the newest tip seen: every later tip's events must extend its own
+        self.restored: list[str] = []  # what a rewound branch lost and this runner put back, for the report
         self.lock_attempts = 0
         self.branch_attempts = 0
         self.commits: list[str] = []
@@ -87,16 +97,19 @@ class RemoteJitTracker(TrackerDefaults):
         }
 
     def hurry(self, seconds: float) -> None:
-        self.git.deadline = time.monotonic() + seconds
+        self.git.deadline = self.plumbing.git.deadline = time.monotonic() + seconds
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """The view: the branch, pending results applied, claims the branch lacks folded in. Issues
         come in full (`leads` is for the local store's hot path)."""
+        states = tuple(full_states)
         with self._busy:
             listing = self._viewed()
-            snapshot = self.store.snapshot(tuple(full_states))
+            snapshot = self.store.snapshot(states)
             self._waiting = self.store.awaiting_merge()  # the same view: no second listing to look for merges
             self.plumbing.discard_changes()
+            if State.IN_PROGRESS in states:
+                snapshot.issues = self._beaten(snapshot.issues, listing.locks)
         snapshot.locked = frozenset(listing.locks)  # the lock is the claim: whatever its age, whoever's clock
         self._leases = dict(listing.locks)
         self._seen = {issue.id: issue for issue in snapshot.issues}
@@ -110,6 +123,7 @@ class RemoteJitTracker(TrackerDefaults):
         seen = self._seen.get(issue_id)
         info = LockInfo.new(assignee, run, (seen.failed_attempts if seen else 0) + 1, self.settings.heartbeat_seconds)
         sha = self.plumbing.note_commit(info.message(issue_id))
+        sent = time.monotonic()  # the self-fence counts from here: the lock may land any moment now
         if not self._take_lock(issue_id, sha):
             # Lost a race: others are claiming right now. One listing shows which of our next
             # candidates they hold already; finding that out by pushing costs a push for each.
@@ -117,11 +131,12 @@ class RemoteJitTracker(TrackerDefaults):
             return None
         with self._lock_mutex:
             self._own[issue_id] = (sha, info)
+        self._timing[issue_id] = ClaimTiming(sent, time.monotonic() - sent)
         try:
             with self._busy:
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
-                listing = self._viewed(skip=issue_id)
+                listing = self._viewed(skip=issue_id, exact=True, guard=True)
                 folded = self.store.read_issue(issue_id)
                 if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
                     return folded  # another runner's fold carried our claim already
@@ -225,27 +240,33 @@ class RemoteJitTracker(TrackerDefaults):
         with self._busy:
             return self.store.gate_history(issue_id, gate_key)
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        """Re-point our lock at a fresh commit (lease on its current value); False when it is not ours any more."""
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
+        """Re-point our lock at a fresh commit announcing `interval` (lease on its current value), every
+        git call finished by `deadline`; False when the lock is not ours any more."""
         with self._lock_mutex:
             if issue_id not in self._own:
                 return False
             sha, info = self._own[issue_id]
-            beat = info.next_beat()
-            new = self.plumbing.note_commit(beat.message(issue_id))
+            beat = info.next_beat(interval)
+            new = self.plumbing.note_commit(beat.message(issue_id), deadline=deadline)
             ref = self._lock_ref(issue_id)
             try:
-                pushed = self.plumbing.push((new, ref), leases={ref: sha})
+                pushed = self.plumbing.push((new, ref), leases={ref: sha}, deadline=deadline)
             except GitError:
                 pushed = False
             if not pushed:
-                current = self.plumbing.list_remote().locks.get(issue_id)
+                current = self.plumbing.list_remote(deadline=deadline).locks.get(issue_id)
                 if current == sha:  # refused or failed, the lock still ours: not a verdict
                     raise GitError(f"heartbeat of {issue_id[:8]} did not land", transient=True)
                 pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
             return pushed
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return self._timing.get(issue_id)
 
     def unpark(self, issue_id: str) -> bool:
         def change(listing: Listing) -> bool | None:
@@ -277,26 +298,48 @@ class RemoteJitTracker(TrackerDefaults):
     def close(self) -> None:
         self.plumbing.close()
 
+    def _beaten(self, issues: list[Issue], locks: dict[str, str]) -> list[Issue]:
+        """Claims as alive as their locks say: the lock's last beat as `dispatch.heartbeat_at` (in the
+        context only: the branch's record, which a reaper's `seen` compares, is left as it is). So
+        `status` and `reap` judge silence by the lock's movement, not by the claim's age."""
+        held = {i.id: locks[i.id] for i in issues if i.state == State.IN_PROGRESS and i.id in locks}
+        beats = {i: info.beat_at for i, info in self.read_locks(held).items() if info.beat_at} if held else {}
+        return [
+            replace(issue, context={**issue.context, CTX_HEARTBEAT_AT: beats[issue.id]}) if issue.id in beats else issue
+            for issue in issues
+        ]
+
     # ------------------------------------------------------------------ the view
-    def _viewed(self, skip: str | None = None) -> Listing:
-        """List the remote and make the scratch store the view of it (callers commit or discard)."""
+    def _viewed(self, skip: str | None = None, *, exact: bool = False, guard: bool = False) -> Listing:
+        """List the remote and make the scratch store the view of it (callers commit or discard).
+
+        `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
+        reads `refs/heads/…` before `refs/jit-dispatch/…`, so a fold landing in between shows the old
+        tip with the folded results already gone, a finished issue looking ready. Read in the other
+        order, every result is either listed or on the tip (results only leave the remote by a fold
+        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing.
+        `guard` (views a fold is built on): a tip that lost folded results gets them back."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
+            if exact:
+                listing.tip = self.plumbing.list_remote(locks=False).tip
             self.plumbing.prefetch(listing)
             try:
-                self._view(listing, skip)
+                self._view(listing, skip, guard)
                 return listing
             except _Vanished:
                 self.plumbing.discard_changes()
         raise GitError("the remote's pending refs kept changing while being read", transient=True)
 
-    def _view(self, listing: Listing, skip: str | None) -> None:
+    def _view(self, listing: Listing, skip: str | None, guard: bool = False) -> None:
         """Tip + pending results in order (issue, attempt) + claims whose lock the branch lacks
         (except `skip`'s: the claim being checked)."""
         self.plumbing.sync_to(listing.tip)
         self.store.changed.clear()
+        if guard:
+            self._keep_history(listing.tip)
         self._items = []
-        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: _order(item[0])):
+        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
             issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
             result = parse_result(message)
             settlement = result.apply(self.store, issue_id)
@@ -311,6 +354,18 @@ class RemoteJitTracker(TrackerDefaults):
                 self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
                 self._items.append(("claim", issue_id, info.agent))
 
+    def _keep_history(self, tip: str) -> None:
+        """A tip that lost folded results gets them back (`Plumbing.recover`), reported once."""
+        high, self._high = self._high, tip
+        if high is None or high == tip or (lost := self.plumbing.recover(high)) is None:
+            return
+        note, restored = lost
+        if restored:
+            self._high = high  # until a fold carrying the restored files lands
+        if note not in self.restored:
+            self.restored.append(note)
+            self.notes.append(note)
+
     def _messages(self, refs: dict[str, str]) -> dict[str, str]:
         messages = self.plumbing.messages(refs)
         if messages is None:
@@ -322,7 +377,7 @@ class RemoteJitTracker(TrackerDefaults):
         result refs it folded, each leased on its listed value; False when the race was lost."""
         updates = [("", ref) for ref in listing.results]
         if self.store.changed:  # else only results that change nothing (refused on replay) are cleared
-            commit = self.plumbing.commit(self._message())
+            commit = self.plumbing.commit(fold_message(self._items, self.settings.skip_ci))
             updates.insert(0, (commit, f"refs/heads/{self.settings.branch}"))
         if not updates:
             return True
@@ -330,21 +385,10 @@ class RemoteJitTracker(TrackerDefaults):
         if not self.plumbing.push(*updates, leases=dict(listing.results)):
             return False
         if self.store.changed:
-            self.plumbing.tip = updates[0][0]
+            self.plumbing.tip = self._high = updates[0][0]
             self.store.changed.clear()
             self.commits.append(updates[0][0])
         return True
-
-    def _message(self) -> str:
-        """`jit-dispatch: <verb> <short_id> (<agent>)` for one change; `fold N: …` for several."""
-        suffix = " [skip ci]" if self.settings.skip_ci else ""
-        if len(self._items) == 1:
-            verb, issue_id, agent = self._items[0]
-            return f"jit-dispatch: {verb} {issue_id[:8]} ({agent}){suffix}"
-        shown = ", ".join(f"{verb} {issue_id[:8]}" for verb, issue_id, _ in self._items[:6])
-        more = ", …" if len(self._items) > 6 else ""
-        body = "\n".join(f"{verb} {issue_id} ({agent})" for verb, issue_id, agent in self._items)
-        return f"jit-dispatch: fold {len(self._items)}: {shown}{more}{suffix}\n\n{body}\n"
 
     # ------------------------------------------------------------------ locks
     def _lock_ref(self, issue_id: str) -> str:
@@ -427,13 +471,15 @@ class RemoteJitTracker(TrackerDefaults):
                     leases[lock_ref] = lease
                 self.branch_attempts += 1
                 if not self.plumbing.push(*updates, leases=leases):
-                    return _AGAIN
+                    return AGAIN
                 self._own.pop(issue_id, None)
                 return settlement
 
         settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         if settlement.outcome != Outcome.LOST:
             self._fold(sent["ref"], deadline)
+        if self.restored:
+            settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
         return settlement
 
     def _claim_of(self, issue_id: str, agent: str) -> LockInfo:
@@ -464,40 +510,16 @@ class RemoteJitTracker(TrackerDefaults):
         def step(attempt: int) -> bool | object:
             with self._busy:
                 try:
-                    listing = self._viewed()
+                    listing = self._viewed(guard=True)
                     if (answer := change(listing)) is not None:
                         return answer
-                    return True if self._push_fold(listing) else _AGAIN
+                    return True if self._push_fold(listing) else AGAIN
                 finally:
                     self.plumbing.discard_changes()
 
         return self._retrying(what, step, deadline)
 
     def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
-        """Run `step` until it returns a value: again after a lost race or a transient failure, with
-        jittered backoff, within the push budget (shortened by `hurry`)."""
-        deadline = deadline or time.monotonic() + self.settings.push_budget
-        why = "every try lost a race"
-        for attempt in itertools.count(1):
-            if attempt > 1:
-                pause = random.uniform(0, min(2.0, 0.05 * 2**attempt))
-                end = min(deadline, self.git.deadline or deadline)
-                if time.monotonic() + pause >= end:
-                    raise TrackerError(f"{what}: gave up after {attempt - 1} attempts within the push budget ({why})")
-                time.sleep(pause)
-            try:
-                value = step(attempt)
-            except GitError as exc:
-                if not exc.transient:
-                    raise
-                why = str(exc)
-                continue
-            if value is not _AGAIN:
-                return value  # type: ignore[return-value]
-        raise AssertionError("unreachable")
-
-
-def _order(ref: str) -> tuple[str, int]:
-    """Results fold by issue, then attempt: a release and the next claim's result apply in order."""
-    head, _, attempt = ref.rpartition("/")
-    return head.rpartition("/")[2], int(attempt) if attempt.isdigit() else 0
+        """`retry.retrying` within the push budget (or `deadline`), shortened by `hurry`."""
+        budget = deadline or time.monotonic() + self.settings.push_budget
+        return retrying(what, step, lambda: min(budget, self.git.deadline or budget))
