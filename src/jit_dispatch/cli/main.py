@@ -23,9 +23,10 @@ from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for, plan_for
 from jit_dispatch.errors import DispatchError
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
-from jit_dispatch.report.console import ConsoleHooks, publish, warn
+from jit_dispatch.report.console import ConsoleHooks, publish, scrub_result, warn
 from jit_dispatch.trackers.factory import open_tracker
 
 
@@ -135,9 +136,8 @@ def once(**options: Any) -> None:
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,
             allow_workflow_commands=settings.allow_workflow_commands,
-            secret=(settings.store.github_token or "") if settings.store.tracker == "github" else "",
         )
-        result = dispatch_once(tracker, request, cancel, hooks)
+        result = scrub_result(dispatch_once(tracker, request, cancel, hooks))
         max_attempts = settings.run.max_attempts
         render = functools.partial(summary.summary_markdown, max_attempts=max_attempts)
         if note := tracker.record_result(result, render):
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    line = summary.plain(message)
+    line = summary.plain(credentials.scrub(message))
     context = GitHubContext.from_environ()
     if context.in_actions:
         actions.print_line(sys.stderr, actions.command("error", line, title="jit-dispatch"))

@@ -41,6 +41,7 @@ STORE_KEYS = (
     "github_lock",
     "trusted_actors",
     "pass_token",
+    "pass_git_credentials",
 )
 # The options an agent's table (or the top level) of dispatch.toml may set for `once`.
 CONFIGURABLE = (
@@ -156,6 +157,7 @@ def build_request(
         gates=run.gates,
         on_gate_failure=run.on_gate_failure,
         checks=run.checks,
+        pass_git_credentials=store.pass_git_credentials,
     )
 
 

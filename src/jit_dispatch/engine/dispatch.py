@@ -24,6 +24,7 @@ from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
+from jit_dispatch.process.credentials import hidden_git_credentials
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
@@ -54,6 +55,7 @@ class Request:
     gates: str = "run"  # run jit's auto gates ("skip": leave them to jit, as before)
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
+    pass_git_credentials: bool = False  # keep the workspace's persisted git credential for the command
 
 
 @dataclass
@@ -270,7 +272,7 @@ def run_claimed(
                 base_env=base_env,
                 history=lambda key: tracker.gate_history(claimed.id, key),
             )
-        with heartbeat:
+        with heartbeat, hidden_git_credentials(request.workdir, keep=request.pass_git_credentials):
             reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None

@@ -24,6 +24,7 @@ from github.PaginatedList import PaginatedList
 from urllib3.exceptions import MaxRetryError, ResponseError
 
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.process import credentials
 from jit_dispatch.trackers.github import rules
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `Api.write`
@@ -148,7 +149,9 @@ class Api:
             raise TrackerError(self.scrub(f"{what}: cannot reach {self.url} ({type(exc).__name__})")) from None
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if len(self._token) >= 8 else text
+        """Every form of every known secret, this token's included (`process.credentials`)."""
+        credentials.register(self._token)
+        return credentials.scrub(text)
 
     def write(self, fn: Callable[[], Any], recheck: Callable[[], Any] | None = None) -> Any:
         """A write, retried on a 5xx, a short rate limit or a lost connection, within the budget.

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.process import credentials
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -89,7 +90,7 @@ class Git:
                 ["git", "-C", str(self.repo), *args],
                 input=stdin,
                 capture_output=True,
-                env={**self.env, **(env or {})},
+                env={**self.env, **credentials.git_env(), **(env or {})},
                 timeout=timeout,
                 check=False,
             )
