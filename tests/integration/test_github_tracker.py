@@ -409,6 +409,7 @@ def test_markers_count_from_our_own_identity_people_with_write_access_and_truste
     result = dispatch(tracker(), "exit 0")
     assert result.outcome == "done" and result.attempt == 1
     fake.add_issue(2)
+    fake.permissions["maintainer"] = "maintain"
     fake.add_comment(
         2, rules.render_marker("release", {"nonce": "p", "reason": "by hand"}), user("maintainer"), "MEMBER"
     )
@@ -417,6 +418,21 @@ def test_markers_count_from_our_own_identity_people_with_write_access_and_truste
     fake.add_issue(3)
     fake.add_comment(3, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
     assert dispatch(tracker(trusted_actors=("Other-App[bot]",)), "exit 0").attempt == 2
+
+
+def test_an_organization_member_without_write_access_cannot_park_an_issue(fake: FakeGitHub) -> None:
+    """The finding: `author_association: MEMBER` was taken as write access; three forged release markers
+    from a member with read permission parked an issue a failure early."""
+    fake.add_issue(1)
+    member = user("member-only", uid=55)
+    for n in range(3):
+        fake.add_comment(1, rules.render_marker("release", {"nonce": f"m{n}", "reason": "forged"}), member, "MEMBER")
+    fake.permissions["member-only"] = "triage"
+    t = tracker()
+    result = dispatch(t, "exit 1")
+    assert result.outcome == "released" and result.attempt == 1 and "dispatch:parked" not in fake.labels(1)
+    asked = fake.count("GET", r"/repos/octo-org/widgets/collaborators/member-only/permission")
+    assert asked == 1  # asked once for the whole run, however many times the comments were read
 
 
 def test_retry_sleeps_never_outlast_the_deadline() -> None:

@@ -80,6 +80,7 @@ class FakeGitHub(GitDatabase):
     contents_write: bool = True
     user_endpoint: bool = True  # False: an installation token (GET /user is 403)
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # token → who it comments as
+    permissions: dict[str, str] = field(default_factory=dict)  # login → admin | maintain | write | triage | read
     lag: float = 0.0
     log: list[tuple[float, dict[int, Any], dict[int, Any], dict[str, str]]] = field(default_factory=list)
     written_by: dict[int, str] = field(default_factory=dict)  # comment id → token
@@ -198,6 +199,13 @@ class FakeGitHub(GitDatabase):
         self.written_by[comment["id"]] = self.reader
         self.snap()
         return comment
+
+    def permission_payload(self, login: str) -> dict[str, Any]:
+        """GitHub's answer: `permission` is the legacy admin|write|read|none (maintain reads as write,
+        triage as read), `role_name` the role itself; anyone else on a public repository reads `read`."""
+        role = self.permissions.get(login, "read")
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return {"permission": legacy, "role_name": role, "user": user(login)}
 
     # ------------------------------------------------------------------ inspecting
     def labels(self, number: int) -> list[str]:
@@ -344,6 +352,8 @@ class FakeGitHub(GitDatabase):
         if rest == "" and method == "GET":
             permissions = {"admin": False, "maintain": False, "push": self.contents_write, "triage": True, "pull": True}
             return 200, {"full_name": self.repo, "permissions": permissions}, {}
+        if m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest):
+            return 200, self.permission_payload(urllib.parse.unquote(m.group(1))), {}
         if m := re.fullmatch(r"/git/matching-refs/(.+)", rest):
             _, _, refs = self._seen()
             wanted = "refs/" + m.group(1)

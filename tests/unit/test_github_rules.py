@@ -99,8 +99,14 @@ def test_markers_count_only_from_trusted_authors_and_only_on_the_first_line() ->
     stranger = {"login": "mallory", "type": "User"}
     assert rules.parse_marker(comment(1, body, stranger, "NONE"), ME) is None
     assert rules.parse_marker(comment(1, body, stranger, "CONTRIBUTOR"), ME) is None
-    assert rules.parse_marker(comment(1, body, stranger, "COLLABORATOR"), ME) is not None
-    assert rules.parse_marker(comment(1, body, stranger, "OWNER"), ME) is not None
+    for association in ("MEMBER", "COLLABORATOR", "OWNER"):  # no evidence of write access: asked separately
+        assert rules.parse_marker(comment(1, body, stranger, association), ME) is None
+    assert rules.parse_marker(comment(1, body, stranger, "MEMBER"), ME | {"mallory"}) is not None  # found to write
+    assert rules.marker_authors([comment(1, body, stranger), comment(2, "hi", {"login": "x", "type": "User"})], ME) == {
+        "mallory"
+    }
+    assert rules.can_write({"permission": "write", "role_name": "maintain"})
+    assert not rules.can_write({"permission": "read", "role_name": "triage"})
     assert rules.parse_marker(comment(1, body), ME) is not None  # the dispatcher's own identity (the Actions bot)
     other_app = {"login": "other-app[bot]", "type": "Bot"}
     assert rules.parse_marker(comment(1, body, other_app, "NONE"), ME) is None  # another installed app

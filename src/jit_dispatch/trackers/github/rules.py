@@ -12,9 +12,11 @@ GitHub has no compare-and-set on issues, so the claim is a protocol over labels 
   It reads the comments *before* it reads the labels, so it can only supersede claims whose
   label was removed after they were posted — never a claim racing it.
 * Markers count only in comments by a trusted author: the identity the dispatcher runs as (the
-  token's login, or the Actions bot), a `--trusted-actor` login, or a person with write access
-  (OWNER, MEMBER, COLLABORATOR: manual take-backs). Anyone can comment on a public issue, and any
-  installed app can comment as a bot: their markers are ignored.
+  token's login, or the Actions bot), a `--trusted-actor` login, or a person whose repository
+  permission (the collaborator permission endpoint, asked once per run) is write or higher
+  (manual take-backs). Anyone can comment on a public issue, any installed app can comment as a
+  bot, and an organization member (`author_association: MEMBER`) may have no write access at all:
+  their markers are ignored.
 
 With `--github-lock refs` (the default) the claim itself is a git ref (see `records`): the
 comments stay the record people read, and the attempt count.
@@ -49,7 +51,7 @@ from jit_dispatch.domain.values import DEFAULT_READY_LABEL, PRIORITY_RANK, Prior
 CLAIMED_LABEL = "dispatch:claimed"
 DEFAULT_PRIORITY_LABELS: tuple[tuple[str, str], ...] = tuple((p, f"priority:{p}") for p in PRIORITY_RANK)
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment
-TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 MARKER_KINDS = ("claim", "release", "done", "reset")
 _MARKER = re.compile(r"\A<!-- jit-dispatch:(claim|release|done|reset) (\{[^\n]*\}) -->")
 _ISSUE_REF = re.compile(r"^(?:#|(?:https?://[^\s]+/)?issues/)?(\d{1,12})$")
@@ -160,11 +162,30 @@ def render_marker(kind: str, data: Mapping[str, Any]) -> str:
 
 
 def is_trusted(comment: Mapping[str, Any], logins: frozenset[str]) -> bool:
-    """One of `logins` (casefolded: the dispatcher's own, `--trusted-actor`), or a person with write access."""
+    """One of `logins` (casefolded: the dispatcher's own, `--trusted-actor`, people found to have write access).
+
+    `author_association` is not evidence: MEMBER means membership of the owning organization, not
+    write access to the repository (the tracker asks the collaborator permission endpoint instead)."""
     user = comment.get("user") or {}
-    if str(user.get("login", "")).casefold() in logins:
-        return True
-    return user.get("type") != "Bot" and comment.get("author_association") in TRUSTED_ASSOCIATIONS
+    return str(user.get("login", "")).casefold() in logins
+
+
+def marker_authors(comments: Iterable[Mapping[str, Any]], logins: frozenset[str]) -> set[str]:
+    """People (not bots) not yet in `logins` whose comments start with a marker: whose write access matters."""
+    found = set()
+    for comment in comments:
+        user = comment.get("user") or {}
+        login = str(user.get("login", ""))
+        body = comment.get("body")
+        person = login and user.get("type") != "Bot" and login.casefold() not in logins
+        if person and isinstance(body, str) and _MARKER.match(body):
+            found.add(login)
+    return found
+
+
+def can_write(permission: Mapping[str, Any]) -> bool:
+    """The collaborator permission endpoint's answer: write, maintain or admin on the repository."""
+    return permission.get("permission") in WRITE_PERMISSIONS or permission.get("role_name") in WRITE_PERMISSIONS
 
 
 def parse_marker(comment: Mapping[str, Any], logins: frozenset[str]) -> Marker | None:

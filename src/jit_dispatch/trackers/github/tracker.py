@@ -67,6 +67,7 @@ class GitHubTracker:
         self._deps_api = True  # False once the server says it has no issue dependencies
         self._identity = identity
         self._trusted: set[str] | None = None
+        self._writers: dict[str, bool] = {}  # login (casefolded) → write access or more, per run
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
@@ -76,7 +77,24 @@ class GitHubTracker:
         return self.api.list(f"/issues/{number}/comments")
 
     def _markers(self, number: int) -> list[rules.Marker]:
-        return rules.parse_markers(self._comments(number), self.trusted())
+        comments = self._comments(number)
+        trusted = self.trusted()
+        writers = {login.casefold() for login in rules.marker_authors(comments, trusted) if self._can_write(login)}
+        return rules.parse_markers(comments, trusted | writers)
+
+    def _can_write(self, login: str) -> bool:
+        """Whether `login` has write access or more to the repository; asked once per run and login."""
+        key = login.casefold()
+        if key not in self._writers:
+            quoted = urllib.parse.quote(login, safe="")
+            try:
+                answer = self.api.request("GET", f"/collaborators/{quoted}/permission")
+            except GithubException as exc:
+                if exc.status not in (403, 404):  # 404: no such user; 403: the token may not ask
+                    raise
+                answer = {}
+            self._writers[key] = isinstance(answer, dict) and rules.can_write(answer)
+        return self._writers[key]
 
     def trusted(self) -> frozenset[str]:
         """Logins whose markers count (casefolded): the token's own, else `identity`; `--trusted-actor`s."""
