@@ -86,6 +86,7 @@ class FakeGitHub(GitDatabase):
     written_by: dict[int, str] = field(default_factory=dict)  # comment id → token
     deleted_by: dict[int, str] = field(default_factory=dict)
     reader: str = ""  # the token of the request being handled
+    pinned: tuple[dict[int, Any], dict[int, Any], dict[str, str]] | None = None  # lists frozen by `pin`
 
     # ------------------------------------------------------------------ building state
     def now(self) -> str:
@@ -249,8 +250,15 @@ class FakeGitHub(GitDatabase):
             while len(self.log) > 2 and self.log[1][0] < cut:
                 self.log.pop(0)
 
+    def pin(self) -> None:
+        """From now on list endpoints show the state as it is now (a reader still sees its own comments):
+        a lag as long as a test needs, without waiting for it."""
+        self.pinned = (copy.deepcopy(self.issues), copy.deepcopy(self.comments), dict(self.refs))
+
     def _seen(self) -> tuple[dict[int, Any], dict[int, Any], dict[str, str]]:
         """The state a list endpoint shows now: `lag` seconds old (the oldest known when younger)."""
+        if self.pinned is not None:
+            return self.pinned
         if self.lag <= 0 or not self.log:
             return self.issues, self.comments, self.refs
         cut = time.monotonic() - self.lag
@@ -301,7 +309,7 @@ class FakeGitHub(GitDatabase):
         self.reader = token
         self.requests.append((method, path))
         for hook in list(self.hooks):
-            if hook[0] == method and hook[1].fullmatch(path):
+            if hook in self.hooks and hook[0] == method and hook[1].fullmatch(path):  # a nested request took it
                 self.hooks.remove(hook)
                 hook[2]()
         body = json.loads(body_text) if body_text else None

@@ -42,6 +42,7 @@ class LockRecord:
     reason: str = ""  # release: why
     parked: bool = False  # release: the attempt limit was reached
     max_attempts: int = 0  # release: the limit it was counted against
+    started: bool = True  # release: False when the command never ran (not an attempt: no marker)
 
     def settled(self, kind: str, reason: str = "", parked: bool = False, max_attempts: int = 0) -> LockRecord:
         return replace(self, kind=kind, reason=reason, parked=parked, max_attempts=max_attempts)
@@ -77,6 +78,7 @@ def parse_record(message: str) -> LockRecord | None:
             reason=str(data.get("reason", "")),
             parked=bool(data.get("parked", False)),
             max_attempts=int(data.get("max_attempts", 0)),
+            started=bool(data.get("started", True)),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -150,7 +150,7 @@ class RefLockedTracker(GitHubTracker):
         """A dead lock whose claim comment was never posted: its command never ran, so no attempt is
         counted — the lock (fenced first) and the label are simply given back."""
         with self.api.doing(f"free the lock of #{number}"):
-            sha = self.refs.commit(record.settled(RELEASE, "the claim never started"), seen)
+            sha = self.refs.commit(replace(record.settled(RELEASE, "the claim never started"), started=False), seen)
             if not self.refs.move(number, sha):
                 return Settlement(Outcome.LOST, record.attempt - 1)
             self._remove_label(number, rules.CLAIMED_LABEL)
@@ -194,9 +194,10 @@ class RefLockedTracker(GitHubTracker):
             data |= {"reason": record.reason, "parked": record.parked}
         try:
             with self.api.doing(f"finish the settle of #{number}"), self.api.persistent():
-                self._remember(
-                    rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
-                )
+                if record.started:  # a claim that never started gets no marker: it is no attempt
+                    self._remember(
+                        rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
+                    )
                 self._close_and_unlabel(number, record.kind, record.parked)
                 self.refs.delete(number, sha)
         except TrackerError as exc:
@@ -211,9 +212,10 @@ class RefLockedTracker(GitHubTracker):
             self._locks = self.refs.list()
             for number, sha in sorted(self._locks.items()):
                 record = self.refs.record(sha)
-                if record is not None and record.kind != CLAIM:
-                    notes += [f"finished the {record.kind} settle of #{number} left half-done"]
-                    notes += self._finish(number, record, sha)
+                if record is None or record.kind == CLAIM or (taken := self._take_over(number, sha, record)) is None:
+                    continue
+                notes += [f"finished the {record.kind} settle of #{number} left half-done"]
+                notes += self._finish(number, record, taken)
             for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                 number = raw["number"]
                 if number in self._locks or self.refs.get(number) is not None:
@@ -225,6 +227,14 @@ class RefLockedTracker(GitHubTracker):
                 notes.append(f"removed {rules.CLAIMED_LABEL} from #{number}: no lock and no live claim")
                 notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes
+
+    def _take_over(self, number: int, listed: str, record: LockRecord) -> str | None:
+        """A repair finishes a settle only after moving its lock on (a fast-forward from what the list
+        showed): the lock must still be that result (lists lag), and of repairs racing, one wins."""
+        if self.refs.get(number) != listed:
+            return None  # finished, or claimed again, since the list was read
+        sha = self.refs.commit(record, listed)
+        return sha if self.refs.move(number, sha) else None
 
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""

@@ -277,6 +277,12 @@ class GitHubTracker:
         markers = self._markers(number)
         return self._ours(issue_id, assignee, markers), rules.failed_attempts(markers)
 
+    def _still_claimed(self, number: int, *, reaping: bool) -> bool:
+        """The issue as GitHub has it now (a single read, current where comment lists lag): a closed issue
+        is never released (a success may be recorded), and a reaper releases only what is still labelled."""
+        now = self._get(number)
+        return now.get("state") == "open" and (not reaping or rules.has_label(now, rules.CLAIMED_LABEL))
+
     def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
         number = self._number(issue_id)
@@ -303,7 +309,7 @@ class GitHubTracker:
         number = self._number(issue_id)
         with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
-            if claim is None:
+            if claim is None or not self._still_claimed(number, reaping=seen is not None):
                 return Settlement(Outcome.LOST, attempts)
             attempts += 1
             parked = attempts >= max_attempts
