@@ -358,7 +358,7 @@ def test_a_long_rate_limit_fails_fast_with_a_clear_error(fake: FakeGitHub) -> No
     message = "You have exceeded a secondary rate limit."
     fake.fail("GET", r"/repos/octo-org/widgets/issues", 403, message, {"Retry-After": "60"})
     started = time.monotonic()
-    with pytest.raises(TrackerError, match=r"rate limited by GitHub \(403.*wait 60s"):
+    with pytest.raises(TrackerError, match=r"secondary rate limit \(403.*wait 60s"):
         tracker().snapshot()
     assert time.monotonic() - started < 5
     assert fake.count("GET", r"/repos/octo-org/widgets/issues") == 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import requests
 import responses
 
 from github_git import GitDatabase
@@ -236,7 +237,8 @@ class FakeGitHub(GitDatabase):
         self.faults.append(fault)
 
     def stall(self, method: str, pattern: str, seconds: float, token: str | None = None) -> None:
-        """The next matching request waits `seconds` before GitHub handles it (loopback server only)."""
+        """The next matching request waits `seconds` before GitHub handles it (loopback server); in-process,
+        the client's read timeout fires (`requests.ReadTimeout`) and GitHub never sees it."""
         self.fail(method, pattern, 0, "", token=token, delay=seconds)
 
     # ------------------------------------------------------------------ lagging lists
@@ -290,7 +292,12 @@ class FakeGitHub(GitDatabase):
     def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
         token = str(request.headers.get("Authorization", "")).split(" ")[-1]
         body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        return self.handle(request.method, request.url, body, token)
+        path = urllib.parse.urlsplit(request.url).path
+        fault = self.fault_for(request.method, path, token)
+        if fault is not None and fault.delay and not fault.status:  # in-process, a stall outlasts any read timeout
+            self.requests.append((request.method, path))
+            raise requests.exceptions.ReadTimeout(f"the fake stalled {request.method} {path}")
+        return self.handle(request.method, request.url, body, token, fault)
 
     def fault_for(self, method: str, path: str, token: str) -> Fault | None:
         for fault in self.faults:

@@ -193,6 +193,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
             settings, choice.github_token, api_url, identity=identity, heartbeat=heartbeat, check=not choice.read_only
         )
     try:
-        yield tracker
+        with tracker.api.doing(f"talk to GitHub about {repo}"):  # any failure a caller let through: one line
+            yield tracker
     finally:
         tracker.close()

@@ -34,16 +34,20 @@ class ClaimRefs:
         permissions = repo.get("permissions") if isinstance(repo, dict) else None
         if isinstance(permissions, dict) and permissions.get("push") is False:
             raise TrackerError(f"{self.api.repo}: the token cannot write to the repository: {hint}")
+        doing = f"create the lock tree in {self.api.repo}"
         try:
-            self._tree = self.api.write(lambda: self.api.request("POST", "/git/trees", input={"tree": _TREE}))["sha"]
+            with self.api.doing(doing, keep=GithubException):
+                self._tree = self.api.write(lambda: self.api.request("POST", "/git/trees", input={"tree": _TREE}))[
+                    "sha"
+                ]
         except GithubException as exc:
-            if exc.status in (403, 404):
+            if exc.status in (403, 404) and not self.api.limited(exc):
                 raise TrackerError(
                     f"{self.api.repo}: GitHub refused to create a git tree ({exc.status}): {hint}"
                 ) from None
             if exc.status == 409:
                 raise TrackerError(f"{self.api.repo}: the repository is empty: {hint}; push a first commit") from None
-            with self.api.doing(f"create the lock tree in {self.api.repo}"):
+            with self.api.doing(doing):
                 raise
 
     def _path(self, number: int) -> str:

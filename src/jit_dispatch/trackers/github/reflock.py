@@ -62,7 +62,7 @@ class RefLockedTracker(GitHubTracker):
             try:
                 found = self._dispatchable(number, filters)  # re-check after winning: closed, taken back, parked?
                 if found is None:
-                    self._give_back(number, sha, nonce, labelled)
+                    self._give_back(number, sha, record, labelled)
                     return None
                 raw, current = found
                 self._add_label(number, rules.CLAIMED_LABEL)
@@ -77,7 +77,7 @@ class RefLockedTracker(GitHubTracker):
                 text = rules.render_marker("claim", data) + "\n" + rules.claim_text(assignee, run)
                 posted = self._post_comment(number, text, "claim", nonce)
             except FAILURES:
-                self._give_back(number, sha, nonce, labelled)
+                self._give_back(number, sha, record, labelled)
                 raise
         self._held[issue_id] = _Held(nonce, posted, assignee, run, lock=sha, record=record)
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
@@ -85,14 +85,24 @@ class RefLockedTracker(GitHubTracker):
             claimed, self.settings, [*markers, rules.Marker("claim", posted, data)], current.dependencies
         )
 
-    def _give_back(self, number: int, sha: str, nonce: str, labelled: bool) -> None:
-        """A claim that failed half-way or was no longer wanted: comment, label, then the lock. Best effort."""
-        with contextlib.suppress(*FAILURES):
-            if (mine := rules.find_marker(self._markers(number), "claim", nonce)) is not None:
+    def _give_back(self, number: int, sha: str, record: LockRecord, labelled: bool) -> None:
+        """A claim that failed half-way or was no longer wanted. The lock first says "never started" (so
+        the next `once` finishes the give-back if a rate limit stops it here), then comment, label, lock.
+        Best effort, with a settle's patience for limits."""
+        with contextlib.suppress(*FAILURES), self.api.persistent():
+            freed = self._unstart(number, sha, record)
+            if freed is None:
+                return
+            if (mine := rules.find_marker(self._markers(number), "claim", record.nonce)) is not None:
                 self._delete_comment(mine.comment_id)
             if labelled:
                 self._remove_label(number, rules.CLAIMED_LABEL)
-            self.refs.delete(number, sha)
+            self.refs.delete(number, freed)
+
+    def _unstart(self, number: int, seen: str, record: LockRecord) -> str | None:
+        """Move the lock (if still at `seen`) to a release that is no attempt; its commit, or None: lost."""
+        sha = self.refs.commit(replace(record.settled(RELEASE, "the claim never started"), started=False), seen)
+        return sha if self.refs.move(number, sha) else None
 
     def heartbeat(self, issue_id: str, assignee: str) -> bool:
         """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
@@ -142,16 +152,18 @@ class RefLockedTracker(GitHubTracker):
             return self._settled(record, self._finish(number, record, sha))
         if seen is not None and (sha := self._watch_until_dead(number, sha, record)) is None:
             return Settlement(Outcome.LOST, record.attempt - 1)
-        if seen is not None and rules.find_marker(self._markers(number), "claim", record.nonce) is None:
-            return self._free(number, sha, record)
+        if seen is not None:
+            with self.api.doing(f"release {issue_id}"):
+                started = rules.find_marker(self._markers(number), "claim", record.nonce) is not None
+            if not started:
+                return self._free(number, sha, record)
         return self._fence(number, sha, record.settled(RELEASE, reason, record.attempt >= max_attempts, max_attempts))
 
     def _free(self, number: int, seen: str, record: LockRecord) -> Settlement:
         """A dead lock whose claim comment was never posted: its command never ran, so no attempt is
         counted — the lock (fenced first) and the label are simply given back."""
         with self.api.doing(f"free the lock of #{number}"):
-            sha = self.refs.commit(replace(record.settled(RELEASE, "the claim never started"), started=False), seen)
-            if not self.refs.move(number, sha):
+            if (sha := self._unstart(number, seen, record)) is None:
                 return Settlement(Outcome.LOST, record.attempt - 1)
             self._remove_label(number, rules.CLAIMED_LABEL)
             self.refs.delete(number, sha)
