@@ -107,3 +107,46 @@ def test_repairs_racing_on_one_unfinished_settle_post_one_marker(fake: FakeGitHu
     notes += racing[0].repair()
     assert kinds(fake) == ["claim", "done"], notes
     assert fake.issues[1]["state"] == "closed" and fake.refs == {}
+
+
+# ---------------------------------------------------------------------------- foreign refs, gone issues
+
+
+def test_foreign_refs_under_the_lock_prefix_hold_their_issue_and_reap_foreign_removes_them(fake: FakeGitHub) -> None:
+    """The finding: an object GitHub cannot show as a commit made every once, reap and status --repair exit 3
+    ("not found … needs issues: write"); an ordinary commit made its issue undispatchable forever while
+    `ready` and `status` called it dispatchable and `reap` ignored it."""
+    for number in (1, 2, 3):
+        fake.add_issue(number)
+    fake.refs["refs/jit-dispatch/claims/gh-1"] = "f" * 40
+    fake.trees["f" * 40] = []  # a tree object
+    commit = fake.handle("POST", f"/repos/{REPO}/git/commits", '{"message": "hello", "tree": "t", "parents": []}', "x")
+    fake.refs["refs/jit-dispatch/claims/gh-2"] = __import__("json").loads(commit[2])["sha"]
+    t = tracker(fake, "runner")
+    assert t.repair() == []  # no exit 3
+    snapshot = t.snapshot()
+    assert set(snapshot.held_back) == {"#1", "#2"} and "reap --foreign" in snapshot.held_back["#1"]
+    assert any("#2: refs/jit-dispatch/claims/gh-2 points at a commit" in w for w in snapshot.warnings)
+    from jit_dispatch.engine.dispatch import plan_for
+
+    plan = plan_for(snapshot, Filters())
+    assert [i.id for i in plan.dispatchable] == ["#3"] and {h.issue.id for h in plan.held} == {"#1", "#2"}
+    notes = tracker(fake, "reaper").remove_foreign()
+    assert len(notes) == 2 and fake.refs == {}
+    assert [i.id for i in plan_for(tracker(fake, "later").snapshot(), Filters()).dispatchable] == ["#1", "#2", "#3"]
+
+
+@pytest.mark.parametrize("gone", ["deleted", "transferred"])
+def test_an_issue_deleted_or_transferred_mid_run_has_its_lock_removed_once(fake: FakeGitHub, gone: str) -> None:
+    """The finding: a deleted issue was reported as "issues are disabled (410)", its `done` lock was never
+    deleted, and every later once/reap said it would finish the half-done settle, forever."""
+    fake.add_issue(1)
+    runner = tracker(fake, "runner")
+    assert runner.claim("#1", "agent:a", "r", Filters()) is not None
+    fake.delete_issue(1) if gone == "deleted" else fake.transfer_issue(1)
+    settled = runner.complete("#1", "agent:a")
+    assert fake.refs == {}
+    word = "deleted (410)" if gone == "deleted" else "transferred to octo-org/elsewhere"
+    assert len(settled.warnings) == 1 and word in settled.warnings[0] and "finishes it" not in settled.warnings[0]
+    later = tracker(fake, "later")
+    assert later.repair() == [] and later.snapshot().warnings == []

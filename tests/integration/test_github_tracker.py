@@ -674,3 +674,16 @@ def test_a_comment_settle_left_half_done_is_finished_by_repair(fake: FakeGitHub)
     assert tracker().repair() == ["finished the done settle of #1 left half-done"]
     assert fake.issues[1]["state"] == "closed" and "dispatch:claimed" not in fake.labels(1)
     assert [m.kind for m in markers(fake, 1)] == ["claim", "done"] and tracker().repair() == []
+
+
+def test_result_comments_neutralise_issue_references_as_they_do_mentions(fake: FakeGitHub) -> None:
+    """The finding: titles with `#1` or `owner/repo#7` created cross-references from the result comment."""
+    fake.add_issue(3, "Fixes #1 and octo-org/other#7, ping @team")
+    t = tracker()
+    result = dispatch(t, "echo see '#2' in the log; exit 1")
+    assert t.record_result(result, render) is None
+    body = fake.bodies(3)[-1]
+    prose = re.sub(r"(`+)[^`]*?\1", "", re.sub(r"```.*?```", "", body, flags=re.S))  # code cannot link
+    prose = prose.split("\n", 1)[1]  # past the hidden marker line
+    assert not re.search(r"(?<![&\w])#\d", prose) and "octo-org/other#7" not in prose and "@team" not in prose
+    assert "&#35;1" in body and "see '#2' in the log" in body  # shown, inert; the output tail stays verbatim

@@ -78,6 +78,7 @@ class FakeGitHub(GitDatabase):
     base: str = API  # where `Link` headers point
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trees: dict[str, Any] = field(default_factory=dict)
     contents_write: bool = True
     user_endpoint: bool = True  # False: an installation token (GET /user is 403)
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # token → who it comments as
@@ -88,6 +89,8 @@ class FakeGitHub(GitDatabase):
     deleted_by: dict[int, str] = field(default_factory=dict)
     reader: str = ""  # the token of the request being handled
     pinned: tuple[dict[int, Any], dict[int, Any], dict[str, str]] | None = None  # lists frozen by `pin`
+    deleted: set[int] = field(default_factory=set)  # issues deleted: 410 Gone
+    transferred: dict[int, dict[str, Any]] = field(default_factory=dict)  # number → the issue in its new repository
 
     # ------------------------------------------------------------------ building state
     def now(self) -> str:
@@ -208,6 +211,19 @@ class FakeGitHub(GitDatabase):
         role = self.permissions.get(login, "read")
         legacy = {"maintain": "write", "triage": "read"}.get(role, role)
         return {"permission": legacy, "role_name": role, "user": user(login)}
+
+    def delete_issue(self, number: int) -> None:
+        """A person deleted it: gone from lists; the issue and its parts answer 410 Gone."""
+        self.deleted.add(number)
+        self.issues.pop(number)
+        self.snap()
+
+    def transfer_issue(self, number: int, to_repo: str = "octo-org/elsewhere", new_number: int = 9) -> None:
+        """Moved to another repository: gone from lists; its URLs answer 301 to the new location."""
+        raw = self.issues.pop(number)
+        base = f"{API}/repos/{to_repo}"
+        self.transferred[number] = dict(raw, number=new_number, repository_url=base, url=f"{base}/issues/{new_number}")
+        self.snap()
 
     # ------------------------------------------------------------------ inspecting
     def labels(self, number: int) -> list[str]:
@@ -361,12 +377,19 @@ class FakeGitHub(GitDatabase):
             if not self.user_endpoint:
                 return 403, {"message": "Resource not accessible by integration"}, {}
             return 200, self.actors.get(self.reader, self.actor), {}
+        if (m := re.fullmatch(r"/repositories/999/issues/(\d+)", path)) and int(m.group(1)) in self.transferred:
+            return (200, self.transferred[int(m.group(1))], {}) if method == "GET" else not_found  # not our repository
         if not path.startswith(prefix):
             return not_found
         rest = path[len(prefix) :]
         if rest == "" and method == "GET":
             permissions = {"admin": False, "maintain": False, "push": self.contents_write, "triage": True, "pull": True}
             return 200, {"full_name": self.repo, "permissions": permissions}, {}
+        if (m := re.match(r"/issues/(\d+)(/.*)?$", rest)) and int(m.group(1)) in self.deleted:
+            return 410, {"message": "This issue was deleted", "documentation_url": "https://docs.github.com/rest"}, {}
+        if (m := re.match(r"/issues/(\d+)(/.*)?$", rest)) and int(m.group(1)) in self.transferred:
+            where = f"/repositories/999/issues/{m.group(1)}{m.group(2) or ''}"
+            return 301, {"message": "Moved Permanently", "url": where}, {"Location": f"{self.base}{where}"}
         if m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest):
             return 200, self.permission_payload(urllib.parse.unquote(m.group(1))), {}
         if m := re.fullmatch(r"/git/matching-refs/(.+)", rest):

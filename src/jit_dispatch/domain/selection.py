@@ -118,11 +118,13 @@ def plan(
     filters: Filters,
     locked: Iterable[str] = (),
     run_gates: bool = True,
+    held_back: Mapping[str, str] | None = None,
 ) -> Plan:
     """Split the available issues matching the filters into dispatchable and held, in order.
 
     `locked`: issues another runner holds a remote claim lock for (remote mode). `run_gates`: an
     issue whose required gates cannot be run as jit would (undefined, broken checker) is held.
+    `held_back`: issues the tracker cannot dispatch, with the reason (a foreign ref on GitHub).
     """
     taken = frozenset(locked)
     dispatchable: list[Issue] = []
@@ -131,6 +133,7 @@ def plan(
         if not matches_filters(issue, filters) or not is_available(issue, states):
             continue
         reason = "being claimed by another runner (remote lock)" if issue.id in taken else hold_reason(issue, gates)
+        reason = (held_back or {}).get(issue.id, reason)
         if reason is None and run_gates and issue.gates_required and (broken := gate_problems(issue, gates)):
             reason = broken[0]
         if reason is None:

@@ -137,7 +137,9 @@ def _idle_reason(snapshot: Snapshot, plan: selection.Plan, filters: Filters) -> 
 
 def plan_for(snapshot: Snapshot, filters: Filters, run_gates: bool = True) -> selection.Plan:
     """`selection.plan` over a snapshot: the issues `filters` admit, dispatchable or held with the reason."""
-    return selection.plan(snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates)
+    return selection.plan(
+        snapshot.issues, snapshot.states, snapshot.gates, filters, snapshot.locked, run_gates, snapshot.held_back
+    )
 
 
 def _read_in_full(snapshot: Snapshot, plan: selection.Plan, candidates: int) -> selection.Plan:

@@ -76,7 +76,9 @@ def build_status(
 ) -> Status:
     """`snapshot` must hold every issue in full (`snapshot(full_states=State)`); `events` (the store's
     settle events) feed the trend of the Markdown dashboard."""
-    plan = selection.plan(snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked)
+    plan = selection.plan(
+        snapshot.issues, snapshot.states, snapshot.gates, selection.Filters(), snapshot.locked, True, snapshot.held_back
+    )
     counts: dict[str, int] = dict.fromkeys(State, 0)
     for state in snapshot.states.values():
         counts[state] += 1

@@ -56,8 +56,11 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-# html.escape(quote=True), and `@` so that no mention pings anyone; a table: `html` imports its entities.
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;"})
+# html.escape(quote=True), `@` so that no mention pings anyone, and `#` so that no `#1` or `owner/repo#7`
+# cross-references an issue from a comment; a table: `html` imports its entities.
+_HTML_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "@": "&#64;", "#": "&#35;"}
+)
 
 
 def _longest_backtick_run(text: str) -> int:

@@ -33,6 +33,7 @@ class Snapshot:
     all_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
+    held_back: dict[str, str] = field(default_factory=dict)  # issue id → why the tracker cannot dispatch it
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.

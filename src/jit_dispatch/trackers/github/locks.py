@@ -25,6 +25,7 @@ class ClaimRefs:
         self._tree: str | None = None
         self._records: dict[str, LockRecord | None] = {}  # commits never change: read each once
         self.dates: dict[str, str] = {}  # commit → its committer date (GitHub's clock)
+        self.kinds: dict[int, str] = {}  # the object type each listed ref points at (a lock: commit)
 
     def check_access(self) -> None:
         """Before anything else: can this token write refs? One line naming `contents: write` if not."""
@@ -110,8 +111,14 @@ class ClaimRefs:
                 raise
 
     def record(self, sha: str) -> LockRecord | None:
+        """The lock record of commit `sha`; None when it is no lock of ours (or no commit at all)."""
         if sha not in self._records:
-            data = self.api.request("GET", f"/git/commits/{sha}")
+            try:
+                data = self.api.request("GET", f"/git/commits/{sha}")
+            except GithubException as exc:
+                if exc.status not in (404, 422):  # not a commit GitHub can show: a foreign object
+                    raise
+                data = {}
             data = data if isinstance(data, dict) else {}
             self._records[sha] = parse_record(str(data.get("message", "")))
             self.dates[sha] = str((data.get("committer") or {}).get("date", ""))
@@ -130,4 +137,14 @@ class ClaimRefs:
             number = number_of(self.prefix, str(ref.get("ref", "")))
             if number is not None:
                 found[number] = str(ref["object"]["sha"])
+                self.kinds[number] = str(ref["object"].get("type") or "commit")
         return found
+
+    def foreign(self, number: int, sha: str) -> str | None:
+        """Why the listed ref of `number` is no lock of ours (None: it is one)."""
+        kind = self.kinds.get(number, "commit")
+        if kind != "commit":
+            return f"points at a {kind} object, not a lock commit"
+        if self.record(sha) is None:
+            return "points at a commit that is no jit-dispatch lock record"
+        return None

@@ -26,7 +26,7 @@ from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapsho
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
-from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord
+from jit_dispatch.trackers.github.records import CLAIM, DONE, RELEASE, LockRecord, ref_name
 from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held
 
 
@@ -37,12 +37,34 @@ class RefLockedTracker(GitHubTracker):
         self.refs = ClaimRefs(self.api, self.settings.lock_prefix)
         self.heartbeat_seconds = heartbeat or 0.0
         self._watch = LockWatch()
-        self._locks: dict[int, str] = {}  # the last listing of lock refs
+        self._locks: dict[int, str] | None = None  # the last listing of lock refs (ours), None: not read yet
+        self._foreign: dict[int, tuple[str, str]] = {}  # other refs under the lock prefix: number → (sha, why)
         if check:
             self.refs.check_access()
 
     def _locked(self) -> frozenset[str]:
-        return frozenset(rules.issue_id(n) for n in self._locks)
+        return frozenset(rules.issue_id(n) for n in self._locks or {})
+
+    def _read_locks(self) -> dict[int, str]:
+        """List the lock refs (a hint: lists lag); refs under the prefix that are no lock of ours go to
+        `_foreign` — they block their issue, and only `reap --foreign` (or a person) removes them."""
+        listed = self.refs.list()
+        self._foreign = {n: (sha, why) for n, sha in listed.items() if (why := self.refs.foreign(n, sha))}
+        self._locks = {n: sha for n, sha in listed.items() if n not in self._foreign}
+        return self._locks
+
+    def _held_back(self) -> dict[str, str]:
+        return {rules.issue_id(n): _foreign_text(self.refs.prefix, n, why) for n, (_, why) in self._foreign.items()}
+
+    def remove_foreign(self) -> list[str]:
+        """`reap --foreign`: delete refs under the lock prefix that are no lock of ours (if unchanged)."""
+        notes = []
+        with self.api.doing(f"remove foreign refs in {self.settings.repo}"):
+            self._read_locks()
+            for number, (sha, why) in sorted(self._foreign.items()):
+                self.refs.delete(number, sha)
+                notes.append(f"removed {ref_name(self.refs.prefix, number)}: it {why}")
+        return notes
 
     # ------------------------------------------------------------------ claim
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
@@ -206,11 +228,15 @@ class RefLockedTracker(GitHubTracker):
             data |= {"reason": record.reason, "parked": record.parked}
         try:
             with self.api.doing(f"finish the settle of #{number}"), self.api.persistent():
+                now, gone = self._current(number)
+                if gone is not None:  # nothing to finish: the lock goes, once
+                    self.refs.delete(number, sha)
+                    return (f"#{number} {gone}: its {record.kind} is recorded nowhere else; its lock ref was removed",)
                 if record.started:  # a claim that never started gets no marker: it is no attempt
                     self._remember(
                         rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
                     )
-                self._close_and_unlabel(number, record.kind, record.parked)
+                self._close_and_unlabel(number, record.kind, record.parked, now)
                 self.refs.delete(number, sha)
         except TrackerError as exc:
             return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
@@ -221,8 +247,8 @@ class RefLockedTracker(GitHubTracker):
         """Finish settles recorded on a lock; drop `dispatch:claimed` that no lock and no claim backs."""
         notes: list[str] = []
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
-            self._locks = self.refs.list()
-            for number, sha in sorted(self._locks.items()):
+            locks = self._read_locks()
+            for number, sha in sorted(locks.items()):
                 record = self.refs.record(sha)
                 if record is None or record.kind == CLAIM or (taken := self._take_over(number, sha, record)) is None:
                     continue
@@ -230,7 +256,7 @@ class RefLockedTracker(GitHubTracker):
                 notes += self._finish(number, record, taken)
             for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                 number = raw["number"]
-                if number in self._locks or self.refs.get(number) is not None:
+                if number in locks or number in self._foreign or self.refs.get(number) is not None:
                     continue
                 markers = self._markers(number)
                 if rules.live_claims(markers):
@@ -251,10 +277,16 @@ class RefLockedTracker(GitHubTracker):
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
         snapshot = super().snapshot(full_states, leads=leads)
+        with self.api.doing(f"read the claim locks of {self.settings.repo}"):
+            if self._locks is None or State.IN_PROGRESS in full_states:  # else the repair's listing, this run's
+                self._read_locks()
+            snapshot.locked = self._locked()
+            snapshot.held_back = self._held_back()
+            snapshot.warnings += [f"{issue}: {why}" for issue, why in snapshot.held_back.items()]
         if State.IN_PROGRESS not in full_states:
             return snapshot
+        assert self._locks is not None
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
-            self._locks = self.refs.list()
             claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
             for number, sha in sorted(self._locks.items()):
                 self._watch.see(str(number), sha, time.monotonic())  # the reaper's first sighting
@@ -267,6 +299,11 @@ class RefLockedTracker(GitHubTracker):
                 beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
                 if (index := claimed.get(rules.issue_id(number))) is not None:
                     snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
+                    continue
+                if (gone := self._gone(number)) is not None:
+                    snapshot.warnings.append(
+                        f"#{number} {gone} while its claim lock stands; its runner's settle removes it"
+                    )
                     continue
                 issue = rules.to_issue(self._get(number), self.settings)
                 issue = replace(issue, state=State.IN_PROGRESS, assignee=record.agent)
@@ -297,3 +334,11 @@ def _beaten(issue: Issue, beat: str) -> Issue:
     except ValueError:
         claimed = beat
     return replace(issue, context={**issue.context, CTX_CLAIMED_AT: claimed, CTX_HEARTBEAT_AT: beat})
+
+
+def _foreign_text(prefix: str, number: int, why: str) -> str:
+    ref = ref_name(prefix, number)
+    return (
+        f"{ref} {why}: no runner can claim #{number} while it exists; remove it with "
+        f"`jit-dispatch reap --foreign` (or `git push origin :{ref}`), or choose another --lock-prefix"
+    )

@@ -122,6 +122,12 @@ def parse_issue_ref(given: str) -> int:
     return int(match.group(1))
 
 
+def in_repo(raw: Mapping[str, Any], repo: str) -> bool:
+    """Whether an issue payload belongs to `repo` (a transferred issue's URL answers 301 to its new home)."""
+    url = str(raw.get("repository_url") or "")
+    return not url or url.rstrip("/").lower().endswith("/repos/" + repo.lower())
+
+
 def dependency_ref(blocker: Mapping[str, Any], own_repo: str) -> str:
     """`#12` for an issue of this repository, `owner/name#12` for another one."""
     number = int(blocker.get("number") or 0)
@@ -484,6 +490,8 @@ def explain(doing: str, status: int, message: str, headers: Mapping[str, str], r
     if status == 404:
         where = f"is --github-repo {repo} right, and can the token see it? It needs `{PERMISSION}`"
         return f"{doing}: not found (404) — {where}"
+    if status == 410 and "deleted" in message.lower():
+        return f"{doing}: the issue was deleted (410)"
     if status == 410:
         return f"{doing}: issues are disabled on {repo} (410)"
     return f"{doing}: GitHub API error {status}: {message}"

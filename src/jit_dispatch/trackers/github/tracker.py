@@ -113,6 +113,22 @@ class GitHubTracker:
         data = self.api.request("GET", f"/issues/{number}")
         return data if isinstance(data, dict) else {}
 
+    def _current(self, number: int) -> tuple[dict[str, Any], str | None]:
+        """The issue as GitHub has it now, and how it left this repository if it did (deleted: 410;
+        transferred: its URL answers 301 to another repository), else None."""
+        try:
+            raw = self._get(number)
+        except GithubException as exc:
+            if exc.status == 410:
+                return {}, "was deleted (410)"
+            raise
+        if not rules.in_repo(raw, self.settings.repo):
+            return raw, f"was transferred to {rules.dependency_ref(raw, self.settings.repo).split('#')[0]} (301)"
+        return raw, None
+
+    def _gone(self, number: int) -> str | None:
+        return self._current(number)[1]
+
     def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
         """Open or closed issues this one is "blocked by"; [] when GitHub reports none."""
         count = rules.open_blockers(raw)
@@ -241,9 +257,9 @@ class GitHubTracker:
         return rules.to_issue(claimed, self.settings, markers, current.dependencies)
 
     def _dispatchable(self, number: int, filters: Filters) -> tuple[dict[str, Any], Issue] | None:
-        """The issue as GitHub has it now, if it is still dispatchable; else None."""
-        raw = self._get(number)
-        if rules.is_pull_request(raw) or raw.get("state") != "open":
+        """The issue as GitHub has it now, if it is still dispatchable (not deleted or moved either); else None."""
+        raw, gone = self._current(number)
+        if gone is not None or rules.is_pull_request(raw) or raw.get("state") != "open":
             return None
         states: dict[str, str] = {}
         current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
@@ -347,8 +363,9 @@ class GitHubTracker:
             return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
-    def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
-        if kind == "done" and self._get(number).get("state") == "open":  # closed meanwhile: a person's call
+    def _close_and_unlabel(self, number: int, kind: str, parked: bool, now: dict[str, Any] | None = None) -> None:
+        """`now`: the issue as just read, if it was."""
+        if kind == "done" and (now or self._get(number)).get("state") == "open":  # closed meanwhile: a person's call
             self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
         if parked:
             self._add_label(number, PARKED_LABEL)
