@@ -251,11 +251,11 @@ def test_every_input_reaches_the_cli_through_env() -> None:
         assert "${{" not in step.get("run", "")
 
 
-def test_every_input_and_output_is_documented_in_the_readme() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text()
+def test_every_input_and_output_is_documented() -> None:
+    reference = (PROJECT_ROOT / "docs" / "action.md").read_text()
     for kind in ("inputs", "outputs"):
         for name in ACTION[kind]:
-            assert f"| `{name}` |" in readme, f"README does not document {kind[:-1]} `{name}`"
+            assert f"| `{name}` |" in reference, f"docs/action.md does not document {kind[:-1]} `{name}`"
 
 
 def test_third_party_actions_are_pinned_to_commits() -> None:

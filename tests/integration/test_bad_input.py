@@ -1,5 +1,5 @@
 """Bad input through the real CLI: one clear line on stderr, a documented exit code, nothing lost
-(README "Exit codes", docs/architecture.md#exit-codes)."""
+(docs/cli.md#exit-codes, docs/architecture.md#exit-codes)."""
 
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ def test_bad_lock_options_fail_in_one_line_before_any_request(args: tuple[str, .
 
 
 def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
-    """README, "Rate limits and failures": 23 requests for a run that claims, 5 for an idle one."""
+    """docs/github-issues.md#rate-limits-and-failures: 23 requests for a run that claims, 5 for an idle one."""
     from jit_dispatch.engine.dispatch import Request, dispatch_once
     from jit_dispatch.process.child import CancelToken
     from jit_dispatch.report.summary import summary_markdown

@@ -97,7 +97,7 @@ class DispatchConfig(RunSettings):
     poll_interval_secs: float = Field(default=30, gt=0)
     repos: list[Path] = Field(default_factory=list)
     agents: list[AgentConfig] = Field(default_factory=list)
-    listen: str | None = None  # `start` serves probes, metrics and webhooks here (README, "as a service")
+    listen: str | None = None  # `start` serves probes, metrics and webhooks here (docs/service.md)
 
     @field_validator("listen")
     @classmethod

@@ -1,7 +1,7 @@
 """The `jit-dispatch` command line: parse options, build a request, call `dispatch`, report.
 
 Every option can also come from `JIT_DISPATCH_<NAME>` (the Action passes its inputs that way).
-Errors end in one line on stderr and a documented exit code (README, "Exit codes").
+Errors end in one line on stderr and a documented exit code (docs/cli.md#exit-codes).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def _issue_json(issue: Issue, gates: Mapping[str, Gate]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line per error, exit codes per the README."""
+    """Entry point: one line per error, exit codes per docs/cli.md#exit-codes."""
     try:
         cli.main(args=argv, prog_name="jit-dispatch", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -78,7 +78,7 @@ class CheckType(ParamType):
 
 
 def gate_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """jit's quality gates and `--check` commands (README, "Quality gates")."""
+    """jit's quality gates and `--check` commands (docs/gates.md)."""
     decorators = [
         env_option(
             "--gates",

@@ -38,7 +38,7 @@ TREND_HOURS = 12
 
 
 def queue_figures(dispatchable: list[Issue], now: datetime) -> dict[str, Any]:
-    """The figures `status --json` and the pool's metrics share (README, "Running the pool as a service").
+    """The figures `status --json` and the pool's metrics share (docs/service.md#metrics).
 
     An issue's wait is measured from its `created_at`: jit records no "ready since" in the issue.
     """

@@ -1,7 +1,7 @@
 """The pool's event log: one line per event, as text for people or as JSON for Loki/Cloud Logging.
 
 Every JSON line is one object with `ts` (UTC, RFC 3339), `event`, then the event's fields, always
-the same keys for the same event (null when unknown) — README "Running the pool as a service".
+the same keys for the same event (null when unknown) — docs/service.md#json-logs.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class ClaimRefs:
 
     def check_access(self) -> None:
         """Before anything else: can this token write refs? One line naming `contents: write` if not."""
-        hint = f"lock refs need `{PERMISSION}` (or choose --github-lock comments; see README)"
+        hint = f"lock refs need `{PERMISSION}` (or choose --github-lock comments; see docs/github-issues.md)"
         with self.api.doing(f"check access to {self.api.repo}"):
             repo = self.api.request("GET", "")
         permissions = repo.get("permissions") if isinstance(repo, dict) else None

@@ -10,7 +10,8 @@ commit its writer last saw, so it fails when someone else moved the ref meanwhil
 
 The settle record is written before anything else of the settle: once it is on the ref, the
 result is durable, and any later `once`, `reap` or `status --repair` finishes the settle from it
-(marker comment, close or park, unlabel, delete the ref). See README, "GitHub Issues tracker".
+(marker comment, close or park, unlabel, delete the ref).
+See docs/github-issues.md#what-each-failure-leaves-and-who-repairs-it.
 """
 
 from __future__ import annotations

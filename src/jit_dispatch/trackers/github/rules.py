@@ -1,4 +1,4 @@
-"""GitHub Issues as a tracker: the pure part (no I/O, no PyGithub). See README, "GitHub Issues tracker".
+"""GitHub Issues as a tracker: the pure part (no I/O, no PyGithub). See docs/github-issues.md.
 
 GitHub has no compare-and-set on issues, so the claim is a protocol over labels and comments:
 
