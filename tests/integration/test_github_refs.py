@@ -88,7 +88,7 @@ def test_the_clock_free_rule() -> None:
     # under two intervals: alive, whatever the clocks say
     assert not lock_is_dead(unchanged_for=59.0, interval=30.0, age=1e9, older_than=0)
     assert watch.see("1", "b", 161.0) == 0.0  # it moved: the watch starts over
-    assert lock_is_dead(unchanged_for=60.0, interval=30.0, age=7200.0, older_than=3600.0)
+    assert lock_is_dead(unchanged_for=65.0, interval=30.0, age=7200.0, older_than=3600.0)
     assert not lock_is_dead(unchanged_for=60.0, interval=30.0, age=1800.0, older_than=3600.0)  # not old enough
 
 

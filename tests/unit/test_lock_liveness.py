@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jit_dispatch.domain.staleness import lock_is_dead
+from jit_dispatch.engine.heartbeat import fitting_interval
 from jit_dispatch.trackers.remote.git import is_permanent
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.results import RELEASE, ResultInfo, parse_result
@@ -15,6 +16,7 @@ from jit_dispatch.trackers.remote.results import RELEASE, ResultInfo, parse_resu
     [
         (130.0, 60.0, 7200.0, 3600.0, True),  # watched unchanged for two intervals, old enough
         (119.0, 60.0, 7200.0, 3600.0, False),  # not two intervals yet
+        (124.0, 60.0, 7200.0, 3600.0, False),  # two intervals, but the holder may still be stopping its command
         (None, 60.0, 7200.0, 3600.0, False),  # it changed while watched: alive, however old it looks
         (130.0, 60.0, 60.0, 3600.0, False),  # younger than the threshold a person gave
         (None, None, 7200.0, 3600.0, True),  # no announced interval (older version): age is all there is
@@ -68,3 +70,19 @@ def test_a_refusal_is_permanent_only_when_git_or_the_server_says_so_in_words() -
     assert is_permanent("remote: Permission to org/repo.git denied to bot.\nfatal: unable to access: 403")
     assert is_permanent("error: GH006: Protected branch update failed for refs/heads/main.")
     assert not is_permanent("remote: flaky: server busy, try again later")
+
+
+@pytest.mark.parametrize(
+    ("interval", "took", "announced"),
+    [
+        (60.0, 10.0, 60.0),  # the default holds on a remote whose pushes take 10 s
+        (60.0, 15.0, 60.0),
+        (4.0, 1.5, 6.0),  # over a quarter of the interval: four times the beat, whole seconds
+        (2.0, 4.0, 16.0),
+        (60.0, 200.0, 300.0),  # never rarer than a reaper still watches
+    ],
+)
+def test_a_slow_beat_makes_the_next_announce_an_interval_it_fits_in(
+    interval: float, took: float, announced: float
+) -> None:
+    assert fitting_interval(interval, took) == announced

@@ -84,7 +84,13 @@ def reap_reason(claim: Claim) -> str:
 # A lock (remote mode's lock ref, the GitHub claim ref) is re-pointed by every heartbeat. Whether
 # its holder is dead is judged on the reaper's own monotonic clock, never by comparing clocks of
 # two machines: the reaper must itself have watched the lock stay unchanged for two of the
-# heartbeat intervals its holder announced. `--older-than` is a second, independent floor.
+# heartbeat intervals its holder announced, plus the time a fencing holder needs to stop its
+# command. `--older-than` is a second, independent floor. The proof that a holder cut off from the
+# remote stops before any reaper releases: docs/remote-mode.md#self-fencing.
+
+FENCE_FACTOR = 1.5  # a holder stops its command when no beat is confirmed this many intervals after it was sent
+STOP_MARGIN_SECONDS = 5.0  # the holder's SIGTERM grace (3 s) and polling, which a reaper waits out on top
+MAX_ANNOUNCED_INTERVAL = 300.0  # a reaper watches no lock that announces rarer beats
 
 
 class LockWatch:
@@ -109,7 +115,8 @@ def lock_is_dead(*, unchanged_for: float | None, interval: float | None, age: fl
     ref's value, a heartbeat comment's id) stay the same, on its own monotonic clock; None when it
     changed while watched or was not watched. `interval`: the heartbeat interval the holder
     announced when it claimed; a live holder changes the token at least once per interval, so two
-    intervals unchanged means no heartbeat landed. `age`: how old the claim looks by timestamps
+    intervals unchanged means no heartbeat landed, and a holder that could not renew has stopped its
+    command `STOP_MARGIN_SECONDS` later at the latest. `age`: how old the claim looks by timestamps
     (another machine's clock): only a filter a person sets with `older_than`, never enough alone.
 
     A claim that announced no interval (written by a version without heartbeats, or with them off)
@@ -119,4 +126,4 @@ def lock_is_dead(*, unchanged_for: float | None, interval: float | None, age: fl
         return False
     if interval is None:
         return True
-    return unchanged_for is not None and unchanged_for >= 2 * interval
+    return unchanged_for is not None and unchanged_for >= 2 * interval + STOP_MARGIN_SECONDS

@@ -258,7 +258,11 @@ def run_claimed(
     issue_file = scratch / f"{claimed.id}.json"
     keep_gated = False
     reason: str | None
-    heartbeat = Heartbeat(tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel)
+    timing = tracker.claim_timing(claimed.id)
+    heartbeat = Heartbeat(
+        tracker, claimed.id, request.agent, request.heartbeat_seconds, cancel,
+        origin=timing.sent if timing else None, took=timing.took if timing else 0.0,
+    )  # fmt: skip
     try:
         issue_file.write_text(json.dumps(claimed.raw, indent=2, ensure_ascii=False), encoding="utf-8")
         env = command_env(base_env, claimed, request.agent, result.attempt, issue_file)
@@ -278,6 +282,7 @@ def run_claimed(
             reason, keep_gated = _work(request, claimed, steps, setting, env, heartbeat.command_cancel, hooks, result)
         if heartbeat.lost is not None and cancel.signum is None:  # we stopped it: not a cancellation
             reason, keep_gated, result.cancelled_by = heartbeat.lost, False, None
+        result.warnings.extend(heartbeat.warnings)
     except Exception as exc:  # the dispatcher failed, not the command: never leave the claim stuck
         reason = f"dispatcher error: {type(exc).__name__}: {exc}"
     finally:

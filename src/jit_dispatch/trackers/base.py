@@ -60,6 +60,14 @@ Liveness = tuple[str | None, str | None]
 
 
 @dataclass(frozen=True)
+class ClaimTiming:
+    """Our claim on the runner's monotonic clock: the first "beat" the self-fence counts from."""
+
+    sent: float  # when the claim's write was sent (it landed later)
+    took: float  # how long it took to be confirmed
+
+
+@dataclass(frozen=True)
 class Settlement:
     """How a claim was settled, and what that changed besides."""
 
@@ -117,8 +125,12 @@ class Tracker(Protocol):
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
         """Earlier run records of the gate for the issue, oldest first (for `pass_context`)."""
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        """Refresh `dispatch.heartbeat_at` of our claim; False when it is no longer ours."""
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
+        """Show a sign of life of our claim; False when it is no longer ours. `interval`: the heartbeat
+        interval to announce from now on (lock refs); `deadline`: the monotonic time after which an
+        answer is useless (the runner has fenced itself), so no I/O may last beyond it."""
 
     def unpark(self, issue_id: str) -> bool:
         """Lift the parking (a person's decision); False when it was not parked."""
@@ -138,6 +150,10 @@ class Tracker(Protocol):
 
     def flush(self) -> None:
         """Write down what others left pending (remote mode: fold pending results into the branch)."""
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        """When our claim of the issue was sent and how long it took to land (the heartbeat's first
+        reference); None when the backend cannot tell (the heartbeat then starts with the command)."""
 
 
 class TrackerDefaults:
@@ -181,3 +197,6 @@ class TrackerDefaults:
 
     def flush(self) -> None:
         """Every write is complete when it returns."""
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return None

@@ -9,7 +9,7 @@ from typing import Any
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
 
 
 class MultiTracker(TrackerDefaults):
@@ -78,8 +78,13 @@ class MultiTracker(TrackerDefaults):
     def gate_history(self, issue_id: str, gate_key: str) -> list[dict[str, Any]]:
         return self._store(issue_id).gate_history(issue_id, gate_key)
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        return self._store(issue_id).heartbeat(issue_id, assignee)
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
+        return self._store(issue_id).heartbeat(issue_id, assignee, interval=interval, deadline=deadline)
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return self._store(issue_id).claim_timing(issue_id)
 
     def unpark(self, issue_id: str) -> bool:
         return self._store(issue_id).unpark(issue_id)

@@ -126,7 +126,9 @@ class RefLockedTracker(GitHubTracker):
         sha = self.refs.commit(replace(record.settled(RELEASE, "the claim never started"), started=False), seen)
         return sha if self.refs.move(number, sha) else None
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
         held = self._held.get(issue_id)
         if held is None:

@@ -23,7 +23,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 
@@ -393,7 +393,9 @@ class GitHubTracker:
             return [str(exc)]
         return []
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Record `beat` in our claim marker (an edit, not a new comment)."""
         held = self._held.get(issue_id)
         if held is None:
@@ -442,6 +444,10 @@ class GitHubTracker:
 
     def flush(self) -> None:
         """Every write is complete when it returns."""
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        """Not recorded yet: the heartbeat's fence counts from the command's start."""
+        return None
 
     def close(self) -> None:
         self.api.close()

@@ -433,7 +433,9 @@ class JitStore(TrackerDefaults):
                 runs.append(record)
         return sorted(runs, key=lambda r: str(r.get("started_at", "")))
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
             if current is None or not transitions.still_ours(current.raw, assignee):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -11,29 +12,12 @@ from pathlib import Path
 
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process import credentials
+from jit_dispatch.trackers.remote.refusals import classify
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 DEFAULT_TIMEOUT_SECONDS = 60.0
 # Summaries git prints after the line that says why: never the most telling one.
 _GENERIC = ("fatal: Could not read from remote repository", "error: failed to push some refs")
-
-
-# Refusals no retry can fix: credentials, permissions, protection, a wrong URL. Anything else a
-# remote says (a hook declining, a 5xx, a reset connection, a timeout) may pass on the next try.
-_PERMANENT_WORDS = (
-    "permission",
-    "denied",
-    "protected",
-    "forbidden",
-    "not allowed",
-    "unauthorized",
-    "authentication",
-    "403",
-    "repository not found",
-    "does not appear to be a git repository",
-    "could not read username",
-    "read-only",
-)
 
 
 class GitError(TrackerError):
@@ -42,19 +26,16 @@ class GitError(TrackerError):
         self.transient = transient  # worth another try within the push budget
 
 
-_PERMANENT = re.compile(r"\b(?:" + "|".join(re.escape(word) for word in _PERMANENT_WORDS) + r")\b")
-# Object ids and the uuids in our ref names are hex: "…a403f…" says nothing about permissions.
-_HEX_TOKEN = re.compile(r"\b[0-9a-f]{7,64}\b|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def refused(message: str, proc: subprocess.CompletedProcess[bytes]) -> GitError:
-    """A remote's refusal, classified: permanent when git or the server says why in those words."""
-    return GitError(message, transient=not is_permanent((proc.stdout + proc.stderr).decode("utf-8", errors="replace")))
+    """A remote's refusal, classified by its cause (`refusals.py`): permanent ones fail at once."""
+    refusal = classify((proc.stdout + proc.stderr).decode("utf-8", errors="replace"))
+    verdict = "permanent" if refusal.permanent else "transient"
+    return GitError(f"{message} ({refusal.cause}: {verdict})", transient=not refusal.permanent)
 
 
 def is_permanent(output: str) -> bool:
-    """Whether what git printed names a refusal no retry can fix (whole words, object ids left out)."""
-    return _PERMANENT.search(_HEX_TOKEN.sub(" ", output.lower())) is not None
+    """Whether what git printed names a refusal no retry can fix."""
+    return classify(output).permanent
 
 
 def redact(text: str) -> str:
@@ -70,10 +51,9 @@ class Git:
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
 
-    def _time_left(self) -> float:
-        if self.deadline is None:
-            return self.timeout
-        return min(self.timeout, self.deadline - time.monotonic())
+    def _time_left(self, deadline: float | None) -> float:
+        ends = [end for end in (self.deadline, deadline) if end is not None]
+        return min([self.timeout, *(end - time.monotonic() for end in ends)])
 
     def run(
         self,
@@ -81,27 +61,47 @@ class Git:
         stdin: bytes | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
+        deadline: float | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        timeout = self._time_left()
+        """`git -C repo ARGS`, finished by `deadline` (monotonic; also by `hurry`'s and the timeout):
+        past it, git and whatever it started (a transport, a receive-pack on a local remote) are killed."""
+        timeout = self._time_left(deadline)
         if timeout <= 0:
-            raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(self.repo), *args],
-                input=stdin,
-                capture_output=True,
-                env={**self.env, **credentials.git_env(), **(env or {})},
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s", transient=True) from None
-        if check and proc.returncode != 0:
-            raise GitError(f"git {args[0]} failed: {last_line(proc)}")
-        return proc
+            if self.deadline is not None and self.deadline <= time.monotonic():
+                raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
+            raise GitError(f"git {args[0]}: out of time", transient=True)
+        with subprocess.Popen(
+            ["git", "-C", str(self.repo), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**self.env, **credentials.git_env(), **(env or {})},
+            start_new_session=True,  # its own group: a timeout kills the transport it spawned too
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise GitError(f"git {args[0]} did not finish within {timeout:.1f}s", transient=True) from None
+            except BaseException:
+                _kill_group(proc)
+                raise
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        if check and done.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {last_line(done)}")
+        return done
 
     def out(self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         return self.run(*args, stdin=stdin, env=env).stdout.decode("utf-8", errors="replace").strip()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL git's process group and reap git; a grandchild holding the pipes is not waited for."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.wait()
 
 
 def last_line(proc: subprocess.CompletedProcess[bytes]) -> str:

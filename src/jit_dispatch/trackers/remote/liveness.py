@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from jit_dispatch.domain.issue import parse_timestamp
-from jit_dispatch.domain.staleness import Claim, lock_is_dead
+from jit_dispatch.domain.staleness import MAX_ANNOUNCED_INTERVAL, Claim, lock_is_dead
 from jit_dispatch.trackers.remote.git import GitError
 from jit_dispatch.trackers.remote.locks import LockInfo
 from jit_dispatch.trackers.remote.plumbing import Plumbing
 
-WATCH_LIMIT_SECONDS = 600.0  # a lock announcing beats rarer than every 5 minutes is not watched
+WATCH_LIMIT_SECONDS = 2 * MAX_ANNOUNCED_INTERVAL  # a lock announcing rarer beats is not watched
 MIN_INTERVAL_SECONDS = 1.0  # a lock announcing beats more often than this is watched as if it said 1 s
 
 

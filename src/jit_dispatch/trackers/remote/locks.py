@@ -55,8 +55,10 @@ class LockInfo:
     def new(cls, agent: str, run: str, attempt: int, heartbeat: float | None) -> LockInfo:
         return cls(agent, run, attempt, heartbeat or None, transitions.format_timestamp())
 
-    def next_beat(self) -> LockInfo:
-        return replace(self, beat=self.beat + 1, beat_at=transitions.format_timestamp())
+    def next_beat(self, interval: float | None = None) -> LockInfo:
+        """The next heartbeat's content, announcing `interval` from now on (None: the same as before)."""
+        heartbeat = interval or self.heartbeat
+        return replace(self, beat=self.beat + 1, beat_at=transitions.format_timestamp(), heartbeat=heartbeat)
 
     @property
     def last_sign_of_life(self) -> str | None:

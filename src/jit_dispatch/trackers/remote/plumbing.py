@@ -90,11 +90,11 @@ class Plumbing:
         """`refs/jit-dispatch/results/` beside the default lock prefix `refs/jit-dispatch/claims/`."""
         return self.settings.lock_prefix.rstrip("/").rpartition("/")[0] + "/results/"
 
-    def list_remote(self, locks: bool = True) -> Listing:
+    def list_remote(self, locks: bool = True, *, deadline: float | None = None) -> Listing:
         """One round trip: the branch tip, every claim lock and every pending result."""
         branch = f"refs/heads/{self.settings.branch}"
         patterns = [branch] + ([self.settings.lock_prefix + "*", self.results_prefix + "*"] if locks else [])
-        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False)
+        proc = self.git.run("ls-remote", self.settings.remote, *patterns, check=False, deadline=deadline)
         if proc.returncode != 0:
             raise refused(f"cannot reach remote '{self.remote_name}': {last_line(proc)}", proc)
         listing = Listing("")
@@ -257,7 +257,9 @@ class Plumbing:
         )  # fmt: skip
         return marks.read_text().split()[1]  # `:1 <sha>`
 
-    def push(self, *updates: tuple[str, str], leases: dict[str, str] | None = None) -> bool:
+    def push(
+        self, *updates: tuple[str, str], leases: dict[str, str] | None = None, deadline: float | None = None
+    ) -> bool:
         """Push `(sha, ref)` updates (sha "" deletes) in one atomic push, each ref in `leases` only if it
         is still at that value ("" = must not exist). True when the remote took all; False when a
         lease or a fast-forward check failed (another runner won a race); GitError otherwise,
@@ -266,7 +268,8 @@ class Plumbing:
         if len(updates) > 1:
             args.append("--atomic")
         args += [f"--force-with-lease={ref}:{sha}" for ref, sha in (leases or {}).items()]
-        proc = self.git.run(*args, self.settings.remote, *(f"{sha}:{ref}" for sha, ref in updates), check=False)
+        refspecs = (f"{sha}:{ref}" for sha, ref in updates)
+        proc = self.git.run(*args, self.settings.remote, *refspecs, check=False, deadline=deadline)
         if proc.returncode == 0:
             return True
         text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")

@@ -37,7 +37,7 @@ from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import SettlementPending, TrackerError
-from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
@@ -70,6 +70,7 @@ class RemoteJitTracker(TrackerDefaults):
         self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
+        self._timing: dict[str, ClaimTiming] = {}  # issue id → when our lock push was sent, how long it took
         self.lock_attempts = 0
         self.branch_attempts = 0
         self.commits: list[str] = []
@@ -107,6 +108,7 @@ class RemoteJitTracker(TrackerDefaults):
         seen = self._seen.get(issue_id)
         info = LockInfo.new(assignee, run, (seen.failed_attempts if seen else 0) + 1, self.settings.heartbeat_seconds)
         sha = self.plumbing.note_commit(info.message(issue_id))
+        sent = time.monotonic()  # the self-fence counts from here: the lock may land any moment now
         if not self._take_lock(issue_id, sha):
             # Lost a race: others are claiming right now. One listing shows which of our next
             # candidates they hold already; finding that out by pushing costs a push for each.
@@ -114,11 +116,12 @@ class RemoteJitTracker(TrackerDefaults):
             return None
         with self._lock_mutex:
             self._own[issue_id] = (sha, info)
+        self._timing[issue_id] = ClaimTiming(sent, time.monotonic() - sent)
         try:
             with self._busy:
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
-                listing = self._viewed(skip=issue_id)
+                listing = self._viewed(skip=issue_id, exact=True)
                 folded = self.store.read_issue(issue_id)
                 if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
                     return folded  # another runner's fold carried our claim already
@@ -166,27 +169,33 @@ class RemoteJitTracker(TrackerDefaults):
         with self._busy:
             return self.store.gate_history(issue_id, gate_key)
 
-    def heartbeat(self, issue_id: str, assignee: str) -> bool:
-        """Re-point our lock at a fresh commit (lease on its current value); False when it is not ours any more."""
+    def heartbeat(
+        self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
+    ) -> bool:
+        """Re-point our lock at a fresh commit announcing `interval` (lease on its current value), every
+        git call finished by `deadline`; False when the lock is not ours any more."""
         with self._lock_mutex:
             if issue_id not in self._own:
                 return False
             sha, info = self._own[issue_id]
-            beat = info.next_beat()
+            beat = info.next_beat(interval)
             new = self.plumbing.note_commit(beat.message(issue_id))
             ref = self._lock_ref(issue_id)
             try:
-                pushed = self.plumbing.push((new, ref), leases={ref: sha})
+                pushed = self.plumbing.push((new, ref), leases={ref: sha}, deadline=deadline)
             except GitError:
                 pushed = False
             if not pushed:
-                current = self.plumbing.list_remote().locks.get(issue_id)
+                current = self.plumbing.list_remote(deadline=deadline).locks.get(issue_id)
                 if current == sha:  # refused or failed, the lock still ours: not a verdict
                     raise GitError(f"heartbeat of {issue_id[:8]} did not land", transient=True)
                 pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
             return pushed
+
+    def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return self._timing.get(issue_id)
 
     def unpark(self, issue_id: str) -> bool:
         def change(listing: Listing) -> bool | None:
@@ -219,10 +228,18 @@ class RemoteJitTracker(TrackerDefaults):
         self.plumbing.close()
 
     # ------------------------------------------------------------------ the view
-    def _viewed(self, skip: str | None = None) -> Listing:
-        """List the remote and make the scratch store the view of it (callers commit or discard)."""
+    def _viewed(self, skip: str | None = None, *, exact: bool = False) -> Listing:
+        """List the remote and make the scratch store the view of it (callers commit or discard).
+
+        `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
+        reads `refs/heads/…` before `refs/jit-dispatch/…`, so a fold landing in between shows the old
+        tip with the folded results already gone, a finished issue looking ready. Read in the other
+        order, every result is either listed or on the tip (results only leave the remote by a fold
+        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
+            if exact:
+                listing.tip = self.plumbing.list_remote(locks=False).tip
             self.plumbing.prefetch(listing)
             try:
                 self._view(listing, skip)
