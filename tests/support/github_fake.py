@@ -14,6 +14,7 @@ with and without it.
 from __future__ import annotations
 
 import copy
+import email.utils
 import json
 import re
 import time
@@ -91,6 +92,7 @@ class FakeGitHub(GitDatabase):
     pinned: tuple[dict[int, Any], dict[int, Any], dict[str, str]] | None = None  # lists frozen by `pin`
     deleted: set[int] = field(default_factory=set)  # issues deleted: 410 Gone
     transferred: dict[int, dict[str, Any]] = field(default_factory=dict)  # number → the issue in its new repository
+    clock_offset: float = 0.0  # GitHub's clock minus this machine's: commit dates and the `Date` header
 
     # ------------------------------------------------------------------ building state
     def now(self) -> str:
@@ -225,6 +227,10 @@ class FakeGitHub(GitDatabase):
         self.transferred[number] = dict(raw, number=new_number, repository_url=base, url=f"{base}/issues/{new_number}")
         self.snap()
 
+    def date(self) -> str:
+        """GitHub's `Date` header: its clock, whole seconds."""
+        return email.utils.formatdate(time.time() + self.clock_offset, usegmt=True)
+
     # ------------------------------------------------------------------ inspecting
     def labels(self, number: int) -> list[str]:
         return [label["name"] for label in self.issues[number]["labels"]]
@@ -337,12 +343,14 @@ class FakeGitHub(GitDatabase):
                 hook[2]()
         body = json.loads(body_text) if body_text else None
         fault = fault or self.fault_for(method, path, token)
+        date = {"Date": self.date()}
         if fault is not None and fault.status:
             if fault.apply_first:
                 self._route(method, path, query, body)
                 self.snap()
-            return fault.status, {"Content-Type": "application/json", **fault.headers}, json.dumps(fault.body)
+            return fault.status, {"Content-Type": "application/json", **date, **fault.headers}, json.dumps(fault.body)
         status, payload, headers = self._route(method, path, query, body)
+        headers = {**date, **headers}
         if method != "GET" and status < 400:
             self.snap()
         if status == 204:

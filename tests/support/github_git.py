@@ -20,6 +20,7 @@ class GitDatabase:
     refs: dict[str, str]
     commits: dict[str, dict[str, Any]]
     trees: dict[str, Any]
+    clock_offset: float  # GitHub's clock minus this machine's
     contents_write: bool
     repo: str
 
@@ -50,7 +51,7 @@ class GitDatabase:
             return 201, {"sha": sha, "tree": body["tree"]}, {}
         if rest == "/git/commits" and method == "POST":
             sha = self._sha("commit", body["message"], *body.get("parents", []))
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # GitHub's clock dates commits
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.clock_offset))  # GitHub's clock
             self.commits[sha] = {
                 "sha": sha,
                 "message": body["message"],

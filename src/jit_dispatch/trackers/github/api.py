@@ -15,6 +15,7 @@ ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -116,6 +117,8 @@ class Api:
         self._throttle = THROTTLE if throttle is None else throttle
         self.budget = Budget(sleep=sleep)
         self._tries = RETRIES
+        self.skew = 0.0  # this machine's clock minus GitHub's (from the `Date` of the latest answer)
+        self._bounded = False  # each request's timeout is what is left before `budget.deadline`
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -136,9 +139,28 @@ class Api:
     def request(self, verb: str, path: str, *, absolute: bool = False, **kwargs: Any) -> Any:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
-        return self._requester.requestJsonAndCheck(verb, url, **kwargs)[1]
+        self._in_time()
+        sent = time.time()
+        headers, data = self._requester.requestJsonAndCheck(verb, url, **kwargs)
+        self._note_date(headers, sent)
+        return data
+
+    def _note_date(self, headers: Any, sent: float) -> None:
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            server = email.utils.parsedate_to_datetime(str(headers.get("date"))).timestamp()
+            self.skew = (sent + time.time()) / 2 - server - 0.5  # `Date` is whole seconds, cut down
+
+    def _in_time(self) -> None:
+        """Bounded (a heartbeat): no time left is a timeout now; else this request may take what is left."""
+        if not self._bounded or self.budget.deadline is None:
+            return
+        left = self.budget.deadline - time.monotonic()
+        if left <= 0:
+            raise requests.Timeout("no time left before the heartbeat's deadline")
+        self._connect(max(1, int(left)))  # PyGithub takes whole seconds: under a second left, one more
 
     def list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self._in_time()
         url = f"/repos/{self.repo}{path}"
         items = PaginatedList(_Raw, self._requester, url, {"per_page": 100, **(params or {})})  # type: ignore[type-var]
         return [dict(item) for item in items]
@@ -198,6 +220,22 @@ class Api:
             yield
         finally:
             self.budget.write_wait, self._tries = saved
+
+    def clone(self) -> Api:
+        """Another connection to the same repository (a heartbeat's own, so its deadline is its alone)."""
+        return Api(self.repo, self._token, self.url, throttle=False, sleep=self._sleep)
+
+    @contextlib.contextmanager
+    def until(self, deadline: float | None) -> Iterator[None]:
+        """Every request, connect and read, and every retry wait end by `deadline` (monotonic)."""
+        if deadline is None:
+            yield
+            return
+        self.budget.deadline, self._bounded = deadline, True
+        try:
+            yield
+        finally:
+            self.budget.deadline, self._bounded = None, False
 
     def hurry(self, seconds: float) -> None:
         """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""

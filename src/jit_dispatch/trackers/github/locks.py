@@ -51,6 +51,12 @@ class ClaimRefs:
             with self.api.doing(doing):
                 raise
 
+    def over(self, api: Api) -> ClaimRefs:
+        """The same locks through another connection (a heartbeat's), sharing the lock tree."""
+        refs = ClaimRefs(api, self.prefix)
+        refs._tree, refs._records, refs.kinds = self._tree, self._records, self.kinds
+        return refs
+
     def _path(self, number: int) -> str:
         return "/git/refs/" + ref_name(self.prefix, number)[len("refs/") :]
 

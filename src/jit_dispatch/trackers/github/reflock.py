@@ -78,8 +78,10 @@ class RefLockedTracker(GitHubTracker):
             record = LockRecord(CLAIM, number, nonce, assignee, run, rules.failed_attempts(markers) + 1)
             record = replace(record, heartbeat=self.heartbeat_seconds)
             sha = self.refs.commit(record)
+            sent = time.monotonic()
             if not self.refs.create(number, sha):
                 return None  # another runner holds it
+            took = time.monotonic() - sent
             labelled = False
             try:
                 found = self._dispatchable(number, filters)  # re-check after winning: closed, taken back, parked?
@@ -101,7 +103,9 @@ class RefLockedTracker(GitHubTracker):
             except FAILURES:
                 self._give_back(number, sha, record, labelled)
                 raise
-        self._held[issue_id] = _Held(nonce, posted, assignee, run, lock=sha, record=record)
+        self._held[issue_id] = _Held(
+            nonce, posted, assignee, run, lock=sha, record=record, claim_data=data, sent=sent, took=took
+        )
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
         return rules.to_issue(
             claimed, self.settings, [*markers, rules.Marker("claim", posted, data)], current.dependencies
@@ -129,21 +133,26 @@ class RefLockedTracker(GitHubTracker):
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
     ) -> bool:
-        """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
+        """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours), announcing
+        `interval`. Through the heartbeat's own connection, every request (connect, read, retries) ends by
+        `deadline`: past it the runner has fenced itself, and an answer would be useless."""
         held = self._held.get(issue_id)
         if held is None:
             return False
+        api = self._beat_api()
+        refs = self.refs.over(api)
         with held.mutex:
             if held.settling:
                 return False
             record = held.record.beaten()
-            with self.api.doing(f"heartbeat {issue_id}"):
-                sha = self.refs.commit(record, held.lock)
-                if not self.refs.move(self._number(issue_id), sha):
+            record = replace(record, heartbeat=interval) if interval else record
+            with api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+                sha = refs.commit(record, held.lock)
+                if not refs.move(self._number(issue_id), sha):
                     return False
             held.lock, held.record = sha, record
-        with contextlib.suppress(TrackerError):  # the claim comment's `beat` is for people (status)
-            super().heartbeat(issue_id, assignee)
+        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+            self._edit_claim(api, held, held.claim_data)  # the claim comment's `beat` is for people (status)
         return True
 
     # ------------------------------------------------------------------ settle
@@ -298,7 +307,7 @@ class RefLockedTracker(GitHubTracker):
                     snapshot.warnings.append(f"{unfinished}; {FINISHED_LATER}")
                 if record is None or record.kind != CLAIM:
                     continue
-                beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
+                beat = _on_our_clock(self.refs.dates.get(sha), self.api.skew)
                 if (index := claimed.get(rules.issue_id(number))) is not None:
                     snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
                     continue
@@ -326,6 +335,17 @@ class RefLockedTracker(GitHubTracker):
             with self.api.doing(f"watch the lock of #{number}"):
                 if self.refs.get(number) != sha:
                     return None
+
+
+def _on_our_clock(github_date: str | None, skew: float) -> str:
+    """GitHub's date of the lock's last move, moved onto this machine's clock by the skew measured from
+    GitHub's own `Date` header: a claim's age is then GitHub's clock minus GitHub's clock, whatever
+    this machine's clock says (a reaper a day fast no longer finds every claim a day old)."""
+    try:
+        moved = parse_timestamp(str(github_date)).timestamp() + skew
+    except ValueError:
+        return format_timestamp()
+    return format_timestamp(int(moved * 1_000_000_000))
 
 
 def _beaten(issue: Issue, beat: str) -> Issue:

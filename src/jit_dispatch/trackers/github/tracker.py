@@ -43,6 +43,9 @@ class _Held:
     lock: str = ""  # refs mode: the commit our lock ref points at
     record: Any = None  # refs mode: the LockRecord of that commit
     settling: bool = False  # no heartbeat may move the lock once the settle began
+    claim_data: dict[str, Any] = field(default_factory=dict)  # the claim marker's data (refs mode)
+    sent: float | None = None  # refs mode: when the lock's creation was sent (monotonic)
+    took: float = 0.0  # and how long it took to land
     mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
@@ -67,6 +70,7 @@ class GitHubTracker:
         self._deps_api = True  # False once the server says it has no issue dependencies
         self._identity = identity
         self._trusted: set[str] | None = None
+        self._beats: Api | None = None  # the heartbeat's own connection (its deadline is its alone)
         self._writers: dict[str, bool] = {}  # login (casefolded) → write access or more, per run
 
     def __repr__(self) -> str:  # never the token
@@ -396,21 +400,31 @@ class GitHubTracker:
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
     ) -> bool:
-        """Record `beat` in our claim marker (an edit, not a new comment)."""
+        """Record `beat` in our claim marker (an edit, not a new comment); every request ends by `deadline`."""
         held = self._held.get(issue_id)
         if held is None:
             return False
         number = self._number(issue_id)
-        with self.api.doing(f"heartbeat {issue_id}"):
-            claim = self._ours(issue_id, assignee, self._markers(number))
+        api = self._beat_api()
+        with api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+            known = self.trusted() | {login for login, writes in self._writers.items() if writes}
+            claim = self._ours(issue_id, assignee, rules.parse_markers(api.list(f"/issues/{number}/comments"), known))
             if claim is None:
                 return False
-            marker = rules.render_marker("claim", {**claim.data, "beat": format_timestamp()})
-            body = marker + "\n" + rules.claim_text(held.agent, held.run)
-            self.api.write(
-                lambda: self.api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body})
-            )
+            self._edit_claim(api, held, claim.data)
         return True
+
+    def _beat_api(self) -> Api:
+        if self._beats is None:
+            self._beats = self.api.clone()
+        return self._beats
+
+    @staticmethod
+    def _edit_claim(api: Api, held: _Held, data: dict[str, Any] | Any) -> None:
+        """The claim comment with this beat's time (what `status` shows people)."""
+        body = rules.render_marker("claim", {**data, "beat": format_timestamp()}) + "\n"
+        body += rules.claim_text(held.agent, held.run)
+        api.write(lambda: api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
 
     def unpark(self, issue_id: str) -> bool:
         """Remove `dispatch:parked`; a reset marker starts the attempt count over."""
@@ -446,11 +460,14 @@ class GitHubTracker:
         """Every write is complete when it returns."""
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
-        """Not recorded yet: the heartbeat's fence counts from the command's start."""
-        return None
+        """Refs mode: when the lock's creation was sent (the fence counts from it); comments: unknown."""
+        held = self._held.get(issue_id)
+        return ClaimTiming(held.sent, held.took) if held is not None and held.sent is not None else None
 
     def close(self) -> None:
         self.api.close()
+        if self._beats is not None:
+            self._beats.close()
 
     # ------------------------------------------------------------------ the result comment
     def _remember(self, issue_id: str, comment_id: int, marker: str, text: str) -> None:
