@@ -222,7 +222,7 @@ def test_bad_lock_options_fail_in_one_line_before_any_request(args: tuple[str, .
 
 
 def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
-    """docs/github-issues.md#rate-limits-and-failures: 23 requests for a run that claims, 5 for an idle one."""
+    """docs/github-issues.md#rate-limits-and-failures: 24 requests for a run that claims, 5 for an idle one."""
     from jit_dispatch.engine.dispatch import Request, dispatch_once
     from jit_dispatch.process.child import CancelToken
     from jit_dispatch.report.summary import summary_markdown
@@ -238,7 +238,7 @@ def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
     t = tracker()
     result = dispatch_once(t, Request(agent="agent:a", command="true", run_ref="r"), CancelToken(), Quiet())
     assert t.record_result(result, lambda r: summary_markdown(r, 3)) is None
-    assert result.outcome == "done" and len(fake.requests) == 23
+    assert result.outcome == "done" and len(fake.requests) == 24
     for number in (2, 3):
         fake.issues[number]["state"] = "closed"
     fake.requests.clear()

@@ -71,6 +71,8 @@ class RefLockedTracker(GitHubTracker):
         """Create the lock ref (the compare-and-set), re-read the issue, then label and comment."""
         number = self._number(issue_id)
         with self.api.doing(f"claim {issue_id}"):
+            if self.refs.get(number) is not None:  # taken since the listing: one read, not five (a stampede)
+                return None
             if self._dispatchable(number, filters) is None:
                 return None
             markers = self._markers(number)
