@@ -51,6 +51,7 @@ COMMAND = (
     'rmdir "$d"; [ $((RANDOM % 5)) -ne 0 ]'
 )
 MAX_ATTEMPTS = 3
+HANG = 9.0  # a hanging client's commits are held until this long after its lock (its fence falls at 3 s)
 WRITES = ("POST", "PATCH", "DELETE")
 
 
@@ -60,14 +61,14 @@ class HostileServer(FakeServer):
     def __init__(self, fake: FakeGitHub, rng: random.Random, failing: float) -> None:
         super().__init__(fake, latency=(0.01, 0.15))
         self.rng, self.failing, self.injected = rng, failing, Counter[str]()
-        self.hanging: set[str] = set()  # tokens whose commits hang once they created a lock
-        self.locked_by: set[str] = set()
+        self.hanging: set[str] = set()  # tokens whose commits hang for a while once they created a lock
+        self.locked_at: dict[str, float] = {}
 
     def serve(self, method: str, path: str, body: str | None, token: str) -> tuple[int, dict[str, str], str]:
         if method == "POST" and path.endswith("/git/refs"):
-            self.locked_by.add(token)
-        elif method == "POST" and path.endswith("/git/commits") and token in self.hanging & self.locked_by:
-            self.unstall.wait(30.0)  # its beats (and its settle) hang
+            self.locked_at.setdefault(token, time.monotonic())
+        elif method == "POST" and path.endswith("/git/commits") and token in self.hanging and token in self.locked_at:
+            self.unstall.wait(max(0.0, self.locked_at[token] + HANG - time.monotonic()))  # its beats hang
         with self.lock:
             roll = self.rng.random()
             if method in WRITES and roll < self.failing and "/git/trees" not in path:

@@ -158,6 +158,7 @@ def restore_left_behind(workdir: Path) -> list[str]:
 def hidden_git_credentials(workdir: Path | None, *, keep: bool = False) -> Iterator[None]:
     """The command runs without the workspace's persisted git credential (`keep`: with it, as before)."""
     where = workdir or Path.cwd()
+    restore_left_behind(where)  # a --workdir other than the directory the run started in
     entries = persisted(where)
     stash = _stash_path(where) if entries and not keep else None
     if stash is None or stash.exists():
