@@ -43,12 +43,17 @@ from jit_dispatch.trackers.github import rules  # noqa: E402
 UNPACED = (
     "import jit_dispatch.trackers.github.api as a; a.THROTTLE = False; from jit_dispatch.cli.main import main; main()"
 )
-# Fails one run in five (a release); prints the workspace's git config (the credential, base64).
+# Takes the issue's directory (one left by a SIGKILLed command, whose pid is dead, is taken over and
+# counted; one whose command lives is an overlap); prints the workspace's git config (the credential,
+# base64); runs 1-3 s; fails one run in five (a release).
 COMMAND = (
-    'd="$RUNS/running-$JIT_ISSUE_SHORT_ID"; mkdir "$d" 2>/dev/null || echo x >> "$RUNS/overlaps"; '
-    "trap 'rmdir \"$d\"; exit 143' TERM; "
-    'echo "$JIT_ISSUE_SHORT_ID" >> "$RUNS/runs"; git config --list; sleep 0.$((RANDOM % 9 + 1)) & wait; '
-    'rmdir "$d"; [ $((RANDOM % 5)) -ne 0 ]'
+    'd="$RUNS/running-$JIT_ISSUE_SHORT_ID"; '
+    'if ! mkdir "$d" 2>/dev/null; then p=$(cat "$d/pid" 2>/dev/null); '
+    'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo x >> "$RUNS/overlaps"; '
+    'else echo x >> "$RUNS/killed"; fi; fi; '
+    'echo $$ > "$d/pid"; trap \'rm -rf "$d"; exit 143\' TERM; '
+    'echo "$JIT_ISSUE_SHORT_ID" >> "$RUNS/runs"; git config --list; sleep $((RANDOM % 3 + 1)) & wait; '
+    'rm -rf "$d"; [ $((RANDOM % 5)) -ne 0 ]'
 )
 MAX_ATTEMPTS = 3
 HANG = 9.0  # a hanging client's commits are held until this long after its lock (its fence falls at 3 s)
@@ -120,7 +125,7 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
     started = time.monotonic()
     with HostileServer(fake, rng, failing) as server, tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        while sum(1 for _ in _lines(runs / "runs")) < claims and waves < 60:
+        while len(_lines(runs / "runs")) < claims and waves < 60 and _open(fake):
             waves += 1
             procs: list[subprocess.Popen[bytes]] = []
             for n in range(runners + 1):
@@ -144,7 +149,7 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
                 procs.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
             victims = rng.sample(procs[:-1], k=min(2, runners))
-            timers = [threading.Timer(rng.uniform(0.3, 6.0), _kill, (p,)) for p in victims]
+            timers = [threading.Timer(rng.uniform(0.5, 10.0), _kill, (p,)) for p in victims]
             for timer in timers:
                 timer.start()
             for proc in procs:
@@ -189,6 +194,7 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
             "wrongly parked": wrongly_parked,
             "waves": waves,
             "SIGKILLs": kills,
+            "commands SIGKILLed mid-run (their issue run again later)": len(_lines(runs / "killed")),
             "hanging clients": hangs,
             "faults injected": dict(server.injected),
             "closed": sum(1 for raw in fake.issues.values() if raw["state"] == "closed"),
@@ -197,6 +203,11 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
             "outcomes": dict(outcomes),
             "seconds": round(time.monotonic() - started),
         }
+
+
+def _open(fake: FakeGitHub) -> int:
+    """Issues still to do: open and not parked."""
+    return sum(1 for raw in fake.issues.values() if raw["state"] == "open" and "dispatch:parked" not in str(raw))
 
 
 def _lines(path: Path) -> list[str]:
@@ -212,7 +223,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runners", type=int, default=16)
-    parser.add_argument("--issues", type=int, default=100)
+    parser.add_argument("--issues", type=int, default=180)
     parser.add_argument("--claims", type=int, default=200, help="stop after this many commands ran")
     parser.add_argument("--lag", type=float, default=1.0)
     parser.add_argument("--failing", type=float, default=0.08, help="share of writes answered 502/504")

@@ -5,17 +5,22 @@ current) first. Against the stateful fake in-process; `FakeGitHub.pin` freezes t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import test_github_tracker
+from test_github_tracker import run_main
 
 from github_fake import BOT, REPO, FakeGitHub, serving, without_pacing
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.records import CLAIM, LockRecord, ref_name
 from jit_dispatch.trackers.github.reflock import RefLockedTracker
+from jit_dispatch.trackers.jit.store import JitStore
 
 ME = frozenset({BOT["login"]})
+actions_env = test_github_tracker.actions_env  # the fixture: an Actions step's environment
 REF = "/repos/octo-org/widgets/git/refs/jit-dispatch/claims/gh-1"
 
 
@@ -150,3 +155,21 @@ def test_an_issue_deleted_or_transferred_mid_run_has_its_lock_removed_once(fake:
     assert len(settled.warnings) == 1 and word in settled.warnings[0] and "finishes it" not in settled.warnings[0]
     later = tracker(fake, "later")
     assert later.repair() == [] and later.snapshot().warnings == []
+
+
+def test_reap_foreign_from_the_command_line(
+    actions_env: dict[str, Any], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` names the foreign ref and the fix; `reap --foreign` removes it; other trackers refuse the flag."""
+    with serving() as fake:
+        fake.add_issue(1)
+        fake.trees["f" * 40] = []
+        fake.refs["refs/jit-dispatch/claims/gh-1"] = "f" * 40
+        assert run_main("status", "--tracker", "github") == 0
+        assert "jit-dispatch reap --foreign" in capfd.readouterr().err
+        assert run_main("reap", "--tracker", "github", "--older-than", "1h", "--foreign") == 0
+        assert fake.refs == {} and "removed refs/jit-dispatch/claims/gh-1" in capfd.readouterr().err
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    JitStore.init(Path.cwd() / ".jit")
+    assert run_main("reap", "--older-than", "1h", "--foreign") == 2
+    assert "--foreign: only for --tracker github" in capfd.readouterr().err
