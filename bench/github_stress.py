@@ -51,7 +51,8 @@ COMMAND = (
     'if ! mkdir "$d" 2>/dev/null; then p=$(cat "$d/pid" 2>/dev/null); '
     'if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo x >> "$RUNS/overlaps"; '
     'else echo x >> "$RUNS/killed"; fi; fi; '
-    'echo $$ > "$d/pid"; trap \'rm -rf "$d"; exit 143\' TERM; '
+    'echo $$ > "$d/pid"; echo $$ > "$RUNS/pid-${JIT_AGENT_ID//[^A-Za-z0-9]/_}"; '
+    "trap 'rm -rf \"$d\"; exit 143' TERM; "
     'echo "$JIT_ISSUE_SHORT_ID" >> "$RUNS/runs"; git config --list; sleep $((RANDOM % 3 + 1)) & wait; '
     'rm -rf "$d"; [ $((RANDOM % 5)) -ne 0 ]'
 )
@@ -148,8 +149,10 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
                 argv = [sys.executable, "-c", UNPACED, *args]
                 procs.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
-            victims = rng.sample(procs[:-1], k=min(2, runners))
-            timers = [threading.Timer(rng.uniform(0.5, 10.0), _kill, (p,)) for p in victims]
+            for stale in runs.glob("pid-*"):
+                stale.unlink()
+            victims = rng.sample(range(runners), k=min(2, runners))
+            timers = [threading.Timer(rng.uniform(0.5, 10.0), _kill, (procs[n], runs, n)) for n in victims]
             for timer in timers:
                 timer.start()
             for proc in procs:
@@ -214,10 +217,14 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """The runner and its command, as a VM that dies takes both."""
+def _kill(proc: subprocess.Popen[bytes], runs: Path | None = None, n: int = 0) -> None:
+    """The runner and its command (a session of its own), as a VM that dies takes both."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    pid_file = runs / f"pid-agent_r{n}" if runs is not None else None
+    if pid_file is not None and pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def main() -> None:
