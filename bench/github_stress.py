@@ -57,7 +57,7 @@ COMMAND = (
     'rm -rf "$d"; [ $((RANDOM % 5)) -ne 0 ]'
 )
 MAX_ATTEMPTS = 3
-HANG = 9.0  # a hanging client's commits are held until this long after its lock (its fence falls at 3 s)
+HANG = 9.0  # a hanging client's commits are held this long after its lock (its fence falls at 1.5 intervals)
 WRITES = ("POST", "PATCH", "DELETE")
 
 
@@ -115,7 +115,9 @@ def leaked(text: str, token: str) -> bool:
     return False
 
 
-def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failing: float) -> dict[str, Any]:
+def stress(
+    runners: int, issues: int, claims: int, lag: float, seed: int, failing: float, heartbeat: float = 2.0
+) -> dict[str, Any]:
     rng = random.Random(seed)
     fake = FakeGitHub(page_size=100, lag=lag)
     for number in range(1, issues + 1):
@@ -140,8 +142,8 @@ def stress(runners: int, issues: int, claims: int, lag: float, seed: int, failin
                     args = ["reap", "--older-than", "1s", "--max-attempts", str(MAX_ATTEMPTS)]
                 else:
                     env |= {"JIT_DISPATCH_SPREAD_INDEX": str(n), "JIT_DISPATCH_SPREAD_TOTAL": str(runners)}
-                    args = ["once", "--agent", f"r{n}", "--command", COMMAND, "--heartbeat", "2s", "--json"]
-                    args += ["--max-attempts", str(MAX_ATTEMPTS), "--no-fail-on-command-failure"]
+                    args = ["once", "--agent", f"r{n}", "--command", COMMAND, "--heartbeat", f"{heartbeat:g}s"]
+                    args += ["--json", "--max-attempts", str(MAX_ATTEMPTS), "--no-fail-on-command-failure"]
                     if rng.random() < 0.1:  # a client whose beats hang from its claim on
                         hangs += 1
                         server.hanging.add(token)
@@ -235,9 +237,10 @@ def main() -> None:
     parser.add_argument("--lag", type=float, default=1.0)
     parser.add_argument("--failing", type=float, default=0.08, help="share of writes answered 502/504")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds; the fence falls at 1.5x")
     args = parser.parse_args()
     print(f"{args.runners} runners a wave, {args.issues} issues, lists lag {args.lag}s, {args.failing:.0%} writes fail")
-    print(stress(args.runners, args.issues, args.claims, args.lag, args.seed, args.failing))
+    print(stress(args.runners, args.issues, args.claims, args.lag, args.seed, args.failing, args.heartbeat))
 
 
 if __name__ == "__main__":
