@@ -25,6 +25,7 @@ from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.engine.dispatch import Request, Result, claim_first, plan_for, run_claimed
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.status import queue_figures
 from jit_dispatch.trackers.base import Tracker
@@ -249,7 +250,8 @@ class Pool:
                 self.results.append(result)
             self.wake("settle")
         self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
-                  duration_seconds=result.duration_seconds, reason=result.reason)  # fmt: skip
+                  duration_seconds=result.duration_seconds,
+                  reason=result.reason and credentials.scrub(result.reason))  # fmt: skip
 
     def _status_line(self) -> None:
         now = time.monotonic()
