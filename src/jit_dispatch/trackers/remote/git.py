@@ -44,12 +44,14 @@ def redact(text: str) -> str:
 
 
 class Git:
-    def __init__(self, repo: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, repo: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, bare: bool = False) -> None:
+        """`repo`: a working tree (`git -C repo`), or with `bare` a git directory (`git --git-dir repo`)."""
         self.repo = repo
         self.timeout = timeout
         self.deadline: float | None = None  # monotonic time after which every call fails fast
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        self._where = ("--git-dir", str(repo)) if bare else ("-C", str(repo))
 
     def _time_left(self, deadline: float | None) -> float:
         ends = [end for end in (self.deadline, deadline) if end is not None]
@@ -71,7 +73,7 @@ class Git:
                 raise GitError(f"git {args[0]}: out of time (the run was cancelled)")
             raise GitError(f"git {args[0]}: out of time", transient=True)
         with subprocess.Popen(
-            ["git", "-C", str(self.repo), *args],
+            ["git", *self._where, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
