@@ -1,6 +1,6 @@
 """The GitHub tracker fenced by the clock (issue 22, item 1): every request of a heartbeat ends by the
-deadline the watchdog gives it, a runner whose beats hang stops its command before a reaper can hand
-the issue to another runner, and a reaper judges age by GitHub's clock against GitHub's clock.
+deadline the watchdog gives it, and a runner whose beats hang stops its command before a reaper can
+hand the issue to another runner.
 The fake on a loopback server, so requests can really hang."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from test_github_processes import finish, once, overlaps, runs, start
 from github_fake import BOT, REPO, FakeGitHub
 from github_server import FakeServer
 from jit_dispatch.domain.selection import Filters
-from jit_dispatch.domain.staleness import stale_claims
-from jit_dispatch.domain.values import State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.github import api as github_api
 from jit_dispatch.trackers.github import rules
@@ -64,17 +61,6 @@ def test_every_request_of_a_heartbeat_ends_by_its_deadline(server: FakeServer, m
         t.heartbeat("#1", "agent:a", interval=2.0, deadline=started + 1.5)
     assert time.monotonic() - started < 1.5 + 3.0  # the deadline, plus scheduling on a loaded machine
     t.close()
-
-
-def test_a_reaper_a_day_fast_does_not_find_a_fresh_claim_old(server: FakeServer) -> None:
-    """The finding: a reaper whose clock is a day fast ignored --older-than 3h (it compared its clock
-    with GitHub's commit dates). Here GitHub's clock is a day behind this machine's."""
-    server.fake.clock_offset = -86_400.0
-    server.fake.add_issue(1)
-    assert tracker(server, "runner", heartbeat=300).claim("#1", "agent:a", "r", Filters()) is not None
-    snapshot = tracker(server, "reaper").snapshot(full_states=(State.IN_PROGRESS,))
-    claims = stale_claims(snapshot.issues, datetime.now(UTC), 60.0, None)
-    assert [i.id for i in snapshot.issues if i.state == State.IN_PROGRESS] == ["#1"] and claims == []
 
 
 def test_a_runner_whose_beats_hang_stops_its_command_before_anyone_else_runs_the_issue(

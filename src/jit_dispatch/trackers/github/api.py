@@ -15,7 +15,6 @@ ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,7 +116,6 @@ class Api:
         self._throttle = THROTTLE if throttle is None else throttle
         self.budget = Budget(sleep=sleep)
         self._tries = RETRIES
-        self.skew = 0.0  # this machine's clock minus GitHub's (from the `Date` of the latest answer)
         self._bounded = False  # each request's timeout is what is left before `budget.deadline`
         self._connect(TIMEOUT)
 
@@ -140,15 +138,7 @@ class Api:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
         self._in_time()
-        sent = time.time()
-        headers, data = self._requester.requestJsonAndCheck(verb, url, **kwargs)
-        self._note_date(headers, sent)
-        return data
-
-    def _note_date(self, headers: Any, sent: float) -> None:
-        with contextlib.suppress(TypeError, ValueError, AttributeError):
-            server = email.utils.parsedate_to_datetime(str(headers.get("date"))).timestamp()
-            self.skew = (sent + time.time()) / 2 - server - 0.5  # `Date` is whole seconds, cut down
+        return self._requester.requestJsonAndCheck(verb, url, **kwargs)[1]
 
     def _in_time(self) -> None:
         """Bounded (a heartbeat): no time left is a timeout now; else this request may take what is left."""

@@ -309,7 +309,7 @@ class RefLockedTracker(GitHubTracker):
                     snapshot.warnings.append(f"{unfinished}; {FINISHED_LATER}")
                 if record is None or record.kind != CLAIM:
                     continue
-                beat = _on_our_clock(self.refs.dates.get(sha), self.api.skew)
+                beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
                 if (index := claimed.get(rules.issue_id(number))) is not None:
                     snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
                     continue
@@ -337,17 +337,6 @@ class RefLockedTracker(GitHubTracker):
             with self.api.doing(f"watch the lock of #{number}"):
                 if self.refs.get(number) != sha:
                     return None
-
-
-def _on_our_clock(github_date: str | None, skew: float) -> str:
-    """GitHub's date of the lock's last move, moved onto this machine's clock by the skew measured from
-    GitHub's own `Date` header: a claim's age is then GitHub's clock minus GitHub's clock, whatever
-    this machine's clock says (a reaper a day fast no longer finds every claim a day old)."""
-    try:
-        moved = parse_timestamp(str(github_date)).timestamp() + skew
-    except ValueError:
-        return format_timestamp()
-    return format_timestamp(int(moved * 1_000_000_000))
 
 
 def _beaten(issue: Issue, beat: str) -> Issue:
