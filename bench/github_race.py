@@ -3,11 +3,15 @@
 
     .venv/bin/python bench/github_race.py                       # refs and comments, 16 runners, 12 issues
     .venv/bin/python bench/github_race.py --runners 8 --issues 6 --lag 1 --modes refs
+    .venv/bin/python bench/github_race.py --runners 50 --issues 500 --waves 1 --modes refs --spread both
 
 Lists (issues, comments, refs) lag `--lag` seconds for every reader but a comment's writer;
 each request waits 10-200 ms. Waves of `--runners` processes start together until every issue is
 closed (or `--waves` ran). Each command takes a per-issue directory for 0.5 s: a second runner
-inside it is an overlap. Counts are correctness figures, not timings.
+inside it is an overlap. Counts are correctness figures, not timings; the request cost is counted
+per claim (every request the fake received, and the lock commits among them), with and without
+`--spread-index`/`--spread-total` (what the Action passes from the matrix, Kubernetes from
+`JOB_COMPLETION_INDEX`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from github_fake import BOT, REPO, FakeGitHub  # noqa: E402
@@ -37,12 +41,13 @@ COMMAND = (
 )
 
 
-def trial(mode: str, runners: int, issues: int, lag: float, waves: int) -> dict[str, object]:
+def trial(mode: str, runners: int, issues: int, lag: float, waves: int, spread: bool = False) -> dict[str, object]:
     fake = FakeGitHub(page_size=100, lag=lag)
     for number in range(1, issues + 1):
         fake.add_issue(number)
     with FakeServer(fake, latency=(0.01, 0.2)) as server, tempfile.TemporaryDirectory() as tmp:
         runs, outcomes, started = Path(tmp), Counter[str](), time.monotonic()
+        errors: list[str] = []
         for wave in range(waves):
             procs = []
             for n in range(runners):
@@ -51,24 +56,38 @@ def trial(mode: str, runners: int, issues: int, lag: float, waves: int) -> dict[
                 env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "JIT_"))}
                 env |= {"GITHUB_TOKEN": token, "GITHUB_REPOSITORY": REPO, "RUNS": tmp}
                 env |= {"JIT_DISPATCH_GITHUB_API_URL": server.url, "JIT_DISPATCH_GITHUB_LOCK": mode}
+                if spread:
+                    env |= {"JIT_DISPATCH_SPREAD_INDEX": str(n), "JIT_DISPATCH_SPREAD_TOTAL": str(runners)}
                 argv = [sys.executable, "-c", UNPACED, "once", "--tracker", "github", "--agent", f"r{n}"]
                 argv += ["--command", COMMAND, "--json", "--no-fail-on-command-failure"]
-                procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+                procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
             for proc in procs:
-                out = proc.communicate(timeout=300)[0].decode()
-                outcomes[out.split('"outcome": "', 1)[1].split('"', 1)[0] if '"outcome": "' in out else "error"] += 1
+                out, err = (text.decode() for text in proc.communicate(timeout=300))
+                outcome = out.split('"outcome": "', 1)[1].split('"', 1)[0] if '"outcome": "' in out else "error"
+                outcomes[outcome] += 1
+                if outcome == "error" and len(errors) < 3:
+                    errors.append((err.strip().splitlines() or [""])[-1][:200])
             if all(fake.issues[n]["state"] == "closed" for n in fake.issues):
                 break
         ran = Counter((runs / "runs").read_text().split()) if (runs / "runs").exists() else Counter()
         overlaps = len((runs / "overlaps").read_text().split()) if (runs / "overlaps").exists() else 0
+        claims = max(1, sum(ran.values()))
+        per_runner = sorted(Counter(token for _, _, token in server.arrived).values())
+        commits = sum(1 for method, path, _ in server.arrived if method == "POST" and path.endswith("/git/commits"))
         return {
             "mode": mode,
+            "spread": spread,
+            "requests": len(server.arrived),
+            "requests per claim": round(len(server.arrived) / claims, 1),
+            "lock commits per claim": round(commits / claims, 1),
+            "median requests per runner": per_runner[len(per_runner) // 2] if per_runner else 0,
             "runs": sum(ran.values()),
             "issues run more than once": sum(1 for c in ran.values() if c > 1),
             "overlaps": overlaps,
             "closed": sum(1 for raw in fake.issues.values() if raw["state"] == "closed"),
             "locks left": len(fake.refs),
             "outcomes": dict(outcomes),
+            "errors": errors,
             "seconds": round(time.monotonic() - started, 1),
         }
 
@@ -80,10 +99,13 @@ def main() -> None:
     parser.add_argument("--lag", type=float, default=2.0)
     parser.add_argument("--waves", type=int, default=4)
     parser.add_argument("--modes", default="refs,comments")
+    parser.add_argument("--spread", choices=("off", "on", "both"), default="off", help="runner i of n: --spread-index")
     args = parser.parse_args()
     print(f"{args.runners} runners a wave, {args.issues} issues, lists lag {args.lag}s, latency 10-200 ms")
+    spreads = {"off": [False], "on": [True], "both": [False, True]}[args.spread]
     for mode in args.modes.split(","):
-        print(trial(mode, args.runners, args.issues, args.lag, args.waves))
+        for spread in spreads:
+            print(trial(mode, args.runners, args.issues, args.lag, args.waves, spread))
 
 
 if __name__ == "__main__":

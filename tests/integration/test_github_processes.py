@@ -235,11 +235,12 @@ def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServe
     dead.send_signal(signal.SIGKILL)  # the dispatcher dies; its command lives on, unwatched
     dead.wait()
     os.kill(int((tmp_path / "dead.pid").read_text()), signal.SIGKILL)
+    time.sleep(1.5)  # its last beat now looks older than --older-than 1s (ages are GitHub's clock on both sides)
     started = time.monotonic()
     ahead = ("faketime", "-m", "-f", "+1d") if shutil.which("faketime") else ()  # the reaper's clock a day ahead
     code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1h" if ahead else "1s", clock=ahead))
     assert code == 0, err
-    assert time.monotonic() - started >= 2.0  # it watched for two heartbeat intervals
+    assert time.monotonic() - started >= 2.0, out + err  # it watched for two heartbeat intervals
     assert "#1  released" in out and "#2" not in out.replace("#2  skipped", "")
     assert fake.labels(1) == ["dispatch"] and "refs/jit-dispatch/claims/gh-1" not in fake.refs
     code, _, err = finish(live)

@@ -22,9 +22,11 @@ import pytest
 from github_fake import REPO, FakeGitHub, serving, user, without_pacing
 from helpers import PROJECT_ROOT, clean_env, parse_outputs
 from jit_dispatch.cli.main import main
+from jit_dispatch.domain.secrets import Scrubber
 from jit_dispatch.domain.selection import Filters, plan
 from jit_dispatch.engine.dispatch import Request, dispatch_once
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.report.summary import summary_markdown
 from jit_dispatch.trackers.github import api as github_api
@@ -356,7 +358,7 @@ def test_a_long_rate_limit_fails_fast_with_a_clear_error(fake: FakeGitHub) -> No
     message = "You have exceeded a secondary rate limit."
     fake.fail("GET", r"/repos/octo-org/widgets/issues", 403, message, {"Retry-After": "60"})
     started = time.monotonic()
-    with pytest.raises(TrackerError, match=r"rate limited by GitHub \(403.*wait 60s"):
+    with pytest.raises(TrackerError, match=r"secondary rate limit \(403.*wait 60s"):
         tracker().snapshot()
     assert time.monotonic() - started < 5
     assert fake.count("GET", r"/repos/octo-org/widgets/issues") == 1
@@ -407,6 +409,7 @@ def test_markers_count_from_our_own_identity_people_with_write_access_and_truste
     result = dispatch(tracker(), "exit 0")
     assert result.outcome == "done" and result.attempt == 1
     fake.add_issue(2)
+    fake.permissions["maintainer"] = "maintain"
     fake.add_comment(
         2, rules.render_marker("release", {"nonce": "p", "reason": "by hand"}), user("maintainer"), "MEMBER"
     )
@@ -415,6 +418,21 @@ def test_markers_count_from_our_own_identity_people_with_write_access_and_truste
     fake.add_issue(3)
     fake.add_comment(3, rules.render_marker("release", {"nonce": "o", "reason": "app"}), other, "NONE")
     assert dispatch(tracker(trusted_actors=("Other-App[bot]",)), "exit 0").attempt == 2
+
+
+def test_an_organization_member_without_write_access_cannot_park_an_issue(fake: FakeGitHub) -> None:
+    """The finding: `author_association: MEMBER` was taken as write access; three forged release markers
+    from a member with read permission parked an issue a failure early."""
+    fake.add_issue(1)
+    member = user("member-only", uid=55)
+    for n in range(3):
+        fake.add_comment(1, rules.render_marker("release", {"nonce": f"m{n}", "reason": "forged"}), member, "MEMBER")
+    fake.permissions["member-only"] = "triage"
+    t = tracker()
+    result = dispatch(t, "exit 1")
+    assert result.outcome == "released" and result.attempt == 1 and "dispatch:parked" not in fake.labels(1)
+    asked = fake.count("GET", r"/repos/octo-org/widgets/collaborators/member-only/permission")
+    assert asked == 1  # asked once for the whole run, however many times the comments were read
 
 
 def test_retry_sleeps_never_outlast_the_deadline() -> None:
@@ -448,6 +466,7 @@ def actions_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pa
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     monkeypatch.setenv("RUNNER_TEMP", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(credentials, "_scrubber", Scrubber())  # what a fresh process knows
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield files
     for signum, handler in saved.items():
@@ -495,7 +514,7 @@ def test_a_command_echoing_the_token_does_not_put_it_in_the_summary_or_comment(
     code = run_main("once", "--tracker", "github", "--agent", "ci", "--command", command, "--pass-token")
     out, err = capfd.readouterr()
     assert code == 1
-    assert "leak: " + TOKEN in out  # the live log: hidden by the runner, which `::add-mask::` told
+    assert "leak: ***" in out  # the live log: cut here, and hidden by the runner, which `::add-mask::` told
     assert f"::add-mask::{TOKEN}" in err
     for text in (actions_env["summary"].read_text(), actions_env["output"].read_text(), *fake.bodies(1)):
         assert TOKEN not in text
@@ -659,3 +678,16 @@ def test_a_comment_settle_left_half_done_is_finished_by_repair(fake: FakeGitHub)
     assert tracker().repair() == ["finished the done settle of #1 left half-done"]
     assert fake.issues[1]["state"] == "closed" and "dispatch:claimed" not in fake.labels(1)
     assert [m.kind for m in markers(fake, 1)] == ["claim", "done"] and tracker().repair() == []
+
+
+def test_result_comments_neutralise_issue_references_as_they_do_mentions(fake: FakeGitHub) -> None:
+    """The finding: titles with `#1` or `owner/repo#7` created cross-references from the result comment."""
+    fake.add_issue(3, "Fixes #1 and octo-org/other#7, ping @team")
+    t = tracker()
+    result = dispatch(t, "echo see '#2' in the log; exit 1")
+    assert t.record_result(result, render) is None
+    body = fake.bodies(3)[-1]
+    prose = re.sub(r"(`+)[^`]*?\1", "", re.sub(r"```.*?```", "", body, flags=re.S))  # code cannot link
+    prose = prose.split("\n", 1)[1]  # past the hidden marker line
+    assert not re.search(r"(?<![&\w])#\d", prose) and "octo-org/other#7" not in prose and "@team" not in prose
+    assert "&#x23;1" in body and "see '#2' in the log" in body  # shown, inert; the output tail stays verbatim

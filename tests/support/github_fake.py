@@ -15,6 +15,7 @@ with and without it.
 from __future__ import annotations
 
 import copy
+import email.utils
 import json
 import re
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import requests
 import responses
 
 from github_git import GitDatabase
@@ -79,14 +81,20 @@ class FakeGitHub(GitDatabase, PullsDatabase):
     base: str = API  # where `Link` headers point
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trees: dict[str, Any] = field(default_factory=dict)
     contents_write: bool = True
     user_endpoint: bool = True  # False: an installation token (GET /user is 403)
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)  # token → who it comments as
+    permissions: dict[str, str] = field(default_factory=dict)  # login → admin | maintain | write | triage | read
     lag: float = 0.0
     log: list[tuple[float, dict[int, Any], dict[int, Any], dict[str, str]]] = field(default_factory=list)
     written_by: dict[int, str] = field(default_factory=dict)  # comment id → token
     deleted_by: dict[int, str] = field(default_factory=dict)
     reader: str = ""  # the token of the request being handled
+    pinned: tuple[dict[int, Any], dict[int, Any], dict[str, str]] | None = None  # lists frozen by `pin`
+    deleted: set[int] = field(default_factory=set)  # issues deleted: 410 Gone
+    transferred: dict[int, dict[str, Any]] = field(default_factory=dict)  # number → the issue in its new repository
+    clock_offset: float = 0.0  # GitHub's clock minus this machine's: commit dates and the `Date` header
 
     # ------------------------------------------------------------------ building state
     def now(self) -> str:
@@ -201,6 +209,31 @@ class FakeGitHub(GitDatabase, PullsDatabase):
         self.snap()
         return comment
 
+    def permission_payload(self, login: str) -> dict[str, Any]:
+        """GitHub's answer: `permission` is the legacy admin|write|read|none (maintain reads as write,
+        triage as read), `role_name` the role itself; anyone else reads `read` (public) or `none`."""
+        role = self.permissions.get(login) or self.collaborators.get(login.casefold())
+        role = role or ("read" if self.public else "none")
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return {"permission": legacy, "role_name": role, "user": user(login)}
+
+    def delete_issue(self, number: int) -> None:
+        """A person deleted it: gone from lists; the issue and its parts answer 410 Gone."""
+        self.deleted.add(number)
+        self.issues.pop(number)
+        self.snap()
+
+    def transfer_issue(self, number: int, to_repo: str = "octo-org/elsewhere", new_number: int = 9) -> None:
+        """Moved to another repository: gone from lists; its URLs answer 301 to the new location."""
+        raw = self.issues.pop(number)
+        base = f"{API}/repos/{to_repo}"
+        self.transferred[number] = dict(raw, number=new_number, repository_url=base, url=f"{base}/issues/{new_number}")
+        self.snap()
+
+    def date(self) -> str:
+        """GitHub's `Date` header: its clock, whole seconds."""
+        return email.utils.formatdate(time.time() + self.clock_offset, usegmt=True)
+
     # ------------------------------------------------------------------ inspecting
     def labels(self, number: int) -> list[str]:
         return [label["name"] for label in self.issues[number]["labels"]]
@@ -229,7 +262,8 @@ class FakeGitHub(GitDatabase, PullsDatabase):
         self.faults.append(fault)
 
     def stall(self, method: str, pattern: str, seconds: float, token: str | None = None) -> None:
-        """The next matching request waits `seconds` before GitHub handles it (loopback server only)."""
+        """The next matching request waits `seconds` before GitHub handles it (loopback server); in-process,
+        the client's read timeout fires (`requests.ReadTimeout`) and GitHub never sees it."""
         self.fail(method, pattern, 0, "", token=token, delay=seconds)
 
     # ------------------------------------------------------------------ lagging lists
@@ -243,8 +277,15 @@ class FakeGitHub(GitDatabase, PullsDatabase):
             while len(self.log) > 2 and self.log[1][0] < cut:
                 self.log.pop(0)
 
+    def pin(self) -> None:
+        """From now on list endpoints show the state as it is now (a reader still sees its own comments):
+        a lag as long as a test needs, without waiting for it."""
+        self.pinned = (copy.deepcopy(self.issues), copy.deepcopy(self.comments), dict(self.refs))
+
     def _seen(self) -> tuple[dict[int, Any], dict[int, Any], dict[str, str]]:
         """The state a list endpoint shows now: `lag` seconds old (the oldest known when younger)."""
+        if self.pinned is not None:
+            return self.pinned
         if self.lag <= 0 or not self.log:
             return self.issues, self.comments, self.refs
         cut = time.monotonic() - self.lag
@@ -276,7 +317,12 @@ class FakeGitHub(GitDatabase, PullsDatabase):
     def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
         token = str(request.headers.get("Authorization", "")).split(" ")[-1]
         body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        return self.handle(request.method, request.url, body, token)
+        path = urllib.parse.urlsplit(request.url).path
+        fault = self.fault_for(request.method, path, token)
+        if fault is not None and fault.delay and not fault.status:  # in-process, a stall outlasts any read timeout
+            self.requests.append((request.method, path))
+            raise requests.exceptions.ReadTimeout(f"the fake stalled {request.method} {path}")
+        return self.handle(request.method, request.url, body, token, fault)
 
     def fault_for(self, method: str, path: str, token: str) -> Fault | None:
         for fault in self.faults:
@@ -295,17 +341,19 @@ class FakeGitHub(GitDatabase, PullsDatabase):
         self.reader = token
         self.requests.append((method, path))
         for hook in list(self.hooks):
-            if hook[0] == method and hook[1].fullmatch(path):
+            if hook in self.hooks and hook[0] == method and hook[1].fullmatch(path):  # a nested request took it
                 self.hooks.remove(hook)
                 hook[2]()
         body = json.loads(body_text) if body_text else None
         fault = fault or self.fault_for(method, path, token)
+        date = {"Date": self.date()}
         if fault is not None and fault.status:
             if fault.apply_first:
                 self._route(method, path, query, body)
                 self.snap()
-            return fault.status, {"Content-Type": "application/json", **fault.headers}, json.dumps(fault.body)
+            return fault.status, {"Content-Type": "application/json", **date, **fault.headers}, json.dumps(fault.body)
         status, payload, headers = self._route(method, path, query, body)
+        headers = {**date, **headers}
         if method != "GET" and status < 400:
             self.snap()
         if status == 204:
@@ -340,12 +388,21 @@ class FakeGitHub(GitDatabase, PullsDatabase):
             if not self.user_endpoint:
                 return 403, {"message": "Resource not accessible by integration"}, {}
             return 200, self.actors.get(self.reader, self.actor), {}
+        if (m := re.fullmatch(r"/repositories/999/issues/(\d+)", path)) and int(m.group(1)) in self.transferred:
+            return (200, self.transferred[int(m.group(1))], {}) if method == "GET" else not_found  # not our repository
         if not path.startswith(prefix):
             return not_found
         rest = path[len(prefix) :]
         if rest == "" and method == "GET":
             permissions = {"admin": False, "maintain": False, "push": self.contents_write, "triage": True, "pull": True}
             return 200, {"full_name": self.repo, "permissions": permissions}, {}
+        if (m := re.match(r"/issues/(\d+)(/.*)?$", rest)) and int(m.group(1)) in self.deleted:
+            return 410, {"message": "This issue was deleted", "documentation_url": "https://docs.github.com/rest"}, {}
+        if (m := re.match(r"/issues/(\d+)(/.*)?$", rest)) and int(m.group(1)) in self.transferred:
+            where = f"/repositories/999/issues/{m.group(1)}{m.group(2) or ''}"
+            return 301, {"message": "Moved Permanently", "url": where}, {"Location": f"{self.base}{where}"}
+        if m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest):
+            return 200, self.permission_payload(urllib.parse.unquote(m.group(1))), {}
         if m := re.fullmatch(r"/git/matching-refs/(.+)", rest):
             _, _, refs = self._seen()
             wanted = "refs/" + m.group(1)

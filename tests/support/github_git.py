@@ -19,6 +19,8 @@ class GitDatabase:
 
     refs: dict[str, str]
     commits: dict[str, dict[str, Any]]
+    trees: dict[str, Any]
+    clock_offset: float  # GitHub's clock minus this machine's
     contents_write: bool
     repo: str
 
@@ -44,10 +46,12 @@ class GitDatabase:
         if method != "GET" and rest.startswith("/git/") and not self.contents_write:
             return forbidden
         if rest == "/git/trees" and method == "POST":
-            return 201, {"sha": self._sha("tree", repr(body)), "tree": body["tree"]}, {}
+            sha = self._sha("tree", repr(body))
+            self.trees[sha] = body["tree"]
+            return 201, {"sha": sha, "tree": body["tree"]}, {}
         if rest == "/git/commits" and method == "POST":
             sha = self._sha("commit", body["message"], *body.get("parents", []))
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # GitHub's clock dates commits
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.clock_offset))  # GitHub's clock
             self.commits[sha] = {
                 "sha": sha,
                 "message": body["message"],
@@ -64,7 +68,7 @@ class GitDatabase:
             ref, sha = body.get("ref", ""), body.get("sha", "")
             if not ref.startswith("refs/") or ref.count("/") < 2:
                 return unprocessable("Reference name is invalid")
-            if sha not in self.commits:
+            if sha not in self.commits and sha not in self.trees:
                 return unprocessable("Object does not exist")
             if ref in self.refs:
                 return unprocessable("Reference already exists")
@@ -91,4 +95,5 @@ class GitDatabase:
 
     def ref_payload(self, ref: str, sha: str | None = None) -> dict[str, Any]:
         sha = sha or self.refs[ref]
-        return {"ref": ref, "node_id": "REF_x", "object": {"type": "commit", "sha": sha, "url": f"/commits/{sha}"}}
+        kind = "tree" if sha in self.trees else "commit"  # a ref may point at any object
+        return {"ref": ref, "node_id": "REF_x", "object": {"type": kind, "sha": sha, "url": f"/{kind}s/{sha}"}}

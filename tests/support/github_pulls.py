@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, cast
 
 ROLES = ("admin", "maintain", "write", "triage", "read")
-PERMISSION_OF_ROLE = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
 MERGE_METHODS = ("merge", "squash", "rebase")
 _CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
 
@@ -207,11 +206,6 @@ class PullsDatabase:
     # ------------------------------------------------------------------ routes
     def pulls_route(self, method: str, rest: str, query: dict[str, str], body: Any) -> Answer | None:
         not_found = _error(404, "Not Found")
-        if m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest):
-            login = m.group(1)
-            role = self.collaborators.get(login.casefold()) or ("read" if self.public else "none")
-            permission = PERMISSION_OF_ROLE.get(role, "none")
-            return 200, {"permission": permission, "role_name": role, "user": {"login": login, "type": "User"}}, {}
         if not rest.startswith("/pulls"):
             return None
         writing = method in ("POST", "PATCH", "PUT", "DELETE")

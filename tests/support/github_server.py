@@ -82,9 +82,10 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             token = str(self.headers.get("Authorization", "")).split(" ")[-1]
             status, headers, text = server.serve(self.command, self.path, body, token)
             data = text.encode()
-            self.send_response(status)
+            self.send_response(status)  # with the fake's own `Date` (date_time_string)
             for key, value in headers.items():
-                self.send_header(key, value)
+                if key != "Date":
+                    self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -93,5 +94,8 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, *_args: Any) -> None:
             pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return server.fake.date()
 
     return Handler

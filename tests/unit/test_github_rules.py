@@ -99,8 +99,14 @@ def test_markers_count_only_from_trusted_authors_and_only_on_the_first_line() ->
     stranger = {"login": "mallory", "type": "User"}
     assert rules.parse_marker(comment(1, body, stranger, "NONE"), ME) is None
     assert rules.parse_marker(comment(1, body, stranger, "CONTRIBUTOR"), ME) is None
-    assert rules.parse_marker(comment(1, body, stranger, "COLLABORATOR"), ME) is not None
-    assert rules.parse_marker(comment(1, body, stranger, "OWNER"), ME) is not None
+    for association in ("MEMBER", "COLLABORATOR", "OWNER"):  # no evidence of write access: asked separately
+        assert rules.parse_marker(comment(1, body, stranger, association), ME) is None
+    assert rules.parse_marker(comment(1, body, stranger, "MEMBER"), ME | {"mallory"}) is not None  # found to write
+    assert rules.marker_authors([comment(1, body, stranger), comment(2, "hi", {"login": "x", "type": "User"})], ME) == {
+        "mallory"
+    }
+    assert rules.can_write({"permission": "write", "role_name": "maintain"})
+    assert not rules.can_write({"permission": "read", "role_name": "triage"})
     assert rules.parse_marker(comment(1, body), ME) is not None  # the dispatcher's own identity (the Actions bot)
     other_app = {"login": "other-app[bot]", "type": "Bot"}
     assert rules.parse_marker(comment(1, body, other_app, "NONE"), ME) is None  # another installed app
@@ -229,13 +235,33 @@ def test_comments_fit_githubs_limit() -> None:
 # ---------------------------------------------------------------------------- API failures and texts
 
 
-def test_which_failures_a_write_retries() -> None:
-    assert rules.retry_wait(None, "", {}, 1) == 0.5  # no answer at all
-    assert rules.retry_wait(502, "Bad Gateway", {}, 2) == 1.0
-    assert rules.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1) == 3.0
-    assert rules.retry_wait(403, "API rate limit exceeded", {"x-ratelimit-remaining": "0"}, 1) is None  # far away
-    assert rules.retry_wait(403, "Resource not accessible by integration", {}, 1) is None
-    assert rules.retry_wait(422, "Validation Failed", {}, 1) is None
+NOW = 1_750_000_000.0
+
+
+def test_which_failures_a_write_retries_and_how_long_github_asks_to_wait() -> None:
+    assert rules.retry_wait(None, "", {}, 1, NOW) == 0.5  # no answer at all
+    assert rules.retry_wait(502, "Bad Gateway", {}, 2, NOW) == 1.0
+    assert rules.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1, NOW) == 3.0
+    primary = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 1800)}
+    assert rules.retry_wait(403, "API rate limit exceeded", primary, 1, NOW) == 1801.0  # until the reset
+    assert rules.retry_wait(403, "You have exceeded a secondary rate limit", {}, 1, NOW) == 60.0  # at least a minute
+    assert rules.retry_wait(429, "", {}, 1, NOW) == 60.0
+    assert rules.retry_wait(403, "Resource not accessible by integration", {}, 1, NOW) is None
+    assert rules.retry_wait(422, "Validation Failed", {}, 1, NOW) is None
+
+
+def test_a_limit_is_told_from_a_missing_permission_by_status_headers_and_message() -> None:
+    """GitHub's rules (docs/github-locks.md#rate-limits): primary = x-ratelimit-remaining 0; secondary = a
+    message saying so, or retry-after; a 403 with neither is a permission."""
+    assert rules.limit_kind(403, "API rate limit exceeded for installation ID 1.", {"x-ratelimit-remaining": "0"}) == (
+        "primary"
+    )
+    assert rules.limit_kind(403, "", {"x-ratelimit-remaining": "0"}) == "primary"  # no message at all
+    assert rules.limit_kind(403, "You have exceeded a secondary rate limit.", {"x-ratelimit-remaining": "4"}) == (
+        "secondary"
+    )
+    assert rules.limit_kind(403, "Resource not accessible by integration", {"x-ratelimit-remaining": "4"}) is None
+    assert rules.limit_kind(404, "rate limit", {}) is None
 
 
 @pytest.mark.parametrize(
@@ -244,14 +270,27 @@ def test_which_failures_a_write_retries() -> None:
         (401, "Bad credentials", {}, ["rejected the token", "`issues: write`"]),
         (403, "Resource not accessible by integration", {}, ["GitHub refused", "`issues: write`", "o/r"]),
         (404, "Not Found", {}, ["--github-repo o/r", "`issues: write`"]),
-        (403, "You have exceeded a secondary rate limit", {"retry-after": "60"}, ["rate limited", "wait 60s"]),
-        (429, "", {}, ["rate limited", "no message"]),
+        (403, "You have exceeded a secondary rate limit", {"retry-after": "60"}, ["secondary rate limit", "wait 60s"]),
+        (403, "You have exceeded a secondary rate limit", {}, ["secondary rate limit", "at least a minute"]),
+        (429, "", {}, ["secondary rate limit", "no message"]),
+        (
+            403,
+            "",
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 600), "x-ratelimit-limit": "1000"},
+            ["primary rate limit of 1000 requests an hour is used up", "resets at 15:16:40 UTC (in 601s)"],
+        ),
+        (
+            403,
+            "Resource not accessible by integration",
+            {"x-accepted-github-permissions": "contents=write"},
+            ["`contents=write`"],
+        ),
         (410, "Issues are disabled for this repo", {}, ["issues are disabled on o/r"]),
         (500, "boom", {}, ["GitHub API error 500: boom"]),
     ],
 )
 def test_errors_name_the_fix(status: int, message: str, headers: dict[str, str], words: list[str]) -> None:
-    line = rules.explain("claim #1", status, message, headers, "o/r")
+    line = rules.explain("claim #1", status, message, headers, "o/r", NOW)
     assert line.startswith("claim #1: ") and "\n" not in line
     assert all(word in line for word in words)
 

@@ -65,13 +65,23 @@ def emit(payload: dict[str, Any], lines: list[str], as_json: bool) -> None:
 @env_option("--agent-pattern", help="Only claims whose agent matches this glob (e.g. 'ci-*').")
 @env_option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, help="Park at this many.")
 @env_option("--dry-run", is_flag=True, help="List what would be released; change nothing.")
-def reap(older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, **options: Any) -> None:
+@env_option(
+    "--foreign", is_flag=True, help="GitHub: also delete refs under the lock prefix that are no lock of jit-dispatch."
+)
+def reap(
+    older_than: float, agent_pattern: str | None, max_attempts: int, dry_run: bool, foreign: bool, **options: Any
+) -> None:
     """Release in-progress claims whose dispatcher stopped showing signs of life."""
     context = GitHubContext.from_environ()
     store = fleet_store_choice(options, read_only=dry_run)
     with open_tracker(store, context) as tracker:
         filters = Scope.from_options(options).filters(tracker)
+        remove_foreign = getattr(tracker, "remove_foreign", None)
+        if foreign and remove_foreign is None:
+            raise UsageError("--foreign: only for --tracker github (refs under its --lock-prefix)")
         repaired = [] if dry_run else tracker.repair() + notice_merges(tracker, remote=options["remote"]).notes
+        if remove_foreign is not None and foreign and not dry_run:
+            repaired += remove_foreign()
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
@@ -350,7 +360,6 @@ def start(
                 build_request(run, run.scope.filters(tracker), store, context),
                 store,
                 run.max_attempts,
-                context.in_actions,
             )
             slots.append(Slot(agent.id, agent.max_concurrent, request))
         metrics = None

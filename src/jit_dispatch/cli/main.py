@@ -31,9 +31,10 @@ from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.issue import Gate, Issue
 from jit_dispatch.engine.dispatch import dispatch_once, exit_code_for, plan_for
 from jit_dispatch.errors import DispatchError
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import CancelToken, install_cancel_handlers
 from jit_dispatch.report import actions, summary
-from jit_dispatch.report.console import ConsoleHooks, publish, warn
+from jit_dispatch.report.console import ConsoleHooks, publish, scrub_result, warn
 from jit_dispatch.trackers.factory import open_tracker
 
 
@@ -142,14 +143,13 @@ def once(**options: Any) -> None:
             dry_run=settings.dry_run,
             spread=(settings.spread_index, settings.spread_total),
         )
-        request = ready_to_deliver(request, settings.store, settings.run.max_attempts, context.in_actions)
+        request = ready_to_deliver(request, settings.store, settings.run.max_attempts)
         hooks = ConsoleHooks(
             sys.stderr if settings.as_json else sys.stdout,
             in_actions=context.in_actions,
             allow_workflow_commands=settings.allow_workflow_commands,
-            secret=(settings.store.github_token or "") if settings.store.tracker == "github" else "",
         )
-        result = dispatch_once(tracker, request, cancel, hooks)
+        result = scrub_result(dispatch_once(tracker, request, cancel, hooks))
         max_attempts = settings.run.max_attempts
         render = functools.partial(summary.summary_markdown, max_attempts=max_attempts)
         if note := tracker.record_result(result, render):
@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    """One line per mistake (dispatch.toml reports all of its mistakes at once)."""
+    """One line per mistake (dispatch.toml reports all of its mistakes at once); secrets cut out."""
     context = GitHubContext.from_environ()
+    message = credentials.scrub(message)
     lines = [summary.plain(text) for text in message.splitlines() if text.strip()] or [summary.plain(message)]
     for line in lines:
         if context.in_actions:

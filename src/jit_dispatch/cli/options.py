@@ -298,6 +298,12 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Leave the token in the command's environment (default: removed from it, and from the live log).",
         ),
         env_option(
+            "--pass-git-credentials",
+            is_flag=True,
+            help="Leave the git credential actions/checkout persisted in the workspace's git config while the "
+            "command runs (default: moved out for the command, put back after; see docs/hardening.md).",
+        ),
+        env_option(
             "--priority-labels",
             type=PriorityLabelsType(),
             help="Labels meaning each priority, e.g. critical=P0,high=P1,normal=P2,low=P3. "

@@ -48,6 +48,7 @@ STORE_KEYS = (
     "github_lock",
     "trusted_actors",
     "pass_token",
+    "pass_git_credentials",
 )
 # The delivery options (docs/delivery.md), settable per agent or at the top level of dispatch.toml too.
 DELIVERY_KEYS = (
@@ -246,6 +247,7 @@ def build_request(
             author=store.author or run.delivery.author,
             state_elsewhere=store.sync == "git" and store.tracker == "jit",
         ),
+        pass_git_credentials=store.pass_git_credentials,
     )
 
 
@@ -295,7 +297,7 @@ def delivery_settings(values: dict[str, Any]) -> DeliverySettings | None:
     )
 
 
-def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int, in_actions: bool = False) -> Request:
+def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int) -> Request:
     """`--deliver`: checked before anything is claimed — the workspace is a git repository with the
     remote (UsageError, exit 2); with `pull-request`, GitHub's pull requests added and the token's
     permissions checked (TrackerError, exit 3; a missing repository or token is a UsageError).
@@ -318,7 +320,7 @@ def ready_to_deliver(request: Request, store: StoreChoice, max_attempts: int, in
     from jit_dispatch.delivery.pulls import PullRequests
     from jit_dispatch.report.summary import pull_request_body
 
-    token = guard_token(store.github_token, store.pass_token, in_actions)
+    token = guard_token(store.github_token, store.pass_token)
     pulls = PullRequests(store.github_repo, token, api_url=store.github_api_url, trusted_actors=store.trusted_actors)
     pulls.check_permissions()
     describe = functools.partial(

@@ -25,6 +25,7 @@ from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.engine.heartbeat import Heartbeat
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.process.child import CancelToken, RunResult, run_command
+from jit_dispatch.process.credentials import hidden_git_credentials
 from jit_dispatch.process.invocation import command_env, expand_command, failure_reason, shell_argv
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
@@ -57,6 +58,7 @@ class Request:
     on_gate_failure: str = "release"  # or "gated": jit's own behaviour, the failure recorded
     checks: tuple[str, ...] = ()  # `--check` commands: postchecks for any tracker
     delivery: DeliverySettings | None = None  # `--deliver branch|pull-request` (docs/delivery.md)
+    pass_git_credentials: bool = False  # keep the workspace's persisted git credential for the command
 
 
 class Hooks(Protocol):
@@ -276,7 +278,7 @@ def run_claimed(
                 history=lambda key: tracker.gate_history(claimed.id, key),
                 lookup=tracker.issue_now,
             )
-        with heartbeat:
+        with heartbeat, hidden_git_credentials(request.workdir, keep=request.pass_git_credentials):
             cancel_command = heartbeat.command_cancel
             reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
             if reason is None and delivering is not None:

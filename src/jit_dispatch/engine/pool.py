@@ -32,7 +32,7 @@ from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.engine.merges import notice_merges_for
 from jit_dispatch.engine.runs import LogHooks, Run, SettleKeeper, claim_gone
 from jit_dispatch.errors import SettlementPending, TrackerError
-from jit_dispatch.process import runlock
+from jit_dispatch.process import credentials, runlock
 from jit_dispatch.process.child import CancelToken
 from jit_dispatch.trackers.base import Settlement, Snapshot, Tracker
 
@@ -289,7 +289,8 @@ class Pool:
                 self.failed += result.outcome.failed
             self.wake("settle")
         self.emit("settle", **self._issue_fields(slot, issue), outcome=str(result.outcome), exit_code=result.exit_code,
-                  duration_seconds=result.duration_seconds, reason=result.reason)  # fmt: skip
+                  duration_seconds=result.duration_seconds,
+                  reason=result.reason and credentials.scrub(result.reason))  # fmt: skip
 
     def _retry_settle(
         self, slot: Slot, run: Run, failed: tuple[Callable[[], Settlement], str | None, str], result: Result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import TextIO
@@ -11,6 +12,7 @@ from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.result import Result
 from jit_dispatch.domain.values import Outcome
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import RunResult
 from jit_dispatch.report import actions, summary
 
@@ -18,14 +20,14 @@ from jit_dispatch.report import actions, summary
 class ConsoleHooks:
     """Shows the command's output live; in Actions inside a log group, workflow commands fenced."""
 
-    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool, secret: str = "") -> None:
-        """`secret` (the tracker's token) is cut out of the live output; in Actions the runner masks it."""
+    def __init__(self, sink: TextIO, *, in_actions: bool, allow_workflow_commands: bool) -> None:
+        """Every known secret, in every form (`process.credentials`), is cut out of the live output."""
         self.sink = sink
         self.in_actions = in_actions
         self.fence_output = in_actions and not allow_workflow_commands
         self._stop_token: str | None = None
-        self._secret = secret.strip().encode() if len(secret.strip()) >= 8 and not in_actions else b""
-        self._pending = b""  # the end of the output so far that may be the start of the secret
+        self._secrets = credentials.scrubber()
+        self._pending = b""  # the end of the output so far that may be the start of a secret
 
     def say(self, text: str) -> None:
         """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
@@ -37,16 +39,14 @@ class ConsoleHooks:
         self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
     def output(self, chunk: bytes) -> None:
-        if self._secret:
+        if self._secrets:
             chunk = self._scrub(chunk)
         self._write(chunk)
 
     def _scrub(self, chunk: bytes) -> bytes:
-        """The secret replaced by `***`, also when it arrives split across chunks."""
-        data = (self._pending + chunk).replace(self._secret, b"***")
-        keep = next(
-            (n for n in range(min(len(self._secret) - 1, len(data)), 0, -1) if self._secret.startswith(data[-n:])), 0
-        )
+        """Secrets replaced by `***`, also when one arrives split across chunks."""
+        data = self._secrets.scrub_bytes(self._pending + chunk)
+        keep = self._secrets.unsafe_tail(data)
         self._pending = data[len(data) - keep :]
         return data[: len(data) - keep]
 
@@ -95,7 +95,8 @@ class ConsoleHooks:
 
 
 def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_json: bool, hooks: ConsoleHooks) -> None:
-    """Summary, outputs, annotation (in Actions) and the stdout report."""
+    """Summary, outputs, annotation (in Actions) and the stdout report; every known secret cut out first."""
+    scrub_result(result)
     if context.summary_file:
         actions.append_summary(context.summary_file, summary.summary_markdown(result, max_attempts))
     if context.output_file:
@@ -117,8 +118,22 @@ def publish(result: Result, context: GitHubContext, *, max_attempts: int, as_jso
 
 def warn(warnings: list[str], context: GitHubContext) -> None:
     """Skipped files and the like: an annotation in Actions, a stderr line elsewhere."""
-    for warning in warnings:
+    for warning in map(credentials.scrub, warnings):
         if context.in_actions:
             actions.print_line(sys.stderr, actions.command("warning", warning, title="jit-dispatch"))
         else:
             actions.print_line(sys.stderr, f"jit-dispatch: warning: {summary.plain(warning)}")
+
+
+def scrub_result(result: Result) -> Result:
+    """What the command and the tracker said, without any known secret: the summary, `--json`, the
+    outputs and the result comment are all rendered from it (docs/hardening.md#credentials)."""
+    scrub = credentials.scrub
+    result.output_tail = scrub(result.output_tail)
+    result.reason = scrub(result.reason) if result.reason else result.reason
+    result.warnings = [scrub(w) for w in result.warnings]
+    result.gates = [
+        dataclasses.replace(run, output=scrub(run.output), message=run.message and scrub(run.message))
+        for run in result.gates
+    ]
+    return result

@@ -37,12 +37,14 @@ class Snapshot:
     locked: frozenset[str] = frozenset()  # remote mode: issues under another runner's claim lock
     leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
     rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
+    held_back: dict[str, str] = field(default_factory=dict)  # issue → why the tracker cannot dispatch it (GitHub)
 
     def holds(self, agent: str | None = None) -> dict[str, str]:
-        """What jit would refuse `agent` (any agent, without one): issues under another agent's jit
-        lease, and claims jit's enforced rules refuse; each with the reason it is held."""
+        """What cannot be dispatched to `agent` (any agent, without one), each with the reason: issues
+        under another agent's jit lease, claims jit's enforced rules refuse, and what the tracker
+        holds back (a foreign ref under the GitHub lock prefix)."""
         held = {issue: words for issue, (holder, words) in self.leases.items() if holder != agent}
-        return {**self.rule_holds, **held}
+        return {**self.held_back, **self.rule_holds, **held}
 
     def full(self, issue: Issue) -> Issue | None:
         """The issue in full; a lead whose file is unreadable as an issue is warned about, dropped, None.

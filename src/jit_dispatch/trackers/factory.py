@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.issue import LOCK_PREFIX
 from jit_dispatch.errors import UsageError
+from jit_dispatch.process import credentials
 from jit_dispatch.trackers.base import Tracker
 from jit_dispatch.trackers.jit.leases import lease_ttl
 from jit_dispatch.trackers.jit.store import JitStore
@@ -44,6 +45,7 @@ class StoreChoice:
     github_lock: str = "refs"  # or "comments": the marker protocol alone (read-after-write consistent lists only)
     trusted_actors: tuple[str, ...] = ()
     pass_token: bool = False  # leave the token in the command's environment
+    pass_git_credentials: bool = False  # leave the workspace's persisted git credential while the command runs
     heartbeat: float | None = None  # announced in claim locks (GitHub, remote mode): the reaper watches for two
     push_budget: float = 180.0  # remote mode: how long to keep retrying a refused or failed push
     read_only: bool = False  # ready/status: no need to prove `contents: write`
@@ -57,12 +59,11 @@ def jit_roots(jit_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
     return jit_dirs or (Path(os.environ.get("JIT_DATA_DIR") or ".jit"),)
 
 
-def guard_token(given: str, pass_token: bool, in_actions: bool) -> str:
-    """The token, masked in the Actions log and (unless `pass_token`) gone from the environment the
+def guard_token(given: str, pass_token: bool) -> str:
+    """The token, a known secret from here on (masked in Actions and scrubbed in every form a tool
+    prints, docs/hardening.md#credentials) and (unless `pass_token`) gone from the environment the
     command inherits: it is the dispatcher's, not the command's (untrusted issue text)."""
-    if in_actions:  # the runner hides it from the log from here on
-        for line in given.splitlines():
-            print(f"::add-mask::{line}", file=sys.stderr, flush=True)
+    credentials.register(given)
     token = given.strip()
     if not pass_token and len(token) >= 8:
         for key in [k for k, v in os.environ.items() if token in v]:  # GITHUB_TOKEN, GH_TOKEN, a URL with it
@@ -134,9 +135,19 @@ def parse_author(author: str) -> dict[str, str]:
     return {"author_name": name.strip(), "author_email": rest[:-1].strip()}
 
 
+def _learn_credentials() -> None:
+    """Every token this run could leak becomes a known secret (masked, scrubbed); credentials a killed
+    run moved out of the workspace's git config are put back first (docs/hardening.md#credentials)."""
+    credentials.register_environment()
+    for note in credentials.restore_left_behind(Path.cwd()):
+        print(f"jit-dispatch: warning: {note}", file=sys.stderr, flush=True)
+    credentials.persisted(Path.cwd())
+
+
 @contextmanager
 def open_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tracker]:
     """One tracker for every `--jit-dir` (a `MultiTracker` over several), closed afterwards."""
+    _learn_credentials()
     if choice.tracker == "github":
         with _github_tracker(choice, context) as tracker:
             yield tracker
@@ -213,7 +224,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
 
     if not choice.github_token:
         raise UsageError("--github-token: missing (set GITHUB_TOKEN to a token with `issues: write`)")
-    guard_token(choice.github_token, choice.pass_token, context.in_actions)
+    guard_token(choice.github_token, choice.pass_token)
     try:
         repo = check_repo(choice.github_repo or "")
     except ValueError as exc:
@@ -252,6 +263,7 @@ def _github_tracker(choice: StoreChoice, context: GitHubContext) -> Iterator[Tra
             settings, choice.github_token, api_url, identity=identity, heartbeat=heartbeat, check=not choice.read_only
         )
     try:
-        yield tracker
+        with tracker.api.doing(f"talk to GitHub about {repo}"):  # any failure a caller let through: one line
+            yield tracker
     finally:
         tracker.close()

@@ -4,10 +4,12 @@ Requests go through PyGithub's `Requester` (auth, GitHub Enterprise base URLs, e
 `PaginatedList` (`Link` header pagination) with plain dicts as items: PyGithub's own objects
 fetch every list item again when their `raw_data` is read.
 
-Retries are bounded twice: PyGithub's `GithubRetry` with a small total, each wait capped and,
-after `hurry`, never past the deadline (a cancelled run has seconds left); and POSTs are not
-retried by it at all, since a retried comment POST could post twice. The tracker retries its
-own writes (`Api.write`), and before it posts a comment again it looks for the first try.
+Retries are bounded twice: PyGithub's `GithubRetry` retries reads only (a small total, each wait
+capped at `MAX_WAIT`, never past a cancelled run's deadline); writes are retried by the tracker
+alone (`Api.write`: a retried comment POST could post twice, so it looks for the first try, and
+one layer of retries keeps a hung write to `RETRIES + 1` tries). Rate limits are honoured as GitHub
+documents them (`rules.limit_wait`) up to the bound of the moment: `MAX_WAIT` for reads and
+ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from github.PaginatedList import PaginatedList
 from urllib3.exceptions import MaxRetryError, ResponseError
 
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.process import credentials
 from jit_dispatch.trackers.github import rules
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `Api.write`
@@ -36,15 +39,18 @@ FAILURES = (GithubException, requests.RequestException)  # what a request can ra
 
 
 class Budget:
-    """How long retries may still wait: each wait capped, and after `hurry` a hard deadline."""
+    """How long retries may still wait: each wait capped (reads always at `MAX_WAIT`; writes at
+    `write_wait`, longer while settling), and after `hurry` a hard deadline."""
 
-    def __init__(self, max_wait: float = MAX_WAIT) -> None:
+    def __init__(self, max_wait: float = MAX_WAIT, sleep: Callable[[float], None] = time.sleep) -> None:
         self.max_wait = max_wait
+        self.write_wait = max_wait
         self.deadline: float | None = None
         self.retries = 0
+        self.sleep = sleep
 
-    def allows(self, wait: float) -> bool:
-        if wait > self.max_wait:
+    def allows(self, wait: float, cap: float | None = None) -> bool:
+        if wait > (self.max_wait if cap is None else cap):
             return False
         return self.deadline is None or time.monotonic() + wait < self.deadline
 
@@ -54,11 +60,11 @@ class Budget:
 
 
 class BoundedRetry(GithubRetry):
-    """`GithubRetry` that gives up rather than wait past its budget; never retries a POST."""
+    """`GithubRetry` that gives up rather than wait past its budget; retries reads only (see above)."""
 
     def __init__(self, budget: Budget | None = None, **kwargs: Any) -> None:
         self.budget = budget or Budget()
-        kwargs.setdefault("allowed_methods", frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"}))
+        kwargs.setdefault("allowed_methods", frozenset({"GET", "HEAD"}))
         super().__init__(**kwargs)
 
     def new(self, **kw: Any) -> BoundedRetry:
@@ -81,7 +87,7 @@ class BoundedRetry(GithubRetry):
         return retry
 
     def sleep(self, response: Any = None) -> None:
-        time.sleep(self.budget.clamp(self._wait(response)))
+        self.budget.sleep(self.budget.clamp(self._wait(response)))
 
 
 class _Raw(dict):  # type: ignore[type-arg]
@@ -108,8 +114,9 @@ class Api:
         self._token = token
         self._sleep = sleep
         self._throttle = THROTTLE if throttle is None else throttle
-        self.budget = Budget()
+        self.budget = Budget(sleep=sleep)
         self._tries = RETRIES
+        self._bounded = False  # each request's timeout is what is left before `budget.deadline`
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -130,25 +137,48 @@ class Api:
     def request(self, verb: str, path: str, *, absolute: bool = False, **kwargs: Any) -> Any:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
+        self._in_time()
         return self._requester.requestJsonAndCheck(verb, url, **kwargs)[1]
 
+    def _in_time(self) -> None:
+        """Bounded (a heartbeat): no time left is a timeout now; else this request may take what is left."""
+        if not self._bounded or self.budget.deadline is None:
+            return
+        left = self.budget.deadline - time.monotonic()
+        if left <= 0:
+            raise requests.Timeout("no time left before the heartbeat's deadline")
+        self._connect(max(1, int(left)))  # PyGithub takes whole seconds: under a second left, one more
+
     def list(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self._in_time()
         url = f"/repos/{self.repo}{path}"
         items = PaginatedList(_Raw, self._requester, url, {"per_page": 100, **(params or {})})  # type: ignore[type-var]
         return [dict(item) for item in items]
 
     @contextlib.contextmanager
-    def doing(self, what: str) -> Iterator[None]:
-        """GitHub's failures as one-line TrackerErrors (exit 3) that name the fix, never the token."""
+    def doing(self, what: str, *, keep: type[Exception] | None = None) -> Iterator[None]:
+        """GitHub's failures as one-line TrackerErrors (exit 3) that name the fix, never the token
+        (`keep`: let these through, for a caller that tells them apart itself)."""
         try:
             yield
         except GithubException as exc:
-            raise TrackerError(self.scrub(rules.explain(what, exc.status, *parts(exc), self.repo))) from None
+            if keep is not None and isinstance(exc, keep):
+                raise
+            raise TrackerError(self.scrub(self.explain(what, exc))) from None
         except requests.RequestException as exc:
             raise TrackerError(self.scrub(f"{what}: cannot reach {self.url} ({type(exc).__name__})")) from None
 
+    def limited(self, exc: GithubException) -> bool:
+        """A rate limit, not a refusal (docs/github-locks.md#rate-limits)."""
+        return rules.limit_kind(exc.status, *parts(exc)) is not None
+
+    def explain(self, what: str, exc: GithubException) -> str:
+        return rules.explain(what, exc.status, *parts(exc), self.repo, time.time())
+
     def scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if len(self._token) >= 8 else text
+        """Every form of every known secret, this token's included (`process.credentials`)."""
+        credentials.register(self._token)
+        return credentials.scrub(text)
 
     def write(self, fn: Callable[[], Any], recheck: Callable[[], Any] | None = None) -> Any:
         """A write, retried on a 5xx, a short rate limit or a lost connection, within the budget.
@@ -162,8 +192,8 @@ class Api:
             except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
                 tries += 1
                 status = exc.status if isinstance(exc, GithubException) else None
-                wait = rules.retry_wait(status, *parts(exc), tries)
-                if wait is None or tries > self._tries or not self.budget.allows(wait):
+                wait = rules.retry_wait(status, *parts(exc), tries, time.time())
+                if wait is None or tries > self._tries or not self.budget.allows(wait, self.budget.write_wait):
                     raise
             self.budget.retries += 1
             self._sleep(wait)
@@ -172,13 +202,30 @@ class Api:
 
     @contextlib.contextmanager
     def persistent(self) -> Iterator[None]:
-        """Settling: writes retry more often and may wait out a secondary limit (a cancel's deadline holds)."""
-        saved = self.budget.max_wait, self._tries
-        self.budget.max_wait, self._tries = SETTLE_WAIT, SETTLE_RETRIES
+        """Settling: writes retry more often and may wait out a secondary limit (a cancel's deadline
+        holds); reads keep their short bound, so a limited read still fails fast."""
+        saved = self.budget.write_wait, self._tries
+        self.budget.write_wait, self._tries = SETTLE_WAIT, SETTLE_RETRIES
         try:
             yield
         finally:
-            self.budget.max_wait, self._tries = saved
+            self.budget.write_wait, self._tries = saved
+
+    def clone(self) -> Api:
+        """Another connection to the same repository (a heartbeat's own, so its deadline is its alone)."""
+        return Api(self.repo, self._token, self.url, throttle=False, sleep=self._sleep)
+
+    @contextlib.contextmanager
+    def until(self, deadline: float | None) -> Iterator[None]:
+        """Every request, connect and read, and every retry wait end by `deadline` (monotonic)."""
+        if deadline is None:
+            yield
+            return
+        self.budget.deadline, self._bounded = deadline, True
+        try:
+            yield
+        finally:
+            self.budget.deadline, self._bounded = None, False
 
     def hurry(self, seconds: float) -> None:
         """Cancelled: no retry may wait past `seconds` from now; requests get short timeouts, no pacing."""

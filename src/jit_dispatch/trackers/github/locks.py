@@ -25,6 +25,7 @@ class ClaimRefs:
         self._tree: str | None = None
         self._records: dict[str, LockRecord | None] = {}  # commits never change: read each once
         self.dates: dict[str, str] = {}  # commit → its committer date (GitHub's clock)
+        self.kinds: dict[int, str] = {}  # the object type each listed ref points at (a lock: commit)
 
     def check_access(self) -> None:
         """Before anything else: can this token write refs? One line naming `contents: write` if not."""
@@ -34,17 +35,27 @@ class ClaimRefs:
         permissions = repo.get("permissions") if isinstance(repo, dict) else None
         if isinstance(permissions, dict) and permissions.get("push") is False:
             raise TrackerError(f"{self.api.repo}: the token cannot write to the repository: {hint}")
+        doing = f"create the lock tree in {self.api.repo}"
         try:
-            self._tree = self.api.write(lambda: self.api.request("POST", "/git/trees", input={"tree": _TREE}))["sha"]
+            with self.api.doing(doing, keep=GithubException):
+                self._tree = self.api.write(lambda: self.api.request("POST", "/git/trees", input={"tree": _TREE}))[
+                    "sha"
+                ]
         except GithubException as exc:
-            if exc.status in (403, 404):
+            if exc.status in (403, 404) and not self.api.limited(exc):
                 raise TrackerError(
                     f"{self.api.repo}: GitHub refused to create a git tree ({exc.status}): {hint}"
                 ) from None
             if exc.status == 409:
                 raise TrackerError(f"{self.api.repo}: the repository is empty: {hint}; push a first commit") from None
-            with self.api.doing(f"create the lock tree in {self.api.repo}"):
+            with self.api.doing(doing):
                 raise
+
+    def over(self, api: Api) -> ClaimRefs:
+        """The same locks through another connection (a heartbeat's), sharing the lock tree."""
+        refs = ClaimRefs(api, self.prefix)
+        refs._tree, refs._records, refs.kinds = self._tree, self._records, self.kinds
+        return refs
 
     def _path(self, number: int) -> str:
         return "/git/refs/" + ref_name(self.prefix, number)[len("refs/") :]
@@ -106,8 +117,14 @@ class ClaimRefs:
                 raise
 
     def record(self, sha: str) -> LockRecord | None:
+        """The lock record of commit `sha`; None when it is no lock of ours (or no commit at all)."""
         if sha not in self._records:
-            data = self.api.request("GET", f"/git/commits/{sha}")
+            try:
+                data = self.api.request("GET", f"/git/commits/{sha}")
+            except GithubException as exc:
+                if exc.status not in (404, 422):  # not a commit GitHub can show: a foreign object
+                    raise
+                data = {}
             data = data if isinstance(data, dict) else {}
             self._records[sha] = parse_record(str(data.get("message", "")))
             self.dates[sha] = str((data.get("committer") or {}).get("date", ""))
@@ -126,4 +143,14 @@ class ClaimRefs:
             number = number_of(self.prefix, str(ref.get("ref", "")))
             if number is not None:
                 found[number] = str(ref["object"]["sha"])
+                self.kinds[number] = str(ref["object"].get("type") or "commit")
         return found
+
+    def foreign(self, number: int, sha: str) -> str | None:
+        """Why the listed ref of `number` is no lock of ours (None: it is one)."""
+        kind = self.kinds.get(number, "commit")
+        if kind != "commit":
+            return f"points at a {kind} object, not a lock commit"
+        if self.record(sha) is None:
+            return "points at a commit that is no jit-dispatch lock record"
+        return None

@@ -45,6 +45,7 @@ class LockRecord:
     parked: bool = False  # release: the attempt limit was reached
     max_attempts: int = 0  # release: the limit it was counted against
     delivery: Mapping[str, Any] | None = None  # deliver: where the work went (review.delivery_data)
+    started: bool = True  # release: False when the command never ran (not an attempt: no marker)
 
     def settled(self, kind: str, reason: str = "", parked: bool = False, max_attempts: int = 0) -> LockRecord:
         return replace(self, kind=kind, reason=reason, parked=parked, max_attempts=max_attempts)
@@ -81,6 +82,7 @@ def parse_record(message: str) -> LockRecord | None:
             parked=bool(data.get("parked", False)),
             max_attempts=int(data.get("max_attempts", 0)),
             delivery=data["delivery"] if isinstance(data.get("delivery"), dict) else None,
+            started=bool(data.get("started", True)),
         )
     except (KeyError, TypeError, ValueError):
         return None

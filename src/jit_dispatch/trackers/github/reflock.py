@@ -27,7 +27,7 @@ from jit_dispatch.trackers.base import GateRecord, Liveness, Settlement, Snapsho
 from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES
 from jit_dispatch.trackers.github.locks import ClaimRefs
-from jit_dispatch.trackers.github.records import CLAIM, DELIVER, DONE, RELEASE, LockRecord
+from jit_dispatch.trackers.github.records import CLAIM, DELIVER, DONE, RELEASE, LockRecord, ref_name
 from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held, refuse_uncounted
 
 
@@ -38,18 +38,42 @@ class RefLockedTracker(GitHubTracker):
         self.refs = ClaimRefs(self.api, self.settings.lock_prefix)
         self.heartbeat_seconds = heartbeat or 0.0
         self._watch = LockWatch()
-        self._locks: dict[int, str] = {}  # the last listing of lock refs
+        self._locks: dict[int, str] | None = None  # the last listing of lock refs (ours), None: not read yet
+        self._foreign: dict[int, tuple[str, str]] = {}  # other refs under the lock prefix: number → (sha, why)
         if check:
             self.refs.check_access()
 
     def _locked(self) -> frozenset[str]:
-        return frozenset(rules.issue_id(n) for n in self._locks)
+        return frozenset(rules.issue_id(n) for n in self._locks or {})
+
+    def _read_locks(self) -> dict[int, str]:
+        """List the lock refs (a hint: lists lag); refs under the prefix that are no lock of ours go to
+        `_foreign` — they block their issue, and only `reap --foreign` (or a person) removes them."""
+        listed = self.refs.list()
+        self._foreign = {n: (sha, why) for n, sha in listed.items() if (why := self.refs.foreign(n, sha))}
+        self._locks = {n: sha for n, sha in listed.items() if n not in self._foreign}
+        return self._locks
+
+    def _held_back(self) -> dict[str, str]:
+        return {rules.issue_id(n): _foreign_text(self.refs.prefix, n, why) for n, (_, why) in self._foreign.items()}
+
+    def remove_foreign(self) -> list[str]:
+        """`reap --foreign`: delete refs under the lock prefix that are no lock of ours (if unchanged)."""
+        notes = []
+        with self.api.doing(f"remove foreign refs in {self.settings.repo}"):
+            self._read_locks()
+            for number, (sha, why) in sorted(self._foreign.items()):
+                self.refs.delete(number, sha)
+                notes.append(f"removed {ref_name(self.refs.prefix, number)}: it {why}")
+        return notes
 
     # ------------------------------------------------------------------ claim
     def claim(self, issue_id: str, assignee: str, run: str, filters: Filters) -> Issue | None:
         """Create the lock ref (the compare-and-set), re-read the issue, then label and comment."""
         number = self._number(issue_id)
         with self.api.doing(f"claim {issue_id}"):
+            if self.refs.get(number) is not None:  # taken since the listing: one read, not five (a stampede)
+                return None
             if self._dispatchable(number, filters) is None:
                 return None
             markers = self._markers(number)
@@ -57,13 +81,15 @@ class RefLockedTracker(GitHubTracker):
             record = LockRecord(CLAIM, number, nonce, assignee, run, rules.failed_attempts(markers) + 1)
             record = replace(record, heartbeat=self.heartbeat_seconds)
             sha = self.refs.commit(record)
+            sent = time.monotonic()
             if not self.refs.create(number, sha):
                 return None  # another runner holds it
+            took = time.monotonic() - sent
             labelled = False
             try:
                 found = self._dispatchable(number, filters)  # re-check after winning: closed, taken back, parked?
                 if found is None:
-                    self._give_back(number, sha, nonce, labelled)
+                    self._give_back(number, sha, record, labelled)
                     return None
                 raw, current = found
                 self._add_label(number, rules.CLAIMED_LABEL)
@@ -78,41 +104,58 @@ class RefLockedTracker(GitHubTracker):
                 text = rules.render_marker("claim", data) + "\n" + rules.claim_text(assignee, run)
                 posted = self._post_comment(number, text, "claim", nonce)
             except FAILURES:
-                self._give_back(number, sha, nonce, labelled)
+                self._give_back(number, sha, record, labelled)
                 raise
-        self._held[issue_id] = _Held(nonce, posted, assignee, run, lock=sha, record=record)
+        self._held[issue_id] = _Held(
+            nonce, posted, assignee, run, lock=sha, record=record, claim_data=data, sent=sent, took=took
+        )
         claimed = dict(raw, labels=[*raw.get("labels", []), {"name": rules.CLAIMED_LABEL}])
         return rules.to_issue(
             claimed, self.settings, [*markers, rules.Marker("claim", posted, data)], current.dependencies
         )
 
-    def _give_back(self, number: int, sha: str, nonce: str, labelled: bool) -> None:
-        """A claim that failed half-way or was no longer wanted: comment, label, then the lock. Best effort."""
-        with contextlib.suppress(*FAILURES):
-            if (mine := rules.find_marker(self._markers(number), "claim", nonce)) is not None:
+    def _give_back(self, number: int, sha: str, record: LockRecord, labelled: bool) -> None:
+        """A claim that failed half-way or was no longer wanted. The lock first says "never started" (so
+        the next `once` finishes the give-back if a rate limit stops it here), then comment, label, lock.
+        Best effort, with a settle's patience for limits."""
+        with contextlib.suppress(*FAILURES), self.api.persistent():
+            freed = self._unstart(number, sha, record)
+            if freed is None:
+                return
+            if (mine := rules.find_marker(self._markers(number), "claim", record.nonce)) is not None:
                 self._delete_comment(mine.comment_id)
             if labelled:
                 self._remove_label(number, rules.CLAIMED_LABEL)
-            self.refs.delete(number, sha)
+            self.refs.delete(number, freed)
+
+    def _unstart(self, number: int, seen: str, record: LockRecord) -> str | None:
+        """Move the lock (if still at `seen`) to a release that is no attempt; its commit, or None: lost."""
+        sha = self.refs.commit(replace(record.settled(RELEASE, "the claim never started"), started=False), seen)
+        return sha if self.refs.move(number, sha) else None
 
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
     ) -> bool:
-        """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours)."""
+        """Re-point the lock at a child commit (a fast-forward: fails once the lock is not ours), announcing
+        `interval`. Through the heartbeat's own connection, every request (connect, read, retries) ends by
+        `deadline`: past it the runner has fenced itself, and an answer would be useless."""
         held = self._held.get(issue_id)
         if held is None:
             return False
+        api = self._beat_api()
+        refs = self.refs.over(api)
         with held.mutex:
             if held.settling:
                 return False
             record = held.record.beaten()
-            with self.api.doing(f"heartbeat {issue_id}"):
-                sha = self.refs.commit(record, held.lock)
-                if not self.refs.move(self._number(issue_id), sha):
+            record = replace(record, heartbeat=interval) if interval else record
+            with api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+                sha = refs.commit(record, held.lock)
+                if not refs.move(self._number(issue_id), sha):
                     return False
             held.lock, held.record = sha, record
-        with contextlib.suppress(TrackerError):  # the claim comment's `beat` is for people (status)
-            super().heartbeat(issue_id, assignee)
+        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+            self._edit_claim(api, held, held.claim_data)  # the claim comment's `beat` is for people (status)
         return True
 
     # ------------------------------------------------------------------ settle
@@ -155,16 +198,18 @@ class RefLockedTracker(GitHubTracker):
             return self._settled(record, self._finish(number, record, sha))
         if seen is not None and (sha := self._watch_until_dead(number, sha, record)) is None:
             return Settlement(Outcome.LOST, record.attempt - 1)
-        if seen is not None and rules.find_marker(self._markers(number), "claim", record.nonce) is None:
-            return self._free(number, sha, record)
+        if seen is not None:
+            with self.api.doing(f"release {issue_id}"):
+                started = rules.find_marker(self._markers(number), "claim", record.nonce) is not None
+            if not started:
+                return self._free(number, sha, record)
         return self._fence(number, sha, record.settled(RELEASE, reason, record.attempt >= max_attempts, max_attempts))
 
     def _free(self, number: int, seen: str, record: LockRecord) -> Settlement:
         """A dead lock whose claim comment was never posted: its command never ran, so no attempt is
         counted — the lock (fenced first) and the label are simply given back."""
         with self.api.doing(f"free the lock of #{number}"):
-            sha = self.refs.commit(record.settled(RELEASE, "the claim never started"), seen)
-            if not self.refs.move(number, sha):
+            if (sha := self._unstart(number, seen, record)) is None:
                 return Settlement(Outcome.LOST, record.attempt - 1)
             self._remove_label(number, rules.CLAIMED_LABEL)
             self.refs.delete(number, sha)
@@ -211,10 +256,15 @@ class RefLockedTracker(GitHubTracker):
             data |= dict(record.delivery or {})
         try:
             with self.api.doing(f"finish the settle of #{number}"), self.api.persistent():
-                self._remember(
-                    rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
-                )
-                self._close_and_unlabel(number, record.kind, record.parked)
+                now, gone = self._current(number)
+                if gone is not None:  # nothing to finish: the lock goes, once
+                    self.refs.delete(number, sha)
+                    return (f"#{number} {gone}: its {record.kind} is recorded nowhere else; its lock ref was removed",)
+                if record.started:  # a claim that never started gets no marker: it is no attempt
+                    self._remember(
+                        rules.issue_id(number), *self._settle_comment(number, record.kind, data, record.max_attempts)
+                    )
+                self._close_and_unlabel(number, record.kind, record.parked, now)
                 self.refs.delete(number, sha)
         except TrackerError as exc:
             return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
@@ -225,15 +275,16 @@ class RefLockedTracker(GitHubTracker):
         """Finish settles recorded on a lock; drop `dispatch:claimed` that no lock and no claim backs."""
         notes: list[str] = []
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
-            self._locks = self.refs.list()
-            for number, sha in sorted(self._locks.items()):
+            locks = self._read_locks()
+            for number, sha in sorted(locks.items()):
                 record = self.refs.record(sha)
-                if record is not None and record.kind != CLAIM:
-                    notes += [f"finished the {record.kind} settle of #{number} left half-done"]
-                    notes += self._finish(number, record, sha)
+                if record is None or record.kind == CLAIM or (taken := self._take_over(number, sha, record)) is None:
+                    continue
+                notes += [f"finished the {record.kind} settle of #{number} left half-done"]
+                notes += self._finish(number, record, taken)
             for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
                 number = raw["number"]
-                if number in self._locks or self.refs.get(number) is not None:
+                if number in locks or number in self._foreign or self.refs.get(number) is not None:
                     continue
                 markers = self._markers(number)
                 if rules.live_claims(markers):
@@ -243,13 +294,27 @@ class RefLockedTracker(GitHubTracker):
                 notes += self.finish_step(number, last.kind if last else "", bool(last and last.data.get("parked")))
         return notes
 
+    def _take_over(self, number: int, listed: str, record: LockRecord) -> str | None:
+        """A repair finishes a settle only after moving its lock on (a fast-forward from what the list
+        showed): the lock must still be that result (lists lag), and of repairs racing, one wins."""
+        if self.refs.get(number) != listed:
+            return None  # finished, or claimed again, since the list was read
+        sha = self.refs.commit(record, listed)
+        return sha if self.refs.move(number, sha) else None
+
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
         snapshot = super().snapshot(full_states, leads=leads)
+        with self.api.doing(f"read the claim locks of {self.settings.repo}"):
+            if self._locks is None or State.IN_PROGRESS in full_states:  # else the repair's listing, this run's
+                self._read_locks()
+            snapshot.locked = self._locked()
+            snapshot.held_back = self._held_back()
+            snapshot.warnings += [f"{issue}: {why}" for issue, why in snapshot.held_back.items()]
         if State.IN_PROGRESS not in full_states:
             return snapshot
+        assert self._locks is not None
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
-            self._locks = self.refs.list()
             claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
             for number, sha in sorted(self._locks.items()):
                 self._watch.see(str(number), sha, time.monotonic())  # the reaper's first sighting
@@ -262,6 +327,11 @@ class RefLockedTracker(GitHubTracker):
                 beat = self.refs.dates.get(sha) or format_timestamp()  # GitHub's clock, not the runner's
                 if (index := claimed.get(rules.issue_id(number))) is not None:
                     snapshot.issues[index] = _beaten(snapshot.issues[index], beat)
+                    continue
+                if (gone := self._gone(number)) is not None:
+                    snapshot.warnings.append(
+                        f"#{number} {gone} while its claim lock stands; its runner's settle removes it"
+                    )
                     continue
                 issue = rules.to_issue(self._get(number), self.settings)
                 issue = replace(issue, state=State.IN_PROGRESS, assignee=record.agent)
@@ -292,3 +362,11 @@ def _beaten(issue: Issue, beat: str) -> Issue:
     except ValueError:
         claimed = beat
     return replace(issue, context={**issue.context, CTX_CLAIMED_AT: claimed, CTX_HEARTBEAT_AT: beat})
+
+
+def _foreign_text(prefix: str, number: int, why: str) -> str:
+    ref = ref_name(prefix, number)
+    return (
+        f"{ref} {why}: no runner can claim #{number} while it exists; remove it with "
+        f"`jit-dispatch reap --foreign` (or `git push origin :{ref}`), or choose another --lock-prefix"
+    )

@@ -12,9 +12,11 @@ GitHub has no compare-and-set on issues, so the claim is a protocol over labels 
   It reads the comments *before* it reads the labels, so it can only supersede claims whose
   label was removed after they were posted — never a claim racing it.
 * Markers count only in comments by a trusted author: the identity the dispatcher runs as (the
-  token's login, or the Actions bot), a `--trusted-actor` login, or a person with write access
-  (OWNER, MEMBER, COLLABORATOR: manual take-backs). Anyone can comment on a public issue, and any
-  installed app can comment as a bot: their markers are ignored.
+  token's login, or the Actions bot), a `--trusted-actor` login, or a person whose repository
+  permission (the collaborator permission endpoint, asked once per run) is write or higher
+  (manual take-backs). Anyone can comment on a public issue, any installed app can comment as a
+  bot, and an organization member (`author_association: MEMBER`) may have no write access at all:
+  their markers are ignored.
 
 With `--github-lock refs` (the default) the claim itself is a git ref (see `records`): the
 comments stay the record people read, and the attempt count.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,7 +55,7 @@ CLAIMED_LABEL = "dispatch:claimed"
 CLOSE = {"state": "closed", "state_reason": "completed"}  # the PATCH that closes an issue as done
 DEFAULT_PRIORITY_LABELS: tuple[tuple[str, str], ...] = tuple((p, f"priority:{p}") for p in PRIORITY_RANK)
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment
-TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 MARKER_KINDS = ("claim", "release", "done", "reset", review.DELIVER, review.RETURN)
 CLAIM_ENDINGS = ("release", "done", review.DELIVER)  # a later one of these with its nonce ends a claim
 _MARKER = re.compile(r"\A<!-- jit-dispatch:(claim|release|done|reset|deliver|return) (\{[^\n]*\}) -->")
@@ -124,6 +127,12 @@ def parse_issue_ref(given: str) -> int:
     return int(match.group(1))
 
 
+def in_repo(raw: Mapping[str, Any], repo: str) -> bool:
+    """Whether an issue payload belongs to `repo` (a transferred issue's URL answers 301 to its new home)."""
+    url = str(raw.get("repository_url") or "")
+    return not url or url.rstrip("/").lower().endswith("/repos/" + repo.lower())
+
+
 def dependency_ref(blocker: Mapping[str, Any], own_repo: str) -> str:
     """`#12` for an issue of this repository, `owner/name#12` for another one."""
     number = int(blocker.get("number") or 0)
@@ -165,11 +174,30 @@ def render_marker(kind: str, data: Mapping[str, Any]) -> str:
 
 
 def is_trusted(comment: Mapping[str, Any], logins: frozenset[str]) -> bool:
-    """One of `logins` (casefolded: the dispatcher's own, `--trusted-actor`), or a person with write access."""
+    """One of `logins` (casefolded: the dispatcher's own, `--trusted-actor`, people found to have write access).
+
+    `author_association` is not evidence: MEMBER means membership of the owning organization, not
+    write access to the repository (the tracker asks the collaborator permission endpoint instead)."""
     user = comment.get("user") or {}
-    if str(user.get("login", "")).casefold() in logins:
-        return True
-    return user.get("type") != "Bot" and comment.get("author_association") in TRUSTED_ASSOCIATIONS
+    return str(user.get("login", "")).casefold() in logins
+
+
+def marker_authors(comments: Iterable[Mapping[str, Any]], logins: frozenset[str]) -> set[str]:
+    """People (not bots) not yet in `logins` whose comments start with a marker: whose write access matters."""
+    found = set()
+    for comment in comments:
+        user = comment.get("user") or {}
+        login = str(user.get("login", ""))
+        body = comment.get("body")
+        person = login and user.get("type") != "Bot" and login.casefold() not in logins
+        if person and isinstance(body, str) and _MARKER.match(body):
+            found.add(login)
+    return found
+
+
+def can_write(permission: Mapping[str, Any]) -> bool:
+    """The collaborator permission endpoint's answer: write, maintain or admin on the repository."""
+    return permission.get("permission") in WRITE_PERMISSIONS or permission.get("role_name") in WRITE_PERMISSIONS
 
 
 def parse_marker(comment: Mapping[str, Any], logins: frozenset[str]) -> Marker | None:
@@ -387,45 +415,86 @@ def release_text(agent: str, reason: str, attempt: int, max_attempts: int, parke
 # ---------------------------------------------------------------------------- API failures
 
 PERMISSION = "issues: write"
+SECONDARY_WAIT = 60.0  # GitHub: without retry-after or a reset, wait at least a minute
 
 
-def rate_limited(status: int, message: str, headers: Mapping[str, str]) -> bool:
-    """GitHub signals rate limits with 429, or 403 plus a message or header saying so."""
-    return status == 429 or (
-        status == 403
-        and ("rate limit" in message.lower() or "retry-after" in headers or headers.get("x-ratelimit-remaining") == "0")
-    )
+def limit_kind(status: int, message: str, headers: Mapping[str, str]) -> str | None:
+    """`primary`, `secondary` or None, as GitHub documents them (docs/github-locks.md#rate-limits):
+    a primary limit is 403/429 with `x-ratelimit-remaining: 0`; a secondary one is 403/429 whose
+    message says so (or that carries `retry-after`). Any other 403 is a permission."""
+    if status not in (403, 429):
+        return None
+    low = message.lower()
+    if headers.get("x-ratelimit-remaining") == "0" and "secondary" not in low:
+        return "primary"
+    if "secondary rate limit" in low or "abuse" in low or "retry-after" in headers:
+        return "secondary"
+    if "rate limit" in low:
+        return "primary" if "api rate limit exceeded" in low else "secondary"
+    return "secondary" if status == 429 else None
 
 
-def retry_wait(status: int | None, message: str, headers: Mapping[str, str], tries: int) -> float | None:
+def limit_wait(status: int, message: str, headers: Mapping[str, str], now: float) -> float | None:
+    """How long GitHub asks to wait (`now`: epoch seconds): `retry-after`, else until
+    `x-ratelimit-reset` when none remain, else at least a minute. None: not a rate limit."""
+    if limit_kind(status, message, headers) is None:
+        return None
+    try:
+        return max(0.0, float(headers["retry-after"]))
+    except (KeyError, ValueError):
+        pass
+    reset = _reset(headers)
+    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
+        return max(0.0, reset - now) + 1.0  # the reset's second is not exact
+    return SECONDARY_WAIT
+
+
+def _reset(headers: Mapping[str, str]) -> float | None:
+    try:
+        return float(headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return None
+
+
+def retry_wait(status: int | None, message: str, headers: Mapping[str, str], tries: int, now: float) -> float | None:
     """How long to wait before trying a write again (`status` None: no answer), or None: do not."""
-    backoff = 0.5 * 2.0 ** (tries - 1)
     if status is None or status >= 500:
-        return backoff
-    if rate_limited(status, message, headers):
-        try:
-            return float(headers["retry-after"])
-        except (KeyError, ValueError):
-            return None  # a primary limit: the reset is far away
-    return None
+        return 0.5 * 2.0 ** (tries - 1)
+    return limit_wait(status, message, headers, now)
 
 
-def explain(doing: str, status: int, message: str, headers: Mapping[str, str], repo: str) -> str:
-    """One line naming the fix (`headers` lower-cased)."""
+def _limit_line(doing: str, status: int, message: str, headers: Mapping[str, str], now: float) -> str:
+    kind = limit_kind(status, message, headers)
+    wait = limit_wait(status, message, headers, now) or 0.0
+    resource = f" for {headers['x-ratelimit-resource']}" if headers.get("x-ratelimit-resource") else ""
+    limit = f" of {headers['x-ratelimit-limit']} requests an hour" if headers.get("x-ratelimit-limit") else ""
+    reset = _reset(headers)
+    if kind == "primary" and reset is not None:
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(reset))
+        used_up = f"GitHub's primary rate limit{limit}{resource} is used up ({status})"
+        return f"{doing}: {used_up}; it resets at {when} (in {wait:.0f}s)"
+    asks = f"GitHub asks to wait {wait:g}s" if "retry-after" in headers else "GitHub asks to wait at least a minute"
+    return f"{doing}: GitHub's {kind} rate limit ({status}: {message}); {asks}; the next run picks up"
+
+
+def explain(doing: str, status: int, message: str, headers: Mapping[str, str], repo: str, now: float) -> str:
+    """One line naming the fix (`headers` lower-cased; `now`: epoch seconds, for a limit's reset)."""
     message = message.strip() or "no message"
-    if rate_limited(status, message, headers):
-        wait = f"; GitHub asks to wait {headers['retry-after']}s" if headers.get("retry-after") else ""
-        return f"{doing}: rate limited by GitHub ({status}: {message}){wait}; try again later"
+    if limit_kind(status, message, headers):
+        return _limit_line(doing, status, message, headers, now)
     if status == 401:
         return (
             f"{doing}: GitHub rejected the token (401: {message}); set GITHUB_TOKEN or --github-token "
             f"to a token with `{PERMISSION}` on {repo}"
         )
     if status == 403:
-        return f"{doing}: GitHub refused (403: {message}); the token needs `{PERMISSION}` on {repo}"
+        needs = headers.get("x-accepted-github-permissions") or PERMISSION
+        return f"{doing}: GitHub refused (403: {message}); the token needs `{needs}` on {repo}"
     if status == 404:
         where = f"is --github-repo {repo} right, and can the token see it? It needs `{PERMISSION}`"
         return f"{doing}: not found (404) — {where}"
+    if status == 410 and "deleted" in message.lower():
+        return f"{doing}: the issue was deleted (410)"
     if status == 410:
         return f"{doing}: issues are disabled on {repo} (410)"
     return f"{doing}: GitHub API error {status}: {message}"

@@ -45,6 +45,9 @@ class _Held:
     lock: str = ""  # refs mode: the commit our lock ref points at
     record: Any = None  # refs mode: the LockRecord of that commit
     settling: bool = False  # no heartbeat may move the lock once the settle began
+    claim_data: dict[str, Any] = field(default_factory=dict)  # the claim marker's data (refs mode)
+    sent: float | None = None  # refs mode: when the lock's creation was sent (monotonic)
+    took: float = 0.0  # and how long it took to land
     mutex: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs settle
 
 
@@ -75,6 +78,8 @@ class GitHubTracker(ReviewPhase):
         self._deps_api = True  # False once the server says it has no issue dependencies
         self._identity = identity
         self._trusted: set[str] | None = None
+        self._beats: Api | None = None  # the heartbeat's own connection (its deadline is its alone)
+        self._writers: dict[str, bool] = {}  # login (casefolded) → write access or more, per run
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
@@ -84,7 +89,24 @@ class GitHubTracker(ReviewPhase):
         return self.api.list(f"/issues/{number}/comments")
 
     def _markers(self, number: int) -> list[rules.Marker]:
-        return rules.parse_markers(self._comments(number), self.trusted())
+        comments = self._comments(number)
+        trusted = self.trusted()
+        writers = {login.casefold() for login in rules.marker_authors(comments, trusted) if self._can_write(login)}
+        return rules.parse_markers(comments, trusted | writers)
+
+    def _can_write(self, login: str) -> bool:
+        """Whether `login` has write access or more to the repository; asked once per run and login."""
+        key = login.casefold()
+        if key not in self._writers:
+            quoted = urllib.parse.quote(login, safe="")
+            try:
+                answer = self.api.request("GET", f"/collaborators/{quoted}/permission")
+            except GithubException as exc:
+                if exc.status not in (403, 404):  # 404: no such user; 403: the token may not ask
+                    raise
+                answer = {}
+            self._writers[key] = isinstance(answer, dict) and rules.can_write(answer)
+        return self._writers[key]
 
     def trusted(self) -> frozenset[str]:
         """Logins whose markers count (casefolded): the token's own, else `identity`; `--trusted-actor`s."""
@@ -102,6 +124,22 @@ class GitHubTracker(ReviewPhase):
     def _get(self, number: int) -> dict[str, Any]:
         data = self.api.request("GET", f"/issues/{number}")
         return data if isinstance(data, dict) else {}
+
+    def _current(self, number: int) -> tuple[dict[str, Any], str | None]:
+        """The issue as GitHub has it now, and how it left this repository if it did (deleted: 410;
+        transferred: its URL answers 301 to another repository), else None."""
+        try:
+            raw = self._get(number)
+        except GithubException as exc:
+            if exc.status == 410:
+                return {}, "was deleted (410)"
+            raise
+        if not rules.in_repo(raw, self.settings.repo):
+            return raw, f"was transferred to {rules.dependency_ref(raw, self.settings.repo).split('#')[0]} (301)"
+        return raw, None
+
+    def _gone(self, number: int) -> str | None:
+        return self._current(number)[1]
 
     def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
         """Open or closed issues this one is "blocked by"; [] when GitHub reports none."""
@@ -231,9 +269,9 @@ class GitHubTracker(ReviewPhase):
         return rules.to_issue(claimed, self.settings, markers, current.dependencies)
 
     def _dispatchable(self, number: int, filters: Filters) -> tuple[dict[str, Any], Issue] | None:
-        """The issue as GitHub has it now, if it is still dispatchable; else None."""
-        raw = self._get(number)
-        if rules.is_pull_request(raw) or raw.get("state") != "open":
+        """The issue as GitHub has it now, if it is still dispatchable (not deleted or moved either); else None."""
+        raw, gone = self._current(number)
+        if gone is not None or rules.is_pull_request(raw) or raw.get("state") != "open":
             return None
         states: dict[str, str] = {}
         current = rules.to_issue(raw, self.settings, None, self._dependencies(raw, states))
@@ -266,6 +304,12 @@ class GitHubTracker(ReviewPhase):
         """Settling starts here: our winning claim (None: `lost`) and the failed attempts so far."""
         markers = self._markers(number)
         return self._ours(issue_id, assignee, markers), rules.failed_attempts(markers)
+
+    def _still_claimed(self, number: int, *, reaping: bool) -> bool:
+        """The issue as GitHub has it now (a single read, current where comment lists lag): a closed issue
+        is never released (a success may be recorded), and a reaper releases only what is still labelled."""
+        now = self._get(number)
+        return now.get("state") == "open" and (not reaping or rules.has_label(now, rules.CLAIMED_LABEL))
 
     def complete(self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = ()) -> Settlement:
         """GitHub Issues have no gate registry: `gate_runs` is always empty (`--check`s are reported only)."""
@@ -305,7 +349,7 @@ class GitHubTracker(ReviewPhase):
         number = self._number(issue_id)
         with self.api.doing(f"release {issue_id}"), self.api.persistent():
             claim, attempts = self._our_claim(issue_id, assignee, number)
-            if claim is None:
+            if claim is None or not self._still_claimed(number, reaping=seen is not None):
                 return Settlement(Outcome.LOST, attempts)
             attempts += 1
             parked = attempts >= max_attempts
@@ -337,8 +381,9 @@ class GitHubTracker(ReviewPhase):
             return (f"{exc}; the result is recorded, and {FINISHED_LATER}",)
         return ()
 
-    def _close_and_unlabel(self, number: int, kind: str, parked: bool) -> None:
-        if kind == "done" and self._get(number).get("state") == "open":  # closed meanwhile: a person's call
+    def _close_and_unlabel(self, number: int, kind: str, parked: bool, now: dict[str, Any] | None = None) -> None:
+        """`now`: the issue as just read, if it was."""
+        if kind == "done" and (now or self._get(number)).get("state") == "open":  # closed meanwhile: a person's call
             self.api.write(lambda: self.api.request("PATCH", f"/issues/{number}", input=_CLOSE))
         if kind == review.DELIVER:  # before the claimed label goes: never ready-looking in between
             self._add_label(number, self.settings.review_label)
@@ -379,21 +424,31 @@ class GitHubTracker(ReviewPhase):
     def heartbeat(
         self, issue_id: str, assignee: str, *, interval: float | None = None, deadline: float | None = None
     ) -> bool:
-        """Record `beat` in our claim marker (an edit, not a new comment)."""
+        """Record `beat` in our claim marker (an edit, not a new comment); every request ends by `deadline`."""
         held = self._held.get(issue_id)
         if held is None:
             return False
         number = self._number(issue_id)
-        with self.api.doing(f"heartbeat {issue_id}"):
-            claim = self._ours(issue_id, assignee, self._markers(number))
+        api = self._beat_api()
+        with api.doing(f"heartbeat {issue_id}"), api.until(deadline):
+            known = self.trusted() | {login for login, writes in self._writers.items() if writes}
+            claim = self._ours(issue_id, assignee, rules.parse_markers(api.list(f"/issues/{number}/comments"), known))
             if claim is None:
                 return False
-            marker = rules.render_marker("claim", {**claim.data, "beat": format_timestamp()})
-            body = marker + "\n" + rules.claim_text(held.agent, held.run)
-            self.api.write(
-                lambda: self.api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body})
-            )
+            self._edit_claim(api, held, claim.data)
         return True
+
+    def _beat_api(self) -> Api:
+        if self._beats is None:
+            self._beats = self.api.clone()
+        return self._beats
+
+    @staticmethod
+    def _edit_claim(api: Api, held: _Held, data: dict[str, Any] | Any) -> None:
+        """The claim comment with this beat's time (what `status` shows people)."""
+        body = rules.render_marker("claim", {**data, "beat": format_timestamp()}) + "\n"
+        body += rules.claim_text(held.agent, held.run)
+        api.write(lambda: api.request("PATCH", f"/issues/comments/{held.comment_id}", input={"body": body}))
 
     def unpark(self, issue_id: str) -> bool:
         """Remove `dispatch:parked`; a reset marker starts the attempt count over."""
@@ -429,11 +484,14 @@ class GitHubTracker(ReviewPhase):
         """Every write is complete when it returns."""
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
-        """Not recorded yet: the heartbeat's fence counts from the command's start."""
-        return None
+        """Refs mode: when the lock's creation was sent (the fence counts from it); comments: unknown."""
+        held = self._held.get(issue_id)
+        return ClaimTiming(held.sent, held.took) if held is not None and held.sent is not None else None
 
     def close(self) -> None:
         self.api.close()
+        if self._beats is not None:
+            self._beats.close()
 
     # ------------------------------------------------------------------ the result comment
     def _remember(self, issue_id: str, comment_id: int, marker: str, text: str) -> None:

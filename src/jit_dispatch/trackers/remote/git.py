@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jit_dispatch.errors import TrackerError
+from jit_dispatch.process import credentials
 from jit_dispatch.trackers.remote.refusals import classify
 
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
@@ -76,7 +77,7 @@ class Git:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**self.env, **(env or {})},
+            env={**self.env, **credentials.git_env(), **(env or {})},
             start_new_session=True,  # its own group: a timeout kills the transport it spawned too
         ) as proc:
             try:
