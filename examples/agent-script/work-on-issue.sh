@@ -52,13 +52,12 @@ echo "Prompt for the agent: $(wc -c <"$prompt") bytes in $prompt"
 # my-agent --prompt-file "$prompt"          # e.g. an AI coding agent; its exit code decides
 # make test                                 # fail here rather than report `done` on broken work
 
-# 3. Deliver the work, if the agent changed files. jit-dispatch never commits your working tree
-#    (it only records the issue's state), so push the change yourself, for instance to a branch
-#    named after the id alone, with a fixed commit message (uncomment to use):
-# branch="agent/${JIT_ISSUE_SHORT_ID#\#}"
-# git switch -c "$branch"
-# git add -A -- . ':!.jit'
-# git commit -m "Work on issue ${JIT_ISSUE_SHORT_ID}"
-# git push origin "$branch"
+# 3. Leave the work in the workspace: with `deliver: branch` or `deliver: pull-request`
+#    jit-dispatch commits what this script changed (never .jit/) onto a work branch, pushes it
+#    and opens the pull request (docs/delivery.md). After a review asking for changes, the next
+#    run starts on that branch and the review is in "$JIT_DISPATCH_FEEDBACK_FILE" (JSON).
+# if [[ -n "${JIT_DISPATCH_FEEDBACK_FILE:-}" && -s "$JIT_DISPATCH_FEEDBACK_FILE" ]]; then
+#   echo "Back after review: $(wc -c <"$JIT_DISPATCH_FEEDBACK_FILE") bytes of feedback"
+# fi
 
 exit 0
