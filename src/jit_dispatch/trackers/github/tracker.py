@@ -24,7 +24,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
-from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, StateCopy
 from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 from jit_dispatch.trackers.github.reviewing import ReviewPhase
@@ -430,6 +430,10 @@ class GitHubTracker(ReviewPhase):
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         """Not recorded yet: the heartbeat's fence counts from the command's start."""
+        return None
+
+    def materialise(self, issue_id: str) -> StateCopy | None:
+        """No `.jit/`: the state is the issue itself."""
         return None
 
     def close(self) -> None:
