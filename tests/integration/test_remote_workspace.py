@@ -111,3 +111,27 @@ def test_a_workspace_without_jit_gets_none_back(tmp_path: Path) -> None:
     assert seen.read_text().split() == [f"{remote.ids[0]}.json"]
     assert not (work / ".jit").exists()
     assert git(work, "status", "--porcelain") == ""
+
+
+def test_the_settle_wins_its_own_fields_and_keeps_the_agents_other_edits(tmp_path: Path) -> None:
+    """The agent labels its issue, assigns it to someone else and fails: the release is the
+    settle's (ready, unassigned, an attempt counted); the label is the agent's, kept."""
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("labelled")])
+    only = _state_branch_ahead(remote, tmp_path)
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", remote.url, str(work)], check=True, capture_output=True)
+    command = '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --label "component:agent" --assignee "agent:other" -q; exit 1'
+    run = run_cli(
+        "once", "--agent", "agent:bot", "--command", command, "--sync", "git", "--state-branch", STATE, "--json",
+        cwd=work, env=clean_env(**GIT_IDENTITY, AGENT_JIT=str(binary)), timeout=120,
+    )  # fmt: skip
+    result = json.loads(run.stdout)
+    assert result["outcome"] == "released", run.stdout + run.stderr
+    view = _state_view(remote, tmp_path)
+    stored = read_issue(view / ".jit", only)
+    assert stored["state"] == "ready" and stored["assignee"] is None, stored
+    assert "component:agent" in stored["labels"] and stored["title"] == "renamed on the state branch", stored
+    assert stored["context"]["dispatch.attempts"] == "1", stored["context"]
+    assert read_issue(work / ".jit", only)["labels"] == []  # the checkout's copy, as it was
+    assert_jit_sees(view, available={only}, states={only: "ready"})

@@ -46,6 +46,8 @@ class RemoteSettings:
     skip_ci: bool = True
     heartbeat_seconds: float | None = None  # announced in each lock; the runner re-points its lock this often
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
+    # The state branch is not the branch checked out: the command gets its `.jit/` (workspace.py)
+    state_elsewhere: bool = False
 
 
 def private_repository(checkout: Git, path: Path) -> Git:

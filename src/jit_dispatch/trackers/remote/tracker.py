@@ -270,10 +270,14 @@ class RemoteJitTracker(TrackerDefaults):
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         return self._timing.get(issue_id)
 
-    def materialise(self, issue_id: str) -> Materialised:
+    def materialise(self, issue_id: str) -> Materialised | None:
         """The view the claim was made on into the workspace's `.jit/` (its own moved aside): the
         tip the claim's fold left, or, when that fold did not land, the view again (our lock puts
-        the claim in it). docs/delivery.md#when-the-agent-writes-jit-itself"""
+        the claim in it). None when the state branch is the one checked out: its `.jit/` is tracked
+        there, and a dirty copy would stop the agent's `git pull`/`rebase`.
+        docs/delivery.md#when-the-agent-writes-jit-itself"""
+        if not self.settings.state_elsewhere:
+            return None
         with self._busy:
             try:
                 folded = self.store.read_issue(issue_id)
