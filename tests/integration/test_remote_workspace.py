@@ -135,3 +135,42 @@ def test_the_settle_wins_its_own_fields_and_keeps_the_agents_other_edits(tmp_pat
     assert stored["context"]["dispatch.attempts"] == "1", stored["context"]
     assert read_issue(work / ".jit", only)["labels"] == []  # the checkout's copy, as it was
     assert_jit_sees(view, available={only}, states={only: "ready"})
+
+
+def test_the_fold_merges_the_agents_writes_with_what_others_folded_meanwhile(tmp_path: Path) -> None:
+    """carried.apply on a real store: another runner claimed issue B after the copy was made, the
+    agent labelled B and created C; B keeps the claim and gets the label, C and its id and event
+    arrive, the agent's rewritten events.jsonl adds only its new lines; `undo` puts all back."""
+    from jit_dispatch.domain.selection import Filters
+    from jit_dispatch.trackers.jit.files import dumps_pretty, ordered_issue
+    from jit_dispatch.trackers.jit.store import JitStore
+    from jit_dispatch.trackers.remote import carried
+
+    store = JitStore.init(tmp_path / "state" / ".jit")
+    a, b = store.create_issues([NewIssue("a"), NewIssue("b")])
+    copy = {p: (store.root / p).read_bytes() for p in ("index.json", "events.jsonl", f"issues/{b}.json")}
+    store.claim(b, "agent:other", "run", Filters(issue_id=b))  # folded by another runner meanwhile
+    agent = tmp_path / "agent" / ".jit"  # the agent's copy: B labelled, C created
+    JitStore.init(agent)
+    for path, data in copy.items():
+        (agent / path).parent.mkdir(parents=True, exist_ok=True)
+        (agent / path).write_bytes(data)
+    labelled = {**json.loads(copy[f"issues/{b}.json"]), "labels": ["component:agent"]}
+    (agent / "issues" / f"{b}.json").write_text(dumps_pretty(ordered_issue(labelled)))
+    (c,) = JitStore(agent).create_issues([NewIssue("c")])
+    events = (agent / "events.jsonl").read_bytes()
+    (agent / "events.jsonl").write_bytes(b"\n".join(reversed(events.splitlines())) + b"\n")  # rewritten
+    after = {p: (agent / p).read_bytes() for p in (*copy, f"issues/{c}.json")}
+    before_apply = {p: (store.root / p).read_bytes() for p in copy}
+
+    undo = carried.apply(store, a, carried.read_writes(copy, after, sorted(after)))
+    stored = read_issue(store.root, b)
+    assert (stored["state"], stored["assignee"]) == ("in_progress", "agent:other")  # the other runner's claim
+    assert stored["labels"] == ["component:agent"]  # and the agent's label
+    assert read_issue(store.root, c)["title"] == "c"
+    assert json.loads((store.root / "index.json").read_text())["all_ids"] == [a, b, c]
+    lines = (store.root / "events.jsonl").read_text().splitlines()
+    assert len(lines) == len(before_apply["events.jsonl"].splitlines()) + 1 and json.loads(lines[-1])["issue_id"] == c
+    carried.undo(store, undo)
+    assert {p: (store.root / p).read_bytes() for p in copy} == before_apply
+    assert not (store.root / "issues" / f"{c}.json").exists()
