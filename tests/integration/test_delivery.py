@@ -439,12 +439,16 @@ def test_a_delivering_pool_agent_runs_one_issue_at_a_time(tmp_path: Path) -> Non
     assert read_issue(work / ".jit", remote.ids[0])["state"] == "ready"
 
 
-def test_remote_mode_says_when_the_agent_wrote_the_workspace_store(tmp_path: Path) -> None:
+def test_remote_mode_says_when_the_agent_wrote_what_is_not_carried(tmp_path: Path) -> None:
     remote = make_remote(tmp_path, [NewIssue("notes")])
-    run = once(_clone(remote, tmp_path / "run"), "echo note > .jit/agent-note.txt; echo w > w.txt", remote_mode=True)
+    clone = _clone(remote, tmp_path / "run")
+    note = "echo note > .jit/agent-note.txt; echo w > w.txt"
+    run = once(clone, note, "--state-branch", "jit-state", remote_mode=True)
     assert run.json["outcome"] == "in-review", run.stdout + run.stderr
-    assert any("do not reach the state branch" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert any("not carried to the state branch" in w for w in run.json["warnings"]), run.json["warnings"]
     assert ".jit/agent-note.txt" not in _branch_files(remote, run.json["branch"])
+    assert ".jit/agent-note.txt" not in git(remote.bare, "ls-tree", "-r", "--name-only", "jit-state")
+    assert not (clone / ".jit" / "agent-note.txt").exists()  # the workspace's .jit/ is back as it was
     quiet = make_remote(tmp_path / "quiet", [NewIssue("quiet")])
-    run = once(_clone(quiet, tmp_path / "quiet-run"), "echo w > w.txt", remote_mode=True)
+    run = once(_clone(quiet, tmp_path / "quiet-run"), "echo w > w.txt", "--state-branch", "jit-state", remote_mode=True)
     assert run.json["warnings"] == [], run.json["warnings"]

@@ -245,7 +245,6 @@ def build_request(
             jit_dir=jit_roots(store.jit_dir)[0],
             push_budget=store.push_budget,
             author=store.author or run.delivery.author,
-            state_elsewhere=store.sync == "git" and store.tracker == "jit",
         ),
         pass_git_credentials=store.pass_git_credentials,
     )

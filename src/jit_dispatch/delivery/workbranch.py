@@ -115,11 +115,6 @@ class WorkBranch:
         finally:
             self._index.unlink(missing_ok=True)
 
-    def store_status(self) -> str:
-        """`git status` of the workspace's `.jit/`: compared before and after the command, it tells
-        whether the command wrote there (ignored lock files left out)."""
-        return self.git.out("status", "--porcelain", "--untracked-files=all", "--", self.jit_path)
-
     # ------------------------------------------------------------------ building
     def build(self, start: Start, issue_id: str, title: str, body: str, *, allow_empty: bool) -> str | None:
         """The work branch's new tip; None when the command changed nothing outside `.jit/`."""

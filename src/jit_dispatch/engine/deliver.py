@@ -56,7 +56,6 @@ class DeliverySettings:
     max_review_rounds: int = 3
     remote: str = "origin"
     jit_dir: Path = Path(".jit")  # the store (never on a work branch)
-    state_elsewhere: bool = False  # remote mode: the state lives on the state branch, not in the workspace
     push_budget: float = 180.0
     # pull-request mode: the API (permissions checked before the claim), what to pass through, and
     # the body's renderer (the report layer's; `Any`: the engine's Result at delivery time)
@@ -81,7 +80,6 @@ class Delivering:
         self._work: WorkBranch | None = None
         self._base: str | None = None
         self._branch: str | None = None
-        self._store_before: str | None = None
 
     @property
     def hold(self) -> bool:
@@ -113,7 +111,6 @@ class Delivering:
             if earlier and start is None:
                 self.notes.append(f"work branch {earlier} is gone from the remote; starting afresh")
             self._start = start or self._work.start()
-            self._store_before = self._work.store_status() if self.settings.state_elsewhere else None
         except (DeliveryError, GitError, ValueError) as exc:
             return f"cannot deliver: {exc}"
         return None
@@ -149,11 +146,6 @@ class Delivering:
         if self._work is None or self._start is None or self._base is None or self._branch is None:
             return "cannot deliver: the work's start was not recorded"
         issue, branch = self.issue, self._branch
-        if self._store_before is not None and self._work.store_status() != self._store_before:
-            self.notes.append(
-                f"the command changed {self._work.jit_path}/ in the workspace: in remote mode those writes stay "
-                "there, they do not reach the state branch (docs/delivery.md#when-the-agent-writes-jit-itself)"
-            )
         body = f"Delivered by jit-dispatch for issue {issue.short_id} (attempt {attempt}, {agent})."
         try:
             tip = self._work.build(self._start, issue.id, issue.title, body, allow_empty=self.settings.allow_empty)

@@ -278,9 +278,19 @@ def run_claimed(
                 history=lambda key: tracker.gate_history(claimed.id, key),
                 lookup=tracker.issue_now,
             )
+        # Remote mode: the agent's jit calls see the state branch (docs/delivery.md#when-the-agent-writes-jit-itself)
+        try:
+            state = tracker.materialise(claimed.id)
+        except (OSError, TrackerError) as exc:
+            return _settle(tracker, request, result, claimed, f"cannot put the state's .jit/ into the workspace: {exc}")
         with heartbeat, hidden_git_credentials(request.workdir, keep=request.pass_git_credentials):
             cancel_command = heartbeat.command_cancel
-            reason, keep_gated = _work(tracker, request, claimed, steps, setting, env, cancel_command, hooks, result)
+            try:
+                work = (steps, setting, env, cancel_command, hooks, result)
+                reason, keep_gated = _work(tracker, request, claimed, *work)
+            finally:
+                if state is not None:
+                    state.restore()
             if reason is None and delivering is not None:
                 reason = delivering.deliver(tracker, request.agent, result.attempt or 1, result)
                 result.delivery = delivering.delivery

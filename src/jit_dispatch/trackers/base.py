@@ -92,6 +92,16 @@ class Settlement:
     reason: str | None = None  # the store's words for the outcome (a `done` jit's graph rules refuse)
 
 
+class StateCopy(Protocol):
+    """The state in the workspace's `.jit/` while the command runs (remote mode).
+
+    docs/delivery.md#when-the-agent-writes-jit-itself"""
+
+    def restore(self) -> None:
+        """After the command: note what it wrote there (for the settle to carry), then put the
+        workspace's own `.jit/` back as it was."""
+
+
 class Tracker(Protocol):
     location: str
 
@@ -193,6 +203,10 @@ class Tracker(Protocol):
     def flush(self) -> None:
         """Write down what others left pending (remote mode: fold pending results into the branch)."""
 
+    def materialise(self, issue_id: str) -> StateCopy | None:
+        """Before the command: make the workspace's `.jit/` the state the claim was made on, when the
+        store lives elsewhere (remote mode); None: the agent's jit calls reach the store as it is."""
+
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         """When our claim of the issue was sent and how long it took to land (the heartbeat's first
         reference); None when the backend cannot tell (the heartbeat then starts with the command)."""
@@ -273,4 +287,8 @@ class TrackerDefaults(NoDelivery):
         """Every write is complete when it returns."""
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
+        return None
+
+    def materialise(self, issue_id: str) -> StateCopy | None:
+        """The workspace's `.jit/` is the store (local mode), or there is none (GitHub)."""
         return None

@@ -81,6 +81,14 @@ def current_branch(git: Git, context: GitHubContext) -> str:
     return branch
 
 
+def _checked_out(git: Git, context: GitHubContext) -> str | None:
+    """The branch being run, None when HEAD is detached and Actions names none."""
+    try:
+        return current_branch(git, context)
+    except UsageError:
+        return None
+
+
 def _workspace_branch(git: Git, context: GitHubContext, *, record: bool) -> str:
     """The checked-out branch as the state branch, refused when this checkout dispatched from
     another one before: a command that left the workspace on its own branch must not make the next
@@ -201,6 +209,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         skip_ci=choice.skip_ci,
         heartbeat_seconds=choice.heartbeat,
         push_budget=choice.push_budget,
+        state_elsewhere=bool(choice.state_branch) and choice.state_branch != _checked_out(git, context),
         **(parse_author(author) if author else {}),
     )
     if choice.state_branch and not choice.read_only:  # a branch of its own: started on first use

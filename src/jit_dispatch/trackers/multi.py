@@ -10,7 +10,16 @@ from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
-from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, Tracker, TrackerDefaults
+from jit_dispatch.trackers.base import (
+    ClaimTiming,
+    GateRecord,
+    Liveness,
+    Settlement,
+    Snapshot,
+    StateCopy,
+    Tracker,
+    TrackerDefaults,
+)
 
 
 class MultiTracker(TrackerDefaults):
@@ -108,6 +117,9 @@ class MultiTracker(TrackerDefaults):
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         return self._store(issue_id).claim_timing(issue_id)
+
+    def materialise(self, issue_id: str) -> StateCopy | None:
+        return self._store(issue_id).materialise(issue_id)
 
     def taken_by(self, issue_id: str, assignee: str) -> str | None:
         return self._store(issue_id).taken_by(issue_id, assignee)

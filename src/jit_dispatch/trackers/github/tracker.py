@@ -24,7 +24,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.transitions import format_timestamp
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import TrackerError, UsageError
-from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot
+from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, StateCopy
 from jit_dispatch.trackers.github import review, rules
 from jit_dispatch.trackers.github.api import FAILURES, Api
 from jit_dispatch.trackers.github.reviewing import ReviewPhase
@@ -487,6 +487,10 @@ class GitHubTracker(ReviewPhase):
         """Refs mode: when the lock's creation was sent (the fence counts from it); comments: unknown."""
         held = self._held.get(issue_id)
         return ClaimTiming(held.sent, held.took) if held is not None and held.sent is not None else None
+
+    def materialise(self, issue_id: str) -> StateCopy | None:
+        """No `.jit/`: the state is the issue itself."""
+        return None
 
     def close(self) -> None:
         self.api.close()

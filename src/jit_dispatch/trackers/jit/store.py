@@ -298,10 +298,19 @@ class JitStore(TrackerDefaults):
         self.changed.add(path)
 
     def _append_events(self, events: list[dict[str, Any]]) -> None:
-        if not events:
+        self.append_event_lines([dumps_event(e) for e in events])
+
+    def forget_view(self) -> None:
+        """Issues were written from outside (an agent's, carried in remote mode): the next promotion
+        scans again instead of trusting the last snapshot's backlog."""
+        self._promotion_view = None
+
+    def append_event_lines(self, lines: list[str]) -> None:
+        """Append events as written lines (remote mode carries an agent's own, as jit wrote them)."""
+        if not lines:
             return
         with _lock_timeout_as_error(), flock(self.root / ".events.lock", timeout=self._lock_timeout()):
-            start, end = append_lines(self.root / "events.jsonl", [dumps_event(e) for e in events])
+            start, end = append_lines(self.root / "events.jsonl", lines)
         with self._view_lock:
             self._appenders.add(threading.get_ident())
             self._events_mark = end if start == self._events_mark else None

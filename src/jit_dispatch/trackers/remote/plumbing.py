@@ -46,6 +46,8 @@ class RemoteSettings:
     skip_ci: bool = True
     heartbeat_seconds: float | None = None  # announced in each lock; the runner re-points its lock this often
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
+    # The state branch is not the branch checked out: the command gets its `.jit/` (workspace.py)
+    state_elsewhere: bool = False
 
 
 def private_repository(checkout: Git, path: Path) -> Git:
@@ -281,14 +283,37 @@ class Plumbing:
         """A commit on `self.tip` whose tree differs only in the files the store changed: one
         `git fast-import` (it reads only the paths it changes; the user's index is never used)."""
         assert self.tip is not None
+        files: dict[str, bytes | None] = {}
+        for changed in sorted(self.store.changed):
+            name = f"{self.settings.jit_path}/{changed.relative_to(self.store.root).as_posix()}"
+            files[name] = changed.read_bytes() if changed.exists() else None
+        return self._fast_import(message, self.tip, files)
+
+    def files_commit(self, message: str, files: dict[str, bytes]) -> str:
+        """A commit without parent carrying `message` and a tree of `files` (a result that carries
+        the agent's own jit writes: carried.py)."""
+        return self._fast_import(message, None, dict(files))
+
+    def tree_files(self, commit: str) -> dict[str, bytes]:
+        """Path → content of every file in `commit`'s tree (a carrying result's; fetched with it)."""
+        listing = self.git.out("ls-tree", "-r", "-z", "--full-tree", commit).split("\0")
+        entries = [(line.split("\t", 1)[1], line.split()[2]) for line in listing if "\t" in line and " blob " in line]
+        blobs = self.batch([sha for _, sha in entries])
+        return {path: blob for (path, _), blob in zip(entries, blobs, strict=True) if blob is not None}
+
+    def _fast_import(self, message: str, parent: str | None, files: dict[str, bytes | None]) -> str:
+        """One commit by `git fast-import`: `files` written (None: deleted) on `parent`'s tree."""
         ident = f"{self.settings.author_name} <{self.settings.author_email}> {int(time.time())} +0000"
         text = message.encode()
-        stream = [f"commit {self.private_ref}-commit\nmark :1\nauthor {ident}\ncommitter {ident}\n".encode()]
-        stream.append(f"data {len(text)}\n".encode() + text + f"\nfrom {self.tip}\n".encode())
-        for changed in sorted(self.store.changed):
-            name = _quote(f"{self.settings.jit_path}/{changed.relative_to(self.store.root).as_posix()}")
-            if changed.exists():
-                data = changed.read_bytes()
+        ref = f"{self.private_ref}-commit"
+        reset = b"" if parent else f"reset {ref}\n\n".encode()  # no parent: not the ref's last commit either
+        stream = [reset + f"commit {ref}\nmark :1\nauthor {ident}\ncommitter {ident}\n".encode()]
+        stream.append(f"data {len(text)}\n".encode() + text + b"\n")
+        if parent:
+            stream.append(f"from {parent}\n".encode())
+        for path, data in sorted(files.items()):
+            name = _quote(path)
+            if data is not None:
                 stream.append(f"M 100644 inline {name}\ndata {len(data)}\n".encode() + data + b"\n")
             else:
                 stream.append(f"D {name}\n".encode())

@@ -37,6 +37,7 @@ class ResultInfo:
     gate_runs: tuple[GateRecord, ...] = ()  # jit's run records of this attempt's gates, folded with it
     counted: bool = True  # False: a person's release (`release --no-attempt`), not a failed attempt
     delivery: Delivery | None = None  # hold: where the work went
+    carries: bool = False  # the commit's tree holds the agent's own jit writes (carried.py)
 
     @classmethod
     def new(cls, op: str, claim: LockInfo, **fields: object) -> ResultInfo:
@@ -56,6 +57,7 @@ class ResultInfo:
             "seen-heartbeat-at": self.seen[1] if self.seen else None,
             "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
             "attempt-counted": None if self.counted else "no",
+            "carries-writes": "yes" if self.carries else None,
         }
         if self.delivery is not None:
             d = self.delivery
@@ -107,6 +109,7 @@ def parse_result(message: str) -> ResultInfo:
         gate_runs=_gate_runs(fields.get("gate-runs", "")),
         counted=fields.get("attempt-counted") != "no",
         delivery=_delivery(fields),
+        carries=fields.get("carries-writes") == "yes",
     )
 
 

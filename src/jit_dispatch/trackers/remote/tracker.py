@@ -38,7 +38,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
-from jit_dispatch.trackers.remote import liveness
+from jit_dispatch.trackers.remote import carried, liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
@@ -52,6 +52,7 @@ from jit_dispatch.trackers.remote.results import (
     parse_result,
 )
 from jit_dispatch.trackers.remote.retry import AGAIN, retrying
+from jit_dispatch.trackers.remote.workspace import Materialised
 
 T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
@@ -79,6 +80,7 @@ class RemoteJitTracker(TrackerDefaults):
         self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
+        self._copies: dict[str, Materialised] = {}  # issue id → the state put into the workspace for its command
         self._timing: dict[str, ClaimTiming] = {}  # issue id → when our lock push was sent, how long it took
         self._high: str | None = None  # the newest tip seen: every later tip's events must extend its own
         self.restored: list[str] = []  # what a rewound branch lost and this runner put back, for the report
@@ -268,6 +270,27 @@ class RemoteJitTracker(TrackerDefaults):
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
         return self._timing.get(issue_id)
 
+    def materialise(self, issue_id: str) -> Materialised | None:
+        """The view the claim was made on into the workspace's `.jit/` (its own moved aside): the
+        tip the claim's fold left, or, when that fold did not land, the view again (our lock puts
+        the claim in it). None when the state branch is the one checked out: its `.jit/` is tracked
+        there, and a dirty copy would stop the agent's `git pull`/`rebase`.
+        docs/delivery.md#when-the-agent-writes-jit-itself"""
+        if not self.settings.state_elsewhere:
+            return None
+        with self._busy:
+            try:
+                folded = self.store.read_issue(issue_id)
+                own = self._own.get(issue_id)
+                if own is None or folded is None or folded.context.get(CTX_CLAIMED_AT) != own[1].at:
+                    self._viewed()
+                target = self.git.repo / self.settings.jit_path
+                copy = Materialised(self.store.root, target, self.plumbing.scratch / f"workspace-{issue_id}")
+                self._copies[issue_id] = copy
+                return copy
+            finally:
+                self.plumbing.discard_changes()
+
     def unpark(self, issue_id: str) -> bool:
         def change(listing: Listing) -> bool | None:
             if not self.store.unpark(issue_id):
@@ -342,7 +365,11 @@ class RemoteJitTracker(TrackerDefaults):
         for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
             issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
             result = parse_result(message)
+            writes = carried.from_tree(self.plumbing.tree_files(listing.results[ref])) if result.carries else {}
+            before = carried.apply(self.store, issue_id, writes)  # first, as in local mode: the settle wins
             settlement = result.apply(self.store, issue_id)
+            if settlement.outcome == Outcome.LOST:
+                carried.undo(self.store, before)  # a fenced-out result carries nothing either
             verb = _VERBS.get(settlement.outcome, str(settlement.outcome))
             self._items.append((verb, issue_id, result.claim.agent or "?"))
         ready = {i: sha for i, sha in listing.locks.items() if i != skip and self.store.state_of(i) == State.READY}
@@ -438,6 +465,10 @@ class RemoteJitTracker(TrackerDefaults):
         deadline = time.monotonic() + self.settings.push_budget
         lock_ref = self._lock_ref(issue_id)
         sent: dict[str, Any] = {}  # the last result pushed: a lost answer is recognised by its sha
+        copy = self._copies.pop(issue_id, None)
+        writes = carried.tree_files(copy.writes) if copy is not None else {}
+        if writes:
+            fields["carries"] = True
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
@@ -463,7 +494,8 @@ class RemoteJitTracker(TrackerDefaults):
                     self._drop_lock(issue_id)
                     return settlement
                 ref = f"{self.plumbing.results_prefix}{issue_id}/{result.claim.attempt or 0}"
-                sha = self.plumbing.note_commit(result.message(issue_id))
+                message = result.message(issue_id)
+                sha = self.plumbing.files_commit(message, writes) if writes else self.plumbing.note_commit(message)
                 sent.update(ref=ref, sha=sha, settlement=settlement)
                 updates, leases = [(sha, ref)], {ref: ""}
                 if lease is not None:
@@ -480,6 +512,10 @@ class RemoteJitTracker(TrackerDefaults):
             self._fold(sent["ref"], deadline)
         if self.restored:
             settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
+        if copy is not None and copy.kept:
+            kept = f"the command wrote {len(copy.kept)} file(s) of .jit/ that are not carried to the state branch"
+            kept += " (docs/delivery.md#when-the-agent-writes-jit-itself)"
+            settlement = replace(settlement, warnings=(*settlement.warnings, kept))
         return settlement
 
     def _claim_of(self, issue_id: str, agent: str) -> LockInfo:
