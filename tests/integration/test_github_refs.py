@@ -238,7 +238,7 @@ def test_the_request_budget_of_a_run(fake: FakeGitHub) -> None:
     t = tracker()
     result = dispatch_once(t, Request(agent="agent:a", command="true", run_ref="r"), CancelToken(), Quiet())
     assert t.record_result(result, lambda r: summary_markdown(r, 3)) is None
-    assert result.outcome == "done" and len(fake.requests) == 24
+    assert result.outcome == "done" and len(fake.requests) == 25
     for number in (2, 3):
         fake.issues[number]["state"] = "closed"
     fake.requests.clear()
