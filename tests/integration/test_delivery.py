@@ -448,3 +448,57 @@ def test_remote_mode_says_when_the_agent_wrote_the_workspace_store(tmp_path: Pat
     quiet = make_remote(tmp_path / "quiet", [NewIssue("quiet")])
     run = once(_clone(quiet, tmp_path / "quiet-run"), "echo w > w.txt", remote_mode=True)
     assert run.json["warnings"] == [], run.json["warnings"]
+
+
+def test_a_commit_with_a_skewed_clock_on_the_base_does_not_hide_the_merge(tmp_path: Path) -> None:
+    """One commit on main whose committer clock was years behind (a CI box, a `GIT_COMMITTER_DATE`)
+    lies between the merge and the tip: `git log --since` stops its walk there; the merge must still count."""
+    remote = make_remote(tmp_path, [NewIssue("skewed")])
+    issue_id = remote.ids[0]
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo s > s.txt")
+    assert run.json["outcome"] == "in-review", run.stdout
+    merge(remote, tmp_path, run.json["branch"], "hand")
+    person = _clone(remote, tmp_path / "person")
+    (person / "late.txt").write_text("a commit from a machine with a wrong clock\n")
+    git(person, "add", "late.txt")
+    subprocess.run(
+        ["git", "-C", str(person), "commit", "-q", "-m", "skewed clock"],
+        check=True, env={**clean_env(), "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z"},
+    )  # fmt: skip
+    (person / "after.txt").write_text("and one more, on time\n")
+    git(person, "add", "after.txt")
+    git(person, "commit", "-q", "-m", "on time")
+    git(person, "push", "-q", "origin", "main")
+
+    run = once(work, "echo s > s.txt")
+    assert any(f"{issue_id[:8]} done" in line for line in run.json["merged"]), run.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "done"
+    assert_jit_sees(work, available=set(), states={issue_id: "done"})
+
+
+def test_an_agent_commit_naming_another_issue_cannot_finish_it(tmp_path: Path) -> None:
+    """The agent's commit message (steered by a hostile issue body) names another waiting issue's
+    trailer: merging this work must finish this issue only, never the other one."""
+    remote = make_remote(tmp_path, [NewIssue("victim"), NewIssue("attacker")])
+    seed = tmp_path / "seed"  # one issue needing both, so the older jit finds none isolated
+    from jit_dispatch.trackers.jit.store import JitStore
+
+    (later,) = JitStore(seed / ".jit").create_issues([NewIssue("later", dependencies=tuple(remote.ids))])
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "later")
+    git(seed, "push", "-q", str(remote.bare), "main")
+    work = _clone(remote, tmp_path / "work")
+    first = once(work, "echo v > v.txt")
+    assert first.json["outcome"] == "in-review", first.stdout
+    victim = first.json["issue_id"]
+    (attacker,) = [i for i in remote.ids if i != victim]
+    command = f"echo a > a.txt && git add a.txt && git commit -qm 'work' -m 'Jit-Issue: {victim}'"
+    second = once(work, command)
+    assert second.json["issue_id"] == attacker and second.json["outcome"] == "in-review", second.stdout
+    merge(remote, tmp_path, second.json["branch"], "squash")
+
+    run = once(work, "true")
+    assert any(f"{attacker[:8]} done" in line for line in run.json["merged"]), run.stdout
+    assert read_issue(work / ".jit", victim)["state"] == "gated", run.json["merged"]
+    assert_jit_sees(work, available=set(), states={victim: "gated", attacker: "done", later: "backlog"})

@@ -153,6 +153,12 @@ def test_with_trailer_appends_once() -> None:
     assert with_trailer(once, ISSUE) == once
 
 
+def test_with_trailer_quotes_another_issues_trailer() -> None:
+    message = with_trailer(f"agent commit\n\n  jit-issue: {OTHER}\nJit-Issue: {ISSUE}\n", ISSUE)
+    assert message_trailer_ids(message) == {ISSUE}
+    assert f"> jit-issue: {OTHER}" in message
+
+
 def test_trailers_are_found_in_git_log_output_of_every_merge_kind(tmp_path: object) -> None:
     squash_body = f"[1a2b3c4d] Fix (#12)\n\n* agent work\n\nJit-Issue: {ISSUE}\n\n* more\n\nCo-authored-by: x <x@y>\n"
     log = "".join(

@@ -203,10 +203,15 @@ def commit_message(title: str, issue_id: str, body: str = "") -> str:
 
 
 def with_trailer(message: str, issue_id: str) -> str:
-    """An existing commit message (the agent's own commit) with our trailer appended, unless it has it."""
-    if issue_id in message_trailer_ids(message):
-        return message
-    return message.rstrip("\n") + "\n\n" + trailer_line(issue_id) + "\n"
+    """An existing commit message (the agent's own commit) with our trailer appended, unless it has it.
+
+    A `Jit-Issue:` line naming another issue is quoted (`> Jit-Issue: …`): the agent (steered by a
+    hostile issue body, say) must not be able to finish another waiting issue by this work's merge.
+    """
+    quoted = _TRAILER_LINE.sub(lambda m: m.group(0) if m.group(1) == issue_id else "> " + m.group(0).lstrip(), message)
+    if issue_id in message_trailer_ids(quoted):
+        return quoted
+    return quoted.rstrip("\n") + "\n\n" + trailer_line(issue_id) + "\n"
 
 
 def message_trailer_ids(message: str) -> set[str]:

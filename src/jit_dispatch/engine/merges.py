@@ -159,6 +159,8 @@ def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> Non
 
 def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:
     """{issue id: the newest commit naming it} on `base` since the oldest of `deliveries`."""
+    from jit_dispatch.trackers.remote.git import GitError, last_line
+
     stamps = []
     for delivery in deliveries:
         try:
@@ -167,10 +169,16 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
             continue
     since = (min(stamps) - SLACK).isoformat() if stamps else None
     ref = _fetched(git, remote, base)
-    args = ["log", f"--format={LOG_FORMAT}", ref]
-    if since:
-        args.insert(1, f"--since={since}")
-    return trailer_ids(git.out(*args))
+    if since is None:
+        return trailer_ids(git.out("log", f"--format={LOG_FORMAT}", ref))
+    # `--since` stops the walk at the first commit older than `since`: one commit from a machine with
+    # a wrong clock on top of the merge would hide it for ever. `--since-as-filter` (git 2.39) walks on.
+    proc = git.run("log", f"--since-as-filter={since}", f"--format={LOG_FORMAT}", ref, check=False)
+    if proc.returncode != 0 and b"since-as-filter" in proc.stderr:
+        proc = git.run("log", f"--since={since}", f"--format={LOG_FORMAT}", ref)
+    elif proc.returncode != 0:
+        raise GitError(f"git log failed: {last_line(proc)}")
+    return trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
 
 
 def _fetched(git: Git, remote: str, base: str) -> str:
