@@ -502,3 +502,14 @@ def test_an_agent_commit_naming_another_issue_cannot_finish_it(tmp_path: Path) -
     assert any(f"{attacker[:8]} done" in line for line in run.json["merged"]), run.stdout
     assert read_issue(work / ".jit", victim)["state"] == "gated", run.json["merged"]
     assert_jit_sees(work, available=set(), states={victim: "gated", attacker: "done", later: "backlog"})
+
+
+def test_a_base_branch_that_does_not_exist_is_exit_2_before_any_claim(tmp_path: Path) -> None:
+    """`--base` naming no branch: the issue would wait for a merge into nothing for ever."""
+    remote = make_remote(tmp_path, [NewIssue("based")])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo a > a.txt", "--base", "mian")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stdout + run.stderr
+    assert "--base" in run.stderr and "mian" in run.stderr, run.stderr
+    assert work_branches(remote) == {}
+    assert_jit_sees(work, available={remote.ids[0]}, states={remote.ids[0]: "ready"})

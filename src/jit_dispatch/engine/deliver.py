@@ -32,7 +32,7 @@ from jit_dispatch.domain.issue import (
 )
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.remote.git import Git, GitError
+from jit_dispatch.trackers.remote.git import Git, GitError, redact
 from jit_dispatch.trackers.remote.plumbing import BOT_EMAIL, BOT_NAME
 
 if TYPE_CHECKING:
@@ -198,7 +198,19 @@ def preflight(settings: DeliverySettings, workdir: Path | None) -> str | None:
         return str(exc)
     if git.run("remote", "get-url", settings.remote, check=False).returncode != 0 and "/" not in settings.remote:
         return f"remote '{settings.remote}' is not configured in {git.repo} (see --remote)"
+    if settings.base is not None and not _branch_exists(git, settings.remote, settings.base):
+        # the issue would wait for ever for a merge into a branch nobody can merge into
+        return f"base branch '{settings.base}' (--base) is neither on '{redact(settings.remote)}' nor local"
     return None
+
+
+def _branch_exists(git: Git, remote: str, branch: str) -> bool:
+    """On the remote, or a local branch (as the merge watch reads it); true when the remote cannot be read."""
+    ref = f"refs/heads/{branch}"
+    if git.run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0:
+        return True
+    listed = git.run("ls-remote", "--heads", remote, ref, check=False)
+    return listed.returncode != 0 or bool(listed.stdout.strip())
 
 
 def _relative(jit_dir: Path, top: Path) -> str:
