@@ -513,3 +513,30 @@ def test_a_base_branch_that_does_not_exist_is_exit_2_before_any_claim(tmp_path: 
     assert "--base" in run.stderr and "mian" in run.stderr, run.stderr
     assert work_branches(remote) == {}
     assert_jit_sees(work, available={remote.ids[0]}, states={remote.ids[0]: "ready"})
+
+
+def test_a_shallow_checkout_still_sees_a_merge_below_its_tip(tmp_path: Path) -> None:
+    """actions/checkout clones with depth 1 by default: the merge is one commit below main's tip
+    (someone pushed after it), so the trailer is outside the clone's history unless it is fetched."""
+    remote, first, second = _chain(tmp_path)
+
+    def shallow(name: str) -> Path:
+        dest = tmp_path / name
+        url = f"file://{remote.bare}"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    run = once(shallow("run1"), CHAIN_COMMAND, remote_mode=True)
+    assert run.json["outcome"] == "in-review", run.stdout + run.stderr
+    merge(remote, tmp_path, run.json["branch"], "squash")
+    person = _clone(remote, tmp_path / "person")
+    (person / "later.txt").write_text("pushed after the merge\n")
+    git(person, "add", "later.txt")
+    git(person, "commit", "-q", "-m", "later")
+    git(person, "push", "-q", "origin", "main")
+
+    run = once(shallow("run2"), CHAIN_COMMAND, remote_mode=True)
+    assert any(f"{first[:8]} done" in line for line in run.json["merged"]), run.stdout + run.stderr
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
+    state = remote_state(remote, tmp_path)
+    assert_jit_sees(state, available=set(), states={first: "done", second: "gated"})

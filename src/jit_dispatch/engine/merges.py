@@ -168,7 +168,7 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
         except ValueError:
             continue
     since = (min(stamps) - SLACK).isoformat() if stamps else None
-    ref = _fetched(git, remote, base)
+    ref = _fetched(git, remote, base, since)
     if since is None:
         return trailer_ids(git.out("log", f"--format={LOG_FORMAT}", ref))
     # `--since` stops the walk at the first commit older than `since`: one commit from a machine with
@@ -181,14 +181,21 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
     return trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
 
 
-def _fetched(git: Git, remote: str, base: str) -> str:
-    """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read."""
+def _fetched(git: Git, remote: str, base: str, since: str | None) -> str:
+    """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read.
+
+    In a shallow clone (actions/checkout's default depth 1) the history is deepened back to `since`:
+    a merge one commit below the base's tip is otherwise outside the clone for ever."""
     from jit_dispatch.trackers.remote.git import GitError, redact
 
     fetched = _FETCHED + base
+    deepen = []
+    if since and git.out("rev-parse", "--is-shallow-repository") == "true":
+        deepen = [f"--shallow-since={since}"]
     proc = git.run(
-        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{fetched}", check=False
-    )
+        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", *deepen, remote, f"+refs/heads/{base}:{fetched}",
+        check=False,
+    )  # fmt: skip
     if proc.returncode == 0:
         return fetched
     if git.run("rev-parse", "--verify", "--quiet", f"refs/heads/{base}", check=False).returncode == 0:
