@@ -450,15 +450,20 @@ def test_remote_mode_says_when_the_agent_wrote_the_workspace_store(tmp_path: Pat
     assert run.json["warnings"] == [], run.json["warnings"]
 
 
+def _delivered(tmp_path: Path, title: str, command: str) -> tuple[Remote, str, Path, str]:
+    """One issue delivered from a clone, waiting for its merge: (remote, its id, the clone, the branch)."""
+    remote = make_remote(tmp_path, [NewIssue(title)])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, command)
+    assert run.json["outcome"] == "in-review", run.stdout
+    return remote, remote.ids[0], work, run.json["branch"]
+
+
 def test_a_commit_with_a_skewed_clock_on_the_base_does_not_hide_the_merge(tmp_path: Path) -> None:
     """One commit on main whose committer clock was years behind (a CI box, a `GIT_COMMITTER_DATE`)
     lies between the merge and the tip: `git log --since` stops its walk there; the merge must still count."""
-    remote = make_remote(tmp_path, [NewIssue("skewed")])
-    issue_id = remote.ids[0]
-    work = _clone(remote, tmp_path / "work")
-    run = once(work, "echo s > s.txt")
-    assert run.json["outcome"] == "in-review", run.stdout
-    merge(remote, tmp_path, run.json["branch"], "hand")
+    remote, issue_id, work, branch = _delivered(tmp_path, "skewed", "echo s > s.txt")
+    merge(remote, tmp_path, branch, "hand")
     person = _clone(remote, tmp_path / "person")
     (person / "late.txt").write_text("a commit from a machine with a wrong clock\n")
     git(person, "add", "late.txt")
@@ -540,3 +545,33 @@ def test_a_shallow_checkout_still_sees_a_merge_below_its_tip(tmp_path: Path) -> 
     assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
     state = remote_state(remote, tmp_path)
     assert_jit_sees(state, available=set(), states={first: "done", second: "gated"})
+
+
+def test_a_reopened_issue_waits_for_its_new_work_not_its_old_merge(tmp_path: Path) -> None:
+    """Done and merged this morning, reopened by a person this afternoon (a regression), delivered
+    again: its old merge commit names it too, but only the new work's merge may finish it."""
+    from real_jit import jit, jit_binary
+
+    binary = jit_binary("newest")
+    remote, issue_id, work, branch = _delivered(tmp_path, "regress", "echo 1 > one.txt")
+    merge(remote, tmp_path, branch, "squash")
+    (work / "one.txt").unlink()
+    git(work, "fetch", "-q", "origin")
+    git(work, "reset", "-q", "--keep", "origin/main")
+    assert once(work, "true").json["outcome"] == "idle"
+    assert read_issue(work / ".jit", issue_id)["state"] == "done"
+
+    for step in (("update", issue_id, "--state", "ready"), ("unassign", issue_id)):
+        reopened = jit(binary, work, "issue", *step)
+        assert reopened.returncode == 0, reopened.stdout + reopened.stderr
+    run = once(work, "echo 2 > two.txt")
+    assert run.json["outcome"] == "in-review" and run.json["issue_id"] == issue_id, run.stdout
+    again = once(work, "true")
+    assert not any(issue_id[:8] in line for line in again.json["merged"]), again.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    assert_jit_sees(work, available=set(), states={issue_id: "gated"})
+
+    merge(remote, tmp_path, run.json["branch"], "squash")
+    done = once(work, "true")
+    assert any(f"{issue_id[:8]} done" in line for line in done.json["merged"]), done.stdout
+    assert_jit_sees(work, available=set(), states={issue_id: "done"})

@@ -69,7 +69,7 @@ def notice_merges(
         by_base[delivery.base].append((issue_id, delivery))
     for base, items in sorted(by_base.items()):
         try:
-            merged = _merged_into(git, remote, base, [delivery for _, delivery in items])
+            merged = _merged_into(git, remote, base, items)
         except GitError as exc:
             noticed.problems.append(f"could not look for merges into {base}: {exc}")
             continue
@@ -157,12 +157,13 @@ def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> Non
         noticed.problems.append(settled.error)
 
 
-def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:
-    """{issue id: the newest commit naming it} on `base` since the oldest of `deliveries`."""
+def _merged_into(git: Git, remote: str, base: str, items: list[tuple[str, Delivery]]) -> dict[str, str]:
+    """{issue id: the newest commit naming it} on `base` since the oldest of the deliveries, for the
+    issues whose delivered work that commit brought (see `_brings_the_work`)."""
     from jit_dispatch.trackers.remote.git import GitError, last_line
 
     stamps = []
-    for delivery in deliveries:
+    for _, delivery in items:
         try:
             stamps.append(parse_timestamp(delivery.delivered_at))
         except ValueError:
@@ -178,7 +179,23 @@ def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -
         proc = git.run("log", f"--since={since}", f"--format={LOG_FORMAT}", ref)
     elif proc.returncode != 0:
         raise GitError(f"git log failed: {last_line(proc)}")
-    return trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
+    found = trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
+    return {
+        issue_id: found[issue_id]
+        for issue_id, delivery in items
+        if issue_id in found and _brings_the_work(git, found[issue_id], delivery.head_sha, ref)
+    }
+
+
+def _brings_the_work(git: Git, sha: str, head: str, base: str) -> bool:
+    """Whether the commit naming the issue is its delivered work reaching the base, not an older one
+    (a reopened issue's earlier merge): a commit the delivered tip `head` already contains counts only
+    when `head` itself is on the base (a merge commit, a fast-forward). Without `head` (an older
+    record, or its objects not fetched here) the trailer alone decides."""
+    if not head:
+        return True
+    older = git.run("merge-base", "--is-ancestor", sha, head, check=False).returncode == 0
+    return not older or git.run("merge-base", "--is-ancestor", head, base, check=False).returncode == 0
 
 
 def _fetched(git: Git, remote: str, base: str, since: str | None) -> str:
