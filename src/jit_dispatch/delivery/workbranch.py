@@ -108,12 +108,44 @@ class WorkBranch:
         mixed = self._tree_with_jit(tip, head)  # the branch's files, the workspace's state
         commit = self._commit_tree(mixed, [tip], f"jit-dispatch: continue {branch}\n", self.author, self.author)
         proc = self.git.run("checkout", "--quiet", "--detach", commit, check=False)
+        if proc.returncode != 0 and self._clear_delivered_leftovers(commit):
+            proc = self.git.run("checkout", "--quiet", "--detach", commit, check=False)
         if proc.returncode != 0:
             raise DeliveryError(f"could not check out work branch {branch}: {last_line(proc)}")
         try:
             return Start(commit, tip, self._worktree_tree(tip))
         finally:
             self._index.unlink(missing_ok=True)
+
+    def _clear_delivered_leftovers(self, commit: str) -> bool:
+        """A workspace that outlives its run still holds what the last round left uncommitted, which
+        is on the work branch now and blocks its checkout. Every uncommitted file (outside `.jit/`)
+        whose content is exactly `commit`'s is put back as HEAD has it (or removed): nothing is lost.
+        Whether any was; a file that differs is left for the checkout to refuse."""
+        listed = self.git.run(
+            "status", "--porcelain", "-z", "--untracked-files=all", "--no-renames", "--", ".",
+            f":(exclude){self.jit_path}",
+        ).stdout  # fmt: skip
+        entries = [(e[:2], e[3:].decode()) for e in listed.split(b"\0") if len(e) > 3]
+        entries = [(status, path) for status, path in entries if (self.git.repo / path).is_file()]
+        if not entries:
+            return False
+        paths = [path for _, path in entries]
+        ours = self.git.out("hash-object", "--", *paths).split()
+        listing = self.git.run("ls-tree", "-r", "-z", commit, "--", *paths).stdout.decode().split("\0")
+        theirs = {line.split("\t", 1)[1]: line.split()[2] for line in listing if "\t" in line}
+        cleared = False
+        for (status, path), sha in zip(entries, ours, strict=True):
+            if theirs.get(path) != sha:
+                continue
+            if status == b"??":
+                (self.git.repo / path).unlink()
+            elif self.git.run("cat-file", "-e", f"HEAD:{path}", check=False).returncode == 0:
+                self.git.run("checkout", "--quiet", "HEAD", "--", path)
+            else:  # staged, never committed
+                self.git.run("rm", "--quiet", "--force", "--", path)
+            cleared = True
+        return cleared
 
     def store_status(self) -> str:
         """`git status` of the workspace's `.jit/`: compared before and after the command, it tells
