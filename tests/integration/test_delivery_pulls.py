@@ -163,3 +163,23 @@ def test_the_last_rounds_leftovers_in_a_kept_workspace_do_not_block_the_next_rou
     issue = read_issue(work / ".jit", issue_id)
     assert issue["context"]["dispatch.attempts"] == "0", issue["context"]
     assert_jit_sees(work, available=set(), states={issue_id: "gated"})
+
+
+def test_a_pull_request_retargeted_and_merged_elsewhere_does_not_finish_the_issue(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """Someone edits the pull request's base to a scratch branch and merges it there: GitHub says
+    `merged`, but the work is not on the base its dependents need, so the issue keeps waiting."""
+    remote, work, out = _setup(tmp_path, server)
+    issue_id = remote.ids[0]
+    run = once(server, work, out)
+    number = run.json["pull_request_number"]
+    subprocess.run(["git", "-C", str(remote.bare), "branch", "scratch", "main"], check=True)
+    server.fake.pulls[number]["base"]["ref"] = "scratch"
+    server.fake.merge_pull(number, "squash")
+
+    run = once(server, work, out)
+    assert not any(issue_id[:8] in line for line in run.json["merged"]), run.stdout
+    assert any("merged into scratch, not main" in line for line in run.json["warnings"]), run.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    assert_jit_sees(work, available=set(), states={issue_id: "gated"})

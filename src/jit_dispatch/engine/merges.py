@@ -110,6 +110,12 @@ def _ask_pulls(
                 pull.state == "open" and not _returned(tracker, pulls, issue_id, delivery, limits, noticed)
             ):
                 left.append((issue_id, delivery))
+            elif pull.merged and pull.base != delivery.base:  # retargeted: not where the dependents look
+                noticed.problems.append(
+                    f"{issue_id[:8]}: pull request #{pull.number} was merged into {pull.base}, not {delivery.base}; "
+                    f"still waiting for the work on {delivery.base}"
+                )
+                left.append((issue_id, delivery))
             elif pull.merged:
                 _finish(tracker, issue_id, f"pull request #{pull.number} merged into {pull.base}", noticed)
             elif pull.state == "closed":
