@@ -411,21 +411,26 @@ def test_delivering_from_no_repository_or_remote_is_exit_2_before_any_claim(tmp_
     assert read_issue(plain / ".jit", issue)["state"] == "ready"
 
 
-def test_a_context_naming_the_base_as_work_branch_never_aims_the_push_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aimed", ["main", "release"])
+def test_a_context_naming_another_branch_as_work_branch_never_aims_the_push_there(tmp_path: Path, aimed: str) -> None:
+    """`dispatch.branch` is data (another issue's agent can write the store in local mode): naming the
+    base, or any branch that is not this issue's (every work branch name holds its id), it must not
+    make the run continue that branch and fast-forward it with unreviewed work."""
     from jit_dispatch.trackers.jit.files import dumps_pretty, ordered_issue
 
     remote = make_remote(tmp_path, [NewIssue("aimed at main")])
+    subprocess.run(["git", "-C", str(remote.bare), "branch", "release", "main"], check=True)
     work = _clone(remote, tmp_path / "work")
     path = work / ".jit" / "issues" / f"{remote.ids[0]}.json"
     raw = json.loads(path.read_text())
-    raw["context"]["dispatch.branch"] = "main"
+    raw["context"]["dispatch.branch"] = aimed
     path.write_text(dumps_pretty(ordered_issue(raw)))
-    main_before = git(remote.bare, "rev-parse", "main").strip()
+    before = git(remote.bare, "rev-parse", aimed).strip()
     run = once(work, "echo w > w.txt")
     assert run.json["outcome"] == "in-review", run.stdout
     assert run.json["branch"].startswith(f"jit/{remote.ids[0][:8]}-")
-    assert any("'main' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
-    assert git(remote.bare, "rev-parse", "main").strip() == main_before
+    assert any(f"'{aimed}' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert git(remote.bare, "rev-parse", aimed).strip() == before
 
 
 def test_a_delivering_pool_agent_runs_one_issue_at_a_time(tmp_path: Path) -> None:

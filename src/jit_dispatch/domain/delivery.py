@@ -130,6 +130,12 @@ def branch_name(template: str, *, issue_id: str, title: str, priority: str, agen
     return name
 
 
+def names_issue(branch: str, issue_id: str) -> bool:
+    """Whether `branch` could be this issue's work branch: every template holds {short_id} or
+    {issue_id}, so a name without either is some other branch (a release, a person's)."""
+    return _ref_word(issue_id[:8]) in branch or _ref_word(issue_id) in branch
+
+
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 

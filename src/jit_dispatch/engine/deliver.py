@@ -19,6 +19,7 @@ from jit_dispatch.domain.delivery import (
     Feedback,
     branch_name,
     inert_line,
+    names_issue,
     ref_format_problem,
 )
 from jit_dispatch.domain.issue import (
@@ -119,12 +120,13 @@ class Delivering:
         return None
 
     def _earlier_branch(self, base: str) -> str | None:
-        """The work branch of an earlier delivery, as the issue's context records it; never the base
-        nor a name git would refuse (the context is data: it must not aim the push elsewhere)."""
+        """The work branch of an earlier delivery, as the issue's context records it; never the base,
+        a name git would refuse, nor one without the issue's id (the context is data: it must not aim
+        the push elsewhere)."""
         branch = self.issue.context.get(CTX_BRANCH)
         if not branch:
             return None
-        if branch == base or ref_format_problem(branch) is not None:
+        if branch == base or ref_format_problem(branch) is not None or not names_issue(branch, self.issue.id):
             self.notes.append(f"{CTX_BRANCH} {branch!r} is not a work branch; using a new one")
             return None
         return branch
