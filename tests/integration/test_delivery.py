@@ -595,3 +595,39 @@ def test_in_a_kept_workspace_the_next_issues_branch_holds_only_its_own_work(tmp_
     assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
     messages = git(remote.bare, "log", "--format=%B%x00", run.json["branch"], "^main").split("\0")
     assert all(f"Jit-Issue: {second}" in m for m in messages if m.strip()), messages
+
+
+def test_a_reopened_issue_waits_for_its_new_work_in_fresh_clones_too(tmp_path: Path) -> None:
+    """As in Actions: remote mode, every run a fresh shallow clone of main (actions/checkout's
+    default), which never holds the new work's objects."""
+    from real_jit import jit, jit_binary
+
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("regress")])
+    issue_id = remote.ids[0]
+    runs = iter(range(100))
+
+    def fresh() -> Path:
+        dest, url = tmp_path / f"run{next(runs)}", f"file://{remote.bare}"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    first = once(fresh(), "echo 1 > one.txt", remote_mode=True)
+    merge(remote, tmp_path, first.json["branch"], "squash")
+    assert once(fresh(), "true", remote_mode=True).json["outcome"] == "idle"
+    person = fresh()
+    for step in (("update", issue_id, "--state", "ready"), ("unassign", issue_id)):
+        reopened = jit(binary, person, "issue", *step)
+        assert reopened.returncode == 0, reopened.stdout + reopened.stderr
+    git(person, "add", "-A", ".jit")
+    git(person, "commit", "-q", "-m", "reopen")
+    git(person, "push", "-q", "origin", "main")
+
+    again = once(fresh(), "echo 2 > two.txt", remote_mode=True)
+    assert again.json["outcome"] == "in-review" and again.json["issue_id"] == issue_id, again.stdout
+    look = once(fresh(), "true", remote_mode=True)
+    assert not any(issue_id[:8] in line for line in look.json["merged"]), look.stdout
+    assert_jit_sees(remote_state(remote, tmp_path), available=set(), states={issue_id: "gated"})
+    merge(remote, tmp_path, again.json["branch"], "squash")
+    done = once(fresh(), "true", remote_mode=True)
+    assert any(f"{issue_id[:8]} done" in line for line in done.json["merged"]), done.stdout

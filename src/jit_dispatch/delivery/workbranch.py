@@ -257,7 +257,18 @@ class WorkBranch:
         messages = {sha: self.git.out("log", "-1", "--format=%B", sha) for sha in shas}
         return [sha for sha, message in messages.items() if issue_id not in message_trailer_ids(message)]
 
-    def push(self, branch: str, tip: str, issue_id: str, fence: Callable[[], bool], budget: float) -> None:
+    def _unshallow(self, base: str | None) -> bool:
+        """In a shallow clone the tip's history stops at the clone's commit, so every older commit of an
+        existing branch looks foreign: fetch `base`'s whole history (only then). Whether it did."""
+        if base is None or self.git.out("rev-parse", "--is-shallow-repository") != "true":
+            return False
+        ref = f"refs/heads/{base}"
+        args = ("fetch", "--unshallow", "--no-tags", "--quiet", "--no-write-fetch-head", self.remote, ref)
+        return self.git.run(*args, check=False).returncode == 0
+
+    def push(
+        self, branch: str, tip: str, issue_id: str, fence: Callable[[], bool], budget: float, base: str | None = None
+    ) -> None:
         """Push `tip` to `branch`, fenced: only while `fence()` says the claim is ours. A branch
         holding commits that are not ours is never overwritten; a lost race is retried within `budget`."""
         deadline = time.monotonic() + budget
@@ -267,7 +278,10 @@ class WorkBranch:
             lease = current or ""
             if current is not None and current != tip:
                 behind = self.git.run("merge-base", "--is-ancestor", current, tip, check=False).returncode == 0
-                if not behind and (alien := self.foreign(current, tip, issue_id)):
+                alien = [] if behind else self.foreign(current, tip, issue_id)
+                if alien and self._unshallow(base):
+                    alien = self.foreign(current, tip, issue_id)
+                if alien:
                     raise DeliveryError(
                         f"work branch {branch} on '{remote}' holds {len(alien)} commit(s) not made for this issue "
                         f"(e.g. {alien[0][:12]}); not overwritten"

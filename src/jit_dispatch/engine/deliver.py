@@ -161,9 +161,8 @@ class Delivering:
             tip = self._work.build(self._start, issue.id, issue.title, body, allow_empty=self.settings.allow_empty)
             if tip is None:
                 return "no changes to deliver"
-            self._work.push(
-                branch, tip, issue.id, lambda: tracker.heartbeat(issue.id, agent), self.settings.push_budget
-            )
+            fence = lambda: tracker.heartbeat(issue.id, agent)  # noqa: E731
+            self._work.push(branch, tip, issue.id, fence, self.settings.push_budget, base=self._base)
         except (DeliveryError, GitError) as exc:
             return str(exc)
         self.delivery = Delivery(branch, self._base, transitions.format_timestamp(), tip)

@@ -189,17 +189,22 @@ def _merged_into(git: Git, remote: str, base: str, items: list[tuple[str, Delive
     return {
         issue_id: found[issue_id]
         for issue_id, delivery in items
-        if issue_id in found and _brings_the_work(git, found[issue_id], delivery.head_sha, ref)
+        if issue_id in found and _brings_the_work(git, remote, found[issue_id], delivery, ref)
     }
 
 
-def _brings_the_work(git: Git, sha: str, head: str, base: str) -> bool:
+def _brings_the_work(git: Git, remote: str, sha: str, delivery: Delivery, base: str) -> bool:
     """Whether the commit naming the issue is its delivered work reaching the base, not an older one
-    (a reopened issue's earlier merge): a commit the delivered tip `head` already contains counts only
-    when `head` itself is on the base (a merge commit, a fast-forward). Without `head` (an older
-    record, or its objects not fetched here) the trailer alone decides."""
+    (a reopened issue's earlier merge): a commit the delivered tip already contains counts only when
+    that tip itself is on the base (a merge commit, a fast-forward). The tip is fetched from its work
+    branch when the clone lacks it; without it (an older record, the branch deleted after its merge)
+    the trailer alone decides."""
+    head = delivery.head_sha
     if not head:
         return True
+    if git.run("cat-file", "-e", f"{head}^{{commit}}", check=False).returncode != 0:
+        ref = f"refs/heads/{delivery.branch}"
+        git.run("fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, ref, check=False)
     older = git.run("merge-base", "--is-ancestor", sha, head, check=False).returncode == 0
     return not older or git.run("merge-base", "--is-ancestor", head, base, check=False).returncode == 0
 
