@@ -5,6 +5,7 @@ work branch and push it, fenced by the claim.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -161,7 +162,7 @@ class Delivering:
             tip = self._work.build(self._start, issue.id, issue.title, body, allow_empty=self.settings.allow_empty)
             if tip is None:
                 return "no changes to deliver"
-            fence = lambda: tracker.heartbeat(issue.id, agent)  # noqa: E731
+            fence = functools.partial(tracker.heartbeat, issue.id, agent)
             self._work.push(branch, tip, issue.id, fence, self.settings.push_budget, base=self._base)
         except (DeliveryError, GitError) as exc:
             return str(exc)
