@@ -411,21 +411,26 @@ def test_delivering_from_no_repository_or_remote_is_exit_2_before_any_claim(tmp_
     assert read_issue(plain / ".jit", issue)["state"] == "ready"
 
 
-def test_a_context_naming_the_base_as_work_branch_never_aims_the_push_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aimed", ["main", "release"])
+def test_a_context_naming_another_branch_as_work_branch_never_aims_the_push_there(tmp_path: Path, aimed: str) -> None:
+    """`dispatch.branch` is data (another issue's agent can write the store in local mode): naming the
+    base, or any branch that is not this issue's (every work branch name holds its id), it must not
+    make the run continue that branch and fast-forward it with unreviewed work."""
     from jit_dispatch.trackers.jit.files import dumps_pretty, ordered_issue
 
     remote = make_remote(tmp_path, [NewIssue("aimed at main")])
+    subprocess.run(["git", "-C", str(remote.bare), "branch", "release", "main"], check=True)
     work = _clone(remote, tmp_path / "work")
     path = work / ".jit" / "issues" / f"{remote.ids[0]}.json"
     raw = json.loads(path.read_text())
-    raw["context"]["dispatch.branch"] = "main"
+    raw["context"]["dispatch.branch"] = aimed
     path.write_text(dumps_pretty(ordered_issue(raw)))
-    main_before = git(remote.bare, "rev-parse", "main").strip()
+    before = git(remote.bare, "rev-parse", aimed).strip()
     run = once(work, "echo w > w.txt")
     assert run.json["outcome"] == "in-review", run.stdout
     assert run.json["branch"].startswith(f"jit/{remote.ids[0][:8]}-")
-    assert any("'main' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
-    assert git(remote.bare, "rev-parse", "main").strip() == main_before
+    assert any(f"'{aimed}' is not a work branch" in w for w in run.json["warnings"]), run.json["warnings"]
+    assert git(remote.bare, "rev-parse", aimed).strip() == before
 
 
 def test_a_delivering_pool_agent_runs_one_issue_at_a_time(tmp_path: Path) -> None:
@@ -452,3 +457,181 @@ def test_remote_mode_says_when_the_agent_wrote_what_is_not_carried(tmp_path: Pat
     quiet = make_remote(tmp_path / "quiet", [NewIssue("quiet")])
     run = once(_clone(quiet, tmp_path / "quiet-run"), "echo w > w.txt", "--state-branch", "jit-state", remote_mode=True)
     assert run.json["warnings"] == [], run.json["warnings"]
+
+
+def _delivered(tmp_path: Path, title: str, command: str) -> tuple[Remote, str, Path, str]:
+    """One issue delivered from a clone, waiting for its merge: (remote, its id, the clone, the branch)."""
+    remote = make_remote(tmp_path, [NewIssue(title)])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, command)
+    assert run.json["outcome"] == "in-review", run.stdout
+    return remote, remote.ids[0], work, run.json["branch"]
+
+
+def test_a_commit_with_a_skewed_clock_on_the_base_does_not_hide_the_merge(tmp_path: Path) -> None:
+    """One commit on main whose committer clock was years behind (a CI box, a `GIT_COMMITTER_DATE`)
+    lies between the merge and the tip: `git log --since` stops its walk there; the merge must still count."""
+    remote, issue_id, work, branch = _delivered(tmp_path, "skewed", "echo s > s.txt")
+    merge(remote, tmp_path, branch, "hand")
+    person = _clone(remote, tmp_path / "person")
+    (person / "late.txt").write_text("a commit from a machine with a wrong clock\n")
+    git(person, "add", "late.txt")
+    subprocess.run(
+        ["git", "-C", str(person), "commit", "-q", "-m", "skewed clock"],
+        check=True, env={**clean_env(), "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z"},
+    )  # fmt: skip
+    (person / "after.txt").write_text("and one more, on time\n")
+    git(person, "add", "after.txt")
+    git(person, "commit", "-q", "-m", "on time")
+    git(person, "push", "-q", "origin", "main")
+
+    run = once(work, "echo s > s.txt")
+    assert any(f"{issue_id[:8]} done" in line for line in run.json["merged"]), run.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "done"
+    assert_jit_sees(work, available=set(), states={issue_id: "done"})
+
+
+def test_an_agent_commit_naming_another_issue_cannot_finish_it(tmp_path: Path) -> None:
+    """The agent's commit message (steered by a hostile issue body) names another waiting issue's
+    trailer: merging this work must finish this issue only, never the other one."""
+    remote = make_remote(tmp_path, [NewIssue("victim"), NewIssue("attacker")])
+    seed = tmp_path / "seed"  # one issue needing both, so the older jit finds none isolated
+    from jit_dispatch.trackers.jit.store import JitStore
+
+    (later,) = JitStore(seed / ".jit").create_issues([NewIssue("later", dependencies=tuple(remote.ids))])
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "later")
+    git(seed, "push", "-q", str(remote.bare), "main")
+    work = _clone(remote, tmp_path / "work")
+    first = once(work, "echo v > v.txt")
+    assert first.json["outcome"] == "in-review", first.stdout
+    victim = first.json["issue_id"]
+    (attacker,) = [i for i in remote.ids if i != victim]
+    command = f"echo a > a.txt && git add a.txt && git commit -qm 'work' -m 'Jit-Issue: {victim}'"
+    second = once(work, command)
+    assert second.json["issue_id"] == attacker and second.json["outcome"] == "in-review", second.stdout
+    merge(remote, tmp_path, second.json["branch"], "squash")
+
+    run = once(work, "true")
+    assert any(f"{attacker[:8]} done" in line for line in run.json["merged"]), run.stdout
+    assert read_issue(work / ".jit", victim)["state"] == "gated", run.json["merged"]
+    assert_jit_sees(work, available=set(), states={victim: "gated", attacker: "done", later: "backlog"})
+
+
+def test_a_base_branch_that_does_not_exist_is_exit_2_before_any_claim(tmp_path: Path) -> None:
+    """`--base` naming no branch: the issue would wait for a merge into nothing for ever."""
+    remote = make_remote(tmp_path, [NewIssue("based")])
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, "echo a > a.txt", "--base", "mian")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stdout + run.stderr
+    assert "--base" in run.stderr and "mian" in run.stderr, run.stderr
+    assert work_branches(remote) == {}
+    assert_jit_sees(work, available={remote.ids[0]}, states={remote.ids[0]: "ready"})
+
+
+def test_a_shallow_checkout_still_sees_a_merge_below_its_tip(tmp_path: Path) -> None:
+    """actions/checkout clones with depth 1 by default: the merge is one commit below main's tip
+    (someone pushed after it), so the trailer is outside the clone's history unless it is fetched."""
+    remote, first, second = _chain(tmp_path)
+
+    def shallow(name: str) -> Path:
+        dest = tmp_path / name
+        url = f"file://{remote.bare}"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    run = once(shallow("run1"), CHAIN_COMMAND, remote_mode=True)
+    assert run.json["outcome"] == "in-review", run.stdout + run.stderr
+    merge(remote, tmp_path, run.json["branch"], "squash")
+    person = _clone(remote, tmp_path / "person")
+    (person / "later.txt").write_text("pushed after the merge\n")
+    git(person, "add", "later.txt")
+    git(person, "commit", "-q", "-m", "later")
+    git(person, "push", "-q", "origin", "main")
+
+    run = once(shallow("run2"), CHAIN_COMMAND, remote_mode=True)
+    assert any(f"{first[:8]} done" in line for line in run.json["merged"]), run.stdout + run.stderr
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
+    state = remote_state(remote, tmp_path)
+    assert_jit_sees(state, available=set(), states={first: "done", second: "gated"})
+
+
+def test_a_reopened_issue_waits_for_its_new_work_not_its_old_merge(tmp_path: Path) -> None:
+    """Done and merged this morning, reopened by a person this afternoon (a regression), delivered
+    again: its old merge commit names it too, but only the new work's merge may finish it."""
+    from real_jit import jit, jit_binary
+
+    binary = jit_binary("newest")
+    remote, issue_id, work, branch = _delivered(tmp_path, "regress", "echo 1 > one.txt")
+    merge(remote, tmp_path, branch, "squash")
+    (work / "one.txt").unlink()
+    git(work, "fetch", "-q", "origin")
+    git(work, "reset", "-q", "--keep", "origin/main")
+    assert once(work, "true").json["outcome"] == "idle"
+    assert read_issue(work / ".jit", issue_id)["state"] == "done"
+
+    for step in (("update", issue_id, "--state", "ready"), ("unassign", issue_id)):
+        reopened = jit(binary, work, "issue", *step)
+        assert reopened.returncode == 0, reopened.stdout + reopened.stderr
+    run = once(work, "echo 2 > two.txt")
+    assert run.json["outcome"] == "in-review" and run.json["issue_id"] == issue_id, run.stdout
+    again = once(work, "true")
+    assert not any(issue_id[:8] in line for line in again.json["merged"]), again.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    assert_jit_sees(work, available=set(), states={issue_id: "gated"})
+
+    merge(remote, tmp_path, run.json["branch"], "squash")
+    done = once(work, "true")
+    assert any(f"{issue_id[:8]} done" in line for line in done.json["merged"]), done.stdout
+    assert_jit_sees(work, available=set(), states={issue_id: "done"})
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: a kept workspace keeps the agent's own commits on its branch")
+def test_in_a_kept_workspace_the_next_issues_branch_holds_only_its_own_work(tmp_path: Path) -> None:
+    """The pool or a self-hosted runner reuses the workspace: the first agent's own commit stays on
+    the local branch it was made on, so the next issue's work branch is built on it and proposes
+    it again (raw, without its trailer, in its round-1 form) besides its own work."""
+    remote, _first, second = _chain(tmp_path)
+    work = _clone(remote, tmp_path / "work")
+    run = once(work, CHAIN_COMMAND)
+    merge(remote, tmp_path, run.json["branch"], "squash")
+    run = once(work, CHAIN_COMMAND)
+    assert run.json["issue_id"] == second and run.json["outcome"] == "in-review", run.stdout
+    messages = git(remote.bare, "log", "--format=%B%x00", run.json["branch"], "^main").split("\0")
+    assert all(f"Jit-Issue: {second}" in m for m in messages if m.strip()), messages
+
+
+def test_a_reopened_issue_waits_for_its_new_work_in_fresh_clones_too(tmp_path: Path) -> None:
+    """As in Actions: remote mode, every run a fresh shallow clone of main (actions/checkout's
+    default), which never holds the new work's objects."""
+    from real_jit import jit, jit_binary
+
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("regress")])
+    issue_id = remote.ids[0]
+    runs = iter(range(100))
+
+    def fresh() -> Path:
+        dest, url = tmp_path / f"run{next(runs)}", f"file://{remote.bare}"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(dest)], check=True, capture_output=True)
+        return dest
+
+    first = once(fresh(), "echo 1 > one.txt", remote_mode=True)
+    merge(remote, tmp_path, first.json["branch"], "squash")
+    assert once(fresh(), "true", remote_mode=True).json["outcome"] == "idle"
+    person = fresh()
+    for step in (("update", issue_id, "--state", "ready"), ("unassign", issue_id)):
+        reopened = jit(binary, person, "issue", *step)
+        assert reopened.returncode == 0, reopened.stdout + reopened.stderr
+    git(person, "add", "-A", ".jit")
+    git(person, "commit", "-q", "-m", "reopen")
+    git(person, "push", "-q", "origin", "main")
+
+    again = once(fresh(), "echo 2 > two.txt", remote_mode=True)
+    assert again.json["outcome"] == "in-review" and again.json["issue_id"] == issue_id, again.stdout
+    look = once(fresh(), "true", remote_mode=True)
+    assert not any(issue_id[:8] in line for line in look.json["merged"]), look.stdout
+    assert_jit_sees(remote_state(remote, tmp_path), available=set(), states={issue_id: "gated"})
+    merge(remote, tmp_path, again.json["branch"], "squash")
+    done = once(fresh(), "true", remote_mode=True)
+    assert any(f"{issue_id[:8]} done" in line for line in done.json["merged"]), done.stdout

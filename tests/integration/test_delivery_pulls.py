@@ -136,3 +136,50 @@ def test_missing_pull_request_permission_is_one_line_before_the_claim(tmp_path: 
     assert TOKEN not in run.stdout + run.stderr
     assert read_issue(work / ".jit", remote.ids[0])["state"] == "ready"
     assert (work / ".jit" / "events.jsonl").read_text() == events_before
+
+
+def test_the_last_rounds_leftovers_in_a_kept_workspace_do_not_block_the_next_round(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """A workspace that outlives the run (the pool, a self-hosted runner) still holds what the agent
+    left uncommitted in round 1 (now on the work branch): checking the branch out over it must not
+    fail every later round (released, attempt after attempt); a file that is not the branch's stays."""
+    remote, work, out = _setup(tmp_path, server)
+    issue_id = remote.ids[0]
+    (work / "mine.txt").write_text("a person's untracked notes\n")
+    run = once(server, work, out)
+    number = run.json["pull_request_number"]
+    assert (work / "a.txt").read_text() == "first\n"  # left by round 1, uncommitted
+    server.fake.add_collaborator("alice", "write")
+    server.fake.add_review(number, user("alice"), "CHANGES_REQUESTED", "more", ())
+
+    run = once(server, work, out)
+    assert run.json["outcome"] == "in-review" and run.json["pull_request_number"] == number, run.stdout
+    shown = subprocess.run(
+        ["git", "-C", str(remote.bare), "show", f"{run.json['branch']}:a.txt"], capture_output=True, text=True
+    )
+    assert shown.stdout == "first\nfixed\n"
+    assert (work / "mine.txt").read_text() == "a person's untracked notes\n"  # not the agent's: untouched
+    issue = read_issue(work / ".jit", issue_id)
+    assert issue["context"]["dispatch.attempts"] == "0", issue["context"]
+    assert_jit_sees(work, available=set(), states={issue_id: "gated"})
+
+
+def test_a_pull_request_retargeted_and_merged_elsewhere_does_not_finish_the_issue(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """Someone edits the pull request's base to a scratch branch and merges it there: GitHub says
+    `merged`, but the work is not on the base its dependents need, so the issue keeps waiting."""
+    remote, work, out = _setup(tmp_path, server)
+    issue_id = remote.ids[0]
+    run = once(server, work, out)
+    number = run.json["pull_request_number"]
+    subprocess.run(["git", "-C", str(remote.bare), "branch", "scratch", "main"], check=True)
+    server.fake.pulls[number]["base"]["ref"] = "scratch"
+    server.fake.merge_pull(number, "squash")
+
+    run = once(server, work, out)
+    assert not any(issue_id[:8] in line for line in run.json["merged"]), run.stdout
+    assert any("merged into scratch, not main" in line for line in run.json["warnings"]), run.stdout
+    assert read_issue(work / ".jit", issue_id)["state"] == "gated"
+    assert_jit_sees(work, available=set(), states={issue_id: "gated"})

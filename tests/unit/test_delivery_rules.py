@@ -19,6 +19,7 @@ from jit_dispatch.domain.delivery import (
     delivery_context,
     delivery_from_context,
     message_trailer_ids,
+    names_issue,
     ref_format_problem,
     slug,
     trailer_ids,
@@ -153,6 +154,12 @@ def test_with_trailer_appends_once() -> None:
     assert with_trailer(once, ISSUE) == once
 
 
+def test_with_trailer_quotes_another_issues_trailer() -> None:
+    message = with_trailer(f"agent commit\n\n  jit-issue: {OTHER}\nJit-Issue: {ISSUE}\n", ISSUE)
+    assert message_trailer_ids(message) == {ISSUE}
+    assert f"> jit-issue: {OTHER}" in message
+
+
 def test_trailers_are_found_in_git_log_output_of_every_merge_kind(tmp_path: object) -> None:
     squash_body = f"[1a2b3c4d] Fix (#12)\n\n* agent work\n\nJit-Issue: {ISSUE}\n\n* more\n\nCo-authored-by: x <x@y>\n"
     log = "".join(
@@ -199,3 +206,9 @@ def test_delivery_round_trips_through_context() -> None:
     delivery = Delivery("jit/1a2b3c4d-x", "main", "2026-01-01T00:00:00Z", "abc", "https://x/pull/4", 4)
     assert delivery_from_context(delivery_context(delivery)) == delivery
     assert delivery_from_context({}) is None
+
+
+def test_only_a_name_holding_the_issues_id_can_be_its_work_branch() -> None:
+    made = branch_name(DEFAULT_BRANCH_TEMPLATE, issue_id=ISSUE, title="x", priority="normal", agent="a")
+    assert names_issue(made, ISSUE) and names_issue(f"agents/{ISSUE}", ISSUE)
+    assert not names_issue("release", ISSUE) and not names_issue(f"jit/{OTHER[:8]}-x", ISSUE)

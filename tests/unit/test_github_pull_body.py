@@ -57,3 +57,21 @@ def test_titles_in_commit_subjects_and_pull_request_titles_reference_no_issue() 
         for text in (inert_line(hostile), commit_message(hostile, "#12").split("\n")[0]):
             assert not re.search(r"#\d|GH-\d|https://", text, re.IGNORECASE), text
     assert inert_line("Issue #12: fix") == "Issue ＃12: fix"  # still readable
+
+
+def test_the_commands_output_and_labels_reference_no_issue_in_a_squash_message() -> None:
+    # GitHub can make a squash merge's message of the PR body: the output tail (in a code block)
+    # and the labels (code spans) reach that commit as plain text, where `Closes #99` closes #99 and
+    # a `Jit-Issue:` line of another issue would finish that one.
+    other = "0587a73a-be52-465c-a2f2-dcac1cb4ebe6"
+    issue = make_issue("#12", labels=("Closes #98",))
+    tail = f"tests ok\nCloses #99\nfixes GH-97\nJit-Issue: {other}\n"
+    result = Result(
+        Outcome.IN_REVIEW, "agent:w1", "github:octo-org/widgets", issue=issue, attempt=1,
+        output_tail=tail, output_bytes=len(tail),
+    )  # fmt: skip
+    text = pull_request_body(result, 3, closes=True)
+    assert "tests ok" in text
+    assert message_trailer_ids("Squash (#5)\n" + text) == {"#12"}, text
+    assert not re.search(r"#9\d|GH-9\d", text, re.IGNORECASE), text
+    assert "Closes #12" in text.splitlines()

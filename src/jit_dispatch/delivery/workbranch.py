@@ -108,12 +108,44 @@ class WorkBranch:
         mixed = self._tree_with_jit(tip, head)  # the branch's files, the workspace's state
         commit = self._commit_tree(mixed, [tip], f"jit-dispatch: continue {branch}\n", self.author, self.author)
         proc = self.git.run("checkout", "--quiet", "--detach", commit, check=False)
+        if proc.returncode != 0 and self._clear_delivered_leftovers(commit):
+            proc = self.git.run("checkout", "--quiet", "--detach", commit, check=False)
         if proc.returncode != 0:
             raise DeliveryError(f"could not check out work branch {branch}: {last_line(proc)}")
         try:
             return Start(commit, tip, self._worktree_tree(tip))
         finally:
             self._index.unlink(missing_ok=True)
+
+    def _clear_delivered_leftovers(self, commit: str) -> bool:
+        """A workspace that outlives its run still holds what the last round left uncommitted, which
+        is on the work branch now and blocks its checkout. Every uncommitted file (outside `.jit/`)
+        whose content is exactly `commit`'s is put back as HEAD has it (or removed): nothing is lost.
+        Whether any was; a file that differs is left for the checkout to refuse."""
+        listed = self.git.run(
+            "status", "--porcelain", "-z", "--untracked-files=all", "--no-renames", "--", ".",
+            f":(exclude){self.jit_path}",
+        ).stdout  # fmt: skip
+        entries = [(e[:2], e[3:].decode()) for e in listed.split(b"\0") if len(e) > 3]
+        entries = [(status, path) for status, path in entries if (self.git.repo / path).is_file()]
+        if not entries:
+            return False
+        paths = [path for _, path in entries]
+        ours = self.git.out("hash-object", "--", *paths).split()
+        listing = self.git.run("ls-tree", "-r", "-z", commit, "--", *paths).stdout.decode().split("\0")
+        theirs = {line.split("\t", 1)[1]: line.split()[2] for line in listing if "\t" in line}
+        cleared = False
+        for (status, path), sha in zip(entries, ours, strict=True):
+            if theirs.get(path) != sha:
+                continue
+            if status == b"??":
+                (self.git.repo / path).unlink()
+            elif self.git.run("cat-file", "-e", f"HEAD:{path}", check=False).returncode == 0:
+                self.git.run("checkout", "--quiet", "HEAD", "--", path)
+            else:  # staged, never committed
+                self.git.run("rm", "--quiet", "--force", "--", path)
+            cleared = True
+        return cleared
 
     # ------------------------------------------------------------------ building
     def build(self, start: Start, issue_id: str, title: str, body: str, *, allow_empty: bool) -> str | None:
@@ -220,7 +252,18 @@ class WorkBranch:
         messages = {sha: self.git.out("log", "-1", "--format=%B", sha) for sha in shas}
         return [sha for sha, message in messages.items() if issue_id not in message_trailer_ids(message)]
 
-    def push(self, branch: str, tip: str, issue_id: str, fence: Callable[[], bool], budget: float) -> None:
+    def _unshallow(self, base: str | None) -> bool:
+        """In a shallow clone the tip's history stops at the clone's commit, so every older commit of an
+        existing branch looks foreign: fetch `base`'s whole history (only then). Whether it did."""
+        if base is None or self.git.out("rev-parse", "--is-shallow-repository") != "true":
+            return False
+        ref = f"refs/heads/{base}"
+        args = ("fetch", "--unshallow", "--no-tags", "--quiet", "--no-write-fetch-head", self.remote, ref)
+        return self.git.run(*args, check=False).returncode == 0
+
+    def push(
+        self, branch: str, tip: str, issue_id: str, fence: Callable[[], bool], budget: float, base: str | None = None
+    ) -> None:
         """Push `tip` to `branch`, fenced: only while `fence()` says the claim is ours. A branch
         holding commits that are not ours is never overwritten; a lost race is retried within `budget`."""
         deadline = time.monotonic() + budget
@@ -230,7 +273,10 @@ class WorkBranch:
             lease = current or ""
             if current is not None and current != tip:
                 behind = self.git.run("merge-base", "--is-ancestor", current, tip, check=False).returncode == 0
-                if not behind and (alien := self.foreign(current, tip, issue_id)):
+                alien = [] if behind else self.foreign(current, tip, issue_id)
+                if alien and self._unshallow(base):
+                    alien = self.foreign(current, tip, issue_id)
+                if alien:
                     raise DeliveryError(
                         f"work branch {branch} on '{remote}' holds {len(alien)} commit(s) not made for this issue "
                         f"(e.g. {alien[0][:12]}); not overwritten"

@@ -130,6 +130,12 @@ def branch_name(template: str, *, issue_id: str, title: str, priority: str, agen
     return name
 
 
+def names_issue(branch: str, issue_id: str) -> bool:
+    """Whether `branch` could be this issue's work branch: every template holds {short_id} or
+    {issue_id}, so a name without either is some other branch (a release, a person's)."""
+    return _ref_word(issue_id[:8]) in branch or _ref_word(issue_id) in branch
+
+
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -203,10 +209,28 @@ def commit_message(title: str, issue_id: str, body: str = "") -> str:
 
 
 def with_trailer(message: str, issue_id: str) -> str:
-    """An existing commit message (the agent's own commit) with our trailer appended, unless it has it."""
-    if issue_id in message_trailer_ids(message):
-        return message
-    return message.rstrip("\n") + "\n\n" + trailer_line(issue_id) + "\n"
+    """An existing commit message (the agent's own commit) with our trailer appended, unless it has it.
+
+    A `Jit-Issue:` line naming another issue is quoted (`> Jit-Issue: …`): the agent (steered by a
+    hostile issue body, say) must not be able to finish another waiting issue by this work's merge.
+    """
+    quoted = quote_other_trailers(message, issue_id)
+    if issue_id in message_trailer_ids(quoted):
+        return quoted
+    return quoted.rstrip("\n") + "\n\n" + trailer_line(issue_id) + "\n"
+
+
+def quote_other_trailers(text: str, issue_id: str) -> str:
+    """`text` with every `Jit-Issue:` line naming another issue quoted (`> Jit-Issue: …`): read as
+    before, found by no merge watch."""
+    return _TRAILER_LINE.sub(lambda m: m.group(0) if m.group(1) == issue_id else "> " + m.group(0).lstrip(), text)
+
+
+def inert_for_commit(text: str, issue_id: str) -> str:
+    """Rendered text that may become a commit message (GitHub can make a squash merge's message of
+    the pull request body): code blocks and spans are plain text there, so no issue reference
+    (`Closes #99`) and no other issue's trailer may be left in them."""
+    return _REFERENCES.sub(_unreference, quote_other_trailers(text, issue_id))
 
 
 def message_trailer_ids(message: str) -> set[str]:

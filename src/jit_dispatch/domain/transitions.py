@@ -15,6 +15,7 @@ from typing import Any
 
 from jit_dispatch.domain.issue import (
     CTX_ATTEMPTS,
+    CTX_BRANCH,
     CTX_CLAIMED_AT,
     CTX_DELIVERED_AT,
     CTX_HEARTBEAT_AT,
@@ -182,9 +183,13 @@ def waiting_for_merge(raw: Raw) -> bool:
 
 def merged(raw: Raw, now: str) -> tuple[Raw, list[Event], Outcome]:
     """The delivery reached the base: `done` as a successful settle makes it (`gated` while a required
-    gate is still not passed, as jit would). The delivery stays in `context` as a record."""
+    gate is still not passed, as jit would). The delivery stays in `context` as a record, but for
+    `dispatch.branch`: the work is merged, so an issue reopened later starts afresh from the base
+    instead of continuing a branch the base already holds (as on GitHub after a `done`)."""
     new = deepcopy(raw)
-    new.setdefault("context", {}).pop(CTX_DELIVERED_AT, None)
+    context = new.setdefault("context", {})
+    context.pop(CTX_DELIVERED_AT, None)
+    context.pop(CTX_BRANCH, None)
     return complete(new, now)
 
 

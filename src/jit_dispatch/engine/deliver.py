@@ -5,6 +5,7 @@ work branch and push it, fenced by the claim.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from jit_dispatch.domain.delivery import (
     Feedback,
     branch_name,
     inert_line,
+    names_issue,
     ref_format_problem,
 )
 from jit_dispatch.domain.issue import (
@@ -32,7 +34,7 @@ from jit_dispatch.domain.issue import (
 )
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import Tracker
-from jit_dispatch.trackers.remote.git import Git, GitError
+from jit_dispatch.trackers.remote.git import Git, GitError, redact
 from jit_dispatch.trackers.remote.plumbing import BOT_EMAIL, BOT_NAME
 
 if TYPE_CHECKING:
@@ -116,12 +118,13 @@ class Delivering:
         return None
 
     def _earlier_branch(self, base: str) -> str | None:
-        """The work branch of an earlier delivery, as the issue's context records it; never the base
-        nor a name git would refuse (the context is data: it must not aim the push elsewhere)."""
+        """The work branch of an earlier delivery, as the issue's context records it; never the base,
+        a name git would refuse, nor one without the issue's id (the context is data: it must not aim
+        the push elsewhere)."""
         branch = self.issue.context.get(CTX_BRANCH)
         if not branch:
             return None
-        if branch == base or ref_format_problem(branch) is not None:
+        if branch == base or ref_format_problem(branch) is not None or not names_issue(branch, self.issue.id):
             self.notes.append(f"{CTX_BRANCH} {branch!r} is not a work branch; using a new one")
             return None
         return branch
@@ -151,9 +154,8 @@ class Delivering:
             tip = self._work.build(self._start, issue.id, issue.title, body, allow_empty=self.settings.allow_empty)
             if tip is None:
                 return "no changes to deliver"
-            self._work.push(
-                branch, tip, issue.id, lambda: tracker.heartbeat(issue.id, agent), self.settings.push_budget
-            )
+            fence = functools.partial(tracker.heartbeat, issue.id, agent)
+            self._work.push(branch, tip, issue.id, fence, self.settings.push_budget, base=self._base)
         except (DeliveryError, GitError) as exc:
             return str(exc)
         self.delivery = Delivery(branch, self._base, transitions.format_timestamp(), tip)
@@ -190,7 +192,19 @@ def preflight(settings: DeliverySettings, workdir: Path | None) -> str | None:
         return str(exc)
     if git.run("remote", "get-url", settings.remote, check=False).returncode != 0 and "/" not in settings.remote:
         return f"remote '{settings.remote}' is not configured in {git.repo} (see --remote)"
+    if settings.base is not None and not _branch_exists(git, settings.remote, settings.base):
+        # the issue would wait for ever for a merge into a branch nobody can merge into
+        return f"base branch '{settings.base}' (--base) is neither on '{redact(settings.remote)}' nor local"
     return None
+
+
+def _branch_exists(git: Git, remote: str, branch: str) -> bool:
+    """On the remote, or a local branch (as the merge watch reads it); true when the remote cannot be read."""
+    ref = f"refs/heads/{branch}"
+    if git.run("rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0:
+        return True
+    listed = git.run("ls-remote", "--heads", remote, ref, check=False)
+    return listed.returncode != 0 or bool(listed.stdout.strip())
 
 
 def _relative(jit_dir: Path, top: Path) -> str:

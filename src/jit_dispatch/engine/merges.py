@@ -69,7 +69,7 @@ def notice_merges(
         by_base[delivery.base].append((issue_id, delivery))
     for base, items in sorted(by_base.items()):
         try:
-            merged = _merged_into(git, remote, base, [delivery for _, delivery in items])
+            merged = _merged_into(git, remote, base, items)
         except GitError as exc:
             noticed.problems.append(f"could not look for merges into {base}: {exc}")
             continue
@@ -109,6 +109,12 @@ def _ask_pulls(
             if pull is None or (
                 pull.state == "open" and not _returned(tracker, pulls, issue_id, delivery, limits, noticed)
             ):
+                left.append((issue_id, delivery))
+            elif pull.merged and pull.base != delivery.base:  # retargeted: not where the dependents look
+                noticed.problems.append(
+                    f"{issue_id[:8]}: pull request #{pull.number} was merged into {pull.base}, not {delivery.base}; "
+                    f"still waiting for the work on {delivery.base}"
+                )
                 left.append((issue_id, delivery))
             elif pull.merged:
                 _finish(tracker, issue_id, f"pull request #{pull.number} merged into {pull.base}", noticed)
@@ -157,30 +163,67 @@ def _finish(tracker: Tracker, issue_id: str, note: str, noticed: Noticed) -> Non
         noticed.problems.append(settled.error)
 
 
-def _merged_into(git: Git, remote: str, base: str, deliveries: list[Delivery]) -> dict[str, str]:
-    """{issue id: the newest commit naming it} on `base` since the oldest of `deliveries`."""
+def _merged_into(git: Git, remote: str, base: str, items: list[tuple[str, Delivery]]) -> dict[str, str]:
+    """{issue id: the newest commit naming it} on `base` since the oldest of the deliveries, for the
+    issues whose delivered work that commit brought (see `_brings_the_work`)."""
+    from jit_dispatch.trackers.remote.git import GitError, last_line
+
     stamps = []
-    for delivery in deliveries:
+    for _, delivery in items:
         try:
             stamps.append(parse_timestamp(delivery.delivered_at))
         except ValueError:
             continue
     since = (min(stamps) - SLACK).isoformat() if stamps else None
-    ref = _fetched(git, remote, base)
-    args = ["log", f"--format={LOG_FORMAT}", ref]
-    if since:
-        args.insert(1, f"--since={since}")
-    return trailer_ids(git.out(*args))
+    ref = _fetched(git, remote, base, since)
+    if since is None:
+        return trailer_ids(git.out("log", f"--format={LOG_FORMAT}", ref))
+    # `--since` stops the walk at the first commit older than `since`: one commit from a machine with
+    # a wrong clock on top of the merge would hide it for ever. `--since-as-filter` (git 2.39) walks on.
+    proc = git.run("log", f"--since-as-filter={since}", f"--format={LOG_FORMAT}", ref, check=False)
+    if proc.returncode != 0 and b"since-as-filter" in proc.stderr:
+        proc = git.run("log", f"--since={since}", f"--format={LOG_FORMAT}", ref)
+    elif proc.returncode != 0:
+        raise GitError(f"git log failed: {last_line(proc)}")
+    found = trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
+    return {
+        issue_id: found[issue_id]
+        for issue_id, delivery in items
+        if issue_id in found and _brings_the_work(git, remote, found[issue_id], delivery, ref)
+    }
 
 
-def _fetched(git: Git, remote: str, base: str) -> str:
-    """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read."""
+def _brings_the_work(git: Git, remote: str, sha: str, delivery: Delivery, base: str) -> bool:
+    """Whether the commit naming the issue is its delivered work reaching the base, not an older one
+    (a reopened issue's earlier merge): a commit the delivered tip already contains counts only when
+    that tip itself is on the base (a merge commit, a fast-forward). The tip is fetched from its work
+    branch when the clone lacks it; without it (an older record, the branch deleted after its merge)
+    the trailer alone decides."""
+    head = delivery.head_sha
+    if not head:
+        return True
+    if git.run("cat-file", "-e", f"{head}^{{commit}}", check=False).returncode != 0:
+        ref = f"refs/heads/{delivery.branch}"
+        git.run("fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, ref, check=False)
+    older = git.run("merge-base", "--is-ancestor", sha, head, check=False).returncode == 0
+    return not older or git.run("merge-base", "--is-ancestor", head, base, check=False).returncode == 0
+
+
+def _fetched(git: Git, remote: str, base: str, since: str | None) -> str:
+    """The remote's `base` fetched under a private ref; the local branch when the remote cannot be read.
+
+    In a shallow clone (actions/checkout's default depth 1) the history is deepened back to `since`:
+    a merge one commit below the base's tip is otherwise outside the clone for ever."""
     from jit_dispatch.trackers.remote.git import GitError, redact
 
     fetched = _FETCHED + base
+    deepen = []
+    if since and git.out("rev-parse", "--is-shallow-repository") == "true":
+        deepen = [f"--shallow-since={since}"]
     proc = git.run(
-        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", remote, f"+refs/heads/{base}:{fetched}", check=False
-    )
+        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", *deepen, remote, f"+refs/heads/{base}:{fetched}",
+        check=False,
+    )  # fmt: skip
     if proc.returncode == 0:
         return fetched
     if git.run("rev-parse", "--verify", "--quiet", f"refs/heads/{base}", check=False).returncode == 0:

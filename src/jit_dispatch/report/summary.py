@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from jit_dispatch.domain.delivery import inert_for_commit
 from jit_dispatch.domain.gates import GATE, GateRun
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.markdown import ANSI, CONTROL, md_code_block, md_code_span, md_text, one_line
@@ -85,7 +86,7 @@ def pull_request_body(result: Result, max_attempts: int, run_ref: str = "", clos
     if run_ref.startswith("https://"):
         lines.append(f"\nRun: {md_text(run_ref, 500)}")
     shown = replace(result, outcome=Outcome.IN_REVIEW, reason=None)
-    lines += ["", summary_markdown(shown, max_attempts), f"Jit-Issue: {issue.id}", ""]
+    lines += ["", inert_for_commit(summary_markdown(shown, max_attempts), issue.id), f"Jit-Issue: {issue.id}", ""]
     return "\n".join(lines)
 
 
