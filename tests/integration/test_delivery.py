@@ -586,11 +586,10 @@ def test_a_reopened_issue_waits_for_its_new_work_not_its_old_merge(tmp_path: Pat
     assert_jit_sees(work, available=set(), states={issue_id: "done"})
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: a kept workspace keeps the agent's own commits on its branch")
 def test_in_a_kept_workspace_the_next_issues_branch_holds_only_its_own_work(tmp_path: Path) -> None:
     """The pool or a self-hosted runner reuses the workspace: the first agent's own commit stays on
-    the local branch it was made on, so the next issue's work branch is built on it and proposes
-    it again (raw, without its trailer, in its round-1 form) besides its own work."""
+    the local branch it was made on; the next issue's work branch builds on the base's tip, so it
+    does not propose that commit again (raw, without its trailer) besides its own work."""
     remote, _first, second = _chain(tmp_path)
     work = _clone(remote, tmp_path / "work")
     run = once(work, CHAIN_COMMAND)

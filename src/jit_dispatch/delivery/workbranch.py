@@ -91,12 +91,22 @@ class WorkBranch:
         self._index = Path(git.out("rev-parse", "--absolute-git-dir")) / index
 
     # ------------------------------------------------------------------ where the work starts
-    def start(self) -> Start:
+    def start(self, base: str | None = None) -> Start:
+        """Before the command, on a fresh work branch. When HEAD holds commits the remote's `base`
+        lacks (a workspace kept from an earlier run still holds its agent's own commits), the work
+        builds on `base`'s tip instead, so the branch proposes this run's work alone."""
         head = _head(self.git)
+        root = head
+        if base is not None and (tip := self._fetch_branch(base)) is not None and not self._holds(tip, head):
+            root = tip
         try:
-            return Start(head, head, self._worktree_tree(head))
+            return Start(head, root, self._worktree_tree(root))
         finally:
             self._index.unlink(missing_ok=True)
+
+    def _holds(self, tip: str, commit: str) -> bool:
+        """Whether `commit` is in `tip`'s history (HEAD is on the base, or behind it)."""
+        return self.git.run("merge-base", "--is-ancestor", commit, tip, check=False).returncode == 0
 
     def continue_from(self, branch: str) -> Start | None:
         """Before the command: check out the work branch of an earlier delivery (fetched), the
@@ -170,6 +180,9 @@ class WorkBranch:
             fields = self.git.out("log", "-1", "--format=%P%x00%an%x00%ae%x00%aI%x00%B", sha).split("\x00", 4)
             parents = [mapped.get(p, p) for p in fields[0].split()]
             tree = self._tree_with_jit(sha, start.root)
+            if start.root != start.head and parents:  # onto another root: only what the commit itself changed
+                original = fields[0].split()[0]
+                tree = self._changed_since(self._tree(parents[0]), self._tree_with_jit(original, start.root), tree)
             if len(parents) == 1 and tree == self._tree(parents[0]):
                 mapped[sha] = parents[0]
                 continue

@@ -112,7 +112,7 @@ class Delivering:
             start = self._work.continue_from(earlier) if earlier else None
             if earlier and start is None:
                 self.notes.append(f"work branch {earlier} is gone from the remote; starting afresh")
-            self._start = start or self._work.start()
+            self._start = start or self._work.start(self._base)
         except (DeliveryError, GitError, ValueError) as exc:
             return f"cannot deliver: {exc}"
         return None
