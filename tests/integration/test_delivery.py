@@ -70,6 +70,10 @@ def test_local_chain_waits_for_the_merge_however_it_is_made(tmp_path: Path, how:
 
     idle = once(work, CHAIN_COMMAND)  # the dependent is NOT dispatched: its prerequisite is unmerged
     assert idle.returncode == 0 and idle.json["outcome"] == "idle", idle.stdout
+    memo = json.loads((work / ".git" / "jit-dispatch-merge-watch.json").read_text())
+    assert memo["main"]["unmerged"] == [first]  # looked at this tip: the next look skips the log until main moves
+    again = once(work, CHAIN_COMMAND)
+    assert again.json["outcome"] == "idle" and again.json["merged"] == [], again.stdout
 
     merge(remote, tmp_path, branch, how)
     # The workspace catches up with main as a person would (the state in .jit/ stays uncommitted):

@@ -5,11 +5,13 @@ rebase and a merge by hand all leave the trailer on the base, with or without an
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jit_dispatch.domain.delivery import LOG_FORMAT, Delivery, trailer_ids
 from jit_dispatch.domain.issue import parse_timestamp
@@ -176,8 +178,13 @@ def _merged_into(git: Git, remote: str, base: str, items: list[tuple[str, Delive
             continue
     since = (min(stamps) - SLACK).isoformat() if stamps else None
     ref = _fetched(git, remote, base, since)
+    memo = _Memo(git, base, ref)
+    if memo.unchanged({issue_id for issue_id, _ in items}):
+        return {}  # the base has not moved since each of these was looked for: nothing can have merged
     if since is None:
-        return trailer_ids(git.out("log", f"--format={LOG_FORMAT}", ref))
+        found = trailer_ids(git.out("log", f"--format={LOG_FORMAT}", ref))
+        memo.save({issue_id for issue_id, _ in items} - set(found))
+        return found
     # `--since` stops the walk at the first commit older than `since`: one commit from a machine with
     # a wrong clock on top of the merge would hide it for ever. `--since-as-filter` (git 2.39) walks on.
     proc = git.run("log", f"--since-as-filter={since}", f"--format={LOG_FORMAT}", ref, check=False)
@@ -186,11 +193,62 @@ def _merged_into(git: Git, remote: str, base: str, items: list[tuple[str, Delive
     elif proc.returncode != 0:
         raise GitError(f"git log failed: {last_line(proc)}")
     found = trailer_ids(proc.stdout.decode("utf-8", errors="replace"))
-    return {
+    merged = {
         issue_id: found[issue_id]
         for issue_id, delivery in items
         if issue_id in found and _brings_the_work(git, remote, found[issue_id], delivery, ref)
     }
+    memo.save({issue_id for issue_id, _ in items} - set(merged))  # a merged one must be looked at again
+    return merged
+
+
+class _Memo:
+    """What the last look at `base` established: at which tip of the fetched base which waiting issues
+    had no merge. Kept in the git directory (`jit-dispatch-merge-watch.json`), so an idle `once`
+    whose base has not moved skips the `git log`. Best effort: no memo, a full look."""
+
+    def __init__(self, git: Git, base: str, ref: str) -> None:
+        dot = git.repo / ".git"
+        self.path = dot / "jit-dispatch-merge-watch.json" if dot.is_dir() else None
+        self.base = base
+        self.tip = _ref_value(git, dot, ref) if ref.startswith(_FETCHED) and self.path else None
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes()) if self.path else {}
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def unchanged(self, ids: set[str]) -> bool:
+        entry = self._read().get(self.base)
+        if self.tip is None or not isinstance(entry, dict) or entry.get("tip") != self.tip:
+            return False
+        return ids <= set(entry.get("unmerged") or ())
+
+    def save(self, unmerged: set[str]) -> None:
+        if self.path is None or self.tip is None:
+            return
+        data = self._read()
+        data[self.base] = {"tip": self.tip, "unmerged": sorted(unmerged)}
+        spare = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+        try:
+            spare.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(spare, self.path)
+        except OSError:
+            spare.unlink(missing_ok=True)
+
+
+def _ref_value(git: Git, dot: Path, ref: str) -> str | None:
+    """The ref's commit: the loose file a fetch just wrote, read without a process; else `rev-parse`."""
+    try:
+        value = (dot / ref).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        value = ""
+    if len(value) in (40, 64):
+        return value
+    proc = git.run("rev-parse", "--verify", "--quiet", ref, check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
 
 def _brings_the_work(git: Git, remote: str, sha: str, delivery: Delivery, base: str) -> bool:
@@ -218,7 +276,9 @@ def _fetched(git: Git, remote: str, base: str, since: str | None) -> str:
 
     fetched = _FETCHED + base
     deepen = []
-    if since and git.out("rev-parse", "--is-shallow-repository") == "true":
+    dot = git.repo / ".git"
+    shallow = (dot / "shallow").exists() if dot.is_dir() else git.out("rev-parse", "--is-shallow-repository") == "true"
+    if since and shallow:
         deepen = [f"--shallow-since={since}"]
     proc = git.run(
         "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", *deepen, remote, f"+refs/heads/{base}:{fetched}",

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import cast
 
-from jit_dispatch.domain.issue import Issue, parse_issue
+from jit_dispatch.domain.issue import CTX_DELIVERED_AT, Issue, parse_issue
 from jit_dispatch.domain.values import RESOLVED_STATES, State
 from jit_dispatch.trackers.jit.files import HEAD_BYTES, READ_FLAGS, Fingerprint, fingerprint, read_open
 from jit_dispatch.trackers.jit.leads import lead_of
@@ -41,6 +41,7 @@ def quick_dependencies(data: bytes) -> tuple[str, ...] | None:
 
 
 _ID_LINES = re.compile(rf"(?:{_ID}\n)*+")  # every id in one pass over "id\nid\n…" (possessive: no backtrack stack)
+DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 
 
 Waiting = tuple[str, tuple[str, ...]]  # a backlog issue's id and its dependencies
@@ -62,6 +63,7 @@ class Scan:
     backlog: list[Waiting] = field(default_factory=list)
     seen: dict[str, Fingerprint] = field(default_factory=dict)  # unresolved issues' files, as read
     warnings: list[str] = field(default_factory=list)
+    delivered: dict[str, bytes] = field(default_factory=dict)  # `gated` files that may wait for a merge
 
 
 def scan_issues(
@@ -112,6 +114,8 @@ def scan_issues(
             found.issues.append(cast(Issue, lead))  # stands in for the issue until `Snapshot.full` reads it
             states[issue_id] = state
             continue
+        if state == "gated" and DELIVERED_KEY in data:  # kept for the merge watch: no second read
+            found.delivered[issue_id] = data
         waiting = quick_dependencies(data) if state == "backlog" and not backlog_in_full else None
         if waiting is not None:
             found.backlog.append((issue_id, waiting))

@@ -22,7 +22,6 @@ from jit_dispatch.domain import boundedjson, transitions
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain.delivery import Delivery, delivery_context, delivery_from_context
 from jit_dispatch.domain.issue import (
-    CTX_DELIVERED_AT,
     CTX_LAST_REASON,
     Gate,
     Issue,
@@ -51,7 +50,6 @@ from jit_dispatch.trackers.jit.locks import LockTimeout, flock, lock_timeout_fro
 from jit_dispatch.trackers.jit.rules import StoreRules
 from jit_dispatch.trackers.jit.scan import Scan, Waiting, check_ids, scan_issues
 
-_DELIVERED_KEY = f'"{CTX_DELIVERED_AT}"'.encode()  # only a file holding it may be waiting for a merge
 GATE_RUNS = "gate-runs"  # jit's run records: gate-runs/<run_id>/result.json
 
 
@@ -96,6 +94,7 @@ class JitStore(TrackerDefaults):
         # From the last snapshot: every state, each backlog issue's dependencies, and the fingerprint
         # of each unresolved issue's file, so promotion re-reads only files changed since.
         self._promotion_view: tuple[dict[str, str], list[Waiting], dict[str, Fingerprint]] | None = None
+        self._delivered: dict[str, bytes] = {}  # the last scan's `gated` files holding a delivery
         self._index_warnings: list[str] = []
         # The length of events.jsonl as far as this store knows it: taken before the snapshot reads
         # the issues, advanced by our own appends; None once anyone else appended (see promotion).
@@ -207,6 +206,7 @@ class JitStore(TrackerDefaults):
             raise TrackerError(f"{self.issues_dir}: cannot be read ({next(iter(unreadable.values()))})")
         with self._view_lock:  # a promotion meanwhile must not pair this mark with the previous view
             self._promotion_view = (found.states, found.backlog, found.seen)
+            self._delivered = found.delivered
             self._events_mark, self._appenders = mark, set()
         snapshot = Snapshot(found.issues, found.states, self.gates(), ids, found.warnings)
         if (leases := self.leases()) is not None:
@@ -592,20 +592,16 @@ class JitStore(TrackerDefaults):
 
     def awaiting_merge(self) -> list[tuple[str, Delivery]]:
         """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a
-        merge; a file without the delivery key is not parsed at all."""
+        merge, from the bytes that scan read: a file without the delivery key is not parsed at all."""
         if self._promotion_view is None:
             self.snapshot(full_states=())
-        assert self._promotion_view is not None
         waiting = []
-        for issue_id, state in self._promotion_view[0].items():
-            if state != State.GATED:
-                continue
+        for issue_id, data in self._delivered.items():
             try:
-                data = read_regular(self.issue_file(issue_id))
-                issue = parse_issue(data, issue_id) if _DELIVERED_KEY in data else None
-            except (OSError, ValueError):
+                issue = parse_issue(data, issue_id)
+            except ValueError:
                 continue
-            found = delivery_from_context(issue.context) if issue and transitions.waiting_for_merge(issue.raw) else None
+            found = delivery_from_context(issue.context) if transitions.waiting_for_merge(issue.raw) else None
             if found is not None:
                 waiting.append((issue_id, found))
         return waiting
