@@ -340,8 +340,15 @@ def test_a_merged_pull_request_webhook_finishes_the_waiting_delivery_at_once(
     (issue_id,) = remote.ids
     wait_for(lambda: read_issue(work / ".jit", issue_id)["state"] == "gated", "the delivery", pool.proc)
     branch = read_issue(work / ".jit", issue_id)["context"]["dispatch.branch"]
+
+    def quiet() -> bool:  # the cycles its own writes woke are over: nothing else wakes it before the poll
+        cycles = len(pool.of("cycle"))
+        time.sleep(1.0)
+        return len(pool.of("cycle")) == cycles
+
+    wait_for(quiet, "the pool to go quiet after its own writes", pool.proc)
     merge(remote, tmp_path, branch, "squash")
-    time.sleep(2.0)  # nothing but the webhook would wake the pool now (its own writes woke it already)
+    time.sleep(2.0)  # nothing but the webhook would wake the pool now
     assert read_issue(work / ".jit", issue_id)["state"] == "gated"
     payload = json.loads((Path(__file__).parents[1] / "fixtures/webhooks/pull_request.closed.merged.json").read_text())
     status, reply = pool.hook("github", payload, kind="pull_request", delivery="m-1")
