@@ -140,120 +140,105 @@ def run_command(
     """
     token = os.urandom(8).hex()
     lock = runlock.hold(run_lock, token) if run_lock else None  # held by the command's processes too
+    tail = tail or OutputTail()
     try:
-        return _run(
-            argv, cwd, env, timeout, cancel, write_output, tail or OutputTail(), stderr_tail, timeout_grace, token, lock
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env={**env, TOKEN_VARIABLE: token},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if stderr_tail is None else subprocess.PIPE,
+                start_new_session=True,  # own process group: we can stop the whole tree
+                preexec_fn=bind_to_parent(),  # SIGKILLed by the kernel if the dispatcher dies
+                pass_fds=(lock.fd,) if lock else (),
+                bufsize=0,
+            )
+        except FileNotFoundError:
+            return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not executable, E2BIG, a NUL in it
+            cause = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            message = f"cannot start {argv[0]}: {cause}"
+            return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
+        assert proc.stdout is not None
+        tails = {proc.stdout.fileno(): tail}
+        if proc.stderr is not None and stderr_tail is not None:
+            tails[proc.stderr.fileno()] = stderr_tail
+        selector = selectors.DefaultSelector()
+        for fd in tails:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        exit_watch = _watch_exit(selector, proc.pid)  # wakes the loop the moment the command exits
+
+        deadline = started + timeout if timeout else None
+        kill_at: float | None = None
+        exited_at: float | None = None
+        timed_out = False
+        cancelled_by: int | None = None
+        stragglers_killed_at: float | None = None
+        eof = False
+        try:
+            while not (eof and exited_at is not None):
+                wait = POLL_SECONDS if exit_watch is not None or not eof else EXIT_POLL_SECONDS
+                for key, _ in selector.select(wait):
+                    if key.fd in tails and not _copy_available(key.fd, write_output, tails[key.fd]):
+                        del tails[key.fd]  # output closed (`exec >log`); the command itself may still run
+                        selector.unregister(key.fd)
+                        eof = not tails
+                now = time.monotonic()
+                if (
+                    cancel.signum is not None and cancelled_by is None and exited_at is None
+                ):  # exited: its result stands
+                    cancelled_by = cancel.signum
+                    signal_run(proc.pid, token, signal.SIGTERM)
+                    grace_end = now + CANCEL_GRACE_SECONDS
+                    kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
+                if deadline is not None and now >= deadline and kill_at is None:
+                    timed_out = True
+                    signal_run(proc.pid, token, signal.SIGTERM if timeout_grace > 0 else signal.SIGKILL)
+                    kill_at = now + timeout_grace
+                if kill_at is not None and now >= kill_at:
+                    signal_run(proc.pid, token, signal.SIGKILL)
+                if exited_at is None and _has_exited(proc.pid):
+                    exited_at = now
+                    if exit_watch is not None:
+                        selector.unregister(exit_watch)
+                if exited_at is not None and now - exited_at > DRAIN_SECONDS:
+                    if stragglers_killed_at is None:
+                        signal_run(proc.pid, token, signal.SIGKILL)  # background children still hold the pipe
+                        stragglers_killed_at = now
+                    elif now - stragglers_killed_at > DRAIN_SECONDS:
+                        break  # a process we cannot see holds the pipe: stop reading it
+        finally:
+            selector.close()
+            if exit_watch is not None:
+                os.close(exit_watch)
+            kill_run(proc.pid, token)  # leave nothing behind, whatever happened
+            proc.stdout.close()
+            if proc.stderr is not None:
+                proc.stderr.close()
+            returncode = proc.wait()
+        exit_code = 128 - returncode if returncode < 0 else returncode
+        text = tail.text()
+        first_word = (argv[-1].split() or [argv[-1]])[0]
+        not_found = missing_command(text, first_word) if exit_code == 127 else None
+        return RunResult(
+            exit_code,
+            time.monotonic() - started,
+            text,
+            tail.total_bytes,
+            timed_out=timed_out,
+            cancelled_by=cancelled_by,
+            not_found=not_found,
+            killed_by=-returncode if returncode < 0 else None,
+            stderr=stderr_tail.text() if stderr_tail is not None else "",
+            stderr_bytes=stderr_tail.total_bytes if stderr_tail is not None else 0,
         )
     finally:
         if lock is not None:
             lock.release()
-
-
-def _run(
-    argv: Sequence[str],
-    cwd: Path | None,
-    env: Mapping[str, str],
-    timeout: float | None,
-    cancel: CancelToken,
-    write_output: Callable[[bytes], None],
-    tail: OutputTail,
-    stderr_tail: OutputTail | None,
-    timeout_grace: float,
-    token: str,
-    lock: runlock.RunLock | None,
-) -> RunResult:
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env={**env, TOKEN_VARIABLE: token},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if stderr_tail is None else subprocess.PIPE,
-            start_new_session=True,  # own process group: we can stop the whole tree
-            preexec_fn=bind_to_parent(),  # SIGKILLed by the kernel if the dispatcher dies
-            pass_fds=(lock.fd,) if lock else (),
-            bufsize=0,
-        )
-    except FileNotFoundError:
-        return RunResult(127, time.monotonic() - started, "", 0, not_found=argv[0])
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:  # not executable, E2BIG, a NUL in it
-        cause = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
-        message = f"cannot start {argv[0]}: {cause}"
-        return RunResult(126, time.monotonic() - started, message, len(message), start_error=cause.lower())
-    assert proc.stdout is not None
-    tails = {proc.stdout.fileno(): tail}
-    if proc.stderr is not None and stderr_tail is not None:
-        tails[proc.stderr.fileno()] = stderr_tail
-    selector = selectors.DefaultSelector()
-    for fd in tails:
-        os.set_blocking(fd, False)
-        selector.register(fd, selectors.EVENT_READ)
-    exit_watch = _watch_exit(selector, proc.pid)  # wakes the loop the moment the command exits
-
-    deadline = started + timeout if timeout else None
-    kill_at: float | None = None
-    exited_at: float | None = None
-    timed_out = False
-    cancelled_by: int | None = None
-    stragglers_killed_at: float | None = None
-    eof = False
-    try:
-        while not (eof and exited_at is not None):
-            wait = POLL_SECONDS if exit_watch is not None or not eof else EXIT_POLL_SECONDS
-            for key, _ in selector.select(wait):
-                if key.fd in tails and not _copy_available(key.fd, write_output, tails[key.fd]):
-                    del tails[key.fd]  # output closed (`exec >log`); the command itself may still run
-                    selector.unregister(key.fd)
-                    eof = not tails
-            now = time.monotonic()
-            if cancel.signum is not None and cancelled_by is None and exited_at is None:  # exited: its result stands
-                cancelled_by = cancel.signum
-                signal_run(proc.pid, token, signal.SIGTERM)
-                grace_end = now + CANCEL_GRACE_SECONDS
-                kill_at = grace_end if kill_at is None else min(kill_at, grace_end)
-            if deadline is not None and now >= deadline and kill_at is None:
-                timed_out = True
-                signal_run(proc.pid, token, signal.SIGTERM if timeout_grace > 0 else signal.SIGKILL)
-                kill_at = now + timeout_grace
-            if kill_at is not None and now >= kill_at:
-                signal_run(proc.pid, token, signal.SIGKILL)
-            if exited_at is None and _has_exited(proc.pid):
-                exited_at = now
-                if exit_watch is not None:
-                    selector.unregister(exit_watch)
-            if exited_at is not None and now - exited_at > DRAIN_SECONDS:
-                if stragglers_killed_at is None:
-                    signal_run(proc.pid, token, signal.SIGKILL)  # background children still hold the pipe
-                    stragglers_killed_at = now
-                elif now - stragglers_killed_at > DRAIN_SECONDS:
-                    break  # a process we cannot see holds the pipe: stop reading it
-    finally:
-        selector.close()
-        if exit_watch is not None:
-            os.close(exit_watch)
-        kill_run(proc.pid, token)  # leave nothing behind, whatever happened
-        proc.stdout.close()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        returncode = proc.wait()
-    exit_code = 128 - returncode if returncode < 0 else returncode
-    text = tail.text()
-    first_word = (argv[-1].split() or [argv[-1]])[0]
-    not_found = missing_command(text, first_word) if exit_code == 127 else None
-    return RunResult(
-        exit_code,
-        time.monotonic() - started,
-        text,
-        tail.total_bytes,
-        timed_out=timed_out,
-        cancelled_by=cancelled_by,
-        not_found=not_found,
-        killed_by=-returncode if returncode < 0 else None,
-        stderr=stderr_tail.text() if stderr_tail is not None else "",
-        stderr_bytes=stderr_tail.total_bytes if stderr_tail is not None else 0,
-    )
 
 
 def _copy_available(fd: int, write_output: Callable[[bytes], None], tail: OutputTail) -> bool:
