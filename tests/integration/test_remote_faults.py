@@ -376,12 +376,13 @@ def test_results_pending_while_the_branch_refuses_are_folded_in_order_later(tmp_
     first, second, third = (remote.clone(tmp_path / name) for name in ("first", "second", "third"))
     log = tmp_path / "runs.log"
 
-    code, result, stderr = finish(start(first, "first", f"{logging_command(log)}; exit 7", "--push-budget", "2s"))
+    wait = ("--wait-for-fold", "--push-budget", "2s")  # as before it was an option: the runner waits for its fold
+    code, result, stderr = finish(start(first, "first", f"{logging_command(log)}; exit 7", *wait))
     assert code == 3 and "pending as refs/jit-dispatch/results/" in result["reason"], (result, stderr)
     assert "stays claimed" not in result["reason"] and "instead" not in result["reason"], "nothing to give back"
     listing = run_cli("ready", "--sync", "git", "--json", cwd=third)
     assert [i["issue_id"] for i in listing.json["dispatchable"]] == [target], "the view shows the release"
-    code, result, stderr = finish(start(second, "second", logging_command(log), "--push-budget", "2s"))
+    code, result, stderr = finish(start(second, "second", logging_command(log), *wait))
     assert code == 3 and result["attempt"] == 2, (result, stderr)
     assert remote.issue(target)["state"] == "ready" and remote.issue(target)["assignee"] is None, "nothing folded"
     assert len(remote.refs("refs/jit-dispatch/results/")) == 2

@@ -155,6 +155,7 @@ class StoreSettings(BaseModel):
     state_branch: str | None = None
     lock_prefix: str | None = None
     push_budget: Duration | None = None
+    wait_for_fold: bool | None = None
     commit_author: str | None = None
     skip_ci: bool | None = None
     heartbeat: Duration | None = None

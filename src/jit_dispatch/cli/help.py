@@ -19,7 +19,7 @@ SECTIONS = {
     **dict.fromkeys(("gates", "on_gate_failure", "checks"), "Quality gates"),
     **dict.fromkeys(("jit_dir", "tracker", "config"), "Store"),
     **dict.fromkeys(
-        ("sync", "remote", "state_branch", "lock_prefix", "push_budget", "commit_author", "skip_ci"),
+        ("sync", "remote", "state_branch", "lock_prefix", "push_budget", "wait_for_fold", "commit_author", "skip_ci"),
         "Remote mode (--sync git)",
     ),
     **dict.fromkeys(

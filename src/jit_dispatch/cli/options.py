@@ -227,6 +227,12 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Keep retrying refused or failed pushes this long (--sync git); cut short by cancellation.",
         ),
         env_option(
+            "--wait-for-fold",
+            is_flag=True,
+            help="--sync git: after settling, wait until the result is on the state branch (for later workflow "
+            "steps that read it), not only until the result ref is durable; the next run folds it otherwise.",
+        ),
+        env_option(
             "--commit-author",
             help="Author of state commits (--sync git) and delivered commits, 'Name <email>'. Default: in Actions "
             "github-actions[bot], elsewhere your git config user.name and user.email.",

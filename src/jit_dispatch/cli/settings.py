@@ -37,6 +37,7 @@ STORE_KEYS = (
     "state_branch",
     "lock_prefix",
     "push_budget",
+    "wait_for_fold",
     "tracker",
     "github_repo",
     "github_token",

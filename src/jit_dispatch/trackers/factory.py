@@ -48,6 +48,7 @@ class StoreChoice:
     pass_git_credentials: bool = False  # leave the workspace's persisted git credential while the command runs
     heartbeat: float | None = None  # announced in claim locks (GitHub, remote mode): the reaper watches for two
     push_budget: float = 180.0  # remote mode: how long to keep retrying a refused or failed push
+    wait_for_fold: bool = False  # remote mode: a settle returns once its result is on the branch
     read_only: bool = False  # ready/status: no need to prove `contents: write`
 
 
@@ -209,6 +210,7 @@ def _remote_tracker(choice: StoreChoice, root: Path, context: GitHubContext) -> 
         skip_ci=choice.skip_ci,
         heartbeat_seconds=choice.heartbeat,
         push_budget=choice.push_budget,
+        wait_for_fold=choice.wait_for_fold,
         state_elsewhere=bool(choice.state_branch) and choice.state_branch != _checked_out(git, context),
         **(parse_author(author) if author else {}),
     )

@@ -46,6 +46,7 @@ class RemoteSettings:
     skip_ci: bool = True
     heartbeat_seconds: float | None = None  # announced in each lock; the runner re-points its lock this often
     push_budget: float = 180.0  # seconds to keep retrying refused or failed pushes
+    wait_for_fold: bool = False  # a settle returns once its result is on the branch, not once it is durable
     # The state branch is not the branch checked out: the command gets its `.jit/` (workspace.py)
     state_elsewhere: bool = False
 
@@ -215,6 +216,7 @@ class Plumbing:
         else:
             self._apply_diff(self.tip, tip)
         self.tip = tip
+        self.store.forget_view()  # a snapshot taken before (results applied, dependents promoted) is stale
 
     def _extract(self, archive: bytes) -> None:
         """Regular files and directories only, never outside the scratch store."""
@@ -277,6 +279,7 @@ class Plumbing:
         if self.store.changed:
             root = self.store.root
             self._restore(self.tip, [PurePosixPath(p.relative_to(root).as_posix()) for p in self.store.changed])
+            self.store.forget_view()  # the promotions a settle made are undone: the next one must not trust them
         self.store.changed.clear()
 
     def commit(self, message: str) -> str:

@@ -88,6 +88,7 @@ class RemoteJitTracker(TrackerDefaults):
         self.branch_attempts = 0
         self.commits: list[str] = []
         self.notes: list[str] = []
+        self.pending: list[str] = []  # result refs this run left for the next fold (not waiting for it)
 
     # ------------------------------------------------------------------ interface
     def stats(self) -> dict[str, object]:
@@ -96,6 +97,7 @@ class RemoteJitTracker(TrackerDefaults):
             "branch_push_attempts": self.branch_attempts,
             "commits": list(self.commits),
             "notes": list(self.notes),
+            "pending_results": list(self.pending),
         }
 
     def hurry(self, seconds: float) -> None:
@@ -509,7 +511,10 @@ class RemoteJitTracker(TrackerDefaults):
 
         settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         if settlement.outcome != Outcome.LOST:
-            self._fold(sent["ref"], deadline)
+            if self.settings.wait_for_fold:
+                self._fold(sent["ref"], deadline)
+            else:
+                self._fold_once(sent["ref"])
         if self.restored:
             settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
         if copy is not None and copy.kept:
@@ -538,6 +543,25 @@ class RemoteJitTracker(TrackerDefaults):
                 raise
             raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
                                f"and the next run folds it ({exc})") from None  # fmt: skip
+
+    def _fold_once(self, ref: str) -> None:
+        """One try at folding: the result ref is durable already, and the view counts it as settled
+        for everyone, so a lost race or a transient failure leaves it to whoever folds next (the next
+        claim, settle, idle runner or `reap`) instead of billing this runner for the fleet's fold
+        contention (docs/remote-mode.md#leaving-the-fold-to-the-next-runner). A permanent refusal
+        still fails (exit 3): nobody could fold it."""
+        with self._busy:
+            try:
+                listing = self._viewed(guard=True)
+                if ref in listing.results and not self._push_fold(listing):
+                    self.pending.append(ref)
+            except GitError as exc:
+                if not exc.transient:
+                    raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as "
+                                            f"{ref} ({exc})") from None  # fmt: skip
+                self.pending.append(ref)
+            finally:
+                self.plumbing.discard_changes()
 
     def _folding(self, what: str, change: Callable[[Listing], bool | None], deadline: float | None = None) -> bool:
         """View the remote, let `change` edit the store (or return the answer: nothing to fold), then
