@@ -11,7 +11,9 @@
    the same run (median of `--solo-runs` waves); the target is a ratio ≤ 1.5 at 24 runners. Every
    wave's fresh bytecode cache is warmed first (one `once --dry-run`), as an installed package has
    its .pyc files; the floor with a cold cache is reported beside it.
-2. For each of `--latency-runners` (default 64 and 256, GitHub's matrix limit) runners, every push
+2. For each of `--latency-runners` (default 64 and 256, GitHub's matrix limit) runners, at most
+   `--max-parallel` (64) at a time as a matrix's `max-parallel` runs them (256 processes at once
+   would starve this 2-core machine's heartbeats, not measure the protocol), every push
    waiting `--latency` seconds (0.3) before the server sees it (a `remote.origin.receivepack`
    wrapper in each clone sleeps, then runs git-receive-pack): wall time; the runner time billed
    after the command ended — from the command's end (it writes a timestamp) to its runner's exit,
@@ -65,6 +67,7 @@ class Wave:
     lags: list[float] = field(default_factory=list)  # command end → result on the branch (s)
     waits: list[float] = field(default_factory=list)  # command end → its runner's exit (s)
     overlaps: int = 0  # issues whose command ran more than once
+    parallel: int = 0  # runners at a time
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -94,11 +97,19 @@ def watch_branch(bare: Path, seen: dict[str, float], stop: threading.Event) -> N
 
 
 def run_wave(
-    work: Path, code: Path, runners: int, latency: float, *, warm: bool = True, wait_for_fold: bool = False
+    work: Path,
+    code: Path,
+    runners: int,
+    latency: float,
+    *,
+    warm: bool = True,
+    wait_for_fold: bool = False,
+    parallel: int = 0,
 ) -> Wave:
     """`warm`: one `once --dry-run` fills the wave's fresh bytecode cache first, as an installed
     package (and the Action's cached venv) has its .pyc files; cold, every runner compiles."""
     wave = Wave(runners, latency)
+    parallel = wave.parallel = min(parallel or runners, runners)
     root = Path(tempfile.mkdtemp(prefix=f"wave-{runners}-", dir=work))
     bare = root / "remote.git"
     build_remote(bare, issue_specs(runners, mixed=False))
@@ -134,27 +145,27 @@ def run_wave(
     if latency:
         watcher.start()
     started = time.monotonic()
-    procs = []
-    for i, clone in enumerate(checkouts):
-        argv = [sys.executable, "-m", "jit_dispatch", "once", "--sync", "git", "--json", "--agent", f"r{i}",
-                "--command", COMMAND, "--spread-index", str(i), "--spread-total", str(runners)]  # fmt: skip
-        out = root / f"out-{i}.json"
-        with out.open("wb") as sink:
-            procs.append((subprocess.Popen(argv, cwd=clone, env=env, stdout=sink, stderr=subprocess.DEVNULL), out))
-    exits = collect(procs)
-    for index, (proc, out) in enumerate(procs):
-        wave.cpu += exits[index][1]
+    argvs = [
+        [sys.executable, "-m", "jit_dispatch", "once", "--sync", "git", "--json", "--agent", f"r{i}",
+         "--command", COMMAND, "--spread-index", str(i), "--spread-total", str(runners)]
+        for i in range(runners)
+    ]  # fmt: skip
+    outs = [root / f"out-{i}.json" for i in range(runners)]
+    exits = run_all(argvs, checkouts, outs, env, parallel)
+    for index, out in enumerate(outs):
+        wave.cpu += exits[index][2]
+        returncode = exits[index][1]
         try:
             reported = json.loads(out.read_text())
             outcome = reported["outcome"]
         except (ValueError, KeyError):
-            reported, outcome = {}, f"exit {proc.returncode}, no json"
+            reported, outcome = {}, f"exit {returncode}, no json"
         if outcome != "done":
             wave.problems.append(f"runner {index}: {outcome}: {reported.get('reason')}")
         wave.outcomes[outcome] = wave.outcomes.get(outcome, 0) + 1
     wave.wall = time.monotonic() - started
     wave.refs_at_exit = lock_refs(bare)
-    runner_of = {_ran(out): i for i, (_, out) in enumerate(procs)}
+    runner_of = {_ran(out): i for i, out in enumerate(outs)}
     for mark in marks.iterdir():
         stamps = mark.read_text().split()
         wave.overlaps += len(stamps) > 1
@@ -186,18 +197,23 @@ def run_wave(
     return wave
 
 
-def collect(procs: list[tuple[subprocess.Popen[bytes], Path]]) -> list[tuple[float, float]]:
-    """Each runner's (exit time, CPU seconds of it and its children), as it exits: one waiting
-    thread per runner, so a runner's exit is timed when it happens, not when its turn comes."""
-    exits: list[tuple[float, float]] = [(0.0, 0.0)] * len(procs)
+def run_all(
+    argvs: list[list[str]], cwds: list[Path], outs: list[Path], env: dict[str, str], parallel: int
+) -> list[tuple[float, int, float]]:
+    """Run every runner, at most `parallel` at a time (a matrix's `max-parallel`: a slot starts the
+    next runner when its runner exits); each one's (exit time, exit code, CPU seconds of it and its
+    children), timed by a thread of its own as it exits, not when its turn to be collected comes."""
+    exits: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(argvs)
+    slots = threading.Semaphore(parallel)
 
-    def reap(index: int) -> None:
-        proc = procs[index][0]
-        _, status, usage = os.wait4(proc.pid, 0)
-        exits[index] = (time.time(), usage.ru_utime + usage.ru_stime)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    def run(index: int) -> None:
+        with slots, outs[index].open("wb") as sink:
+            proc = subprocess.Popen(argvs[index], cwd=cwds[index], env=env, stdout=sink, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            exits[index] = (time.time(), proc.returncode, usage.ru_utime + usage.ru_stime)
 
-    threads = [threading.Thread(target=reap, args=(i,), daemon=True) for i in range(len(procs))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(argvs))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -211,6 +227,10 @@ def _ran(out: Path) -> str | None:
         return str(json.loads(out.read_text())["short_id"])
     except (ValueError, KeyError, OSError):
         return None
+
+
+def at_a_time(wave: Wave) -> str:
+    return f" ({wave.parallel} at a time)" if wave.parallel < wave.runners else ""
 
 
 def p95(values: list[float]) -> float:
@@ -273,7 +293,7 @@ def report(
         ]
         for w in slow:
             lines.append(
-                f"| {w.runners} | {w.done} | {w.wall:.1f} | {median(w.waits):.1f} / {p95(w.waits):.1f} / "
+                f"| {w.runners}{at_a_time(w)} | {w.done} | {w.wall:.1f} | {median(w.waits):.1f} / {p95(w.waits):.1f} / "
                 f"{max(w.waits, default=float('nan')):.1f} | {median(w.lags):.1f} / {p95(w.lags):.1f} | {w.overlaps} "
                 f"| {w.refs_at_exit} / {w.leftover_refs} | {w.commits / max(w.done, 1):.2f} | {w.cpu_per_claim:.3f} |"
             )
@@ -291,6 +311,7 @@ def main() -> None:
     parser.add_argument("--runners", default="8,24,64", help="runner counts for the CPU table")
     parser.add_argument("--solo-runs", type=int, default=5, help="one-runner waves for the floor")
     parser.add_argument("--latency-runners", default="64,256", help="runner counts of the slow-remote waves ('': skip)")
+    parser.add_argument("--max-parallel", type=int, default=64, help="runners of a slow-remote wave at a time")
     parser.add_argument("--wait-for-fold", action="store_true", help="every runner waits for its fold (as before)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds each push waits")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "remote-fleet.md")
@@ -310,7 +331,8 @@ def main() -> None:
         slow = []
         for n in (int(x) for x in str(args.latency_runners).split(",") if x.strip() and int(x)):
             print(f"{n} runners, {args.latency:g} s per push …", file=sys.stderr, flush=True)
-            slow.append(run_wave(work, code, n, args.latency, wait_for_fold=args.wait_for_fold))
+            slow.append(run_wave(work, code, n, args.latency, wait_for_fold=args.wait_for_fold,
+                                 parallel=args.max_parallel))  # fmt: skip
     took = time.monotonic() - started
     text = report(solo, cold, waves, slow, sys.argv, code_note, took, args.wait_for_fold)
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -25,16 +25,7 @@ import pytest
 
 from helpers import GIT_IDENTITY, Remote, clean_env, git, make_remote, run_cli
 from jit_dispatch.trackers.jit.store import JitStore, NewIssue
-from remote_runs import (
-    LOCKS,
-    assert_remote_store_valid,
-    finish,
-    fold_what_is_pending,
-    held_command,
-    install_hook,
-    start,
-    wait_for,
-)
+from remote_runs import LOCKS, assert_remote_store_valid, finish, held_command, install_hook, start, wait_for
 
 EMPTY_TREE_INPUT = b""
 ZERO = "0" * 40
@@ -147,7 +138,6 @@ def test_concurrent_runners_each_claim_a_different_issue(tmp_path: Path, spread:
         # Each runner takes the first candidate whose lock it wins: together, the first ten in order.
         assert set(claimed) == set(remote.ids[:RUNNERS])
 
-    fold_what_is_pending(runners[0][0])
     issues = assert_remote_store_valid(remote)
     assert set(issues) == set(remote.ids)
     for issue_id, raw in issues.items():
@@ -234,7 +224,6 @@ def test_the_runner_that_loses_a_lock_takes_the_next_candidate(tmp_path: Path) -
     assert sorted(result["issue_id"] for _, result, _ in results) == sorted(remote.ids[:2])
     assert claims_per_issue(remote) == Counter(remote.ids[:2])
     assert remote.issue(remote.ids[2])["state"] == "ready"
-    fold_what_is_pending(runners[0][0])
     assert remote.refs() == [], "no jit-dispatch ref left"
 
 

@@ -3,16 +3,20 @@
 `git ls-remote` is no snapshot of an atomic push: it reads `refs/heads/main` before
 `refs/jit-dispatch/…`, so a fold landing in between shows the old tip with the folded result refs
 already gone. Here an upload-pack wrapper serves exactly such torn listings (the old tip, the
-current jit-dispatch refs) to a runner, deterministically; bench/remote_torn.py races real folds.
+current jit-dispatch refs) to a runner, deterministically; bench/remote_torn.py runs the
+choreography of issue 18 (every session that could be torn, up to the first after the lock a
+`post-receive` hook marks, torn at random) 500 times, and a few of its trials run here.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from helpers import git, make_remote, run_cli
+from helpers import PROJECT_ROOT, clean_env, git, make_remote, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
 from remote_runs import finish, held_command, start, wait_for
 
@@ -55,6 +59,17 @@ def test_a_torn_listing_after_the_lock_never_runs_a_finished_issue_again(tmp_pat
     assert log.read_text().split().count("start") == 1, "the finished issue's command ran again"
     assert remote.issue(target)["state"] == "done"
     assert remote.refs() == [], "no jit-dispatch ref left"
+
+
+def test_torn_listings_up_to_the_lock_never_run_the_command_twice_in_a_few_trials() -> None:
+    """bench/remote_torn.py's trials (a handful; the bench runs 500): runner B, served listings torn
+    by a fold that landed before its lock, never runs the finished issue's command again."""
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "remote_torn.py"), "--trials", "4", "--parallel", "1"],
+        env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "**double runs 0**" in proc.stdout and "B's outcomes {'idle': 4}" in proc.stdout, proc.stdout
 
 
 def test_status_judges_silence_by_the_locks_movement_as_reap_does(tmp_path: Path) -> None:

@@ -96,16 +96,6 @@ def assert_remote_store_valid(remote: Remote, jit_path: str = ".jit") -> dict[st
     return issues
 
 
-def fold_what_is_pending(clone: Path) -> None:
-    """What the next run does first: fold the results runners left pending as refs (they exit once
-    their result is durable, docs/remote-mode.md#leaving-the-fold-to-the-next-runner). `reap` here."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "jit_dispatch", "reap", "--older-than", "1h", "--sync", "git"],
-        cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-
-
 def install_hook(remote: Remote, body: str) -> None:
     hook = remote.bare / "hooks" / "pre-receive"
     hook.write_text("#!/usr/bin/env bash\n" + body)

@@ -514,7 +514,7 @@ class RemoteJitTracker(TrackerDefaults):
             if self.settings.wait_for_fold:
                 self._fold(sent["ref"], deadline)
             else:
-                self._fold_once(sent["ref"])
+                self._fold_if_last(sent["ref"], deadline)
         if self.restored:
             settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
         if copy is not None and copy.kept:
@@ -544,24 +544,26 @@ class RemoteJitTracker(TrackerDefaults):
             raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
                                f"and the next run folds it ({exc})") from None  # fmt: skip
 
-    def _fold_once(self, ref: str) -> None:
-        """One try at folding: the result ref is durable already, and the view counts it as settled
-        for everyone, so a lost race or a transient failure leaves it to whoever folds next (the next
-        claim, settle, idle runner or `reap`) instead of billing this runner for the fleet's fold
-        contention (docs/remote-mode.md#leaving-the-fold-to-the-next-runner). A permanent refusal
-        still fails (exit 3): nobody could fold it."""
-        with self._busy:
-            try:
-                listing = self._viewed(guard=True)
-                if ref in listing.results and not self._push_fold(listing):
-                    self.pending.append(ref)
-            except GitError as exc:
-                if not exc.transient:
-                    raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as "
-                                            f"{ref} ({exc})") from None  # fmt: skip
-                self.pending.append(ref)
-            finally:
-                self.plumbing.discard_changes()
+    def _fold_if_last(self, ref: str, deadline: float) -> None:
+        """Fold only as the last runner holding a claim: the result ref is durable already and the
+        view counts it as settled for everyone. While another runner holds a lock, that runner
+        settles after us and finds our result pending, so this one leaves without paying for the
+        fleet's fold contention; the last to settle folds everything (as `--wait-for-fold` does)
+        (docs/remote-mode.md#leaving-the-fold-to-the-next-runner)."""
+        try:
+            listing = self.plumbing.list_remote()
+        except GitError as exc:
+            if not exc.transient:
+                raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as "
+                                        f"{ref} ({exc})") from None  # fmt: skip
+            self.pending.append(ref)
+            return
+        if ref not in listing.results:
+            return  # folded meanwhile
+        if listing.locks:
+            self.pending.append(ref)
+            return
+        self._fold(ref, deadline)
 
     def _folding(self, what: str, change: Callable[[Listing], bool | None], deadline: float | None = None) -> bool:
         """View the remote, let `change` edit the store (or return the answer: nothing to fold), then
