@@ -110,7 +110,7 @@ def test_the_next_claim_folds_a_pending_dependency_with_it(tmp_path: Path) -> No
         env = {**clean_env(), "GITHUB_STEP_SUMMARY": str(summary)}
         run = run_cli("once", "--agent", "a", "--command", "true", "--sync", "git", cwd=a, env=env)
         assert run.returncode == 0, run.stderr
-        assert "result pending as a ref: the next run folds it" in summary.read_text()
+        assert "result pending as a ref: a runner settling later folds it" in summary.read_text()
         (tmp_path / "b-run").mkdir()
         command, started, go_b = held_command(tmp_path / "b-run")
         proc = start(b, "b", command)

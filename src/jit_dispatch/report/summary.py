@@ -183,7 +183,7 @@ def _sync_text(sync: dict[str, Any]) -> str:
     commits = ", ".join(f"`{str(c)[:10]}`" for c in sync.get("commits", [])) or "none"
     text = f"lock push attempts: {sync.get('sync_attempts', 0)} · commits pushed: {commits}"
     if sync.get("pending_results"):  # by design (docs/remote-mode.md#leaving-the-fold-to-the-next-runner)
-        text += " · result pending as a ref: the next run folds it"
+        text += " · result pending as a ref: a runner settling later folds it"
     notes = sync.get("notes") or []
     return text + "".join(f" · ⚠️ {md_text(str(n), 200)}" for n in notes)
 

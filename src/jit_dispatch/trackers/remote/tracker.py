@@ -12,14 +12,16 @@ folded view of it, and runners in separate clones agree whatever their clocks.
 * **The branch is a fold**: any runner applies every pending result (and every claim the branch
   lacks) to the tip in one commit, pushed with `--atomic` together with the deletion — leased —
   of the result refs it folded. Losing that race is fine: the winner carried our result, or our
-  next try carries theirs. A runner settles when its result is on the branch.
+  next try carries theirs. A settled runner leaves the fold to any runner still holding a claim;
+  the last one folds until its result is on the branch.
 * **The view**: `ready`, `status`, `once` and `reap` read the branch plus pending refs.
 * **Failures**: whatever another try may fix is retried with jittered backoff within
   `push_budget` (shortened by `hurry`); a permanent refusal fails at once. Right after taking its
   lock, a runner tries one fold carrying its claim, so a branch that refuses it (protection,
   permissions) fails before the command runs.
 
-The git side is `plumbing.Plumbing`; watching locks die is `liveness.py`.
+The view and the fold loop are `view.View`; the git side is `plumbing.Plumbing`; watching locks
+die is `liveness.py`.
 """
 
 from __future__ import annotations
@@ -29,38 +31,24 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
 from jit_dispatch.domain.delivery import Delivery
-from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_HEARTBEAT_AT, CTX_RUN, Issue
+from jit_dispatch.domain.issue import CTX_CLAIMED_AT, CTX_RUN, Issue
 from jit_dispatch.domain.selection import Filters
 from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
-from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import carried, liveness
 from jit_dispatch.trackers.remote.git import Git, GitError
-from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
+from jit_dispatch.trackers.remote.locks import LockInfo
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
-from jit_dispatch.trackers.remote.results import (
-    COMPLETE,
-    HOLD,
-    RELEASE,
-    ResultInfo,
-    fold_message,
-    fold_order,
-    parse_result,
-)
-from jit_dispatch.trackers.remote.retry import AGAIN, retrying
+from jit_dispatch.trackers.remote.results import COMPLETE, HOLD, RELEASE, ResultInfo
+from jit_dispatch.trackers.remote.retry import AGAIN
+from jit_dispatch.trackers.remote.view import View
 from jit_dispatch.trackers.remote.workspace import Materialised
 
-T = TypeVar("T")
 __all__ = ["RemoteJitTracker", "RemoteSettings"]
-_VERBS = {Outcome.RELEASED: "release", Outcome.PARKED: "park", Outcome.LOST: "drop"}
-
-
-class _Vanished(Exception):
-    """A ref listed a moment ago is gone (folded or settled): list again."""
 
 
 class RemoteJitTracker(TrackerDefaults):
@@ -76,28 +64,23 @@ class RemoteJitTracker(TrackerDefaults):
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
         self._seen: dict[str, Issue] = {}  # the last snapshot's issues
         self._waiting: list[tuple[str, Delivery]] | None = None  # the last snapshot's deliveries waiting to merge
-        self._items: list[tuple[str, str, str]] = []  # (verb, issue id, agent) the scratch store holds
-        self._busy = threading.RLock()  # the scratch store: one view or fold at a time
         self._lock_mutex = threading.RLock()  # our lock refs: a heartbeat never moves a lease being pushed
         self._taken: set[str] = set()  # issues other runners locked since the snapshot
         self._copies: dict[str, Materialised] = {}  # issue id → the state put into the workspace for its command
         self._timing: dict[str, ClaimTiming] = {}  # issue id → when our lock push was sent, how long it took
-        self._high: str | None = None  # the newest tip seen: every later tip's events must extend its own
-        self.restored: list[str] = []  # what a rewound branch lost and this runner put back, for the report
         self.lock_attempts = 0
-        self.branch_attempts = 0
-        self.commits: list[str] = []
         self.notes: list[str] = []
-        self.pending: list[str] = []  # result refs this run left for the next fold (not waiting for it)
+        self.view = View(self.plumbing, settings, self._own, self.notes)
+        self._busy = self.view.busy
 
     # ------------------------------------------------------------------ interface
     def stats(self) -> dict[str, object]:
         return {
             "sync_attempts": self.lock_attempts,
-            "branch_push_attempts": self.branch_attempts,
-            "commits": list(self.commits),
+            "branch_push_attempts": self.view.branch_attempts,
+            "commits": list(self.view.commits),
             "notes": list(self.notes),
-            "pending_results": list(self.pending),
+            "pending_results": list(self.view.pending),
         }
 
     def hurry(self, seconds: float) -> None:
@@ -108,12 +91,12 @@ class RemoteJitTracker(TrackerDefaults):
         come in full (`leads` is for the local store's hot path)."""
         states = tuple(full_states)
         with self._busy:
-            listing = self._viewed()
+            listing = self.view.read()
             snapshot = self.store.snapshot(states)
             self._waiting = self.store.awaiting_merge()  # the same view: no second listing to look for merges
             self.plumbing.discard_changes()
             if State.IN_PROGRESS in states:
-                snapshot.issues = self._beaten(snapshot.issues, listing.locks)
+                snapshot.issues = self.view.beaten(snapshot.issues, listing.locks)
         snapshot.locked = frozenset(listing.locks)  # the lock is the claim: whatever its age, whoever's clock
         self._leases = dict(listing.locks)
         self._seen = {issue.id: issue for issue in snapshot.issues}
@@ -140,7 +123,7 @@ class RemoteJitTracker(TrackerDefaults):
             with self._busy:
                 # Another runner may have claimed and settled it since our listing: a lock that can
                 # be created again says nothing about the issue. Look at the view once more.
-                listing = self._viewed(skip=issue_id, exact=True, guard=True)
+                listing = self.view.read(skip=issue_id, exact=True, guard=True)
                 folded = self.store.read_issue(issue_id)
                 if folded is not None and folded.context.get(CTX_CLAIMED_AT) == info.at and folded.assignee == assignee:
                     return folded  # another runner's fold carried our claim already
@@ -149,9 +132,9 @@ class RemoteJitTracker(TrackerDefaults):
                     self._drop_lock(issue_id)
                     return None
                 claimed = self.store.claim(issue_id, assignee, run, Filters(issue_id=issue_id), now=info.at)
-                self._items.append(("claim", issue_id, assignee))
+                self.view.items.append(("claim", issue_id, assignee))
                 try:  # one try; a branch that refuses us for good fails here, before the command runs
-                    self._push_fold(listing)
+                    self.view.push_fold(listing)
                 except GitError as exc:
                     if not exc.transient:
                         raise
@@ -194,7 +177,7 @@ class RemoteJitTracker(TrackerDefaults):
             return waiting
         with self._busy:
             try:
-                self._viewed()
+                self.view.read()
                 self.store.snapshot(full_states=())
                 return self.store.awaiting_merge()
             finally:
@@ -230,10 +213,10 @@ class RemoteJitTracker(TrackerDefaults):
             outcome[:] = [change()]
             if outcome[0].outcome == Outcome.LOST:
                 return False
-            self._items.append((verb, issue_id, "merge-watch"))
+            self.view.items.append((verb, issue_id, "merge-watch"))
             return None
 
-        self._folding(what, step)
+        self.view.folding(what, step)
         return outcome[-1]
 
     def checker_root(self, issue_id: str) -> Path | None:
@@ -255,7 +238,7 @@ class RemoteJitTracker(TrackerDefaults):
             sha, info = self._own[issue_id]
             beat = info.next_beat(interval)
             new = self.plumbing.note_commit(beat.message(issue_id), deadline=deadline)
-            ref = self._lock_ref(issue_id)
+            ref = self.view.lock_ref(issue_id)
             try:
                 pushed = self.plumbing.push((new, ref), leases={ref: sha}, deadline=deadline)
             except GitError:
@@ -285,7 +268,7 @@ class RemoteJitTracker(TrackerDefaults):
                 folded = self.store.read_issue(issue_id)
                 own = self._own.get(issue_id)
                 if own is None or folded is None or folded.context.get(CTX_CLAIMED_AT) != own[1].at:
-                    self._viewed()
+                    self.view.read()
                 target = self.git.repo / self.settings.jit_path
                 copy = Materialised(self.store.root, target, self.plumbing.scratch / f"workspace-{issue_id}")
                 self._copies[issue_id] = copy
@@ -297,10 +280,10 @@ class RemoteJitTracker(TrackerDefaults):
         def change(listing: Listing) -> bool | None:
             if not self.store.unpark(issue_id):
                 return False
-            self._items.append(("unpark", issue_id, "human"))
+            self.view.items.append(("unpark", issue_id, "human"))
             return None
 
-        return self._folding(f"unparking {issue_id[:8]}", change)
+        return self.view.folding(f"unparking {issue_id[:8]}", change)
 
     def issue_ids(self) -> list[str]:
         with self._busy:
@@ -318,125 +301,19 @@ class RemoteJitTracker(TrackerDefaults):
 
     def flush(self) -> None:
         """Fold every pending result into the branch (an idle runner, a reaper)."""
-        self._fold(None, time.monotonic() + self.settings.push_budget)
+        self.view.fold(None, time.monotonic() + self.settings.push_budget)
 
     def close(self) -> None:
         self.plumbing.close()
 
-    def _beaten(self, issues: list[Issue], locks: dict[str, str]) -> list[Issue]:
-        """Claims as alive as their locks say: the lock's last beat as `dispatch.heartbeat_at` (in the
-        context only: the branch's record, which a reaper's `seen` compares, is left as it is). So
-        `status` and `reap` judge silence by the lock's movement, not by the claim's age."""
-        held = {i.id: locks[i.id] for i in issues if i.state == State.IN_PROGRESS and i.id in locks}
-        beats = {i: info.beat_at for i, info in self.read_locks(held).items() if info.beat_at} if held else {}
-        return [
-            replace(issue, context={**issue.context, CTX_HEARTBEAT_AT: beats[issue.id]}) if issue.id in beats else issue
-            for issue in issues
-        ]
-
-    # ------------------------------------------------------------------ the view
-    def _viewed(self, skip: str | None = None, *, exact: bool = False, guard: bool = False) -> Listing:
-        """List the remote and make the scratch store the view of it (callers commit or discard).
-
-        `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
-        reads `refs/heads/…` before `refs/jit-dispatch/…`, so a fold landing in between shows the old
-        tip with the folded results already gone, a finished issue looking ready. Read in the other
-        order, every result is either listed or on the tip (results only leave the remote by a fold
-        that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing.
-        `guard` (views a fold is built on): a tip that lost folded results gets them back."""
-        for _ in range(5):
-            listing = self.plumbing.list_remote()
-            if exact:
-                listing.tip = self.plumbing.list_remote(locks=False).tip
-            self.plumbing.prefetch(listing)
-            try:
-                self._view(listing, skip, guard)
-                return listing
-            except _Vanished:
-                self.plumbing.discard_changes()
-        raise GitError("the remote's pending refs kept changing while being read", transient=True)
-
-    def _view(self, listing: Listing, skip: str | None, guard: bool = False) -> None:
-        """Tip + pending results in order (issue, attempt) + claims whose lock the branch lacks
-        (except `skip`'s: the claim being checked)."""
-        self.plumbing.sync_to(listing.tip)
-        self.store.changed.clear()
-        if guard:
-            self._keep_history(listing.tip)
-        self._items = []
-        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
-            issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
-            result = parse_result(message)
-            writes = carried.from_tree(self.plumbing.tree_files(listing.results[ref])) if result.carries else {}
-            before = carried.apply(self.store, issue_id, writes)  # first, as in local mode: the settle wins
-            settlement = result.apply(self.store, issue_id)
-            if settlement.outcome == Outcome.LOST:
-                carried.undo(self.store, before)  # a fenced-out result carries nothing either
-            verb = _VERBS.get(settlement.outcome, str(settlement.outcome))
-            self._items.append((verb, issue_id, result.claim.agent or "?"))
-        ready = {i: sha for i, sha in listing.locks.items() if i != skip and self.store.state_of(i) == State.READY}
-        own = {i: self._own[i][1] for i in ready if i in self._own and self._own[i][0] == ready[i]}
-        others = {self._lock_ref(i): sha for i, sha in ready.items() if i not in own}
-        infos = {ref[len(self.settings.lock_prefix) :]: parse_lock(m) for ref, m in self._messages(others).items()}
-        for issue_id, info in {**infos, **own}.items():
-            if info.agent and info.at:  # a lock of an older kind without them only holds the issue
-                self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
-                self._items.append(("claim", issue_id, info.agent))
-
-    def _keep_history(self, tip: str) -> None:
-        """A tip that lost folded results gets them back (`Plumbing.recover`), reported once."""
-        high, self._high = self._high, tip
-        if high is None or high == tip or (lost := self.plumbing.recover(high)) is None:
-            return
-        note, restored = lost
-        if restored:
-            self._high = high  # until a fold carrying the restored files lands
-        if note not in self.restored:
-            self.restored.append(note)
-            self.notes.append(note)
-
-    def _messages(self, refs: dict[str, str]) -> dict[str, str]:
-        messages = self.plumbing.messages(refs)
-        if messages is None:
-            raise _Vanished
-        return messages
-
-    def _push_fold(self, listing: Listing) -> bool:
-        """Commit the view (plus what the caller changed) and push it with the deletion of the
-        result refs it folded, each leased on its listed value; False when the race was lost."""
-        updates = [("", ref) for ref in listing.results]
-        if self.store.changed:  # else only results that change nothing (refused on replay) are cleared
-            commit = self.plumbing.commit(fold_message(self._items, self.settings.skip_ci))
-            updates.insert(0, (commit, f"refs/heads/{self.settings.branch}"))
-        if not updates:
-            return True
-        self.branch_attempts += 1
-        if not self.plumbing.push(*updates, leases=dict(listing.results)):
-            return False
-        if self.store.changed:
-            self.plumbing.tip = self._high = updates[0][0]
-            self.store.changed.clear()
-            self.commits.append(updates[0][0])
-        return True
+    def read_locks(self, locks: dict[str, str]) -> dict[str, LockInfo]:
+        return self.view.read_locks(locks)
 
     # ------------------------------------------------------------------ locks
-    def _lock_ref(self, issue_id: str) -> str:
-        return self.settings.lock_prefix + issue_id
-
-    def read_locks(self, locks: dict[str, str]) -> dict[str, LockInfo]:
-        """What each listed lock says; a lock deleted since the listing is left out."""
-        for _ in range(3):
-            messages = self.plumbing.messages({self._lock_ref(i): sha for i, sha in locks.items()})
-            if messages is not None:
-                return {ref[len(self.settings.lock_prefix) :]: parse_lock(m) for ref, m in messages.items()}
-            current = self.plumbing.list_remote().locks  # one vanished (its runner settled): read the rest
-            locks = {i: sha for i, sha in locks.items() if current.get(i) == sha}
-        return {}
-
     def _take_lock(self, issue_id: str, sha: str) -> bool:
         """Create the lock ref; a failure another try may fix is retried, and a try whose answer was
         lost is recognised by the lock's unique commit."""
-        ref = self._lock_ref(issue_id)
+        ref = self.view.lock_ref(issue_id)
 
         def step(attempt: int) -> bool:
             self.lock_attempts += 1
@@ -446,7 +323,7 @@ class RemoteJitTracker(TrackerDefaults):
                     return held == sha
             return self.plumbing.push((sha, ref), leases={ref: ""})
 
-        return self._retrying(f"taking the lock of {issue_id[:8]}", step)
+        return self.view.retrying(f"taking the lock of {issue_id[:8]}", step)
 
     def _drop_lock(self, issue_id: str) -> None:
         """Delete our lock, only if it is still ours (lease on its value). Best effort: a leftover
@@ -456,16 +333,16 @@ class RemoteJitTracker(TrackerDefaults):
             if own is None:
                 return
             try:
-                self.plumbing.push(("", self._lock_ref(issue_id)), leases={self._lock_ref(issue_id): own[0]})
+                self.plumbing.push(("", self.view.lock_ref(issue_id)), leases={self.view.lock_ref(issue_id): own[0]})
             except GitError as exc:
-                self.notes.append(f"lock {self._lock_ref(issue_id)} left behind: {exc}")
+                self.notes.append(f"lock {self.view.lock_ref(issue_id)} left behind: {exc}")
 
     # ------------------------------------------------------------------ settling
     def _settle(self, issue_id: str, agent: str, op: str, **fields: Any) -> Settlement:
         """Push the result ref with the deletion of the lock, leased on the lock's value: ours (a
         runner), as watched (reap), or as it is (a person). Then fold until it is on the branch."""
         deadline = time.monotonic() + self.settings.push_budget
-        lock_ref = self._lock_ref(issue_id)
+        lock_ref = self.view.lock_ref(issue_id)
         sent: dict[str, Any] = {}  # the last result pushed: a lost answer is recognised by its sha
         copy = self._copies.pop(issue_id, None)
         writes = carried.tree_files(copy.writes) if copy is not None else {}
@@ -474,7 +351,7 @@ class RemoteJitTracker(TrackerDefaults):
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
-                listing = self._viewed()
+                listing = self.view.read()
                 try:
                     if sent and listing.results.get(sent["ref"]) == sent["sha"]:
                         self._own.pop(issue_id, None)
@@ -503,20 +380,20 @@ class RemoteJitTracker(TrackerDefaults):
                 if lease is not None:
                     updates.append(("", lock_ref))
                     leases[lock_ref] = lease
-                self.branch_attempts += 1
+                self.view.branch_attempts += 1
                 if not self.plumbing.push(*updates, leases=leases):
                     return AGAIN
                 self._own.pop(issue_id, None)
                 return settlement
 
-        settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        settlement: Settlement = self.view.retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         if settlement.outcome != Outcome.LOST:
             if self.settings.wait_for_fold:
-                self._fold(sent["ref"], deadline)
+                self.view.fold(sent["ref"], deadline)
             else:
-                self._fold_if_last(sent["ref"], deadline)
-        if self.restored:
-            settlement = replace(settlement, warnings=(*settlement.warnings, *self.restored))
+                self.view.fold_if_last(sent["ref"], deadline)
+        if self.view.restored:
+            settlement = replace(settlement, warnings=(*settlement.warnings, *self.view.restored))
         if copy is not None and copy.kept:
             kept = f"the command wrote {len(copy.kept)} file(s) of .jit/ that are not carried to the state branch"
             kept += " (docs/delivery.md#when-the-agent-writes-jit-itself)"
@@ -529,59 +406,3 @@ class RemoteJitTracker(TrackerDefaults):
         context = issue.context if issue else {}
         attempt = (issue.failed_attempts if issue else 0) + 1
         return LockInfo(agent, context.get(CTX_RUN), attempt, None, context.get(CTX_CLAIMED_AT))
-
-    def _fold(self, ref: str | None, deadline: float) -> None:
-        """Fold until `ref` (else every pending result) is on the branch, by us or another runner."""
-
-        def change(listing: Listing) -> bool | None:
-            return True if (ref not in listing.results if ref else not listing.results) else None
-
-        try:
-            self._folding(f"folding {ref or 'pending results'}", change, deadline)
-        except TrackerError as exc:
-            if ref is None:
-                raise
-            raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as {ref} "
-                               f"and the next run folds it ({exc})") from None  # fmt: skip
-
-    def _fold_if_last(self, ref: str, deadline: float) -> None:
-        """Fold only as the last runner holding a claim: the result ref is durable already and the
-        view counts it as settled for everyone. While another runner holds a lock, that runner
-        settles after us and finds our result pending, so this one leaves without paying for the
-        fleet's fold contention; the last to settle folds everything (as `--wait-for-fold` does)
-        (docs/remote-mode.md#leaving-the-fold-to-the-next-runner)."""
-        try:
-            listing = self.plumbing.list_remote()
-        except GitError as exc:
-            if not exc.transient:
-                raise SettlementPending(f"the result is accepted but not yet on the branch: it stays pending as "
-                                        f"{ref} ({exc})") from None  # fmt: skip
-            self.pending.append(ref)
-            return
-        if ref not in listing.results:
-            return  # folded meanwhile
-        if listing.locks:
-            self.pending.append(ref)
-            return
-        self._fold(ref, deadline)
-
-    def _folding(self, what: str, change: Callable[[Listing], bool | None], deadline: float | None = None) -> bool:
-        """View the remote, let `change` edit the store (or return the answer: nothing to fold), then
-        push the fold; again after a lost race (`_retrying`)."""
-
-        def step(attempt: int) -> bool | object:
-            with self._busy:
-                try:
-                    listing = self._viewed(guard=True)
-                    if (answer := change(listing)) is not None:
-                        return answer
-                    return True if self._push_fold(listing) else AGAIN
-                finally:
-                    self.plumbing.discard_changes()
-
-        return self._retrying(what, step, deadline)
-
-    def _retrying(self, what: str, step: Callable[[int], T | object], deadline: float | None = None) -> T:
-        """`retry.retrying` within the push budget (or `deadline`), shortened by `hurry`."""
-        budget = deadline or time.monotonic() + self.settings.push_budget
-        return retrying(what, step, lambda: min(budget, self.git.deadline or budget))
