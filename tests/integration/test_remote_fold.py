@@ -168,3 +168,39 @@ def test_wait_for_fold_from_dispatch_toml_and_the_environment(tmp_path: Path) ->
         flag.unlink()
     assert finish(holding)[1]["outcome"] == "done"
     assert remote.refs() == []
+
+
+def test_a_dependents_result_pending_beside_its_dependencys_folds_after_it(tmp_path: Path) -> None:
+    """Both results pending (the branch held), the dependent's id sorting first: the fold replays the
+    dependency's `done` first, so the dependent's `done` is not dropped (and run again)."""
+    remote = make_remote(tmp_path, [NewIssue("other", "low")])
+    other, seed = remote.ids[0], tmp_path / "seed"
+    (dependency,) = JitStore(seed / ".jit").create_issues([NewIssue("dependency")])
+    dependent = "~"
+    while dependent > dependency:  # ids are random: the dependent must sort before its dependency
+        (dependent,) = JitStore(seed / ".jit").create_issues([NewIssue("dependent", dependencies=(dependency,))])
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "a dependency and dependents")
+    git(seed, "push", "-q", str(remote.bare), "main")
+    holder, a, b = (remote.clone(tmp_path / name) for name in ("holder", "a", "b"))
+    holding, go = start_holder(holder, tmp_path, other)
+    flag = tmp_path / "hold"
+    flag.touch()
+    hold_the_branch(remote, flag)
+    log = tmp_path / "runs.log"
+    try:
+        code, result, stderr = finish(start(a, "a", f"echo $JIT_ISSUE_ID >> {log}", "--issue", dependency))
+        assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+        code, result, stderr = finish(start(b, "b", f"echo $JIT_ISSUE_ID >> {log}", "--issue", dependent))
+        assert (code, result["outcome"]) == (0, "done"), (result, stderr)
+        assert len(remote.refs(RESULTS)) == 2 and remote.issue(dependent)["state"] == "backlog", "nothing folded"
+    finally:
+        flag.unlink(missing_ok=True)
+        go.touch()
+    assert finish(holding)[1]["outcome"] == "done"
+    raw = remote.issue(dependent)
+    assert (raw["state"], raw["assignee"]) == ("done", "agent:b"), raw
+    assert remote.issue(dependency)["state"] == "done"
+    assert log.read_text().split() == [dependency, dependent]
+    assert remote.refs() == []
+    assert_remote_store_valid(remote)

@@ -351,7 +351,7 @@ class RemoteJitTracker(TrackerDefaults):
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
-                listing = self.view.read()
+                listing = self.view.read(only=issue_id)
                 try:
                     if sent and listing.results.get(sent["ref"]) == sent["sha"]:
                         self._own.pop(issue_id, None)

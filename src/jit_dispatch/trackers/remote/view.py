@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TypeVar
 
@@ -57,7 +57,9 @@ class View:
         return self.settings.lock_prefix + issue_id
 
     # ------------------------------------------------------------------ reading
-    def read(self, skip: str | None = None, *, exact: bool = False, guard: bool = False) -> Listing:
+    def read(
+        self, skip: str | None = None, *, exact: bool = False, guard: bool = False, only: str | None = None
+    ) -> Listing:
         """List the remote and make the scratch store the view of it (callers commit or discard).
 
         `exact`: the branch is read again, alone, after the listing. `ls-remote` is no snapshot: it
@@ -65,20 +67,23 @@ class View:
         tip with the folded results already gone, a finished issue looking ready. Read in the other
         order, every result is either listed or on the tip (results only leave the remote by a fold
         that moves the tip); one listed and folded meanwhile replays as `lost`, changing nothing.
-        `guard` (views a fold is built on): a tip that lost folded results gets them back."""
+        `guard` (views a fold is built on): a tip that lost folded results gets them back. `only`: the
+        view of one issue (its pending results and lock), for a settle that decides nothing else:
+        the fold that writes the result re-reads everything, and a view applying every result that
+        others left pending would cost each settle of a wave in proportion to the wave."""
         for _ in range(5):
             listing = self.plumbing.list_remote()
             if exact:
                 listing.tip = self.plumbing.list_remote(locks=False).tip
             self.plumbing.prefetch(listing)
             try:
-                self._apply(listing, skip, guard)
+                self._apply(listing, skip, guard, only)
                 return listing
             except _Vanished:
                 self.plumbing.discard_changes()
         raise GitError("the remote's pending refs kept changing while being read", transient=True)
 
-    def _apply(self, listing: Listing, skip: str | None, guard: bool = False) -> None:
+    def _apply(self, listing: Listing, skip: str | None, guard: bool = False, only: str | None = None) -> None:
         """Tip + pending results in order (issue, attempt) + claims whose lock the branch lacks
         (except `skip`'s: the claim being checked)."""
         self.plumbing.sync_to(listing.tip)
@@ -86,8 +91,9 @@ class View:
         if guard:
             self._keep_history(listing.tip)
         self.items = []
-        for ref, message in sorted(self._messages(listing.results).items(), key=lambda item: fold_order(item[0])):
-            issue_id = ref[len(self.plumbing.results_prefix) :].split("/", 1)[0]
+        results = listing.results if only is None else self._concerning(only, listing.results)
+        for ref, message in self._in_dependency_order(self._messages(results)):
+            issue_id = fold_order(ref)[0]
             result = parse_result(message)
             writes = carried.from_tree(self.plumbing.tree_files(listing.results[ref])) if result.carries else {}
             before = carried.apply(self.store, issue_id, writes)  # first, as in local mode: the settle wins
@@ -96,7 +102,8 @@ class View:
                 carried.undo(self.store, before)  # a fenced-out result carries nothing either
             verb = _VERBS.get(settlement.outcome, str(settlement.outcome))
             self.items.append((verb, issue_id, result.claim.agent or "?"))
-        ready = {i: sha for i, sha in listing.locks.items() if i != skip and self.store.state_of(i) == State.READY}
+        locks = listing.locks if only is None else {i: sha for i, sha in listing.locks.items() if i == only}
+        ready = {i: sha for i, sha in locks.items() if i != skip and self.store.state_of(i) == State.READY}
         own = {i: self.own[i][1] for i in ready if i in self.own and self.own[i][0] == ready[i]}
         others = {self.lock_ref(i): sha for i, sha in ready.items() if i not in own}
         infos = {ref[len(self.settings.lock_prefix) :]: parse_lock(m) for ref, m in self._messages(others).items()}
@@ -104,6 +111,31 @@ class View:
             if info.agent and info.at:  # a lock of an older kind without them only holds the issue
                 self.store.claim(issue_id, info.agent, info.run or "", Filters(issue_id=issue_id), now=info.at)
                 self.items.append(("claim", issue_id, info.agent))
+
+    def _concerning(self, issue_id: str, results: dict[str, str]) -> dict[str, str]:
+        """The pending results a view of `issue_id` needs: its own and its dependencies' (a dependent
+        claimed on a pending `done` is ready only once that `done` is applied), transitively."""
+        pending = {fold_order(ref)[0] for ref in results}
+        needed, todo = {issue_id}, [issue_id]
+        while todo:
+            issue = self.store.read_issue(todo.pop())
+            for dep in issue.dependencies if issue else ():
+                if dep not in needed and dep in pending:
+                    needed.add(dep)
+                    todo.append(dep)
+        return {ref: sha for ref, sha in results.items() if fold_order(ref)[0] in needed}
+
+    def _in_dependency_order(self, messages: dict[str, str]) -> Iterator[tuple[str, str]]:
+        """Results by issue, then attempt, except that an issue still in `backlog` waits until the
+        other issues' results are applied (lazily: each pick sees what the caller applied so far). A
+        dependent's result replayed before its dependency's `done` promotes it would be dropped as
+        lost, and the issue run again."""
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for ref, message in sorted(messages.items(), key=lambda item: fold_order(item[0])):
+            groups.setdefault(fold_order(ref)[0], []).append((ref, message))
+        while groups:
+            pick = next((i for i in groups if self.store.state_of(i) != State.BACKLOG), next(iter(groups)))
+            yield from groups.pop(pick)
 
     def _keep_history(self, tip: str) -> None:
         """A tip that lost folded results gets them back (`Plumbing.recover`), reported once."""
