@@ -1,23 +1,24 @@
 """The newest jit's enforced graph rules at a state transition (docs/jit-format.md#graph-rules). Pure.
 
 jit refuses a transition when a rule of `.jit/rules.toml` with `enforce = true` and severity
-`error`, selected by its `when` for the issue in its target state, finds fault with that issue.
-Only graph-scope assertions are evaluated then, minus the repo-wide ones; local ones (sections,
-schemas, labels) are checked by jit when an issue is written, not at a transition. Of the graph
-kinds, `gate-recency` is evaluated here as jit does; an enforced one of the other kinds blocks,
-named, rather than be guessed at: the dispatcher never writes a transition jit would refuse.
+`error`, selected by its `when` for the issue in its target state, finds fault with that issue
+(or has a broken config) over the issue's dependency neighbourhood (`enforce_transition_graph_rules`,
+crates/jit/src/commands/mod.rs). Only graph-scope assertions are evaluated then, minus the
+repo-wide ones; every graph kind jit evaluates is evaluated here (`domain/graph_rules.py`).
+Local ones (sections, schemas, labels) are checked by jit when an issue's content is written.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jit_dispatch.domain.issue import parse_timestamp
-from jit_dispatch.domain.selection import label_matches
+from jit_dispatch.domain import graph_rules
+from jit_dispatch.domain.criteria import DEFAULT_ID_PATTERN
 
 LOCAL_KINDS = frozenset(
     {"require-label", "require-section", "require-doc-type", "label-value-pattern", "json-schema", "checker-command"}
@@ -34,7 +35,6 @@ GRAPH_KINDS = frozenset(
         "label-uniqueness",
     }
 )
-STATES = ("backlog", "ready", "in_progress", "gated", "done", "rejected", "archived")
 
 
 class RulesError(ValueError):
@@ -51,18 +51,7 @@ class Rule:
     when: Mapping[str, Any] = field(default_factory=dict)
 
     def selects(self, raw: Mapping[str, Any]) -> bool:
-        """jit's `Selector::matches`: type (a `type:` label), label pattern, state, document type."""
-        labels = raw.get("labels") or []
-        if (kind := self.when.get("type")) is not None and f"type:{kind}" not in labels:
-            return False
-        if (pattern := self.when.get("label")) is not None and not label_matches(str(pattern), labels):
-            return False
-        states = self.when.get("state")
-        if states is not None and raw.get("state") not in ([states] if isinstance(states, str) else states):
-            return False
-        doc_type = self.when.get("has_doc_type", self.when.get("has-doc-type"))
-        documents = raw.get("documents") or []
-        return doc_type is None or any(isinstance(d, dict) and d.get("doc_type") == doc_type for d in documents)
+        return graph_rules.selects(self.when, raw)
 
     @property
     def repo_wide(self) -> bool:
@@ -96,10 +85,10 @@ def parse_rules(text: str, where: str) -> list[Rule]:
         severity, enforce, when = entry.get("severity", "warn"), entry.get("enforce", False), entry.get("when", {})
         if severity not in ("off", "warn", "error") or not isinstance(enforce, bool) or not isinstance(when, dict):
             raise RulesError(f"{label}: 'severity', 'enforce' or 'when' has the wrong type")
-        states = when.get("state")
-        listed = [states] if isinstance(states, str) else states
-        if states is not None and (not isinstance(listed, list) or not listed or not set(listed) <= set(STATES)):
-            raise RulesError(f"{label}: 'when.state' must be one of {', '.join(STATES)} or a list of them")
+        if (wrong := graph_rules.selector_error(when)) is not None:
+            raise RulesError(f"{label}: 'when.{wrong[1:]}")
+        if (refused := _refused_at_load(str(kind), config)) is not None:
+            raise RulesError(f"{label}: {refused}")
         rules.append(Rule(name, str(kind), config, severity, enforce, when))
     return rules
 
@@ -117,39 +106,78 @@ def at_transition(rules: Sequence[Rule], projected: Mapping[str, Any]) -> list[R
     ]
 
 
-def blockers(rules: Sequence[Rule], raw: Mapping[str, Any], target: str, now: datetime) -> list[tuple[str, str]]:
-    """(rule name, message) for every enforced rule that refuses `raw` entering `target`."""
+def blockers(
+    rules: Sequence[Rule],
+    raw: Mapping[str, Any],
+    target: str,
+    now: datetime,
+    neighbourhood: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]] | None = None,
+    repo_format: str = "markdown",
+) -> list[tuple[str, str]]:
+    """(rule name, message) for every enforced rule that refuses `raw` entering `target`.
+
+    `neighbourhood`: the issue (in its target state) with every issue it depends on or that
+    depends on it, transitively, as jit's `transition_neighborhood`; read only when a rule applies.
+    """
     projected = {**raw, "state": target}
+    selected = at_transition(rules, projected)
+    if not selected:
+        return []
+    issues: list[Mapping[str, Any]] = [projected]
+    if neighbourhood is not None:
+        issues += [i for i in neighbourhood(projected) if i.get("id") != raw.get("id")]
     found: list[tuple[str, str]] = []
-    for rule in at_transition(rules, projected):
-        if rule.kind == "gate-recency":
-            found.extend((rule.name, message) for message in _gate_recency(rule, projected, now))
-        else:
-            found.append((rule.name, f"rule kind '{rule.kind}' is not evaluated by jit-dispatch; jit may refuse it"))
+    for rule in selected:
+        for about, message in graph_rules.evaluate(rule, issues, now, repo_format):
+            if about is None:  # a broken guard blocks rather than pass silently
+                found.append(
+                    (rule.name, f"rule '{rule.name}' is misconfigured: {message}; fix the rule or use --force")
+                )
+            elif about == raw.get("id"):
+                found.append((rule.name, message))
     return found
 
 
-def _gate_recency(rule: Rule, raw: Mapping[str, Any], now: datetime) -> list[str]:
-    """jit's gate-recency: each gate (all required ones when none named) recorded, and recently enough."""
-    config = rule.config if isinstance(rule.config, dict) else {}
-    days, hours = config.get("max-age-days"), config.get("max-age-hours")
-    if (days is None) == (hours is None) or not isinstance(days if days is not None else hours, int):
-        return [f"rule '{rule.name}' is misconfigured: set exactly one of 'max-age-days' or 'max-age-hours'"]
-    max_hours = days * 24 if isinstance(days, int) else int(hours or 0)
-    in_days = max_hours % 24 == 0
-    unit, limit = ("days", max_hours // 24) if in_days else ("hours", max_hours)
-    status = raw.get("gates_status") or {}
-    messages = []
-    for key in config.get("gates") or raw.get("gates_required") or []:
-        entry = status.get(key)
-        if not isinstance(entry, dict):
-            messages.append(f"gate '{key}' has no recorded result")
-            continue
-        try:
-            age_hours = int((now - parse_timestamp(str(entry.get("updated_at")))).total_seconds() // 3600)
-        except ValueError:
-            age_hours = max_hours + 1
-        if age_hours > max_hours:
-            shown = (age_hours + 23) // 24 if in_days else age_hours
-            messages.append(f"gate '{key}' result is {shown} {unit} old (max {limit})")
-    return messages
+def _refused_at_load(kind: str, config: Any) -> str | None:
+    """What jit's loader refuses in an assertion it checks at load (crates/jit/src/validation/rules.rs)."""
+    keys = _LOAD_KEYS.get(kind)
+    if keys is None:
+        return None
+    if not isinstance(config, dict):
+        return f"{kind} must be a table"
+    if stray := sorted(set(config) - keys):
+        return f"{kind}: unknown field '{stray[0]}'"
+    if kind == "gate-recency":
+        days, hours = config.get("max-age-days"), config.get("max-age-hours")
+        if days is not None and hours is not None:
+            return "gate-recency must set exactly one of 'max-age-days' or 'max-age-hours', not both"
+        if days is None and hours is None:
+            return "gate-recency requires 'max-age-days' or 'max-age-hours'"
+        age = days if days is not None else hours
+        if not isinstance(age, int) or isinstance(age, bool) or age < 0:
+            return "gate-recency max age must be a whole number"
+        if age == 0:
+            return "gate-recency max age must be greater than zero"
+        gates = config.get("gates", [])
+        if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
+            return "gate-recency 'gates' must be an array of strings"
+        return None
+    if kind == "criteria-to-check" and config.get("gate-prefix") is None and config.get("check-namespace") is None:
+        return "criteria-to-check requires at least one of 'gate-prefix' or 'check-namespace'"
+    if kind == "criteria-label-match" and "namespace" not in config:
+        return "criteria-label-match: missing field 'namespace'"
+    if any(not isinstance(v, str) for v in config.values()):
+        return f"{kind}: every field must be a string"
+    try:
+        re.compile(config.get("id-pattern", DEFAULT_ID_PATTERN))
+    except re.error as exc:
+        return f"{kind}: invalid 'id-pattern' ({exc})"
+    return None
+
+
+_CRITERIA_KEYS = frozenset({"criteria-section", "marker", "id-pattern"})
+_LOAD_KEYS = {
+    "gate-recency": frozenset({"max-age-days", "max-age-hours", "gates"}),
+    "criteria-to-check": _CRITERIA_KEYS | {"gate-prefix", "check-namespace"},
+    "criteria-label-match": _CRITERIA_KEYS | {"namespace"},
+}

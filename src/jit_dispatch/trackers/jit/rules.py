@@ -1,24 +1,30 @@
 """A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules).
 
-Re-read whenever the file changed; the pure evaluation is `domain/rules.py`.
+Re-read whenever the file changed; the pure evaluation is `domain/rules.py` and `domain/graph_rules.py`.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jit_dispatch.domain import rules
+from jit_dispatch.domain import graph_rules, rules
 from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.base import Snapshot
 from jit_dispatch.trackers.jit.files import Fingerprint, fingerprint, read_regular
 
+Issues = Callable[[], Mapping[str, dict[str, Any]]]  # every issue of the store by id, as read now
+
 
 class StoreRules:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, issues: Issues) -> None:
         self.path = root / "rules.toml"
+        self.config = root / "config.toml"
+        self._issues = issues
         self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str] | None = None  # as last read
 
     def enforced(self) -> list[rules.Rule] | str:
@@ -42,19 +48,49 @@ class StoreRules:
             self._loaded = (seen, loaded)
         return self._loaded[1]
 
-    def blockers(self, raw: dict[str, Any], target: str) -> list[tuple[str | None, str]]:
-        """What refuses `raw` entering `target` under jit's enforced rules (docs/jit-format.md#graph-rules)."""
+    def blockers(self, raw: dict[str, Any], target: str, issues: Issues | None = None) -> list[tuple[str | None, str]]:
+        """What refuses `raw` entering `target` under jit's enforced rules (docs/jit-format.md#graph-rules).
+
+        `issues`: the store's issues, read only when a rule applies (its neighbourhood is needed)."""
         loaded = self.enforced()
         if isinstance(loaded, str):
             return [(None, loaded)]
-        return list(rules.blockers(loaded, raw, target, datetime.now(UTC))) if loaded else []
+        if not loaded:
+            return []
+        every = issues or self._issues
+        found = rules.blockers(
+            loaded,
+            raw,
+            target,
+            datetime.now(UTC),
+            lambda issue: graph_rules.neighbourhood(every(), issue),
+            self._content_format(),
+        )
+        return list(found)
+
+    def _content_format(self) -> str:
+        """config.toml's `[validation] content_format`: the body format of issues that name none."""
+        try:
+            validation = tomllib.loads(read_regular(self.config).decode("utf-8")).get("validation")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return "markdown"
+        value = validation.get("content_format") if isinstance(validation, dict) else None
+        return value if isinstance(value, str) else "markdown"
 
     def holds(self, snapshot: Snapshot) -> dict[str, str]:
         """Ready issues jit would refuse to claim, with the rule named."""
         holds = {}
+        everything: dict[str, dict[str, Any]] | None = None
+
+        def issues() -> Mapping[str, dict[str, Any]]:
+            nonlocal everything
+            if everything is None:
+                everything = dict(self._issues())
+            return everything
+
         for issue in [i for i in snapshot.issues if i.state == State.READY]:  # a lead is ready too
             full = snapshot.full(issue)
-            if full is not None and (found := self.blockers(full.raw, State.IN_PROGRESS)):
+            if full is not None and (found := self.blockers(full.raw, State.IN_PROGRESS, issues)):
                 name, text = found[0]
                 holds[full.id] = f"rule '{name}' refuses in_progress: {text}" if name else text
         return holds

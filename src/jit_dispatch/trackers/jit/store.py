@@ -106,7 +106,7 @@ class JitStore(TrackerDefaults):
         self._deadline: float | None = None  # set by `hurry` after a cancellation
         self.lease_ttl = DEFAULT_TTL_SECONDS  # seconds; the factory sets it from the heartbeat (`lease_ttl`)
         self._leases: Leases | bool | None = False  # jit's leases of the store's repository; False: not looked for
-        self.rules = StoreRules(root)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
+        self.rules = StoreRules(root, self.all_issues)  # jit's enforced graph rules (docs/jit-format.md#graph-rules)
         # issue id → the `dispatch.run` of the claim this store made and has not settled yet: every
         # later check compares it, not only the assignee (docs/service.md#one-issue-one-run).
         self._runs: dict[str, str] = {}
@@ -257,6 +257,10 @@ class JitStore(TrackerDefaults):
             return None
         except ValueError:
             return None
+
+    def all_issues(self) -> dict[str, dict[str, Any]]:
+        """Every readable issue by id, as on disk now (a rule's neighbourhood needs the whole graph)."""
+        return {i: issue.raw for i in self.issue_ids() if (issue := self.read_issue(i)) is not None}
 
     def state_of(self, issue_id: str) -> str | None:
         issue = self.read_issue(issue_id)

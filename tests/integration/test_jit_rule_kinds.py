@@ -1,0 +1,225 @@
+"""Every graph-rule kind the newest jit enforces at a transition, against the real binary
+(docs/jit-format.md#graph-rules): on a copy of each store jit itself refuses (or allows) the
+transition, and jit-dispatch ends the same way, the rule and jit's own words in its reason.
+
+Rules come from jit's own examples (docs/examples/*/rules.toml of jit's repository), enforced and
+keyed on `done` where the example has them apply in every state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import read_events, read_issue, run_cli
+from lease_stores import GIT
+from real_jit import jit, jit_binary
+
+CRITERIA = "## Success Criteria\n\n- [hard] REQ-1 it works\n- REQ-2 nice to have\n"
+COVERED = """
+[[rules]]
+name = "sdd-hard-criteria-covered"
+when = { type = "epic", state = "done" }
+severity = "error"
+enforce = true
+[rules.assert.label-coverage]
+criteria-section = "success_criteria"
+marker = "[hard]"
+id-pattern = "REQ-[0-9]+"
+satisfies-namespace = "satisfies"
+child-state = "done"
+child-link = "dependencies"
+child-type-exclude = ["planning", "breakdown"]
+"""
+SATISFIED = """
+[[rules]]
+name = "sdd-req-is-satisfied"
+when = { type = "epic", state = "done" }
+severity = "error"
+enforce = true
+assert = { label-reference = { from = "req", to = "satisfies", scope = "linked" } }
+"""
+QA_SIGNOFF = """
+[[rules]]
+name = "release-depends-on-qa-signoff"
+when = { type = "release", state = "done" }
+severity = "error"
+enforce = true
+assert = { dependency-shape = { target = { type = "qa-signoff" }, mode = "must", transitive = true } }
+"""
+VERIFIED = """
+[[rules]]
+name = "nyquist-criteria-verified-at-done"
+when = { type = "epic", state = "done" }
+severity = "error"
+enforce = true
+assert = { criteria-to-check = { marker = "[hard]", gate-prefix = "verify:", check-namespace = "checks" } }
+"""
+HYPOTHESES = """
+[[rules]]
+name = "research-hyp-label-matches-hypothesis"
+when = { type = "goal", state = "done" }
+severity = "error"
+enforce = true
+assert = { criteria-label-match = { namespace = "hyp", criteria-section = "hypotheses", id-pattern = 'H-[0-9]+' } }
+"""
+PREVIEW = """
+[[rules]]
+name = "sdd-coverage-preview"
+when = { type = "breakdown", state = ["in_progress", "gated", "done"] }
+severity = "error"
+enforce = true
+[rules.assert.label-coverage]
+criteria-section = "success_criteria"
+marker = "[hard]"
+id-pattern = "REQ-[0-9]+"
+satisfies-namespace = "satisfies"
+child-link = "dependencies"
+child-type-exclude = ["planning", "breakdown"]
+container-from-label = "brackets"
+"""
+
+
+class Repo:
+    """A git repository whose store the newest jit made (leases not enforced: rules only)."""
+
+    def __init__(self, tmp_path: Path, rules: str) -> None:
+        self.binary = jit_binary("newest")
+        self.path = tmp_path / "repo"
+        subprocess.run(["git", "init", "-q", "-b", "main", str(self.path)], check=True)
+        subprocess.run(["git", "-C", str(self.path), "commit", "-q", "--allow-empty", "-m", "i"], check=True, env=GIT)
+        assert self.jit("init").returncode == 0
+        (self.path / ".jit" / "rules.toml").write_text(rules)  # present, it is all jit enforces
+
+    def jit(self, *args: str, where: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return jit(self.binary, where or self.path, *args)
+
+    def issue(self, title: str, *labels: str, body: str = "", deps: tuple[str, ...] = (), done: bool = False) -> str:
+        args = ["issue", "create", "--title", title, "-d", body, "--json"]
+        made = self.jit(*args, *[a for label in labels for a in ("--label", label)])
+        assert made.returncode == 0, made.stderr
+        issue_id = str(json.loads(made.stdout)["id"])
+        for dep in deps:
+            assert self.jit("dep", "add", issue_id, dep).returncode == 0
+        if done:
+            finished = self.jit("issue", "update", issue_id, "--state", "done")
+            assert finished.returncode == 0, finished.stderr
+        return issue_id
+
+    def jit_blockers(self, issue_id: str, tmp_path: Path) -> tuple[int, list[tuple[str, str]], str]:
+        """On a copy of the repository, jit itself takes the issue to done: (the target it refused, if
+        any; its blockers as (rule, message))."""
+        copy = tmp_path / "copy"
+        shutil.copytree(self.path, copy, symlinks=True)
+        for target in ("in_progress", "done"):
+            moved = self.jit("issue", "update", issue_id, "--state", target, where=copy)
+            if moved.returncode != 0:
+                found = re.findall(r"^  - \[([^\]]+)\] (.*)$", moved.stderr, re.MULTILINE)
+                return moved.returncode, found, target
+        return 0, [], ""
+
+
+@dataclass(frozen=True)
+class Case:
+    rules: str
+    build: Callable[[Repo, bool], str]  # (repo, refused?) → the issue to take
+
+
+def _coverage(repo: Repo, refused: bool) -> str:
+    task = repo.issue("task", "type:task", "satisfies:REQ-2" if refused else "satisfies:REQ-1", done=True)
+    return repo.issue("epic", "type:epic", body=CRITERIA, deps=(task,))
+
+
+def _reference(repo: Repo, refused: bool) -> str:
+    task = repo.issue("task", "type:task", "satisfies:REQ-9" if refused else "satisfies:REQ-1", done=True)
+    return repo.issue("epic", "type:epic", "req:REQ-1", deps=(task,))
+
+
+def _shape(repo: Repo, refused: bool) -> str:
+    qa = repo.issue("qa", "type:qa-signoff" if not refused else "type:task", done=True)
+    middle = repo.issue("build", "type:task", deps=(qa,), done=True)  # transitive: through a task
+    return repo.issue("release", "type:release", deps=(middle,))
+
+
+def _verified(repo: Repo, refused: bool) -> str:
+    return repo.issue("epic", "type:epic", *(() if refused else ("checks:REQ-1",)), body=CRITERIA)
+
+
+def _hypotheses(repo: Repo, refused: bool) -> str:
+    body = "## Hypotheses\n\n- H-1 caching halves latency\n"
+    return repo.issue("goal", "type:goal", "hyp:H-7" if refused else "hyp:H-1", body=body)
+
+
+CASES = {
+    "label-coverage": Case(COVERED, _coverage),
+    "label-reference": Case(SATISFIED, _reference),
+    "dependency-shape": Case(QA_SIGNOFF, _shape),
+    "criteria-to-check": Case(VERIFIED, _verified),
+    "criteria-label-match": Case(HYPOTHESES, _hypotheses),
+}
+
+
+def _once(repo: Repo, issue_id: str) -> dict:
+    root = repo.path / ".jit"
+    args = ("once", "--agent", "w1", "--command", "true", "--json", "--jit-dir", str(root), "--issue", issue_id)
+    return run_cli(*args, cwd=repo.path).json
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_a_done_jit_refuses_ends_gated_with_the_rule_and_jits_words(kind: str, tmp_path: Path) -> None:
+    repo = Repo(tmp_path, CASES[kind].rules)
+    issue_id = CASES[kind].build(repo, True)
+    assert repo.jit("validate").returncode == 0
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "done") and jits, (code, target)
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "gated", result
+    reason = "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
+    assert result["reason"] == reason
+    root = repo.path / ".jit"
+    assert read_issue(root, issue_id)["context"]["dispatch.last_reason"] == reason
+    blocked = [e for e in read_events(root) if e["type"] == "transition_blocked" and e["issue_id"] == issue_id]
+    assert [(e["target"], e["rule"]) for e in blocked] == [("done", rule) for rule, _ in jits]
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_a_done_jit_allows_ends_done(kind: str, tmp_path: Path) -> None:
+    repo = Repo(tmp_path, CASES[kind].rules)
+    issue_id = CASES[kind].build(repo, False)
+    assert repo.jit_blockers(issue_id, tmp_path)[0] == 0
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "done", result
+    assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: Path) -> None:
+    """A `container-from-label` pointer that is missing: jit's `config-error` blocks the claim."""
+    repo = Repo(tmp_path, PREVIEW)
+    epic = repo.issue("epic", "type:epic", body=CRITERIA, deps=(repo.issue("task", "satisfies:REQ-1"),))
+    issue_id = repo.issue("breakdown", "type:breakdown")
+    assert repo.jit("dep", "add", epic, issue_id).returncode == 0
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "in_progress"), (code, target)
+    ((rule, message),) = jits
+    ready = run_cli("ready", "--all", "--json", "--jit-dir", str(repo.path / ".jit"), cwd=repo.path)
+    (held,) = ready.json["held"]
+    assert held["reason"] == f"rule '{rule}' refuses in_progress: {message}"
+    assert _once(repo, issue_id)["outcome"] != "done"
+    assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
+    # with its container named, the breakdown may start (a finding about the container blocks not it)
+    other = repo.issue("breakdown", "type:breakdown", f"brackets:{epic[:8]}")
+    assert repo.jit("dep", "add", epic, other).returncode == 0  # the container is in its neighbourhood
+    assert repo.jit_blockers(other, tmp_path / "again")[0] == 0
+    assert _once(repo, other)["outcome"] == "done"
+    assert repo.jit("validate").returncode == 0

@@ -1,0 +1,52 @@
+"""The pieces of jit's graph rules that need no store: body sections, the neighbourhood, load errors
+(docs/jit-format.md#graph-rules). The kinds themselves are compared with the real jit in
+tests/integration/test_jit_rule_kinds.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from jit_dispatch.domain.criteria import sections, slugify
+from jit_dispatch.domain.graph_rules import neighbourhood
+from jit_dispatch.domain.rules import RulesError, parse_rules
+
+
+def test_sections_hold_top_level_items_merged_by_slug_as_jits_markdown_parser() -> None:
+    body = (
+        "Intro\n\n- before any heading\n\n## Success Criteria\n\n- [hard] REQ-1 *works*\n  wrapped `code`\n"
+        "  - REQ-9 nested\n1. REQ-2 ordered\n\n# Success -- criteria!\n\n- REQ-3\n"
+    )
+    assert sections(body) == {"success_criteria": ("[hard] REQ-1 works wrapped code", "REQ-2 ordered", "REQ-3")}
+    assert slugify("  Über  die Hypothesen: v2 ") == "über_die_hypothesen_v2"
+
+
+def test_the_neighbourhood_follows_dependencies_and_dependents_transitively() -> None:
+    issues = {
+        "a": {"id": "a", "dependencies": ["b"]},
+        "b": {"id": "b", "dependencies": ["c"]},
+        "c": {"id": "c", "dependencies": []},
+        "d": {"id": "d", "dependencies": ["a"]},
+        "e": {"id": "e", "dependencies": ["d"]},
+        "x": {"id": "x", "dependencies": ["c"]},  # shares a dependency only: not in a's neighbourhood
+    }
+    projected = {**issues["a"], "state": "done"}
+    assert [i["id"] for i in neighbourhood(issues, projected)] == ["a", "b", "c", "d", "e"]
+    assert neighbourhood(issues, projected)[0] is projected
+
+
+@pytest.mark.parametrize(
+    ("assertion", "message"),
+    [
+        ("gate-recency = { max-age-days = 1, max-age-hours = 2 }", "not both"),
+        ("gate-recency = { gates = ['x'] }", "requires 'max-age-days' or 'max-age-hours'"),
+        ("gate-recency = { max-age-hours = 0 }", "greater than zero"),
+        ("criteria-to-check = { marker = '[hard]' }", "at least one of 'gate-prefix' or 'check-namespace'"),
+        ("criteria-label-match = { id-pattern = 'X' }", "missing field 'namespace'"),
+        ("criteria-label-match = { namespace = 'req', id-pattern = '(' }", "invalid 'id-pattern'"),
+        ("criteria-to-check = { gate-prefix = 'v:', typo = 1 }", "unknown field 'typo'"),
+    ],
+)
+def test_assertions_jit_refuses_to_load_name_the_rule(assertion: str, message: str) -> None:
+    with pytest.raises(RulesError, match="rule 'r'") as caught:
+        parse_rules(f"[[rules]]\nname = 'r'\nassert = {{ {assertion} }}\n", "rules.toml")
+    assert message in str(caught.value)
