@@ -217,13 +217,14 @@ _SETTLED_BY_AGENT = {State.DONE: Outcome.DONE, State.GATED: Outcome.GATED, State
 def agent_outcome(raw: Raw, assignee: str, holds_lease: bool) -> Outcome | None:
     """What the command made of its own claimed issue with jit itself; None when not its doing.
 
-    Finished (`done`, `gated`, `rejected`) still under our assignee, or under our lease; released
-    (`ready`/`backlog`, no assignee) only with our lease as evidence that nobody else did it.
+    `holds_lease`: our lease still stands, or the agent gave it up itself (the claims log says so).
+    Finished (`done`, `gated`, `rejected`) still under our assignee, or with that lease evidence;
+    released (`ready`/`backlog`, no assignee or still ours) only with it: nobody else did it.
     """
     state, holder = raw.get("state"), raw.get("assignee")
     if state in _SETTLED_BY_AGENT and (holder == assignee or (holder is None and holds_lease)):
         return _SETTLED_BY_AGENT[State(state)]
-    if state in (State.READY, State.BACKLOG) and holder is None and holds_lease:
+    if state in (State.READY, State.BACKLOG) and holder in (None, assignee) and holds_lease:
         return Outcome.RELEASED
     return None
 

@@ -226,8 +226,8 @@ class JitStore(TrackerDefaults):
         leases = self.leases()
         if leases is not None:
             holder = leases.holder(issue_id)
-            if holder is None:
-                return leases.gone(issue_id, assignee)
+            if holder is None:  # the agent's own release is settled as the agent's, not taken
+                return None if leases.given_up(issue_id, assignee) else leases.gone(issue_id, assignee)
             if holder.agent != assignee:
                 return holder.words()
         current = self.read_issue(issue_id)
@@ -505,9 +505,13 @@ class JitStore(TrackerDefaults):
             current = self.read_issue(issue_id, strict=True)
             holder = leases.holder(issue_id) if leases is not None else None
             mine = holder is not None and holder.agent == assignee
+            given_up = holder is None and seen is None and leases is not None and leases.given_up(issue_id, assignee)
             by_agent = None
-            if current is not None and not transitions.still_ours(current.raw, assignee, run) and seen is None:
-                by_agent = transitions.agent_outcome(current.raw, assignee, mine)
+            if current is not None and seen is None:
+                if not transitions.still_ours(current.raw, assignee, run):
+                    by_agent = transitions.agent_outcome(current.raw, assignee, mine or given_up)
+                elif given_up:  # `jit claim release` by the agent: it gave the issue back
+                    by_agent = Outcome.RELEASED
             lost = (
                 current is None
                 or (holder is not None and not mine)  # another agent's lease: theirs now
@@ -679,7 +683,8 @@ class JitStore(TrackerDefaults):
     ) -> bool:
         """Refresh the claim and renew its lease; False once another agent holds either.
 
-        An issue the command itself settled with jit is still its run: only the lease is renewed.
+        An issue the command itself settled with jit is still its run: only the lease is renewed
+        (none, when the agent gave it up itself: the settle releases the issue).
         """
         with self._locked(issue_id):
             current = self.read_issue(issue_id)
@@ -689,12 +694,14 @@ class JitStore(TrackerDefaults):
             if ours:
                 self._write_issue(transitions.heartbeat(current.raw, transitions.format_timestamp()))
         leases = self.leases()  # after the issue (never both locks at once, as jit): only a claim still ours
-        if not ours:
-            holder = leases.holder(issue_id) if leases is not None else None
-            mine = holder is not None and holder.agent == assignee
-            if transitions.agent_outcome(current.raw, assignee, mine) is None:
-                return False
-        return leases is None or leases.renew(issue_id, assignee) is None
+        if leases is None:
+            return ours or transitions.agent_outcome(current.raw, assignee, False) is not None
+        holder = leases.holder(issue_id)
+        mine = holder is not None and holder.agent == assignee
+        given_up = holder is None and leases.given_up(issue_id, assignee)
+        if not ours and transitions.agent_outcome(current.raw, assignee, mine or given_up) is None:
+            return False
+        return given_up or leases.renew(issue_id, assignee) is None
 
     def unpark(self, issue_id: str) -> bool:
         with self._locked(issue_id):
