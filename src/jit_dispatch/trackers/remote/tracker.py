@@ -39,6 +39,7 @@ from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.errors import SettlementPending, TrackerError
 from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import carried, liveness
+from jit_dispatch.trackers.remote.clone_leases import CloneLeases
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo, parse_lock
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
@@ -71,6 +72,8 @@ class RemoteJitTracker(TrackerDefaults):
         self.settings = settings
         self.plumbing = Plumbing(git, settings, scratch)
         self.store = self.plumbing.store
+        # the clone's own jit lease of each claim: for the agent's jit calls; the lock ref is the claim
+        self.clone_leases = CloneLeases(git.repo / settings.jit_path, scratch / "identity", settings.heartbeat_seconds)
         self.location = f"{self.plumbing.remote_name}/{settings.branch}:{settings.jit_path}"
         self._own: dict[str, tuple[str, LockInfo]] = {}  # issue id → (sha, content) of the lock we hold
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
@@ -144,6 +147,10 @@ class RemoteJitTracker(TrackerDefaults):
                     return folded  # another runner's fold carried our claim already
                 current = self.store.claimable(issue_id, filters)
                 if current is None or current.failed_attempts + 1 != info.attempt:
+                    self._drop_lock(issue_id)
+                    return None
+                if (holder := self.clone_leases.acquire(issue_id, assignee)) is not None:
+                    self.notes.append(f"{issue_id[:8]} not claimed: this clone's jit lease is {holder}")
                     self._drop_lock(issue_id)
                     return None
                 claimed = self.store.claim(issue_id, assignee, run, Filters(issue_id=issue_id), now=info.at)
@@ -265,6 +272,7 @@ class RemoteJitTracker(TrackerDefaults):
                 pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
+                self.clone_leases.renew(issue_id, assignee)
             return pushed
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
@@ -453,6 +461,8 @@ class RemoteJitTracker(TrackerDefaults):
             own = self._own.pop(issue_id, None)
             if own is None:
                 return
+            if own[1].agent:
+                self.clone_leases.release(issue_id, own[1].agent)
             try:
                 self.plumbing.push(("", self._lock_ref(issue_id)), leases={self._lock_ref(issue_id): own[0]})
             except GitError as exc:
@@ -507,7 +517,10 @@ class RemoteJitTracker(TrackerDefaults):
                 self._own.pop(issue_id, None)
                 return settlement
 
-        settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        try:
+            settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        finally:  # the command is over: the clone's lease goes with the claim (a reaper's: none here)
+            self.clone_leases.release(issue_id, agent)
         if settlement.outcome != Outcome.LOST:
             self._fold(sent["ref"], deadline)
         if self.restored:
