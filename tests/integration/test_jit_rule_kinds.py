@@ -223,3 +223,31 @@ def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: 
     assert repo.jit_blockers(other, tmp_path / "again")[0] == 0
     assert _once(repo, other)["outcome"] == "done"
     assert repo.jit("validate").returncode == 0
+
+
+RESOLVED = """
+[[rules]]
+name = "done-needs-resolution"
+when = { state = "done" }
+severity = "error"
+enforce = true
+assert = { require-label = { label = "resolution:*", min = 1 } }
+"""
+
+
+def test_a_local_rule_written_for_done_is_named_not_guessed(tmp_path: Path) -> None:
+    """jit checks local rules when `issue update --state done` writes the issue (exit 4, no event);
+    jit-dispatch does not evaluate them: one written for `done` turns it `gated`, named."""
+    repo = Repo(tmp_path, RESOLVED)
+    issue_id = repo.issue("task", "type:task")
+    code, _, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "done")
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "gated", result
+    assert result["reason"] == (
+        "local rule 'done-needs-resolution' (require-label) applies to done: jit checks it when it writes "
+        "the issue, jit-dispatch does not evaluate it"
+    )
+    root = repo.path / ".jit"
+    assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]  # jit logs none for these
+    assert repo.jit("validate").returncode == 0

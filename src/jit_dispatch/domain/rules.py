@@ -112,12 +112,13 @@ def blockers(
     target: str,
     now: datetime,
     neighbourhood: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]] | None = None,
-    repo_format: str = "markdown",
+    repo_format: Callable[[], str] = lambda: "markdown",
 ) -> list[tuple[str, str]]:
     """(rule name, message) for every enforced rule that refuses `raw` entering `target`.
 
     `neighbourhood`: the issue (in its target state) with every issue it depends on or that
-    depends on it, transitively, as jit's `transition_neighborhood`; read only when a rule applies.
+    depends on it, transitively, as jit's `transition_neighborhood`; read only when a rule applies,
+    as is `repo_format` (config.toml's `[validation] content_format`).
     """
     projected = {**raw, "state": target}
     selected = at_transition(rules, projected)
@@ -127,8 +128,9 @@ def blockers(
     if neighbourhood is not None:
         issues += [i for i in neighbourhood(projected) if i.get("id") != raw.get("id")]
     found: list[tuple[str, str]] = []
+    body_format = repo_format()
     for rule in selected:
-        for about, message in graph_rules.evaluate(rule, issues, now, repo_format):
+        for about, message in graph_rules.evaluate(rule, issues, now, body_format):
             if about is None:  # a broken guard blocks rather than pass silently
                 found.append(
                     (rule.name, f"rule '{rule.name}' is misconfigured: {message}; fix the rule or use --force")
@@ -136,6 +138,27 @@ def blockers(
             elif about == raw.get("id"):
                 found.append((rule.name, message))
     return found
+
+
+def written_for(rules: Sequence[Rule], raw: Mapping[str, Any], target: str) -> list[tuple[None, str]]:
+    """Enforced local rules that apply only once the issue is in `target`: jit checks them when
+    `issue update --state <target>` writes the issue (and refuses, exit 4, no event). Named, not
+    evaluated: their verdicts are JSON Schema's over jit's projection of the issue."""
+    projected = {**raw, "state": target}
+    return [
+        (
+            None,
+            f"local rule '{rule.name}' ({rule.kind}) applies to {target}: jit checks it when it writes "
+            "the issue, jit-dispatch does not evaluate it",
+        )
+        for rule in rules
+        if rule.kind in LOCAL_KINDS
+        and rule.enforce
+        and rule.severity == "error"
+        and "state" in rule.when
+        and rule.selects(projected)
+        and not rule.selects(raw)
+    ]
 
 
 def _refused_at_load(kind: str, config: Any) -> str | None:

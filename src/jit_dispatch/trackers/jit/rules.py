@@ -25,10 +25,12 @@ class StoreRules:
         self.path = root / "rules.toml"
         self.config = root / "config.toml"
         self._issues = issues
-        self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str] | None = None  # as last read
+        # as last read: the file's fingerprint, its enforced graph rules (or why jit cannot load it),
+        # its enforced local ones (`rules.written_for`)
+        self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
 
     def enforced(self) -> list[rules.Rule] | str:
-        """`rules.toml`'s rules jit may enforce at a transition (re-read when it changed); the
+        """`rules.toml`'s graph rules jit may enforce at a transition (re-read when it changed); the
         one-line error when jit could not load it (jit then refuses every transition)."""
         path = self.path
         try:
@@ -38,14 +40,15 @@ class StoreRules:
         except OSError as exc:
             return f"{path}: cannot be read ({exc.strerror})"
         if self._loaded is None or self._loaded[0] != seen:
+            local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
-                loaded: list[rules.Rule] | str = [
-                    r for r in rules.parse_rules(text, str(path)) if r.enforce and r.kind in rules.GRAPH_KINDS
-                ]
+                every = [r for r in rules.parse_rules(text, str(path)) if r.enforce]
+                loaded: list[rules.Rule] | str = [r for r in every if r.kind in rules.GRAPH_KINDS]
+                local = [r for r in every if r.kind in rules.LOCAL_KINDS]
             except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
                 loaded = f"{exc}; jit refuses every transition until it is fixed"
-            self._loaded = (seen, loaded)
+            self._loaded = (seen, loaded, local)
         return self._loaded[1]
 
     def blockers(self, raw: dict[str, Any], target: str, issues: Issues | None = None) -> list[tuple[str | None, str]]:
@@ -55,8 +58,10 @@ class StoreRules:
         loaded = self.enforced()
         if isinstance(loaded, str):
             return [(None, loaded)]
+        assert self._loaded is not None
+        written = rules.written_for(self._loaded[2], raw, target) if target == State.DONE else []
         if not loaded:
-            return []
+            return [*written]
         every = issues or self._issues
         found = rules.blockers(
             loaded,
@@ -64,9 +69,9 @@ class StoreRules:
             target,
             datetime.now(UTC),
             lambda issue: graph_rules.neighbourhood(every(), issue),
-            self._content_format(),
+            self._content_format,
         )
-        return list(found)
+        return [*found, *written]
 
     def _content_format(self) -> str:
         """config.toml's `[validation] content_format`: the body format of issues that name none."""
