@@ -114,14 +114,16 @@ class Repo:
         return issue_id
 
     def jit_blockers(self, issue_id: str, tmp_path: Path) -> tuple[int, list[tuple[str, str]], str]:
-        """On a copy of the repository, jit itself takes the issue to done: (the target it refused, if
-        any; its blockers as (rule, message))."""
+        """On a copy of the repository, jit itself takes the issue to done: (its exit code, its
+        blockers as (rule, message), the target it refused); its events in `self.jits_events`."""
         copy = tmp_path / "copy"
         shutil.copytree(self.path, copy, symlinks=True)
+        self.jits_events = read_events(copy / ".jit")
         for target in ("in_progress", "done"):
             moved = self.jit("issue", "update", issue_id, "--state", target, where=copy)
             if moved.returncode != 0:
                 found = re.findall(r"^  - \[([^\]]+)\] (.*)$", moved.stderr, re.MULTILINE)
+                self.jits_events = read_events(copy / ".jit")
                 return moved.returncode, found, target
         return 0, [], ""
 
@@ -186,7 +188,9 @@ def test_a_done_jit_refuses_ends_gated_with_the_rule_and_jits_words(kind: str, t
     root = repo.path / ".jit"
     assert read_issue(root, issue_id)["context"]["dispatch.last_reason"] == reason
     blocked = [e for e in read_events(root) if e["type"] == "transition_blocked" and e["issue_id"] == issue_id]
-    assert [(e["target"], e["rule"]) for e in blocked] == [("done", rule) for rule, _ in jits]
+    jits_blocked = [e for e in repo.jits_events if e["type"] == "transition_blocked"]
+    assert [(e["target"], e["rule"]) for e in blocked] == [(e["target"], e["rule"]) for e in jits_blocked]
+    assert [list(e) for e in blocked] == [list(e) for e in jits_blocked]  # jit's shape, key for key
     validate = repo.jit("validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
 

@@ -34,11 +34,11 @@ def test_the_agents_jit_writes_its_issue_under_strict_leases_in_its_clone(tmp_pa
         f'"$AGENT_JIT" claim list > {listed} && '
         '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --label "team:core" && '
         'sub=$("$AGENT_JIT" issue create "subtask of $JIT_ISSUE_SHORT_ID" -q) && '
-        '"$AGENT_JIT" dep add "$JIT_ISSUE_ID" "$sub" > /dev/null'
+        '"$AGENT_JIT" dep add "$JIT_ISSUE_ID" "$sub" > /dev/null && sleep 3'  # past a few heartbeats
     )
     run = run_cli(
         "once", "--agent", "agent:bot", "--command", command, "--sync", "git", "--state-branch", STATE, "--json",
-        cwd=work, env=clean_env(**GIT_IDENTITY, AGENT_JIT=str(binary)), timeout=120,
+        "--heartbeat", "1", cwd=work, env=clean_env(**GIT_IDENTITY, AGENT_JIT=str(binary)), timeout=120,
     )  # fmt: skip
     result = json.loads(run.stdout)
     assert (run.returncode, result["outcome"]) == (0, "done"), run.stdout + run.stderr
@@ -56,7 +56,8 @@ def test_the_agents_jit_writes_its_issue_under_strict_leases_in_its_clone(tmp_pa
     assert json.loads((shared / "claims.index.json").read_text())["leases"] == []
     log = [json.loads(line) for line in (shared / "claims.jsonl").read_text().splitlines()]
     assert [(e["op"], e.get("issue_id"), e.get("agent_id")) for e in log][:1] == [("acquire", only, "agent:bot")]
-    assert [e["op"] for e in log] == ["acquire", "release"], log
+    ops = [e["op"] for e in log]
+    assert ops[0] == "acquire" and ops[-1] == "release" and set(ops[1:-1]) == {"renew"}, ops  # renewed by heartbeats
     assert git(work, "status", "--porcelain") == ""  # jit's worktree identity kept out of the checkout
 
 
