@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 DEFAULT_SECTION = "success_criteria"
 DEFAULT_ID_PATTERN = "[A-Z][A-Z0-9]*-[0-9]+"
@@ -46,6 +46,8 @@ def _inline_text(token: Token) -> str:
 @lru_cache(maxsize=256)
 def sections(body: str) -> dict[str, tuple[str, ...]]:
     """Section slug → its top-level list items' text (sections of one slug merged, in order)."""
+    from markdown_it import MarkdownIt  # only when a rule reads criteria: off the plain path's start-up
+
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
     depth = 0

@@ -180,12 +180,11 @@ class Leases:
         return f"its jit lease was evicted: {ending.get('reason')}"
 
     def given_up(self, issue_id: str, agent: str) -> bool:
-        """`agent` ended its own last lease on the issue: a release by the holder, or jit's
-        `claim release <issue>` acting as `agent` (docs/jit-format.md#agents-that-settle)."""
+        """`agent` ended its own last lease on the issue: jit's `claim release <issue>` acting as
+        `agent` (docs/jit-format.md#agents-that-settle). A plain `release` says nothing of who:
+        `jit-dispatch release`, a person's, writes one too."""
         ending = self._ending(issue_id, agent)
-        return ending is not None and (
-            ending.get("op") == "release" or ending.get("reason") == f"released by {agent} via claim release"
-        )
+        return ending is not None and ending.get("reason") == f"released by {agent} via claim release"
 
     def _ending(self, issue_id: str, agent: str) -> dict[str, Any] | None:
         """The log entry that ended `agent`'s newest lease on the issue; None while it stands (or none was)."""
