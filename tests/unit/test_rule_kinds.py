@@ -50,3 +50,37 @@ def test_assertions_jit_refuses_to_load_name_the_rule(assertion: str, message: s
     with pytest.raises(RulesError, match="rule 'r'") as caught:
         parse_rules(f"[[rules]]\nname = 'r'\nassert = {{ {assertion} }}\n", "rules.toml")
     assert message in str(caught.value)
+
+
+SHAPE = """
+[[rules]]
+name = "shape"
+when = { type = "release", state = "done" }
+severity = "error"
+enforce = true
+assert = { dependency-shape = { target = { type = "qa" }, mode = "%s" } }
+"""
+
+
+def test_a_broken_config_blocks_and_a_finding_on_another_issue_does_not() -> None:
+    from datetime import UTC, datetime
+
+    from jit_dispatch.domain.rules import blockers
+
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    release = {"id": "r" * 36, "state": "in_progress", "labels": ["type:release"], "dependencies": ["o" * 36]}
+    other = {"id": "o" * 36, "state": "done", "labels": ["type:release"], "dependencies": []}  # lacks a qa too
+
+    def around(issue: dict) -> list[dict]:
+        return [issue, other]
+
+    found = blockers(parse_rules(SHAPE % "must", "rules.toml"), release, "done", now, around)
+    assert found == [("shape", "issue rrrrrrrr must depend on an issue matching the target selector but does not")]
+    broken = blockers(parse_rules(SHAPE % "may", "rules.toml"), release, "done", now, around)
+    assert broken == [
+        (
+            "shape",
+            "rule 'shape' is misconfigured: config error: key 'mode' must be 'must' or 'should', got 'may'; "
+            "fix the rule or use --force",
+        )
+    ]

@@ -31,14 +31,17 @@ class ConfigError(ValueError):
 STATES = ("backlog", "ready", "in_progress", "gated", "done", "rejected", "archived")
 
 
-def selector_error(when: Mapping[str, Any]) -> str | None:
-    """What jit's `Selector` deserialization refuses in a `when`/`target` table; None when it loads."""
+def selector_error(when: Mapping[str, Any], *, known_states: bool = True) -> str | None:
+    """What jit's `Selector` deserialization refuses in a `when`/`target` table; None when it loads.
+    `known_states`: a `when`'s states are checked at load too; a `target`'s unknown one matches none."""
     for key in ("type", "label", "has_doc_type", "has-doc-type"):
         if key in when and not isinstance(when[key], str):
             return f"'{key}' must be a string"
     states = when.get("state")
     listed = [states] if isinstance(states, str) else states
-    if states is not None and (not isinstance(listed, list) or not listed or not set(listed) <= set(STATES)):
+    if states is not None and (not isinstance(listed, list) or not all(isinstance(s, str) for s in listed)):
+        return "'state' must be a string or a list of strings"
+    if known_states and states is not None and (not listed or not set(listed) <= set(STATES)):
         return f"'state' must be one of {', '.join(STATES)} or a list of them"
     return None
 
@@ -276,7 +279,7 @@ def _dependency_shape(
         raise ConfigError("missing required key 'target'")
     if not isinstance(target, Mapping):
         raise ConfigError("key 'target' must be a table")
-    if (wrong := selector_error(target)) is not None:
+    if (wrong := selector_error(target, known_states=False)) is not None:
         raise ConfigError(f"invalid 'target' selector: {wrong}")
     mode = _str(config, "mode", "must")
     if mode not in ("must", "should"):
