@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.jit.leases import Leases, find_paths, lease_ttl
 from jit_dispatch.trackers.jit.locks import lock_timeout_from_env
 
@@ -32,11 +33,21 @@ class CloneLeases:
         holder = self.leases.acquire(issue_id, agent)
         return holder.words() if holder is not None else None
 
-    def renew(self, issue_id: str, agent: str) -> None:
-        """Best effort: the lock ref, not this lease, says whether the claim is still ours."""
-        if self.leases is not None:
-            self.leases.renew(issue_id, agent)
+    def renew(self, issue_id: str, agent: str) -> str | None:
+        """Best effort: the lock ref, not this lease, says whether the claim is still ours. Why it
+        failed, for the run's notes."""
+        try:
+            if self.leases is not None:
+                self.leases.renew(issue_id, agent)
+        except TrackerError as exc:
+            return f"this clone's jit lease of {issue_id[:8]} was not renewed: {exc}"
+        return None
 
-    def release(self, issue_id: str, agent: str) -> None:
-        if self.leases is not None:
-            self.leases.release(issue_id, agent)
+    def release(self, issue_id: str, agent: str) -> str | None:
+        """Best effort too: a lease left behind lapses by its TTL."""
+        try:
+            if self.leases is not None:
+                self.leases.release(issue_id, agent)
+        except TrackerError as exc:
+            return f"this clone's jit lease of {issue_id[:8]} was left to lapse: {exc}"
+        return None

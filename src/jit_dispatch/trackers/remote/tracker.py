@@ -272,7 +272,8 @@ class RemoteJitTracker(TrackerDefaults):
                 pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
-                self.clone_leases.renew(issue_id, assignee)
+                if (failed := self.clone_leases.renew(issue_id, assignee)) is not None:
+                    self.notes.append(failed)
             return pushed
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
@@ -461,8 +462,8 @@ class RemoteJitTracker(TrackerDefaults):
             own = self._own.pop(issue_id, None)
             if own is None:
                 return
-            if own[1].agent:
-                self.clone_leases.release(issue_id, own[1].agent)
+            if own[1].agent and (failed := self.clone_leases.release(issue_id, own[1].agent)) is not None:
+                self.notes.append(failed)
             try:
                 self.plumbing.push(("", self._lock_ref(issue_id)), leases={self._lock_ref(issue_id): own[0]})
             except GitError as exc:
@@ -520,7 +521,8 @@ class RemoteJitTracker(TrackerDefaults):
         try:
             settlement: Settlement = self._retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
         finally:  # the command is over: the clone's lease goes with the claim (a reaper's: none here)
-            self.clone_leases.release(issue_id, agent)
+            if (failed := self.clone_leases.release(issue_id, agent)) is not None:
+                self.notes.append(failed)
         if settlement.outcome != Outcome.LOST:
             self._fold(sent["ref"], deadline)
         if self.restored:
