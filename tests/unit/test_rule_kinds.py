@@ -84,3 +84,24 @@ def test_a_broken_config_blocks_and_a_finding_on_another_issue_does_not() -> Non
             "fix the rule or use --force",
         )
     ]
+
+
+def test_one_issues_config_error_leaves_the_others_findings_as_jit_goes_issue_by_issue() -> None:
+    from datetime import UTC, datetime
+
+    from jit_dispatch.domain.rules import blockers
+
+    rules = parse_rules(
+        "[[rules]]\nname = 'c'\nwhen = { type = 'epic', state = 'done' }\nseverity = 'error'\nenforce = true\n"
+        "assert = { criteria-to-check = { gate-prefix = 'v{x}:' } }\n",
+        "rules.toml",
+    )
+    epic = {"id": "e" * 36, "state": "in_progress", "labels": ["type:epic"], "dependencies": ["h" * 36],
+            "description": "## Success Criteria\n\n- REQ-1 a\n"}  # fmt: skip
+    html = {"id": "h" * 36, "state": "done", "labels": ["type:epic"], "dependencies": [], "content_format": "html"}
+    found = blockers(rules, epic, "done", datetime(2026, 1, 1, tzinfo=UTC), lambda issue: [issue, html])
+    assert [message.split(":")[0] for _, message in found] == [
+        "criterion 'REQ-1' has no verification",
+        "rule 'c' is misconfigured",
+    ]
+    assert found[0][1].endswith("expected gate 'v{x}:REQ-1'")

@@ -117,6 +117,19 @@ def evaluate(rule: Rule, issues: Sequence[Raw], now: datetime, repo_format: str 
         return [(None, f"{CONFIG_ERROR}{exc}")]
 
 
+def _per_issue(rule: Rule, issues: Sequence[Raw], judge: Callable[[Raw], list[Finding]]) -> list[Finding]:
+    """`judge` over each issue the rule selects; a config error of one issue (its container, its
+    body) is one finding, the others' findings kept, as jit's evaluators go issue by issue."""
+    found: list[Finding] = []
+    for issue in issues:
+        if rule.selects(issue):
+            try:
+                found += judge(issue)
+            except ConfigError as exc:
+                found.append((None, f"{CONFIG_ERROR}{exc}"))
+    return found
+
+
 def _gate_recency(rule: Rule, config: Mapping[str, Any], issues: Sequence[Raw], now: datetime, _: str) -> list[Finding]:
     """Each checked gate recorded, and no older than the limit (the config was checked at load)."""
     days, hours = config.get("max-age-days"), config.get("max-age-hours")
@@ -222,22 +235,25 @@ def _label_coverage(
     pointer = _str(config, "container-from-label")
     described = {"dependents": "dependent", "dependencies": "dependency", "any": ""}[link]
     in_state = f" in state '{child_state}'" if child_state is not None else ""
-    found: list[Finding] = []
-    for source in (i for i in issues if rule.selects(i)):
+
+    def judge(source: Raw) -> list[Finding]:
         container = source if pointer is None else _container(source, pointer, issues)
         children = _children(container, issues, link, set(exclude))
         scope = short_id(container)
-        for criterion in _ids(container, criteria, fmt):
+        return [
+            (
+                container["id"],
+                f"criterion '{criterion}' of issue {scope} is not satisfied by any {described} child{in_state}",
+            )
+            for criterion in _ids(container, criteria, fmt)
             if not any(
                 any(credits(label, namespace, criterion, scope) for label in _labels(child))
                 and (child_state is None or child.get("state") == child_state)
                 for child in children
-            ):
-                message = (
-                    f"criterion '{criterion}' of issue {scope} is not satisfied by any {described} child{in_state}"
-                )
-                found.append((container["id"], message))
-    return found
+            )
+        ]
+
+    return _per_issue(rule, issues, judge)
 
 
 def _label_reference(
@@ -314,18 +330,23 @@ def _criteria_to_check(
     """Each criterion has a required gate `<gate-prefix><id>` or a label `<check-namespace>:<id>`."""
     criteria = _criteria(config)
     prefix, namespace = _str(config, "gate-prefix"), _str(config, "check-namespace")
-    wanted = [f"gate '{prefix}{{0}}'"] * (prefix is not None) + [f"label '{namespace}:{{0}}'"] * (namespace is not None)
-    found: list[Finding] = []
-    for issue in (i for i in issues if rule.selects(i)):
+
+    def judge(issue: Raw) -> list[Finding]:
+        found: list[Finding] = []
         for criterion in _ids(issue, criteria, fmt):
             gated = prefix is not None and f"{prefix}{criterion}" in (issue.get("gates_required") or [])
             labelled = namespace is not None and any(
                 credits(label, namespace, criterion, short_id(issue)) for label in _labels(issue)
             )
             if not (gated or labelled):
-                expected = " or ".join(w.format(criterion) for w in wanted)
-                found.append((issue["id"], f"criterion '{criterion}' has no verification: expected {expected}"))
-    return found
+                wanted = [f"gate '{prefix}{criterion}'"] * (prefix is not None)
+                wanted += [f"label '{namespace}:{criterion}'"] * (namespace is not None)
+                found.append(
+                    (issue["id"], f"criterion '{criterion}' has no verification: expected {' or '.join(wanted)}")
+                )
+        return found
+
+    return _per_issue(rule, issues, judge)
 
 
 def _criteria_label_match(
@@ -335,17 +356,20 @@ def _criteria_label_match(
     criteria = _criteria(config)
     namespace = _str(config, "namespace", required=True)
     heading = " ".join(word[:1].upper() + word[1:] for word in criteria[0].split("_"))
-    found: list[Finding] = []
-    for issue in (i for i in issues if rule.selects(i)):
+
+    def judge(issue: Raw) -> list[Finding]:
         ids = set(_ids(issue, criteria, fmt))
-        for value in values_in(issue, str(namespace)):
-            if value not in ids:
-                message = (
-                    f"label '{namespace}:{value}' on issue {short_id(issue)} names no criterion in "
-                    f"section '{heading}' (stray or invented)"
-                )
-                found.append((issue["id"], message))
-    return found
+        return [
+            (
+                issue["id"],
+                f"label '{namespace}:{value}' on issue {short_id(issue)} names no criterion in "
+                f"section '{heading}' (stray or invented)",
+            )
+            for value in values_in(issue, str(namespace))
+            if value not in ids
+        ]
+
+    return _per_issue(rule, issues, judge)
 
 
 _KINDS: dict[str, Callable[[Rule, Mapping[str, Any], Sequence[Raw], datetime, str], list[Finding]]] = {
