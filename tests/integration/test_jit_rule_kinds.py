@@ -255,3 +255,19 @@ def test_a_local_rule_written_for_done_is_named_not_guessed(tmp_path: Path) -> N
     root = repo.path / ".jit"
     assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]  # jit logs none for these
     assert repo.jit("validate").returncode == 0
+
+
+TRICKY = (  # what a CommonMark parser must read as pulldown-cmark does: ids found, missed, first of an item
+    "## Hypotheses\n\n- ![H-4 pic](x.png)\n- <b>H-6</b>\n- `H-7` code\n- *H-8*\n- a\n  - H-10 nested\n"
+    "- multi\n  line H-11\n\n  para H-12\n\nSetext Heading\n---\n- H-13\n\n## Hypotheses\n1. H-14\n"
+)
+
+
+def test_criteria_sections_are_read_as_jits_markdown_parser_reads_them(tmp_path: Path) -> None:
+    repo = Repo(tmp_path, HYPOTHESES)
+    labels = [f"hyp:H-{n}" for n in (4, 6, 7, 8, 10, 11, 12, 13, 14)]
+    issue_id = repo.issue("goal", "type:goal", *labels, body=TRICKY)
+    code, jits, _ = repo.jit_blockers(issue_id, tmp_path)
+    assert code == 4 and [m.split("'")[1] for _, m in jits] == ["hyp:H-10", "hyp:H-12", "hyp:H-13"], jits
+    result = _once(repo, issue_id)
+    assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)

@@ -38,9 +38,17 @@ def slugify(heading: str) -> str:
 
 
 def _inline_text(token: Token) -> str:
-    return "".join(
-        child.content if child.type in _TEXT else " " if child.type in _BREAKS else "" for child in token.children or ()
-    )
+    """pulldown-cmark's `Text` and `Code` events of an inline run (an image's alt text among them),
+    each line break one space; inline HTML is no text."""
+    parts = []
+    for child in token.children or ():
+        if child.type in _TEXT:
+            parts.append(child.content)
+        elif child.type in _BREAKS:
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(_inline_text(child))
+    return "".join(parts)
 
 
 @lru_cache(maxsize=256)
