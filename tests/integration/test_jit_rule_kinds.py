@@ -38,6 +38,14 @@ child-state = "done"
 child-link = "dependencies"
 child-type-exclude = ["planning", "breakdown"]
 """
+COVERED_BY_KIND = """
+[[rules]]
+name = "requirements-covered"
+when = { type = "epic", state = "done" }
+severity = "error"
+enforce = true
+assert = { label-coverage = { kind = "requirement", child-state = "done", child-link = "dependencies" } }
+"""  # the triple of config.toml's [item_kinds.requirement], as `jit init` writes it
 SATISFIED = """
 [[rules]]
 name = "sdd-req-is-satisfied"
@@ -161,6 +169,7 @@ def _hypotheses(repo: Repo, refused: bool) -> str:
 
 CASES = {
     "label-coverage": Case(COVERED, _coverage),
+    "label-coverage-kind": Case(COVERED_BY_KIND, _coverage),
     "label-reference": Case(SATISFIED, _reference),
     "dependency-shape": Case(QA_SIGNOFF, _shape),
     "criteria-to-check": Case(VERIFIED, _verified),

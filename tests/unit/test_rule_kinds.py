@@ -105,3 +105,14 @@ def test_one_issues_config_error_leaves_the_others_findings_as_jit_goes_issue_by
         "rule 'c' is misconfigured",
     ]
     assert found[0][1].endswith("expected gate 'v{x}:REQ-1'")
+
+
+def test_a_coverage_kind_expands_to_its_declared_triple_or_names_the_rule() -> None:
+    text = "[[rules]]\nname = 'k'\nassert = { label-coverage = { kind = 'risk', child-state = 'done' } }\n"
+    kinds = {"risk": {"section": "risks", "id-pattern": "RISK-[0-9]+", "markers": []}}
+    (rule,) = parse_rules(text, "rules.toml", kinds)
+    assert rule.config == {"child-state": "done", "criteria-section": "risks", "id-pattern": "RISK-[0-9]+"}
+    with pytest.raises(RulesError, match="rule 'k': label-coverage kind 'risk' is not declared"):
+        parse_rules(text, "rules.toml", {})
+    inert = text.replace("kind = 'risk'", "kind = 'risk', marker = '[hard]'")
+    assert parse_rules(inert, "rules.toml")[0].config["kind"] == "risk"  # beside a triple key: left alone

@@ -221,8 +221,6 @@ def _label_coverage(
     rule: Rule, config: Mapping[str, Any], issues: Sequence[Raw], _: datetime, fmt: str
 ) -> list[Finding]:
     """Every criterion of the container covered by a child labelled `<satisfies>:<id>` (in `child-state`)."""
-    if "kind" in config and not {"criteria-section", "marker", "id-pattern"} & set(config):  # else inert, as jit
-        raise ConfigError("the 'kind' shorthand of label-coverage is not evaluated by jit-dispatch")
     criteria = _criteria(config)
     namespace = _str(config, "satisfies-namespace", "satisfies") or "satisfies"
     child_state = _str(config, "child-state")

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from jit_dispatch.domain import graph_rules
-from jit_dispatch.domain.criteria import DEFAULT_ID_PATTERN
+from jit_dispatch.domain.criteria import DEFAULT_ID_PATTERN, DEFAULT_SECTION
 
 LOCAL_KINDS = frozenset(
     {"require-label", "require-section", "require-doc-type", "label-value-pattern", "json-schema", "checker-command"}
@@ -61,8 +61,10 @@ class Rule:
         return self.kind in ("label-uniqueness", "type-hierarchy")
 
 
-def parse_rules(text: str, where: str) -> list[Rule]:
-    """`.jit/rules.toml` as jit loads it; RulesError naming the rule for what jit would refuse to load."""
+def parse_rules(text: str, where: str, item_kinds: Mapping[str, Any] | None = None) -> list[Rule]:
+    """`.jit/rules.toml` as jit loads it; RulesError naming the rule for what jit would refuse to load.
+
+    `item_kinds`: config.toml's `[item_kinds]`, which a label-coverage `kind =` names."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -89,6 +91,8 @@ def parse_rules(text: str, where: str) -> list[Rule]:
             raise RulesError(f"{label}: 'when.{wrong[1:]}")
         if (refused := _refused_at_load(str(kind), config)) is not None:
             raise RulesError(f"{label}: {refused}")
+        if kind == "label-coverage" and isinstance(config, dict):
+            config = _expand_kind(config, item_kinds or {}, label)
         rules.append(Rule(name, str(kind), config, severity, enforce, when))
     return rules
 
@@ -159,6 +163,28 @@ def written_for(rules: Sequence[Rule], raw: Mapping[str, Any], target: str) -> l
         and rule.selects(projected)
         and not rule.selects(raw)
     ]
+
+
+def _expand_kind(config: dict[str, Any], item_kinds: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """jit's `expand_kind_sugar`: a `kind` with no inline criteria triple becomes the triple of
+    config.toml's `[item_kinds.<kind>]` (its section, first marker, id-pattern); beside one, inert."""
+    if "kind" not in config or {"criteria-section", "marker", "id-pattern"} & set(config):
+        return config
+    name = config["kind"]
+    if not isinstance(name, str):
+        raise RulesError(
+            f"{label}: label-coverage key 'kind' must be a string when it is the sole criteria-triple source"
+        )
+    declared = item_kinds.get(name)
+    if not isinstance(declared, dict):
+        raise RulesError(f"{label}: label-coverage kind '{name}' is not declared in config.toml [item_kinds]")
+    expanded = {key: value for key, value in config.items() if key != "kind"}
+    expanded["criteria-section"] = declared.get("section") or DEFAULT_SECTION
+    markers = declared.get("markers") or []
+    if isinstance(markers, list) and markers:
+        expanded["marker"] = markers[0]
+    expanded["id-pattern"] = declared.get("id-pattern") or DEFAULT_ID_PATTERN
+    return expanded
 
 
 def _refused_at_load(kind: str, config: Any) -> str | None:

@@ -28,6 +28,7 @@ class StoreRules:
         # as last read: the file's fingerprint, its enforced graph rules (or why jit cannot load it),
         # its enforced local ones (`rules.written_for`)
         self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
+        self._config_seen: Fingerprint | None = None  # config.toml's when read: its `[item_kinds]` count
 
     def enforced(self) -> list[rules.Rule] | str:
         """`rules.toml`'s graph rules jit may enforce at a transition (re-read when it changed); the
@@ -39,11 +40,12 @@ class StoreRules:
             seen = None
         except OSError as exc:
             return f"{path}: cannot be read ({exc.strerror})"
-        if self._loaded is None or self._loaded[0] != seen:
+        if self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
+            self._config_seen = self._config_fingerprint()
             local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
-                every = [r for r in rules.parse_rules(text, str(path)) if r.enforce]
+                every = [r for r in rules.parse_rules(text, str(path), self._config().get("item_kinds")) if r.enforce]
                 loaded: list[rules.Rule] | str = [r for r in every if r.kind in rules.GRAPH_KINDS]
                 local = [r for r in every if r.kind in rules.LOCAL_KINDS]
             except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
@@ -73,12 +75,22 @@ class StoreRules:
         )
         return [*found, *written]
 
+    def _config(self) -> dict[str, Any]:
+        """config.toml as far as the rules need it (its `[item_kinds]`, `[validation]`); {} unreadable."""
+        try:
+            return tomllib.loads(read_regular(self.config).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return {}
+
+    def _config_fingerprint(self) -> Fingerprint | None:
+        try:
+            return fingerprint(os.stat(self.config))
+        except OSError:
+            return None
+
     def _content_format(self) -> str:
         """config.toml's `[validation] content_format`: the body format of issues that name none."""
-        try:
-            validation = tomllib.loads(read_regular(self.config).decode("utf-8")).get("validation")
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            return "markdown"
+        validation = self._config().get("validation")
         value = validation.get("content_format") if isinstance(validation, dict) else None
         return value if isinstance(value, str) else "markdown"
 
