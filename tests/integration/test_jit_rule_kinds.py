@@ -251,10 +251,13 @@ assert = { require-label = { label = "resolution:*", min = 1 } }
 def test_a_local_rule_written_for_done_is_named_not_guessed(tmp_path: Path) -> None:
     """jit checks local rules when `issue update --state done` writes the issue (exit 4, no event);
     jit-dispatch does not evaluate them: one written for `done` turns it `gated`, named."""
-    repo = Repo(tmp_path, RESOLVED)
+    recency = 'assert = { gate-recency = { max-age-days = 7, gates = ["code-review"] } }'
+    graph = RESOLVED.replace("done-needs-resolution", "fresh").split("assert =")[0] + recency + "\n"
+    repo = Repo(tmp_path, RESOLVED + graph)  # a graph rule too: jit never reaches it
     issue_id = repo.issue("task", "type:task")
-    code, _, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target) == (4, "done")
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target, [rule for rule, _ in jits]) == (4, "done", ["done-needs-resolution"])
+    assert not [e for e in repo.jits_events if e["type"] == "transition_blocked"]
     result = _once(repo, issue_id)
     assert result["outcome"] == "gated", result
     assert result["reason"] == (

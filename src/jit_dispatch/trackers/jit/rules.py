@@ -62,7 +62,7 @@ class StoreRules:
             return [(None, loaded)]
         assert self._loaded is not None
         written = rules.written_for(self._loaded[2], raw, target) if target == State.DONE else []
-        if not loaded:
+        if written or not loaded:  # jit validates the write before the transition: no graph check, no event
             return [*written]
         every = issues or self._issues
         found = rules.blockers(
@@ -73,7 +73,7 @@ class StoreRules:
             lambda issue: graph_rules.neighbourhood(every(), issue),
             self._content_format,
         )
-        return [*found, *written]
+        return list(found)
 
     def _config(self) -> dict[str, Any]:
         """config.toml as far as the rules need it (its `[item_kinds]`, `[validation]`); {} unreadable."""
