@@ -15,8 +15,10 @@ ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -117,6 +119,7 @@ class Api:
         self.budget = Budget(sleep=sleep)
         self._tries = RETRIES
         self._bounded = False  # each request's timeout is what is left before `budget.deadline`
+        self._heard: tuple[datetime, float] | None = None  # GitHub's latest `Date`, when it came (monotonic)
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -138,7 +141,19 @@ class Api:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
         self._in_time()
-        return self._requester.requestJsonAndCheck(verb, url, **kwargs)[1]
+        headers, data = self._requester.requestJsonAndCheck(verb, url, **kwargs)
+        with contextlib.suppress(TypeError, ValueError):  # no (valid) `Date`: keep the last one heard
+            self._heard = (email.utils.parsedate_to_datetime(str(headers["date"])), time.monotonic())
+        return data
+
+    def github_now(self) -> datetime | None:
+        """GitHub's clock now (whole seconds, like the commit dates it writes): the `Date` of the latest
+        answer, plus the time since on this machine's monotonic clock. None before any answer.
+        Ages of GitHub's records are measured with it: one clock on both sides of the subtraction."""
+        if self._heard is None:
+            return None
+        date, received = self._heard
+        return date + timedelta(seconds=time.monotonic() - received)
 
     def _in_time(self) -> None:
         """Bounded (a heartbeat): no time left is a timeout now; else this request may take what is left."""

@@ -314,6 +314,7 @@ class RefLockedTracker(GitHubTracker):
         if State.IN_PROGRESS not in full_states:
             return snapshot
         assert self._locks is not None
+        snapshot.now = self.api.github_now()  # lock commit dates are GitHub's: ages on GitHub's clock
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
             claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
             for number, sha in sorted(self._locks.items()):
