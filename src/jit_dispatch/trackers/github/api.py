@@ -120,6 +120,7 @@ class Api:
         self._tries = RETRIES
         self._bounded = False  # each request's timeout is what is left before `budget.deadline`
         self._heard: tuple[datetime, float] | None = None  # GitHub's latest `Date`, when it came (monotonic)
+        self.writes = 0  # requests that may have changed something: a list read before one is not reused after
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -141,6 +142,7 @@ class Api:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
         self._in_time()
+        self.writes += verb != "GET"
         headers, data = self._requester.requestJsonAndCheck(verb, url, **kwargs)
         with contextlib.suppress(TypeError, ValueError):  # no (valid) `Date`: keep the last one heard
             self._heard = (email.utils.parsedate_to_datetime(str(headers["date"])), time.monotonic())

@@ -39,6 +39,7 @@ class RefLockedTracker(GitHubTracker):
         self.heartbeat_seconds = heartbeat or 0.0
         self._watch = LockWatch()
         self._locks: dict[int, str] | None = None  # the last listing of lock refs (ours), None: not read yet
+        self._locks_read = -1  # `api.writes` when they were listed: reused for claims while nothing was written
         self._foreign: dict[int, tuple[str, str]] = {}  # other refs under the lock prefix: number → (sha, why)
         if check:
             self.refs.check_access()
@@ -50,6 +51,7 @@ class RefLockedTracker(GitHubTracker):
         """List the lock refs (a hint: lists lag); refs under the prefix that are no lock of ours go to
         `_foreign` — they block their issue, and only `reap --foreign` (or a person) removes them."""
         listed = self.refs.list()
+        self._locks_read = self.api.writes
         self._foreign = {n: (sha, why) for n, sha in listed.items() if (why := self.refs.foreign(n, sha))}
         self._locks = {n: sha for n, sha in listed.items() if n not in self._foreign}
         return self._locks
@@ -282,7 +284,7 @@ class RefLockedTracker(GitHubTracker):
                     continue
                 notes += [f"finished the {record.kind} settle of #{number} left half-done"]
                 notes += self._finish(number, record, taken)
-            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+            for raw in self._claimed_issues(keep=True):
                 number = raw["number"]
                 if number in locks or number in self._foreign or self.refs.get(number) is not None:
                     continue
@@ -306,7 +308,8 @@ class RefLockedTracker(GitHubTracker):
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
         snapshot = super().snapshot(full_states, leads=leads)
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
-            if self._locks is None or State.IN_PROGRESS in full_states:  # else the repair's listing, this run's
+            fresh, self._locks_read = self._locks_read == self.api.writes, -1  # the repair's listing, this run's
+            if self._locks is None or (State.IN_PROGRESS in full_states and not fresh):
                 self._read_locks()
             snapshot.locked = self._locked()
             snapshot.held_back = self._held_back()

@@ -75,6 +75,7 @@ class GitHubTracker(ReviewPhase):
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
+        self._claimed_kept: tuple[int, list[dict[str, Any]]] | None = None  # (api.writes then, the listing)
         self._deps_api = True  # False once the server says it has no issue dependencies
         self._identity = identity
         self._trusted: set[str] | None = None
@@ -177,8 +178,9 @@ class GitHubTracker(ReviewPhase):
             raws = {
                 r["number"]: r for r in self.api.list("/issues", {"state": "open", "labels": self.settings.ready_label})
             }
+            kept = self._kept_claimed()
             if State.IN_PROGRESS in wanted:
-                for r in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                for r in kept if kept is not None else self._claimed_issues():
                     raws.setdefault(r["number"], r)
             for raw in self._extra.values():
                 raws.setdefault(raw["number"], raw)
@@ -196,6 +198,18 @@ class GitHubTracker(ReviewPhase):
                 issues.append(rules.to_issue(raw, self.settings, markers, deps))
         self._listed = [i for i in states if i.startswith("#")]
         return Snapshot(issues, states, {}, list(self._listed), locked=self._locked())
+
+    def _claimed_issues(self, *, keep: bool = False) -> list[dict[str, Any]]:
+        """Open issues labelled claimed (a list: a hint). List pages are read once within a run: the
+        repair's listing (`keep`) serves the snapshot that follows it (`_kept_claimed`)."""
+        listed = self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL})
+        self._claimed_kept = (self.api.writes, listed) if keep else None
+        return listed
+
+    def _kept_claimed(self) -> list[dict[str, Any]] | None:
+        """The listing the repair kept, if this tracker wrote nothing since; every snapshot takes it."""
+        kept, self._claimed_kept = self._claimed_kept, None
+        return kept[1] if kept is not None and kept[0] == self.api.writes else None
 
     def _locked(self) -> frozenset[str]:
         """Issues under another runner's lock (refs mode); comments mode knows none."""
@@ -395,7 +409,7 @@ class GitHubTracker(ReviewPhase):
         """Finish settles whose result is recorded but whose issue was left open or labelled claimed."""
         notes: list[str] = []
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
-            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+            for raw in self._claimed_issues(keep=True):
                 markers = self._markers(raw["number"])
                 last = rules.last_settle(markers)
                 if rules.live_claims(markers) or last is None:
