@@ -8,7 +8,7 @@ Retries are bounded twice: PyGithub's `GithubRetry` retries reads only (a small 
 capped at `MAX_WAIT`, never past a cancelled run's deadline); writes are retried by the tracker
 alone (`Api.write`: a retried comment POST could post twice, so it looks for the first try, and
 one layer of retries keeps a hung write to `RETRIES + 1` tries). Rate limits are honoured as GitHub
-documents them (`rules.limit_wait`) up to the bound of the moment: `MAX_WAIT` for reads and
+documents them (`failures.limit_wait`) up to the bound of the moment: `MAX_WAIT` for reads and
 ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 """
 
@@ -29,7 +29,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process import credentials
-from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import failures
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `Api.write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
@@ -187,10 +187,10 @@ class Api:
 
     def limited(self, exc: GithubException) -> bool:
         """A rate limit, not a refusal (docs/github-locks.md#rate-limits)."""
-        return rules.limit_kind(exc.status, *parts(exc)) is not None
+        return failures.limit_kind(exc.status, *parts(exc)) is not None
 
     def explain(self, what: str, exc: GithubException) -> str:
-        return rules.explain(what, exc.status, *parts(exc), self.repo, time.time())
+        return failures.explain(what, exc.status, *parts(exc), self.repo, time.time())
 
     def scrub(self, text: str) -> str:
         """Every form of every known secret, this token's included (`process.credentials`)."""
@@ -209,7 +209,7 @@ class Api:
             except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
                 tries += 1
                 status = exc.status if isinstance(exc, GithubException) else None
-                wait = rules.retry_wait(status, *parts(exc), tries, time.time())
+                wait = failures.retry_wait(status, *parts(exc), tries, time.time())
                 if wait is None or tries > self._tries or not self.budget.allows(wait, self.budget.write_wait):
                     raise
             self.budget.retries += 1
