@@ -27,6 +27,7 @@ class IssueAccess:
         sleep: Callable[[float], None] = time.sleep,
         identity: str | None = None,
     ) -> None:
+        """`identity`: whose markers count when GET /user cannot say (an Actions or App token)."""
         self.settings = settings
         self.location = settings.location
         self.api = Api(settings.repo, token, api_url, throttle=throttle, sleep=sleep)

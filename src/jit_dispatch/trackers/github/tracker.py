@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,18 +55,9 @@ def refuse_uncounted(count_attempt: bool) -> None:
 
 
 class GitHubTracker(ReviewPhase):
-    def __init__(
-        self,
-        settings: rules.GitHubSettings,
-        token: str,
-        api_url: str = "https://api.github.com",
-        *,
-        throttle: bool | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        identity: str | None = None,
-    ) -> None:
-        """`identity`: whose markers count when GET /user cannot say (an Actions or App token)."""
-        super().__init__(settings, token, api_url, throttle=throttle, sleep=sleep, identity=identity)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As `IssueAccess` (`identity`: whose markers count when GET /user cannot say)."""
+        super().__init__(*args, **kwargs)
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
