@@ -90,3 +90,25 @@ def test_a_runner_whose_beats_hang_stops_its_command_before_anyone_else_runs_the
     code, out, err = finish(first, timeout=90)
     assert "exit code 143" in out and "could not be renewed" in out, out + err  # its fence, not its 30 s
     assert len(runs(tmp_path)) == 2 and overlaps(tmp_path) == []  # run again elsewhere, never at once
+
+
+def test_a_hung_claim_comment_edit_never_stops_a_runner_whose_lock_moves(server: FakeServer) -> None:
+    """The claim comment's `beat` is for people; the lock's move is the sign of life. An edit that
+    hangs held the beat's confirmation until the fence fell: the command was stopped, its lock alive."""
+    from jit_dispatch.engine.heartbeat import Heartbeat
+    from jit_dispatch.process.child import CancelToken
+
+    server.fake.add_issue(1)
+    t = tracker(server, "runner", heartbeat=4.0)  # long enough that beats try the edit (EDIT_MARGIN)
+    assert t.claim("#1", "agent:a", "r", Filters()) is not None
+    for _ in range(40):  # every edit of the claim comment hangs, retries included
+        server.fake.stall("PATCH", r"/repos/octo-org/widgets/issues/comments/\d+", HUNG)
+    timing = t.claim_timing("#1")
+    assert timing is not None
+    moves = server.fake.count("PATCH", r"/repos/octo-org/widgets/git/refs/jit-dispatch/claims/gh-1")
+    with Heartbeat(t, "#1", "agent:a", 4.0, CancelToken(), origin=timing.sent, took=timing.took) as beat:
+        time.sleep(10.0)  # two beats
+    assert beat.lost is None, beat.lost
+    assert any(m == "PATCH" and "/issues/comments/" in path for m, path, _ in server.arrived)  # edits were tried
+    assert server.fake.count("PATCH", r"/repos/octo-org/widgets/git/refs/jit-dispatch/claims/gh-1") - moves >= 2
+    t.close()

@@ -30,6 +30,8 @@ from jit_dispatch.trackers.github.locks import ClaimRefs
 from jit_dispatch.trackers.github.records import CLAIM, DELIVER, DONE, RELEASE, LockRecord, ref_name
 from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held, refuse_uncounted
 
+EDIT_MARGIN = 1.5  # seconds before the fence by which a beat's claim comment edit gives up (1 s timeouts: 0.5 s spare)
+
 
 class RefLockedTracker(GitHubTracker):
     def __init__(self, *args: Any, heartbeat: float = 0.0, check: bool = True, **kwargs: Any) -> None:
@@ -156,8 +158,11 @@ class RefLockedTracker(GitHubTracker):
                 if not refs.move(self._number(issue_id), sha):
                     return False
             held.lock, held.record = sha, record
-        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(deadline):
-            self._edit_claim(api, held, held.claim_data)  # the claim comment's `beat` is for people (status)
+        # The claim comment's `beat` is for people (status); the move was the sign of life. The edit ends
+        # well before the fence (whole-second timeouts), or is left to a later beat: never holds this one.
+        edit_by = deadline - EDIT_MARGIN if deadline is not None else None
+        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(edit_by):
+            self._edit_claim(api, held, held.claim_data)
         return True
 
     # ------------------------------------------------------------------ settle
