@@ -283,3 +283,50 @@ def test_criteria_sections_are_read_as_jits_markdown_parser_reads_them(tmp_path:
     assert code == 4 and [m.split("'")[1] for _, m in jits] == ["hyp:H-10", "hyp:H-12", "hyp:H-13"], jits
     result = _once(repo, issue_id)
     assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
+
+
+STRAY_AT_GATED = HYPOTHESES.replace('state = "done"', 'state = ["gated", "done"]')
+
+
+def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_validates(tmp_path: Path) -> None:
+    """docs/jit-format.md#refused-gated: jit keeps the issue `in_progress`; jit-dispatch cannot hold a
+    finished run's claim, and a `gated` issue the rule selects fails the newest `jit validate`."""
+    repo = Repo(tmp_path, STRAY_AT_GATED)
+    issue_id = _hypotheses(repo, True)
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "done") and jits, (code, target)
+    assert repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy").returncode == 4
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "parked", result
+    ((rule, message),) = jits
+    assert result["reason"] == (
+        f"rule '{rule}' blocks done: {message}; rule '{rule}' blocks gated: {message}; "
+        "parked: fix what the rule finds, then unpark it"
+    )
+    root = repo.path / ".jit"
+    issue = read_issue(root, issue_id)
+    assert (issue["state"], issue["assignee"]) == ("ready", None) and "dispatch.parked_at" in issue["context"]
+    blocked = [(e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
+    assert blocked == [("done", rule), ("gated", rule)]
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert _once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
+
+
+def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) -> None:
+    """A manual gate still open turns a `done` into `gated`; a rule refusing `gated` parks it."""
+    repo = Repo(tmp_path, STRAY_AT_GATED.replace('["gated", "done"]', '"gated"'))
+    issue_id = _hypotheses(repo, True)
+    assert (
+        repo.jit("gate", "define", "sign-off", "--title", "s", "--description", "s", "--mode", "manual").returncode == 0
+    )
+    assert repo.jit("gate", "add", issue_id, "sign-off").returncode == 0
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    jit_state = read_issue(tmp_path / "copy" / ".jit", issue_id)["state"]
+    assert (code, target, jit_state) == (4, "done", "in_progress") and jits, (code, target, jit_state)
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "parked", result
+    assert result["reason"].startswith(f"rule '{jits[0][0]}' blocks gated: {jits[0][1]}")
+    assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
