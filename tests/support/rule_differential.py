@@ -269,20 +269,25 @@ class Verdict:
 BLOCKER = re.compile(r"^  - \[([^\]]+)\] (.*)$", re.MULTILINE)
 
 
+def blockers(stderr: str) -> list[tuple[str, str]]:
+    """The `[rule] message` lines of jit's refusal, not those under `Warnings (non-blocking):`."""
+    return BLOCKER.findall(stderr.split("Warnings (non-blocking):")[0])
+
+
 def jits_verdict(jit: Jit, repo: Path, target: str, copy: Path) -> Verdict:
     shutil.copytree(repo, copy, symlinks=True)
     end, found = "done", []
     for state in ("in_progress", "done"):
         moved = jit(copy, "issue", "update", target, "--state", state)
         if moved.returncode != 0:
-            found = BLOCKER.findall(moved.stderr)
+            found = blockers(moved.stderr)
             stored = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())["state"]
             end = "held" if state == "in_progress" else ("gated" if stored == "gated" and not found else "refused")
             if end == "refused" and "Cannot transition to 'gated'" in moved.stderr:
                 end = "parked"  # a gate held the done back, and the gated is refused
             elif end == "refused":  # where jit-dispatch would end instead: is that refused too?
                 again = jit(copy, "issue", "update", target, "--state", "gated")
-                if again.returncode != 0 and (more := BLOCKER.findall(again.stderr)):
+                if again.returncode != 0 and (more := blockers(again.stderr)):
                     end, found = "parked", found + more
             break
     return Verdict(end, tuple(found), jit(copy, "validate").returncode == 0)
