@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import read_events, read_issue, run_cli
+from delivery_runs import once
+from helpers import git, make_remote, read_events, read_issue, run_cli
+from jit_dispatch.trackers.jit.store import NewIssue
 from lease_stores import GIT
 from real_jit import jit, jit_binary
 
@@ -329,4 +331,29 @@ def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) 
     assert result["reason"].startswith(f"rule '{jits[0][0]}' blocks gated: {jits[0][1]}")
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
     validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_delivery_whose_wait_for_the_merge_a_rule_refuses_is_parked_its_branch_kept(tmp_path: Path) -> None:
+    """`--deliver branch` waits `gated` for the merge; a rule refusing `gated` parks it instead, the
+    work branch recorded so the next run continues it (docs/jit-format.md#refused-gated)."""
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("goal", labels=("type:goal", "hyp:H-7"))])
+    (only,) = remote.ids
+    seed = tmp_path / "seed-rules"
+    subprocess.run(["git", "clone", "-q", remote.url, str(seed)], check=True, capture_output=True)
+    (seed / ".jit" / "rules.toml").write_text(HYPOTHESES.replace('state = "done"', 'state = "gated"'))
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "rules")
+    git(seed, "push", "-q", "origin", "main")
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", remote.url, str(work)], check=True, capture_output=True)
+    run = once(work, "echo w > w.txt")
+    assert run.json["outcome"] == "parked", run.stdout + run.stderr
+    message = f"label 'hyp:H-7' on issue {only[:8]} names no criterion in section 'Hypotheses' (stray or invented)"
+    assert run.json["reason"].startswith(f"rule 'research-hyp-label-matches-hypothesis' blocks gated: {message}")
+    issue = read_issue(work / ".jit", only)
+    assert issue["state"] == "ready" and "dispatch.parked_at" in issue["context"]
+    assert issue["context"]["dispatch.branch"] == run.json["branch"] and "dispatch.delivered_at" not in issue["context"]
+    validate = jit(binary, work, "validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
