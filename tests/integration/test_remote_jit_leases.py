@@ -91,6 +91,7 @@ def test_another_agents_lease_in_the_clone_refuses_the_claim_and_drops_the_lock(
     [
         '"$AGENT_JIT" claim release "$JIT_ISSUE_ID" && sleep 2',  # past a heartbeat: not re-taken
         '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --state ready && "$AGENT_JIT" claim release "$JIT_ISSUE_ID"',
+        '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --state backlog',  # its lease kept: still the evidence
     ],
 )
 def test_the_agents_own_release_in_its_clone_is_the_agents_as_in_local_mode(command: str, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ class CloneLeases:
         except TrackerError:
             return False
         try:
-            state = json.loads(written or b"null").get("state") if written else None
-        except (ValueError, AttributeError):
+            state = json.loads(written).get("state") if written else None
+        except (ValueError, AttributeError):  # not JSON, or not an object: not a release
             return False
         return holder is not None and holder.agent == agent and state in (State.READY, State.BACKLOG)
