@@ -339,11 +339,11 @@ def _blockers(reason: str) -> tuple[tuple[str, str], ...]:
 
 
 def known(case: Case, jits: Verdict, ours: Verdict) -> bool:
-    """A mismatch over local rules only: jit judges them (JSON Schema over its projection) on every
-    write, jit-dispatch names those written for the state it enters and evaluates none
-    (docs/jit-format.md#graph-rules); counted apart."""
-    named = {rule for rule, _ in jits.blockers + ours.blockers}
-    return bool(named) and named <= case.local
+    """A mismatch whose one side rests on local rules only: jit judges them (JSON Schema over its
+    projection) on every write, jit-dispatch names those written for the state it enters and
+    evaluates none (docs/jit-format.md#graph-rules); counted apart."""
+    theirs, mine = {rule for rule, _ in jits.blockers}, {rule for rule, _ in ours.blockers}
+    return (bool(theirs) and theirs <= case.local) or (bool(mine) and mine <= case.local)
 
 
 def mismatch(jits: Verdict, ours: Verdict) -> str | None:
