@@ -357,3 +357,23 @@ def test_a_delivery_whose_wait_for_the_merge_a_rule_refuses_is_parked_its_branch
     assert issue["context"]["dispatch.branch"] == run.json["branch"] and "dispatch.delivered_at" not in issue["context"]
     validate = jit(binary, work, "validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_promotion_jit_refuses_leaves_the_dependent_backlog_as_jit_does(tmp_path: Path) -> None:
+    """After a `done`, jit promotes each unblocked dependent through its rules: one a rule refuses in
+    `ready` stays `backlog`, `transition_blocked` logged (found by bench/rules_differential.py).
+    jit stops promoting at that refusal; jit-dispatch promotes the others (docs/jit-format.md#refused-gated)."""
+    repo = Repo(tmp_path, HYPOTHESES.replace('state = "done"', 'state = "ready"'))
+    issue_id = repo.issue("task", "type:task")
+    refused = repo.issue("goal", "type:goal", "hyp:H-7", body="## Hypotheses\n\n- H-1 x\n", deps=(issue_id,))
+    allowed = repo.issue("goal", "type:goal", "hyp:H-1", body="## Hypotheses\n\n- H-1 x\n", deps=(issue_id,))
+    code, _, _ = repo.jit_blockers(issue_id, tmp_path)
+    copy = tmp_path / "copy" / ".jit"
+    assert (code, read_issue(copy, issue_id)["state"], read_issue(copy, refused)["state"]) == (4, "done", "backlog")
+    result = _once(repo, issue_id)
+    assert (result["outcome"], result["promoted"]) == ("done", [allowed]), result
+    root = repo.path / ".jit"
+    assert [read_issue(root, i)["state"] for i in (issue_id, refused, allowed)] == ["done", "backlog", "ready"]
+    ours = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
+    jits = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(copy) if e["type"] == "transition_blocked"]
+    assert ours == jits == [(refused, "ready", "research-hyp-label-matches-hypothesis")]

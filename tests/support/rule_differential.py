@@ -283,6 +283,8 @@ def jits_verdict(jit: Jit, repo: Path, target: str, copy: Path) -> Verdict:
             found = blockers(moved.stderr)
             stored = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())["state"]
             end = "held" if state == "in_progress" else ("gated" if stored == "gated" and not found else "refused")
+            if stored == "done":  # done, but the promotion of a dependent refused: not the target's verdict
+                end, found = "done", []
             if end == "refused" and "Cannot transition to 'gated'" in moved.stderr:
                 end = "parked"  # a gate held the done back, and the gated is refused
             elif end == "refused":  # where jit-dispatch would end instead: is that refused too?

@@ -254,6 +254,12 @@ def blocked(raw: Raw, target: str, found: list[tuple[str | None, str]], now: str
     return new, events, Outcome.GATED
 
 
+def refused(raw: Raw, target: str, found: Sequence[tuple[str | None, str]], now: str) -> list[Event]:
+    """jit's `transition_blocked` events for a transition its rules refuse, one per finding of a
+    named rule (none for a rules file jit cannot load); a promotion jit refuses logs just these."""
+    return [make_event("transition_blocked", raw["id"], now, target=target, rule=name) for name, _ in found if name]
+
+
 def parked_by_rules(
     raw: Raw, refusals: Sequence[tuple[str, Sequence[tuple[str | None, str]]]], now: str
 ) -> tuple[Raw, list[Event], Outcome]:

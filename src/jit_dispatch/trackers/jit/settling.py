@@ -131,6 +131,10 @@ class SettlingStore(StoreFiles):
                     continue
                 if blocking_dependencies(fresh, self._dependency_states(fresh)):
                     continue
+                if self.rules.enforced() and (found := self.rules.blockers(fresh.raw, State.READY)):
+                    now = transitions.format_timestamp()  # it stays backlog, as in jit
+                    self._append_events(transitions.refused(fresh.raw, State.READY, found, now))
+                    continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
             self._log_or_undo(fresh.raw, raw, events)
