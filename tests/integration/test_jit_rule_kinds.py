@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import read_events, read_issue, run_cli
+from delivery_runs import once
+from helpers import git, make_remote, read_events, read_issue, run_cli
+from jit_dispatch.trackers.jit.store import NewIssue
 from lease_stores import GIT
 from real_jit import jit, jit_binary
 
@@ -283,3 +285,95 @@ def test_criteria_sections_are_read_as_jits_markdown_parser_reads_them(tmp_path:
     assert code == 4 and [m.split("'")[1] for _, m in jits] == ["hyp:H-10", "hyp:H-12", "hyp:H-13"], jits
     result = _once(repo, issue_id)
     assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
+
+
+STRAY_AT_GATED = HYPOTHESES.replace('state = "done"', 'state = ["gated", "done"]')
+
+
+def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_validates(tmp_path: Path) -> None:
+    """docs/jit-format.md#refused-gated: jit keeps the issue `in_progress`; jit-dispatch cannot hold a
+    finished run's claim, and a `gated` issue the rule selects fails the newest `jit validate`."""
+    repo = Repo(tmp_path, STRAY_AT_GATED)
+    issue_id = _hypotheses(repo, True)
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "done") and jits, (code, target)
+    assert repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy").returncode == 4
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "parked", result
+    ((rule, message),) = jits
+    assert result["reason"] == (
+        f"rule '{rule}' blocks done: {message}; rule '{rule}' blocks gated: {message}; "
+        "parked: fix what the rule finds, then unpark it"
+    )
+    root = repo.path / ".jit"
+    issue = read_issue(root, issue_id)
+    assert (issue["state"], issue["assignee"]) == ("ready", None) and "dispatch.parked_at" in issue["context"]
+    blocked = [(e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
+    assert blocked == [("done", rule), ("gated", rule)]
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert _once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
+
+
+def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) -> None:
+    """A manual gate still open turns a `done` into `gated`; a rule refusing `gated` parks it."""
+    repo = Repo(tmp_path, STRAY_AT_GATED.replace('["gated", "done"]', '"gated"'))
+    issue_id = _hypotheses(repo, True)
+    assert (
+        repo.jit("gate", "define", "sign-off", "--title", "s", "--description", "s", "--mode", "manual").returncode == 0
+    )
+    assert repo.jit("gate", "add", issue_id, "sign-off").returncode == 0
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    jit_state = read_issue(tmp_path / "copy" / ".jit", issue_id)["state"]
+    assert (code, target, jit_state) == (4, "done", "in_progress") and jits, (code, target, jit_state)
+    result = _once(repo, issue_id)
+    assert result["outcome"] == "parked", result
+    assert result["reason"].startswith(f"rule '{jits[0][0]}' blocks gated: {jits[0][1]}")
+    assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_delivery_whose_wait_for_the_merge_a_rule_refuses_is_parked_its_branch_kept(tmp_path: Path) -> None:
+    """`--deliver branch` waits `gated` for the merge; a rule refusing `gated` parks it instead, the
+    work branch recorded so the next run continues it (docs/jit-format.md#refused-gated)."""
+    binary = jit_binary("newest")
+    remote = make_remote(tmp_path, [NewIssue("goal", labels=("type:goal", "hyp:H-7"))])
+    (only,) = remote.ids
+    seed = tmp_path / "seed-rules"
+    subprocess.run(["git", "clone", "-q", remote.url, str(seed)], check=True, capture_output=True)
+    (seed / ".jit" / "rules.toml").write_text(HYPOTHESES.replace('state = "done"', 'state = "gated"'))
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "rules")
+    git(seed, "push", "-q", "origin", "main")
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", remote.url, str(work)], check=True, capture_output=True)
+    run = once(work, "echo w > w.txt")
+    assert run.json["outcome"] == "parked", run.stdout + run.stderr
+    message = f"label 'hyp:H-7' on issue {only[:8]} names no criterion in section 'Hypotheses' (stray or invented)"
+    assert run.json["reason"].startswith(f"rule 'research-hyp-label-matches-hypothesis' blocks gated: {message}")
+    issue = read_issue(work / ".jit", only)
+    assert issue["state"] == "ready" and "dispatch.parked_at" in issue["context"]
+    assert issue["context"]["dispatch.branch"] == run.json["branch"] and "dispatch.delivered_at" not in issue["context"]
+    validate = jit(binary, work, "validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_a_promotion_jit_refuses_leaves_the_dependent_backlog_as_jit_does(tmp_path: Path) -> None:
+    """After a `done`, jit promotes each unblocked dependent through its rules: one a rule refuses in
+    `ready` stays `backlog`, `transition_blocked` logged (found by bench/rules_differential.py).
+    jit stops promoting at that refusal; jit-dispatch promotes the others (docs/jit-format.md#refused-gated)."""
+    repo = Repo(tmp_path, HYPOTHESES.replace('state = "done"', 'state = "ready"'))
+    issue_id = repo.issue("task", "type:task")
+    refused = repo.issue("goal", "type:goal", "hyp:H-7", body="## Hypotheses\n\n- H-1 x\n", deps=(issue_id,))
+    allowed = repo.issue("goal", "type:goal", "hyp:H-1", body="## Hypotheses\n\n- H-1 x\n", deps=(issue_id,))
+    code, _, _ = repo.jit_blockers(issue_id, tmp_path)
+    copy = tmp_path / "copy" / ".jit"
+    assert (code, read_issue(copy, issue_id)["state"], read_issue(copy, refused)["state"]) == (4, "done", "backlog")
+    result = _once(repo, issue_id)
+    assert (result["outcome"], result["promoted"]) == ("done", [allowed]), result
+    root = repo.path / ".jit"
+    assert [read_issue(root, i)["state"] for i in (issue_id, refused, allowed)] == ["done", "backlog", "ready"]
+    ours = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
+    jits = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(copy) if e["type"] == "transition_blocked"]
+    assert ours == jits == [(refused, "ready", "research-hyp-label-matches-hypothesis")]

@@ -8,16 +8,18 @@ import json
 import subprocess
 from pathlib import Path
 
-from helpers import GIT_IDENTITY, clean_env, git, make_remote, read_issue, run_cli
+import pytest
+
+from helpers import GIT_IDENTITY, Remote, clean_env, git, make_remote, read_issue, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
 from real_jit import jit_binary
 
 STATE = "jit-state"
 
 
-def test_the_agents_jit_writes_its_issue_under_strict_leases_in_its_clone(tmp_path: Path) -> None:
-    binary = jit_binary("newest")
-    remote = make_remote(tmp_path, [NewIssue("lease me")])
+def _strict_remote(tmp_path: Path, title: str) -> tuple[Remote, str, Path]:
+    """A remote whose state branch enforces leases strictly, and a runner's clone of it."""
+    remote = make_remote(tmp_path, [NewIssue(title)])
     (only,) = remote.ids
     seed = tmp_path / "state-seed"
     subprocess.run(["git", "clone", "-q", remote.url, str(seed)], check=True, capture_output=True)
@@ -26,9 +28,14 @@ def test_the_agents_jit_writes_its_issue_under_strict_leases_in_its_clone(tmp_pa
     git(seed, "add", "-A")
     git(seed, "commit", "-q", "-m", "strict leases")
     git(seed, "push", "-q", "origin", STATE)
-
     work = tmp_path / "work"
     subprocess.run(["git", "clone", "-q", remote.url, str(work)], check=True, capture_output=True)
+    return remote, only, work
+
+
+def test_the_agents_jit_writes_its_issue_under_strict_leases_in_its_clone(tmp_path: Path) -> None:
+    binary = jit_binary("newest")
+    remote, only, work = _strict_remote(tmp_path, "lease me")
     listed = tmp_path / "claims.txt"
     command = (  # ordinary jit work on its own issue: every write needs the lease
         f'"$AGENT_JIT" claim list > {listed} && '
@@ -77,3 +84,34 @@ def test_another_agents_lease_in_the_clone_refuses_the_claim_and_drops_the_lock(
     result = json.loads(run.stdout)
     assert result["outcome"] == "idle", result
     assert git(work, "ls-remote", "origin", "refs/jit-dispatch/claims/*") == ""  # no lock left behind
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        '"$AGENT_JIT" claim release "$JIT_ISSUE_ID" && sleep 2',  # past a heartbeat: not re-taken
+        '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --state ready && "$AGENT_JIT" claim release "$JIT_ISSUE_ID"',
+        '"$AGENT_JIT" issue update "$JIT_ISSUE_ID" --state backlog',  # its lease kept: still the evidence
+    ],
+)
+def test_the_agents_own_release_in_its_clone_is_the_agents_as_in_local_mode(command: str, tmp_path: Path) -> None:
+    """docs/jit-format.md#agents-that-settle: the clone's claims log says our own agent released it."""
+    binary = jit_binary("newest")
+    remote, only, work = _strict_remote(tmp_path, "give me back")
+    run = run_cli(
+        "once", "--agent", "agent:bot", "--command", command, "--sync", "git", "--state-branch", STATE, "--json",
+        "--heartbeat", "1", cwd=work, env=clean_env(**GIT_IDENTITY, AGENT_JIT=str(binary)), timeout=120,
+    )  # fmt: skip
+    result = json.loads(run.stdout)
+    assert (run.returncode, result["outcome"], result["reason"]) == (1, "released", "released by the agent"), (
+        run.stdout + run.stderr
+    )
+    view = tmp_path / "state-view"
+    subprocess.run(["git", "clone", "-q", "-b", STATE, remote.url, str(view)], check=True, capture_output=True)
+    issue = read_issue(view / ".jit", only)
+    assert (issue["state"], issue["assignee"]) == ("ready", None), issue
+    assert issue["context"]["dispatch.attempts"] == "1" and "dispatch.parked_at" not in issue["context"]
+    assert issue["context"]["dispatch.last_reason"] == "released by the agent"
+    assert json.loads((work / ".git" / "jit" / "claims.index.json").read_text())["leases"] == []
+    validate = subprocess.run([str(binary), "validate"], cwd=view, capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stdout + validate.stderr

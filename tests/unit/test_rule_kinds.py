@@ -44,12 +44,31 @@ def test_the_neighbourhood_follows_dependencies_and_dependents_transitively() ->
         ("criteria-label-match = { id-pattern = 'X' }", "missing field 'namespace'"),
         ("criteria-label-match = { namespace = 'req', id-pattern = '(' }", "invalid 'id-pattern'"),
         ("criteria-to-check = { gate-prefix = 'v:', typo = 1 }", "unknown field 'typo'"),
+        # found by bench/rules_differential.py: serde-strict shapes jit refuses to load
+        ("label-uniqueness = { namespace = 'satisfies' }", "missing field 'scope'"),
+        ("label-uniqueness = { namespace = 'req', scope = 'linked' }", 'does not support scope = "linked"'),
+        ("label-uniqueness = { namespace = 'req', scope = 'global' }", "'scope' must be \"all\""),
+        ("type-hierarchy = { kind = 'flat' }", "must be 'orphan-leaf' or 'strategic-consistency'"),
+        ("require-label = { min = 1 }", "missing field 'label'"),
+        ("require-label = { label = 'x:*', min = -1 }", "'min' must be a whole number"),
+        ("require-section = { title = 'Risks' }", "unknown field 'title'"),
+        ("require-doc-type = { }", "missing field 'doc-type'"),
+        ("label-value-pattern = { namespace = 'x' }", "missing field 'regex'"),
+        ("criteria-label-match = { namespace = '' }", "'namespace' must be a non-empty string"),
+        ("label-coverage = { child-state = 'finished' }", "'finished'"),
     ],
 )
 def test_assertions_jit_refuses_to_load_name_the_rule(assertion: str, message: str) -> None:
     with pytest.raises(RulesError, match="rule 'r'") as caught:
         parse_rules(f"[[rules]]\nname = 'r'\nassert = {{ {assertion} }}\n", "rules.toml")
     assert message in str(caught.value)
+
+
+def test_an_enforced_checker_command_is_refused_at_load_as_jit_does() -> None:
+    text = "[[rules]]\nname = 'r'\nenforce = true\nassert = { checker-command = { command = 'true' } }\n"
+    with pytest.raises(RulesError, match="rule 'r': checker-command rules cannot block writes"):
+        parse_rules(text, "rules.toml")
+    assert parse_rules(text.replace("true\nassert", "false\nassert"), "rules.toml")[0].kind == "checker-command"
 
 
 SHAPE = """

@@ -91,6 +91,8 @@ def parse_rules(text: str, where: str, item_kinds: Mapping[str, Any] | None = No
             raise RulesError(f"{label}: 'when.{wrong[1:]}")
         if (refused := _refused_at_load(str(kind), config)) is not None:
             raise RulesError(f"{label}: {refused}")
+        if kind == "checker-command" and enforce:
+            raise RulesError(f"{label}: checker-command rules cannot block writes; remove enforce")
         if kind == "label-coverage" and isinstance(config, dict):
             config = _expand_kind(config, item_kinds or {}, label)
         rules.append(Rule(name, str(kind), config, severity, enforce, when))
@@ -189,6 +191,12 @@ def _expand_kind(config: dict[str, Any], item_kinds: Mapping[str, Any], label: s
 
 def _refused_at_load(kind: str, config: Any) -> str | None:
     """What jit's loader refuses in an assertion it checks at load (crates/jit/src/validation/rules.rs)."""
+    if kind in _STRICT:
+        return _strict_shape(kind, config)
+    if kind == "label-coverage" and isinstance(config, dict):
+        state = config.get("child-state")
+        if isinstance(state, str) and state not in graph_rules.STATES:
+            return f"label-coverage 'child-state' must be one of {', '.join(graph_rules.STATES)}, found '{state}'"
     keys = _LOAD_KEYS.get(kind)
     if keys is None:
         return None
@@ -215,6 +223,8 @@ def _refused_at_load(kind: str, config: Any) -> str | None:
         return "criteria-to-check requires at least one of 'gate-prefix' or 'check-namespace'"
     if kind == "criteria-label-match" and "namespace" not in config:
         return "criteria-label-match: missing field 'namespace'"
+    if kind == "criteria-label-match" and config["namespace"] == "":
+        return "criteria-label-match 'namespace' must be a non-empty string"
     if any(not isinstance(v, str) for v in config.values()):
         return f"{kind}: every field must be a string"
     try:
@@ -230,3 +240,39 @@ _LOAD_KEYS = {
     "criteria-to-check": _CRITERIA_KEYS | {"gate-prefix", "check-namespace"},
     "criteria-label-match": _CRITERIA_KEYS | {"namespace"},
 }
+
+# jit's serde-strict assertion payloads (deny_unknown_fields): required string fields, optional
+# whole-number ones, the aliases serde accepts; then the values jit's lowering refuses.
+_STRICT: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]] = {
+    "label-uniqueness": (("namespace", "scope"), (), {}),
+    "type-hierarchy": (("kind",), (), {}),
+    "require-label": (("label",), ("min", "max"), {}),
+    "require-section": (("heading",), (), {}),
+    "require-doc-type": (("doc-type",), (), {"doc_type": "doc-type"}),
+    "label-value-pattern": (("namespace", "regex"), (), {}),
+}
+
+
+def _strict_shape(kind: str, config: Any) -> str | None:
+    """What jit's loader refuses in a serde-strict payload (crates/jit/src/validation/rules.rs)."""
+    required, counts, aliases = _STRICT[kind]
+    if not isinstance(config, dict):
+        return f"{kind} must be a table"
+    fields: dict[str, Any] = {aliases.get(str(key), str(key)): value for key, value in config.items()}
+    if stray := sorted(set(fields) - set(required) - set(counts)):
+        return f"{kind}: unknown field '{stray[0]}'"
+    if missing := [key for key in required if key not in fields]:
+        return f"{kind}: missing field '{missing[0]}'"
+    if wrong := [key for key in required if not isinstance(fields[key], str)]:
+        return f"{kind}: '{wrong[0]}' must be a string"
+    for key in counts:
+        value = fields.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32):
+            return f"{kind}: '{key}' must be a whole number"
+    if kind == "label-uniqueness" and fields["scope"] != "all":
+        if fields["scope"] == "linked":
+            return 'label-uniqueness does not support scope = "linked"; uniqueness is repo-wide — use scope = "all"'
+        return f'label-uniqueness \'scope\' must be "all", found "{fields["scope"]}"'
+    if kind == "type-hierarchy" and fields["kind"] not in ("orphan-leaf", "strategic-consistency"):
+        return f"type-hierarchy 'kind' must be 'orphan-leaf' or 'strategic-consistency', found '{fields['kind']}'"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
@@ -251,6 +252,27 @@ def blocked(raw: Raw, target: str, found: list[tuple[str | None, str]], now: str
         events.append(_state_change(new, State.GATED, now))
     new["updated_at"] = now
     return new, events, Outcome.GATED
+
+
+def refused(raw: Raw, target: str, found: Sequence[tuple[str | None, str]], now: str) -> list[Event]:
+    """jit's `transition_blocked` events for a transition its rules refuse, one per finding of a
+    named rule (none for a rules file jit cannot load); a promotion jit refuses logs just these."""
+    return [make_event("transition_blocked", raw["id"], now, target=target, rule=name) for name, _ in found if name]
+
+
+def parked_by_rules(
+    raw: Raw, refusals: Sequence[tuple[str, Sequence[tuple[str | None, str]]]], now: str
+) -> tuple[Raw, list[Event], Outcome]:
+    """jit's rules refuse the `gated` a settle would end in (after a refused `done`, too): a
+    `transition_blocked` event per rule and target, and the issue parked, the rules named — where
+    jit keeps it `in_progress`, which no finished run can hold (docs/jit-format.md#refused-gated)."""
+    events = [make_event("transition_blocked", raw["id"], now, target=target, rule=name)
+              for target, found in refusals for name, _ in found if name]  # fmt: skip
+    reason = "; ".join(
+        f"rule '{name}' blocks {target}: {text}" if name else text for target, found in refusals for name, text in found
+    )
+    new, released, outcome = _back(raw, reason, CTX_ATTEMPTS, 0, now)
+    return new, events + released, outcome
 
 
 def liveness(raw: Raw) -> tuple[str | None, str | None]:

@@ -61,7 +61,7 @@ class StoreRules:
         if isinstance(loaded, str):
             return [(None, loaded)]
         assert self._loaded is not None
-        written = rules.written_for(self._loaded[2], raw, target) if target == State.DONE else []
+        written = rules.written_for(self._loaded[2], raw, target) if target in (State.DONE, State.GATED) else []
         if written or not loaded:  # jit validates the write before the transition: no graph check, no event
             return [*written]
         every = issues or self._issues

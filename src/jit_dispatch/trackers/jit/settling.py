@@ -10,7 +10,7 @@ from typing import Any
 
 from jit_dispatch.domain import gates as gate_rules
 from jit_dispatch.domain import transitions
-from jit_dispatch.domain.issue import CTX_LAST_REASON, Issue, issue_from_raw
+from jit_dispatch.domain.issue import CTX_DELIVERED_AT, CTX_LAST_REASON, Issue, issue_from_raw
 from jit_dispatch.domain.selection import Filters, blocking_dependencies, dispatch_reason, matches_filters
 from jit_dispatch.domain.values import RESOLVED_STATES, Outcome, State
 from jit_dispatch.errors import TrackerError
@@ -62,9 +62,15 @@ class SettlingStore(StoreFiles):
         return issue_from_raw(raw)
 
     def complete(
-        self, issue_id: str, assignee: str, *, gate_runs: Sequence[GateRecord] = (), now: str | None = None
+        self,
+        issue_id: str,
+        assignee: str,
+        *,
+        gate_runs: Sequence[GateRecord] = (),
+        now: str | None = None,
+        given_up: bool = False,
     ) -> Settlement:
-        settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete)
+        settled = self._settle(issue_id, assignee, gate_runs, now, transitions.complete, given_up=given_up)
         if isinstance(settled, Settlement):
             return settled
         current, _, outcome, by_agent, note = settled
@@ -125,6 +131,10 @@ class SettlingStore(StoreFiles):
                     continue
                 if blocking_dependencies(fresh, self._dependency_states(fresh)):
                     continue
+                if self.rules.enforced() and (found := self.rules.blockers(fresh.raw, State.READY)):
+                    now = transitions.format_timestamp()  # it stays backlog, as in jit
+                    self._append_events(transitions.refused(fresh.raw, State.READY, found, now))
+                    continue
                 raw, events = transitions.promote(fresh.raw, transitions.format_timestamp())
                 self._write_issue(raw)
             self._log_or_undo(fresh.raw, raw, events)
@@ -141,11 +151,12 @@ class SettlingStore(StoreFiles):
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
         count_attempt: bool = True,
+        given_up: bool = False,
     ) -> Settlement:
         def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
             return transitions.release(judged, reason, max_attempts, at, count_attempt=count_attempt)
 
-        settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen)
+        settled = self._settle(issue_id, assignee, gate_runs, now, change, seen=seen, given_up=given_up)
         if isinstance(settled, Settlement):
             return settled
         _, raw, outcome, by_agent, note = settled
@@ -170,13 +181,15 @@ class SettlingStore(StoreFiles):
         change: Callable[[dict[str, Any], str], tuple[dict[str, Any], list[dict[str, Any]], Outcome]],
         *,
         seen: Liveness | None = None,
+        given_up: bool = False,
     ) -> tuple[Issue, dict[str, Any], Outcome, bool, str | None] | Settlement:
         """Our claim settled under jit's locks: the gate runs recorded, `change` saved, its events logged.
 
         Returns the issue as it was, as it is now, the outcome, whether the command settled it
         itself with jit (docs/jit-format.md#agents-that-settle) and why a `done` became `gated`
         (docs/jit-format.md#graph-rules); or a `lost` Settlement when the claim is no longer ours,
-        or (with `seen`, the reaper) it showed a sign of life meanwhile.
+        or (with `seen`, the reaper) it showed a sign of life meanwhile. `given_up`: the agent gave
+        its lease back where this store cannot see it (remote mode: the runner clone's log).
         """
         run = None if seen is not None else self._runs.get(issue_id)  # the reaper judges others' claims
         leases = self.leases()
@@ -184,7 +197,9 @@ class SettlingStore(StoreFiles):
             current = self.read_issue(issue_id, strict=True)
             holder = leases.holder(issue_id) if leases is not None else None
             mine = holder is not None and holder.agent == assignee
-            given_up = holder is None and seen is None and leases is not None and leases.given_up(issue_id, assignee)
+            given_up = given_up or (
+                holder is None and seen is None and leases is not None and leases.given_up(issue_id, assignee)
+            )
             by_agent = None
             if current is not None and seen is None:
                 if not transitions.still_ours(current.raw, assignee, run):
@@ -232,9 +247,15 @@ class SettlingStore(StoreFiles):
             raw, events, outcome = change(judged, now)
         else:
             raw, events, outcome = transitions.after_agent(judged, by_agent, "released by the agent", now)
-        note = None
+        note, refused = None, []
         if outcome == Outcome.DONE and judged["state"] != State.DONE and (found := self.rules.blockers(judged, "done")):
             raw, events, outcome = transitions.blocked(judged, "done", found, now)  # jit refuses: gated
+            note, refused = raw["context"][CTX_LAST_REASON], [("done", found)]
+        ours = by_agent is None and raw["state"] == State.GATED != judged["state"]  # not the agent's jit call
+        if ours and (found := self.rules.blockers(judged, State.GATED)):  # refused too: parked (#refused-gated)
+            kept = {k: v for k, v in raw["context"].items() if k != CTX_DELIVERED_AT}  # a delivery's branch stays
+            base = {**raw, "state": judged["state"], "context": kept}
+            raw, events, outcome = transitions.parked_by_rules(base, [*refused, (State.GATED, found)], now)
             note = raw["context"][CTX_LAST_REASON]
         if raw != before:
             self._write_issue(raw)

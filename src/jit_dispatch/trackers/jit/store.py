@@ -47,12 +47,15 @@ class JitStore(SettlingStore, TrackerDefaults):
         *,
         gate_runs: Sequence[GateRecord] = (),
         now: str | None = None,
+        given_up: bool = False,
     ) -> Settlement:
         def change(judged: dict[str, Any], at: str) -> tuple[dict[str, Any], list[dict[str, Any]], Outcome]:
             return transitions.hold(judged, delivery_context(delivery), at)
 
-        settled = self._settle(issue_id, assignee, gate_runs, now, change)
-        return settled if isinstance(settled, Settlement) else Settlement(settled[2], settled[0].failed_attempts)
+        settled = self._settle(issue_id, assignee, gate_runs, now, change, given_up=given_up)
+        if isinstance(settled, Settlement):
+            return settled
+        return Settlement(settled[2], settled[0].failed_attempts, reason=settled[4])
 
     def awaiting_merge(self) -> list[tuple[str, Delivery]]:
         """The `gated` issues of the last snapshot (one is taken if there was none) that wait for a

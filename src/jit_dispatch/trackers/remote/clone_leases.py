@@ -7,8 +7,10 @@ the agent's own `jit` calls in that clone under `enforce_leases = "strict"` (doc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from jit_dispatch.domain.values import State
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.jit.leases import Leases, find_paths, lease_ttl
 from jit_dispatch.trackers.jit.locks import lock_timeout_from_env
@@ -51,3 +53,22 @@ class CloneLeases:
         except TrackerError as exc:
             return f"this clone's jit lease of {issue_id[:8]} was left to lapse: {exc}"
         return None
+
+    def given_up(self, issue_id: str, agent: str, written: bytes | None) -> bool:
+        """The agent gave the issue back with jit in this clone, as local mode recognises it
+        (docs/jit-format.md#agents-that-settle): its own `jit claim release` in the clone's claims
+        log, or its copy of the issue (`written`, as the command left it) moved back to
+        `ready`/`backlog` while the clone's lease is still its own."""
+        if self.leases is None:
+            return False
+        try:
+            if self.leases.given_up(issue_id, agent):
+                return True
+            holder = self.leases.holder(issue_id)
+        except TrackerError:
+            return False
+        try:
+            state = json.loads(written).get("state") if written else None
+        except (ValueError, AttributeError):  # not JSON, or not an object: not a release
+            return False
+        return holder is not None and holder.agent == agent and state in (State.READY, State.BACKLOG)

@@ -480,6 +480,13 @@ class RemoteJitTracker(TrackerDefaults):
         writes = carried.tree_files(copy.writes) if copy is not None else {}
         if writes:
             fields["carries"] = True
+        written = copy.writes.get(f"issues/{issue_id}.json", (None, None))[1] if copy is not None else None
+        if (
+            fields.get("seen") is None
+            and issue_id in self._own
+            and self.clone_leases.given_up(issue_id, agent, written)
+        ):
+            fields["given_up"] = True  # the agent's own release, as local mode reads it
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
