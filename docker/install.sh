@@ -6,12 +6,13 @@
 # jit-dispatch from the one wheel in WHEEL_DIR (built in the same workflow), nothing else.
 set -eu
 prefix=$1 wheels=$2 lock=$3
-python3 -m venv "$prefix"
-"$prefix/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --require-hashes --no-deps -r "$lock"
+# The wheel is looked for first: a wrong dist/ fails at once, before a venv is built for nothing.
 set -- "$wheels"/jit_dispatch-*.whl
 if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then
   echo "install.sh: expected one jit_dispatch wheel in $wheels, found: $*" >&2
   exit 1
 fi
+python3 -m venv "$prefix"
+"$prefix/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --require-hashes --no-deps -r "$lock"
 "$prefix/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps "$1"
 "$prefix/bin/jit-dispatch" --version

@@ -160,6 +160,53 @@ def test_the_command_runs_without_the_persisted_credential_and_it_is_put_back(
     assert not list(tmp_path.glob("jit-dispatch-git-credentials-*"))
 
 
+def with_helpers(work: Path, tmp_path: Path) -> Path:
+    """Credential helpers in the workspace's config, as `gh auth setup-git` or a workflow's `git config`
+    leave them (a reset, then `store` with a stored token), and checkout's `core.sshCommand`."""
+    store = tmp_path / "git-credentials"
+    store.write_text(f"https://x-access-token:{TOKEN}@github.com\n")
+    git(work, "config", "--local", "--add", "credential.helper", "")
+    git(work, "config", "--local", "--add", "credential.helper", f"store --file={store}")
+    git(work, "config", "--local", "credential.https://github.com.username", "x-access-token")
+    git(work, "config", "--local", "core.sshCommand", 'ssh -i "$RUNNER_TEMP/key"')
+    git(work, "config", "--local", "user.name", "agent")
+    return work
+
+
+# What git itself would hand the command: the helper's credential, and every credential entry.
+ASK_GIT = (
+    "printf 'protocol=https\\nhost=github.com\\n\\n' | GIT_TERMINAL_PROMPT=0 git credential fill 2>/dev/null; "
+    "git config --local --get-regexp '^(credential|core[.]sshcommand|http[.].*[.]extraheader)'; true"
+)
+
+
+def config_of(work: Path) -> tuple[list[str], list[str]]:
+    """The workspace's config entries (in any order) and the helpers in theirs (an empty one resets)."""
+    helpers = subprocess.run(["git", "config", "--local", "--get-all", "credential.helper"], cwd=work,
+                             capture_output=True, text=True).stdout.split("\n")  # fmt: skip
+    return sorted(git(work, "config", "--local", "--list").splitlines()), helpers
+
+
+def test_credential_helpers_and_the_ssh_command_are_out_of_the_commands_reach_too(
+    fake: FakeGitHub,
+    actions_env: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    work = with_helpers(checkout_workspace(tmp_path / "work"), tmp_path)
+    before = config_of(work)
+    fake.add_issue(1)
+    fake.add_issue(2)
+    seen = tmp_path / "seen"
+    args = ("once", "--tracker", "github", "--agent", "ci", "--workdir", str(work), "--issue")
+    assert run_main(*args, "#1", "--command", f"({ASK_GIT}) > {seen}") == 0
+    assert TOKEN not in seen.read_text() and ".helper" not in seen.read_text(), seen.read_text()
+    assert "sshcommand" not in seen.read_text() and "extraheader" not in seen.read_text()
+    assert config_of(work) == before  # all back, the helpers in their order
+    assert run_main(*args, "#2", "--pass-git-credentials", "--command", f"({ASK_GIT}) > {seen}") == 0
+    shown = seen.read_text()
+    assert f"password={TOKEN}" in shown and "credential.helper store" in shown and "core.sshcommand" in shown
+
+
 def test_pass_git_credentials_keeps_todays_behaviour(
     fake: FakeGitHub,
     actions_env: dict[str, Path],
@@ -193,8 +240,9 @@ def test_jit_tracker_summary_and_json_never_show_the_workspace_credential(tmp_pa
 
 
 def test_a_killed_run_leaves_the_credential_for_the_next_run_to_put_back(tmp_path: Path) -> None:
-    work = jit_workspace(tmp_path)
-    before = git(work, "config", "--local", "--list")
+    """SIGKILL of the dispatcher mid-command: the stash outlives it; the next run puts every entry back."""
+    work = with_helpers(jit_workspace(tmp_path), tmp_path)
+    before = config_of(work)
     env = clean_env(TMPDIR=str(tmp_path))
     started = tmp_path / "started"
     proc = subprocess.Popen(
@@ -208,7 +256,8 @@ def test_a_killed_run_leaves_the_credential_for_the_next_run_to_put_back(tmp_pat
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert started.exists()
-        assert "extraheader" not in git(work, "config", "--local", "--list")  # moved out for the command
+        during = git(work, "config", "--local", "--list")
+        assert "extraheader" not in during and "credential.helper" not in during and "sshcommand" not in during
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the dispatcher and its command: no cleanup runs
         proc.wait()
@@ -216,5 +265,25 @@ def test_a_killed_run_leaves_the_credential_for_the_next_run_to_put_back(tmp_pat
     ran = run_cli("ready", cwd=work, env=env)
     assert ran.returncode == 0, ran.stderr
     assert "restored the workspace's git credentials" in ran.stderr
-    assert git(work, "config", "--local", "--list") == before
+    assert config_of(work) == before
     assert not list(tmp_path.glob("jit-dispatch-git-credentials-*"))
+
+
+def test_the_pools_per_issue_logs_never_show_a_token(tmp_path: Path) -> None:
+    """The pool writes each command's output to a log file of its own: every form is cut there too,
+    also when a form is split across the chunks the command writes (`sleep` between halves)."""
+    work = jit_workspace(tmp_path)
+    basic = 'printf "x-access-token:%s" "$T" | base64 -w0'
+    halves = 'printf %s "$T" | cut -c1-12 | tr -d "\\n"; sleep 0.3; printf %s "$T" | cut -c13-; '
+    command = f'echo "$T"; echo "AUTHORIZATION: basic $({basic})"; {halves}{LEAKY}'
+    config = tmp_path / "dispatch.toml"
+    config.write_text(f"[[agents]]\nid = \"solo\"\nmax_concurrent = 2\ncommand = '''{command}'''\n")
+    logs = tmp_path / "logs"
+    env = clean_env(GITHUB_TOKEN=TOKEN, T=TOKEN)
+    args = ("start", "--once", "--config", str(config), "--jit-dir", str(work / ".jit"), "--log-dir", str(logs))
+    ran = run_cli(*args, cwd=work, env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    files = sorted(logs.iterdir())
+    assert len(files) == 2 and all("***" in f.read_text() for f in files)  # printed, and cut out
+    for text in (*(f.read_text() for f in files), ran.stdout, ran.stderr):
+        assert leaks(text) == [], text

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_github_processes import finish, once, overlaps, runs, start
+from test_github_processes import HOLD, finish, once, overlaps, runs, start
 
 from github_fake import BOT, REPO, FakeGitHub
 from github_server import FakeServer
@@ -67,26 +67,20 @@ def test_a_runner_whose_beats_hang_stops_its_command_before_anyone_else_runs_the
     server: FakeServer, tmp_path: Path
 ) -> None:
     """The finding: with --heartbeat 20s the reaper released at 62.5 s and another runner ran the issue
-    from 63.8 s while the first command ran until 72.4 s. Every beat of runner 0 hangs; a reaper and a
-    second runner loop meanwhile; no two commands of the issue may overlap."""
+    from 63.8 s while the first command ran until 72.4 s. Once runner 0's command runs, every beat it
+    sends hangs; a reaper and a second runner loop meanwhile; no two commands of the issue may overlap
+    (each holds the issue's flock for as long as any of its processes lives: `HOLD`)."""
     fake = server.fake
     fake.add_issue(1)
     hung_token = "ghs_runner00_0123456789abcdef"
-
-    def hang_its_beats() -> None:  # from its lock on, every commit it makes hangs 8 s (its settle's lands late)
-        for _ in range(50):
-            fake.stall("POST", r"/repos/octo-org/widgets/git/commits", 8.0, token=hung_token)
-
-    fake.before("POST", r"/repos/octo-org/widgets/git/refs", hang_its_beats)
-    long = 'd="$RUNS/running-$JIT_ISSUE_SHORT_ID"; mkdir "$d" 2>/dev/null || echo x >> "$RUNS/overlaps"; '
-    long += (
-        'trap \'rmdir "$d"; exit 143\' TERM; echo "$JIT_ISSUE_SHORT_ID 1" >> "$RUNS/runs"; sleep 30 & wait; rmdir "$d"'
-    )
+    long = HOLD + 'echo "$JIT_ISSUE_SHORT_ID 1" >> "$RUNS/runs"; exec sleep 30'
     first = start(server, tmp_path, 0, "once", "--agent", "r0", "--heartbeat", "2s", "--command", long)
     deadline = time.monotonic() + 120
     while not runs(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert runs(tmp_path) == ["#1 1"]
+    for _ in range(50):  # from its command's start on (not its lock's: a loaded machine starts it late)
+        fake.stall("POST", r"/repos/octo-org/widgets/git/commits", 8.0, token=hung_token)
     others = 0
     while len(runs(tmp_path)) < 2 and time.monotonic() < deadline:  # reap it, then run it elsewhere
         code, out, err = finish(start(server, tmp_path, 1, "reap", "--older-than", "1s"), timeout=60)
@@ -94,5 +88,27 @@ def test_a_runner_whose_beats_hang_stops_its_command_before_anyone_else_runs_the
         finish(once(server, tmp_path, 2 + others, "--heartbeat", "2s"), timeout=60)
         others += 1
     code, out, err = finish(first, timeout=90)
-    assert "exit code 143" in out, out + err  # stopped by its fence, not after its 30 s (then released or lost)
+    assert "exit code 143" in out and "could not be renewed" in out, out + err  # its fence, not its 30 s
     assert len(runs(tmp_path)) == 2 and overlaps(tmp_path) == []  # run again elsewhere, never at once
+
+
+def test_a_hung_claim_comment_edit_never_stops_a_runner_whose_lock_moves(server: FakeServer) -> None:
+    """The claim comment's `beat` is for people; the lock's move is the sign of life. An edit that
+    hangs held the beat's confirmation until the fence fell: the command was stopped, its lock alive."""
+    from jit_dispatch.engine.heartbeat import Heartbeat
+    from jit_dispatch.process.child import CancelToken
+
+    server.fake.add_issue(1)
+    t = tracker(server, "runner", heartbeat=4.0)  # long enough that beats try the edit (EDIT_MARGIN)
+    assert t.claim("#1", "agent:a", "r", Filters()) is not None
+    for _ in range(40):  # every edit of the claim comment hangs, retries included
+        server.fake.stall("PATCH", r"/repos/octo-org/widgets/issues/comments/\d+", HUNG)
+    timing = t.claim_timing("#1")
+    assert timing is not None
+    moves = server.fake.count("PATCH", r"/repos/octo-org/widgets/git/refs/jit-dispatch/claims/gh-1")
+    with Heartbeat(t, "#1", "agent:a", 4.0, CancelToken(), origin=timing.sent, took=timing.took) as beat:
+        time.sleep(10.0)  # two beats
+    assert beat.lost is None, beat.lost
+    assert any(m == "PATCH" and "/issues/comments/" in path for m, path, _ in server.arrived)  # edits were tried
+    assert server.fake.count("PATCH", r"/repos/octo-org/widgets/git/refs/jit-dispatch/claims/gh-1") - moves >= 2
+    t.close()

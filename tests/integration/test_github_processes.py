@@ -23,11 +23,11 @@ from helpers import clean_env
 from jit_dispatch.trackers.github import rules
 from jit_dispatch.trackers.github.records import parse_record
 
-# Each run: take a per-issue directory (an overlap fails to), note the run, hold it a moment.
-COMMAND = (
-    'd="$RUNS/running-$JIT_ISSUE_SHORT_ID"; mkdir "$d" 2>/dev/null || echo "$JIT_ISSUE_SHORT_ID" >> "$RUNS/overlaps"; '
-    'echo "$JIT_ISSUE_SHORT_ID $JIT_DISPATCH_ATTEMPT" >> "$RUNS/runs"; sleep 0.4; rmdir "$d" 2>/dev/null; true'
-)
+# Each run holds a per-issue flock for as long as any of its processes lives (the kernel drops it with
+# the last one, however they die: a directory the command removes itself stays behind when the command is
+# killed first, a false overlap on a loaded machine). Taking it fails while another run of the issue lives.
+HOLD = 'exec 9>>"$RUNS/live-$JIT_ISSUE_SHORT_ID"; flock -n 9 || echo "$JIT_ISSUE_SHORT_ID" >> "$RUNS/overlaps"; '
+COMMAND = HOLD + 'echo "$JIT_ISSUE_SHORT_ID $JIT_DISPATCH_ATTEMPT" >> "$RUNS/runs"; sleep 0.4'
 ME = frozenset({BOT["login"]})
 
 
@@ -40,14 +40,15 @@ def server() -> Iterator[FakeServer]:
 
 def runner_env(server: FakeServer, runs: Path, token: str, **extra: str) -> dict[str, str]:
     server.fake.actors[token] = BOT
-    return clean_env(
-        GITHUB_TOKEN=token,
-        GITHUB_REPOSITORY=REPO,
-        JIT_DISPATCH_GITHUB_API_URL=server.url,
-        JIT_DISPATCH_TRACKER="github",
-        RUNS=str(runs),
-        **extra,
-    )
+    settings = {
+        "GITHUB_TOKEN": token,
+        "GITHUB_REPOSITORY": REPO,
+        "JIT_DISPATCH_GITHUB_API_URL": server.url,
+        "JIT_DISPATCH_TRACKER": "github",
+        "RUNS": str(runs),
+        "JIT_DISPATCH_RUN_DIR": str(runs / "run-locks"),  # not the machine's: other tests run an issue #1 too
+    }
+    return clean_env(**{**settings, **extra})
 
 
 def start(
@@ -102,13 +103,24 @@ def test_lagging_lists_with_ten_runners_no_overlap_no_rerun(server: FakeServer, 
 def test_the_fake_bites_lagging_lists_break_the_comment_protocol(server: FakeServer, tmp_path: Path) -> None:
     """The same lag with `--github-lock comments`: every runner sees only its own claim and wins.
 
-    (Label requests stall, so runners starting a little apart all find the issue unclaimed.)"""
+    Label requests are held until every runner has sent one (runners a machine's load starts seconds
+    apart all find the issue unclaimed), and each command waits for a second run, up to 20 s, before its
+    runner closes the issue: a protocol that admits one runner still fails the test, only later."""
     fake = server.fake
     fake.lag = 10.0
     fake.add_issue(1)
-    fake.stall("POST", rf"/repos/{REPO}/issues/1/labels", 8.0)
+    fake.stall("POST", rf"/repos/{REPO}/issues/1/labels", 240.0)
     fake.faults[-1].times = 8
-    procs = [once(server, tmp_path, n, "--github-lock", "comments") for n in range(8)]
+    wait = (
+        COMMAND + '; n=0; while [ "$(wc -l < "$RUNS/runs")" -lt 2 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done'
+    )
+    procs = [once(server, tmp_path, n, "--github-lock", "comments", "--command", wait) for n in range(8)]
+    deadline = time.monotonic() + 90
+    while sum(1 for a in server.arrived if a[:2] == ("POST", f"/repos/{REPO}/issues/1/labels")) < 8:
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            break  # a runner that found nothing to claim: the rest go on as they are
+        time.sleep(0.05)
+    server.unstall.set()
     for proc in procs:
         finish(proc)
     assert len(runs(tmp_path)) > 1  # run more than once: why refs are the default
@@ -221,13 +233,16 @@ def test_without_contents_write_once_fails_first_in_one_line(server: FakeServer,
 
 def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServer, tmp_path: Path) -> None:
     """Clock-free: dead only after the reaper watched the lock unchanged for two announced heartbeats;
-    a reaper whose wall clock is a day ahead (so every claim looks a day old) still spares the live one."""
+    a reaper on another machine whose wall clock is a day ahead still spares the live one (whose last
+    beat is seconds old by GitHub's clock, past --older-than 1s: the reaper watches it too)."""
     fake = server.fake
     fake.add_issue(1, "dies")
     fake.add_issue(2, "lives")
     hang = 'echo $$ > "$RUNS/dead.pid"; exec sleep 60'
-    dead = once(server, tmp_path, 0, "--heartbeat", "1s", "--issue", "1", "--command", hang)
-    live = once(server, tmp_path, 1, "--heartbeat", "1s", "--issue", "2", "--command", "sleep 6")
+    dead = once(server, tmp_path, 0, "--heartbeat", "2s", "--issue", "1", "--command", hang)
+    reaped = tmp_path / "reaped"  # the live command runs until the reaper is done (at most 60 s)
+    wait = f'n=0; while [ ! -e "{reaped}" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done'
+    live = once(server, tmp_path, 1, "--heartbeat", "10s", "--issue", "2", "--command", wait)
     deadline = time.monotonic() + 60
     while len(fake.refs) < 2 or not (tmp_path / "dead.pid").exists() or not fake.comments[2]:
         assert time.monotonic() < deadline
@@ -235,16 +250,33 @@ def test_the_reaper_releases_a_dead_lock_and_spares_a_live_one(server: FakeServe
     dead.send_signal(signal.SIGKILL)  # the dispatcher dies; its command lives on, unwatched
     dead.wait()
     os.kill(int((tmp_path / "dead.pid").read_text()), signal.SIGKILL)
-    time.sleep(1.5)  # its last beat now looks older than --older-than 1s (ages are GitHub's clock on both sides)
+    time.sleep(2.0)  # its last beat is now over 1s old by GitHub's clock (whole seconds: `Date`, commit dates)
     started = time.monotonic()
     ahead = ("faketime", "-m", "-f", "+1d") if shutil.which("faketime") else ()  # the reaper's clock a day ahead
-    code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1h" if ahead else "1s", clock=ahead))
+    elsewhere = {"JIT_DISPATCH_RUN_DIR": str(tmp_path / "another-machine")}  # it cannot see the live command
+    try:
+        code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1s", clock=ahead, **elsewhere))
+    finally:
+        reaped.touch()
     assert code == 0, err
-    assert time.monotonic() - started >= 2.0, out + err  # it watched for two heartbeat intervals
-    assert "#1  released" in out and "#2" not in out.replace("#2  skipped", "")
+    assert time.monotonic() - started >= 4.0, out + err  # it watched for two heartbeat intervals
+    assert "#1  released" in out and "#2  skipped (alive" in out and "#2  released" not in out, out + err
     assert fake.labels(1) == ["dispatch"] and "refs/jit-dispatch/claims/gh-1" not in fake.refs
     code, _, err = finish(live)
     assert code == 0 and fake.issues[2]["state"] == "closed", err
+
+
+def kill_while_claiming(server: FakeServer, tmp_path: Path, step: str) -> None:
+    """Runner 0 SIGKILLed while its `step` request (labels, comments) of issue #1 hangs: its lock stays."""
+    server.fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 600.0)  # lands never (503 at the end)
+    proc = once(server, tmp_path, 0, "--heartbeat", "1s")
+    deadline = time.monotonic() + 60
+    while ("POST", f"/repos/{REPO}/issues/1/{step}", "ghs_runner00_0123456789abcdef") not in server.arrived:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    server.fake.faults.clear()
 
 
 @pytest.mark.parametrize("step", ["labels", "comments"], ids=["killed-before-labelling", "killed-before-commenting"])
@@ -253,20 +285,31 @@ def test_a_runner_killed_while_claiming_leaves_a_lock_only_reap_frees(
 ) -> None:
     fake = server.fake
     fake.add_issue(1)
-    fake.stall("POST", rf"/repos/{REPO}/issues/1/{step}", 600.0)  # lands never (503 at the end)
-    proc = once(server, tmp_path, 0, "--heartbeat", "1s")
-    deadline = time.monotonic() + 60
-    while ("POST", f"/repos/{REPO}/issues/1/{step}", "ghs_runner00_0123456789abcdef") not in server.arrived:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    fake.faults.clear()
+    kill_while_claiming(server, tmp_path, step)
     code, out, err = finish(once(server, tmp_path, 1))
     assert code == 0 and "idle" in out and runs(tmp_path) == [], out + err  # the lock keeps it
+    time.sleep(2.0)  # the lock is now over 1s old by GitHub's clock (whole seconds: `Date`, commit dates)
     code, out, err = finish(start(server, tmp_path, 2, "reap", "--older-than", "1s"))
     assert code == 0 and "#1  released" in out, out + err
     assert fake.refs == {} and fake.labels(1) == ["dispatch"]
     code, _, err = finish(once(server, tmp_path, 3))
     assert code == 0 and runs(tmp_path) == ["#1 1"], err  # its command never ran: no attempt counted
     assert kinds_of(fake, 1)[-2:] == ["claim", "done"] and "release" not in kinds_of(fake, 1)
+
+
+@pytest.mark.skipif(not shutil.which("faketime"), reason="needs libfaketime's faketime")
+def test_a_reaper_whose_clock_is_a_day_fast_judges_ages_on_githubs_clock(server: FakeServer, tmp_path: Path) -> None:
+    """The finding: a reaper whose clock is a day fast ignored `--older-than 3h` (it compared its clock
+    with GitHub's commit dates). Ages are GitHub's `Date` against GitHub's commit dates; here GitHub's
+    clock is itself an hour behind this machine's (any skew of either side is harmless)."""
+    fake = server.fake
+    fake.clock_offset = -3600.0
+    fake.add_issue(1)
+    kill_while_claiming(server, tmp_path, "labels")  # it dies holding a lock nobody renews
+    ahead = ("faketime", "-m", "-f", "+1d")
+    code, out, err = finish(start(server, tmp_path, 1, "reap", "--older-than", "3h", clock=ahead))
+    assert code == 0 and "0 stale claim(s) reaped" in out, out + err  # seconds old, not a day
+    assert "refs/jit-dispatch/claims/gh-1" in fake.refs
+    time.sleep(2.0)  # now it is older than 1s on GitHub's clock
+    code, out, err = finish(start(server, tmp_path, 1, "reap", "--older-than", "1s", clock=ahead))
+    assert code == 0 and "#1  released" in out, out + err

@@ -270,3 +270,29 @@ def test_a_lock_creation_lost_behind_an_error_to_another_runner_is_not_taken_for
     fake.fail("POST", rf"/repos/{REPO}/git/refs", 502, "Bad Gateway")
     assert tracker().claim("#1", "agent:a", "r", Filters()) is None
     assert record(fake).agent == "agent:b" and kinds(fake) == ["claim"]
+
+
+def test_a_reaper_reads_each_list_once_unless_its_repair_wrote(fake: FakeGitHub) -> None:
+    """List pages cached within a run: the repair's listings of lock refs and claimed issues serve the
+    claims snapshot that follows; after a write of its own (a label it removed) both are read again."""
+    from jit_dispatch.domain.values import State
+
+    refs_list = rf"/repos/{REPO}/git/matching-refs/jit-dispatch/claims/gh-"
+    claimed_list = rf"/repos/{REPO}/issues"  # the label is a query parameter
+    for number in (1, 2):
+        fake.add_issue(number)
+    holder = tracker()
+    assert holder.claim("#1", "agent:a", "r", Filters()) is not None
+    reaper = tracker()
+    before = (fake.count("GET", refs_list), fake.count("GET", claimed_list))
+    assert reaper.repair() == []
+    snapshot = reaper.snapshot(full_states=(State.IN_PROGRESS,))
+    assert [i.id for i in snapshot.issues if i.state == State.IN_PROGRESS] == ["#1"]
+    lists = (fake.count("GET", refs_list) - before[0], fake.count("GET", claimed_list) - before[1])
+    assert lists == (1, 2)  # refs once; issues: the claimed label once, the ready label once
+    fake.issues[2]["labels"].append({"name": rules.CLAIMED_LABEL})  # labelled, no lock, no claim: a leftover
+    before = (fake.count("GET", refs_list), fake.count("GET", claimed_list))
+    assert reaper.repair() == [f"removed {rules.CLAIMED_LABEL} from #2: no lock and no live claim"]
+    reaper.snapshot(full_states=(State.IN_PROGRESS,))
+    lists = (fake.count("GET", refs_list) - before[0], fake.count("GET", claimed_list) - before[1])
+    assert lists == (2, 3) and fake.labels(2) == ["dispatch"]  # it wrote: both read again

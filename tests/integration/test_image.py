@@ -76,3 +76,4 @@ def test_the_install_script_refuses_anything_but_one_wheel(tmp_path: Path) -> No
     run = subprocess.run(["sh", script, str(tmp_path / "p"), str(empty), str(lock)],
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert run.returncode == 1 and "expected one jit_dispatch wheel" in run.stderr, run.stderr
+    assert not (tmp_path / "p").exists(), "refused before building a venv for nothing"

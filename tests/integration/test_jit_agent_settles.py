@@ -79,3 +79,34 @@ def test_an_agents_done_on_a_manual_gate_stays_gated(tmp_path: Path) -> None:
         result
     )  # jit exits 4
     assert read_issue(root, issue_id)["state"] == "gated"
+
+
+@pytest.mark.parametrize(
+    ("jit_call", "state"),
+    [
+        ('$J claim release "$JIT_ISSUE_ID"', "ready"),  # the lease given back; the issue left in_progress
+        ('$J issue update "$JIT_ISSUE_ID" --state ready', "ready"),  # moved back, the assignee kept
+        ('$J issue update "$JIT_ISSUE_ID" --state backlog', "backlog"),
+        # given back, then still busy past a few heartbeats: the agent's, not a lost claim
+        ('$J claim release "$JIT_ISSUE_ID" && sleep 4', "ready"),
+    ],
+)
+def test_an_agent_that_gives_its_issue_back_under_strict_leases_released_it(
+    tmp_path: Path, jit_call: str, state: str
+) -> None:
+    """The agent's own release (docs/jit-format.md#agents-that-settle): released, its attempt counted, never lost."""
+    binary = jit_binary("newest")
+    root, issue_id = _repo_with_gate(tmp_path, binary)
+    result = run_cli(
+        "once", "--agent", "w1", "--json", "--heartbeat", "1", "--command", jit_call, "--jit-dir", str(root),
+        cwd=root.parent, env=clean_env(J=str(binary)),
+    )  # fmt: skip
+    assert (result.returncode, result.json["outcome"]) == (1, "released"), result.json
+    assert result.json["reason"].startswith("released by the agent"), result.json["reason"]
+    issue = read_issue(root, issue_id)
+    assert (issue["state"], issue["assignee"]) == (state, None), issue
+    assert issue["context"]["dispatch.attempts"] == "1"
+    assert issue["context"]["dispatch.last_reason"] == "released by the agent"  # as a settle's release leaves it
+    assert json.loads((root.parent / ".git/jit/claims.index.json").read_text())["leases"] == []
+    validate = jit(binary, root.parent, "validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr

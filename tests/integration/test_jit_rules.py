@@ -102,7 +102,7 @@ def test_a_rule_of_a_kind_nobody_knows_holds_every_issue_with_one_line(tmp_path:
     assert read_issue(root, issue_id)["state"] == "ready"
 
 
-def test_an_enforced_graph_rule_not_evaluated_here_refuses_done_by_name(tmp_path: Path) -> None:
+def test_an_enforced_dependency_shape_rule_refuses_done_by_name(tmp_path: Path) -> None:
     # jit's own example (docs/examples/release-checklist), enforced
     shape = (
         '\n[[rules]]\nname = "release-depends-on-qa-signoff"\nwhen = { state = "done" }\nseverity = "error"\n'

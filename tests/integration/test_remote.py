@@ -492,8 +492,9 @@ def test_a_large_repository_costs_only_its_jit_directory(tmp_path: Path) -> None
     assert scratch and len(scratch) < 20, scratch
     assert len(private) < 30, private  # it reads the checkout's objects; it holds only what it wrote
     parked = f"workspace-{remote.ids[0]}"  # the checkout's own .jit/, moved aside while the command runs
-    for parts in scratch:  # the store's scratch checkout, fast-import's marks, the command's issue file
-        assert parts[0] in ("jit", "marks", parked) or parts == (f"{remote.ids[0]}.json",), parts
+    for parts in scratch:  # the store's scratch checkout, fast-import's marks, the command's issue file,
+        # the clone's jit worktree identity of its lease (docs/remote-mode.md#jit-leases)
+        assert parts[0] in ("jit", "marks", parked, "identity") or parts == (f"{remote.ids[0]}.json",), parts
     assert list(runner_temp.iterdir()) == [], "scratch directories removed"
     for rev in ("main~1", "main"):
         changed = git(remote.bare, "diff", "--name-only", f"{rev}~1", rev).split()

@@ -168,7 +168,8 @@ exit 0
 """,
     )
     runner = remote.clone(tmp_path / "runner")
-    code, result, stderr = finish(start(runner, "w", "sleep 12", "--heartbeat", "3s"))
+    # 7 s: two beats, the first refused for certain and retried (12 s added two beats proving nothing more).
+    code, result, stderr = finish(start(runner, "w", "sleep 7", "--heartbeat", "3s"))
     assert (code, result["outcome"]) == (0, "done"), (result, stderr)
     assert refusals.exists(), "no heartbeat was refused: the retry went untested"
     assert remote.refs() == [], "no jit-dispatch ref left"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from jit_dispatch.domain.selection import Filters, plan
-from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import failures, rules
 
 SETTINGS = rules.GitHubSettings("octo-org/widgets")
 BOT = {"login": "github-actions[bot]", "type": "Bot"}
@@ -239,29 +239,29 @@ NOW = 1_750_000_000.0
 
 
 def test_which_failures_a_write_retries_and_how_long_github_asks_to_wait() -> None:
-    assert rules.retry_wait(None, "", {}, 1, NOW) == 0.5  # no answer at all
-    assert rules.retry_wait(502, "Bad Gateway", {}, 2, NOW) == 1.0
-    assert rules.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1, NOW) == 3.0
+    assert failures.retry_wait(None, "", {}, 1, NOW) == 0.5  # no answer at all
+    assert failures.retry_wait(502, "Bad Gateway", {}, 2, NOW) == 1.0
+    assert failures.retry_wait(403, "secondary rate limit", {"retry-after": "3"}, 1, NOW) == 3.0
     primary = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 1800)}
-    assert rules.retry_wait(403, "API rate limit exceeded", primary, 1, NOW) == 1801.0  # until the reset
-    assert rules.retry_wait(403, "You have exceeded a secondary rate limit", {}, 1, NOW) == 60.0  # at least a minute
-    assert rules.retry_wait(429, "", {}, 1, NOW) == 60.0
-    assert rules.retry_wait(403, "Resource not accessible by integration", {}, 1, NOW) is None
-    assert rules.retry_wait(422, "Validation Failed", {}, 1, NOW) is None
+    assert failures.retry_wait(403, "API rate limit exceeded", primary, 1, NOW) == 1801.0  # until the reset
+    assert failures.retry_wait(403, "You have exceeded a secondary rate limit", {}, 1, NOW) == 60.0  # at least a minute
+    assert failures.retry_wait(429, "", {}, 1, NOW) == 60.0
+    assert failures.retry_wait(403, "Resource not accessible by integration", {}, 1, NOW) is None
+    assert failures.retry_wait(422, "Validation Failed", {}, 1, NOW) is None
 
 
 def test_a_limit_is_told_from_a_missing_permission_by_status_headers_and_message() -> None:
     """GitHub's rules (docs/github-locks.md#rate-limits): primary = x-ratelimit-remaining 0; secondary = a
     message saying so, or retry-after; a 403 with neither is a permission."""
-    assert rules.limit_kind(403, "API rate limit exceeded for installation ID 1.", {"x-ratelimit-remaining": "0"}) == (
-        "primary"
-    )
-    assert rules.limit_kind(403, "", {"x-ratelimit-remaining": "0"}) == "primary"  # no message at all
-    assert rules.limit_kind(403, "You have exceeded a secondary rate limit.", {"x-ratelimit-remaining": "4"}) == (
+    assert failures.limit_kind(
+        403, "API rate limit exceeded for installation ID 1.", {"x-ratelimit-remaining": "0"}
+    ) == ("primary")
+    assert failures.limit_kind(403, "", {"x-ratelimit-remaining": "0"}) == "primary"  # no message at all
+    assert failures.limit_kind(403, "You have exceeded a secondary rate limit.", {"x-ratelimit-remaining": "4"}) == (
         "secondary"
     )
-    assert rules.limit_kind(403, "Resource not accessible by integration", {"x-ratelimit-remaining": "4"}) is None
-    assert rules.limit_kind(404, "rate limit", {}) is None
+    assert failures.limit_kind(403, "Resource not accessible by integration", {"x-ratelimit-remaining": "4"}) is None
+    assert failures.limit_kind(404, "rate limit", {}) is None
 
 
 @pytest.mark.parametrize(
@@ -290,7 +290,7 @@ def test_a_limit_is_told_from_a_missing_permission_by_status_headers_and_message
     ],
 )
 def test_errors_name_the_fix(status: int, message: str, headers: dict[str, str], words: list[str]) -> None:
-    line = rules.explain("claim #1", status, message, headers, "o/r", NOW)
+    line = failures.explain("claim #1", status, message, headers, "o/r", NOW)
     assert line.startswith("claim #1: ") and "\n" not in line
     assert all(word in line for word in words)
 

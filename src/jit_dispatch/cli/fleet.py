@@ -85,7 +85,7 @@ def reap(
         snapshot = tracker.snapshot(full_states=(State.IN_PROGRESS,))
         stale = [
             claim
-            for claim in stale_claims(snapshot.issues, datetime.now(UTC), older_than, agent_pattern)
+            for claim in stale_claims(snapshot.issues, snapshot.now or datetime.now(UTC), older_than, agent_pattern)
             if matches_filters(claim.issue, filters)
         ]
         if stale and not dry_run and (store.sync == "git" or store.tracker == "github"):
@@ -203,13 +203,13 @@ def status(stale_after: float, output_format: str | None, write_summary: bool | 
         location = tracker.location
         # As `reap` judges: a claim silent by its timestamps is stale only if the tracker's own
         # evidence agrees (remote mode and GitHub locks: watched unchanged for two intervals).
-        silent = [c for c in dispatcher_claims(snapshot.issues, datetime.now(UTC)) if c.silent_for > stale_after]
+        now = snapshot.now or datetime.now(UTC)  # the clock of the claims' timestamps (GitHub's)
+        silent = [c for c in dispatcher_claims(snapshot.issues, now) if c.silent_for > stale_after]
         dead = {c.issue.id for c in tracker.confirm_dead(silent, stale_after)} if silent else set()
         alive = frozenset(c.issue.id for c in silent if c.issue.id not in dead)
         # The dashboard's trend of settles per hour, from each local store's event log.
         stores = local_stores(tracker) if trend else []
         events = [e for store in stores for e in read_events(store.root / EVENTS_FILE, SETTLE_EVENTS)]
-    now = datetime.now(UTC)
     board = build_status(snapshot, location, now, stale_after, events if trend else None, alive)
     warn(repaired + snapshot.warnings, context)
     if context.summary_file and summary_sink:

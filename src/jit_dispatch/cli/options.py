@@ -306,8 +306,9 @@ def github_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env_option(
             "--pass-git-credentials",
             is_flag=True,
-            help="Leave the git credential actions/checkout persisted in the workspace's git config while the "
-            "command runs (default: moved out for the command, put back after; see docs/hardening.md).",
+            help="Leave the workspace's git credentials (what actions/checkout persisted, credential helpers) in "
+            "its git config while the command runs (default: moved out for the command, put back after; see "
+            "docs/hardening.md).",
         ),
         env_option(
             "--priority-labels",

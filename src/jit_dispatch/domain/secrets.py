@@ -82,3 +82,25 @@ class Scrubber:
             if any(form.encode().startswith(tail) for form in self.forms):
                 return n
         return 0
+
+
+class StreamScrub:
+    """One stream's output (a live log, a log file) cut chunk by chunk: the end of a chunk that may
+    begin a form is held back until the next chunk shows whether it does, or `end` lets it out."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber  # shared: secrets learned later are cut from later chunks too
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self.scrubber:
+            return chunk
+        data = self.scrubber.scrub_bytes(self._pending + chunk)
+        keep = self.scrubber.unsafe_tail(data)
+        self._pending = data[len(data) - keep :]
+        return data[: len(data) - keep]
+
+    def end(self) -> bytes:
+        """What was held back: it began no secret after all."""
+        rest, self._pending = self._pending, b""
+        return rest

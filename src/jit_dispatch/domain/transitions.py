@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
@@ -217,13 +218,14 @@ _SETTLED_BY_AGENT = {State.DONE: Outcome.DONE, State.GATED: Outcome.GATED, State
 def agent_outcome(raw: Raw, assignee: str, holds_lease: bool) -> Outcome | None:
     """What the command made of its own claimed issue with jit itself; None when not its doing.
 
-    Finished (`done`, `gated`, `rejected`) still under our assignee, or under our lease; released
-    (`ready`/`backlog`, no assignee) only with our lease as evidence that nobody else did it.
+    `holds_lease`: our lease still stands, or the agent gave it up itself (the claims log says so).
+    Finished (`done`, `gated`, `rejected`) still under our assignee, or with that lease evidence;
+    released (`ready`/`backlog`, no assignee or still ours) only with it: nobody else did it.
     """
     state, holder = raw.get("state"), raw.get("assignee")
     if state in _SETTLED_BY_AGENT and (holder == assignee or (holder is None and holds_lease)):
         return _SETTLED_BY_AGENT[State(state)]
-    if state in (State.READY, State.BACKLOG) and holder is None and holds_lease:
+    if state in (State.READY, State.BACKLOG) and holder in (None, assignee) and holds_lease:
         return Outcome.RELEASED
     return None
 
@@ -250,6 +252,27 @@ def blocked(raw: Raw, target: str, found: list[tuple[str | None, str]], now: str
         events.append(_state_change(new, State.GATED, now))
     new["updated_at"] = now
     return new, events, Outcome.GATED
+
+
+def refused(raw: Raw, target: str, found: Sequence[tuple[str | None, str]], now: str) -> list[Event]:
+    """jit's `transition_blocked` events for a transition its rules refuse, one per finding of a
+    named rule (none for a rules file jit cannot load); a promotion jit refuses logs just these."""
+    return [make_event("transition_blocked", raw["id"], now, target=target, rule=name) for name, _ in found if name]
+
+
+def parked_by_rules(
+    raw: Raw, refusals: Sequence[tuple[str, Sequence[tuple[str | None, str]]]], now: str
+) -> tuple[Raw, list[Event], Outcome]:
+    """jit's rules refuse the `gated` a settle would end in (after a refused `done`, too): a
+    `transition_blocked` event per rule and target, and the issue parked, the rules named — where
+    jit keeps it `in_progress`, which no finished run can hold (docs/jit-format.md#refused-gated)."""
+    events = [make_event("transition_blocked", raw["id"], now, target=target, rule=name)
+              for target, found in refusals for name, _ in found if name]  # fmt: skip
+    reason = "; ".join(
+        f"rule '{name}' blocks {target}: {text}" if name else text for target, found in refusals for name, text in found
+    )
+    new, released, outcome = _back(raw, reason, CTX_ATTEMPTS, 0, now)
+    return new, events + released, outcome
 
 
 def liveness(raw: Raw) -> tuple[str | None, str | None]:

@@ -465,6 +465,9 @@ def _settle(
         result.reason = f"{reason}; nothing written"  # the heartbeat or the check before the command saw who
     elif settlement.outcome == Outcome.LOST:
         result.reason = "the claim was taken away while the command ran (reaped or reassigned); nothing written"
+    elif settlement.outcome == Outcome.PARKED and settlement.reason:  # jit's rules refuse where it would end
+        why = "; ".join(part for part in (reason, settlement.reason) if part)
+        result.reason = f"{why}; parked: fix what the rule finds, then unpark it"
     elif settlement.outcome == Outcome.PARKED:
         result.reason = f"{reason}; parked after {settlement.failed_attempts} failed attempts"
     else:

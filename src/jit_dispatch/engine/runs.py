@@ -14,9 +14,11 @@ from typing import Any, BinaryIO
 
 from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import CTX_RUN, Issue
+from jit_dispatch.domain.secrets import StreamScrub
 from jit_dispatch.domain.values import State
 from jit_dispatch.engine.heartbeat import EitherCancel
 from jit_dispatch.errors import SettlementPending, TrackerError
+from jit_dispatch.process import credentials
 from jit_dispatch.process.child import CancelToken, RunResult
 from jit_dispatch.trackers.base import Settlement, Tracker
 
@@ -89,9 +91,11 @@ class LogHooks:
     """A claim's output (gates and command) goes to one log file; the pool prints one line per event."""
 
     def __init__(self, path: Path, run: Run | None = None) -> None:
+        """Every known secret, in every form (`process.credentials`), is cut out of the file too."""
         self.path = path
         self.run = run
         self._handle: BinaryIO | None = None
+        self._scrub = StreamScrub(credentials.scrubber())
 
     def _open(self, header: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +104,7 @@ class LogHooks:
 
     def _close(self, footer: str = "") -> None:
         if self._handle is not None:
-            self._handle.write(footer.encode("utf-8", errors="replace"))
+            self._handle.write(self._scrub.end() + footer.encode("utf-8", errors="replace"))
             self._handle.close()
             self._handle = None
 
@@ -109,7 +113,7 @@ class LogHooks:
 
     def output(self, chunk: bytes) -> None:
         if self._handle is not None:
-            self._handle.write(chunk)
+            self._handle.write(self._scrub.feed(chunk))
 
     def command_finished(self, run: RunResult) -> None:
         if self.run is not None:

@@ -5,11 +5,12 @@ the usual token variables are learned here, registered with `::add-mask::` in ev
 may print them (`domain.secrets`), and cut out of the output tail, comments, summary, `--json`
 and errors by everyone who writes those.
 
-During the command, the credential actions/checkout persisted in the workspace's git config
-(`http.<url>.extraheader`, or the `includeIf` entry of a credentials file) is moved out of it;
-the dispatcher's own git calls get it through their environment (`git_env`). The entries are
-stashed outside the workspace first, so that a run killed meanwhile leaves them for the next run
-to put back (`restore_left_behind`).
+During the command, the credentials persisted in the workspace's git config are moved out of it:
+what actions/checkout writes (`http.<url>.extraheader`, or the `includeIf` entry of a credentials
+file; `core.sshCommand` naming its `ssh-key`) and credential helpers (`credential[.<url>].helper`,
+as `gh auth setup-git` or a workflow's `git config` set them); the dispatcher's own git calls get
+them through their environment (`git_env`). The entries are stashed outside the workspace first,
+so that a run killed meanwhile leaves them for the next run to put back (`restore_left_behind`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from jit_dispatch.domain.secrets import Scrubber
 
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
 _EXTRAHEADER = r"^http\..*\.extraheader$"
+_HELPER = r"^credential\.(.*\.)?helper$"  # credential.helper, credential.<url>.helper
+_SSH_COMMAND = r"^core\.sshcommand$"  # actions/checkout's persisted `ssh-key`
 _INCLUDE = r"^includeif\..*\.path$"
 
 _scrubber = Scrubber()
@@ -94,11 +97,14 @@ def _learn_header(value: str) -> None:
 
 
 def persisted(workdir: Path) -> list[tuple[str, str]]:
-    """The workspace's credential entries: extraheaders, and includes of a file that holds one."""
-    entries = _entries(workdir, _EXTRAHEADER, "--local")
+    """The workspace's credential entries: extraheaders, credential helpers, an ssh command, and
+    includes of a file that holds an extraheader or a helper."""
+    entries = [e for pattern in (_EXTRAHEADER, _HELPER, _SSH_COMMAND) for e in _entries(workdir, pattern, "--local")]
     for key, path in _entries(workdir, _INCLUDE, "--local"):
-        headers = _entries(workdir, _EXTRAHEADER, "--file", path) if Path(path).is_file() else []
-        if headers:
+        if not Path(path).is_file():
+            continue
+        headers = _entries(workdir, _EXTRAHEADER, "--file", path)
+        if headers or _entries(workdir, _HELPER, "--file", path):
             entries.append((key, path))
             entries += [("", value) for _, value in headers]  # learned, not moved: the file is not ours
     for _, value in entries:

@@ -11,6 +11,7 @@ from jit_dispatch.context import GitHubContext
 from jit_dispatch.domain.gates import GateRun, Step
 from jit_dispatch.domain.issue import Issue
 from jit_dispatch.domain.result import Result
+from jit_dispatch.domain.secrets import StreamScrub
 from jit_dispatch.domain.values import Outcome
 from jit_dispatch.process import credentials
 from jit_dispatch.process.child import RunResult
@@ -26,8 +27,7 @@ class ConsoleHooks:
         self.in_actions = in_actions
         self.fence_output = in_actions and not allow_workflow_commands
         self._stop_token: str | None = None
-        self._secrets = credentials.scrubber()
-        self._pending = b""  # the end of the output so far that may be the start of a secret
+        self._scrub = StreamScrub(credentials.scrubber())
 
     def say(self, text: str) -> None:
         """A dispatcher line carrying issue text (already `plain`): fenced from workflow commands."""
@@ -39,16 +39,7 @@ class ConsoleHooks:
         self._start_output(f"jit-dispatch: command output for {issue.short_id}")
 
     def output(self, chunk: bytes) -> None:
-        if self._secrets:
-            chunk = self._scrub(chunk)
-        self._write(chunk)
-
-    def _scrub(self, chunk: bytes) -> bytes:
-        """Secrets replaced by `***`, also when one arrives split across chunks."""
-        data = self._secrets.scrub_bytes(self._pending + chunk)
-        keep = self._secrets.unsafe_tail(data)
-        self._pending = data[len(data) - keep :]
-        return data[: len(data) - keep]
+        self._write(self._scrub.feed(chunk))
 
     def _write(self, chunk: bytes) -> None:
         try:
@@ -71,9 +62,8 @@ class ConsoleHooks:
             actions.print_line(self.sink, f"::stop-commands::{self._stop_token}")
 
     def _end_output(self, tail: str) -> None:
-        if self._pending:  # held back in case it began the secret: it did not
-            self._write(self._pending)
-            self._pending = b""
+        if rest := self._scrub.end():  # held back in case it began a secret: it did not
+            self._write(rest)
         if tail and not tail.endswith("\n"):
             actions.print_line(self.sink, "")
         if self._stop_token:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -38,6 +39,7 @@ class Snapshot:
     leases: dict[str, tuple[str, str]] = field(default_factory=dict)  # jit's leases: issue → (agent, in words)
     rule_holds: dict[str, str] = field(default_factory=dict)  # claims jit's enforced rules refuse: issue → why
     held_back: dict[str, str] = field(default_factory=dict)  # issue → why the tracker cannot dispatch it (GitHub)
+    now: datetime | None = None  # the clock its claims' timestamps are on, when not this machine's (GitHub's)
 
     def holds(self, agent: str | None = None) -> dict[str, str]:
         """What cannot be dispatched to `agent` (any agent, without one), each with the reason: issues

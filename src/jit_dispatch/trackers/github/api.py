@@ -8,15 +8,17 @@ Retries are bounded twice: PyGithub's `GithubRetry` retries reads only (a small 
 capped at `MAX_WAIT`, never past a cancelled run's deadline); writes are retried by the tracker
 alone (`Api.write`: a retried comment POST could post twice, so it looks for the first try, and
 one layer of retries keeps a hung write to `RETRIES + 1` tries). Rate limits are honoured as GitHub
-documents them (`rules.limit_wait`) up to the bound of the moment: `MAX_WAIT` for reads and
+documents them (`failures.limit_wait`) up to the bound of the moment: `MAX_WAIT` for reads and
 ordinary writes, `SETTLE_WAIT` for the writes of a settle or a give-back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -27,7 +29,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.process import credentials
-from jit_dispatch.trackers.github import rules
+from jit_dispatch.trackers.github import failures
 
 RETRIES = 2  # per request, by PyGithub's retry; writes: by `Api.write`
 MAX_WAIT = 2.5  # longest single retry wait: a rate limit asking for more fails fast instead
@@ -117,6 +119,8 @@ class Api:
         self.budget = Budget(sleep=sleep)
         self._tries = RETRIES
         self._bounded = False  # each request's timeout is what is left before `budget.deadline`
+        self._heard: tuple[datetime, float] | None = None  # GitHub's latest `Date`, when it came (monotonic)
+        self.writes = 0  # requests that may have changed something: a list read before one is not reused after
         self._connect(TIMEOUT)
 
     def __repr__(self) -> str:  # never the token
@@ -138,7 +142,20 @@ class Api:
         """`path` below /repos/{repo} (or from the API root with `absolute`); the JSON answer."""
         url = path if absolute else f"/repos/{self.repo}{path}"
         self._in_time()
-        return self._requester.requestJsonAndCheck(verb, url, **kwargs)[1]
+        self.writes += verb != "GET"
+        headers, data = self._requester.requestJsonAndCheck(verb, url, **kwargs)
+        with contextlib.suppress(TypeError, ValueError):  # no (valid) `Date`: keep the last one heard
+            self._heard = (email.utils.parsedate_to_datetime(str(headers["date"])), time.monotonic())
+        return data
+
+    def github_now(self) -> datetime | None:
+        """GitHub's clock now (whole seconds, like the commit dates it writes): the `Date` of the latest
+        answer, plus the time since on this machine's monotonic clock. None before any answer.
+        Ages of GitHub's records are measured with it: one clock on both sides of the subtraction."""
+        if self._heard is None:
+            return None
+        date, received = self._heard
+        return date + timedelta(seconds=time.monotonic() - received)
 
     def _in_time(self) -> None:
         """Bounded (a heartbeat): no time left is a timeout now; else this request may take what is left."""
@@ -170,10 +187,10 @@ class Api:
 
     def limited(self, exc: GithubException) -> bool:
         """A rate limit, not a refusal (docs/github-locks.md#rate-limits)."""
-        return rules.limit_kind(exc.status, *parts(exc)) is not None
+        return failures.limit_kind(exc.status, *parts(exc)) is not None
 
     def explain(self, what: str, exc: GithubException) -> str:
-        return rules.explain(what, exc.status, *parts(exc), self.repo, time.time())
+        return failures.explain(what, exc.status, *parts(exc), self.repo, time.time())
 
     def scrub(self, text: str) -> str:
         """Every form of every known secret, this token's included (`process.credentials`)."""
@@ -192,7 +209,7 @@ class Api:
             except (GithubException, requests.ConnectionError, requests.Timeout) as exc:
                 tries += 1
                 status = exc.status if isinstance(exc, GithubException) else None
-                wait = rules.retry_wait(status, *parts(exc), tries, time.time())
+                wait = failures.retry_wait(status, *parts(exc), tries, time.time())
                 if wait is None or tries > self._tries or not self.budget.allows(wait, self.budget.write_wait):
                     raise
             self.budget.retries += 1

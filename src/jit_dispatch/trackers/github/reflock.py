@@ -30,6 +30,8 @@ from jit_dispatch.trackers.github.locks import ClaimRefs
 from jit_dispatch.trackers.github.records import CLAIM, DELIVER, DONE, RELEASE, LockRecord, ref_name
 from jit_dispatch.trackers.github.tracker import FINISHED_LATER, GitHubTracker, _Held, refuse_uncounted
 
+EDIT_MARGIN = 1.5  # seconds before the fence by which a beat's claim comment edit gives up (1 s timeouts: 0.5 s spare)
+
 
 class RefLockedTracker(GitHubTracker):
     def __init__(self, *args: Any, heartbeat: float = 0.0, check: bool = True, **kwargs: Any) -> None:
@@ -39,6 +41,7 @@ class RefLockedTracker(GitHubTracker):
         self.heartbeat_seconds = heartbeat or 0.0
         self._watch = LockWatch()
         self._locks: dict[int, str] | None = None  # the last listing of lock refs (ours), None: not read yet
+        self._locks_read = -1  # `api.writes` when they were listed: reused for claims while nothing was written
         self._foreign: dict[int, tuple[str, str]] = {}  # other refs under the lock prefix: number → (sha, why)
         if check:
             self.refs.check_access()
@@ -50,6 +53,7 @@ class RefLockedTracker(GitHubTracker):
         """List the lock refs (a hint: lists lag); refs under the prefix that are no lock of ours go to
         `_foreign` — they block their issue, and only `reap --foreign` (or a person) removes them."""
         listed = self.refs.list()
+        self._locks_read = self.api.writes
         self._foreign = {n: (sha, why) for n, sha in listed.items() if (why := self.refs.foreign(n, sha))}
         self._locks = {n: sha for n, sha in listed.items() if n not in self._foreign}
         return self._locks
@@ -154,8 +158,11 @@ class RefLockedTracker(GitHubTracker):
                 if not refs.move(self._number(issue_id), sha):
                     return False
             held.lock, held.record = sha, record
-        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(deadline):
-            self._edit_claim(api, held, held.claim_data)  # the claim comment's `beat` is for people (status)
+        # The claim comment's `beat` is for people (status); the move was the sign of life. The edit ends
+        # well before the fence (whole-second timeouts), or is left to a later beat: never holds this one.
+        edit_by = deadline - EDIT_MARGIN if deadline is not None else None
+        with contextlib.suppress(TrackerError), api.doing(f"heartbeat {issue_id}"), api.until(edit_by):
+            self._edit_claim(api, held, held.claim_data)
         return True
 
     # ------------------------------------------------------------------ settle
@@ -282,7 +289,7 @@ class RefLockedTracker(GitHubTracker):
                     continue
                 notes += [f"finished the {record.kind} settle of #{number} left half-done"]
                 notes += self._finish(number, record, taken)
-            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+            for raw in self._claimed_issues(keep=True):
                 number = raw["number"]
                 if number in locks or number in self._foreign or self.refs.get(number) is not None:
                     continue
@@ -306,7 +313,8 @@ class RefLockedTracker(GitHubTracker):
         """For the reaper and status, also issues under a claim lock but not (yet) labelled claimed."""
         snapshot = super().snapshot(full_states, leads=leads)
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
-            if self._locks is None or State.IN_PROGRESS in full_states:  # else the repair's listing, this run's
+            fresh, self._locks_read = self._locks_read == self.api.writes, -1  # the repair's listing, this run's
+            if self._locks is None or (State.IN_PROGRESS in full_states and not fresh):
                 self._read_locks()
             snapshot.locked = self._locked()
             snapshot.held_back = self._held_back()
@@ -314,6 +322,7 @@ class RefLockedTracker(GitHubTracker):
         if State.IN_PROGRESS not in full_states:
             return snapshot
         assert self._locks is not None
+        snapshot.now = self.api.github_now()  # lock commit dates are GitHub's: ages on GitHub's clock
         with self.api.doing(f"read the claim locks of {self.settings.repo}"):
             claimed = {i.id: n for n, i in enumerate(snapshot.issues) if i.state == State.IN_PROGRESS}
             for number, sha in sorted(self._locks.items()):

@@ -1,7 +1,7 @@
 """GitHub Issues after a delivery: which issues wait for a merge, and the three ways the wait ends
 (merged, changes requested, closed unmerged). Markers and rules: `review`; see docs/delivery.md#github.
 
-Mixed into `GitHubTracker`, whose reads and writes (comments, labels, retries) it uses.
+Between `access.IssueAccess` (whose reads and writes it uses) and `GitHubTracker`.
 """
 
 from __future__ import annotations
@@ -17,34 +17,17 @@ from jit_dispatch.domain.values import Outcome
 from jit_dispatch.errors import TrackerError
 from jit_dispatch.trackers.base import NoDelivery, Settlement
 from jit_dispatch.trackers.github import review, rules
-from jit_dispatch.trackers.github.api import FAILURES, Api
+from jit_dispatch.trackers.github.access import IssueAccess
+from jit_dispatch.trackers.github.api import FAILURES
 
 Ending = Callable[[list[rules.Marker], rules.Marker], tuple[dict[str, Any], int]]  # → marker data, limit
 
 
-class ReviewPhase(NoDelivery):
-    settings: rules.GitHubSettings
-    api: Api
-
-    # GitHubTracker's own reads and writes
-    def _number(self, issue_id: str) -> int:
-        raise NotImplementedError
-
-    def _get(self, number: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _markers(self, number: int) -> list[rules.Marker]:
-        raise NotImplementedError
-
+class ReviewPhase(IssueAccess, NoDelivery):
+    # GitHubTracker's
     def _settle_comment(
         self, number: int, kind: str, data: dict[str, Any], max_attempts: int = 0
     ) -> tuple[int, str, str]:
-        raise NotImplementedError
-
-    def _add_label(self, number: int, label: str) -> None:
-        raise NotImplementedError
-
-    def _remove_label(self, number: int, label: str) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ waiting

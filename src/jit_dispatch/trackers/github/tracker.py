@@ -1,7 +1,8 @@
 """GitHub Issues behind the tracker interface: the claim and settle protocol (rules in `rules`).
 
 Imported only for `--tracker github` (PyGithub costs startup time the jit path must not pay).
-HTTP, retries and error messages are `api.Api`'s.
+HTTP, retries and error messages are `api.Api`'s; reads and writes of issues, comments and labels
+`access.IssueAccess`'s.
 """
 
 from __future__ import annotations
@@ -9,13 +10,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-from github import GithubException
 
 from jit_dispatch.domain.delivery import Delivery
 from jit_dispatch.domain.issue import PARKED_LABEL, Issue
@@ -58,112 +55,16 @@ def refuse_uncounted(count_attempt: bool) -> None:
 
 
 class GitHubTracker(ReviewPhase):
-    def __init__(
-        self,
-        settings: rules.GitHubSettings,
-        token: str,
-        api_url: str = "https://api.github.com",
-        *,
-        throttle: bool | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        identity: str | None = None,
-    ) -> None:
-        """`identity`: whose markers count when GET /user cannot say (an Actions or App token)."""
-        self.settings = settings
-        self.location = settings.location
-        self.api = Api(settings.repo, token, api_url, throttle=throttle, sleep=sleep)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As `IssueAccess` (`identity`: whose markers count when GET /user cannot say)."""
+        super().__init__(*args, **kwargs)
         self._held: dict[str, _Held] = {}
         self._extra: dict[str, dict[str, Any]] = {}  # issues looked up by `--issue`
         self._listed: list[str] = []
-        self._deps_api = True  # False once the server says it has no issue dependencies
-        self._identity = identity
-        self._trusted: set[str] | None = None
         self._beats: Api | None = None  # the heartbeat's own connection (its deadline is its alone)
-        self._writers: dict[str, bool] = {}  # login (casefolded) → write access or more, per run
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubTracker({self.location!r}, api={self.api.url!r})"
-
-    # ------------------------------------------------------------------ reads
-    def _comments(self, number: int) -> list[dict[str, Any]]:
-        return self.api.list(f"/issues/{number}/comments")
-
-    def _markers(self, number: int) -> list[rules.Marker]:
-        comments = self._comments(number)
-        trusted = self.trusted()
-        writers = {login.casefold() for login in rules.marker_authors(comments, trusted) if self._can_write(login)}
-        return rules.parse_markers(comments, trusted | writers)
-
-    def _can_write(self, login: str) -> bool:
-        """Whether `login` has write access or more to the repository; asked once per run and login."""
-        key = login.casefold()
-        if key not in self._writers:
-            quoted = urllib.parse.quote(login, safe="")
-            try:
-                answer = self.api.request("GET", f"/collaborators/{quoted}/permission")
-            except GithubException as exc:
-                if exc.status not in (403, 404):  # 404: no such user; 403: the token may not ask
-                    raise
-                answer = {}
-            self._writers[key] = isinstance(answer, dict) and rules.can_write(answer)
-        return self._writers[key]
-
-    def trusted(self) -> frozenset[str]:
-        """Logins whose markers count (casefolded): the token's own, else `identity`; `--trusted-actor`s."""
-        if self._trusted is None:
-            self._trusted = {login.casefold() for login in self.settings.trusted_actors}
-            try:
-                me = self.api.request("GET", "/user", absolute=True)
-                login = me.get("login") if isinstance(me, dict) else None
-            except GithubException:  # an installation token has no user: /user answers 403
-                login = self._identity
-            if login:
-                self._trusted.add(str(login).casefold())
-        return frozenset(self._trusted)
-
-    def _get(self, number: int) -> dict[str, Any]:
-        data = self.api.request("GET", f"/issues/{number}")
-        return data if isinstance(data, dict) else {}
-
-    def _current(self, number: int) -> tuple[dict[str, Any], str | None]:
-        """The issue as GitHub has it now, and how it left this repository if it did (deleted: 410;
-        transferred: its URL answers 301 to another repository), else None."""
-        try:
-            raw = self._get(number)
-        except GithubException as exc:
-            if exc.status == 410:
-                return {}, "was deleted (410)"
-            raise
-        if not rules.in_repo(raw, self.settings.repo):
-            return raw, f"was transferred to {rules.dependency_ref(raw, self.settings.repo).split('#')[0]} (301)"
-        return raw, None
-
-    def _gone(self, number: int) -> str | None:
-        return self._current(number)[1]
-
-    def _blockers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
-        """Open or closed issues this one is "blocked by"; [] when GitHub reports none."""
-        count = rules.open_blockers(raw)
-        if count == 0 or (count is None and not self._deps_api):
-            return []
-        try:
-            return self.api.list(f"/issues/{raw['number']}/dependencies/blocked_by")
-        except GithubException as exc:
-            if exc.status in (404, 410):  # no dependency data on this server (older GHES)
-                self._deps_api = count is not None
-                return []
-            raise
-
-    def _dependencies(self, raw: dict[str, Any], states: dict[str, str]) -> tuple[str, ...]:
-        refs: list[str] = []
-        for blocker in self._blockers(raw):
-            ref = rules.dependency_ref(blocker, self.settings.repo)
-            states.setdefault(ref, rules.state_of(blocker, self.settings.ready_label, self.settings.review_label))
-            refs.append(ref)
-        return tuple(refs)
-
-    def _number(self, issue_id: str) -> int:
-        return rules.parse_issue_ref(issue_id)
 
     # ------------------------------------------------------------------ interface
     def snapshot(self, full_states: Iterable[str] = ("ready",), *, leads: bool = False) -> Snapshot:
@@ -177,8 +78,9 @@ class GitHubTracker(ReviewPhase):
             raws = {
                 r["number"]: r for r in self.api.list("/issues", {"state": "open", "labels": self.settings.ready_label})
             }
+            kept = self._kept_claimed()
             if State.IN_PROGRESS in wanted:
-                for r in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+                for r in kept if kept is not None else self._claimed_issues():
                     raws.setdefault(r["number"], r)
             for raw in self._extra.values():
                 raws.setdefault(raw["number"], raw)
@@ -395,7 +297,7 @@ class GitHubTracker(ReviewPhase):
         """Finish settles whose result is recorded but whose issue was left open or labelled claimed."""
         notes: list[str] = []
         with self.api.doing(f"repair settles in {self.settings.repo}"), self.api.persistent():
-            for raw in self.api.list("/issues", {"state": "open", "labels": rules.CLAIMED_LABEL}):
+            for raw in self._claimed_issues(keep=True):
                 markers = self._markers(raw["number"])
                 last = rules.last_settle(markers)
                 if rules.live_claims(markers) or last is None:
@@ -534,47 +436,6 @@ class GitHubTracker(ReviewPhase):
         except TrackerError as exc:
             return str(exc)
         return None
-
-    # ------------------------------------------------------------------ writes
-    def _post_comment(self, number: int, body: str, kind: str, nonce: str) -> int:
-        """Post once: a retry first looks for a comment with this marker's nonce (the POST may have landed)."""
-
-        def landed() -> int | None:
-            found = rules.find_marker(self._markers(number), kind, nonce)
-            return found.comment_id if found else None
-
-        data = self.api.write(
-            lambda: self.api.request("POST", f"/issues/{number}/comments", input={"body": body}), landed
-        )
-        if isinstance(data, dict):
-            self._learn((data.get("user") or {}).get("login"))
-            return int(data["id"])
-        return int(data)
-
-    def _learn(self, login: str | None) -> None:
-        """Our own comments come back with our login: an App token outside Actions learns itself here."""
-        if login:
-            self.trusted()
-            assert self._trusted is not None
-            self._trusted.add(login.casefold())
-
-    def _delete_comment(self, comment_id: int) -> None:
-        try:
-            self.api.write(lambda: self.api.request("DELETE", f"/issues/comments/{comment_id}"))
-        except GithubException as exc:
-            if exc.status != 404:
-                raise
-
-    def _add_label(self, number: int, label: str) -> None:
-        self.api.write(lambda: self.api.request("POST", f"/issues/{number}/labels", input={"labels": [label]}))
-
-    def _remove_label(self, number: int, label: str) -> None:
-        quoted = urllib.parse.quote(label, safe="")
-        try:
-            self.api.write(lambda: self.api.request("DELETE", f"/issues/{number}/labels/{quoted}"))
-        except GithubException as exc:
-            if exc.status != 404:  # not there: nothing to remove
-                raise
 
 
 _CLOSE = rules.CLOSE

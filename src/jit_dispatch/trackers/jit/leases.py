@@ -174,12 +174,25 @@ class Leases:
 
     def gone(self, issue_id: str, agent: str) -> str:
         """How `agent`'s last lease on the issue ended, from the log (jit's eviction reason names who)."""
-        leases: set[str] = set()
-        ended = "its jit lease is gone"
+        ending = self._ending(issue_id, agent)
+        if ending is None or ending.get("op") == "release":
+            return "its jit lease is gone"
+        return f"its jit lease was evicted: {ending.get('reason')}"
+
+    def given_up(self, issue_id: str, agent: str) -> bool:
+        """`agent` ended its own last lease on the issue: jit's `claim release <issue>` acting as
+        `agent` (docs/jit-format.md#agents-that-settle). A plain `release` says nothing of who:
+        `jit-dispatch release`, a person's, writes one too."""
+        ending = self._ending(issue_id, agent)
+        return ending is not None and ending.get("reason") == f"released by {agent} via claim release"
+
+    def _ending(self, issue_id: str, agent: str) -> dict[str, Any] | None:
+        """The log entry that ended `agent`'s newest lease on the issue; None while it stands (or none was)."""
+        newest, ending = None, None
         try:
             lines = self.log_path.read_bytes().splitlines()
         except OSError:
-            return ended
+            return None
         for line in lines:
             try:
                 entry = json.loads(line)
@@ -188,10 +201,10 @@ class Leases:
             if not isinstance(entry, dict):
                 continue
             if entry.get("op") == "acquire" and entry.get("issue_id") == issue_id and entry.get("agent_id") == agent:
-                leases.add(str(entry.get("lease_id")))
-            elif entry.get("op") in ("force-evict", "auto-evict") and entry.get("lease_id") in leases:
-                ended = f"its jit lease was evicted: {entry.get('reason')}"
-        return ended
+                newest, ending = entry.get("lease_id"), None
+            elif entry.get("op") in ("release", "force-evict", "auto-evict") and entry.get("lease_id") == newest:
+                ending = entry
+        return ending
 
     def release(self, issue_id: str, agent: str, *, force_reason: str | None = None) -> None:
         """Our lease on the issue released (`release`); with `force_reason` (a reaper) any lease evicted."""

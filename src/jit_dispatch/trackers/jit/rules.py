@@ -1,28 +1,37 @@
 """A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules).
 
-Re-read whenever the file changed; the pure evaluation is `domain/rules.py`.
+Re-read whenever the file changed; the pure evaluation is `domain/rules.py` and `domain/graph_rules.py`.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jit_dispatch.domain import rules
+from jit_dispatch.domain import graph_rules, rules
 from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.base import Snapshot
 from jit_dispatch.trackers.jit.files import Fingerprint, fingerprint, read_regular
 
+Issues = Callable[[], Mapping[str, dict[str, Any]]]  # every issue of the store by id, as read now
+
 
 class StoreRules:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, issues: Issues) -> None:
         self.path = root / "rules.toml"
-        self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str] | None = None  # as last read
+        self.config = root / "config.toml"
+        self._issues = issues
+        # as last read: the file's fingerprint, its enforced graph rules (or why jit cannot load it),
+        # its enforced local ones (`rules.written_for`)
+        self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
+        self._config_seen: Fingerprint | None = None  # config.toml's when read: its `[item_kinds]` count
 
     def enforced(self) -> list[rules.Rule] | str:
-        """`rules.toml`'s rules jit may enforce at a transition (re-read when it changed); the
+        """`rules.toml`'s graph rules jit may enforce at a transition (re-read when it changed); the
         one-line error when jit could not load it (jit then refuses every transition)."""
         path = self.path
         try:
@@ -31,30 +40,74 @@ class StoreRules:
             seen = None
         except OSError as exc:
             return f"{path}: cannot be read ({exc.strerror})"
-        if self._loaded is None or self._loaded[0] != seen:
+        if self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
+            self._config_seen = self._config_fingerprint()
+            local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
-                loaded: list[rules.Rule] | str = [
-                    r for r in rules.parse_rules(text, str(path)) if r.enforce and r.kind in rules.GRAPH_KINDS
-                ]
+                every = [r for r in rules.parse_rules(text, str(path), self._config().get("item_kinds")) if r.enforce]
+                loaded: list[rules.Rule] | str = [r for r in every if r.kind in rules.GRAPH_KINDS]
+                local = [r for r in every if r.kind in rules.LOCAL_KINDS]
             except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
                 loaded = f"{exc}; jit refuses every transition until it is fixed"
-            self._loaded = (seen, loaded)
+            self._loaded = (seen, loaded, local)
         return self._loaded[1]
 
-    def blockers(self, raw: dict[str, Any], target: str) -> list[tuple[str | None, str]]:
-        """What refuses `raw` entering `target` under jit's enforced rules (docs/jit-format.md#graph-rules)."""
+    def blockers(self, raw: dict[str, Any], target: str, issues: Issues | None = None) -> list[tuple[str | None, str]]:
+        """What refuses `raw` entering `target` under jit's enforced rules (docs/jit-format.md#graph-rules).
+
+        `issues`: the store's issues, read only when a rule applies (its neighbourhood is needed)."""
         loaded = self.enforced()
         if isinstance(loaded, str):
             return [(None, loaded)]
-        return list(rules.blockers(loaded, raw, target, datetime.now(UTC))) if loaded else []
+        assert self._loaded is not None
+        written = rules.written_for(self._loaded[2], raw, target) if target in (State.DONE, State.GATED) else []
+        if written or not loaded:  # jit validates the write before the transition: no graph check, no event
+            return [*written]
+        every = issues or self._issues
+        found = rules.blockers(
+            loaded,
+            raw,
+            target,
+            datetime.now(UTC),
+            lambda issue: graph_rules.neighbourhood(every(), issue),
+            self._content_format,
+        )
+        return list(found)
+
+    def _config(self) -> dict[str, Any]:
+        """config.toml as far as the rules need it (its `[item_kinds]`, `[validation]`); {} unreadable."""
+        try:
+            return tomllib.loads(read_regular(self.config).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return {}
+
+    def _config_fingerprint(self) -> Fingerprint | None:
+        try:
+            return fingerprint(os.stat(self.config))
+        except OSError:
+            return None
+
+    def _content_format(self) -> str:
+        """config.toml's `[validation] content_format`: the body format of issues that name none."""
+        validation = self._config().get("validation")
+        value = validation.get("content_format") if isinstance(validation, dict) else None
+        return value if isinstance(value, str) else "markdown"
 
     def holds(self, snapshot: Snapshot) -> dict[str, str]:
         """Ready issues jit would refuse to claim, with the rule named."""
         holds = {}
+        everything: dict[str, dict[str, Any]] | None = None
+
+        def issues() -> Mapping[str, dict[str, Any]]:
+            nonlocal everything
+            if everything is None:
+                everything = dict(self._issues())
+            return everything
+
         for issue in [i for i in snapshot.issues if i.state == State.READY]:  # a lead is ready too
             full = snapshot.full(issue)
-            if full is not None and (found := self.blockers(full.raw, State.IN_PROGRESS)):
+            if full is not None and (found := self.blockers(full.raw, State.IN_PROGRESS, issues)):
                 name, text = found[0]
                 holds[full.id] = f"rule '{name}' refuses in_progress: {text}" if name else text
         return holds

@@ -38,6 +38,7 @@ class ResultInfo:
     counted: bool = True  # False: a person's release (`release --no-attempt`), not a failed attempt
     delivery: Delivery | None = None  # hold: where the work went
     carries: bool = False  # the commit's tree holds the agent's own jit writes (carried.py)
+    given_up: bool = False  # the agent gave the issue back with jit in its clone (clone_leases.py)
 
     @classmethod
     def new(cls, op: str, claim: LockInfo, **fields: object) -> ResultInfo:
@@ -58,6 +59,7 @@ class ResultInfo:
             "gate-runs": json.dumps(list(self.gate_runs), ensure_ascii=True) if self.gate_runs else None,
             "attempt-counted": None if self.counted else "no",
             "carries-writes": "yes" if self.carries else None,
+            "released-by-agent": "yes" if self.given_up else None,
         }
         if self.delivery is not None:
             d = self.delivery
@@ -71,9 +73,10 @@ class ResultInfo:
         if store.state_of(issue_id) == State.READY and self.claim.at:
             store.claim(issue_id, agent, self.claim.run or "", Filters(issue_id=issue_id), now=self.claim.at)
         if self.op == COMPLETE:
-            return store.complete(issue_id, agent, now=self.at, gate_runs=self.gate_runs)
+            return store.complete(issue_id, agent, now=self.at, gate_runs=self.gate_runs, given_up=self.given_up)
         if self.op == HOLD and self.delivery is not None:
-            return store.hold_for_merge(issue_id, agent, self.delivery, now=self.at, gate_runs=self.gate_runs)
+            runs, given_up = self.gate_runs, self.given_up
+            return store.hold_for_merge(issue_id, agent, self.delivery, now=self.at, gate_runs=runs, given_up=given_up)
         if self.op == RELEASE:
             return store.release(
                 issue_id,
@@ -84,6 +87,7 @@ class ResultInfo:
                 now=self.at,
                 gate_runs=self.gate_runs,
                 count_attempt=self.counted,
+                given_up=self.given_up,
             )
         return Settlement(Outcome.LOST)
 
@@ -110,6 +114,7 @@ def parse_result(message: str) -> ResultInfo:
         counted=fields.get("attempt-counted") != "no",
         delivery=_delivery(fields),
         carries=fields.get("carries-writes") == "yes",
+        given_up=fields.get("released-by-agent") == "yes",
     )
 
 

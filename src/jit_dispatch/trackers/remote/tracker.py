@@ -40,6 +40,7 @@ from jit_dispatch.domain.staleness import Claim
 from jit_dispatch.domain.values import Outcome, State
 from jit_dispatch.trackers.base import ClaimTiming, GateRecord, Liveness, Settlement, Snapshot, TrackerDefaults
 from jit_dispatch.trackers.remote import carried, liveness
+from jit_dispatch.trackers.remote.clone_leases import CloneLeases
 from jit_dispatch.trackers.remote.git import Git, GitError
 from jit_dispatch.trackers.remote.locks import LockInfo
 from jit_dispatch.trackers.remote.plumbing import Listing, Plumbing, RemoteSettings
@@ -59,6 +60,8 @@ class RemoteJitTracker(TrackerDefaults):
         self.settings = settings
         self.plumbing = Plumbing(git, settings, scratch)
         self.store = self.plumbing.store
+        # the clone's own jit lease of each claim: for the agent's jit calls; the lock ref is the claim
+        self.clone_leases = CloneLeases(git.repo / settings.jit_path, scratch / "identity", settings.heartbeat_seconds)
         self.location = f"{self.plumbing.remote_name}/{settings.branch}:{settings.jit_path}"
         self._own: dict[str, tuple[str, LockInfo]] = {}  # issue id → (sha, content) of the lock we hold
         self._leases: dict[str, str] = {}  # issue id → lock value last listed or watched (others' locks)
@@ -129,6 +132,10 @@ class RemoteJitTracker(TrackerDefaults):
                     return folded  # another runner's fold carried our claim already
                 current = self.store.claimable(issue_id, filters)
                 if current is None or current.failed_attempts + 1 != info.attempt:
+                    self._drop_lock(issue_id)
+                    return None
+                if (holder := self.clone_leases.acquire(issue_id, assignee)) is not None:
+                    self.notes.append(f"{issue_id[:8]} not claimed: this clone's jit lease is {holder}")
                     self._drop_lock(issue_id)
                     return None
                 claimed = self.store.claim(issue_id, assignee, run, Filters(issue_id=issue_id), now=info.at)
@@ -250,6 +257,8 @@ class RemoteJitTracker(TrackerDefaults):
                 pushed = current == new  # the answer was lost, the beat was not; else the lock is gone
             if pushed:
                 self._own[issue_id] = (new, beat)
+                if (failed := self.clone_leases.renew(issue_id, assignee)) is not None:
+                    self.notes.append(failed)
             return pushed
 
     def claim_timing(self, issue_id: str) -> ClaimTiming | None:
@@ -332,6 +341,8 @@ class RemoteJitTracker(TrackerDefaults):
             own = self._own.pop(issue_id, None)
             if own is None:
                 return
+            if own[1].agent and (failed := self.clone_leases.release(issue_id, own[1].agent)) is not None:
+                self.notes.append(failed)
             try:
                 self.plumbing.push(("", self.view.lock_ref(issue_id)), leases={self.view.lock_ref(issue_id): own[0]})
             except GitError as exc:
@@ -348,6 +359,13 @@ class RemoteJitTracker(TrackerDefaults):
         writes = carried.tree_files(copy.writes) if copy is not None else {}
         if writes:
             fields["carries"] = True
+        written = copy.writes.get(f"issues/{issue_id}.json", (None, None))[1] if copy is not None else None
+        if (
+            fields.get("seen") is None
+            and issue_id in self._own
+            and self.clone_leases.given_up(issue_id, agent, written)
+        ):
+            fields["given_up"] = True  # the agent's own release, as local mode reads it
 
         def step(attempt: int) -> Settlement | object:
             with self._busy, self._lock_mutex:
@@ -386,7 +404,11 @@ class RemoteJitTracker(TrackerDefaults):
                 self._own.pop(issue_id, None)
                 return settlement
 
-        settlement: Settlement = self.view.retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        try:
+            settlement: Settlement = self.view.retrying(f"settling {issue_id[:8]} on {self.location}", step, deadline)
+        finally:  # the command is over: the clone's lease goes with the claim (a reaper's: none here)
+            if (failed := self.clone_leases.release(issue_id, agent)) is not None:
+                self.notes.append(failed)
         if settlement.outcome != Outcome.LOST:
             if self.settings.wait_for_fold:
                 self.view.fold(sent["ref"], deadline)
