@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from delivery_runs import once
-from helpers import git, make_remote, read_events, read_issue, run_cli
+from helpers import clean_env, git, make_remote, read_events, read_issue, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
 from lease_stores import GIT
 from real_jit import jit, jit_binary
@@ -97,6 +98,23 @@ container-from-label = "brackets"
 """
 
 
+def _local(name: str, assertion: str, when: str = 'type = "task", state = "done"') -> str:
+    """An enforced local rule written for `done`: jit checks it when it writes the issue (exit 4, no
+    event); `jit validate` passes before (the rule selects no ready issue) and after a `gated`."""
+    return (
+        f'\n[[rules]]\nname = "{name}"\nwhen = {{ {when} }}\nseverity = "error"\nenforce = true\nassert = {assertion}\n'
+    )
+
+
+RESOLVED = _local("done-needs-resolution", '{ require-label = { label = "resolution:*", min = 1 } }')
+ONE_CORE = _local("one-core-component", '{ require-label = { label = "component:core", max = 1 } }')
+REQ_FORMAT = _local("req-format", '{ label-value-pattern = { namespace = "req", regex = "^REQ-[0-9]+$" } }')
+SECTION = _local("needs-criteria", '{ require-section = { heading = "Success Criteria" } }')
+DESIGN = _local("needs-design", '{ require-doc-type = { doc-type = "design" } }')
+SCHEMA = _local("team-and-short", '{ json-schema = "schemas/team.json" }')
+TEAM_SCHEMA = {"type": "object", "properties": {"labels": {"required": ["team"]}, "raw_labels": {"maxItems": 3}}}
+
+
 class Repo:
     """A git repository whose store the newest jit made (leases not enforced: rules only)."""
 
@@ -169,6 +187,42 @@ def _hypotheses(repo: Repo, refused: bool) -> str:
     return repo.issue("goal", "type:goal", "hyp:H-7" if refused else "hyp:H-1", body=body)
 
 
+def _resolved(repo: Repo, refused: bool) -> str:
+    return repo.issue("task", "type:task", *(() if refused else ("resolution:fixed",)))
+
+
+def _core(repo: Repo, refused: bool) -> str:
+    return repo.issue("task", "type:task", "component:ui" if refused else "component:core")
+
+
+def _req_format(repo: Repo, refused: bool) -> str:
+    return repo.issue("task", "type:task", "req:REQ-1", "req:bad.one" if refused else "req:REQ-2")
+
+
+def _section(repo: Repo, refused: bool) -> str:
+    return repo.issue("task", "type:task", body="## Success Criteria\n\nprose only\n" if refused else CRITERIA)
+
+
+def _misspelt(repo: Repo, refused: bool) -> str:
+    return repo.issue("task", "type:task", body="## Sucess Criteria\n\n- REQ-1\n" if refused else CRITERIA)
+
+
+def _design(repo: Repo, refused: bool) -> str:
+    issue_id = repo.issue("task", "type:task")
+    (repo.path / "design.md").write_text("# Design\n")
+    doc_type = "notes" if refused else "design"
+    assert repo.jit("doc", "add", issue_id, "design.md", "--doc-type", doc_type, "--skip-scan").returncode == 0
+    return issue_id
+
+
+def _schema(repo: Repo, refused: bool) -> str:
+    (repo.path / ".jit" / "schemas").mkdir(exist_ok=True)
+    (repo.path / ".jit" / "schemas" / "team.json").write_text(json.dumps(TEAM_SCHEMA))
+    if refused:
+        return repo.issue("task", "type:task", "component:a", "component:b", "epic:x")
+    return repo.issue("task", "type:task", "team:core")
+
+
 CASES = {
     "label-coverage": Case(COVERED, _coverage),
     "label-coverage-kind": Case(COVERED_BY_KIND, _coverage),
@@ -176,6 +230,13 @@ CASES = {
     "dependency-shape": Case(QA_SIGNOFF, _shape),
     "criteria-to-check": Case(VERIFIED, _verified),
     "criteria-label-match": Case(HYPOTHESES, _hypotheses),
+    "require-label": Case(RESOLVED, _resolved),
+    "require-label-exact": Case(ONE_CORE, _core),
+    "label-value-pattern": Case(REQ_FORMAT, _req_format),
+    "require-section": Case(SECTION, _section),
+    "require-section-misspelt": Case(SECTION, _misspelt),
+    "require-doc-type": Case(DESIGN, _design),
+    "json-schema": Case(SCHEMA, _schema),
 }
 
 
@@ -240,34 +301,26 @@ def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: 
     assert repo.jit("validate").returncode == 0
 
 
-RESOLVED = """
-[[rules]]
-name = "done-needs-resolution"
-when = { state = "done" }
-severity = "error"
-enforce = true
-assert = { require-label = { label = "resolution:*", min = 1 } }
-"""
-
-
-def test_a_local_rule_written_for_done_is_named_not_guessed(tmp_path: Path) -> None:
-    """jit checks local rules when `issue update --state done` writes the issue (exit 4, no event);
-    jit-dispatch does not evaluate them: one written for `done` turns it `gated`, named."""
+@pytest.mark.parametrize("satisfied", [False, True])
+def test_a_local_rule_is_judged_before_the_graph_rules(satisfied: bool, tmp_path: Path) -> None:
+    """jit validates the written issue before the transition: a local refusal (exit 4) logs no
+    `transition_blocked` and no graph rule is reached; a satisfied one lets the graph rules judge."""
     recency = 'assert = { gate-recency = { max-age-days = 7, gates = ["code-review"] } }'
     graph = RESOLVED.replace("done-needs-resolution", "fresh").split("assert =")[0] + recency + "\n"
-    repo = Repo(tmp_path, RESOLVED + graph)  # a graph rule too: jit never reaches it
-    issue_id = repo.issue("task", "type:task")
+    repo = Repo(tmp_path, RESOLVED + graph)
+    issue_id = _resolved(repo, not satisfied)
     code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target, [rule for rule, _ in jits]) == (4, "done", ["done-needs-resolution"])
-    assert not [e for e in repo.jits_events if e["type"] == "transition_blocked"]
+    assert (code, target, [rule for rule, _ in jits]) == (
+        4,
+        "done",
+        ["fresh" if satisfied else "done-needs-resolution"],
+    )
     result = _once(repo, issue_id)
     assert result["outcome"] == "gated", result
-    assert result["reason"] == (
-        "local rule 'done-needs-resolution' (require-label) applies to done: jit checks it when it writes "
-        "the issue, jit-dispatch does not evaluate it"
-    )
-    root = repo.path / ".jit"
-    assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]  # jit logs none for these
+    assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
+    blocked = [(e["target"], e["rule"]) for e in read_events(repo.path / ".jit") if e["type"] == "transition_blocked"]
+    assert blocked == [(e["target"], e["rule"]) for e in repo.jits_events if e["type"] == "transition_blocked"]
+    assert blocked == ([("done", "fresh")] if satisfied else [])
     assert repo.jit("validate").returncode == 0
 
 
@@ -377,3 +430,27 @@ def test_a_promotion_jit_refuses_leaves_the_dependent_backlog_as_jit_does(tmp_pa
     ours = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
     jits = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(copy) if e["type"] == "transition_blocked"]
     assert ours == jits == [(refused, "ready", "research-hyp-label-matches-hypothesis")]
+
+
+PROBE = """\
+import json, sys
+from jit_dispatch.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("jsonschema", "markdown_it") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("selected", [False, True])
+def test_jsonschema_is_imported_only_when_an_enforced_local_rule_applies(selected: bool, tmp_path: Path) -> None:
+    """The README's hot path: a store whose rules select none of the run's issue pays no import."""
+    repo = Repo(tmp_path, SECTION.replace('type = "task"', f'type = "{"task" if selected else "epic"}"'))
+    issue_id = repo.issue("task", "type:task", body=CRITERIA)
+    args = ("once", "--agent", "w1", "--command", "true", "--jit-dir", str(repo.path / ".jit"), "--issue", issue_id)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=repo.path, env=clean_env(),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"code": 0, "loaded": ["jsonschema", "markdown_it"] if selected else []}, proc.stderr
+    assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"

@@ -1,18 +1,22 @@
-"""A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules).
+"""A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules)
+and at the write of a state (docs/jit-format.md#local-rules).
 
-Re-read whenever the file changed; the pure evaluation is `domain/rules.py` and `domain/graph_rules.py`.
+Re-read whenever the file changed; the pure evaluation is `domain/rules.py`, `domain/graph_rules.py`
+and `domain/local_rules.py`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jit_dispatch.domain import graph_rules, rules
+from jit_dispatch.domain import graph_rules, local_rules, rules
 from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.base import Snapshot
 from jit_dispatch.trackers.jit.files import Fingerprint, fingerprint, read_regular
@@ -26,7 +30,7 @@ class StoreRules:
         self.config = root / "config.toml"
         self._issues = issues
         # as last read: the file's fingerprint, its enforced graph rules (or why jit cannot load it),
-        # its enforced local ones (`rules.written_for`)
+        # its enforced local ones (`local_rules.blockers`)
         self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
         self._config_seen: Fingerprint | None = None  # config.toml's when read: its `[item_kinds]` count
 
@@ -45,7 +49,9 @@ class StoreRules:
             local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
-                every = [r for r in rules.parse_rules(text, str(path), self._config().get("item_kinds")) if r.enforce]
+                parsed = rules.parse_rules(text, str(path), self._config().get("item_kinds"))
+                every = [self._with_schema(r) if r.kind == "json-schema" else r for r in parsed]
+                every = [r for r in every if r.enforce]
                 loaded: list[rules.Rule] | str = [r for r in every if r.kind in rules.GRAPH_KINDS]
                 local = [r for r in every if r.kind in rules.LOCAL_KINDS]
             except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
@@ -61,8 +67,14 @@ class StoreRules:
         if isinstance(loaded, str):
             return [(None, loaded)]
         assert self._loaded is not None
-        written = rules.written_for(self._loaded[2], raw, target) if target in (State.DONE, State.GATED) else []
-        if written or not loaded:  # jit validates the write before the transition: no graph check, no event
+        # jit validates the written issue before the transition (refused: no graph check, no event);
+        # a claim or a promotion is no such write (docs/jit-format.md#local-rules)
+        written = (
+            local_rules.blockers(self._loaded[2], raw, target, self._content_format)
+            if target in (State.DONE, State.GATED)
+            else []
+        )
+        if written or not loaded:
             return [*written]
         every = issues or self._issues
         found = rules.blockers(
@@ -74,6 +86,18 @@ class StoreRules:
             self._content_format,
         )
         return list(found)
+
+    def _with_schema(self, rule: rules.Rule) -> rules.Rule:
+        """A json-schema rule with its schema read as jit's loader does (unreadable: jit loads no rule)."""
+        path = self.path.parent / str(rule.config)
+        try:
+            text = read_regular(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise rules.RulesError(f"rule '{rule.name}': failed to read schema file '{path}': {exc}") from None
+        try:
+            return replace(rule, schema=json.loads(text))
+        except ValueError as exc:
+            raise rules.RulesError(f"rule '{rule.name}': schema file '{path}' is not JSON ({exc})") from None
 
     def _config(self) -> dict[str, Any]:
         """config.toml as far as the rules need it (its `[item_kinds]`, `[validation]`); {} unreadable."""
