@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 TYPES = ("epic", "task", "release", "qa-signoff", "goal", "breakdown")
 GATES = ("code-review", "tests", "verify-REQ-1", "verify-REQ-2")
@@ -272,6 +273,12 @@ class Verdict:
     validates: bool
 
 
+def _gates_open(issue: dict[str, Any]) -> bool:
+    """A required gate not passed: jit's `--state done` writes (and validates) `gated` instead."""
+    status = issue.get("gates_status") or {}
+    return any((status.get(gate) or {}).get("status") != "passed" for gate in issue.get("gates_required") or [])
+
+
 BLOCKER = re.compile(r"^  - \[([^\]]+)\] (.*)$", re.MULTILINE)
 
 
@@ -288,12 +295,13 @@ def jits_verdict(jit: Jit, repo: Path, target: str, copy: Path) -> Verdict:
         moved = jit(copy, "issue", *args)
         if moved.returncode != 0:
             found = blockers(moved.stderr)
-            stored = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())["state"]
+            issue = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())
+            stored = issue["state"]
             end = "held" if state == "in_progress" else ("gated" if stored == "gated" and not found else "refused")
             if stored == "done":  # done, but the promotion of a dependent refused: not the target's verdict
                 end, found = "done", []
-            if end == "refused" and "Cannot transition to 'gated'" in moved.stderr:
-                end = "parked"  # a gate held the done back, and the gated is refused
+            if end == "refused" and ("Cannot transition to 'gated'" in moved.stderr or _gates_open(issue)):
+                end = "parked"  # a gate held the done back, and the gated (its local rules too) is refused
             elif end == "refused":  # where jit-dispatch would end instead: is that refused too?
                 again = jit(copy, "issue", "update", target, "--state", "gated")
                 if again.returncode != 0 and (more := blockers(again.stderr)):
