@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Enforced graph rules, jit-dispatch against the newest jit binary, on random small stores
+"""Enforced graph and local rules, jit-dispatch against the newest jit binary, on random small stores
 (docs/jit-format.md#rule-differential).
 
     JIT_DISPATCH_JIT_BIN=/path/to/jit/bins .venv/bin/python bench/rules_differential.py --cases 300
@@ -8,7 +8,7 @@
 Each case (tests/support/rule_differential.py): 1–6 issues made by jit (types, `satisfies:`/
 `req:`/`checks:`/`hyp:`/`brackets:` labels, dependencies, done or not, criteria sections, manual
 gates passed 1 h, 30 h or 10 days ago), then 1–3 random `[[rules]]` of every kind. On a copy jit
-takes the target `in_progress` then `done`; jit-dispatch runs `once --issue` on the original.
+takes the target `in_progress` (`issue claim`) then `done`; jit-dispatch runs `once --issue` on the original.
 Prints the verdicts' tally and every mismatch with its seed; exit 1 when there is one.
 """
 

@@ -11,7 +11,6 @@ common ones besides (`type`, `const`, `enum`); any other keyword keeps the libra
 
 from __future__ import annotations
 
-import ast
 import json
 import unicodedata
 from collections.abc import Sequence
@@ -102,6 +101,8 @@ def _contains(error: ValidationError, schema: Any, path: Sequence[str]) -> str:
 
 def _missing(message: str) -> Any:
     """The property a `required` error names (the library writes its repr)."""
+    import ast  # only for a finding
+
     try:
         return ast.literal_eval(message.removesuffix(" is a required property"))
     except (ValueError, SyntaxError):
