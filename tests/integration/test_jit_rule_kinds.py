@@ -368,6 +368,29 @@ def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_valid
     assert _once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
 
 
+def test_a_local_rule_refusing_done_and_gated_parks_without_an_event(tmp_path: Path) -> None:
+    """A local rule written for `done` and `gated`: jit refuses both writes (exit 4, no event);
+    jit-dispatch parks the issue, both named in jit's words, and the newest `jit validate` passes."""
+    repo = Repo(tmp_path, RESOLVED.replace('state = "done"', 'state = ["gated", "done"]'))
+    issue_id = _resolved(repo, True)
+    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
+    assert (code, target) == (4, "done") and jits, (code, target)
+    again = repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy")
+    assert again.returncode == 4 and not [e for e in read_events(tmp_path / "copy" / ".jit") if "rule" in e]
+    result = _once(repo, issue_id)
+    ((rule, message),) = jits
+    assert (result["outcome"], result["reason"]) == (
+        "parked",
+        f"rule '{rule}' blocks done: {message}; rule '{rule}' blocks gated: {message}; "
+        "parked: fix what the rule finds, then unpark it",
+    )
+    root = repo.path / ".jit"
+    assert read_issue(root, issue_id)["state"] == "ready"
+    assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]
+    validate = repo.jit("validate")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
 def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) -> None:
     """A manual gate still open turns a `done` into `gated`; a rule refusing `gated` parks it."""
     repo = Repo(tmp_path, STRAY_AT_GATED.replace('["gated", "done"]', '"gated"'))
