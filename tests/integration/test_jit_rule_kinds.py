@@ -8,11 +8,7 @@ keyed on `done` where the example has them apply in every state.
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from delivery_runs import once
-from helpers import clean_env, git, make_remote, read_events, read_issue, run_cli
+from helpers import git, make_remote, read_events, read_issue, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
-from lease_stores import GIT
 from real_jit import jit, jit_binary
+from rule_repos import CRITERIA, Repo, assert_allowed_as_jit_allows, assert_refused_as_jit_refuses, dispatch_once
 
-CRITERIA = "## Success Criteria\n\n- [hard] REQ-1 it works\n- REQ-2 nice to have\n"
 COVERED = """
 [[rules]]
 name = "sdd-hard-criteria-covered"
@@ -98,64 +93,6 @@ container-from-label = "brackets"
 """
 
 
-def _local(name: str, assertion: str, when: str = 'type = "task", state = "done"') -> str:
-    """An enforced local rule written for `done`: jit checks it when it writes the issue (exit 4, no
-    event); `jit validate` passes before (the rule selects no ready issue) and after a `gated`."""
-    return (
-        f'\n[[rules]]\nname = "{name}"\nwhen = {{ {when} }}\nseverity = "error"\nenforce = true\nassert = {assertion}\n'
-    )
-
-
-RESOLVED = _local("done-needs-resolution", '{ require-label = { label = "resolution:*", min = 1 } }')
-ONE_CORE = _local("one-core-component", '{ require-label = { label = "component:core", max = 1 } }')
-REQ_FORMAT = _local("req-format", '{ label-value-pattern = { namespace = "req", regex = "^REQ-[0-9]+$" } }')
-SECTION = _local("needs-criteria", '{ require-section = { heading = "Success Criteria" } }')
-DESIGN = _local("needs-design", '{ require-doc-type = { doc-type = "design" } }')
-SCHEMA = _local("team-and-short", '{ json-schema = "schemas/team.json" }')
-TEAM_SCHEMA = {"type": "object", "properties": {"labels": {"required": ["team"]}, "raw_labels": {"maxItems": 3}}}
-
-
-class Repo:
-    """A git repository whose store the newest jit made (leases not enforced: rules only)."""
-
-    def __init__(self, tmp_path: Path, rules: str) -> None:
-        self.binary = jit_binary("newest")
-        self.path = tmp_path / "repo"
-        subprocess.run(["git", "init", "-q", "-b", "main", str(self.path)], check=True)
-        subprocess.run(["git", "-C", str(self.path), "commit", "-q", "--allow-empty", "-m", "i"], check=True, env=GIT)
-        assert self.jit("init").returncode == 0
-        (self.path / ".jit" / "rules.toml").write_text(rules)  # present, it is all jit enforces
-
-    def jit(self, *args: str, where: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return jit(self.binary, where or self.path, *args)
-
-    def issue(self, title: str, *labels: str, body: str = "", deps: tuple[str, ...] = (), done: bool = False) -> str:
-        args = ["issue", "create", "--title", title, "-d", body, "--json"]
-        made = self.jit(*args, *[a for label in labels for a in ("--label", label)])
-        assert made.returncode == 0, made.stderr
-        issue_id = str(json.loads(made.stdout)["id"])
-        for dep in deps:
-            assert self.jit("dep", "add", issue_id, dep).returncode == 0
-        if done:
-            finished = self.jit("issue", "update", issue_id, "--state", "done")
-            assert finished.returncode == 0, finished.stderr
-        return issue_id
-
-    def jit_blockers(self, issue_id: str, tmp_path: Path) -> tuple[int, list[tuple[str, str]], str]:
-        """On a copy of the repository, jit itself takes the issue to done: (its exit code, its
-        blockers as (rule, message), the target it refused); its events in `self.jits_events`."""
-        copy = tmp_path / "copy"
-        shutil.copytree(self.path, copy, symlinks=True)
-        self.jits_events = read_events(copy / ".jit")
-        for target in ("in_progress", "done"):
-            moved = self.jit("issue", "update", issue_id, "--state", target, where=copy)
-            if moved.returncode != 0:
-                found = re.findall(r"^  - \[([^\]]+)\] (.*)$", moved.stderr, re.MULTILINE)
-                self.jits_events = read_events(copy / ".jit")
-                return moved.returncode, found, target
-        return 0, [], ""
-
-
 @dataclass(frozen=True)
 class Case:
     rules: str
@@ -187,42 +124,6 @@ def _hypotheses(repo: Repo, refused: bool) -> str:
     return repo.issue("goal", "type:goal", "hyp:H-7" if refused else "hyp:H-1", body=body)
 
 
-def _resolved(repo: Repo, refused: bool) -> str:
-    return repo.issue("task", "type:task", *(() if refused else ("resolution:fixed",)))
-
-
-def _core(repo: Repo, refused: bool) -> str:
-    return repo.issue("task", "type:task", "component:ui" if refused else "component:core")
-
-
-def _req_format(repo: Repo, refused: bool) -> str:
-    return repo.issue("task", "type:task", "req:REQ-1", "req:bad.one" if refused else "req:REQ-2")
-
-
-def _section(repo: Repo, refused: bool) -> str:
-    return repo.issue("task", "type:task", body="## Success Criteria\n\nprose only\n" if refused else CRITERIA)
-
-
-def _misspelt(repo: Repo, refused: bool) -> str:
-    return repo.issue("task", "type:task", body="## Sucess Criteria\n\n- REQ-1\n" if refused else CRITERIA)
-
-
-def _design(repo: Repo, refused: bool) -> str:
-    issue_id = repo.issue("task", "type:task")
-    (repo.path / "design.md").write_text("# Design\n")
-    doc_type = "notes" if refused else "design"
-    assert repo.jit("doc", "add", issue_id, "design.md", "--doc-type", doc_type, "--skip-scan").returncode == 0
-    return issue_id
-
-
-def _schema(repo: Repo, refused: bool) -> str:
-    (repo.path / ".jit" / "schemas").mkdir(exist_ok=True)
-    (repo.path / ".jit" / "schemas" / "team.json").write_text(json.dumps(TEAM_SCHEMA))
-    if refused:
-        return repo.issue("task", "type:task", "component:a", "component:b", "epic:x")
-    return repo.issue("task", "type:task", "team:core")
-
-
 CASES = {
     "label-coverage": Case(COVERED, _coverage),
     "label-coverage-kind": Case(COVERED_BY_KIND, _coverage),
@@ -230,53 +131,19 @@ CASES = {
     "dependency-shape": Case(QA_SIGNOFF, _shape),
     "criteria-to-check": Case(VERIFIED, _verified),
     "criteria-label-match": Case(HYPOTHESES, _hypotheses),
-    "require-label": Case(RESOLVED, _resolved),
-    "require-label-exact": Case(ONE_CORE, _core),
-    "label-value-pattern": Case(REQ_FORMAT, _req_format),
-    "require-section": Case(SECTION, _section),
-    "require-section-misspelt": Case(SECTION, _misspelt),
-    "require-doc-type": Case(DESIGN, _design),
-    "json-schema": Case(SCHEMA, _schema),
 }
-
-
-def _once(repo: Repo, issue_id: str) -> dict:
-    root = repo.path / ".jit"
-    args = ("once", "--agent", "w1", "--command", "true", "--json", "--jit-dir", str(root), "--issue", issue_id)
-    return run_cli(*args, cwd=repo.path).json
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_done_jit_refuses_ends_gated_with_the_rule_and_jits_words(kind: str, tmp_path: Path) -> None:
     repo = Repo(tmp_path, CASES[kind].rules)
-    issue_id = CASES[kind].build(repo, True)
-    assert repo.jit("validate").returncode == 0
-    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target) == (4, "done") and jits, (code, target)
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "gated", result
-    reason = "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
-    assert result["reason"] == reason
-    root = repo.path / ".jit"
-    assert read_issue(root, issue_id)["context"]["dispatch.last_reason"] == reason
-    blocked = [e for e in read_events(root) if e["type"] == "transition_blocked" and e["issue_id"] == issue_id]
-    jits_blocked = [e for e in repo.jits_events if e["type"] == "transition_blocked"]
-    assert [(e["target"], e["rule"]) for e in blocked] == [(e["target"], e["rule"]) for e in jits_blocked]
-    assert [list(e) for e in blocked] == [list(e) for e in jits_blocked]  # jit's shape, key for key
-    validate = repo.jit("validate")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert_refused_as_jit_refuses(repo, CASES[kind].build(repo, True), tmp_path)
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_done_jit_allows_ends_done(kind: str, tmp_path: Path) -> None:
     repo = Repo(tmp_path, CASES[kind].rules)
-    issue_id = CASES[kind].build(repo, False)
-    assert repo.jit_blockers(issue_id, tmp_path)[0] == 0
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "done", result
-    assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"
-    validate = repo.jit("validate")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert_allowed_as_jit_allows(repo, CASES[kind].build(repo, False), tmp_path)
 
 
 def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: Path) -> None:
@@ -291,36 +158,13 @@ def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: 
     ready = run_cli("ready", "--all", "--json", "--jit-dir", str(repo.path / ".jit"), cwd=repo.path)
     (held,) = ready.json["held"]
     assert held["reason"] == f"rule '{rule}' refuses in_progress: {message}"
-    assert _once(repo, issue_id)["outcome"] != "done"
+    assert dispatch_once(repo, issue_id)["outcome"] != "done"
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
     # with its container named, the breakdown may start (a finding about the container blocks not it)
     other = repo.issue("breakdown", "type:breakdown", f"brackets:{epic[:8]}")
     assert repo.jit("dep", "add", epic, other).returncode == 0  # the container is in its neighbourhood
     assert repo.jit_blockers(other, tmp_path / "again")[0] == 0
-    assert _once(repo, other)["outcome"] == "done"
-    assert repo.jit("validate").returncode == 0
-
-
-@pytest.mark.parametrize("satisfied", [False, True])
-def test_a_local_rule_is_judged_before_the_graph_rules(satisfied: bool, tmp_path: Path) -> None:
-    """jit validates the written issue before the transition: a local refusal (exit 4) logs no
-    `transition_blocked` and no graph rule is reached; a satisfied one lets the graph rules judge."""
-    recency = 'assert = { gate-recency = { max-age-days = 7, gates = ["code-review"] } }'
-    graph = RESOLVED.replace("done-needs-resolution", "fresh").split("assert =")[0] + recency + "\n"
-    repo = Repo(tmp_path, RESOLVED + graph)
-    issue_id = _resolved(repo, not satisfied)
-    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target, [rule for rule, _ in jits]) == (
-        4,
-        "done",
-        ["fresh" if satisfied else "done-needs-resolution"],
-    )
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "gated", result
-    assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
-    blocked = [(e["target"], e["rule"]) for e in read_events(repo.path / ".jit") if e["type"] == "transition_blocked"]
-    assert blocked == [(e["target"], e["rule"]) for e in repo.jits_events if e["type"] == "transition_blocked"]
-    assert blocked == ([("done", "fresh")] if satisfied else [])
+    assert dispatch_once(repo, other)["outcome"] == "done"
     assert repo.jit("validate").returncode == 0
 
 
@@ -336,7 +180,7 @@ def test_criteria_sections_are_read_as_jits_markdown_parser_reads_them(tmp_path:
     issue_id = repo.issue("goal", "type:goal", *labels, body=TRICKY)
     code, jits, _ = repo.jit_blockers(issue_id, tmp_path)
     assert code == 4 and [m.split("'")[1] for _, m in jits] == ["hyp:H-10", "hyp:H-12", "hyp:H-13"], jits
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
 
 
@@ -351,7 +195,7 @@ def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_valid
     code, jits, target = repo.jit_blockers(issue_id, tmp_path)
     assert (code, target) == (4, "done") and jits, (code, target)
     assert repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy").returncode == 4
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["outcome"] == "parked", result
     ((rule, message),) = jits
     assert result["reason"] == (
@@ -365,30 +209,7 @@ def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_valid
     assert blocked == [("done", rule), ("gated", rule)]
     validate = repo.jit("validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
-    assert _once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
-
-
-def test_a_local_rule_refusing_done_and_gated_parks_without_an_event(tmp_path: Path) -> None:
-    """A local rule written for `done` and `gated`: jit refuses both writes (exit 4, no event);
-    jit-dispatch parks the issue, both named in jit's words, and the newest `jit validate` passes."""
-    repo = Repo(tmp_path, RESOLVED.replace('state = "done"', 'state = ["gated", "done"]'))
-    issue_id = _resolved(repo, True)
-    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target) == (4, "done") and jits, (code, target)
-    again = repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy")
-    assert again.returncode == 4 and not [e for e in read_events(tmp_path / "copy" / ".jit") if "rule" in e]
-    result = _once(repo, issue_id)
-    ((rule, message),) = jits
-    assert (result["outcome"], result["reason"]) == (
-        "parked",
-        f"rule '{rule}' blocks done: {message}; rule '{rule}' blocks gated: {message}; "
-        "parked: fix what the rule finds, then unpark it",
-    )
-    root = repo.path / ".jit"
-    assert read_issue(root, issue_id)["state"] == "ready"
-    assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]
-    validate = repo.jit("validate")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert dispatch_once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
 
 
 def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) -> None:
@@ -402,7 +223,7 @@ def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) 
     code, jits, target = repo.jit_blockers(issue_id, tmp_path)
     jit_state = read_issue(tmp_path / "copy" / ".jit", issue_id)["state"]
     assert (code, target, jit_state) == (4, "done", "in_progress") and jits, (code, target, jit_state)
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["outcome"] == "parked", result
     assert result["reason"].startswith(f"rule '{jits[0][0]}' blocks gated: {jits[0][1]}")
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
@@ -446,34 +267,10 @@ def test_a_promotion_jit_refuses_leaves_the_dependent_backlog_as_jit_does(tmp_pa
     code, _, _ = repo.jit_blockers(issue_id, tmp_path)
     copy = tmp_path / "copy" / ".jit"
     assert (code, read_issue(copy, issue_id)["state"], read_issue(copy, refused)["state"]) == (4, "done", "backlog")
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert (result["outcome"], result["promoted"]) == ("done", [allowed]), result
     root = repo.path / ".jit"
     assert [read_issue(root, i)["state"] for i in (issue_id, refused, allowed)] == ["done", "backlog", "ready"]
     ours = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(root) if e["type"] == "transition_blocked"]
     jits = [(e["issue_id"], e["target"], e["rule"]) for e in read_events(copy) if e["type"] == "transition_blocked"]
     assert ours == jits == [(refused, "ready", "research-hyp-label-matches-hypothesis")]
-
-
-PROBE = """\
-import json, sys
-from jit_dispatch.cli.main import main
-try:
-    main(sys.argv[1:])
-except SystemExit as exc:
-    code = exc.code
-print(json.dumps({"code": code, "loaded": sorted(m for m in ("jsonschema", "markdown_it") if m in sys.modules)}))
-"""
-
-
-@pytest.mark.parametrize("selected", [False, True])
-def test_jsonschema_is_imported_only_when_an_enforced_local_rule_applies(selected: bool, tmp_path: Path) -> None:
-    """The README's hot path: a store whose rules select none of the run's issue pays no import."""
-    repo = Repo(tmp_path, SECTION.replace('type = "task"', f'type = "{"task" if selected else "epic"}"'))
-    issue_id = repo.issue("task", "type:task", body=CRITERIA)
-    args = ("once", "--agent", "w1", "--command", "true", "--jit-dir", str(repo.path / ".jit"), "--issue", issue_id)
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=repo.path, env=clean_env(),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"code": 0, "loaded": ["jsonschema", "markdown_it"] if selected else []}, proc.stderr
-    assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"
