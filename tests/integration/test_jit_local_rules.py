@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import clean_env, read_events, read_issue
+from jit_dispatch.trackers.jit.rules import StoreRules
 from rule_repos import CRITERIA, Repo, assert_allowed_as_jit_allows, assert_refused_as_jit_refuses, dispatch_once
 
 
@@ -162,3 +163,17 @@ def test_jsonschema_is_imported_only_when_an_enforced_local_rule_applies(selecte
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "loaded": ["jsonschema", "markdown_it"] if selected else []}, proc.stderr
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"
+
+
+def test_a_changed_schema_file_is_read_again_as_jit_reads_it_on_every_write(tmp_path: Path) -> None:
+    """A pool lives long; jit reads `.jit/schemas/*.json` afresh at each write, so a fixed schema
+    must not keep refusing (nor a broken one keep passing) until `rules.toml` changes."""
+    repo = Repo(tmp_path, SCHEMA)
+    issue_id = _schema(repo, True)
+    root = repo.path / ".jit"
+    store_rules = StoreRules(root, lambda: {})
+    raw = read_issue(root, issue_id)
+    assert store_rules.blockers(raw, "done")  # no `team:` label
+    (root / "schemas" / "team.json").write_text(json.dumps({"type": "object"}))
+    assert store_rules.blockers(raw, "done") == []
+    assert repo.jit("issue", "update", issue_id, "--state", "done").returncode == 0  # as jit now judges it

@@ -1,7 +1,7 @@
 """jit's projection, desugaring and finding messages for local rules (docs/jit-format.md#local-rules).
 
 The expected words are the newest jit's own (`jit issue update --state done`, exit 4), copied from
-its refusals; tests/integration/test_jit_rule_kinds.py compares with the binary itself."""
+its refusals; tests/integration/test_jit_local_rules.py compares with the binary itself."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ class StoreRules:
         # its enforced local ones (`local_rules.blockers`)
         self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
         self._config_seen: Fingerprint | None = None  # config.toml's when read: its `[item_kinds]` count
+        self._schemas_seen: dict[Path, Fingerprint | None] = {}  # json-schema rules' files, when read
 
     def enforced(self) -> list[rules.Rule] | str:
         """`rules.toml`'s graph rules jit may enforce at a transition (re-read when it changed); the
@@ -44,8 +45,9 @@ class StoreRules:
             seen = None
         except OSError as exc:
             return f"{path}: cannot be read ({exc.strerror})"
-        if self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
-            self._config_seen = self._config_fingerprint()
+        stale = any(_fingerprint(p) != then for p, then in self._schemas_seen.items())
+        if stale or self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
+            self._config_seen, self._schemas_seen = self._config_fingerprint(), {}
             local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
@@ -90,6 +92,7 @@ class StoreRules:
     def _with_schema(self, rule: rules.Rule) -> rules.Rule:
         """A json-schema rule with its schema read as jit's loader does (unreadable: jit loads no rule)."""
         path = self.path.parent / str(rule.config)
+        self._schemas_seen[path] = _fingerprint(path)  # jit reads it afresh on every write: so do we
         try:
             text = read_regular(path).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -107,10 +110,7 @@ class StoreRules:
             return {}
 
     def _config_fingerprint(self) -> Fingerprint | None:
-        try:
-            return fingerprint(os.stat(self.config))
-        except OSError:
-            return None
+        return _fingerprint(self.config)
 
     def _content_format(self) -> str:
         """config.toml's `[validation] content_format`: the body format of issues that name none."""
@@ -135,3 +135,10 @@ class StoreRules:
                 name, text = found[0]
                 holds[full.id] = f"rule '{name}' refuses in_progress: {text}" if name else text
         return holds
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        return fingerprint(os.stat(path))
+    except OSError:
+        return None
