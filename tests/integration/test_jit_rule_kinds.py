@@ -8,9 +8,6 @@ keyed on `done` where the example has them apply in every state.
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +18,9 @@ import pytest
 from delivery_runs import once
 from helpers import git, make_remote, read_events, read_issue, run_cli
 from jit_dispatch.trackers.jit.store import NewIssue
-from lease_stores import GIT
 from real_jit import jit, jit_binary
+from rule_repos import CRITERIA, Repo, assert_allowed_as_jit_allows, assert_refused_as_jit_refuses, dispatch_once
 
-CRITERIA = "## Success Criteria\n\n- [hard] REQ-1 it works\n- REQ-2 nice to have\n"
 COVERED = """
 [[rules]]
 name = "sdd-hard-criteria-covered"
@@ -97,47 +93,6 @@ container-from-label = "brackets"
 """
 
 
-class Repo:
-    """A git repository whose store the newest jit made (leases not enforced: rules only)."""
-
-    def __init__(self, tmp_path: Path, rules: str) -> None:
-        self.binary = jit_binary("newest")
-        self.path = tmp_path / "repo"
-        subprocess.run(["git", "init", "-q", "-b", "main", str(self.path)], check=True)
-        subprocess.run(["git", "-C", str(self.path), "commit", "-q", "--allow-empty", "-m", "i"], check=True, env=GIT)
-        assert self.jit("init").returncode == 0
-        (self.path / ".jit" / "rules.toml").write_text(rules)  # present, it is all jit enforces
-
-    def jit(self, *args: str, where: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return jit(self.binary, where or self.path, *args)
-
-    def issue(self, title: str, *labels: str, body: str = "", deps: tuple[str, ...] = (), done: bool = False) -> str:
-        args = ["issue", "create", "--title", title, "-d", body, "--json"]
-        made = self.jit(*args, *[a for label in labels for a in ("--label", label)])
-        assert made.returncode == 0, made.stderr
-        issue_id = str(json.loads(made.stdout)["id"])
-        for dep in deps:
-            assert self.jit("dep", "add", issue_id, dep).returncode == 0
-        if done:
-            finished = self.jit("issue", "update", issue_id, "--state", "done")
-            assert finished.returncode == 0, finished.stderr
-        return issue_id
-
-    def jit_blockers(self, issue_id: str, tmp_path: Path) -> tuple[int, list[tuple[str, str]], str]:
-        """On a copy of the repository, jit itself takes the issue to done: (its exit code, its
-        blockers as (rule, message), the target it refused); its events in `self.jits_events`."""
-        copy = tmp_path / "copy"
-        shutil.copytree(self.path, copy, symlinks=True)
-        self.jits_events = read_events(copy / ".jit")
-        for target in ("in_progress", "done"):
-            moved = self.jit("issue", "update", issue_id, "--state", target, where=copy)
-            if moved.returncode != 0:
-                found = re.findall(r"^  - \[([^\]]+)\] (.*)$", moved.stderr, re.MULTILINE)
-                self.jits_events = read_events(copy / ".jit")
-                return moved.returncode, found, target
-        return 0, [], ""
-
-
 @dataclass(frozen=True)
 class Case:
     rules: str
@@ -179,43 +134,16 @@ CASES = {
 }
 
 
-def _once(repo: Repo, issue_id: str) -> dict:
-    root = repo.path / ".jit"
-    args = ("once", "--agent", "w1", "--command", "true", "--json", "--jit-dir", str(root), "--issue", issue_id)
-    return run_cli(*args, cwd=repo.path).json
-
-
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_done_jit_refuses_ends_gated_with_the_rule_and_jits_words(kind: str, tmp_path: Path) -> None:
     repo = Repo(tmp_path, CASES[kind].rules)
-    issue_id = CASES[kind].build(repo, True)
-    assert repo.jit("validate").returncode == 0
-    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target) == (4, "done") and jits, (code, target)
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "gated", result
-    reason = "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
-    assert result["reason"] == reason
-    root = repo.path / ".jit"
-    assert read_issue(root, issue_id)["context"]["dispatch.last_reason"] == reason
-    blocked = [e for e in read_events(root) if e["type"] == "transition_blocked" and e["issue_id"] == issue_id]
-    jits_blocked = [e for e in repo.jits_events if e["type"] == "transition_blocked"]
-    assert [(e["target"], e["rule"]) for e in blocked] == [(e["target"], e["rule"]) for e in jits_blocked]
-    assert [list(e) for e in blocked] == [list(e) for e in jits_blocked]  # jit's shape, key for key
-    validate = repo.jit("validate")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert_refused_as_jit_refuses(repo, CASES[kind].build(repo, True), tmp_path)
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_done_jit_allows_ends_done(kind: str, tmp_path: Path) -> None:
     repo = Repo(tmp_path, CASES[kind].rules)
-    issue_id = CASES[kind].build(repo, False)
-    assert repo.jit_blockers(issue_id, tmp_path)[0] == 0
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "done", result
-    assert read_issue(repo.path / ".jit", issue_id)["state"] == "done"
-    validate = repo.jit("validate")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert_allowed_as_jit_allows(repo, CASES[kind].build(repo, False), tmp_path)
 
 
 def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: Path) -> None:
@@ -230,44 +158,13 @@ def test_a_broken_rule_that_applies_holds_the_claim_as_jit_refuses_it(tmp_path: 
     ready = run_cli("ready", "--all", "--json", "--jit-dir", str(repo.path / ".jit"), cwd=repo.path)
     (held,) = ready.json["held"]
     assert held["reason"] == f"rule '{rule}' refuses in_progress: {message}"
-    assert _once(repo, issue_id)["outcome"] != "done"
+    assert dispatch_once(repo, issue_id)["outcome"] != "done"
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
     # with its container named, the breakdown may start (a finding about the container blocks not it)
     other = repo.issue("breakdown", "type:breakdown", f"brackets:{epic[:8]}")
     assert repo.jit("dep", "add", epic, other).returncode == 0  # the container is in its neighbourhood
     assert repo.jit_blockers(other, tmp_path / "again")[0] == 0
-    assert _once(repo, other)["outcome"] == "done"
-    assert repo.jit("validate").returncode == 0
-
-
-RESOLVED = """
-[[rules]]
-name = "done-needs-resolution"
-when = { state = "done" }
-severity = "error"
-enforce = true
-assert = { require-label = { label = "resolution:*", min = 1 } }
-"""
-
-
-def test_a_local_rule_written_for_done_is_named_not_guessed(tmp_path: Path) -> None:
-    """jit checks local rules when `issue update --state done` writes the issue (exit 4, no event);
-    jit-dispatch does not evaluate them: one written for `done` turns it `gated`, named."""
-    recency = 'assert = { gate-recency = { max-age-days = 7, gates = ["code-review"] } }'
-    graph = RESOLVED.replace("done-needs-resolution", "fresh").split("assert =")[0] + recency + "\n"
-    repo = Repo(tmp_path, RESOLVED + graph)  # a graph rule too: jit never reaches it
-    issue_id = repo.issue("task", "type:task")
-    code, jits, target = repo.jit_blockers(issue_id, tmp_path)
-    assert (code, target, [rule for rule, _ in jits]) == (4, "done", ["done-needs-resolution"])
-    assert not [e for e in repo.jits_events if e["type"] == "transition_blocked"]
-    result = _once(repo, issue_id)
-    assert result["outcome"] == "gated", result
-    assert result["reason"] == (
-        "local rule 'done-needs-resolution' (require-label) applies to done: jit checks it when it writes "
-        "the issue, jit-dispatch does not evaluate it"
-    )
-    root = repo.path / ".jit"
-    assert not [e for e in read_events(root) if e["type"] == "transition_blocked"]  # jit logs none for these
+    assert dispatch_once(repo, other)["outcome"] == "done"
     assert repo.jit("validate").returncode == 0
 
 
@@ -283,7 +180,7 @@ def test_criteria_sections_are_read_as_jits_markdown_parser_reads_them(tmp_path:
     issue_id = repo.issue("goal", "type:goal", *labels, body=TRICKY)
     code, jits, _ = repo.jit_blockers(issue_id, tmp_path)
     assert code == 4 and [m.split("'")[1] for _, m in jits] == ["hyp:H-10", "hyp:H-12", "hyp:H-13"], jits
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["reason"] == "; ".join(f"rule '{rule}' blocks done: {message}" for rule, message in jits)
 
 
@@ -298,7 +195,7 @@ def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_valid
     code, jits, target = repo.jit_blockers(issue_id, tmp_path)
     assert (code, target) == (4, "done") and jits, (code, target)
     assert repo.jit("issue", "update", issue_id, "--state", "gated", where=tmp_path / "copy").returncode == 4
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["outcome"] == "parked", result
     ((rule, message),) = jits
     assert result["reason"] == (
@@ -312,7 +209,7 @@ def test_a_done_refused_whose_gated_is_refused_too_is_parked_and_the_store_valid
     assert blocked == [("done", rule), ("gated", rule)]
     validate = repo.jit("validate")
     assert validate.returncode == 0, validate.stdout + validate.stderr
-    assert _once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
+    assert dispatch_once(repo, issue_id)["outcome"] == "idle"  # parked: not run again until a person unparks it
 
 
 def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) -> None:
@@ -326,7 +223,7 @@ def test_a_gated_for_an_open_gate_that_a_rule_refuses_is_parked(tmp_path: Path) 
     code, jits, target = repo.jit_blockers(issue_id, tmp_path)
     jit_state = read_issue(tmp_path / "copy" / ".jit", issue_id)["state"]
     assert (code, target, jit_state) == (4, "done", "in_progress") and jits, (code, target, jit_state)
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert result["outcome"] == "parked", result
     assert result["reason"].startswith(f"rule '{jits[0][0]}' blocks gated: {jits[0][1]}")
     assert read_issue(repo.path / ".jit", issue_id)["state"] == "ready"
@@ -370,7 +267,7 @@ def test_a_promotion_jit_refuses_leaves_the_dependent_backlog_as_jit_does(tmp_pa
     code, _, _ = repo.jit_blockers(issue_id, tmp_path)
     copy = tmp_path / "copy" / ".jit"
     assert (code, read_issue(copy, issue_id)["state"], read_issue(copy, refused)["state"]) == (4, "done", "backlog")
-    result = _once(repo, issue_id)
+    result = dispatch_once(repo, issue_id)
     assert (result["outcome"], result["promoted"]) == ("done", [allowed]), result
     root = repo.path / ".jit"
     assert [read_issue(root, i)["state"] for i in (issue_id, refused, allowed)] == ["done", "backlog", "ready"]

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 TYPES = ("epic", "task", "release", "qa-signoff", "goal", "breakdown")
 GATES = ("code-review", "tests", "verify-REQ-1", "verify-REQ-2")
@@ -45,7 +46,6 @@ class Case:
     issues: list[Spec]
     target: int
     rules: str
-    local: frozenset[str]  # the names of its local rules (jit-dispatch does not evaluate those)
 
 
 def _body(rng: random.Random) -> str:
@@ -96,9 +96,7 @@ def generate(seed: int) -> Case:
     target = issues[below]
     for gate in rng.sample(GATES, rng.randint(0, 2)):
         target.gates[gate] = rng.choice([1.0, 30.0, 24 * 10.0, 24 * 10.0, None])
-    rules = _rules(rng, target.kind)
-    local = {block.split('"')[1] for block in rules.split("[[rules]]\nname = ")[1:] if "require-label" in block}
-    return Case(seed, issues, below, rules, frozenset(local))
+    return Case(seed, issues, below, _rules(rng, target.kind))
 
 
 def _when(rng: random.Random, kind: str) -> str:
@@ -126,7 +124,8 @@ def _criteria(rng: random.Random) -> list[str]:
 def _assertion(rng: random.Random) -> str:
     kind = rng.choice(
         ["gate-recency", "label-coverage", "label-reference", "dependency-shape", "criteria-to-check",
-         "criteria-label-match", "require-label", "label-uniqueness"]
+         "criteria-label-match", "require-label", "label-uniqueness", "label-value-pattern", "require-section",
+         "require-doc-type"]
     )  # fmt: skip
     if kind == "gate-recency":
         age = rng.choice(["max-age-days = 7", "max-age-hours = 24", "max-age-days = 1"])
@@ -169,9 +168,17 @@ def _assertion(rng: random.Random) -> str:
             f"id-pattern = '{pattern}' }} }}"
         )
     if kind == "require-label":
-        return (
-            f'{{ require-label = {{ label = "{rng.choice(["satisfies:*", "checks:*", "resolution:*"])}", min = 1 }} }}'
-        )
+        label = rng.choice(["satisfies:*", "checks:*", "resolution:*", "req:REQ-1", "hyp:*"])
+        counts = rng.choice(["min = 1", "", "max = 1", "min = 0, max = 0", "min = 2"])
+        return f'{{ require-label = {{ label = "{label}"{", " if counts else ""}{counts} }} }}'
+    if kind == "label-value-pattern":
+        namespace, regex = rng.choice([("satisfies", "^REQ-[12]$"), ("req", "^REQ-[0-9]+$"), ("hyp", "^H-3$")])
+        return f'{{ label-value-pattern = {{ namespace = "{namespace}", regex = "{regex}" }} }}'
+    if kind == "require-section":
+        heading = rng.choice(["Success Criteria", "Hypotheses", "Success Criterion", "Notes"])
+        return f'{{ require-section = {{ heading = "{heading}" }} }}'
+    if kind == "require-doc-type":
+        return '{ require-doc-type = { doc-type = "design" } }'
     scope = rng.choice(["", ', scope = "all"', ', scope = "all"', ', scope = "linked"'])
     return f'{{ label-uniqueness = {{ namespace = "satisfies"{scope} }} }}'
 
@@ -266,6 +273,12 @@ class Verdict:
     validates: bool
 
 
+def _gates_open(issue: dict[str, Any]) -> bool:
+    """A required gate not passed: jit's `--state done` writes (and validates) `gated` instead."""
+    status = issue.get("gates_status") or {}
+    return any((status.get(gate) or {}).get("status") != "passed" for gate in issue.get("gates_required") or [])
+
+
 BLOCKER = re.compile(r"^  - \[([^\]]+)\] (.*)$", re.MULTILINE)
 
 
@@ -277,16 +290,18 @@ def blockers(stderr: str) -> list[tuple[str, str]]:
 def jits_verdict(jit: Jit, repo: Path, target: str, copy: Path) -> Verdict:
     shutil.copytree(repo, copy, symlinks=True)
     end, found = "done", []
-    for state in ("in_progress", "done"):
-        moved = jit(copy, "issue", "update", target, "--state", state)
+    for state in ("in_progress", "done"):  # the claim as jit's `issue claim`: no local rule checked
+        args = ("claim", target, "agent:w1") if state == "in_progress" else ("update", target, "--state", state)
+        moved = jit(copy, "issue", *args)
         if moved.returncode != 0:
             found = blockers(moved.stderr)
-            stored = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())["state"]
+            issue = json.loads((copy / ".jit" / "issues" / f"{target}.json").read_text())
+            stored = issue["state"]
             end = "held" if state == "in_progress" else ("gated" if stored == "gated" and not found else "refused")
             if stored == "done":  # done, but the promotion of a dependent refused: not the target's verdict
                 end, found = "done", []
-            if end == "refused" and "Cannot transition to 'gated'" in moved.stderr:
-                end = "parked"  # a gate held the done back, and the gated is refused
+            if end == "refused" and ("Cannot transition to 'gated'" in moved.stderr or _gates_open(issue)):
+                end = "parked"  # a gate held the done back, and the gated (its local rules too) is refused
             elif end == "refused":  # where jit-dispatch would end instead: is that refused too?
                 again = jit(copy, "issue", "update", target, "--state", "gated")
                 if again.returncode != 0 and (more := blockers(again.stderr)):
@@ -295,7 +310,6 @@ def jits_verdict(jit: Jit, repo: Path, target: str, copy: Path) -> Verdict:
     return Verdict(end, tuple(found), jit(copy, "validate").returncode == 0)
 
 
-LOCAL = re.compile(r"local rule '([^']+)' \(")
 RULE = re.compile(r"rule '([^']+)' (?:blocks done|blocks gated|refuses in_progress): ")
 
 
@@ -314,7 +328,7 @@ def dispatch_verdict(jit: Jit, repo: Path, target: str, env: dict[str, str]) -> 
     if outcome == "done":
         end = "done"
     elif outcome == "gated":
-        end = "refused" if RULE.search(reason) or LOCAL.search(reason) else "gated"
+        end = "refused" if RULE.search(reason) else "gated"
     elif outcome in ("idle", "held", None) and not result.get("issue_id"):
         end = "held"
         ready = subprocess.run(
@@ -329,28 +343,18 @@ def dispatch_verdict(jit: Jit, repo: Path, target: str, env: dict[str, str]) -> 
 
 
 def _blockers(reason: str) -> tuple[tuple[str, str], ...]:
-    """`rule 'R' blocks done: M; rule 'S' …` as jit's (R, M) pairs; a local rule by its name only."""
+    """`rule 'R' blocks done: M; rule 'S' …` as jit's (R, M) pairs."""
     found = []
     reason = reason.removesuffix("; parked: fix what the rule finds, then unpark it")
-    for part in re.split(r"; (?=rule '|local rule ')", reason):
-        if m := LOCAL.search(part):
-            found.append((m.group(1), ""))
-        elif m := RULE.search(part):
+    for part in re.split(r"; (?=rule ')", reason):
+        if m := RULE.search(part):
             found.append((m.group(1), part[m.end() :]))
     return tuple(found)
 
 
-def known(case: Case, jits: Verdict, ours: Verdict) -> bool:
-    """A mismatch whose one side rests on local rules only: jit judges them (JSON Schema over its
-    projection) on every write, jit-dispatch names those written for the state it enters and
-    evaluates none (docs/jit-format.md#graph-rules); counted apart."""
-    theirs, mine = {rule for rule, _ in jits.blockers}, {rule for rule, _ in ours.blockers}
-    return (bool(theirs) and theirs <= case.local) or (bool(mine) and mine <= case.local)
-
-
 def mismatch(jits: Verdict, ours: Verdict) -> str | None:
     """What differs, in one line; None when jit-dispatch agrees with jit."""
-    theirs = tuple((r, "" if ours_local(r, ours) else m) for r, m in jits.blockers)
+    theirs = jits.blockers
     if jits.end == "held":  # jit-dispatch names the first rule that holds a claim
         theirs = theirs[:1]
     if (jits.end, theirs) != (ours.end, ours.blockers):
@@ -358,7 +362,3 @@ def mismatch(jits: Verdict, ours: Verdict) -> str | None:
     if jits.validates and not ours.validates:
         return "jit validate fails after jit-dispatch's write (passes after jit's)"
     return None
-
-
-def ours_local(rule: str, ours: Verdict) -> bool:
-    return any(r == rule and not m for r, m in ours.blockers)

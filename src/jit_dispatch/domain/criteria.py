@@ -51,12 +51,19 @@ def _inline_text(token: Token) -> str:
     return "".join(parts)
 
 
-@lru_cache(maxsize=256)
 def sections(body: str) -> dict[str, tuple[str, ...]]:
     """Section slug → its top-level list items' text (sections of one slug merged, in order)."""
-    from markdown_it import MarkdownIt  # only when a rule reads criteria: off the plain path's start-up
+    return {slug: items for slug, (_, _, items) in parsed(body).items()}
 
-    found: dict[str, list[str]] = {}
+
+@lru_cache(maxsize=256)
+def parsed(body: str) -> dict[str, tuple[str, int, tuple[str, ...]]]:
+    """Section slug → (heading, level, items), as jit's `ParsedContent`: sections of one slug merged,
+    the first one's heading and level kept (`merge_section`)."""
+    from markdown_it import MarkdownIt  # only when a rule reads sections: off the plain path's start-up
+
+    found: dict[str, tuple[str, int, list[str]]] = {}
+    level = 0
     current: list[str] | None = None
     depth = 0
     item: list[str] | None = None
@@ -65,10 +72,11 @@ def sections(body: str) -> dict[str, tuple[str, ...]]:
     for token in MarkdownIt("commonmark").parse(body):
         kind = token.type
         if kind == "heading_open":
-            in_heading, heading = True, []
+            in_heading, heading, level = True, [], int(token.tag[1:])
         elif kind == "heading_close":
             in_heading = False
-            current = found.setdefault(slugify("".join(heading).strip()), [])
+            text = "".join(heading).strip()
+            current = found.setdefault(slugify(text), (text, level, []))[2]
         elif kind in ("bullet_list_open", "ordered_list_open"):
             depth += 1
         elif kind in ("bullet_list_close", "ordered_list_close"):
@@ -86,7 +94,7 @@ def sections(body: str) -> dict[str, tuple[str, ...]]:
                 item.append(_inline_text(token))
             elif kind in ("fence", "code_block"):
                 item.append(token.content)
-    return {slug: tuple(items) for slug, items in found.items()}
+    return {slug: (text, size, tuple(items)) for slug, (text, size, items) in found.items()}
 
 
 def criterion_ids(

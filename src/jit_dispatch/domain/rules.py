@@ -5,7 +5,7 @@ jit refuses a transition when a rule of `.jit/rules.toml` with `enforce = true` 
 (or has a broken config) over the issue's dependency neighbourhood (`enforce_transition_graph_rules`,
 crates/jit/src/commands/mod.rs). Only graph-scope assertions are evaluated then, minus the
 repo-wide ones; every graph kind jit evaluates is evaluated here (`domain/graph_rules.py`).
-Local ones (sections, schemas, labels) are checked by jit when an issue's content is written.
+Local ones (sections, schemas, labels) are checked by jit when it writes the issue (`domain/local_rules.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jit_dispatch.domain import graph_rules
+from jit_dispatch.domain import graph_rules, local_rules
 from jit_dispatch.domain.criteria import DEFAULT_ID_PATTERN, DEFAULT_SECTION
 
 LOCAL_KINDS = frozenset(
@@ -49,6 +49,7 @@ class Rule:
     severity: str = "warn"
     enforce: bool = False
     when: Mapping[str, Any] = field(default_factory=dict)
+    schema: Any = None  # a json-schema rule's schema, as the tracker read it from `.jit/<config>`
 
     def selects(self, raw: Mapping[str, Any]) -> bool:
         return graph_rules.selects(self.when, raw)
@@ -89,6 +90,8 @@ def parse_rules(text: str, where: str, item_kinds: Mapping[str, Any] | None = No
             raise RulesError(f"{label}: 'severity', 'enforce' or 'when' has the wrong type")
         if (wrong := graph_rules.selector_error(when)) is not None:
             raise RulesError(f"{label}: 'when.{wrong[1:]}")
+        if kind == "json-schema" and (refused := local_rules.reference_error(config)) is not None:
+            raise RulesError(f"{label}: invalid schema reference {config!r}: {refused}")
         if (refused := _refused_at_load(str(kind), config)) is not None:
             raise RulesError(f"{label}: {refused}")
         if kind == "checker-command" and enforce:
@@ -144,27 +147,6 @@ def blockers(
             elif about == raw.get("id"):
                 found.append((rule.name, message))
     return found
-
-
-def written_for(rules: Sequence[Rule], raw: Mapping[str, Any], target: str) -> list[tuple[None, str]]:
-    """Enforced local rules that apply only once the issue is in `target`: jit checks them when
-    `issue update --state <target>` writes the issue (and refuses, exit 4, no event). Named, not
-    evaluated: their verdicts are JSON Schema's over jit's projection of the issue."""
-    projected = {**raw, "state": target}
-    return [
-        (
-            None,
-            f"local rule '{rule.name}' ({rule.kind}) applies to {target}: jit checks it when it writes "
-            "the issue, jit-dispatch does not evaluate it",
-        )
-        for rule in rules
-        if rule.kind in LOCAL_KINDS
-        and rule.enforce
-        and rule.severity == "error"
-        and "state" in rule.when
-        and rule.selects(projected)
-        and not rule.selects(raw)
-    ]
 
 
 def _expand_kind(config: dict[str, Any], item_kinds: Mapping[str, Any], label: str) -> dict[str, Any]:

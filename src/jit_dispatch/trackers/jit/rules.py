@@ -1,18 +1,22 @@
-"""A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules).
+"""A store's `rules.toml`, as the newest jit enforces it at a transition (docs/jit-format.md#graph-rules)
+and at the write of a state (docs/jit-format.md#local-rules).
 
-Re-read whenever the file changed; the pure evaluation is `domain/rules.py` and `domain/graph_rules.py`.
+Re-read whenever the file changed; the pure evaluation is `domain/rules.py`, `domain/graph_rules.py`
+and `domain/local_rules.py`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jit_dispatch.domain import graph_rules, rules
+from jit_dispatch.domain import graph_rules, local_rules, rules
 from jit_dispatch.domain.values import State
 from jit_dispatch.trackers.base import Snapshot
 from jit_dispatch.trackers.jit.files import Fingerprint, fingerprint, read_regular
@@ -26,9 +30,10 @@ class StoreRules:
         self.config = root / "config.toml"
         self._issues = issues
         # as last read: the file's fingerprint, its enforced graph rules (or why jit cannot load it),
-        # its enforced local ones (`rules.written_for`)
+        # its enforced local ones (`local_rules.blockers`)
         self._loaded: tuple[Fingerprint | None, list[rules.Rule] | str, list[rules.Rule]] | None = None
         self._config_seen: Fingerprint | None = None  # config.toml's when read: its `[item_kinds]` count
+        self._schemas_seen: dict[Path, Fingerprint | None] = {}  # json-schema rules' files, when read
 
     def enforced(self) -> list[rules.Rule] | str:
         """`rules.toml`'s graph rules jit may enforce at a transition (re-read when it changed); the
@@ -40,12 +45,15 @@ class StoreRules:
             seen = None
         except OSError as exc:
             return f"{path}: cannot be read ({exc.strerror})"
-        if self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
-            self._config_seen = self._config_fingerprint()
+        stale = any(_fingerprint(p) != then for p, then in self._schemas_seen.items())
+        if stale or self._loaded is None or self._loaded[0] != seen or self._config_seen != self._config_fingerprint():
+            self._config_seen, self._schemas_seen = self._config_fingerprint(), {}
             local: list[rules.Rule] = []
             try:
                 text = read_regular(path).decode("utf-8") if seen is not None else ""
-                every = [r for r in rules.parse_rules(text, str(path), self._config().get("item_kinds")) if r.enforce]
+                parsed = rules.parse_rules(text, str(path), self._config().get("item_kinds"))
+                every = [self._with_schema(r) if r.kind == "json-schema" else r for r in parsed]
+                every = [r for r in every if r.enforce]
                 loaded: list[rules.Rule] | str = [r for r in every if r.kind in rules.GRAPH_KINDS]
                 local = [r for r in every if r.kind in rules.LOCAL_KINDS]
             except (OSError, UnicodeDecodeError, rules.RulesError) as exc:
@@ -61,8 +69,14 @@ class StoreRules:
         if isinstance(loaded, str):
             return [(None, loaded)]
         assert self._loaded is not None
-        written = rules.written_for(self._loaded[2], raw, target) if target in (State.DONE, State.GATED) else []
-        if written or not loaded:  # jit validates the write before the transition: no graph check, no event
+        # jit validates the written issue before the transition (refused: no graph check, no event);
+        # a claim or a promotion is no such write (docs/jit-format.md#local-rules)
+        written = (
+            local_rules.blockers(self._loaded[2], raw, target, self._content_format)
+            if target in (State.DONE, State.GATED)
+            else []
+        )
+        if written or not loaded:
             return [*written]
         every = issues or self._issues
         found = rules.blockers(
@@ -75,6 +89,19 @@ class StoreRules:
         )
         return list(found)
 
+    def _with_schema(self, rule: rules.Rule) -> rules.Rule:
+        """A json-schema rule with its schema read as jit's loader does (unreadable: jit loads no rule)."""
+        path = self.path.parent / str(rule.config)
+        self._schemas_seen[path] = _fingerprint(path)  # jit reads it afresh on every write: so do we
+        try:
+            text = read_regular(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise rules.RulesError(f"rule '{rule.name}': failed to read schema file '{path}': {exc}") from None
+        try:
+            return replace(rule, schema=json.loads(text))
+        except ValueError as exc:
+            raise rules.RulesError(f"rule '{rule.name}': schema file '{path}' is not JSON ({exc})") from None
+
     def _config(self) -> dict[str, Any]:
         """config.toml as far as the rules need it (its `[item_kinds]`, `[validation]`); {} unreadable."""
         try:
@@ -83,10 +110,7 @@ class StoreRules:
             return {}
 
     def _config_fingerprint(self) -> Fingerprint | None:
-        try:
-            return fingerprint(os.stat(self.config))
-        except OSError:
-            return None
+        return _fingerprint(self.config)
 
     def _content_format(self) -> str:
         """config.toml's `[validation] content_format`: the body format of issues that name none."""
@@ -111,3 +135,10 @@ class StoreRules:
                 name, text = found[0]
                 holds[full.id] = f"rule '{name}' refuses in_progress: {text}" if name else text
         return holds
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        return fingerprint(os.stat(path))
+    except OSError:
+        return None
