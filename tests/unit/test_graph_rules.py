@@ -44,7 +44,7 @@ def test_gate_recency_counts_whole_hours_and_any_recorded_status_as_jit() -> Non
 def test_rules_that_do_not_enforce_or_are_left_to_validate_never_block() -> None:
     text = RECENCY.replace("enforce = true", "enforce = false") + (
         '\n[[rules]]\nname = "u"\nseverity = "error"\nenforce = true\n'
-        'assert = { label-uniqueness = { namespace = "req" } }\n'
+        'assert = { label-uniqueness = { namespace = "req", scope = "all" } }\n'
         '\n[[rules]]\nname = "s"\nseverity = "error"\nenforce = true\n'
         'assert = { require-section = { heading = "X" } }\n'
     )
