@@ -308,10 +308,13 @@ def main() -> None:
                                cwd=reaper_clone, env=env, capture_output=True, text=True)  # fmt: skip
         figures = analyse(stamps, bare)
         done, left = done_on_remote(bare), lock_refs(bare)
+        leftover = git("-C", str(bare), "for-each-ref", "--format=%(refname)", "refs/jit-dispatch/").split()
     wall = time.monotonic() - started
     print(f"# Remote mode under faults ({machine()['cpu']}, load {load_average()})\n")
     print(f"`{' '.join(['bench/remote_faults.py', *sys.argv[1:]])}`, code at {ROOT.name}\n")
     print(f"- issues {args.issues}, done on the branch {done}, refs left {left} (final reap: exit {flush.returncode})")
+    for ref in leftover:  # what a next investigation needs: a lock or a result, and whose
+        print(f"  - left: `{ref}`")
     print(f"- runners started {number}, faults {totals.faults}, outcomes {totals.outcomes}")
     print(f"- claims {figures['claims']}, command runs {figures['runs']}")
     print(f"- **overlaps {figures['overlaps']}**, **re-runs after success {figures['reruns_after_success']}**")
