@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import ROOT, clean_env, git, load_average, machine
-from remote_runner import build_remote, done_on_remote, issue_specs, lock_refs
+from remote_runner import build_remote, done_on_remote, issue_specs, refs_left
 
 FAULTS = ("none", "slow", "partition", "kill", "kill-dispatcher", "torn")
 GRACE = 2.0  # seconds after a dispatcher's SIGKILL by which its command must be gone
@@ -307,12 +307,12 @@ def main() -> None:
         flush = subprocess.run([sys.executable, "-m", "jit_dispatch", "reap", "--older-than", "1s", "--sync", "git"],
                                cwd=reaper_clone, env=env, capture_output=True, text=True)  # fmt: skip
         figures = analyse(stamps, bare)
-        done, left = done_on_remote(bare), lock_refs(bare)
-        leftover = git("-C", str(bare), "for-each-ref", "--format=%(refname)", "refs/jit-dispatch/").split()
+        done, leftover = done_on_remote(bare), refs_left(bare)
     wall = time.monotonic() - started
     print(f"# Remote mode under faults ({machine()['cpu']}, load {load_average()})\n")
     print(f"`{' '.join(['bench/remote_faults.py', *sys.argv[1:]])}`, code at {ROOT.name}\n")
-    print(f"- issues {args.issues}, done on the branch {done}, refs left {left} (final reap: exit {flush.returncode})")
+    reaped = f"final reap: exit {flush.returncode}"
+    print(f"- issues {args.issues}, done on the branch {done}, refs left {len(leftover)} ({reaped})")
     for ref in leftover:  # what a next investigation needs: a lock or a result, and whose
         print(f"  - left: `{ref}`")
     print(f"- runners started {number}, faults {totals.faults}, outcomes {totals.outcomes}")

@@ -99,8 +99,13 @@ def state_commits(bare: Path) -> int:
     return int(git("-C", str(bare), "rev-list", "--count", "main").strip()) - 1
 
 
+def refs_left(bare: Path) -> list[str]:
+    """Every jit-dispatch ref on the remote (locks and unfolded results): none once a wave is over."""
+    return git("-C", str(bare), "for-each-ref", "--format=%(refname)", "refs/jit-dispatch/").split()
+
+
 def lock_refs(bare: Path) -> int:
-    return len(git("-C", str(bare), "for-each-ref", "--format=%(refname)", "refs/jit-dispatch/").split())
+    return len(refs_left(bare))
 
 
 def done_on_remote(bare: Path) -> int:
